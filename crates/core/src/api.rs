@@ -1,0 +1,481 @@
+//! The decision API on a snapshot: check, batches, the actions a principal may take,
+//! listing resources and principals, explanations and the access-rights matrix.
+
+use crate::decision::{Code, Decision, Query, Reason, Request, Resource, field};
+use crate::error::ErrorData;
+use crate::eval::Eval;
+use crate::policy::{LEVELS, hex};
+use crate::snapshot::{NEVER, Snapshot};
+use crate::time::TimeValue;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+/// A reason with its stable code and a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonView {
+    /// The stable code, e.g. `relation.missing` or `gate.active`.
+    pub code: String,
+    /// The rule or request field it is about, e.g. `event.view` or `request.principal`.
+    pub rule: String,
+    /// What happened, in words.
+    pub message: String,
+    /// Where the rule is written (`file:line:col`), if it is written in a policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
+/// A decision as data for a boundary (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionView {
+    /// Allow or deny.
+    pub allowed: bool,
+    /// The reasons.
+    pub reasons: Vec<ReasonView>,
+    /// The snapshot revision.
+    pub revision: u64,
+    /// The policy hash (hex SHA-256).
+    pub policy_hash: String,
+    /// When time alone could change the decision (RFC 3339), if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
+}
+
+/// A full explanation: the decision, and for an allow the rules that held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// The decision with every failed check (deny) or the granting rule (allow).
+    pub decision: DecisionView,
+    /// For an allow: the checks that held along the granting path, innermost first.
+    pub held: Vec<ReasonView>,
+}
+
+/// The access-rights matrix of one matrix: roles × rows with their cells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessMatrix {
+    /// The matrix.
+    pub matrix: String,
+    /// Whether cells are levels (else action lists).
+    pub levels: bool,
+    /// Row names, in order.
+    pub rows: Vec<String>,
+    /// One line per role in effect.
+    pub roles: Vec<MatrixRole>,
+}
+
+/// One role's line of the access-rights matrix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatrixRole {
+    /// The role.
+    pub name: String,
+    /// Whether it is a custom role of the account.
+    pub custom: bool,
+    /// One cell per row: `none`, a level such as `write(owner)`, or actions.
+    pub cells: Vec<String>,
+}
+
+impl Snapshot {
+    fn decision(&self, allowed: bool, reasons: SmallVec<[Reason; 2]>, until: i64) -> Decision {
+        Decision { allowed, reasons, revision: self.revision, valid_until: (until != NEVER).then_some(until) }
+    }
+
+    /// Resolves a request's names to ids, or gives the structural denial.
+    pub fn resolve(&self, r: &Request) -> Result<Query, Decision> {
+        let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
+        let mut deny = |code, rule| reasons.push(Reason { code, rule });
+        let now = r.now.seconds().map_err(|_| ()).ok();
+        if now.is_none() {
+            deny(Code::RequestInvalid, field::NOW);
+        }
+        let principal = self.entity(&r.principal);
+        if principal.is_none() {
+            deny(Code::EntityUnknown, field::PRINCIPAL);
+        }
+        let resource = self.resource(&r.resource);
+        if resource.is_none() {
+            deny(Code::EntityUnknown, field::RESOURCE);
+        }
+        let mut action = None;
+        let mut wants_target = None;
+        match resource {
+            Some(Resource::Entity(e)) => {
+                let t = self.ent_type.get(e as usize).copied().unwrap_or(0);
+                match self.schema.ty(t).and_then(|td| td.perm(&r.action).map(|i| (i, td.perms.get(i as usize).and_then(|p| p.target)))) {
+                    Some((i, tt)) => {
+                        action = Some(i);
+                        wants_target = tt;
+                    }
+                    None => deny(Code::ActionUnknown, field::ACTION),
+                }
+            }
+            Some(Resource::Page { matrix, row }) => match self.schema.matrices.get(matrix as usize).and_then(|m| m.action_bit(row, &r.action)) {
+                Some(b) => action = Some(b as u16),
+                None => deny(Code::ActionUnknown, field::ACTION),
+            },
+            None => {}
+        }
+        if let Some(p) = principal {
+            let t = self.ent_type.get(p as usize).copied().unwrap_or(0);
+            if !self.schema.ty(t).is_some_and(|td| td.principal) {
+                deny(Code::PrincipalInvalid, field::PRINCIPAL);
+            }
+        }
+        let target = match (&r.target, wants_target) {
+            (None, None) => None,
+            (Some(t), Some(tt)) => match self.entity(t) {
+                Some(id) if self.ent_type.get(id as usize) == Some(&tt) => Some(id),
+                _ => {
+                    deny(Code::TargetInvalid, field::TARGET);
+                    None
+                }
+            },
+            (None, Some(_)) if action.is_some() => {
+                deny(Code::TargetInvalid, field::TARGET);
+                None
+            }
+            (Some(_), None) if action.is_some() => {
+                deny(Code::TargetInvalid, field::TARGET);
+                None
+            }
+            _ => None,
+        };
+        match (principal, resource, action, now) {
+            (Some(principal), Some(resource), Some(action), Some(now)) if reasons.is_empty() => {
+                Ok(Query { principal, resource, action, target, now })
+            }
+            _ => Err(self.decision(false, reasons, NEVER)),
+        }
+    }
+
+    fn resource(&self, name: &str) -> Option<Resource> {
+        if let Some(e) = self.entity(name) {
+            return Some(Resource::Entity(e));
+        }
+        let (m, row) = name.split_once(':')?;
+        let mi = *self.schema.matrix_index.get(m)?;
+        let ri = *self.schema.matrices.get(mi as usize)?.row_index.get(row)?;
+        Some(Resource::Page { matrix: mi, row: ri })
+    }
+
+    /// Decides a resolved request. This is the hot path.
+    pub fn decide(&self, q: &Query) -> Decision {
+        let mut ev = Eval::new(self, q.principal, q.target, q.now, false);
+        match self.evaluate(&mut ev, q) {
+            Ok(rule) => {
+                let mut reasons = SmallVec::new();
+                reasons.push(Reason { code: Code::Granted, rule });
+                self.decision(true, reasons, ev.until)
+            }
+            Err(Some(early)) => self.decision(false, smallvec::smallvec![early], ev.until),
+            Err(None) => {
+                let until = ev.until;
+                let mut ex = Eval::new(self, q.principal, q.target, q.now, true);
+                let reasons = match self.evaluate(&mut ex, q) {
+                    Err(Some(early)) => smallvec::smallvec![early],
+                    _ => ex.trace.map(|t| t.fails.into_iter().collect()).unwrap_or_default(),
+                };
+                self.decision(false, reasons, until)
+            }
+        }
+    }
+
+    /// Whether a resolved request is allowed, without reasons.
+    pub fn allows(&self, q: &Query) -> bool {
+        let mut ev = Eval::new(self, q.principal, q.target, q.now, false);
+        self.evaluate(&mut ev, q).is_ok()
+    }
+
+    /// Runs gates, tenancy and the permission. `Ok(rule)` allows by `rule`; `Err(Some(r))`
+    /// is an early denial with one reason; `Err(None)` a denial by the permission.
+    fn evaluate(&self, ev: &mut Eval<'_>, q: &Query) -> Result<u32, Option<Reason>> {
+        let pt = self.ent_type.get(q.principal as usize).copied().unwrap_or(0);
+        let schema = &*self.schema;
+        let ptd = schema.ty(pt).ok_or(None)?;
+        for g in &ptd.gates {
+            if !ev.eval(&g.expr, q.principal) {
+                return Err(Some(Reason { code: Code::Gate, rule: g.rule }));
+            }
+        }
+        if let Some(t) = ev.trace.as_mut() {
+            t.fails.clear();
+            t.holds.clear();
+        }
+        let account = self.ent_account.get(q.principal as usize).copied();
+        if let Resource::Entity(e) = q.resource {
+            if self.ent_account.get(e as usize).copied() != account {
+                return Err(Some(Reason { code: Code::AccountMismatch, rule: field::RESOURCE }));
+            }
+        }
+        if let Some(t) = q.target {
+            if self.ent_account.get(t as usize).copied() != account {
+                return Err(Some(Reason { code: Code::AccountMismatch, rule: field::TARGET }));
+            }
+        }
+        match q.resource {
+            Resource::Entity(e) => {
+                let rt = self.ent_type.get(e as usize).copied().unwrap_or(0);
+                let perm = schema.ty(rt).and_then(|td| td.perms.get(q.action as usize)).ok_or(None)?;
+                if ev.eval(&perm.expr, e) { Ok(perm.rule) } else { Err(None) }
+            }
+            Resource::Page { matrix, row } => {
+                let rule = schema.matrices.get(matrix as usize).and_then(|m| m.rows.get(row as usize)).map_or(0, |r| r.rule);
+                if ev.matrix(matrix, row, q.action as u8, None, rule) { Ok(rule) } else { Err(None) }
+            }
+        }
+    }
+
+    /// Decides a request given by names.
+    pub fn check(&self, r: &Request) -> Decision {
+        match self.resolve(r) {
+            Ok(q) => self.decide(&q),
+            Err(d) => d,
+        }
+    }
+
+    /// Decides many requests.
+    pub fn check_batch(&self, rs: &[Request]) -> Vec<Decision> {
+        rs.iter().map(|r| self.check(r)).collect()
+    }
+
+    /// Every action `principal` may take on `resource` (an entity or a page) at `now`:
+    /// one call for a UI. Permissions that take a target are not listed.
+    pub fn allowed_actions(&self, principal: &str, resource: &str, now: &TimeValue) -> Result<Vec<String>, Decision> {
+        let names = self.action_names(resource);
+        let mut out = Vec::new();
+        let mut first_err = None;
+        for (i, name) in names.iter().enumerate() {
+            let req = Request { principal: principal.into(), action: name.clone(), resource: resource.into(), target: None, now: now.clone() };
+            match self.resolve(&req) {
+                Ok(q) => {
+                    if self.allows(&q) {
+                        out.push(name.clone());
+                    }
+                }
+                Err(d) if i == 0 => first_err = Some(d),
+                Err(_) => {}
+            }
+        }
+        if names.is_empty() {
+            let req = Request { principal: principal.into(), action: String::new(), resource: resource.into(), target: None, now: now.clone() };
+            if let Err(d) = self.resolve(&req) {
+                if d.reasons.iter().any(|r| r.code != Code::ActionUnknown) {
+                    return Err(d);
+                }
+            }
+        }
+        match first_err {
+            Some(d) => Err(d),
+            None => Ok(out),
+        }
+    }
+
+    /// The checkable actions of a resource (an entity or a page), without targets.
+    pub fn action_names(&self, resource: &str) -> Vec<String> {
+        match self.resource(resource) {
+            Some(Resource::Entity(e)) => {
+                let t = self.ent_type.get(e as usize).copied().unwrap_or(0);
+                self.schema.ty(t).map(|td| td.perms.iter().filter(|p| p.target.is_none()).map(|p| p.name.clone()).collect()).unwrap_or_default()
+            }
+            Some(Resource::Page { matrix, row }) => match self.schema.matrices.get(matrix as usize) {
+                Some(m) => {
+                    let bits = m.row_actions(row);
+                    m.actions.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, a)| a.clone()).collect()
+                }
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        }
+    }
+
+    /// The entities of type `ty` (or the rows of matrix `ty`) on which `principal` may take
+    /// `action` at `now`, by name.
+    pub fn list_resources(&self, principal: &str, action: &str, ty: &str, now: &TimeValue) -> Result<Vec<String>, ErrorData> {
+        let now_s = now.seconds().map_err(|m| request_error(&m))?;
+        let p = self.entity(principal).ok_or_else(|| request_error(&format!("unknown principal `{principal}`")))?;
+        let mut out = Vec::new();
+        if let Some(&mi) = self.schema.matrix_index.get(ty) {
+            let m = self.schema.matrices.get(mi as usize).ok_or_else(|| request_error("unknown matrix"))?;
+            for (ri, r) in m.rows.iter().enumerate() {
+                if let Some(bit) = m.action_bit(ri as u16, action) {
+                    let q = Query { principal: p, resource: Resource::Page { matrix: mi, row: ri as u16 }, action: bit as u16, target: None, now: now_s };
+                    if self.allows(&q) {
+                        out.push(format!("{ty}:{}", r.name));
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        let t = self.schema.type_id(ty).ok_or_else(|| request_error(&format!("unknown type `{ty}`")))?;
+        let perm = self.schema.ty(t).and_then(|td| td.perm(action)).ok_or_else(|| request_error(&format!("`{ty}` has no action `{action}`")))?;
+        if self.schema.ty(t).and_then(|td| td.perms.get(perm as usize)).is_some_and(|p| p.target.is_some()) {
+            return Err(request_error(&format!("`{ty}.{action}` takes a target and cannot be listed")));
+        }
+        let acct = self.ent_account.get(p as usize).copied().unwrap_or(0);
+        let al = self.ent_local.get(acct as usize).copied().unwrap_or(0) as usize;
+        let members = self.account_members.get(al).and_then(|a| a.get(t as usize)).map(Vec::as_slice).unwrap_or(&[]);
+        for &e in members {
+            let q = Query { principal: p, resource: Resource::Entity(e), action: perm, target: None, now: now_s };
+            if self.allows(&q) {
+                out.push(self.name(e).to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The principals who may take `action` on `resource` at `now`, by name. For a page,
+    /// `account` limits the answer to one account's principals.
+    pub fn list_principals(&self, resource: &str, action: &str, now: &TimeValue, account: Option<&str>) -> Result<Vec<String>, ErrorData> {
+        let now_s = now.seconds().map_err(|m| request_error(&m))?;
+        let res = self.resource(resource).ok_or_else(|| request_error(&format!("unknown resource `{resource}`")))?;
+        let action_id = match res {
+            Resource::Entity(e) => {
+                let t = self.ent_type.get(e as usize).copied().unwrap_or(0);
+                let td = self.schema.ty(t).ok_or_else(|| request_error("unknown type"))?;
+                let i = td.perm(action).ok_or_else(|| request_error(&format!("`{}` has no action `{action}`", td.name)))?;
+                if td.perms.get(i as usize).is_some_and(|p| p.target.is_some()) {
+                    return Err(request_error(&format!("`{}.{action}` takes a target and cannot be listed", td.name)));
+                }
+                i
+            }
+            Resource::Page { matrix, row } => {
+                self.schema.matrices.get(matrix as usize).and_then(|m| m.action_bit(row, action)).ok_or_else(|| request_error(&format!("`{resource}` has no action `{action}`")))? as u16
+            }
+        };
+        let accounts: Vec<u32> = match (res, account) {
+            (Resource::Entity(e), _) => self.ent_account.get(e as usize).copied().into_iter().collect(),
+            (Resource::Page { .. }, Some(a)) => {
+                let key = if a.starts_with("account:") { a.to_string() } else { format!("account:{a}") };
+                vec![self.entity(&key).ok_or_else(|| request_error(&format!("unknown account `{a}`")))?]
+            }
+            (Resource::Page { .. }, None) => self.types.get(self.schema.builtins.account as usize).map(|t| t.entities.clone()).unwrap_or_default(),
+        };
+        let mut out = Vec::new();
+        for acct in accounts {
+            let al = self.ent_local.get(acct as usize).copied().unwrap_or(0) as usize;
+            for (t, td) in self.schema.types.iter().enumerate() {
+                if !td.principal {
+                    continue;
+                }
+                let members = self.account_members.get(al).and_then(|a| a.get(t)).map(Vec::as_slice).unwrap_or(&[]);
+                for &p in members {
+                    let q = Query { principal: p, resource: res, action: action_id, target: None, now: now_s };
+                    if self.allows(&q) {
+                        out.push(self.name(p).to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decides and explains: every failed check for a deny, the granting path for an allow.
+    pub fn explain(&self, r: &Request) -> Explanation {
+        let d = self.check(r);
+        let mut held = Vec::new();
+        if d.allowed {
+            if let Ok(q) = self.resolve(r) {
+                let mut ex = Eval::new(self, q.principal, q.target, q.now, true);
+                let _ = self.evaluate(&mut ex, &q);
+                if let Some(t) = ex.trace {
+                    held = t.holds.iter().map(|x| self.reason_view(x, r)).collect();
+                }
+            }
+        }
+        Explanation { decision: self.view(&d, r), held }
+    }
+
+    /// The stable code of a reason (`gate.<name>` for gates).
+    pub fn code(&self, r: &Reason) -> String {
+        match r.code {
+            Code::Gate => self.schema.rule(r.rule).map_or_else(|| "gate".to_string(), |x| x.owner.clone()),
+            c => c.as_str().to_string(),
+        }
+    }
+
+    /// A decision as data for a boundary.
+    pub fn view(&self, d: &Decision, r: &Request) -> DecisionView {
+        DecisionView {
+            allowed: d.allowed,
+            reasons: d.reasons.iter().map(|x| self.reason_view(x, r)).collect(),
+            revision: d.revision,
+            policy_hash: hex(&self.schema.hash),
+            valid_until: d.valid_until.map(crate::time::format),
+        }
+    }
+
+    /// A reason with its message.
+    pub fn reason_view(&self, x: &Reason, r: &Request) -> ReasonView {
+        let rule = self.schema.rule(x.rule);
+        let owner = rule.map_or("", |r| r.owner.as_str());
+        let text = rule.map_or("", |r| r.text.as_str());
+        let at = rule.filter(|r| r.owner != "request").map(|r| r.span.to_string());
+        let field_value = |f: u32| match f {
+            field::PRINCIPAL => r.principal.clone(),
+            field::RESOURCE => r.resource.clone(),
+            field::ACTION => r.action.clone(),
+            field::TARGET => r.target.clone().unwrap_or_default(),
+            _ => format!("{:?}", r.now),
+        };
+        let message = match x.code {
+            Code::Granted => format!("allowed by `{owner}`: {text}"),
+            Code::RequestInvalid => format!("the request's `now` ({}) is not a timestamp", field_value(field::NOW)),
+            Code::EntityUnknown => format!("the {text} `{}` does not exist", field_value(x.rule)),
+            Code::ActionUnknown => {
+                let known = self.action_names(&r.resource);
+                format!("`{}` has no action `{}`: expected one of {}", r.resource, r.action, known.join(", "))
+            }
+            Code::PrincipalInvalid => format!("`{}` is not of a principal type", r.principal),
+            Code::TargetInvalid => format!("`{}` on `{}` needs a target of the declared type; got `{}`", r.action, r.resource, field_value(field::TARGET)),
+            Code::Gate => text.to_string(),
+            Code::AccountMismatch => format!("`{}` and the {text} `{}` belong to different accounts", r.principal, field_value(x.rule)),
+            Code::RelationMissing => format!("`{owner}` needs `{text}`, and nothing links `{}` that way", r.principal),
+            Code::RelationExpired => format!("`{owner}` needs `{text}`, and the link to `{}` has expired", r.principal),
+            Code::ConditionFailed => format!("`{owner}` needs `{text}`, which does not hold"),
+            Code::ExclusionMatched => format!("`{owner}` excludes this: `{text}`"),
+            Code::RoleNoneAssigned => format!("`{}` holds no role of this matrix (`{owner}`: {text})", r.principal),
+            Code::RoleMissingPermission => format!("no role of `{}` grants this (`{owner}`: {text})", r.principal),
+            Code::FeatureDisabled => format!("the account has not enabled the feature this needs (`{owner}`)"),
+            Code::SetupModeOff => format!("`{owner}` is available only while the account is in setup mode"),
+            Code::AuthorizationMissing => format!("`{owner}` {text}, and `{}` holds none", r.principal),
+            Code::AuthorizationExpired => format!("`{owner}` {text}, and that of `{}` has expired", r.principal),
+            Code::AuthorizationNotYetValid => format!("`{owner}` {text}, and that of `{}` is not valid yet", r.principal),
+            Code::AuthorizationRevoked => format!("`{owner}` {text}, and that of `{}` was revoked", r.principal),
+            Code::AuthorizationOutOfScope => format!("`{owner}` {text}, and that of `{}` does not cover this scope", r.principal),
+            Code::DepthExceeded => format!("`{owner}` nests rules deeper than the evaluation limit"),
+        };
+        let rule_name = if owner == "request" { format!("request.{text}") } else { owner.to_string() };
+        ReasonView { code: self.code(x), rule: rule_name, message, at }
+    }
+
+    /// The access-rights matrix of `matrix` as the account sees it (policy roles, with the
+    /// account's custom roles replacing or adding to them).
+    pub fn matrix(&self, matrix: &str, account: Option<&str>) -> Result<AccessMatrix, ErrorData> {
+        let mi = *self.schema.matrix_index.get(matrix).ok_or_else(|| request_error(&format!("unknown matrix `{matrix}`")))?;
+        let m = self.schema.matrices.get(mi as usize).ok_or_else(|| request_error("unknown matrix"))?;
+        let acct = match account {
+            Some(a) => {
+                let key = if a.starts_with("account:") { a.to_string() } else { format!("account:{a}") };
+                Some(self.entity(&key).ok_or_else(|| request_error(&format!("unknown account `{a}`")))?)
+            }
+            None => None,
+        };
+        let mut roles: Vec<MatrixRole> = Vec::new();
+        for r in &self.roles {
+            if r.matrix != mi || (r.account.is_some() && r.account != acct) {
+                continue;
+            }
+            let cells = (0..m.rows.len())
+                .map(|row| r.cells.iter().find(|c| c.row as usize == row).map_or_else(|| LEVELS[0].to_string(), |c| c.label.clone()))
+                .collect();
+            let line = MatrixRole { name: r.name.clone(), custom: r.account.is_some(), cells };
+            match roles.iter_mut().find(|x| x.name == line.name) {
+                Some(existing) => *existing = line,
+                None => roles.push(line),
+            }
+        }
+        Ok(AccessMatrix { matrix: m.name.clone(), levels: m.levels, rows: m.rows.iter().map(|r| r.name.clone()).collect(), roles })
+    }
+}
+
+fn request_error(message: &str) -> ErrorData {
+    ErrorData { code: "request.invalid".into(), message: message.to_string(), help: "see docs/facts-format.md for the request format".into() }
+}

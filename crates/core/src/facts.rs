@@ -1,0 +1,255 @@
+//! Facts: entities with attributes and relationship tuples, their JSON format, and
+//! deltas that change them, each applied list bumping the revision.
+
+use crate::error::FactsError;
+use crate::time::TimeValue;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// An entity as written in facts and deltas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityJson {
+    /// Its type.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Its id, unique within the type.
+    pub id: String,
+    /// Its account's id (an account names itself or omits this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Attribute values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, Value>,
+}
+
+/// A relationship tuple as written in facts and deltas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TupleJson {
+    /// The entity, `type:id`.
+    pub resource: String,
+    /// The relation of the entity's type.
+    pub relation: String,
+    /// The subject, `type:id`.
+    pub subject: String,
+    /// When the tuple ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<TimeValue>,
+}
+
+/// The facts file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactsJson {
+    /// The revision of these facts.
+    #[serde(default)]
+    pub revision: u64,
+    /// Entities.
+    #[serde(default)]
+    pub entities: Vec<EntityJson>,
+    /// Tuples.
+    #[serde(default)]
+    pub tuples: Vec<TupleJson>,
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Delta {
+    /// Adds an entity.
+    AddEntity {
+        /// The entity.
+        entity: EntityJson,
+    },
+    /// Removes an entity and every tuple naming it.
+    RemoveEntity {
+        /// `type:id`
+        entity: String,
+    },
+    /// Sets (or with `null`, clears) an attribute.
+    SetAttr {
+        /// `type:id`
+        entity: String,
+        /// The attribute.
+        attr: String,
+        /// The value.
+        value: Value,
+    },
+    /// Adds a tuple (or changes its expiry).
+    AddTuple {
+        /// The tuple.
+        tuple: TupleJson,
+    },
+    /// Removes a tuple.
+    RemoveTuple {
+        /// The tuple (its expiry is ignored).
+        tuple: TupleJson,
+    },
+}
+
+/// An entity held in [`Facts`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityRecord {
+    /// Its type.
+    pub ty: String,
+    /// Its id.
+    pub id: String,
+    /// Its account id.
+    pub account: String,
+    /// Attribute values as JSON.
+    pub attrs: BTreeMap<String, Value>,
+}
+
+/// The key of a tuple: resource, relation, subject.
+pub type TupleKey = (String, String, String);
+
+/// The facts of every account, at a revision. Validation against a policy happens when a
+/// snapshot is built from them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Facts {
+    /// The revision: bumped by every applied list of deltas.
+    pub revision: u64,
+    /// Entities by `type:id`.
+    pub entities: BTreeMap<String, EntityRecord>,
+    /// Tuples, with their expiry in seconds.
+    pub tuples: BTreeMap<TupleKey, Option<i64>>,
+}
+
+/// `type:id` of an entity.
+pub fn entity_key(ty: &str, id: &str) -> String {
+    format!("{ty}:{id}")
+}
+
+impl Facts {
+    /// Reads facts from JSON text.
+    pub fn from_json(text: &str) -> Result<Facts, FactsError> {
+        let doc: FactsJson = serde_json::from_str(text).map_err(|e| {
+            FactsError::new("facts.malformed", format!("line {} column {}", e.line(), e.column()), format!("malformed facts JSON: {e}"))
+        })?;
+        Facts::from_doc(doc)
+    }
+
+    /// Builds facts from the parsed JSON document.
+    pub fn from_doc(doc: FactsJson) -> Result<Facts, FactsError> {
+        let mut f = Facts { revision: doc.revision, ..Facts::default() };
+        for (i, e) in doc.entities.into_iter().enumerate() {
+            f.add_entity(e, &format!("entities[{i}]"))?;
+        }
+        for (i, t) in doc.tuples.into_iter().enumerate() {
+            f.add_tuple(t, &format!("tuples[{i}]"))?;
+        }
+        Ok(f)
+    }
+
+    /// The facts as a JSON document.
+    pub fn to_doc(&self) -> FactsJson {
+        FactsJson {
+            revision: self.revision,
+            entities: self
+                .entities
+                .values()
+                .map(|e| EntityJson {
+                    ty: e.ty.clone(),
+                    id: e.id.clone(),
+                    account: if e.ty == "account" { None } else { Some(e.account.clone()) },
+                    attrs: e.attrs.clone(),
+                })
+                .collect(),
+            tuples: self
+                .tuples
+                .iter()
+                .map(|((r, rel, s), exp)| TupleJson {
+                    resource: r.clone(),
+                    relation: rel.clone(),
+                    subject: s.clone(),
+                    expires: exp.map(TimeValue::Seconds),
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds an entity; `at` names it in errors.
+    pub fn add_entity(&mut self, e: EntityJson, at: &str) -> Result<(), FactsError> {
+        if e.ty.is_empty() || e.id.is_empty() || e.ty.contains(':') {
+            return Err(FactsError::new("facts.invalid_entity", at, "expected a non-empty `type` without `:` and a non-empty `id`"));
+        }
+        let account = match (e.ty.as_str(), e.account) {
+            ("account", None) => e.id.clone(),
+            ("account", Some(a)) if a == e.id => a,
+            ("account", Some(a)) => {
+                return Err(FactsError::new("facts.invalid_entity", at, format!("account `{}` names another account `{a}`: an account belongs to itself", e.id)));
+            }
+            (_, Some(a)) => a,
+            (_, None) => {
+                return Err(FactsError::new("facts.missing_account", at, format!("entity `{}:{}` names no `account`: every entity belongs to exactly one account", e.ty, e.id)));
+            }
+        };
+        let key = entity_key(&e.ty, &e.id);
+        if self.entities.contains_key(&key) {
+            return Err(FactsError::new("facts.duplicate_entity", at, format!("entity `{key}` already exists")));
+        }
+        self.entities.insert(key, EntityRecord { ty: e.ty, id: e.id, account, attrs: e.attrs });
+        Ok(())
+    }
+
+    /// Adds a tuple (both ends must exist); `at` names it in errors.
+    pub fn add_tuple(&mut self, t: TupleJson, at: &str) -> Result<(), FactsError> {
+        for end in [&t.resource, &t.subject] {
+            if !self.entities.contains_key(end) {
+                return Err(FactsError::new("facts.unknown_entity", at, format!("tuple names unknown entity `{end}`")));
+            }
+        }
+        let expires = match &t.expires {
+            Some(v) => Some(v.seconds().map_err(|m| FactsError::new("facts.invalid_value", at, m))?),
+            None => None,
+        };
+        self.tuples.insert((t.resource, t.relation, t.subject), expires);
+        Ok(())
+    }
+
+    /// Applies deltas to a copy of these facts, all or nothing, bumping the revision once.
+    /// The caller validates the result against the policy by building a snapshot.
+    pub fn apply(&self, deltas: &[Delta]) -> Result<Facts, FactsError> {
+        let mut f = self.clone();
+        for (i, d) in deltas.iter().enumerate() {
+            let at = format!("deltas[{i}]");
+            match d.clone() {
+                Delta::AddEntity { entity } => f.add_entity(entity, &at)?,
+                Delta::RemoveEntity { entity } => {
+                    if f.entities.remove(&entity).is_none() {
+                        return Err(FactsError::new("facts.unknown_entity", at, format!("no entity `{entity}` to remove")));
+                    }
+                    f.tuples.retain(|(r, _, s), _| *r != entity && *s != entity);
+                }
+                Delta::SetAttr { entity, attr, value } => {
+                    let Some(e) = f.entities.get_mut(&entity) else {
+                        return Err(FactsError::new("facts.unknown_entity", at, format!("no entity `{entity}`")));
+                    };
+                    if value.is_null() {
+                        e.attrs.remove(&attr);
+                    } else {
+                        e.attrs.insert(attr, value);
+                    }
+                }
+                Delta::AddTuple { tuple } => f.add_tuple(tuple, &at)?,
+                Delta::RemoveTuple { tuple } => {
+                    let key = (tuple.resource, tuple.relation, tuple.subject);
+                    if f.tuples.remove(&key).is_none() {
+                        return Err(FactsError::new("facts.unknown_tuple", at, format!("no tuple `{}#{}@{}` to remove", key.0, key.1, key.2)));
+                    }
+                }
+            }
+        }
+        f.revision = self.revision + 1;
+        Ok(f)
+    }
+}
+
+/// Reads a list of deltas from JSON text.
+pub fn deltas_from_json(text: &str) -> Result<Vec<Delta>, FactsError> {
+    serde_json::from_str(text).map_err(|e| {
+        FactsError::new("facts.malformed", format!("line {} column {}", e.line(), e.column()), format!("malformed deltas JSON: {e}"))
+    })
+}

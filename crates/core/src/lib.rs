@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+
+pub mod api;
+pub mod decision;
+pub mod error;
+mod eval;
+pub mod facts;
+pub mod policy;
+pub mod snapshot;
+pub mod time;
+
+pub use api::{AccessMatrix, DecisionView, Explanation, MatrixRole, ReasonView};
+pub use decision::{Code, Decision, Query, Reason, Request, Resource};
+pub use error::{ErrorData, FactsError, PolicyError, PolicyErrors, Span};
+pub use facts::{Delta, EntityJson, Facts, FactsJson, TupleJson};
+pub use policy::{Schema, Source};
+pub use snapshot::Snapshot;
+pub use time::TimeValue;

@@ -1,0 +1,460 @@
+//! A recursive-descent parser from tokens to the syntax tree, with errors that say what
+//! was expected and where.
+
+use super::ast::*;
+use super::lexer::{Tok, Token, lex};
+use crate::error::{PolicyError, Span};
+
+/// Parses one policy file.
+pub fn parse_file(file: &str, text: &str) -> Result<Vec<Decl>, PolicyError> {
+    let tokens = lex(file, text)?;
+    let mut p = Parser { tokens, pos: 0 };
+    let mut decls = Vec::new();
+    while !p.at_eof() {
+        decls.push(p.decl()?);
+    }
+    Ok(decls)
+}
+
+/// Parses a custom role cell written as data, such as `work_orders:view+edit` or
+/// `dispatch:write(owner)`.
+pub fn parse_cell(origin: &str, text: &str) -> Result<CellDecl, PolicyError> {
+    let tokens = lex(origin, text)?;
+    let mut p = Parser { tokens, pos: 0 };
+    let cell = p.cell()?;
+    if !p.at_eof() {
+        return Err(p.unexpected("the end of the cell"));
+    }
+    Ok(cell)
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+const KEYWORDS: [&str; 6] = ["permission", "scope", "gate", "type", "matrix", "role"];
+
+impl Parser {
+    fn peek(&self) -> &Tok {
+        self.tokens.get(self.pos).map_or(&Tok::Eof, |t| &t.tok)
+    }
+
+    fn peek_at(&self, n: usize) -> &Tok {
+        self.tokens.get(self.pos + n).map_or(&Tok::Eof, |t| &t.tok)
+    }
+
+    fn span(&self) -> Span {
+        match self.tokens.get(self.pos).or(self.tokens.last()) {
+            Some(t) => t.span.clone(),
+            None => Span { file: String::new(), line: 1, col: 1 },
+        }
+    }
+
+    fn at_eof(&self) -> bool {
+        matches!(self.peek(), Tok::Eof)
+    }
+
+    fn bump(&mut self) {
+        if self.pos < self.tokens.len() {
+            self.pos += 1;
+        }
+    }
+
+    fn unexpected(&self, expected: &str) -> PolicyError {
+        PolicyError::new(self.span(), format!("expected {expected}, found {}", self.peek().describe()))
+    }
+
+    fn is_punct(&self, p: &str) -> bool {
+        matches!(self.peek(), Tok::Punct(q) if *q == p)
+    }
+
+    fn eat_punct(&mut self, p: &str) -> bool {
+        if self.is_punct(p) {
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect_punct(&mut self, p: &str) -> Result<(), PolicyError> {
+        if self.eat_punct(p) { Ok(()) } else { Err(self.unexpected(&format!("`{p}`"))) }
+    }
+
+    fn is_kw(&self, kw: &str) -> bool {
+        matches!(self.peek(), Tok::Ident(s) if s == kw)
+    }
+
+    fn eat_kw(&mut self, kw: &str) -> bool {
+        if self.is_kw(kw) {
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect_kw(&mut self, kw: &str) -> Result<(), PolicyError> {
+        if self.eat_kw(kw) { Ok(()) } else { Err(self.unexpected(&format!("`{kw}`"))) }
+    }
+
+    fn name(&mut self, what: &str) -> Result<Name, PolicyError> {
+        let span = self.span();
+        match self.peek() {
+            Tok::Ident(s) => {
+                let text = s.clone();
+                self.bump();
+                Ok(Name { text, span })
+            }
+            _ => Err(self.unexpected(what)),
+        }
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, PolicyError> {
+        match self.peek() {
+            Tok::Str(s) => {
+                let s = s.clone();
+                self.bump();
+                Ok(s)
+            }
+            _ => Err(self.unexpected(what)),
+        }
+    }
+
+    fn name_list(&mut self, what: &str) -> Result<Vec<Name>, PolicyError> {
+        let mut v = vec![self.name(what)?];
+        while self.eat_punct(",") {
+            v.push(self.name(what)?);
+        }
+        Ok(v)
+    }
+
+    fn decl(&mut self) -> Result<Decl, PolicyError> {
+        if self.eat_kw("type") {
+            let name = self.name("a type name")?;
+            let principal = self.eat_kw("principal");
+            self.expect_punct("{")?;
+            let mut members = Vec::new();
+            while !self.eat_punct("}") {
+                members.push(self.member()?);
+            }
+            Ok(Decl::Type(TypeDecl { name, principal, members }))
+        } else if self.eat_kw("matrix") {
+            self.matrix().map(Decl::Matrix)
+        } else if self.eat_kw("role") {
+            self.role().map(Decl::Role)
+        } else {
+            Err(self.unexpected("`type`, `matrix` or `role`"))
+        }
+    }
+
+    fn member(&mut self) -> Result<Member, PolicyError> {
+        if self.is_kw("permission") && matches!(self.peek_at(1), Tok::Ident(_)) {
+            self.bump();
+            let name = self.name("a permission name")?;
+            let target = if self.eat_punct("(") {
+                let pname = self.name("a parameter name")?;
+                if pname.text != "target" {
+                    return Err(PolicyError::new(
+                        pname.span,
+                        format!("expected the parameter `target`, found `{}`", pname.text),
+                    ));
+                }
+                self.expect_punct(":")?;
+                let ty = self.name("the target's type")?;
+                self.expect_punct(")")?;
+                Some((pname, ty))
+            } else {
+                None
+            };
+            self.expect_punct("=")?;
+            let expr = self.expr()?;
+            return Ok(Member::Permission { name, target, expr });
+        }
+        if self.is_kw("scope") && matches!(self.peek_at(1), Tok::Ident(_)) {
+            self.bump();
+            let name = self.name("a scope name")?;
+            self.expect_punct("=")?;
+            let expr = self.expr()?;
+            return Ok(Member::Scope { name, expr });
+        }
+        if self.is_kw("gate") && matches!(self.peek_at(1), Tok::Ident(_)) {
+            self.bump();
+            let name = self.name("a gate name")?;
+            self.expect_punct("=")?;
+            let expr = self.expr()?;
+            self.expect_kw("else")?;
+            let message = self.string("the gate's failure message, a quoted string")?;
+            return Ok(Member::Gate { name, expr, message });
+        }
+        let name = self.name("a member: a field `name: type`, `permission`, `scope` or `gate`")?;
+        if KEYWORDS.contains(&name.text.as_str()) && !self.is_punct(":") {
+            return Err(PolicyError::new(name.span, format!("expected a name after `{}`", name.text)));
+        }
+        self.expect_punct(":")?;
+        let ty = self.field_type()?;
+        let optional = self.eat_punct("?");
+        let until = if self.eat_kw("until") { Some(self.name("a timestamp attribute")?) } else { None };
+        Ok(Member::Field { name, ty, optional, until })
+    }
+
+    fn field_type(&mut self) -> Result<FieldType, PolicyError> {
+        let first = self.name("a type: bool, int, string, timestamp, set<string>, enum{...} or an entity type")?;
+        Ok(match first.text.as_str() {
+            "bool" => FieldType::Bool,
+            "int" => FieldType::Int,
+            "string" => FieldType::Str,
+            "timestamp" => FieldType::Time,
+            "set" => {
+                self.expect_punct("<")?;
+                let inner = self.name("`string`")?;
+                if inner.text != "string" {
+                    return Err(PolicyError::new(inner.span, format!("expected `string`, found `{}`: sets hold strings", inner.text)));
+                }
+                self.expect_punct(">")?;
+                FieldType::StrSet
+            }
+            "enum" => {
+                self.expect_punct("{")?;
+                let values = self.name_list("an enum value")?;
+                self.expect_punct("}")?;
+                FieldType::Enum(values)
+            }
+            _ => {
+                let mut v = vec![first];
+                while self.eat_punct("|") {
+                    v.push(self.name("an entity type")?);
+                }
+                FieldType::Entities(v)
+            }
+        })
+    }
+
+    fn expr(&mut self) -> Result<Expr, PolicyError> {
+        let mut v = vec![self.and()?];
+        while self.eat_punct("|") {
+            v.push(self.and()?);
+        }
+        Ok(if v.len() == 1 { v.remove(0) } else { Expr::Or(v) })
+    }
+
+    fn and(&mut self) -> Result<Expr, PolicyError> {
+        let mut acc = self.unary()?;
+        loop {
+            if self.eat_punct("&") {
+                let rhs = self.unary()?;
+                acc = match acc {
+                    Expr::And(mut v) => {
+                        v.push(rhs);
+                        Expr::And(v)
+                    }
+                    other => Expr::And(vec![other, rhs]),
+                };
+            } else if self.eat_punct("-") {
+                let rhs = self.unary()?;
+                acc = Expr::Minus(Box::new(acc), Box::new(rhs));
+            } else {
+                return Ok(acc);
+            }
+        }
+    }
+
+    fn unary(&mut self) -> Result<Expr, PolicyError> {
+        let span = self.span();
+        if self.eat_punct("!") {
+            return Ok(Expr::Not(Box::new(self.unary()?), span));
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Expr, PolicyError> {
+        if self.eat_punct("(") {
+            let e = self.expr()?;
+            self.expect_punct(")")?;
+            return Ok(e);
+        }
+        if self.is_kw("role") && matches!(self.peek_at(1), Tok::Punct("(")) {
+            self.bump();
+            self.bump();
+            let matrix = self.name("a matrix name")?;
+            self.expect_punct(".")?;
+            let row = self.name("a row name")?;
+            self.expect_punct(".")?;
+            let action = self.name("an action or level")?;
+            self.expect_punct(")")?;
+            return Ok(Expr::Role { matrix, row, action });
+        }
+        if self.is_kw("authorized") && matches!(self.peek_at(1), Tok::Punct("(")) {
+            self.bump();
+            self.bump();
+            let kind = self.name("an authorisation kind")?;
+            let scope = if self.eat_punct(",") { Some(self.operand()?) } else { None };
+            self.expect_punct(")")?;
+            return Ok(Expr::Authorized { kind, scope });
+        }
+        let lhs = self.operand()?;
+        let op = match self.peek() {
+            Tok::Punct("==") => Some(CmpOp::Eq),
+            Tok::Punct("!=") => Some(CmpOp::Ne),
+            Tok::Punct("<") => Some(CmpOp::Lt),
+            Tok::Punct("<=") => Some(CmpOp::Le),
+            Tok::Punct(">") => Some(CmpOp::Gt),
+            Tok::Punct(">=") => Some(CmpOp::Ge),
+            _ => None,
+        };
+        if let Some(op) = op {
+            self.bump();
+            let rhs = self.operand()?;
+            return Ok(Expr::Cmp { op, lhs, rhs });
+        }
+        if self.eat_kw("in") {
+            let rhs = self.operand()?;
+            return Ok(Expr::In { lhs, rhs });
+        }
+        match lhs {
+            Operand::Path(p) => Ok(Expr::Path(p)),
+            Operand::Bool(b, s) => Ok(Expr::Const(b, s)),
+            other => Err(PolicyError::new(
+                other.span().clone(),
+                format!("expected a comparison or `in` after `{other}`"),
+            )),
+        }
+    }
+
+    fn operand(&mut self) -> Result<Operand, PolicyError> {
+        let span = self.span();
+        match self.peek().clone() {
+            Tok::Int(i) => {
+                self.bump();
+                Ok(Operand::Int(i, span))
+            }
+            Tok::Str(s) => {
+                self.bump();
+                Ok(Operand::Str(s, span))
+            }
+            Tok::Ident(s) if s == "now" => {
+                self.bump();
+                Ok(Operand::Now(span))
+            }
+            Tok::Ident(s) if s == "true" || s == "false" => {
+                self.bump();
+                Ok(Operand::Bool(s == "true", span))
+            }
+            Tok::Ident(s) if s == "count" && matches!(self.peek_at(1), Tok::Punct("(")) => {
+                self.bump();
+                self.bump();
+                let mut v = vec![self.path()?];
+                while self.eat_punct("|") {
+                    v.push(self.path()?);
+                }
+                self.expect_punct(")")?;
+                Ok(Operand::Count(v, span))
+            }
+            Tok::Ident(_) => Ok(Operand::Path(self.path()?)),
+            _ => Err(self.unexpected("an expression: a relation, a comparison, `role(...)`, `authorized(...)` or `(`")),
+        }
+    }
+
+    fn path(&mut self) -> Result<Path, PolicyError> {
+        let head = self.name("a name")?;
+        let mut rest = Vec::new();
+        loop {
+            let sep = if self.eat_punct(".") {
+                Sep::Dot
+            } else if self.eat_punct("->") {
+                Sep::Arrow
+            } else {
+                break;
+            };
+            rest.push((sep, self.name("a name after `.` or `->`")?));
+        }
+        Ok(Path { head, rest })
+    }
+
+    fn matrix(&mut self) -> Result<MatrixDecl, PolicyError> {
+        let name = self.name("a matrix name")?;
+        self.expect_punct("{")?;
+        let mut actions = None;
+        let mut kind_set = false;
+        let mut rows = Vec::new();
+        let mut controls = Vec::new();
+        while !self.eat_punct("}") {
+            let span = self.span();
+            if self.eat_kw("actions") || self.eat_kw("levels") {
+                if kind_set {
+                    return Err(PolicyError::new(span, "the matrix already says `actions` or `levels`"));
+                }
+                kind_set = true;
+                let was_actions = matches!(self.tokens.get(self.pos.saturating_sub(1)), Some(Token { tok: Tok::Ident(s), .. }) if s == "actions");
+                if was_actions {
+                    actions = Some(self.name_list("an action name")?);
+                }
+            } else if self.is_kw("row") || self.is_kw("operation") {
+                let operation = self.is_kw("operation");
+                self.bump();
+                let rname = self.name("a row name")?;
+                let mut row = RowDecl { name: rname, operation, feature: None, setup_only: false, scopes: Vec::new() };
+                loop {
+                    if self.eat_kw("feature") {
+                        row.feature = Some(self.name("a feature name")?);
+                    } else if self.eat_kw("setup_only") {
+                        row.setup_only = true;
+                    } else if self.eat_kw("scopes") {
+                        row.scopes = self.name_list("a scope name")?;
+                    } else {
+                        break;
+                    }
+                }
+                rows.push(row);
+            } else if self.eat_kw("control") {
+                let row = self.name("a row name")?;
+                self.expect_punct(".")?;
+                let action = self.name("an action")?;
+                self.expect_kw("requires")?;
+                let kind = self.name("an authorisation kind")?;
+                controls.push(ControlDecl { row, action, kind });
+            } else {
+                return Err(self.unexpected("`actions`, `levels`, `row`, `operation`, `control` or `}`"));
+            }
+        }
+        if !kind_set {
+            return Err(PolicyError::new(name.span.clone(), format!("matrix `{name}` says neither `actions ...` nor `levels`")));
+        }
+        Ok(MatrixDecl { name, actions, rows, controls })
+    }
+
+    fn role(&mut self) -> Result<RoleDecl, PolicyError> {
+        let name = self.name("a role name")?;
+        self.expect_punct(":")?;
+        let matrix = self.name("the role's matrix")?;
+        let extends = if self.eat_kw("extends") { Some(self.name("the base role")?) } else { None };
+        self.expect_punct("{")?;
+        let mut cells = Vec::new();
+        while !self.eat_punct("}") {
+            cells.push(self.cell()?);
+        }
+        Ok(RoleDecl { name, matrix, extends, cells })
+    }
+
+    fn cell(&mut self) -> Result<CellDecl, PolicyError> {
+        let row = self.name("a row name")?;
+        self.expect_punct(":")?;
+        let mut values = vec![self.name("an action, a level, `allow` or `none`")?];
+        let mut scopes = Vec::new();
+        loop {
+            if self.eat_punct("(") {
+                scopes = self.name_list("a scope name")?;
+                self.expect_punct(")")?;
+            }
+            // A comma or `+` continues the list; a comma before `name:` starts nothing new.
+            if (self.is_punct(",") || self.is_punct("+")) && !matches!(self.peek_at(2), Tok::Punct(":")) {
+                self.bump();
+                values.push(self.name("an action")?);
+            } else {
+                break;
+            }
+        }
+        Ok(CellDecl { row, values, scopes })
+    }
+}

@@ -1,0 +1,713 @@
+//! Snapshots: facts validated against a policy and compiled to dense ids, columns,
+//! indexed relations and role bitsets, ready to decide requests.
+
+use crate::error::FactsError;
+use crate::facts::Facts;
+use crate::policy::{CellDef, Schema, TypeId, ValueType, parse_cell};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// "No value" in integer-like columns.
+pub const NONE_I64: i64 = i64::MIN;
+/// "No value" in string columns.
+pub const NONE_STR: u32 = u32::MAX;
+/// "No value" in bool and enum columns.
+pub const NONE_U8: u8 = u8::MAX;
+/// The expiry of tuples that never expire.
+pub const NEVER: i64 = i64::MAX;
+
+/// One attribute of every entity of a type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Column {
+    /// 0 false, 1 true, [`NONE_U8`] absent.
+    Bool(Vec<u8>),
+    /// [`NONE_I64`] absent.
+    Int(Vec<i64>),
+    /// String ids; [`NONE_STR`] absent.
+    Str(Vec<u32>),
+    /// Seconds; [`NONE_I64`] absent.
+    Time(Vec<i64>),
+    /// Value index; [`NONE_U8`] absent.
+    Enum(Vec<u8>),
+    /// Sorted string ids.
+    Set(Vec<Box<[u32]>>),
+}
+
+/// A relation of every entity of a type: compressed rows of sorted subjects.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Csr {
+    /// Row `i` is `subjects[offsets[i]..offsets[i + 1]]`.
+    pub offsets: Vec<u32>,
+    /// Subject entity ids, sorted within each row.
+    pub subjects: Vec<u32>,
+    /// Expiry per subject, or empty when no tuple of the relation expires.
+    pub expires: Vec<i64>,
+}
+
+impl Csr {
+    /// The range of row `i`.
+    #[inline]
+    pub fn range(&self, i: u32) -> std::ops::Range<usize> {
+        let a = self.offsets.get(i as usize).copied().unwrap_or(0) as usize;
+        let b = self.offsets.get(i as usize + 1).copied().unwrap_or(0) as usize;
+        a..b.max(a)
+    }
+
+    /// The subjects of row `i`.
+    #[inline]
+    pub fn row(&self, i: u32) -> &[u32] {
+        self.subjects.get(self.range(i)).unwrap_or(&[])
+    }
+
+    /// The expiry of the subject at position `pos` of the subjects array.
+    #[inline]
+    pub fn expiry(&self, pos: usize) -> i64 {
+        self.expires.get(pos).copied().unwrap_or(NEVER)
+    }
+
+    fn build(rows: usize, mut edges: Vec<(u32, u32, i64)>) -> Csr {
+        edges.sort_unstable();
+        let mut offsets = vec![0u32; rows + 1];
+        for (r, _, _) in &edges {
+            if let Some(o) = offsets.get_mut(*r as usize + 1) {
+                *o += 1;
+            }
+        }
+        for i in 1..offsets.len() {
+            let prev = offsets.get(i - 1).copied().unwrap_or(0);
+            if let Some(o) = offsets.get_mut(i) {
+                *o += prev;
+            }
+        }
+        let any_expiry = edges.iter().any(|e| e.2 != NEVER);
+        let subjects = edges.iter().map(|e| e.1).collect();
+        let expires = if any_expiry { edges.iter().map(|e| e.2).collect() } else { Vec::new() };
+        Csr { offsets, subjects, expires }
+    }
+}
+
+/// The entities of one type.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TypeData {
+    /// Entity ids by local index.
+    pub entities: Vec<u32>,
+    /// Attribute columns, by attribute index.
+    pub columns: Vec<Column>,
+    /// Relations, by relation index.
+    pub rels: Vec<Csr>,
+    /// For principal types: the grant set of each entity.
+    pub grants: Vec<u32>,
+}
+
+/// A scoped cell held by a principal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopedGrant {
+    /// The row.
+    pub row: u16,
+    /// Action bits on records where a scope holds.
+    pub record: u32,
+    /// Indices into the row's scopes.
+    pub scopes: Vec<u8>,
+}
+
+/// What a principal's roles grant on one matrix.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatrixGrant {
+    /// Whether any role of this matrix is held.
+    pub has_role: bool,
+    /// Unscoped action bits per row (records and pages).
+    pub record: Vec<u32>,
+    /// Action bits per row on the page, scoped cells included.
+    pub page: Vec<u32>,
+    /// Scoped cells.
+    pub scoped: Vec<ScopedGrant>,
+}
+
+/// The union of a set of roles, per matrix. Principals with the same roles share one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantSet {
+    /// Per matrix.
+    pub matrices: Vec<MatrixGrant>,
+}
+
+/// A role as the facts of one account see it: a policy role, or a custom role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountRole {
+    /// Its name.
+    pub name: String,
+    /// The account entity id, for custom roles.
+    pub account: Option<u32>,
+    /// Its matrix.
+    pub matrix: u16,
+    /// Its cells.
+    pub cells: Vec<CellDef>,
+}
+
+/// Facts compiled against a policy: the thing decisions are made on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The compiled policy.
+    pub schema: Arc<Schema>,
+    /// The facts revision.
+    pub revision: u64,
+    /// Interned strings; the policy's literals come first.
+    pub strings: Vec<String>,
+    /// String ids by text.
+    pub string_index: FxHashMap<String, u32>,
+    /// `type:id` of every entity, by entity id.
+    pub names: Vec<String>,
+    /// Entity ids by `type:id`.
+    pub index: FxHashMap<String, u32>,
+    /// The type of every entity.
+    pub ent_type: Vec<TypeId>,
+    /// The account (entity id) of every entity.
+    pub ent_account: Vec<u32>,
+    /// The index of every entity within its type.
+    pub ent_local: Vec<u32>,
+    /// Per type.
+    pub types: Vec<TypeData>,
+    /// Distinct grant sets.
+    pub grant_sets: Vec<GrantSet>,
+    /// Roles in effect: policy roles, then custom roles.
+    pub roles: Vec<AccountRole>,
+    /// Authorisation entity ids by holder entity id.
+    pub auth_by_holder: Csr,
+    /// Per account (by the account's local index), per type, the entity ids.
+    pub account_members: Vec<Vec<Vec<u32>>>,
+}
+
+struct Interner {
+    strings: Vec<String>,
+    index: FxHashMap<String, u32>,
+}
+
+impl Interner {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(i) = self.index.get(s) {
+            return *i;
+        }
+        let i = self.strings.len() as u32;
+        self.strings.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+}
+
+fn bad(code: &str, at: &str, msg: String) -> FactsError {
+    FactsError { code: code.to_string(), at: at.to_string(), message: msg }
+}
+
+impl Snapshot {
+    /// Validates `facts` against `schema` and compiles them.
+    pub fn build(schema: Arc<Schema>, facts: &Facts) -> Result<Snapshot, FactsError> {
+        let mut strings = Interner { strings: Vec::new(), index: FxHashMap::default() };
+        for l in &schema.literals {
+            strings.id(l);
+        }
+        let n = facts.entities.len();
+        if n >= u32::MAX as usize / 2 {
+            return Err(bad("facts.too_large", "entities", format!("{n} entities is more than a snapshot holds")));
+        }
+        let mut names = Vec::with_capacity(n);
+        let mut index = FxHashMap::default();
+        index.reserve(n);
+        let mut ent_type = Vec::with_capacity(n);
+        let mut ent_local = Vec::with_capacity(n);
+        let mut types: Vec<TypeData> = schema.types.iter().map(|_| TypeData::default()).collect();
+        for (key, e) in &facts.entities {
+            let at = format!("entity `{key}`");
+            let Some(t) = schema.type_id(&e.ty) else {
+                let known: Vec<&str> = schema.type_index.keys().map(String::as_str).collect();
+                return Err(bad("facts.unknown_type", &at, format!("unknown type `{}`: expected one of {}", e.ty, known.join(", "))));
+            };
+            let id = names.len() as u32;
+            let td = types.get_mut(t as usize).ok_or_else(|| bad("facts.unknown_type", &at, "type out of range".into()))?;
+            ent_local.push(td.entities.len() as u32);
+            td.entities.push(id);
+            ent_type.push(t);
+            index.insert(key.clone(), id);
+            names.push(key.clone());
+        }
+        // Accounts.
+        let account_ty = schema.builtins.account;
+        let mut ent_account = Vec::with_capacity(n);
+        for (key, e) in &facts.entities {
+            let akey = format!("account:{}", e.account);
+            match index.get(&akey) {
+                Some(a) => ent_account.push(*a),
+                None => {
+                    return Err(bad("facts.unknown_account", &format!("entity `{key}`"), format!("account `{}` does not exist: add an entity `{akey}`", e.account)));
+                }
+            }
+        }
+        // Attributes.
+        for (t, td) in types.iter_mut().enumerate() {
+            let Some(def) = schema.types.get(t) else { continue };
+            let len = td.entities.len();
+            td.columns = def
+                .attrs
+                .iter()
+                .map(|a| match a.ty {
+                    ValueType::Bool => Column::Bool(vec![NONE_U8; len]),
+                    ValueType::Int => Column::Int(vec![NONE_I64; len]),
+                    ValueType::Str => Column::Str(vec![NONE_STR; len]),
+                    ValueType::Time => Column::Time(vec![NONE_I64; len]),
+                    ValueType::Enum(_) => Column::Enum(vec![NONE_U8; len]),
+                    ValueType::StrSet => Column::Set(vec![Box::from([]); len]),
+                })
+                .collect();
+        }
+        for (id, (key, e)) in facts.entities.iter().enumerate() {
+            let t = ent_type.get(id).copied().unwrap_or(0);
+            let local = ent_local.get(id).copied().unwrap_or(0) as usize;
+            let Some(def) = schema.types.get(t as usize) else { continue };
+            let Some(td) = types.get_mut(t as usize) else { continue };
+            for (name, v) in &e.attrs {
+                let at = format!("entity `{key}` attribute `{name}`");
+                let Some(a) = def.attr(name) else {
+                    let known: Vec<&str> = def.attrs.iter().map(|a| a.name.as_str()).collect();
+                    return Err(bad("facts.unknown_attribute", &at, format!("`{}` has no attribute `{name}`: expected one of {}", def.name, known.join(", "))));
+                };
+                let ad = def.attrs.get(a as usize).ok_or_else(|| bad("facts.unknown_attribute", &at, String::new()))?;
+                let col = td.columns.get_mut(a as usize).ok_or_else(|| bad("facts.unknown_attribute", &at, String::new()))?;
+                set_value(col, local, &ad.ty, v, &mut strings).map_err(|m| bad("facts.invalid_value", &at, m))?;
+            }
+            for (a, ad) in def.attrs.iter().enumerate() {
+                if ad.optional || matches!(ad.ty, ValueType::StrSet) || e.attrs.contains_key(&ad.name) {
+                    continue;
+                }
+                if let Some(col) = td.columns.get(a) {
+                    return Err(bad("facts.missing_attribute", &format!("entity `{key}`"), format!("attribute `{}` ({}) is required", ad.name, describe_col(col))));
+                }
+            }
+        }
+        // Tuples.
+        let mut edges: Vec<Vec<Vec<(u32, u32, i64)>>> = schema.types.iter().map(|t| vec![Vec::new(); t.rels.len()]).collect();
+        for ((r, rel, s), exp) in &facts.tuples {
+            let at = format!("tuple `{r}#{rel}@{s}`");
+            let (Some(&rid), Some(&sid)) = (index.get(r), index.get(s)) else {
+                return Err(bad("facts.unknown_entity", &at, "the tuple names an unknown entity".into()));
+            };
+            let rt = ent_type.get(rid as usize).copied().unwrap_or(0);
+            let st = ent_type.get(sid as usize).copied().unwrap_or(0);
+            let def = schema.ty(rt).ok_or_else(|| bad("facts.unknown_type", &at, String::new()))?;
+            let Some(ri) = def.rel(rel) else {
+                let known: Vec<&str> = def.rels.iter().map(|r| r.name.as_str()).collect();
+                return Err(bad("facts.unknown_relation", &at, format!("`{}` has no relation `{rel}`: expected one of {}", def.name, known.join(", "))));
+            };
+            let rd = def.rels.get(ri as usize).ok_or_else(|| bad("facts.unknown_relation", &at, String::new()))?;
+            if !rd.targets.contains(&st) {
+                let accepted: Vec<&str> = rd.targets.iter().filter_map(|t| schema.ty(*t)).map(|t| t.name.as_str()).collect();
+                let sn = schema.ty(st).map_or("?", |t| t.name.as_str());
+                return Err(bad("facts.wrong_subject_type", &at, format!("`{}.{rel}` takes {}, not `{sn}`", def.name, accepted.join(" | "))));
+            }
+            if ent_account.get(rid as usize) != ent_account.get(sid as usize) {
+                return Err(bad("facts.cross_account", &at, format!("`{r}` and `{s}` belong to different accounts: nothing links two accounts")));
+            }
+            let local = ent_local.get(rid as usize).copied().unwrap_or(0);
+            let mut expiry = exp.unwrap_or(NEVER);
+            if let Some(u) = rd.until {
+                if let Some(Column::Time(v)) = types.get(rt as usize).and_then(|t| t.columns.get(u as usize)) {
+                    let end = v.get(local as usize).copied().unwrap_or(NONE_I64);
+                    if end != NONE_I64 {
+                        expiry = expiry.min(end);
+                    }
+                }
+            }
+            if let Some(list) = edges.get_mut(rt as usize).and_then(|t| t.get_mut(ri as usize)) {
+                list.push((local, sid, expiry));
+            }
+        }
+        for (t, rels) in edges.into_iter().enumerate() {
+            let Some(td) = types.get_mut(t) else { continue };
+            let len = td.entities.len();
+            td.rels = rels.into_iter().map(|e| Csr::build(len, e)).collect();
+        }
+        // Authorisations by holder.
+        let auth_ty = schema.builtins.authorization;
+        let mut auth_edges = Vec::new();
+        if let (Some(td), Some(def)) = (types.get(auth_ty as usize), schema.ty(auth_ty)) {
+            if let Some(holder) = def.rel("holder").and_then(|h| td.rels.get(h as usize)) {
+                for (local, &aid) in td.entities.iter().enumerate() {
+                    for &h in holder.row(local as u32) {
+                        auth_edges.push((h, aid, NEVER));
+                    }
+                }
+            }
+        }
+        let auth_by_holder = Csr::build(n, auth_edges);
+        // Account members.
+        let n_accounts = types.get(account_ty as usize).map_or(0, |t| t.entities.len());
+        let mut account_members = vec![vec![Vec::new(); schema.types.len()]; n_accounts];
+        for (id, &a) in ent_account.iter().enumerate() {
+            let al = ent_local.get(a as usize).copied().unwrap_or(0) as usize;
+            let t = ent_type.get(id).copied().unwrap_or(0) as usize;
+            if let Some(v) = account_members.get_mut(al).and_then(|x| x.get_mut(t)) {
+                v.push(id as u32);
+            }
+        }
+        let mut snap = Snapshot {
+            schema,
+            revision: facts.revision,
+            strings: strings.strings,
+            string_index: strings.index,
+            names,
+            index,
+            ent_type,
+            ent_account,
+            ent_local,
+            types,
+            grant_sets: Vec::new(),
+            roles: Vec::new(),
+            auth_by_holder,
+            account_members,
+        };
+        snap.compile_roles()?;
+        Ok(snap)
+    }
+
+    /// Resolves custom roles and every principal's roles into shared grant sets.
+    fn compile_roles(&mut self) -> Result<(), FactsError> {
+        let schema = Arc::clone(&self.schema);
+        let mut roles: Vec<AccountRole> =
+            schema.roles.iter().map(|r| AccountRole { name: r.name.clone(), account: None, matrix: r.matrix, cells: r.cells.clone() }).collect();
+        // Custom roles, per account: name -> index in `roles`.
+        let mut custom: BTreeMap<(u32, String), usize> = BTreeMap::new();
+        let role_ty = schema.builtins.role;
+        let role_def = schema.ty(role_ty).ok_or_else(|| bad("facts.unknown_type", "role", "no role type".into()))?;
+        let (Some(a_matrix), Some(a_extends), Some(a_cells)) = (role_def.attr("matrix"), role_def.attr("extends"), role_def.attr("cells")) else {
+            return Err(bad("facts.unknown_type", "role", "the role type lacks its built-in attributes".into()));
+        };
+        let entities = self.types.get(role_ty as usize).map(|t| t.entities.clone()).unwrap_or_default();
+        // Two passes so a custom role may extend another custom role declared later.
+        let mut pending: Vec<(u32, usize)> = Vec::new();
+        for (local, &id) in entities.iter().enumerate() {
+            let name = self.names.get(id as usize).cloned().unwrap_or_default();
+            let at = format!("entity `{name}`");
+            let role_name = name.strip_prefix("role:").unwrap_or(&name).to_string();
+            let matrix_name = self.str_attr(role_ty, a_matrix, local).unwrap_or_default();
+            let Some(&matrix) = schema.matrix_index.get(&matrix_name) else {
+                let known: Vec<&str> = schema.matrix_index.keys().map(String::as_str).collect();
+                return Err(bad("facts.invalid_role", &at, format!("unknown matrix `{matrix_name}`: expected one of {}", known.join(", "))));
+            };
+            let account = self.ent_account.get(id as usize).copied().unwrap_or(0);
+            let idx = roles.len();
+            roles.push(AccountRole { name: role_name.clone(), account: Some(account), matrix, cells: Vec::new() });
+            custom.insert((account, role_name), idx);
+            pending.push((id, local));
+        }
+        // Resolve `extends` in dependency order with a visiting set to refuse cycles.
+        let mut done = vec![false; roles.len()];
+        for (id, local) in pending.clone() {
+            let mut stack = Vec::new();
+            self.resolve_custom(id, local, &pending, &custom, &mut roles, &mut done, &mut stack, (a_extends, a_cells))?;
+        }
+        // Principals.
+        let mut sets: Vec<GrantSet> = Vec::new();
+        let mut set_index: BTreeMap<Vec<usize>, u32> = BTreeMap::new();
+        for (t, def) in schema.types.iter().enumerate() {
+            if !def.principal {
+                continue;
+            }
+            let Some(roles_attr) = def.attr("roles") else { continue };
+            let ids = self.types.get(t).map(|x| x.entities.clone()).unwrap_or_default();
+            let mut grants = Vec::with_capacity(ids.len());
+            for (local, &id) in ids.iter().enumerate() {
+                let account = self.ent_account.get(id as usize).copied().unwrap_or(0);
+                let names: Vec<String> = match self.types.get(t).and_then(|x| x.columns.get(roles_attr as usize)) {
+                    Some(Column::Set(v)) => v.get(local).map(|s| s.iter().filter_map(|i| self.strings.get(*i as usize).cloned()).collect()).unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                let mut held = Vec::new();
+                for rn in &names {
+                    let r = custom.get(&(account, rn.clone())).copied().or_else(|| schema.role_index.get(rn).map(|i| *i as usize));
+                    match r {
+                        Some(r) => held.push(r),
+                        None => {
+                            let who = self.names.get(id as usize).cloned().unwrap_or_default();
+                            return Err(bad("facts.unknown_role", &format!("entity `{who}` attribute `roles`"), format!("unknown role `{rn}`: expected a role of the policy or a custom role of the account")));
+                        }
+                    }
+                }
+                held.sort_unstable();
+                held.dedup();
+                let gid = match set_index.get(&held) {
+                    Some(g) => *g,
+                    None => {
+                        let g = sets.len() as u32;
+                        sets.push(grant_set(&schema, &roles, &held));
+                        set_index.insert(held, g);
+                        g
+                    }
+                };
+                grants.push(gid);
+            }
+            if let Some(td) = self.types.get_mut(t) {
+                td.grants = grants;
+            }
+        }
+        self.grant_sets = sets;
+        self.roles = roles;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_custom(
+        &self,
+        id: u32,
+        local: usize,
+        pending: &[(u32, usize)],
+        custom: &BTreeMap<(u32, String), usize>,
+        roles: &mut [AccountRole],
+        done: &mut [bool],
+        stack: &mut Vec<u32>,
+        attrs: (u16, u16),
+    ) -> Result<usize, FactsError> {
+        let role_ty = self.schema.builtins.role;
+        let name = self.names.get(id as usize).cloned().unwrap_or_default();
+        let at = format!("entity `{name}`");
+        let account = self.ent_account.get(id as usize).copied().unwrap_or(0);
+        let role_name = name.strip_prefix("role:").unwrap_or(&name).to_string();
+        let idx = *custom.get(&(account, role_name.clone())).ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
+        if done.get(idx).copied().unwrap_or(false) {
+            return Ok(idx);
+        }
+        if stack.contains(&id) {
+            return Err(bad("facts.invalid_role", &at, format!("role `{role_name}` extends itself through a cycle")));
+        }
+        stack.push(id);
+        let matrix = roles.get(idx).map(|r| r.matrix).unwrap_or(0);
+        let mut cells: Vec<CellDef> = Vec::new();
+        if let Some(base) = self.str_attr(role_ty, attrs.0, local) {
+            // A custom role extends another custom role of its account, or a policy role.
+            let base_idx = if base != role_name {
+                match custom.get(&(account, base.clone())) {
+                    Some(_) => {
+                        let key = format!("role:{base}");
+                        let (bid, blocal) = pending.iter().copied().find(|(i, _)| self.names.get(*i as usize) == Some(&key)).ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
+                        Some(self.resolve_custom(bid, blocal, pending, custom, roles, done, stack, attrs)?)
+                    }
+                    None => None,
+                }
+            } else {
+                None
+            };
+            let base_role = match base_idx {
+                Some(b) => roles.get(b).cloned(),
+                None => self.schema.role_index.get(&base).and_then(|i| roles.get(*i as usize)).cloned(),
+            };
+            let Some(b) = base_role else {
+                return Err(bad("facts.invalid_role", &format!("{at} attribute `extends`"), format!("unknown role `{base}` to extend")));
+            };
+            if b.matrix != matrix {
+                return Err(bad("facts.invalid_role", &format!("{at} attribute `extends`"), format!("role `{base}` is of another matrix")));
+            }
+            cells = b.cells;
+        }
+        // Without `extends`, a custom role starts from no cells; one with a policy role's
+        // name replaces that role for its account.
+        let written: Vec<String> = match self.types.get(role_ty as usize).and_then(|t| t.columns.get(attrs.1 as usize)) {
+            Some(Column::Set(v)) => v.get(local).map(|s| s.iter().filter_map(|i| self.strings.get(*i as usize).cloned()).collect()).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let mut seen = Vec::new();
+        for text in &written {
+            let cat = format!("{at} cell `{text}`");
+            let decl = parse_cell(&cat, text).map_err(|e| bad("facts.invalid_role", &cat, e.message))?;
+            let cell = self.schema.compile_cell(matrix, &decl).map_err(|e| bad("facts.invalid_role", &cat, e.message))?;
+            if seen.contains(&cell.row) {
+                return Err(bad("facts.invalid_role", &cat, "the row appears twice in the role".into()));
+            }
+            seen.push(cell.row);
+            cells.retain(|c| c.row != cell.row);
+            if cell.page != 0 {
+                cells.push(cell);
+            }
+        }
+        cells.sort_by_key(|c| c.row);
+        if let Some(r) = roles.get_mut(idx) {
+            r.cells = cells;
+        }
+        if let Some(d) = done.get_mut(idx) {
+            *d = true;
+        }
+        stack.pop();
+        Ok(idx)
+    }
+
+    fn str_attr(&self, t: TypeId, a: u16, local: usize) -> Option<String> {
+        match self.types.get(t as usize)?.columns.get(a as usize)? {
+            Column::Str(v) => {
+                let s = *v.get(local)?;
+                if s == NONE_STR { None } else { self.strings.get(s as usize).cloned() }
+            }
+            _ => None,
+        }
+    }
+
+    /// The entity id of `type:id`.
+    pub fn entity(&self, key: &str) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+
+    /// The `type:id` of an entity.
+    pub fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("?", String::as_str)
+    }
+
+    /// The number of tuples.
+    pub fn tuple_count(&self) -> usize {
+        self.types.iter().flat_map(|t| t.rels.iter()).map(|r| r.subjects.len()).sum()
+    }
+
+    /// Heap bytes held by the snapshot's data (an estimate from capacities, excluding the
+    /// policy).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let mut b = 0usize;
+        b += self.strings.iter().map(|s| s.capacity() + size_of::<String>()).sum::<usize>();
+        b += self.string_index.capacity() * (size_of::<String>() + 4 + 1) + self.strings.iter().map(|s| s.len()).sum::<usize>();
+        b += self.names.iter().map(|s| s.capacity() + size_of::<String>()).sum::<usize>();
+        b += self.index.capacity() * (size_of::<String>() + 4 + 1) + self.names.iter().map(|s| s.len()).sum::<usize>();
+        b += self.ent_type.capacity() * 2 + self.ent_account.capacity() * 4 + self.ent_local.capacity() * 4;
+        for t in &self.types {
+            b += t.entities.capacity() * 4 + t.grants.capacity() * 4;
+            for c in &t.columns {
+                b += match c {
+                    Column::Bool(v) | Column::Enum(v) => v.capacity(),
+                    Column::Int(v) | Column::Time(v) => v.capacity() * 8,
+                    Column::Str(v) => v.capacity() * 4,
+                    Column::Set(v) => v.capacity() * 16 + v.iter().map(|s| s.len() * 4).sum::<usize>(),
+                };
+            }
+            for r in &t.rels {
+                b += r.offsets.capacity() * 4 + r.subjects.capacity() * 4 + r.expires.capacity() * 8;
+            }
+        }
+        b += self.auth_by_holder.offsets.capacity() * 4 + self.auth_by_holder.subjects.capacity() * 4;
+        b += self.account_members.iter().flat_map(|a| a.iter()).map(|v| v.capacity() * 4 + 24).sum::<usize>();
+        b
+    }
+
+    /// Serialises the snapshot (policy included) to bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FactsError> {
+        postcard::to_allocvec(self).map_err(|e| bad("snapshot.encode", "snapshot", e.to_string()))
+    }
+
+    /// Reads a snapshot from [`Snapshot::to_bytes`] output.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Snapshot, FactsError> {
+        postcard::from_bytes(bytes).map_err(|e| bad("snapshot.malformed", "snapshot", format!("not a snapshot of this version: {e}")))
+    }
+}
+
+fn describe_col(c: &Column) -> &'static str {
+    match c {
+        Column::Bool(_) => "bool",
+        Column::Int(_) => "int",
+        Column::Str(_) => "string",
+        Column::Time(_) => "timestamp",
+        Column::Enum(_) => "enum",
+        Column::Set(_) => "set<string>",
+    }
+}
+
+fn set_value(col: &mut Column, i: usize, ty: &ValueType, v: &Value, strings: &mut Interner) -> Result<(), String> {
+    let mismatch = || format!("expected a {} value, found `{v}`", describe_ty(ty));
+    if v.is_null() {
+        return Ok(());
+    }
+    match (col, ty) {
+        (Column::Bool(c), _) => {
+            let b = v.as_bool().ok_or_else(mismatch)?;
+            if let Some(x) = c.get_mut(i) {
+                *x = b as u8;
+            }
+        }
+        (Column::Int(c), _) => {
+            let n = v.as_i64().ok_or_else(mismatch)?;
+            if n == NONE_I64 {
+                return Err(mismatch());
+            }
+            if let Some(x) = c.get_mut(i) {
+                *x = n;
+            }
+        }
+        (Column::Str(c), _) => {
+            let s = v.as_str().ok_or_else(mismatch)?;
+            if let Some(x) = c.get_mut(i) {
+                *x = strings.id(s);
+            }
+        }
+        (Column::Time(c), _) => {
+            let t = match v {
+                Value::Number(n) => n.as_i64().ok_or_else(mismatch)?,
+                Value::String(s) => crate::time::parse(s)?,
+                _ => return Err(mismatch()),
+            };
+            if let Some(x) = c.get_mut(i) {
+                *x = t;
+            }
+        }
+        (Column::Enum(c), ValueType::Enum(values)) => {
+            let s = v.as_str().ok_or_else(mismatch)?;
+            let p = values.iter().position(|x| x == s).ok_or_else(|| format!("unknown value `{s}`: expected one of {}", values.join(", ")))?;
+            if let Some(x) = c.get_mut(i) {
+                *x = p as u8;
+            }
+        }
+        (Column::Set(c), _) => {
+            let arr = v.as_array().ok_or_else(mismatch)?;
+            let mut ids = Vec::with_capacity(arr.len());
+            for item in arr {
+                ids.push(strings.id(item.as_str().ok_or_else(mismatch)?));
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            if let Some(x) = c.get_mut(i) {
+                *x = ids.into_boxed_slice();
+            }
+        }
+        (Column::Enum(_), _) => return Err(mismatch()),
+    }
+    Ok(())
+}
+
+fn describe_ty(t: &ValueType) -> String {
+    match t {
+        ValueType::Bool => "bool".into(),
+        ValueType::Int => "int".into(),
+        ValueType::Str => "string".into(),
+        ValueType::Time => "timestamp (RFC 3339 text or seconds)".into(),
+        ValueType::StrSet => "set<string> (an array of strings)".into(),
+        ValueType::Enum(v) => format!("enum ({})", v.join(", ")),
+    }
+}
+
+fn grant_set(schema: &Schema, roles: &[AccountRole], held: &[usize]) -> GrantSet {
+    let mut matrices: Vec<MatrixGrant> = schema
+        .matrices
+        .iter()
+        .map(|m| MatrixGrant { has_role: false, record: vec![0; m.rows.len()], page: vec![0; m.rows.len()], scoped: Vec::new() })
+        .collect();
+    for &r in held {
+        let Some(role) = roles.get(r) else { continue };
+        let Some(g) = matrices.get_mut(role.matrix as usize) else { continue };
+        g.has_role = true;
+        for c in &role.cells {
+            if let Some(p) = g.page.get_mut(c.row as usize) {
+                *p |= c.page;
+            }
+            if c.scopes.is_empty() {
+                if let Some(x) = g.record.get_mut(c.row as usize) {
+                    *x |= c.record;
+                }
+            } else {
+                g.scoped.push(ScopedGrant { row: c.row, record: c.record, scopes: c.scopes.clone() });
+            }
+        }
+    }
+    GrantSet { matrices }
+}

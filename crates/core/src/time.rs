@@ -1,0 +1,40 @@
+//! Timestamps: seconds since the Unix epoch, read from RFC 3339 text or integers.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A timestamp as written in JSON or TOML: RFC 3339 text or seconds since the epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TimeValue {
+    /// Seconds since the Unix epoch.
+    Seconds(i64),
+    /// RFC 3339 text, e.g. `2026-05-01T10:00:00Z`.
+    Text(String),
+}
+
+impl TimeValue {
+    /// The seconds since the epoch, or what was wrong.
+    pub fn seconds(&self) -> Result<i64, String> {
+        match self {
+            TimeValue::Seconds(s) => Ok(*s),
+            TimeValue::Text(t) => parse(t),
+        }
+    }
+}
+
+/// Parses RFC 3339 text into seconds since the epoch (fractions are dropped).
+pub fn parse(text: &str) -> Result<i64, String> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| format!("`{text}` is not an RFC 3339 timestamp such as `2026-05-01T10:00:00Z` ({e})"))
+}
+
+/// Formats seconds since the epoch as RFC 3339 in UTC.
+pub fn format(seconds: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| seconds.to_string())
+}

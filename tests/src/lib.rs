@@ -1,0 +1,1 @@
+//! Shared helpers of the test suite: loading the default policies and scenario files.
