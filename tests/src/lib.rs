@@ -1,1 +1,215 @@
-//! Shared helpers of the test suite: loading the default policies and scenario files.
+//! Shared helpers of the test suite: loading the default policies, worlds and scenario
+//! files, and running a scenario case against a snapshot.
+
+use clearance_core::{Delta, Facts, Request, Schema, Snapshot, Source, TimeValue};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The sources of every `*.policy` file of a directory, in name order.
+pub fn policy_sources(dir: &Path) -> Result<Vec<Source>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "policy"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let name = format!("policies/{}", p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+            Ok(Source::new(name, text))
+        })
+        .collect()
+}
+
+/// The default policies of `policies/`, compiled.
+pub fn default_schema() -> Result<Arc<Schema>, String> {
+    let sources = policy_sources(&root().join("policies"))?;
+    Schema::compile(&sources).map(Arc::new).map_err(|e| e.to_string())
+}
+
+/// A world of `tests/worlds/`, by name.
+pub fn world(name: &str) -> Result<Facts, String> {
+    let path = root().join("tests/worlds").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Facts::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// The world's name in `tests/worlds/`.
+    pub world: String,
+    /// The cases.
+    #[serde(default)]
+    pub case: Vec<Case>,
+}
+
+/// One scenario case: see docs/scenarios.md.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Case {
+    pub name: String,
+    pub requirements: Vec<String>,
+    #[serde(default)]
+    pub deltas: Vec<Delta>,
+    pub delta_error: Option<String>,
+    pub principal: Option<String>,
+    pub action: Option<String>,
+    pub resource: Option<String>,
+    pub target: Option<String>,
+    pub now: Option<TimeValue>,
+    pub expect: Option<String>,
+    pub codes: Option<Vec<String>>,
+    pub valid_until: Option<String>,
+    pub allowed_actions: Option<Vec<String>>,
+    pub resource_type: Option<String>,
+    pub resources: Option<Vec<String>>,
+    pub principals: Option<Vec<String>>,
+    pub account: Option<String>,
+}
+
+/// Every scenario file of `tests/scenarios/`, with its file name.
+pub fn scenario_files() -> Result<Vec<(String, ScenarioFile)>, String> {
+    let dir = root().join("tests/scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let file: ScenarioFile = toml::from_str(&text).map_err(|e| format!("{name}: {e}"))?;
+            Ok((name, file))
+        })
+        .collect()
+}
+
+/// The requirement IDs of `docs/requirements.md`.
+pub fn requirement_ids() -> Result<Vec<String>, String> {
+    let path = root().join("docs/requirements.md");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("- "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|id| {
+            let letters = id.trim_end_matches(|c: char| c.is_ascii_digit());
+            !letters.is_empty() && letters.len() < id.len() && letters.chars().all(|c| c.is_ascii_uppercase())
+        })
+        .map(str::to_string)
+        .collect())
+}
+
+impl Case {
+    /// The check request of the case, if it is a check.
+    pub fn request(&self) -> Option<Request> {
+        Some(Request {
+            principal: self.principal.clone()?,
+            action: self.action.clone()?,
+            resource: self.resource.clone()?,
+            target: self.target.clone(),
+            now: self.now.clone()?,
+        })
+    }
+
+    /// The snapshot the case runs against: the world's, or with the case's deltas applied.
+    /// `Ok(None)` when the deltas were refused as the case expects.
+    pub fn snapshot(&self, schema: &Arc<Schema>, facts: &Facts, base: &Snapshot) -> Result<Option<Snapshot>, String> {
+        if self.deltas.is_empty() {
+            if self.delta_error.is_some() {
+                return Err("`delta_error` without `deltas`".into());
+            }
+            return Ok(Some(base.clone()));
+        }
+        let applied = facts.apply(&self.deltas).and_then(|f| Snapshot::build(Arc::clone(schema), &f));
+        match (applied, &self.delta_error) {
+            (Ok(s), None) => Ok(Some(s)),
+            (Ok(_), Some(code)) => Err(format!("deltas were applied, expected them refused with `{code}`")),
+            (Err(e), Some(code)) if e.code == *code => Ok(None),
+            (Err(e), _) => Err(format!("deltas refused: {} {e}", e.code)),
+        }
+    }
+
+    /// Runs the case against `snap`; `Err` says how the outcome differs from the expectation.
+    pub fn run(&self, snap: &Snapshot) -> Result<(), String> {
+        let now = self.now.clone().ok_or("the case has no `now`")?;
+        if let Some(expected) = &self.allowed_actions {
+            let p = self.principal.as_deref().ok_or("`allowed_actions` needs `principal`")?;
+            let r = self.resource.as_deref().ok_or("`allowed_actions` needs `resource`")?;
+            let got = snap.allowed_actions(p, r, &now).map_err(|d| format!("denied: {:?}", codes(snap, &d)))?;
+            return same_set("allowed_actions", expected, &got);
+        }
+        if let Some(expected) = &self.resources {
+            let p = self.principal.as_deref().ok_or("`resources` needs `principal`")?;
+            let a = self.action.as_deref().ok_or("`resources` needs `action`")?;
+            let t = self.resource_type.as_deref().ok_or("`resources` needs `resource_type`")?;
+            let got = snap.list_resources(p, a, t, &now).map_err(|e| e.to_string())?;
+            return same_set("list_resources", expected, &got);
+        }
+        if let Some(expected) = &self.principals {
+            let r = self.resource.as_deref().ok_or("`principals` needs `resource`")?;
+            let a = self.action.as_deref().ok_or("`principals` needs `action`")?;
+            let got = snap.list_principals(r, a, &now, self.account.as_deref()).map_err(|e| e.to_string())?;
+            return same_set("list_principals", expected, &got);
+        }
+        let req = self.request().ok_or("a check needs `principal`, `action`, `resource` and `now`")?;
+        let d = snap.check(&req);
+        let got_codes = codes(snap, &d);
+        let expect = self.expect.as_deref().ok_or("a check needs `expect`")?;
+        let allowed = match expect {
+            "allow" => true,
+            "deny" => false,
+            other => return Err(format!("`expect` is `{other}`, expected `allow` or `deny`")),
+        };
+        if d.allowed != allowed {
+            let view = snap.view(&d, &req);
+            let why: Vec<String> = view.reasons.iter().map(|r| format!("{} ({})", r.code, r.message)).collect();
+            return Err(format!("expected {expect}, got {}: {}", if d.allowed { "allow" } else { "deny" }, why.join("; ")));
+        }
+        if let Some(c) = &self.codes {
+            if *c != got_codes {
+                return Err(format!("expected codes {c:?}, got {got_codes:?}"));
+            }
+        }
+        if let Some(v) = &self.valid_until {
+            let got = d.valid_until.map(clearance_core::time::format).unwrap_or_else(|| "none".into());
+            let want = if v == "none" { v.clone() } else { clearance_core::time::parse(v).map(clearance_core::time::format)? };
+            if got != want {
+                return Err(format!("expected valid_until {want}, got {got}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The codes of a decision, in order.
+pub fn codes(snap: &Snapshot, d: &clearance_core::Decision) -> Vec<String> {
+    d.reasons.iter().map(|r| snap.code(r)).collect()
+}
+
+fn same_set(what: &str, expected: &[String], got: &[String]) -> Result<(), String> {
+    let e: BTreeSet<&String> = expected.iter().collect();
+    let g: BTreeSet<&String> = got.iter().collect();
+    if e == g {
+        Ok(())
+    } else {
+        let missing: Vec<_> = e.difference(&g).collect();
+        let extra: Vec<_> = g.difference(&e).collect();
+        Err(format!("{what}: missing {missing:?}, unexpected {extra:?}"))
+    }
+}
