@@ -1,6 +1,8 @@
 //! Shared helpers of the test suite: loading the default policies, worlds and scenario
 //! files, and running a scenario case against a snapshot.
 
+pub mod generate;
+
 use clearance_core::{Delta, Facts, Request, Schema, Snapshot, Source, TimeValue};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -9,7 +11,10 @@ use std::sync::Arc;
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The sources of every `*.policy` file of a directory, in name order.
@@ -24,7 +29,12 @@ pub fn policy_sources(dir: &Path) -> Result<Vec<Source>, String> {
         .iter()
         .map(|p| {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let name = format!("policies/{}", p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+            let name = format!(
+                "policies/{}",
+                p.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            );
             Ok(Source::new(name, text))
         })
         .collect()
@@ -33,7 +43,9 @@ pub fn policy_sources(dir: &Path) -> Result<Vec<Source>, String> {
 /// The default policies of `policies/`, compiled.
 pub fn default_schema() -> Result<Arc<Schema>, String> {
     let sources = policy_sources(&root().join("policies"))?;
-    Schema::compile(&sources).map(Arc::new).map_err(|e| e.to_string())
+    Schema::compile(&sources)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 /// A world of `tests/worlds/`, by name.
@@ -92,7 +104,10 @@ pub fn scenario_files() -> Result<Vec<(String, ScenarioFile)>, String> {
         .iter()
         .map(|p| {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             let file: ScenarioFile = toml::from_str(&text).map_err(|e| format!("{name}: {e}"))?;
             Ok((name, file))
         })
@@ -109,7 +124,9 @@ pub fn requirement_ids() -> Result<Vec<String>, String> {
         .filter_map(|l| l.split_whitespace().next())
         .filter(|id| {
             let letters = id.trim_end_matches(|c: char| c.is_ascii_digit());
-            !letters.is_empty() && letters.len() < id.len() && letters.chars().all(|c| c.is_ascii_uppercase())
+            !letters.is_empty()
+                && letters.len() < id.len()
+                && letters.chars().all(|c| c.is_ascii_uppercase())
         })
         .map(str::to_string)
         .collect())
@@ -129,17 +146,26 @@ impl Case {
 
     /// The snapshot the case runs against: the world's, or with the case's deltas applied.
     /// `Ok(None)` when the deltas were refused as the case expects.
-    pub fn snapshot(&self, schema: &Arc<Schema>, facts: &Facts, base: &Snapshot) -> Result<Option<Snapshot>, String> {
+    pub fn snapshot(
+        &self,
+        schema: &Arc<Schema>,
+        facts: &Facts,
+        base: &Snapshot,
+    ) -> Result<Option<Snapshot>, String> {
         if self.deltas.is_empty() {
             if self.delta_error.is_some() {
                 return Err("`delta_error` without `deltas`".into());
             }
             return Ok(Some(base.clone()));
         }
-        let applied = facts.apply(&self.deltas).and_then(|f| Snapshot::build(Arc::clone(schema), &f));
+        let applied = facts
+            .apply(&self.deltas)
+            .and_then(|f| Snapshot::build(Arc::clone(schema), &f));
         match (applied, &self.delta_error) {
             (Ok(s), None) => Ok(Some(s)),
-            (Ok(_), Some(code)) => Err(format!("deltas were applied, expected them refused with `{code}`")),
+            (Ok(_), Some(code)) => Err(format!(
+                "deltas were applied, expected them refused with `{code}`"
+            )),
             (Err(e), Some(code)) if e.code == *code => Ok(None),
             (Err(e), _) => Err(format!("deltas refused: {} {e}", e.code)),
         }
@@ -149,25 +175,51 @@ impl Case {
     pub fn run(&self, snap: &Snapshot) -> Result<(), String> {
         let now = self.now.clone().ok_or("the case has no `now`")?;
         if let Some(expected) = &self.allowed_actions {
-            let p = self.principal.as_deref().ok_or("`allowed_actions` needs `principal`")?;
-            let r = self.resource.as_deref().ok_or("`allowed_actions` needs `resource`")?;
-            let got = snap.allowed_actions(p, r, &now).map_err(|d| format!("denied: {:?}", codes(snap, &d)))?;
+            let p = self
+                .principal
+                .as_deref()
+                .ok_or("`allowed_actions` needs `principal`")?;
+            let r = self
+                .resource
+                .as_deref()
+                .ok_or("`allowed_actions` needs `resource`")?;
+            let got = snap
+                .allowed_actions(p, r, &now)
+                .map_err(|d| format!("denied: {:?}", codes(snap, &d)))?;
             return same_set("allowed_actions", expected, &got);
         }
         if let Some(expected) = &self.resources {
-            let p = self.principal.as_deref().ok_or("`resources` needs `principal`")?;
+            let p = self
+                .principal
+                .as_deref()
+                .ok_or("`resources` needs `principal`")?;
             let a = self.action.as_deref().ok_or("`resources` needs `action`")?;
-            let t = self.resource_type.as_deref().ok_or("`resources` needs `resource_type`")?;
-            let got = snap.list_resources(p, a, t, &now).map_err(|e| e.to_string())?;
+            let t = self
+                .resource_type
+                .as_deref()
+                .ok_or("`resources` needs `resource_type`")?;
+            let got = snap
+                .list_resources(p, a, t, &now)
+                .map_err(|e| e.to_string())?;
             return same_set("list_resources", expected, &got);
         }
         if let Some(expected) = &self.principals {
-            let r = self.resource.as_deref().ok_or("`principals` needs `resource`")?;
-            let a = self.action.as_deref().ok_or("`principals` needs `action`")?;
-            let got = snap.list_principals(r, a, &now, self.account.as_deref()).map_err(|e| e.to_string())?;
+            let r = self
+                .resource
+                .as_deref()
+                .ok_or("`principals` needs `resource`")?;
+            let a = self
+                .action
+                .as_deref()
+                .ok_or("`principals` needs `action`")?;
+            let got = snap
+                .list_principals(r, a, &now, self.account.as_deref())
+                .map_err(|e| e.to_string())?;
             return same_set("list_principals", expected, &got);
         }
-        let req = self.request().ok_or("a check needs `principal`, `action`, `resource` and `now`")?;
+        let req = self
+            .request()
+            .ok_or("a check needs `principal`, `action`, `resource` and `now`")?;
         let d = snap.check(&req);
         let got_codes = codes(snap, &d);
         let expect = self.expect.as_deref().ok_or("a check needs `expect`")?;
@@ -178,8 +230,16 @@ impl Case {
         };
         if d.allowed != allowed {
             let view = snap.view(&d, &req);
-            let why: Vec<String> = view.reasons.iter().map(|r| format!("{} ({})", r.code, r.message)).collect();
-            return Err(format!("expected {expect}, got {}: {}", if d.allowed { "allow" } else { "deny" }, why.join("; ")));
+            let why: Vec<String> = view
+                .reasons
+                .iter()
+                .map(|r| format!("{} ({})", r.code, r.message))
+                .collect();
+            return Err(format!(
+                "expected {expect}, got {}: {}",
+                if d.allowed { "allow" } else { "deny" },
+                why.join("; ")
+            ));
         }
         if let Some(c) = &self.codes {
             if *c != got_codes {
@@ -187,8 +247,15 @@ impl Case {
             }
         }
         if let Some(v) = &self.valid_until {
-            let got = d.valid_until.map(clearance_core::time::format).unwrap_or_else(|| "none".into());
-            let want = if v == "none" { v.clone() } else { clearance_core::time::parse(v).map(clearance_core::time::format)? };
+            let got = d
+                .valid_until
+                .map(clearance_core::time::format)
+                .unwrap_or_else(|| "none".into());
+            let want = if v == "none" {
+                v.clone()
+            } else {
+                clearance_core::time::parse(v).map(clearance_core::time::format)?
+            };
             if got != want {
                 return Err(format!("expected valid_until {want}, got {got}"));
             }

@@ -75,7 +75,12 @@ pub struct MatrixRole {
 
 impl Snapshot {
     fn decision(&self, allowed: bool, reasons: SmallVec<[Reason; 2]>, until: i64) -> Decision {
-        Decision { allowed, reasons, revision: self.revision, valid_until: (until != NEVER).then_some(until) }
+        Decision {
+            allowed,
+            reasons,
+            revision: self.revision,
+            valid_until: (until != NEVER).then_some(until),
+        }
     }
 
     /// Resolves a request's names to ids, or gives the structural denial.
@@ -99,7 +104,10 @@ impl Snapshot {
         match resource {
             Some(Resource::Entity(e)) => {
                 let t = self.ent_type.get(e as usize).copied().unwrap_or(0);
-                match self.schema.ty(t).and_then(|td| td.perm(&r.action).map(|i| (i, td.perms.get(i as usize).and_then(|p| p.target)))) {
+                match self.schema.ty(t).and_then(|td| {
+                    td.perm(&r.action)
+                        .map(|i| (i, td.perms.get(i as usize).and_then(|p| p.target)))
+                }) {
                     Some((i, tt)) => {
                         action = Some(i);
                         wants_target = tt;
@@ -107,7 +115,12 @@ impl Snapshot {
                     None => deny(Code::ActionUnknown, field::ACTION),
                 }
             }
-            Some(Resource::Page { matrix, row }) => match self.schema.matrices.get(matrix as usize).and_then(|m| m.action_bit(row, &r.action)) {
+            Some(Resource::Page { matrix, row }) => match self
+                .schema
+                .matrices
+                .get(matrix as usize)
+                .and_then(|m| m.action_bit(row, &r.action))
+            {
                 Some(b) => action = Some(b as u16),
                 None => deny(Code::ActionUnknown, field::ACTION),
             },
@@ -140,7 +153,13 @@ impl Snapshot {
         };
         match (principal, resource, action, now) {
             (Some(principal), Some(resource), Some(action), Some(now)) if reasons.is_empty() => {
-                Ok(Query { principal, resource, action, target, now })
+                Ok(Query {
+                    principal,
+                    resource,
+                    action,
+                    target,
+                    now,
+                })
             }
             _ => Err(self.decision(false, reasons, NEVER)),
         }
@@ -153,7 +172,10 @@ impl Snapshot {
         let (m, row) = name.split_once(':')?;
         let mi = *self.schema.matrix_index.get(m)?;
         let ri = *self.schema.matrices.get(mi as usize)?.row_index.get(row)?;
-        Some(Resource::Page { matrix: mi, row: ri })
+        Some(Resource::Page {
+            matrix: mi,
+            row: ri,
+        })
     }
 
     /// Decides a resolved request. This is the hot path.
@@ -162,7 +184,10 @@ impl Snapshot {
         match self.evaluate(&mut ev, q) {
             Ok(rule) => {
                 let mut reasons = SmallVec::new();
-                reasons.push(Reason { code: Code::Granted, rule });
+                reasons.push(Reason {
+                    code: Code::Granted,
+                    rule,
+                });
                 self.decision(true, reasons, ev.until)
             }
             Err(Some(early)) => self.decision(false, smallvec::smallvec![early], ev.until),
@@ -171,7 +196,10 @@ impl Snapshot {
                 let mut ex = Eval::new(self, q.principal, q.target, q.now, true);
                 let reasons = match self.evaluate(&mut ex, q) {
                     Err(Some(early)) => smallvec::smallvec![early],
-                    _ => ex.trace.map(|t| t.fails.into_iter().collect()).unwrap_or_default(),
+                    _ => ex
+                        .trace
+                        .map(|t| t.fails.into_iter().collect())
+                        .unwrap_or_default(),
                 };
                 self.decision(false, reasons, until)
             }
@@ -187,12 +215,19 @@ impl Snapshot {
     /// Runs gates, tenancy and the permission. `Ok(rule)` allows by `rule`; `Err(Some(r))`
     /// is an early denial with one reason; `Err(None)` a denial by the permission.
     fn evaluate(&self, ev: &mut Eval<'_>, q: &Query) -> Result<u32, Option<Reason>> {
-        let pt = self.ent_type.get(q.principal as usize).copied().unwrap_or(0);
+        let pt = self
+            .ent_type
+            .get(q.principal as usize)
+            .copied()
+            .unwrap_or(0);
         let schema = &*self.schema;
         let ptd = schema.ty(pt).ok_or(None)?;
         for g in &ptd.gates {
             if !ev.eval(&g.expr, q.principal) {
-                return Err(Some(Reason { code: Code::Gate, rule: g.rule }));
+                return Err(Some(Reason {
+                    code: Code::Gate,
+                    rule: g.rule,
+                }));
             }
         }
         if let Some(t) = ev.trace.as_mut() {
@@ -202,23 +237,44 @@ impl Snapshot {
         let account = self.ent_account.get(q.principal as usize).copied();
         if let Resource::Entity(e) = q.resource {
             if self.ent_account.get(e as usize).copied() != account {
-                return Err(Some(Reason { code: Code::AccountMismatch, rule: field::RESOURCE }));
+                return Err(Some(Reason {
+                    code: Code::AccountMismatch,
+                    rule: field::RESOURCE,
+                }));
             }
         }
         if let Some(t) = q.target {
             if self.ent_account.get(t as usize).copied() != account {
-                return Err(Some(Reason { code: Code::AccountMismatch, rule: field::TARGET }));
+                return Err(Some(Reason {
+                    code: Code::AccountMismatch,
+                    rule: field::TARGET,
+                }));
             }
         }
         match q.resource {
             Resource::Entity(e) => {
                 let rt = self.ent_type.get(e as usize).copied().unwrap_or(0);
-                let perm = schema.ty(rt).and_then(|td| td.perms.get(q.action as usize)).ok_or(None)?;
-                if ev.eval(&perm.expr, e) { Ok(perm.rule) } else { Err(None) }
+                let perm = schema
+                    .ty(rt)
+                    .and_then(|td| td.perms.get(q.action as usize))
+                    .ok_or(None)?;
+                if ev.eval(&perm.expr, e) {
+                    Ok(perm.rule)
+                } else {
+                    Err(None)
+                }
             }
             Resource::Page { matrix, row } => {
-                let rule = schema.matrices.get(matrix as usize).and_then(|m| m.rows.get(row as usize)).map_or(0, |r| r.rule);
-                if ev.matrix(matrix, row, q.action as u8, None, rule) { Ok(rule) } else { Err(None) }
+                let rule = schema
+                    .matrices
+                    .get(matrix as usize)
+                    .and_then(|m| m.rows.get(row as usize))
+                    .map_or(0, |r| r.rule);
+                if ev.matrix(matrix, row, q.action as u8, None, rule) {
+                    Ok(rule)
+                } else {
+                    Err(None)
+                }
             }
         }
     }
@@ -238,12 +294,23 @@ impl Snapshot {
 
     /// Every action `principal` may take on `resource` (an entity or a page) at `now`:
     /// one call for a UI. Permissions that take a target are not listed.
-    pub fn allowed_actions(&self, principal: &str, resource: &str, now: &TimeValue) -> Result<Vec<String>, Decision> {
+    pub fn allowed_actions(
+        &self,
+        principal: &str,
+        resource: &str,
+        now: &TimeValue,
+    ) -> Result<Vec<String>, Decision> {
         let names = self.action_names(resource);
         let mut out = Vec::new();
         let mut first_err = None;
         for (i, name) in names.iter().enumerate() {
-            let req = Request { principal: principal.into(), action: name.clone(), resource: resource.into(), target: None, now: now.clone() };
+            let req = Request {
+                principal: principal.into(),
+                action: name.clone(),
+                resource: resource.into(),
+                target: None,
+                now: now.clone(),
+            };
             match self.resolve(&req) {
                 Ok(q) => {
                     if self.allows(&q) {
@@ -255,7 +322,13 @@ impl Snapshot {
             }
         }
         if names.is_empty() {
-            let req = Request { principal: principal.into(), action: String::new(), resource: resource.into(), target: None, now: now.clone() };
+            let req = Request {
+                principal: principal.into(),
+                action: String::new(),
+                resource: resource.into(),
+                target: None,
+                now: now.clone(),
+            };
             if let Err(d) = self.resolve(&req) {
                 if d.reasons.iter().any(|r| r.code != Code::ActionUnknown) {
                     return Err(d);
@@ -273,12 +346,27 @@ impl Snapshot {
         match self.resource(resource) {
             Some(Resource::Entity(e)) => {
                 let t = self.ent_type.get(e as usize).copied().unwrap_or(0);
-                self.schema.ty(t).map(|td| td.perms.iter().filter(|p| p.target.is_none()).map(|p| p.name.clone()).collect()).unwrap_or_default()
+                self.schema
+                    .ty(t)
+                    .map(|td| {
+                        td.perms
+                            .iter()
+                            .filter(|p| p.target.is_none())
+                            .map(|p| p.name.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default()
             }
-            Some(Resource::Page { matrix, row }) => match self.schema.matrices.get(matrix as usize) {
+            Some(Resource::Page { matrix, row }) => match self.schema.matrices.get(matrix as usize)
+            {
                 Some(m) => {
                     let bits = m.row_actions(row);
-                    m.actions.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, a)| a.clone()).collect()
+                    m.actions
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| bits & (1 << i) != 0)
+                        .map(|(_, a)| a.clone())
+                        .collect()
                 }
                 None => Vec::new(),
             },
@@ -288,15 +376,36 @@ impl Snapshot {
 
     /// The entities of type `ty` (or the rows of matrix `ty`) on which `principal` may take
     /// `action` at `now`, by name.
-    pub fn list_resources(&self, principal: &str, action: &str, ty: &str, now: &TimeValue) -> Result<Vec<String>, ErrorData> {
+    pub fn list_resources(
+        &self,
+        principal: &str,
+        action: &str,
+        ty: &str,
+        now: &TimeValue,
+    ) -> Result<Vec<String>, ErrorData> {
         let now_s = now.seconds().map_err(|m| request_error(&m))?;
-        let p = self.entity(principal).ok_or_else(|| request_error(&format!("unknown principal `{principal}`")))?;
+        let p = self
+            .entity(principal)
+            .ok_or_else(|| request_error(&format!("unknown principal `{principal}`")))?;
         let mut out = Vec::new();
         if let Some(&mi) = self.schema.matrix_index.get(ty) {
-            let m = self.schema.matrices.get(mi as usize).ok_or_else(|| request_error("unknown matrix"))?;
+            let m = self
+                .schema
+                .matrices
+                .get(mi as usize)
+                .ok_or_else(|| request_error("unknown matrix"))?;
             for (ri, r) in m.rows.iter().enumerate() {
                 if let Some(bit) = m.action_bit(ri as u16, action) {
-                    let q = Query { principal: p, resource: Resource::Page { matrix: mi, row: ri as u16 }, action: bit as u16, target: None, now: now_s };
+                    let q = Query {
+                        principal: p,
+                        resource: Resource::Page {
+                            matrix: mi,
+                            row: ri as u16,
+                        },
+                        action: bit as u16,
+                        target: None,
+                        now: now_s,
+                    };
                     if self.allows(&q) {
                         out.push(format!("{ty}:{}", r.name));
                     }
@@ -304,16 +413,41 @@ impl Snapshot {
             }
             return Ok(out);
         }
-        let t = self.schema.type_id(ty).ok_or_else(|| request_error(&format!("unknown type `{ty}`")))?;
-        let perm = self.schema.ty(t).and_then(|td| td.perm(action)).ok_or_else(|| request_error(&format!("`{ty}` has no action `{action}`")))?;
-        if self.schema.ty(t).and_then(|td| td.perms.get(perm as usize)).is_some_and(|p| p.target.is_some()) {
-            return Err(request_error(&format!("`{ty}.{action}` takes a target and cannot be listed")));
+        let t = self
+            .schema
+            .type_id(ty)
+            .ok_or_else(|| request_error(&format!("unknown type `{ty}`")))?;
+        let perm = self
+            .schema
+            .ty(t)
+            .and_then(|td| td.perm(action))
+            .ok_or_else(|| request_error(&format!("`{ty}` has no action `{action}`")))?;
+        if self
+            .schema
+            .ty(t)
+            .and_then(|td| td.perms.get(perm as usize))
+            .is_some_and(|p| p.target.is_some())
+        {
+            return Err(request_error(&format!(
+                "`{ty}.{action}` takes a target and cannot be listed"
+            )));
         }
         let acct = self.ent_account.get(p as usize).copied().unwrap_or(0);
         let al = self.ent_local.get(acct as usize).copied().unwrap_or(0) as usize;
-        let members = self.account_members.get(al).and_then(|a| a.get(t as usize)).map(Vec::as_slice).unwrap_or(&[]);
+        let members = self
+            .account_members
+            .get(al)
+            .and_then(|a| a.get(t as usize))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         for &e in members {
-            let q = Query { principal: p, resource: Resource::Entity(e), action: perm, target: None, now: now_s };
+            let q = Query {
+                principal: p,
+                resource: Resource::Entity(e),
+                action: perm,
+                target: None,
+                now: now_s,
+            };
             if self.allows(&q) {
                 out.push(self.name(e).to_string());
             }
@@ -323,30 +457,66 @@ impl Snapshot {
 
     /// The principals who may take `action` on `resource` at `now`, by name. For a page,
     /// `account` limits the answer to one account's principals.
-    pub fn list_principals(&self, resource: &str, action: &str, now: &TimeValue, account: Option<&str>) -> Result<Vec<String>, ErrorData> {
+    pub fn list_principals(
+        &self,
+        resource: &str,
+        action: &str,
+        now: &TimeValue,
+        account: Option<&str>,
+    ) -> Result<Vec<String>, ErrorData> {
         let now_s = now.seconds().map_err(|m| request_error(&m))?;
-        let res = self.resource(resource).ok_or_else(|| request_error(&format!("unknown resource `{resource}`")))?;
+        let res = self
+            .resource(resource)
+            .ok_or_else(|| request_error(&format!("unknown resource `{resource}`")))?;
         let action_id = match res {
             Resource::Entity(e) => {
                 let t = self.ent_type.get(e as usize).copied().unwrap_or(0);
-                let td = self.schema.ty(t).ok_or_else(|| request_error("unknown type"))?;
-                let i = td.perm(action).ok_or_else(|| request_error(&format!("`{}` has no action `{action}`", td.name)))?;
+                let td = self
+                    .schema
+                    .ty(t)
+                    .ok_or_else(|| request_error("unknown type"))?;
+                let i = td.perm(action).ok_or_else(|| {
+                    request_error(&format!("`{}` has no action `{action}`", td.name))
+                })?;
                 if td.perms.get(i as usize).is_some_and(|p| p.target.is_some()) {
-                    return Err(request_error(&format!("`{}.{action}` takes a target and cannot be listed", td.name)));
+                    return Err(request_error(&format!(
+                        "`{}.{action}` takes a target and cannot be listed",
+                        td.name
+                    )));
                 }
                 i
             }
-            Resource::Page { matrix, row } => {
-                self.schema.matrices.get(matrix as usize).and_then(|m| m.action_bit(row, action)).ok_or_else(|| request_error(&format!("`{resource}` has no action `{action}`")))? as u16
-            }
+            Resource::Page { matrix, row } => self
+                .schema
+                .matrices
+                .get(matrix as usize)
+                .and_then(|m| m.action_bit(row, action))
+                .ok_or_else(|| request_error(&format!("`{resource}` has no action `{action}`")))?
+                as u16,
         };
         let accounts: Vec<u32> = match (res, account) {
-            (Resource::Entity(e), _) => self.ent_account.get(e as usize).copied().into_iter().collect(),
+            (Resource::Entity(e), _) => self
+                .ent_account
+                .get(e as usize)
+                .copied()
+                .into_iter()
+                .collect(),
             (Resource::Page { .. }, Some(a)) => {
-                let key = if a.starts_with("account:") { a.to_string() } else { format!("account:{a}") };
-                vec![self.entity(&key).ok_or_else(|| request_error(&format!("unknown account `{a}`")))?]
+                let key = if a.starts_with("account:") {
+                    a.to_string()
+                } else {
+                    format!("account:{a}")
+                };
+                vec![
+                    self.entity(&key)
+                        .ok_or_else(|| request_error(&format!("unknown account `{a}`")))?,
+                ]
             }
-            (Resource::Page { .. }, None) => self.types.get(self.schema.builtins.account as usize).map(|t| t.entities.clone()).unwrap_or_default(),
+            (Resource::Page { .. }, None) => self
+                .types
+                .get(self.schema.builtins.account as usize)
+                .map(|t| t.entities.clone())
+                .unwrap_or_default(),
         };
         let mut out = Vec::new();
         for acct in accounts {
@@ -355,9 +525,20 @@ impl Snapshot {
                 if !td.principal {
                     continue;
                 }
-                let members = self.account_members.get(al).and_then(|a| a.get(t)).map(Vec::as_slice).unwrap_or(&[]);
+                let members = self
+                    .account_members
+                    .get(al)
+                    .and_then(|a| a.get(t))
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
                 for &p in members {
-                    let q = Query { principal: p, resource: res, action: action_id, target: None, now: now_s };
+                    let q = Query {
+                        principal: p,
+                        resource: res,
+                        action: action_id,
+                        target: None,
+                        now: now_s,
+                    };
                     if self.allows(&q) {
                         out.push(self.name(p).to_string());
                     }
@@ -380,13 +561,19 @@ impl Snapshot {
                 }
             }
         }
-        Explanation { decision: self.view(&d, r), held }
+        Explanation {
+            decision: self.view(&d, r),
+            held,
+        }
     }
 
     /// The stable code of a reason (`gate.<name>` for gates).
     pub fn code(&self, r: &Reason) -> String {
         match r.code {
-            Code::Gate => self.schema.rule(r.rule).map_or_else(|| "gate".to_string(), |x| x.owner.clone()),
+            Code::Gate => self
+                .schema
+                .rule(r.rule)
+                .map_or_else(|| "gate".to_string(), |x| x.owner.clone()),
             c => c.as_str().to_string(),
         }
     }
@@ -407,7 +594,9 @@ impl Snapshot {
         let rule = self.schema.rule(x.rule);
         let owner = rule.map_or("", |r| r.owner.as_str());
         let text = rule.map_or("", |r| r.text.as_str());
-        let at = rule.filter(|r| r.owner != "request").map(|r| r.span.to_string());
+        let at = rule
+            .filter(|r| r.owner != "request")
+            .map(|r| r.span.to_string());
         let field_value = |f: u32| match f {
             field::PRINCIPAL => r.principal.clone(),
             field::RESOURCE => r.resource.clone(),
@@ -417,44 +606,117 @@ impl Snapshot {
         };
         let message = match x.code {
             Code::Granted => format!("allowed by `{owner}`: {text}"),
-            Code::RequestInvalid => format!("the request's `now` ({}) is not a timestamp", field_value(field::NOW)),
+            Code::RequestInvalid => format!(
+                "the request's `now` ({}) is not a timestamp",
+                field_value(field::NOW)
+            ),
             Code::EntityUnknown => format!("the {text} `{}` does not exist", field_value(x.rule)),
             Code::ActionUnknown => {
                 let known = self.action_names(&r.resource);
-                format!("`{}` has no action `{}`: expected one of {}", r.resource, r.action, known.join(", "))
+                format!(
+                    "`{}` has no action `{}`: expected one of {}",
+                    r.resource,
+                    r.action,
+                    known.join(", ")
+                )
             }
             Code::PrincipalInvalid => format!("`{}` is not of a principal type", r.principal),
-            Code::TargetInvalid => format!("`{}` on `{}` needs a target of the declared type; got `{}`", r.action, r.resource, field_value(field::TARGET)),
+            Code::TargetInvalid => format!(
+                "`{}` on `{}` needs a target of the declared type; got `{}`",
+                r.action,
+                r.resource,
+                field_value(field::TARGET)
+            ),
             Code::Gate => text.to_string(),
-            Code::AccountMismatch => format!("`{}` and the {text} `{}` belong to different accounts", r.principal, field_value(x.rule)),
-            Code::RelationMissing => format!("`{owner}` needs `{text}`, and nothing links `{}` that way", r.principal),
-            Code::RelationExpired => format!("`{owner}` needs `{text}`, and the link to `{}` has expired", r.principal),
+            Code::AccountMismatch => format!(
+                "`{}` and the {text} `{}` belong to different accounts",
+                r.principal,
+                field_value(x.rule)
+            ),
+            Code::RelationMissing => format!(
+                "`{owner}` needs `{text}`, and nothing links `{}` that way",
+                r.principal
+            ),
+            Code::RelationExpired => format!(
+                "`{owner}` needs `{text}`, and the link to `{}` has expired",
+                r.principal
+            ),
             Code::ConditionFailed => format!("`{owner}` needs `{text}`, which does not hold"),
             Code::ExclusionMatched => format!("`{owner}` excludes this: `{text}`"),
-            Code::RoleNoneAssigned => format!("`{}` holds no role of this matrix (`{owner}`: {text})", r.principal),
-            Code::RoleMissingPermission => format!("no role of `{}` grants this (`{owner}`: {text})", r.principal),
-            Code::FeatureDisabled => format!("the account has not enabled the feature this needs (`{owner}`)"),
-            Code::SetupModeOff => format!("`{owner}` is available only while the account is in setup mode"),
-            Code::AuthorizationMissing => format!("`{owner}` {text}, and `{}` holds none", r.principal),
-            Code::AuthorizationExpired => format!("`{owner}` {text}, and that of `{}` has expired", r.principal),
-            Code::AuthorizationNotYetValid => format!("`{owner}` {text}, and that of `{}` is not valid yet", r.principal),
-            Code::AuthorizationRevoked => format!("`{owner}` {text}, and that of `{}` was revoked", r.principal),
-            Code::AuthorizationOutOfScope => format!("`{owner}` {text}, and that of `{}` does not cover this scope", r.principal),
-            Code::DepthExceeded => format!("`{owner}` nests rules deeper than the evaluation limit"),
+            Code::RoleNoneAssigned => format!(
+                "`{}` holds no role of this matrix (`{owner}`: {text})",
+                r.principal
+            ),
+            Code::RoleMissingPermission => format!(
+                "no role of `{}` grants this (`{owner}`: {text})",
+                r.principal
+            ),
+            Code::FeatureDisabled => {
+                format!("the account has not enabled the feature this needs (`{owner}`)")
+            }
+            Code::SetupModeOff => {
+                format!("`{owner}` is available only while the account is in setup mode")
+            }
+            Code::AuthorizationMissing => {
+                format!("`{owner}` {text}, and `{}` holds none", r.principal)
+            }
+            Code::AuthorizationExpired => format!(
+                "`{owner}` {text}, and that of `{}` has expired",
+                r.principal
+            ),
+            Code::AuthorizationNotYetValid => format!(
+                "`{owner}` {text}, and that of `{}` is not valid yet",
+                r.principal
+            ),
+            Code::AuthorizationRevoked => format!(
+                "`{owner}` {text}, and that of `{}` was revoked",
+                r.principal
+            ),
+            Code::AuthorizationOutOfScope => format!(
+                "`{owner}` {text}, and that of `{}` does not cover this scope",
+                r.principal
+            ),
+            Code::DepthExceeded => {
+                format!("`{owner}` nests rules deeper than the evaluation limit")
+            }
         };
-        let rule_name = if owner == "request" { format!("request.{text}") } else { owner.to_string() };
-        ReasonView { code: self.code(x), rule: rule_name, message, at }
+        let rule_name = if owner == "request" {
+            format!("request.{text}")
+        } else {
+            owner.to_string()
+        };
+        ReasonView {
+            code: self.code(x),
+            rule: rule_name,
+            message,
+            at,
+        }
     }
 
     /// The access-rights matrix of `matrix` as the account sees it (policy roles, with the
     /// account's custom roles replacing or adding to them).
     pub fn matrix(&self, matrix: &str, account: Option<&str>) -> Result<AccessMatrix, ErrorData> {
-        let mi = *self.schema.matrix_index.get(matrix).ok_or_else(|| request_error(&format!("unknown matrix `{matrix}`")))?;
-        let m = self.schema.matrices.get(mi as usize).ok_or_else(|| request_error("unknown matrix"))?;
+        let mi = *self
+            .schema
+            .matrix_index
+            .get(matrix)
+            .ok_or_else(|| request_error(&format!("unknown matrix `{matrix}`")))?;
+        let m = self
+            .schema
+            .matrices
+            .get(mi as usize)
+            .ok_or_else(|| request_error("unknown matrix"))?;
         let acct = match account {
             Some(a) => {
-                let key = if a.starts_with("account:") { a.to_string() } else { format!("account:{a}") };
-                Some(self.entity(&key).ok_or_else(|| request_error(&format!("unknown account `{a}`")))?)
+                let key = if a.starts_with("account:") {
+                    a.to_string()
+                } else {
+                    format!("account:{a}")
+                };
+                Some(
+                    self.entity(&key)
+                        .ok_or_else(|| request_error(&format!("unknown account `{a}`")))?,
+                )
             }
             None => None,
         };
@@ -464,18 +726,36 @@ impl Snapshot {
                 continue;
             }
             let cells = (0..m.rows.len())
-                .map(|row| r.cells.iter().find(|c| c.row as usize == row).map_or_else(|| LEVELS[0].to_string(), |c| c.label.clone()))
+                .map(|row| {
+                    r.cells
+                        .iter()
+                        .find(|c| c.row as usize == row)
+                        .map_or_else(|| LEVELS[0].to_string(), |c| c.label.clone())
+                })
                 .collect();
-            let line = MatrixRole { name: r.name.clone(), custom: r.account.is_some(), cells };
+            let line = MatrixRole {
+                name: r.name.clone(),
+                custom: r.account.is_some(),
+                cells,
+            };
             match roles.iter_mut().find(|x| x.name == line.name) {
                 Some(existing) => *existing = line,
                 None => roles.push(line),
             }
         }
-        Ok(AccessMatrix { matrix: m.name.clone(), levels: m.levels, rows: m.rows.iter().map(|r| r.name.clone()).collect(), roles })
+        Ok(AccessMatrix {
+            matrix: m.name.clone(),
+            levels: m.levels,
+            rows: m.rows.iter().map(|r| r.name.clone()).collect(),
+            roles,
+        })
     }
 }
 
 fn request_error(message: &str) -> ErrorData {
-    ErrorData { code: "request.invalid".into(), message: message.to_string(), help: "see docs/facts-format.md for the request format".into() }
+    ErrorData {
+        code: "request.invalid".into(),
+        message: message.to_string(),
+        help: "see docs/facts-format.md for the request format".into(),
+    }
 }

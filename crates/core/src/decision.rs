@@ -173,6 +173,11 @@ impl Decision {
     pub fn deny(code: Code, rule: RuleId, revision: u64) -> Decision {
         let mut reasons = SmallVec::new();
         reasons.push(Reason { code, rule });
-        Decision { allowed: false, reasons, revision, valid_until: None }
+        Decision {
+            allowed: false,
+            reasons,
+            revision,
+            valid_until: None,
+        }
     }
 }

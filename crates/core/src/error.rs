@@ -33,7 +33,10 @@ pub struct PolicyError {
 impl PolicyError {
     /// A new error at `span`.
     pub fn new(span: Span, message: impl Into<String>) -> Self {
-        PolicyError { span, message: message.into() }
+        PolicyError {
+            span,
+            message: message.into(),
+        }
     }
 }
 
@@ -67,7 +70,11 @@ pub struct FactsError {
 
 impl FactsError {
     pub(crate) fn new(code: &str, at: impl Into<String>, message: impl Into<String>) -> Self {
-        FactsError { code: code.to_string(), at: at.into(), message: message.into() }
+        FactsError {
+            code: code.to_string(),
+            at: at.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -40,9 +40,28 @@ enum Val<'a> {
 }
 
 impl<'a> Eval<'a> {
-    pub fn new(s: &'a Snapshot, principal: u32, target: Option<u32>, now: i64, explain: bool) -> Eval<'a> {
-        let account = s.ent_account.get(principal as usize).copied().unwrap_or(u32::MAX);
-        Eval { s, principal, target, account, now, until: NEVER, depth: 0, trace: explain.then(Trace::default) }
+    pub fn new(
+        s: &'a Snapshot,
+        principal: u32,
+        target: Option<u32>,
+        now: i64,
+        explain: bool,
+    ) -> Eval<'a> {
+        let account = s
+            .ent_account
+            .get(principal as usize)
+            .copied()
+            .unwrap_or(u32::MAX);
+        Eval {
+            s,
+            principal,
+            target,
+            account,
+            now,
+            until: NEVER,
+            depth: 0,
+            trace: explain.then(Trace::default),
+        }
     }
 
     #[inline]
@@ -62,12 +81,17 @@ impl<'a> Eval<'a> {
     #[inline]
     fn hold(&mut self, rule: u32) {
         if let Some(t) = &mut self.trace {
-            t.holds.push(Reason { code: Code::Granted, rule });
+            t.holds.push(Reason {
+                code: Code::Granted,
+                rule,
+            });
         }
     }
 
     fn marks(&self) -> (usize, usize) {
-        self.trace.as_ref().map_or((0, 0), |t| (t.fails.len(), t.holds.len()))
+        self.trace
+            .as_ref()
+            .map_or((0, 0), |t| (t.fails.len(), t.holds.len()))
     }
 
     fn truncate(&mut self, fails: Option<usize>, holds: Option<usize>) {
@@ -154,14 +178,34 @@ impl<'a> Eval<'a> {
                 None => false,
             },
             Expr::Perm(t, i) => {
-                let Some(p) = self.s.schema.ty(*t).and_then(|td| td.perms.get(*i as usize)) else { return false };
+                let Some(p) = self
+                    .s
+                    .schema
+                    .ty(*t)
+                    .and_then(|td| td.perms.get(*i as usize))
+                else {
+                    return false;
+                };
                 self.nested(&p.expr, cur, p.rule)
             }
             Expr::Scope(t, i) => {
-                let Some(p) = self.s.schema.ty(*t).and_then(|td| td.scopes.get(*i as usize)) else { return false };
+                let Some(p) = self
+                    .s
+                    .schema
+                    .ty(*t)
+                    .and_then(|td| td.scopes.get(*i as usize))
+                else {
+                    return false;
+                };
                 self.nested(&p.expr, cur, p.rule)
             }
-            Expr::Matrix { matrix, row, action, scopes, rule } => self.matrix(*matrix, *row, *action, Some((cur, scopes)), *rule),
+            Expr::Matrix {
+                matrix,
+                row,
+                action,
+                scopes,
+                rule,
+            } => self.matrix(*matrix, *row, *action, Some((cur, scopes)), *rule),
             Expr::Authorized { kind, scope, rule } => {
                 let scope = match scope {
                     None => None,
@@ -213,7 +257,14 @@ impl<'a> Eval<'a> {
     fn member(&mut self, cur: u32, rel: u16, rule: u32) -> bool {
         let t = self.ty(cur);
         let local = self.local(cur) as u32;
-        let Some(csr) = self.s.types.get(t as usize).and_then(|td| td.rels.get(rel as usize)) else { return false };
+        let Some(csr) = self
+            .s
+            .types
+            .get(t as usize)
+            .and_then(|td| td.rels.get(rel as usize))
+        else {
+            return false;
+        };
         let range = csr.range(local);
         let row = csr.subjects.get(range.clone()).unwrap_or(&[]);
         match row.binary_search(&self.principal) {
@@ -239,7 +290,13 @@ impl<'a> Eval<'a> {
         let t = self.ty(cur);
         let local = self.local(cur) as u32;
         let s = self.s;
-        let Some(csr) = s.types.get(t as usize).and_then(|td| td.rels.get(rel as usize)) else { return false };
+        let Some(csr) = s
+            .types
+            .get(t as usize)
+            .and_then(|td| td.rels.get(rel as usize))
+        else {
+            return false;
+        };
         if self.depth >= MAX_DEPTH {
             self.fail(Code::DepthExceeded, rule);
             return false;
@@ -249,14 +306,18 @@ impl<'a> Eval<'a> {
         let mut expired_match = false;
         self.depth += 1;
         for pos in range {
-            let Some(&sub) = csr.subjects.get(pos) else { break };
+            let Some(&sub) = csr.subjects.get(pos) else {
+                break;
+            };
             let exp = csr.expiry(pos);
             let live = self.now < exp;
             if !live && self.trace.is_none() {
                 continue;
             }
             let st = self.ty(sub);
-            let Some((_, body)) = bodies.iter().find(|(bt, _)| *bt == st) else { continue };
+            let Some((_, body)) = bodies.iter().find(|(bt, _)| *bt == st) else {
+                continue;
+            };
             let (_, h) = self.marks();
             if self.eval(body, sub) {
                 if live {
@@ -272,15 +333,31 @@ impl<'a> Eval<'a> {
         }
         self.depth -= 1;
         self.truncate(Some(f0), Some(h0));
-        self.fail(if expired_match { Code::RelationExpired } else { Code::RelationMissing }, rule);
+        self.fail(
+            if expired_match {
+                Code::RelationExpired
+            } else {
+                Code::RelationMissing
+            },
+            rule,
+        );
         false
     }
 
     /// A matrix check; `record` is the record and the type's scope indices, or `None` for
     /// the page itself.
-    pub fn matrix(&mut self, m: u16, row: u16, action: u8, record: Option<(u32, &[u16])>, rule: u32) -> bool {
+    pub fn matrix(
+        &mut self,
+        m: u16,
+        row: u16,
+        action: u8,
+        record: Option<(u32, &[u16])>,
+        rule: u32,
+    ) -> bool {
         let s = self.s;
-        let Some(md) = s.schema.matrices.get(m as usize) else { return false };
+        let Some(md) = s.schema.matrices.get(m as usize) else {
+            return false;
+        };
         let bit = 1u32 << action;
         let pt = self.ty(self.principal);
         let gs = s
@@ -304,17 +381,26 @@ impl<'a> Eval<'a> {
                 (Some(g), None) => g.page.get(row as usize).is_some_and(|x| x & bit != 0),
                 (Some(g), Some((cur, scopes))) => {
                     g.record.get(row as usize).is_some_and(|x| x & bit != 0)
-                        || g.scoped.iter().filter(|c| c.row == row && c.record & bit != 0).any(|c| {
-                            c.scopes.iter().any(|si| {
-                                let Some(&ti) = scopes.get(*si as usize) else { return false };
-                                let t = self.ty(cur);
-                                let Some(sc) = s.schema.ty(t).and_then(|td| td.scopes.get(ti as usize)) else { return false };
-                                let (f, h) = self.marks();
-                                let v = self.nested(&sc.expr, cur, sc.rule);
-                                self.truncate(Some(f), Some(h));
-                                v
+                        || g.scoped
+                            .iter()
+                            .filter(|c| c.row == row && c.record & bit != 0)
+                            .any(|c| {
+                                c.scopes.iter().any(|si| {
+                                    let Some(&ti) = scopes.get(*si as usize) else {
+                                        return false;
+                                    };
+                                    let t = self.ty(cur);
+                                    let Some(sc) =
+                                        s.schema.ty(t).and_then(|td| td.scopes.get(ti as usize))
+                                    else {
+                                        return false;
+                                    };
+                                    let (f, h) = self.marks();
+                                    let v = self.nested(&sc.expr, cur, sc.rule);
+                                    self.truncate(Some(f), Some(h));
+                                    v
+                                })
                             })
-                        })
                 }
                 (None, _) => false,
             };
@@ -326,11 +412,15 @@ impl<'a> Eval<'a> {
                 }
             }
         }
-        let Some(r) = md.rows.get(row as usize) else { return false };
+        let Some(r) = md.rows.get(row as usize) else {
+            return false;
+        };
         if let Some(f) = r.feature {
             let [features, _] = s.schema.builtins.account_attrs;
             let on = match self.account_column(features) {
-                Some(Column::Set(v)) => v.get(self.local(self.account)).is_some_and(|set| set.binary_search(&f).is_ok()),
+                Some(Column::Set(v)) => v
+                    .get(self.local(self.account))
+                    .is_some_and(|set| set.binary_search(&f).is_ok()),
                 _ => false,
             };
             if !on {
@@ -355,7 +445,11 @@ impl<'a> Eval<'a> {
                 }
             }
         }
-        for c in md.controls.iter().filter(|c| c.row == row && c.action == action) {
+        for c in md
+            .controls
+            .iter()
+            .filter(|c| c.row == row && c.action == action)
+        {
             if !self.authorized(c.kind, None, c.rule) {
                 ok = false;
                 if !explain {
@@ -371,14 +465,19 @@ impl<'a> Eval<'a> {
 
     fn account_column(&self, attr: u16) -> Option<&'a Column> {
         let s = self.s;
-        s.types.get(s.schema.builtins.account as usize)?.columns.get(attr as usize)
+        s.types
+            .get(s.schema.builtins.account as usize)?
+            .columns
+            .get(attr as usize)
     }
 
     fn authorized(&mut self, kind: u32, scope: Option<u32>, rule: u32) -> bool {
         let s = self.s;
         let at = s.schema.builtins.authorization;
         let [a_kind, a_from, a_until, a_scope, a_revoked] = s.schema.builtins.auth_attrs;
-        let Some(td) = s.types.get(at as usize) else { return false };
+        let Some(td) = s.types.get(at as usize) else {
+            return false;
+        };
         let col = |a: u16| td.columns.get(a as usize);
         let mut best = Code::AuthorizationMissing;
         let rank = |c: Code| match c {
@@ -406,7 +505,9 @@ impl<'a> Eval<'a> {
             let in_scope = match scope {
                 None => true,
                 Some(x) => match col(a_scope) {
-                    Some(Column::Set(v)) => v.get(l).is_none_or(|set| set.is_empty() || set.binary_search(&x).is_ok()),
+                    Some(Column::Set(v)) => v
+                        .get(l)
+                        .is_none_or(|set| set.is_empty() || set.binary_search(&x).is_ok()),
                     _ => true,
                 },
             };
@@ -445,7 +546,12 @@ impl<'a> Eval<'a> {
 
     /// The first live subject of relation `rel` of entity `e`.
     fn first_subject(&mut self, e: u32, rel: u16) -> Option<u32> {
-        let csr = self.s.types.get(self.ty(e) as usize)?.rels.get(rel as usize)?;
+        let csr = self
+            .s
+            .types
+            .get(self.ty(e) as usize)?
+            .rels
+            .get(rel as usize)?;
         for pos in csr.range(self.local(e) as u32) {
             let exp = csr.expiry(pos);
             if self.now < exp {
@@ -457,7 +563,14 @@ impl<'a> Eval<'a> {
     }
 
     fn live_subjects(&mut self, e: u32, rel: u16, out: &mut SmallVec<[u32; 4]>) {
-        let Some(csr) = self.s.types.get(self.ty(e) as usize).and_then(|t| t.rels.get(rel as usize)) else { return };
+        let Some(csr) = self
+            .s
+            .types
+            .get(self.ty(e) as usize)
+            .and_then(|t| t.rels.get(rel as usize))
+        else {
+            return;
+        };
         for pos in csr.range(self.local(e) as u32) {
             let exp = csr.expiry(pos);
             if self.now < exp {
@@ -481,7 +594,9 @@ impl<'a> Eval<'a> {
                 None => Val::None,
             },
             Operand::Attr { base, path, attr } => {
-                let Some(mut e) = self.base(*base, cur) else { return Val::None };
+                let Some(mut e) = self.base(*base, cur) else {
+                    return Val::None;
+                };
                 for (_, rel) in path {
                     match self.first_subject(e, *rel) {
                         Some(x) => e = x,
@@ -493,7 +608,11 @@ impl<'a> Eval<'a> {
                 }
                 let l = self.local(e);
                 let s = self.s;
-                match s.types.get(attr.0 as usize).and_then(|t| t.columns.get(attr.1 as usize)) {
+                match s
+                    .types
+                    .get(attr.0 as usize)
+                    .and_then(|t| t.columns.get(attr.1 as usize))
+                {
                     Some(Column::Bool(v)) => match v.get(l) {
                         Some(&b) if b != NONE_U8 => Val::Bool(b == 1),
                         _ => Val::None,
@@ -515,7 +634,9 @@ impl<'a> Eval<'a> {
                 }
             }
             Operand::Entities { base, path } => {
-                let Some(e) = self.base(*base, cur) else { return Val::None };
+                let Some(e) = self.base(*base, cur) else {
+                    return Val::None;
+                };
                 let mut set: SmallVec<[u32; 4]> = smallvec::smallvec![e];
                 for (_, rel) in path {
                     let mut next = SmallVec::new();
@@ -529,7 +650,9 @@ impl<'a> Eval<'a> {
                 Val::Ents(set)
             }
             Operand::Count { base, rels } => {
-                let Some(e) = self.base(*base, cur) else { return Val::None };
+                let Some(e) = self.base(*base, cur) else {
+                    return Val::None;
+                };
                 let mut all = SmallVec::new();
                 for (_, rel) in rels {
                     self.live_subjects(e, *rel, &mut all);

@@ -126,14 +126,21 @@ impl Facts {
     /// Reads facts from JSON text.
     pub fn from_json(text: &str) -> Result<Facts, FactsError> {
         let doc: FactsJson = serde_json::from_str(text).map_err(|e| {
-            FactsError::new("facts.malformed", format!("line {} column {}", e.line(), e.column()), format!("malformed facts JSON: {e}"))
+            FactsError::new(
+                "facts.malformed",
+                format!("line {} column {}", e.line(), e.column()),
+                format!("malformed facts JSON: {e}"),
+            )
         })?;
         Facts::from_doc(doc)
     }
 
     /// Builds facts from the parsed JSON document.
     pub fn from_doc(doc: FactsJson) -> Result<Facts, FactsError> {
-        let mut f = Facts { revision: doc.revision, ..Facts::default() };
+        let mut f = Facts {
+            revision: doc.revision,
+            ..Facts::default()
+        };
         for (i, e) in doc.entities.into_iter().enumerate() {
             f.add_entity(e, &format!("entities[{i}]"))?;
         }
@@ -153,7 +160,11 @@ impl Facts {
                 .map(|e| EntityJson {
                     ty: e.ty.clone(),
                     id: e.id.clone(),
-                    account: if e.ty == "account" { None } else { Some(e.account.clone()) },
+                    account: if e.ty == "account" {
+                        None
+                    } else {
+                        Some(e.account.clone())
+                    },
                     attrs: e.attrs.clone(),
                 })
                 .collect(),
@@ -173,24 +184,54 @@ impl Facts {
     /// Adds an entity; `at` names it in errors.
     pub fn add_entity(&mut self, e: EntityJson, at: &str) -> Result<(), FactsError> {
         if e.ty.is_empty() || e.id.is_empty() || e.ty.contains(':') {
-            return Err(FactsError::new("facts.invalid_entity", at, "expected a non-empty `type` without `:` and a non-empty `id`"));
+            return Err(FactsError::new(
+                "facts.invalid_entity",
+                at,
+                "expected a non-empty `type` without `:` and a non-empty `id`",
+            ));
         }
         let account = match (e.ty.as_str(), e.account) {
             ("account", None) => e.id.clone(),
             ("account", Some(a)) if a == e.id => a,
             ("account", Some(a)) => {
-                return Err(FactsError::new("facts.invalid_entity", at, format!("account `{}` names another account `{a}`: an account belongs to itself", e.id)));
+                return Err(FactsError::new(
+                    "facts.invalid_entity",
+                    at,
+                    format!(
+                        "account `{}` names another account `{a}`: an account belongs to itself",
+                        e.id
+                    ),
+                ));
             }
             (_, Some(a)) => a,
             (_, None) => {
-                return Err(FactsError::new("facts.missing_account", at, format!("entity `{}:{}` names no `account`: every entity belongs to exactly one account", e.ty, e.id)));
+                return Err(FactsError::new(
+                    "facts.missing_account",
+                    at,
+                    format!(
+                        "entity `{}:{}` names no `account`: every entity belongs to exactly one account",
+                        e.ty, e.id
+                    ),
+                ));
             }
         };
         let key = entity_key(&e.ty, &e.id);
         if self.entities.contains_key(&key) {
-            return Err(FactsError::new("facts.duplicate_entity", at, format!("entity `{key}` already exists")));
+            return Err(FactsError::new(
+                "facts.duplicate_entity",
+                at,
+                format!("entity `{key}` already exists"),
+            ));
         }
-        self.entities.insert(key, EntityRecord { ty: e.ty, id: e.id, account, attrs: e.attrs });
+        self.entities.insert(
+            key,
+            EntityRecord {
+                ty: e.ty,
+                id: e.id,
+                account,
+                attrs: e.attrs,
+            },
+        );
         Ok(())
     }
 
@@ -198,14 +239,22 @@ impl Facts {
     pub fn add_tuple(&mut self, t: TupleJson, at: &str) -> Result<(), FactsError> {
         for end in [&t.resource, &t.subject] {
             if !self.entities.contains_key(end) {
-                return Err(FactsError::new("facts.unknown_entity", at, format!("tuple names unknown entity `{end}`")));
+                return Err(FactsError::new(
+                    "facts.unknown_entity",
+                    at,
+                    format!("tuple names unknown entity `{end}`"),
+                ));
             }
         }
         let expires = match &t.expires {
-            Some(v) => Some(v.seconds().map_err(|m| FactsError::new("facts.invalid_value", at, m))?),
+            Some(v) => Some(
+                v.seconds()
+                    .map_err(|m| FactsError::new("facts.invalid_value", at, m))?,
+            ),
             None => None,
         };
-        self.tuples.insert((t.resource, t.relation, t.subject), expires);
+        self.tuples
+            .insert((t.resource, t.relation, t.subject), expires);
         Ok(())
     }
 
@@ -219,13 +268,25 @@ impl Facts {
                 Delta::AddEntity { entity } => f.add_entity(entity, &at)?,
                 Delta::RemoveEntity { entity } => {
                     if f.entities.remove(&entity).is_none() {
-                        return Err(FactsError::new("facts.unknown_entity", at, format!("no entity `{entity}` to remove")));
+                        return Err(FactsError::new(
+                            "facts.unknown_entity",
+                            at,
+                            format!("no entity `{entity}` to remove"),
+                        ));
                     }
                     f.tuples.retain(|(r, _, s), _| *r != entity && *s != entity);
                 }
-                Delta::SetAttr { entity, attr, value } => {
+                Delta::SetAttr {
+                    entity,
+                    attr,
+                    value,
+                } => {
                     let Some(e) = f.entities.get_mut(&entity) else {
-                        return Err(FactsError::new("facts.unknown_entity", at, format!("no entity `{entity}`")));
+                        return Err(FactsError::new(
+                            "facts.unknown_entity",
+                            at,
+                            format!("no entity `{entity}`"),
+                        ));
                     };
                     if value.is_null() {
                         e.attrs.remove(&attr);
@@ -237,7 +298,11 @@ impl Facts {
                 Delta::RemoveTuple { tuple } => {
                     let key = (tuple.resource, tuple.relation, tuple.subject);
                     if f.tuples.remove(&key).is_none() {
-                        return Err(FactsError::new("facts.unknown_tuple", at, format!("no tuple `{}#{}@{}` to remove", key.0, key.1, key.2)));
+                        return Err(FactsError::new(
+                            "facts.unknown_tuple",
+                            at,
+                            format!("no tuple `{}#{}@{}` to remove", key.0, key.1, key.2),
+                        ));
                     }
                 }
             }
@@ -250,6 +315,10 @@ impl Facts {
 /// Reads a list of deltas from JSON text.
 pub fn deltas_from_json(text: &str) -> Result<Vec<Delta>, FactsError> {
     serde_json::from_str(text).map_err(|e| {
-        FactsError::new("facts.malformed", format!("line {} column {}", e.line(), e.column()), format!("malformed deltas JSON: {e}"))
+        FactsError::new(
+            "facts.malformed",
+            format!("line {} column {}", e.line(), e.column()),
+            format!("malformed deltas JSON: {e}"),
+        )
     })
 }

@@ -84,8 +84,16 @@ impl Csr {
         }
         let any_expiry = edges.iter().any(|e| e.2 != NEVER);
         let subjects = edges.iter().map(|e| e.1).collect();
-        let expires = if any_expiry { edges.iter().map(|e| e.2).collect() } else { Vec::new() };
-        Csr { offsets, subjects, expires }
+        let expires = if any_expiry {
+            edges.iter().map(|e| e.2).collect()
+        } else {
+            Vec::new()
+        };
+        Csr {
+            offsets,
+            subjects,
+            expires,
+        }
     }
 }
 
@@ -155,11 +163,13 @@ pub struct Snapshot {
     pub revision: u64,
     /// Interned strings; the policy's literals come first.
     pub strings: Vec<String>,
-    /// String ids by text.
+    /// String ids by text (rebuilt on load, not serialised).
+    #[serde(skip)]
     pub string_index: FxHashMap<String, u32>,
     /// `type:id` of every entity, by entity id.
     pub names: Vec<String>,
-    /// Entity ids by `type:id`.
+    /// Entity ids by `type:id` (rebuilt on load, not serialised).
+    #[serde(skip)]
     pub index: FxHashMap<String, u32>,
     /// The type of every entity.
     pub ent_type: Vec<TypeId>,
@@ -197,19 +207,30 @@ impl Interner {
 }
 
 fn bad(code: &str, at: &str, msg: String) -> FactsError {
-    FactsError { code: code.to_string(), at: at.to_string(), message: msg }
+    FactsError {
+        code: code.to_string(),
+        at: at.to_string(),
+        message: msg,
+    }
 }
 
 impl Snapshot {
     /// Validates `facts` against `schema` and compiles them.
     pub fn build(schema: Arc<Schema>, facts: &Facts) -> Result<Snapshot, FactsError> {
-        let mut strings = Interner { strings: Vec::new(), index: FxHashMap::default() };
+        let mut strings = Interner {
+            strings: Vec::new(),
+            index: FxHashMap::default(),
+        };
         for l in &schema.literals {
             strings.id(l);
         }
         let n = facts.entities.len();
         if n >= u32::MAX as usize / 2 {
-            return Err(bad("facts.too_large", "entities", format!("{n} entities is more than a snapshot holds")));
+            return Err(bad(
+                "facts.too_large",
+                "entities",
+                format!("{n} entities is more than a snapshot holds"),
+            ));
         }
         let mut names = Vec::with_capacity(n);
         let mut index = FxHashMap::default();
@@ -221,10 +242,20 @@ impl Snapshot {
             let at = format!("entity `{key}`");
             let Some(t) = schema.type_id(&e.ty) else {
                 let known: Vec<&str> = schema.type_index.keys().map(String::as_str).collect();
-                return Err(bad("facts.unknown_type", &at, format!("unknown type `{}`: expected one of {}", e.ty, known.join(", "))));
+                return Err(bad(
+                    "facts.unknown_type",
+                    &at,
+                    format!(
+                        "unknown type `{}`: expected one of {}",
+                        e.ty,
+                        known.join(", ")
+                    ),
+                ));
             };
             let id = names.len() as u32;
-            let td = types.get_mut(t as usize).ok_or_else(|| bad("facts.unknown_type", &at, "type out of range".into()))?;
+            let td = types
+                .get_mut(t as usize)
+                .ok_or_else(|| bad("facts.unknown_type", &at, "type out of range".into()))?;
             ent_local.push(td.entities.len() as u32);
             td.entities.push(id);
             ent_type.push(t);
@@ -239,13 +270,22 @@ impl Snapshot {
             match index.get(&akey) {
                 Some(a) => ent_account.push(*a),
                 None => {
-                    return Err(bad("facts.unknown_account", &format!("entity `{key}`"), format!("account `{}` does not exist: add an entity `{akey}`", e.account)));
+                    return Err(bad(
+                        "facts.unknown_account",
+                        &format!("entity `{key}`"),
+                        format!(
+                            "account `{}` does not exist: add an entity `{akey}`",
+                            e.account
+                        ),
+                    ));
                 }
             }
         }
         // Attributes.
         for (t, td) in types.iter_mut().enumerate() {
-            let Some(def) = schema.types.get(t) else { continue };
+            let Some(def) = schema.types.get(t) else {
+                continue;
+            };
             let len = td.entities.len();
             td.columns = def
                 .attrs
@@ -263,61 +303,137 @@ impl Snapshot {
         for (id, (key, e)) in facts.entities.iter().enumerate() {
             let t = ent_type.get(id).copied().unwrap_or(0);
             let local = ent_local.get(id).copied().unwrap_or(0) as usize;
-            let Some(def) = schema.types.get(t as usize) else { continue };
-            let Some(td) = types.get_mut(t as usize) else { continue };
+            let Some(def) = schema.types.get(t as usize) else {
+                continue;
+            };
+            let Some(td) = types.get_mut(t as usize) else {
+                continue;
+            };
             for (name, v) in &e.attrs {
                 let at = format!("entity `{key}` attribute `{name}`");
                 let Some(a) = def.attr(name) else {
                     let known: Vec<&str> = def.attrs.iter().map(|a| a.name.as_str()).collect();
-                    return Err(bad("facts.unknown_attribute", &at, format!("`{}` has no attribute `{name}`: expected one of {}", def.name, known.join(", "))));
+                    return Err(bad(
+                        "facts.unknown_attribute",
+                        &at,
+                        format!(
+                            "`{}` has no attribute `{name}`: expected one of {}",
+                            def.name,
+                            known.join(", ")
+                        ),
+                    ));
                 };
-                let ad = def.attrs.get(a as usize).ok_or_else(|| bad("facts.unknown_attribute", &at, String::new()))?;
-                let col = td.columns.get_mut(a as usize).ok_or_else(|| bad("facts.unknown_attribute", &at, String::new()))?;
-                set_value(col, local, &ad.ty, v, &mut strings).map_err(|m| bad("facts.invalid_value", &at, m))?;
+                let ad = def
+                    .attrs
+                    .get(a as usize)
+                    .ok_or_else(|| bad("facts.unknown_attribute", &at, String::new()))?;
+                let col = td
+                    .columns
+                    .get_mut(a as usize)
+                    .ok_or_else(|| bad("facts.unknown_attribute", &at, String::new()))?;
+                set_value(col, local, &ad.ty, v, &mut strings)
+                    .map_err(|m| bad("facts.invalid_value", &at, m))?;
             }
             for (a, ad) in def.attrs.iter().enumerate() {
-                if ad.optional || matches!(ad.ty, ValueType::StrSet) || e.attrs.contains_key(&ad.name) {
+                if ad.optional
+                    || matches!(ad.ty, ValueType::StrSet)
+                    || e.attrs.contains_key(&ad.name)
+                {
                     continue;
                 }
                 if let Some(col) = td.columns.get(a) {
-                    return Err(bad("facts.missing_attribute", &format!("entity `{key}`"), format!("attribute `{}` ({}) is required", ad.name, describe_col(col))));
+                    return Err(bad(
+                        "facts.missing_attribute",
+                        &format!("entity `{key}`"),
+                        format!(
+                            "attribute `{}` ({}) is required",
+                            ad.name,
+                            describe_col(col)
+                        ),
+                    ));
                 }
             }
         }
         // Tuples.
-        let mut edges: Vec<Vec<Vec<(u32, u32, i64)>>> = schema.types.iter().map(|t| vec![Vec::new(); t.rels.len()]).collect();
+        let mut edges: Vec<Vec<Vec<(u32, u32, i64)>>> = schema
+            .types
+            .iter()
+            .map(|t| vec![Vec::new(); t.rels.len()])
+            .collect();
         for ((r, rel, s), exp) in &facts.tuples {
             let at = format!("tuple `{r}#{rel}@{s}`");
             let (Some(&rid), Some(&sid)) = (index.get(r), index.get(s)) else {
-                return Err(bad("facts.unknown_entity", &at, "the tuple names an unknown entity".into()));
+                return Err(bad(
+                    "facts.unknown_entity",
+                    &at,
+                    "the tuple names an unknown entity".into(),
+                ));
             };
             let rt = ent_type.get(rid as usize).copied().unwrap_or(0);
             let st = ent_type.get(sid as usize).copied().unwrap_or(0);
-            let def = schema.ty(rt).ok_or_else(|| bad("facts.unknown_type", &at, String::new()))?;
+            let def = schema
+                .ty(rt)
+                .ok_or_else(|| bad("facts.unknown_type", &at, String::new()))?;
             let Some(ri) = def.rel(rel) else {
                 let known: Vec<&str> = def.rels.iter().map(|r| r.name.as_str()).collect();
-                return Err(bad("facts.unknown_relation", &at, format!("`{}` has no relation `{rel}`: expected one of {}", def.name, known.join(", "))));
+                return Err(bad(
+                    "facts.unknown_relation",
+                    &at,
+                    format!(
+                        "`{}` has no relation `{rel}`: expected one of {}",
+                        def.name,
+                        known.join(", ")
+                    ),
+                ));
             };
-            let rd = def.rels.get(ri as usize).ok_or_else(|| bad("facts.unknown_relation", &at, String::new()))?;
+            let rd = def
+                .rels
+                .get(ri as usize)
+                .ok_or_else(|| bad("facts.unknown_relation", &at, String::new()))?;
             if !rd.targets.contains(&st) {
-                let accepted: Vec<&str> = rd.targets.iter().filter_map(|t| schema.ty(*t)).map(|t| t.name.as_str()).collect();
+                let accepted: Vec<&str> = rd
+                    .targets
+                    .iter()
+                    .filter_map(|t| schema.ty(*t))
+                    .map(|t| t.name.as_str())
+                    .collect();
                 let sn = schema.ty(st).map_or("?", |t| t.name.as_str());
-                return Err(bad("facts.wrong_subject_type", &at, format!("`{}.{rel}` takes {}, not `{sn}`", def.name, accepted.join(" | "))));
+                return Err(bad(
+                    "facts.wrong_subject_type",
+                    &at,
+                    format!(
+                        "`{}.{rel}` takes {}, not `{sn}`",
+                        def.name,
+                        accepted.join(" | ")
+                    ),
+                ));
             }
             if ent_account.get(rid as usize) != ent_account.get(sid as usize) {
-                return Err(bad("facts.cross_account", &at, format!("`{r}` and `{s}` belong to different accounts: nothing links two accounts")));
+                return Err(bad(
+                    "facts.cross_account",
+                    &at,
+                    format!(
+                        "`{r}` and `{s}` belong to different accounts: nothing links two accounts"
+                    ),
+                ));
             }
             let local = ent_local.get(rid as usize).copied().unwrap_or(0);
             let mut expiry = exp.unwrap_or(NEVER);
             if let Some(u) = rd.until {
-                if let Some(Column::Time(v)) = types.get(rt as usize).and_then(|t| t.columns.get(u as usize)) {
+                if let Some(Column::Time(v)) = types
+                    .get(rt as usize)
+                    .and_then(|t| t.columns.get(u as usize))
+                {
                     let end = v.get(local as usize).copied().unwrap_or(NONE_I64);
                     if end != NONE_I64 {
                         expiry = expiry.min(end);
                     }
                 }
             }
-            if let Some(list) = edges.get_mut(rt as usize).and_then(|t| t.get_mut(ri as usize)) {
+            if let Some(list) = edges
+                .get_mut(rt as usize)
+                .and_then(|t| t.get_mut(ri as usize))
+            {
                 list.push((local, sid, expiry));
             }
         }
@@ -340,7 +456,9 @@ impl Snapshot {
         }
         let auth_by_holder = Csr::build(n, auth_edges);
         // Account members.
-        let n_accounts = types.get(account_ty as usize).map_or(0, |t| t.entities.len());
+        let n_accounts = types
+            .get(account_ty as usize)
+            .map_or(0, |t| t.entities.len());
         let mut account_members = vec![vec![Vec::new(); schema.types.len()]; n_accounts];
         for (id, &a) in ent_account.iter().enumerate() {
             let al = ent_local.get(a as usize).copied().unwrap_or(0) as usize;
@@ -372,16 +490,38 @@ impl Snapshot {
     /// Resolves custom roles and every principal's roles into shared grant sets.
     fn compile_roles(&mut self) -> Result<(), FactsError> {
         let schema = Arc::clone(&self.schema);
-        let mut roles: Vec<AccountRole> =
-            schema.roles.iter().map(|r| AccountRole { name: r.name.clone(), account: None, matrix: r.matrix, cells: r.cells.clone() }).collect();
+        let mut roles: Vec<AccountRole> = schema
+            .roles
+            .iter()
+            .map(|r| AccountRole {
+                name: r.name.clone(),
+                account: None,
+                matrix: r.matrix,
+                cells: r.cells.clone(),
+            })
+            .collect();
         // Custom roles, per account: name -> index in `roles`.
         let mut custom: BTreeMap<(u32, String), usize> = BTreeMap::new();
         let role_ty = schema.builtins.role;
-        let role_def = schema.ty(role_ty).ok_or_else(|| bad("facts.unknown_type", "role", "no role type".into()))?;
-        let (Some(a_matrix), Some(a_extends), Some(a_cells)) = (role_def.attr("matrix"), role_def.attr("extends"), role_def.attr("cells")) else {
-            return Err(bad("facts.unknown_type", "role", "the role type lacks its built-in attributes".into()));
+        let role_def = schema
+            .ty(role_ty)
+            .ok_or_else(|| bad("facts.unknown_type", "role", "no role type".into()))?;
+        let (Some(a_matrix), Some(a_extends), Some(a_cells)) = (
+            role_def.attr("matrix"),
+            role_def.attr("extends"),
+            role_def.attr("cells"),
+        ) else {
+            return Err(bad(
+                "facts.unknown_type",
+                "role",
+                "the role type lacks its built-in attributes".into(),
+            ));
         };
-        let entities = self.types.get(role_ty as usize).map(|t| t.entities.clone()).unwrap_or_default();
+        let entities = self
+            .types
+            .get(role_ty as usize)
+            .map(|t| t.entities.clone())
+            .unwrap_or_default();
         // Two passes so a custom role may extend another custom role declared later.
         let mut pending: Vec<(u32, usize)> = Vec::new();
         for (local, &id) in entities.iter().enumerate() {
@@ -391,11 +531,23 @@ impl Snapshot {
             let matrix_name = self.str_attr(role_ty, a_matrix, local).unwrap_or_default();
             let Some(&matrix) = schema.matrix_index.get(&matrix_name) else {
                 let known: Vec<&str> = schema.matrix_index.keys().map(String::as_str).collect();
-                return Err(bad("facts.invalid_role", &at, format!("unknown matrix `{matrix_name}`: expected one of {}", known.join(", "))));
+                return Err(bad(
+                    "facts.invalid_role",
+                    &at,
+                    format!(
+                        "unknown matrix `{matrix_name}`: expected one of {}",
+                        known.join(", ")
+                    ),
+                ));
             };
             let account = self.ent_account.get(id as usize).copied().unwrap_or(0);
             let idx = roles.len();
-            roles.push(AccountRole { name: role_name.clone(), account: Some(account), matrix, cells: Vec::new() });
+            roles.push(AccountRole {
+                name: role_name.clone(),
+                account: Some(account),
+                matrix,
+                cells: Vec::new(),
+            });
             custom.insert((account, role_name), idx);
             pending.push((id, local));
         }
@@ -403,7 +555,16 @@ impl Snapshot {
         let mut done = vec![false; roles.len()];
         for (id, local) in pending.clone() {
             let mut stack = Vec::new();
-            self.resolve_custom(id, local, &pending, &custom, &mut roles, &mut done, &mut stack, (a_extends, a_cells))?;
+            self.resolve_custom(
+                id,
+                local,
+                &pending,
+                &custom,
+                &mut roles,
+                &mut done,
+                &mut stack,
+                (a_extends, a_cells),
+            )?;
         }
         // Principals.
         let mut sets: Vec<GrantSet> = Vec::new();
@@ -412,23 +573,49 @@ impl Snapshot {
             if !def.principal {
                 continue;
             }
-            let Some(roles_attr) = def.attr("roles") else { continue };
-            let ids = self.types.get(t).map(|x| x.entities.clone()).unwrap_or_default();
+            let Some(roles_attr) = def.attr("roles") else {
+                continue;
+            };
+            let ids = self
+                .types
+                .get(t)
+                .map(|x| x.entities.clone())
+                .unwrap_or_default();
             let mut grants = Vec::with_capacity(ids.len());
             for (local, &id) in ids.iter().enumerate() {
                 let account = self.ent_account.get(id as usize).copied().unwrap_or(0);
-                let names: Vec<String> = match self.types.get(t).and_then(|x| x.columns.get(roles_attr as usize)) {
-                    Some(Column::Set(v)) => v.get(local).map(|s| s.iter().filter_map(|i| self.strings.get(*i as usize).cloned()).collect()).unwrap_or_default(),
+                let names: Vec<String> = match self
+                    .types
+                    .get(t)
+                    .and_then(|x| x.columns.get(roles_attr as usize))
+                {
+                    Some(Column::Set(v)) => v
+                        .get(local)
+                        .map(|s| {
+                            s.iter()
+                                .filter_map(|i| self.strings.get(*i as usize).cloned())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     _ => Vec::new(),
                 };
                 let mut held = Vec::new();
                 for rn in &names {
-                    let r = custom.get(&(account, rn.clone())).copied().or_else(|| schema.role_index.get(rn).map(|i| *i as usize));
+                    let r = custom
+                        .get(&(account, rn.clone()))
+                        .copied()
+                        .or_else(|| schema.role_index.get(rn).map(|i| *i as usize));
                     match r {
                         Some(r) => held.push(r),
                         None => {
                             let who = self.names.get(id as usize).cloned().unwrap_or_default();
-                            return Err(bad("facts.unknown_role", &format!("entity `{who}` attribute `roles`"), format!("unknown role `{rn}`: expected a role of the policy or a custom role of the account")));
+                            return Err(bad(
+                                "facts.unknown_role",
+                                &format!("entity `{who}` attribute `roles`"),
+                                format!(
+                                    "unknown role `{rn}`: expected a role of the policy or a custom role of the account"
+                                ),
+                            ));
                         }
                     }
                 }
@@ -471,12 +658,18 @@ impl Snapshot {
         let at = format!("entity `{name}`");
         let account = self.ent_account.get(id as usize).copied().unwrap_or(0);
         let role_name = name.strip_prefix("role:").unwrap_or(&name).to_string();
-        let idx = *custom.get(&(account, role_name.clone())).ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
+        let idx = *custom
+            .get(&(account, role_name.clone()))
+            .ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
         if done.get(idx).copied().unwrap_or(false) {
             return Ok(idx);
         }
         if stack.contains(&id) {
-            return Err(bad("facts.invalid_role", &at, format!("role `{role_name}` extends itself through a cycle")));
+            return Err(bad(
+                "facts.invalid_role",
+                &at,
+                format!("role `{role_name}` extends itself through a cycle"),
+            ));
         }
         stack.push(id);
         let matrix = roles.get(idx).map(|r| r.matrix).unwrap_or(0);
@@ -487,8 +680,14 @@ impl Snapshot {
                 match custom.get(&(account, base.clone())) {
                     Some(_) => {
                         let key = format!("role:{base}");
-                        let (bid, blocal) = pending.iter().copied().find(|(i, _)| self.names.get(*i as usize) == Some(&key)).ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
-                        Some(self.resolve_custom(bid, blocal, pending, custom, roles, done, stack, attrs)?)
+                        let (bid, blocal) = pending
+                            .iter()
+                            .copied()
+                            .find(|(i, _)| self.names.get(*i as usize) == Some(&key))
+                            .ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
+                        Some(self.resolve_custom(
+                            bid, blocal, pending, custom, roles, done, stack, attrs,
+                        )?)
                     }
                     None => None,
                 }
@@ -497,29 +696,61 @@ impl Snapshot {
             };
             let base_role = match base_idx {
                 Some(b) => roles.get(b).cloned(),
-                None => self.schema.role_index.get(&base).and_then(|i| roles.get(*i as usize)).cloned(),
+                None => self
+                    .schema
+                    .role_index
+                    .get(&base)
+                    .and_then(|i| roles.get(*i as usize))
+                    .cloned(),
             };
             let Some(b) = base_role else {
-                return Err(bad("facts.invalid_role", &format!("{at} attribute `extends`"), format!("unknown role `{base}` to extend")));
+                return Err(bad(
+                    "facts.invalid_role",
+                    &format!("{at} attribute `extends`"),
+                    format!("unknown role `{base}` to extend"),
+                ));
             };
             if b.matrix != matrix {
-                return Err(bad("facts.invalid_role", &format!("{at} attribute `extends`"), format!("role `{base}` is of another matrix")));
+                return Err(bad(
+                    "facts.invalid_role",
+                    &format!("{at} attribute `extends`"),
+                    format!("role `{base}` is of another matrix"),
+                ));
             }
             cells = b.cells;
         }
         // Without `extends`, a custom role starts from no cells; one with a policy role's
         // name replaces that role for its account.
-        let written: Vec<String> = match self.types.get(role_ty as usize).and_then(|t| t.columns.get(attrs.1 as usize)) {
-            Some(Column::Set(v)) => v.get(local).map(|s| s.iter().filter_map(|i| self.strings.get(*i as usize).cloned()).collect()).unwrap_or_default(),
+        let written: Vec<String> = match self
+            .types
+            .get(role_ty as usize)
+            .and_then(|t| t.columns.get(attrs.1 as usize))
+        {
+            Some(Column::Set(v)) => v
+                .get(local)
+                .map(|s| {
+                    s.iter()
+                        .filter_map(|i| self.strings.get(*i as usize).cloned())
+                        .collect()
+                })
+                .unwrap_or_default(),
             _ => Vec::new(),
         };
         let mut seen = Vec::new();
         for text in &written {
             let cat = format!("{at} cell `{text}`");
-            let decl = parse_cell(&cat, text).map_err(|e| bad("facts.invalid_role", &cat, e.message))?;
-            let cell = self.schema.compile_cell(matrix, &decl).map_err(|e| bad("facts.invalid_role", &cat, e.message))?;
+            let decl =
+                parse_cell(&cat, text).map_err(|e| bad("facts.invalid_role", &cat, e.message))?;
+            let cell = self
+                .schema
+                .compile_cell(matrix, &decl)
+                .map_err(|e| bad("facts.invalid_role", &cat, e.message))?;
             if seen.contains(&cell.row) {
-                return Err(bad("facts.invalid_role", &cat, "the row appears twice in the role".into()));
+                return Err(bad(
+                    "facts.invalid_role",
+                    &cat,
+                    "the row appears twice in the role".into(),
+                ));
             }
             seen.push(cell.row);
             cells.retain(|c| c.row != cell.row);
@@ -542,7 +773,11 @@ impl Snapshot {
         match self.types.get(t as usize)?.columns.get(a as usize)? {
             Column::Str(v) => {
                 let s = *v.get(local)?;
-                if s == NONE_STR { None } else { self.strings.get(s as usize).cloned() }
+                if s == NONE_STR {
+                    None
+                } else {
+                    self.strings.get(s as usize).cloned()
+                }
             }
             _ => None,
         }
@@ -560,7 +795,11 @@ impl Snapshot {
 
     /// The number of tuples.
     pub fn tuple_count(&self) -> usize {
-        self.types.iter().flat_map(|t| t.rels.iter()).map(|r| r.subjects.len()).sum()
+        self.types
+            .iter()
+            .flat_map(|t| t.rels.iter())
+            .map(|r| r.subjects.len())
+            .sum()
     }
 
     /// Heap bytes held by the snapshot's data (an estimate from capacities, excluding the
@@ -568,11 +807,23 @@ impl Snapshot {
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         let mut b = 0usize;
-        b += self.strings.iter().map(|s| s.capacity() + size_of::<String>()).sum::<usize>();
-        b += self.string_index.capacity() * (size_of::<String>() + 4 + 1) + self.strings.iter().map(|s| s.len()).sum::<usize>();
-        b += self.names.iter().map(|s| s.capacity() + size_of::<String>()).sum::<usize>();
-        b += self.index.capacity() * (size_of::<String>() + 4 + 1) + self.names.iter().map(|s| s.len()).sum::<usize>();
-        b += self.ent_type.capacity() * 2 + self.ent_account.capacity() * 4 + self.ent_local.capacity() * 4;
+        b += self
+            .strings
+            .iter()
+            .map(|s| s.capacity() + size_of::<String>())
+            .sum::<usize>();
+        b += self.string_index.capacity() * (size_of::<String>() + 4 + 1)
+            + self.strings.iter().map(|s| s.len()).sum::<usize>();
+        b += self
+            .names
+            .iter()
+            .map(|s| s.capacity() + size_of::<String>())
+            .sum::<usize>();
+        b += self.index.capacity() * (size_of::<String>() + 4 + 1)
+            + self.names.iter().map(|s| s.len()).sum::<usize>();
+        b += self.ent_type.capacity() * 2
+            + self.ent_account.capacity() * 4
+            + self.ent_local.capacity() * 4;
         for t in &self.types {
             b += t.entities.capacity() * 4 + t.grants.capacity() * 4;
             for c in &t.columns {
@@ -580,15 +831,24 @@ impl Snapshot {
                     Column::Bool(v) | Column::Enum(v) => v.capacity(),
                     Column::Int(v) | Column::Time(v) => v.capacity() * 8,
                     Column::Str(v) => v.capacity() * 4,
-                    Column::Set(v) => v.capacity() * 16 + v.iter().map(|s| s.len() * 4).sum::<usize>(),
+                    Column::Set(v) => {
+                        v.capacity() * 16 + v.iter().map(|s| s.len() * 4).sum::<usize>()
+                    }
                 };
             }
             for r in &t.rels {
-                b += r.offsets.capacity() * 4 + r.subjects.capacity() * 4 + r.expires.capacity() * 8;
+                b +=
+                    r.offsets.capacity() * 4 + r.subjects.capacity() * 4 + r.expires.capacity() * 8;
             }
         }
-        b += self.auth_by_holder.offsets.capacity() * 4 + self.auth_by_holder.subjects.capacity() * 4;
-        b += self.account_members.iter().flat_map(|a| a.iter()).map(|v| v.capacity() * 4 + 24).sum::<usize>();
+        b += self.auth_by_holder.offsets.capacity() * 4
+            + self.auth_by_holder.subjects.capacity() * 4;
+        b += self
+            .account_members
+            .iter()
+            .flat_map(|a| a.iter())
+            .map(|v| v.capacity() * 4 + 24)
+            .sum::<usize>();
         b
     }
 
@@ -599,7 +859,26 @@ impl Snapshot {
 
     /// Reads a snapshot from [`Snapshot::to_bytes`] output.
     pub fn from_bytes(bytes: &[u8]) -> Result<Snapshot, FactsError> {
-        postcard::from_bytes(bytes).map_err(|e| bad("snapshot.malformed", "snapshot", format!("not a snapshot of this version: {e}")))
+        let mut s: Snapshot = postcard::from_bytes(bytes).map_err(|e| {
+            bad(
+                "snapshot.malformed",
+                "snapshot",
+                format!("not a snapshot of this version: {e}"),
+            )
+        })?;
+        s.string_index = s
+            .strings
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (x.clone(), i as u32))
+            .collect();
+        s.index = s
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (x.clone(), i as u32))
+            .collect();
+        Ok(s)
     }
 }
 
@@ -614,7 +893,13 @@ fn describe_col(c: &Column) -> &'static str {
     }
 }
 
-fn set_value(col: &mut Column, i: usize, ty: &ValueType, v: &Value, strings: &mut Interner) -> Result<(), String> {
+fn set_value(
+    col: &mut Column,
+    i: usize,
+    ty: &ValueType,
+    v: &Value,
+    strings: &mut Interner,
+) -> Result<(), String> {
     let mismatch = || format!("expected a {} value, found `{v}`", describe_ty(ty));
     if v.is_null() {
         return Ok(());
@@ -653,7 +938,9 @@ fn set_value(col: &mut Column, i: usize, ty: &ValueType, v: &Value, strings: &mu
         }
         (Column::Enum(c), ValueType::Enum(values)) => {
             let s = v.as_str().ok_or_else(mismatch)?;
-            let p = values.iter().position(|x| x == s).ok_or_else(|| format!("unknown value `{s}`: expected one of {}", values.join(", ")))?;
+            let p = values.iter().position(|x| x == s).ok_or_else(|| {
+                format!("unknown value `{s}`: expected one of {}", values.join(", "))
+            })?;
             if let Some(x) = c.get_mut(i) {
                 *x = p as u8;
             }
@@ -690,11 +977,18 @@ fn grant_set(schema: &Schema, roles: &[AccountRole], held: &[usize]) -> GrantSet
     let mut matrices: Vec<MatrixGrant> = schema
         .matrices
         .iter()
-        .map(|m| MatrixGrant { has_role: false, record: vec![0; m.rows.len()], page: vec![0; m.rows.len()], scoped: Vec::new() })
+        .map(|m| MatrixGrant {
+            has_role: false,
+            record: vec![0; m.rows.len()],
+            page: vec![0; m.rows.len()],
+            scoped: Vec::new(),
+        })
         .collect();
     for &r in held {
         let Some(role) = roles.get(r) else { continue };
-        let Some(g) = matrices.get_mut(role.matrix as usize) else { continue };
+        let Some(g) = matrices.get_mut(role.matrix as usize) else {
+            continue;
+        };
         g.has_role = true;
         for c in &role.cells {
             if let Some(p) = g.page.get_mut(c.row as usize) {
@@ -705,7 +999,11 @@ fn grant_set(schema: &Schema, roles: &[AccountRole], held: &[usize]) -> GrantSet
                     *x |= c.record;
                 }
             } else {
-                g.scoped.push(ScopedGrant { row: c.row, record: c.record, scopes: c.scopes.clone() });
+                g.scoped.push(ScopedGrant {
+                    row: c.row,
+                    record: c.record,
+                    scopes: c.scopes.clone(),
+                });
             }
         }
     }

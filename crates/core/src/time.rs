@@ -28,7 +28,9 @@ impl TimeValue {
 pub fn parse(text: &str) -> Result<i64, String> {
     OffsetDateTime::parse(text, &Rfc3339)
         .map(|t| t.unix_timestamp())
-        .map_err(|e| format!("`{text}` is not an RFC 3339 timestamp such as `2026-05-01T10:00:00Z` ({e})"))
+        .map_err(|e| {
+            format!("`{text}` is not an RFC 3339 timestamp such as `2026-05-01T10:00:00Z` ({e})")
+        })
 }
 
 /// Formats seconds since the epoch as RFC 3339 in UTC.

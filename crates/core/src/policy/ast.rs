@@ -281,7 +281,11 @@ impl Expr {
 
 fn unreachable_span() -> &'static Span {
     static EMPTY: std::sync::OnceLock<Span> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| Span { file: String::new(), line: 0, col: 0 })
+    EMPTY.get_or_init(|| Span {
+        file: String::new(),
+        line: 0,
+        col: 0,
+    })
 }
 
 impl fmt::Display for Expr {
@@ -293,9 +297,16 @@ impl fmt::Display for Expr {
             Expr::Not(a, _) => write!(f, "!{}", Paren(a)),
             Expr::Const(b, _) => write!(f, "{b}"),
             Expr::Path(p) => write!(f, "{p}"),
-            Expr::Role { matrix, row, action } => write!(f, "role({matrix}.{row}.{action})"),
+            Expr::Role {
+                matrix,
+                row,
+                action,
+            } => write!(f, "role({matrix}.{row}.{action})"),
             Expr::Authorized { kind, scope: None } => write!(f, "authorized({kind})"),
-            Expr::Authorized { kind, scope: Some(s) } => write!(f, "authorized({kind}, {s})"),
+            Expr::Authorized {
+                kind,
+                scope: Some(s),
+            } => write!(f, "authorized({kind}, {s})"),
             Expr::Cmp { op, lhs, rhs } => write!(f, "{lhs} {} {rhs}", op.as_str()),
             Expr::In { lhs, rhs } => write!(f, "{lhs} in {rhs}"),
         }

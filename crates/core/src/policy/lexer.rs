@@ -40,8 +40,8 @@ pub struct Token {
 }
 
 const PUNCT: [&str; 23] = [
-    "->", "==", "!=", "<=", ">=", "{", "}", "(", ")", "[", "]", "<", ">", ":", ",", ".", "|",
-    "&", "-", "!", "=", "+", "?",
+    "->", "==", "!=", "<=", ">=", "{", "}", "(", ")", "[", "]", "<", ">", ":", ",", ".", "|", "&",
+    "-", "!", "=", "+", "?",
 ];
 
 /// Splits `text` (from `file`) into tokens.
@@ -50,7 +50,11 @@ pub fn lex(file: &str, text: &str) -> Result<Vec<Token>, PolicyError> {
     let mut line = 1u32;
     let mut col = 1u32;
     let mut chars = text.char_indices().peekable();
-    let span = |line, col| Span { file: file.to_string(), line, col };
+    let span = |line, col| Span {
+        file: file.to_string(),
+        line,
+        col,
+    };
     while let Some(&(i, c)) = chars.peek() {
         if c == '\n' {
             chars.next();
@@ -84,7 +88,10 @@ pub fn lex(file: &str, text: &str) -> Result<Vec<Token>, PolicyError> {
                     break;
                 }
             }
-            out.push(Token { tok: Tok::Ident(s), span: start });
+            out.push(Token {
+                tok: Tok::Ident(s),
+                span: start,
+            });
             continue;
         }
         if c.is_ascii_digit() {
@@ -101,7 +108,10 @@ pub fn lex(file: &str, text: &str) -> Result<Vec<Token>, PolicyError> {
             let n = s.parse::<i64>().map_err(|_| {
                 PolicyError::new(start.clone(), format!("number `{s}` is too large"))
             })?;
-            out.push(Token { tok: Tok::Int(n), span: start });
+            out.push(Token {
+                tok: Tok::Int(n),
+                span: start,
+            });
             continue;
         }
         if c == '"' {
@@ -132,9 +142,15 @@ pub fn lex(file: &str, text: &str) -> Result<Vec<Token>, PolicyError> {
                 }
             }
             if !closed {
-                return Err(PolicyError::new(start, "unterminated string: expected a closing `\"` on the same line"));
+                return Err(PolicyError::new(
+                    start,
+                    "unterminated string: expected a closing `\"` on the same line",
+                ));
             }
-            out.push(Token { tok: Tok::Str(s), span: start });
+            out.push(Token {
+                tok: Tok::Str(s),
+                span: start,
+            });
             continue;
         }
         let rest = text.get(i..).unwrap_or("");
@@ -144,16 +160,24 @@ pub fn lex(file: &str, text: &str) -> Result<Vec<Token>, PolicyError> {
                     chars.next();
                 }
                 col += p.len() as u32;
-                out.push(Token { tok: Tok::Punct(p), span: start });
+                out.push(Token {
+                    tok: Tok::Punct(p),
+                    span: start,
+                });
             }
             None => {
                 return Err(PolicyError::new(
                     start,
-                    format!("unexpected character `{c}`: expected a name, a number, a string or an operator"),
+                    format!(
+                        "unexpected character `{c}`: expected a name, a number, a string or an operator"
+                    ),
                 ));
             }
         }
     }
-    out.push(Token { tok: Tok::Eof, span: span(line, col) });
+    out.push(Token {
+        tok: Tok::Eof,
+        span: span(line, col),
+    });
     Ok(out)
 }

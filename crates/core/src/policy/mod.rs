@@ -387,11 +387,16 @@ impl MatrixDef {
         if self.levels {
             match (r.operation, action) {
                 (true, "use") => Some(USE_BIT),
-                (false, a) if a != "use" => LEVEL_ACTIONS.iter().position(|x| *x == a).map(|i| i as u8),
+                (false, a) if a != "use" => {
+                    LEVEL_ACTIONS.iter().position(|x| *x == a).map(|i| i as u8)
+                }
                 _ => None,
             }
         } else {
-            self.actions.iter().position(|x| x == action).map(|i| i as u8)
+            self.actions
+                .iter()
+                .position(|x| x == action)
+                .map(|i| i as u8)
         }
     }
 
@@ -495,7 +500,10 @@ pub struct Source {
 impl Source {
     /// A new source.
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
-        Source { name: name.into(), text: text.into() }
+        Source {
+            name: name.into(),
+            text: text.into(),
+        }
     }
 }
 
@@ -571,10 +579,18 @@ fn compile_cell(m: &MatrixDef, cell: &ast::CellDecl) -> Result<CellDef, PolicyEr
     let row = *m.row_index.get(&cell.row.text).ok_or_else(|| {
         PolicyError::new(
             cell.row.span.clone(),
-            format!("unknown row `{}` of matrix `{}`: expected one of {}", cell.row, m.name, list(m.row_index.keys())),
+            format!(
+                "unknown row `{}` of matrix `{}`: expected one of {}",
+                cell.row,
+                m.name,
+                list(m.row_index.keys())
+            ),
         )
     })?;
-    let r = m.rows.get(row as usize).ok_or_else(|| PolicyError::new(cell.row.span.clone(), "unknown row"))?;
+    let r = m
+        .rows
+        .get(row as usize)
+        .ok_or_else(|| PolicyError::new(cell.row.span.clone(), "unknown row"))?;
     let mut scopes = Vec::new();
     for s in &cell.scopes {
         match r.scopes.iter().position(|x| *x == s.text) {
@@ -582,36 +598,77 @@ fn compile_cell(m: &MatrixDef, cell: &ast::CellDecl) -> Result<CellDef, PolicyEr
             None => {
                 return Err(PolicyError::new(
                     s.span.clone(),
-                    format!("row `{}` takes no scope `{}`: expected one of {}", r.name, s, list(r.scopes.iter())),
+                    format!(
+                        "row `{}` takes no scope `{}`: expected one of {}",
+                        r.name,
+                        s,
+                        list(r.scopes.iter())
+                    ),
                 ));
             }
         }
     }
-    let first = cell.values.first().map(|n| n.text.as_str()).unwrap_or("none");
+    let first = cell
+        .values
+        .first()
+        .map(|n| n.text.as_str())
+        .unwrap_or("none");
     let label_scopes = if cell.scopes.is_empty() {
         String::new()
     } else {
-        format!("({})", cell.scopes.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join(", "))
+        format!(
+            "({})",
+            cell.scopes
+                .iter()
+                .map(|s| s.text.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
     if m.levels {
         if cell.values.len() != 1 {
-            return Err(PolicyError::new(cell.row.span.clone(), format!("a cell of level matrix `{}` takes one level, found {}", m.name, cell.values.len())));
+            return Err(PolicyError::new(
+                cell.row.span.clone(),
+                format!(
+                    "a cell of level matrix `{}` takes one level, found {}",
+                    m.name,
+                    cell.values.len()
+                ),
+            ));
         }
         if r.operation {
             if !cell.scopes.is_empty() {
-                return Err(PolicyError::new(cell.row.span.clone(), "an operation cell takes no scopes"));
+                return Err(PolicyError::new(
+                    cell.row.span.clone(),
+                    "an operation cell takes no scopes",
+                ));
             }
             let page = match first {
                 "allow" => 1 << USE_BIT,
                 "none" => 0,
                 other => {
-                    return Err(PolicyError::new(cell.row.span.clone(), format!("operation `{}` takes `allow` or `none`, found `{other}`", r.name)));
+                    return Err(PolicyError::new(
+                        cell.row.span.clone(),
+                        format!(
+                            "operation `{}` takes `allow` or `none`, found `{other}`",
+                            r.name
+                        ),
+                    ));
                 }
             };
-            return Ok(CellDef { row, page, record: page, scopes, label: first.to_string() });
+            return Ok(CellDef {
+                row,
+                page,
+                record: page,
+                scopes,
+                label: first.to_string(),
+            });
         }
         let level = LEVELS.iter().position(|l| *l == first).ok_or_else(|| {
-            PolicyError::new(cell.row.span.clone(), format!("expected a level (none, own, limited, read, write), found `{first}`"))
+            PolicyError::new(
+                cell.row.span.clone(),
+                format!("expected a level (none, own, limited, read, write), found `{first}`"),
+            )
         })?;
         if level == 1 && scopes.is_empty() {
             match r.scopes.iter().position(|x| x == "self") {
@@ -619,18 +676,35 @@ fn compile_cell(m: &MatrixDef, cell: &ast::CellDecl) -> Result<CellDef, PolicyEr
                 None => {
                     return Err(PolicyError::new(
                         cell.row.span.clone(),
-                        format!("`own` means `own(self)` but row `{}` declares no scope `self`: name a scope, e.g. `own({})`", r.name, r.scopes.first().map(String::as_str).unwrap_or("...")),
+                        format!(
+                            "`own` means `own(self)` but row `{}` declares no scope `self`: name a scope, e.g. `own({})`",
+                            r.name,
+                            r.scopes.first().map(String::as_str).unwrap_or("...")
+                        ),
                     ));
                 }
             }
         }
         let page: u32 = (1u32 << level) - 1;
         let record = if level == 1 { 0b111 } else { page };
-        let label = if level == 1 && cell.scopes.is_empty() { "own(self)".to_string() } else { format!("{first}{label_scopes}") };
-        Ok(CellDef { row, page, record, scopes, label })
+        let label = if level == 1 && cell.scopes.is_empty() {
+            "own(self)".to_string()
+        } else {
+            format!("{first}{label_scopes}")
+        };
+        Ok(CellDef {
+            row,
+            page,
+            record,
+            scopes,
+            label,
+        })
     } else {
         if !cell.scopes.is_empty() {
-            return Err(PolicyError::new(cell.row.span.clone(), format!("cells of action matrix `{}` take no scopes", m.name)));
+            return Err(PolicyError::new(
+                cell.row.span.clone(),
+                format!("cells of action matrix `{}` take no scopes", m.name),
+            ));
         }
         let mut bits = 0u32;
         for v in &cell.values {
@@ -640,18 +714,41 @@ fn compile_cell(m: &MatrixDef, cell: &ast::CellDecl) -> Result<CellDef, PolicyEr
             match m.actions.iter().position(|a| *a == v.text) {
                 Some(i) => bits |= 1 << i,
                 None => {
-                    return Err(PolicyError::new(v.span.clone(), format!("unknown action `{}` of matrix `{}`: expected one of {}", v, m.name, list(m.actions.iter()))));
+                    return Err(PolicyError::new(
+                        v.span.clone(),
+                        format!(
+                            "unknown action `{}` of matrix `{}`: expected one of {}",
+                            v,
+                            m.name,
+                            list(m.actions.iter())
+                        ),
+                    ));
                 }
             }
         }
-        let label = cell.values.iter().map(|v| v.text.as_str()).collect::<Vec<_>>().join(", ");
-        Ok(CellDef { row, page: bits, record: bits, scopes, label })
+        let label = cell
+            .values
+            .iter()
+            .map(|v| v.text.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(CellDef {
+            row,
+            page: bits,
+            record: bits,
+            scopes,
+            label,
+        })
     }
 }
 
 fn list<'a>(it: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<String> = it.map(|s| format!("`{s}`")).collect();
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 #[derive(Default)]
@@ -698,7 +795,11 @@ impl Compiler {
     }
 
     fn rule(&mut self, owner: String, text: String, span: &Span) -> RuleId {
-        self.rules.push(Rule { owner, text, span: span.clone() });
+        self.rules.push(Rule {
+            owner,
+            text,
+            span: span.clone(),
+        });
         (self.rules.len() - 1) as RuleId
     }
 
@@ -707,7 +808,11 @@ impl Compiler {
     }
 
     fn compile(&mut self, decls: Vec<Decl>, hash: [u8; 32]) -> Option<Schema> {
-        let request = Span { file: "<request>".into(), line: 1, col: 1 };
+        let request = Span {
+            file: "<request>".into(),
+            line: 1,
+            col: 1,
+        };
         for f in ["principal", "resource", "action", "target", "now"] {
             self.rule("request".into(), f.into(), &request);
         }
@@ -742,24 +847,52 @@ impl Compiler {
         }
         for reserved in ["principal", "resource", "target", "now", "account_of"] {
             if let Some(id) = self.type_index.get(reserved) {
-                let span = self.type_spans.get(*id as usize).cloned().unwrap_or_else(|| Span { file: String::new(), line: 0, col: 0 });
-                self.err(&span, format!("`{reserved}` is a reserved word and cannot name a type"));
+                let span = self
+                    .type_spans
+                    .get(*id as usize)
+                    .cloned()
+                    .unwrap_or_else(|| Span {
+                        file: String::new(),
+                        line: 0,
+                        col: 0,
+                    });
+                self.err(
+                    &span,
+                    format!("`{reserved}` is a reserved word and cannot name a type"),
+                );
             }
         }
-        let principal_types: Vec<TypeId> = self.types.iter().enumerate().filter(|(_, t)| t.principal).map(|(i, _)| i as TypeId).collect();
+        let principal_types: Vec<TypeId> = self
+            .types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.principal)
+            .map(|(i, _)| i as TypeId)
+            .collect();
         for t in principal_types.iter().copied() {
             if let Some(td) = self.types.get_mut(t as usize) {
                 let idx = td.attrs.len() as u16;
-                td.attrs.push(AttrDef { name: "roles".into(), ty: ValueType::StrSet, optional: false });
+                td.attrs.push(AttrDef {
+                    name: "roles".into(),
+                    ty: ValueType::StrSet,
+                    optional: false,
+                });
                 td.members.insert("roles".into(), MemberRef::Attr(idx));
             }
         }
         // Pass 2: fields.
         for d in &decls {
             let Decl::Type(t) = d else { continue };
-            let Some(&tid) = self.type_index.get(&t.name.text) else { continue };
+            let Some(&tid) = self.type_index.get(&t.name.text) else {
+                continue;
+            };
             for m in &t.members {
-                let Member::Field { name, ty, optional, .. } = m else { continue };
+                let Member::Field {
+                    name, ty, optional, ..
+                } = m
+                else {
+                    continue;
+                };
                 let member = match ty {
                     FieldType::Entities(names) => {
                         let mut targets = Vec::new();
@@ -779,9 +912,15 @@ impl Compiler {
                         if *optional {
                             self.err(&name.span, format!("relation `{name}` cannot be optional: a relation is a set of tuples, possibly empty"));
                         }
-                        let Some(td) = self.types.get_mut(tid as usize) else { continue };
+                        let Some(td) = self.types.get_mut(tid as usize) else {
+                            continue;
+                        };
                         let idx = td.rels.len() as u16;
-                        td.rels.push(RelDef { name: name.text.clone(), targets, until: None });
+                        td.rels.push(RelDef {
+                            name: name.text.clone(),
+                            targets,
+                            until: None,
+                        });
                         MemberRef::Rel(idx)
                     }
                     other => {
@@ -799,9 +938,15 @@ impl Compiler {
                             }
                             FieldType::Entities(_) => continue,
                         };
-                        let Some(td) = self.types.get_mut(tid as usize) else { continue };
+                        let Some(td) = self.types.get_mut(tid as usize) else {
+                            continue;
+                        };
                         let idx = td.attrs.len() as u16;
-                        td.attrs.push(AttrDef { name: name.text.clone(), ty: vt, optional: *optional });
+                        td.attrs.push(AttrDef {
+                            name: name.text.clone(),
+                            ty: vt,
+                            optional: *optional,
+                        });
                         MemberRef::Attr(idx)
                     }
                 };
@@ -811,27 +956,46 @@ impl Compiler {
         // `until` needs every attribute known.
         for d in &decls {
             let Decl::Type(t) = d else { continue };
-            let Some(&tid) = self.type_index.get(&t.name.text) else { continue };
+            let Some(&tid) = self.type_index.get(&t.name.text) else {
+                continue;
+            };
             for m in &t.members {
-                let Member::Field { name, until: Some(u), ty: FieldType::Entities(_), .. } = m else {
+                let Member::Field {
+                    name,
+                    until: Some(u),
+                    ty: FieldType::Entities(_),
+                    ..
+                } = m
+                else {
                     if let Member::Field { until: Some(u), .. } = m {
                         self.err(&u.span, "`until` applies to relations only");
                     }
                     continue;
                 };
-                let Some(td) = self.types.get(tid as usize) else { continue };
+                let Some(td) = self.types.get(tid as usize) else {
+                    continue;
+                };
                 let attr = td.attr(&u.text);
-                let ok = attr.and_then(|a| td.attrs.get(a as usize)).is_some_and(|a| a.ty == ValueType::Time);
+                let ok = attr
+                    .and_then(|a| td.attrs.get(a as usize))
+                    .is_some_and(|a| a.ty == ValueType::Time);
                 let rel = td.rel(&name.text);
                 match (ok, attr, rel) {
                     (true, Some(a), Some(r)) => {
-                        if let Some(rd) = self.types.get_mut(tid as usize).and_then(|t| t.rels.get_mut(r as usize)) {
+                        if let Some(rd) = self
+                            .types
+                            .get_mut(tid as usize)
+                            .and_then(|t| t.rels.get_mut(r as usize))
+                        {
                             rd.until = Some(a);
                         }
                     }
                     _ => {
                         let tn = t.name.text.clone();
-                        self.err(&u.span, format!("`until {u}`: expected a timestamp attribute of `{tn}`"));
+                        self.err(
+                            &u.span,
+                            format!("`until {u}`: expected a timestamp attribute of `{tn}`"),
+                        );
                     }
                 }
             }
@@ -839,7 +1003,9 @@ impl Compiler {
         // Pass 3: names of permissions, scopes, gates.
         for d in &decls {
             let Decl::Type(t) = d else { continue };
-            let Some(&tid) = self.type_index.get(&t.name.text) else { continue };
+            let Some(&tid) = self.type_index.get(&t.name.text) else {
+                continue;
+            };
             for m in &t.members {
                 match m {
                     Member::Permission { name, target, .. } => {
@@ -847,21 +1013,37 @@ impl Compiler {
                             Some((_, ty)) => match self.type_index.get(&ty.text) {
                                 Some(id) => Some(*id),
                                 None => {
-                                    self.err(&ty.span, format!("unknown type `{ty}` for the target"));
+                                    self.err(
+                                        &ty.span,
+                                        format!("unknown type `{ty}` for the target"),
+                                    );
                                     None
                                 }
                             },
                             None => None,
                         };
-                        let Some(td) = self.types.get_mut(tid as usize) else { continue };
+                        let Some(td) = self.types.get_mut(tid as usize) else {
+                            continue;
+                        };
                         let idx = td.perms.len() as u16;
-                        td.perms.push(PermDef { name: name.text.clone(), target: target_ty, expr: Expr::Const(false), rule: 0 });
+                        td.perms.push(PermDef {
+                            name: name.text.clone(),
+                            target: target_ty,
+                            expr: Expr::Const(false),
+                            rule: 0,
+                        });
                         self.add_member(tid, name, MemberRef::Perm(idx));
                     }
                     Member::Scope { name, .. } => {
-                        let Some(td) = self.types.get_mut(tid as usize) else { continue };
+                        let Some(td) = self.types.get_mut(tid as usize) else {
+                            continue;
+                        };
                         let idx = td.scopes.len() as u16;
-                        td.scopes.push(NamedRule { name: name.text.clone(), expr: Expr::Const(false), rule: 0 });
+                        td.scopes.push(NamedRule {
+                            name: name.text.clone(),
+                            expr: Expr::Const(false),
+                            rule: 0,
+                        });
                         self.add_member(tid, name, MemberRef::Scope(idx));
                     }
                     Member::Gate { name, .. } => {
@@ -869,12 +1051,18 @@ impl Compiler {
                         if !principal {
                             self.err(&name.span, format!("gate `{name}` on `{}`: gates belong to principal types (`type {} principal {{...}}`)", t.name, t.name));
                         }
-                        let Some(td) = self.types.get_mut(tid as usize) else { continue };
+                        let Some(td) = self.types.get_mut(tid as usize) else {
+                            continue;
+                        };
                         if td.gates.iter().any(|g| g.name == name.text) {
                             self.err(&name.span, format!("gate `{name}` is declared twice"));
                             continue;
                         }
-                        td.gates.push(NamedRule { name: name.text.clone(), expr: Expr::Const(false), rule: 0 });
+                        td.gates.push(NamedRule {
+                            name: name.text.clone(),
+                            expr: Expr::Const(false),
+                            rule: 0,
+                        });
                     }
                     Member::Field { .. } => {}
                 }
@@ -890,39 +1078,98 @@ impl Compiler {
         let mut gate_counter: BTreeMap<TypeId, u16> = BTreeMap::new();
         for d in &decls {
             let Decl::Type(t) = d else { continue };
-            let Some(&tid) = self.type_index.get(&t.name.text) else { continue };
+            let Some(&tid) = self.type_index.get(&t.name.text) else {
+                continue;
+            };
             for m in &t.members {
                 match m {
                     Member::Permission { name, expr, .. } => {
-                        let Some(idx) = self.types.get(tid as usize).and_then(|t| t.perm(&name.text)) else { continue };
-                        let target = self.types.get(tid as usize).and_then(|t| t.perms.get(idx as usize)).and_then(|p| p.target);
+                        let Some(idx) = self
+                            .types
+                            .get(tid as usize)
+                            .and_then(|t| t.perm(&name.text))
+                        else {
+                            continue;
+                        };
+                        let target = self
+                            .types
+                            .get(tid as usize)
+                            .and_then(|t| t.perms.get(idx as usize))
+                            .and_then(|p| p.target);
                         let owner = format!("{}.{}", t.name, name);
                         let rule = self.rule(owner, expr.to_string(), &name.span);
-                        let sc = Scope { ty: tid, target, owner: RuleOwner { ty: tid, kind: 0, idx } };
+                        let sc = Scope {
+                            ty: tid,
+                            target,
+                            owner: RuleOwner {
+                                ty: tid,
+                                kind: 0,
+                                idx,
+                            },
+                        };
                         let e = self.expr(sc, expr);
-                        if let Some(p) = self.types.get_mut(tid as usize).and_then(|t| t.perms.get_mut(idx as usize)) {
+                        if let Some(p) = self
+                            .types
+                            .get_mut(tid as usize)
+                            .and_then(|t| t.perms.get_mut(idx as usize))
+                        {
                             p.expr = e;
                             p.rule = rule;
                         }
                     }
                     Member::Scope { name, expr } => {
-                        let Some(MemberRef::Scope(idx)) = self.types.get(tid as usize).and_then(|t| t.members.get(&name.text)).copied() else { continue };
+                        let Some(MemberRef::Scope(idx)) = self
+                            .types
+                            .get(tid as usize)
+                            .and_then(|t| t.members.get(&name.text))
+                            .copied()
+                        else {
+                            continue;
+                        };
                         let owner = format!("{}.{}", t.name, name);
                         let rule = self.rule(owner, expr.to_string(), &name.span);
-                        let sc = Scope { ty: tid, target: None, owner: RuleOwner { ty: tid, kind: 1, idx } };
+                        let sc = Scope {
+                            ty: tid,
+                            target: None,
+                            owner: RuleOwner {
+                                ty: tid,
+                                kind: 1,
+                                idx,
+                            },
+                        };
                         let e = self.expr(sc, expr);
-                        if let Some(s) = self.types.get_mut(tid as usize).and_then(|t| t.scopes.get_mut(idx as usize)) {
+                        if let Some(s) = self
+                            .types
+                            .get_mut(tid as usize)
+                            .and_then(|t| t.scopes.get_mut(idx as usize))
+                        {
                             s.expr = e;
                             s.rule = rule;
                         }
                     }
-                    Member::Gate { name, expr, message } => {
+                    Member::Gate {
+                        name,
+                        expr,
+                        message,
+                    } => {
                         let idx = *gate_counter.entry(tid).or_insert(0);
                         let owner = format!("gate.{name}");
                         let rule = self.rule(owner, message.clone(), &name.span);
-                        let sc = Scope { ty: tid, target: None, owner: RuleOwner { ty: tid, kind: 2, idx } };
+                        let sc = Scope {
+                            ty: tid,
+                            target: None,
+                            owner: RuleOwner {
+                                ty: tid,
+                                kind: 2,
+                                idx,
+                            },
+                        };
                         let e = self.expr(sc, expr);
-                        if let Some(g) = self.types.get_mut(tid as usize).and_then(|t| t.gates.iter_mut().find(|g| g.name == name.text)) {
+                        if let Some(g) = self
+                            .types
+                            .get_mut(tid as usize)
+                            .and_then(|t| t.gates.iter_mut().find(|g| g.name == name.text))
+                        {
                             if g.rule < 5 {
                                 g.expr = e;
                                 g.rule = rule;
@@ -937,7 +1184,12 @@ impl Compiler {
         let roles = self.roles(&decls);
         let account = self.type_index.get("account").copied().unwrap_or(0);
         let authorization = self.type_index.get("authorization").copied().unwrap_or(0);
-        let attr = |t: TypeId, n: &str| self.types.get(t as usize).and_then(|t| t.attr(n)).unwrap_or(0);
+        let attr = |t: TypeId, n: &str| {
+            self.types
+                .get(t as usize)
+                .and_then(|t| t.attr(n))
+                .unwrap_or(0)
+        };
         let builtins = Builtins {
             account,
             role: self.type_index.get("role").copied().unwrap_or(0),
@@ -967,11 +1219,29 @@ impl Compiler {
     }
 
     fn add_member(&mut self, tid: TypeId, name: &ast::Name, m: MemberRef) {
-        if ["principal", "resource", "target", "account", "now", "count", "role", "authorized", "true", "false"].contains(&name.text.as_str()) {
-            self.err(&name.span, format!("`{name}` is a reserved word and cannot name a member"));
+        if [
+            "principal",
+            "resource",
+            "target",
+            "account",
+            "now",
+            "count",
+            "role",
+            "authorized",
+            "true",
+            "false",
+        ]
+        .contains(&name.text.as_str())
+        {
+            self.err(
+                &name.span,
+                format!("`{name}` is a reserved word and cannot name a member"),
+            );
             return;
         }
-        let Some(td) = self.types.get_mut(tid as usize) else { return };
+        let Some(td) = self.types.get_mut(tid as usize) else {
+            return;
+        };
         if td.members.contains_key(&name.text) {
             let tn = td.name.clone();
             self.err(&name.span, format!("`{tn}.{name}` is declared twice"));
@@ -982,11 +1252,20 @@ impl Compiler {
 
     fn matrix(&mut self, m: &ast::MatrixDecl) {
         if self.matrix_index.contains_key(&m.name.text) {
-            self.err(&m.name.span, format!("matrix `{}` is declared twice", m.name));
+            self.err(
+                &m.name.span,
+                format!("matrix `{}` is declared twice", m.name),
+            );
             return;
         }
         if self.type_index.contains_key(&m.name.text) {
-            self.err(&m.name.span, format!("matrix `{}` has the name of a type: page requests `{}:row` would be ambiguous", m.name, m.name));
+            self.err(
+                &m.name.span,
+                format!(
+                    "matrix `{}` has the name of a type: page requests `{}:row` would be ambiguous",
+                    m.name, m.name
+                ),
+            );
             return;
         }
         let levels = m.actions.is_none();
@@ -997,7 +1276,14 @@ impl Compiler {
         if actions.len() > 31 {
             self.err(&m.name.span, "a matrix takes at most 31 actions");
         }
-        let mut def = MatrixDef { name: m.name.text.clone(), levels, actions, rows: Vec::new(), controls: Vec::new(), row_index: BTreeMap::new() };
+        let mut def = MatrixDef {
+            name: m.name.text.clone(),
+            levels,
+            actions,
+            rows: Vec::new(),
+            controls: Vec::new(),
+            row_index: BTreeMap::new(),
+        };
         for r in &m.rows {
             if def.row_index.contains_key(&r.name.text) {
                 self.err(&r.name.span, format!("row `{}` is declared twice", r.name));
@@ -1015,7 +1301,8 @@ impl Compiler {
                 text.push_str(" setup_only");
             }
             let rule = self.rule(format!("{}.{}", m.name, r.name), text, &r.name.span);
-            def.row_index.insert(r.name.text.clone(), def.rows.len() as u16);
+            def.row_index
+                .insert(r.name.text.clone(), def.rows.len() as u16);
             def.rows.push(RowDef {
                 name: r.name.text.clone(),
                 operation: r.operation,
@@ -1027,23 +1314,42 @@ impl Compiler {
         }
         for c in &m.controls {
             let Some(&row) = def.row_index.get(&c.row.text) else {
-                self.err(&c.row.span, format!("unknown row `{}` of matrix `{}`", c.row, m.name));
+                self.err(
+                    &c.row.span,
+                    format!("unknown row `{}` of matrix `{}`", c.row, m.name),
+                );
                 continue;
             };
             let Some(action) = def.action_bit(row, &c.action.text) else {
-                self.err(&c.action.span, format!("unknown action `{}` on row `{}`", c.action, c.row));
+                self.err(
+                    &c.action.span,
+                    format!("unknown action `{}` on row `{}`", c.action, c.row),
+                );
                 continue;
             };
             let kind = self.literal(&c.kind.text);
-            let rule = self.rule(format!("{}.{}.{}", m.name, c.row, c.action), format!("requires authorisation `{}`", c.kind), &c.row.span);
-            def.controls.push(ControlDef { row, action, kind, rule });
+            let rule = self.rule(
+                format!("{}.{}.{}", m.name, c.row, c.action),
+                format!("requires authorisation `{}`", c.kind),
+                &c.row.span,
+            );
+            def.controls.push(ControlDef {
+                row,
+                action,
+                kind,
+                rule,
+            });
         }
-        self.matrix_index.insert(m.name.text.clone(), self.matrices.len() as u16);
+        self.matrix_index
+            .insert(m.name.text.clone(), self.matrices.len() as u16);
         self.matrices.push(def);
     }
 
     fn roles(&mut self, decls: &[Decl]) -> Option<(Vec<RoleDef>, BTreeMap<String, u32>)> {
-        let decls: Vec<&ast::RoleDecl> = decls.iter().filter_map(|d| if let Decl::Role(r) = d { Some(r) } else { None }).collect();
+        let decls: Vec<&ast::RoleDecl> = decls
+            .iter()
+            .filter_map(|d| if let Decl::Role(r) = d { Some(r) } else { None })
+            .collect();
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
         for (i, r) in decls.iter().enumerate() {
             if by_name.insert(r.name.text.clone(), i).is_some() {
@@ -1064,18 +1370,31 @@ impl Compiler {
         Some((roles, index))
     }
 
-    fn role(&mut self, i: usize, decls: &[&ast::RoleDecl], by_name: &BTreeMap<String, usize>, done: &mut Vec<Option<RoleDef>>, stack: &mut Vec<usize>) -> Option<RoleDef> {
+    fn role(
+        &mut self,
+        i: usize,
+        decls: &[&ast::RoleDecl],
+        by_name: &BTreeMap<String, usize>,
+        done: &mut Vec<Option<RoleDef>>,
+        stack: &mut Vec<usize>,
+    ) -> Option<RoleDef> {
         if let Some(Some(r)) = done.get(i) {
             return Some(r.clone());
         }
         let d = *decls.get(i)?;
         if stack.contains(&i) {
-            self.err(&d.name.span, format!("role `{}` extends itself through a cycle", d.name));
+            self.err(
+                &d.name.span,
+                format!("role `{}` extends itself through a cycle", d.name),
+            );
             return None;
         }
         let Some(&matrix) = self.matrix_index.get(&d.matrix.text) else {
             let known = list(self.matrix_index.keys());
-            self.err(&d.matrix.span, format!("unknown matrix `{}`: expected one of {known}", d.matrix));
+            self.err(
+                &d.matrix.span,
+                format!("unknown matrix `{}`: expected one of {known}", d.matrix),
+            );
             return None;
         };
         let mut cells: Vec<CellDef> = Vec::new();
@@ -1100,7 +1419,10 @@ impl Compiler {
             match compile_cell(&m, c) {
                 Ok(cell) => {
                     if seen.contains(&cell.row) {
-                        self.err(&c.row.span, format!("row `{}` appears twice in role `{}`", c.row, d.name));
+                        self.err(
+                            &c.row.span,
+                            format!("row `{}` appears twice in role `{}`", c.row, d.name),
+                        );
                         continue;
                     }
                     seen.push(cell.row);
@@ -1113,7 +1435,11 @@ impl Compiler {
             }
         }
         cells.sort_by_key(|c| c.row);
-        let r = RoleDef { name: d.name.text.clone(), matrix, cells };
+        let r = RoleDef {
+            name: d.name.text.clone(),
+            matrix,
+            cells,
+        };
         if let Some(slot) = done.get_mut(i) {
             *slot = Some(r.clone());
         }
@@ -1134,25 +1460,51 @@ impl Compiler {
             }
             ast::Expr::Const(b, _) => Expr::Const(*b),
             ast::Expr::Path(p) => self.membership(sc, p),
-            ast::Expr::Role { matrix, row, action } => {
+            ast::Expr::Role {
+                matrix,
+                row,
+                action,
+            } => {
                 let Some(&mid) = self.matrix_index.get(&matrix.text) else {
                     let known = list(self.matrix_index.keys());
-                    self.err(&matrix.span, format!("unknown matrix `{matrix}`: expected one of {known}"));
+                    self.err(
+                        &matrix.span,
+                        format!("unknown matrix `{matrix}`: expected one of {known}"),
+                    );
                     return Expr::Const(false);
                 };
-                let Some(m) = self.matrices.get(mid as usize).cloned() else { return Expr::Const(false) };
+                let Some(m) = self.matrices.get(mid as usize).cloned() else {
+                    return Expr::Const(false);
+                };
                 let Some(&rid) = m.row_index.get(&row.text) else {
-                    self.err(&row.span, format!("unknown row `{row}` of matrix `{matrix}`: expected one of {}", list(m.row_index.keys())));
+                    self.err(
+                        &row.span,
+                        format!(
+                            "unknown row `{row}` of matrix `{matrix}`: expected one of {}",
+                            list(m.row_index.keys())
+                        ),
+                    );
                     return Expr::Const(false);
                 };
                 let Some(bit) = m.action_bit(rid, &action.text) else {
-                    self.err(&action.span, format!("row `{row}` of matrix `{matrix}` takes no action `{action}`"));
+                    self.err(
+                        &action.span,
+                        format!("row `{row}` of matrix `{matrix}` takes no action `{action}`"),
+                    );
                     return Expr::Const(false);
                 };
                 let mut scopes = Vec::new();
-                let row_scopes = m.rows.get(rid as usize).map(|r| r.scopes.clone()).unwrap_or_default();
+                let row_scopes = m
+                    .rows
+                    .get(rid as usize)
+                    .map(|r| r.scopes.clone())
+                    .unwrap_or_default();
                 for s in &row_scopes {
-                    match self.types.get(sc.ty as usize).and_then(|t| t.members.get(s)) {
+                    match self
+                        .types
+                        .get(sc.ty as usize)
+                        .and_then(|t| t.members.get(s))
+                    {
                         Some(MemberRef::Scope(i)) => scopes.push(*i),
                         _ => {
                             let tn = self.type_name(sc.ty).to_string();
@@ -1161,7 +1513,13 @@ impl Compiler {
                     }
                 }
                 let rule = self.leaf_rule(sc, &e.to_string(), &matrix.span);
-                Expr::Matrix { matrix: mid, row: rid, action: bit, scopes, rule }
+                Expr::Matrix {
+                    matrix: mid,
+                    row: rid,
+                    action: bit,
+                    scopes,
+                    rule,
+                }
             }
             ast::Expr::Authorized { kind, scope } => {
                 let kid = self.literal(&kind.text);
@@ -1170,13 +1528,20 @@ impl Compiler {
                     match k {
                         Kind::Value(ValueType::Str) => Some(op),
                         _ => {
-                            self.err(s.span(), format!("the scope of `authorized` must be a string, found `{s}`"));
+                            self.err(
+                                s.span(),
+                                format!("the scope of `authorized` must be a string, found `{s}`"),
+                            );
                             None
                         }
                     }
                 });
                 let rule = self.leaf_rule(sc, &e.to_string(), &kind.span);
-                Expr::Authorized { kind: kid, scope, rule }
+                Expr::Authorized {
+                    kind: kid,
+                    scope,
+                    rule,
+                }
             }
             ast::Expr::Cmp { op, lhs, rhs } => {
                 let rule = self.leaf_rule(sc, &e.to_string(), lhs.span());
@@ -1186,30 +1551,58 @@ impl Compiler {
                     (Some((_, Kind::EnumName(_))), Some((_, k))) => self.operand(sc, lhs, Some(k)),
                     _ => l,
                 };
-                let (Some((lo, lk)), Some((ro, rk))) = (l, r) else { return Expr::Const(false) };
+                let (Some((lo, lk)), Some((ro, rk))) = (l, r) else {
+                    return Expr::Const(false);
+                };
                 let ok = match (&lk, &rk) {
                     (Kind::Value(a), Kind::Value(b)) => {
-                        a == b && !matches!(a, ValueType::StrSet) && (matches!(op, CmpOp::Eq | CmpOp::Ne) || matches!(a, ValueType::Int | ValueType::Time))
+                        a == b
+                            && !matches!(a, ValueType::StrSet)
+                            && (matches!(op, CmpOp::Eq | CmpOp::Ne)
+                                || matches!(a, ValueType::Int | ValueType::Time))
                     }
                     _ => false,
                 };
                 if !ok {
-                    self.err(lhs.span(), format!("cannot compare `{lhs}` ({}) with `{rhs}` ({}) using `{}`", describe(&lk), describe(&rk), op.as_str()));
+                    self.err(
+                        lhs.span(),
+                        format!(
+                            "cannot compare `{lhs}` ({}) with `{rhs}` ({}) using `{}`",
+                            describe(&lk),
+                            describe(&rk),
+                            op.as_str()
+                        ),
+                    );
                     return Expr::Const(false);
                 }
-                Expr::Cmp { op: *op, lhs: lo, rhs: ro, rule }
+                Expr::Cmp {
+                    op: *op,
+                    lhs: lo,
+                    rhs: ro,
+                    rule,
+                }
             }
             ast::Expr::In { lhs, rhs } => {
                 let rule = self.leaf_rule(sc, &e.to_string(), lhs.span());
-                let (Some((lo, lk)), Some((ro, rk))) = (self.operand(sc, lhs, None), self.operand(sc, rhs, None)) else {
+                let (Some((lo, lk)), Some((ro, rk))) =
+                    (self.operand(sc, lhs, None), self.operand(sc, rhs, None))
+                else {
                     return Expr::Const(false);
                 };
-                let ok = matches!((&lk, &rk), (Kind::Value(ValueType::Str), Kind::Value(ValueType::StrSet)) | (Kind::Entities, Kind::Entities));
+                let ok = matches!(
+                    (&lk, &rk),
+                    (Kind::Value(ValueType::Str), Kind::Value(ValueType::StrSet))
+                        | (Kind::Entities, Kind::Entities)
+                );
                 if !ok {
                     self.err(lhs.span(), format!("`{lhs} in {rhs}`: expected a string in a set<string>, or entities in a relation; found {} in {}", describe(&lk), describe(&rk)));
                     return Expr::Const(false);
                 }
-                Expr::In { lhs: lo, rhs: ro, rule }
+                Expr::In {
+                    lhs: lo,
+                    rhs: ro,
+                    rule,
+                }
             }
         }
     }
@@ -1220,11 +1613,16 @@ impl Compiler {
     }
 
     fn owner_name(&self, o: RuleOwner) -> String {
-        let Some(t) = self.types.get(o.ty as usize) else { return String::new() };
+        let Some(t) = self.types.get(o.ty as usize) else {
+            return String::new();
+        };
         let member = match o.kind {
             0 => t.perms.get(o.idx as usize).map(|p| p.name.clone()),
             1 => t.scopes.get(o.idx as usize).map(|p| p.name.clone()),
-            _ => t.gates.get(o.idx as usize).map(|p| format!("gate {}", p.name)),
+            _ => t
+                .gates
+                .get(o.idx as usize)
+                .map(|p| format!("gate {}", p.name)),
         };
         format!("{}.{}", t.name, member.unwrap_or_default())
     }
@@ -1244,12 +1642,27 @@ impl Compiler {
                     self.err(&p.head.span, "`target` alone is not a rule: expected `target->member` or `target.relation`");
                     return Expr::Const(false);
                 }
-                let inner = Scope { ty: tt, target: None, owner: sc.owner };
-                Expr::OnTarget(Box::new(self.member_path(inner, segs.get(1..).unwrap_or(&[]), &text)))
+                let inner = Scope {
+                    ty: tt,
+                    target: None,
+                    owner: sc.owner,
+                };
+                Expr::OnTarget(Box::new(self.member_path(
+                    inner,
+                    segs.get(1..).unwrap_or(&[]),
+                    &text,
+                )))
             }
-            "resource" if segs.len() >= 2 => self.member_path(sc, segs.get(1..).unwrap_or(&[]), &text),
+            "resource" if segs.len() >= 2 => {
+                self.member_path(sc, segs.get(1..).unwrap_or(&[]), &text)
+            }
             "principal" | "resource" | "account" | "now" => {
-                self.err(&p.head.span, format!("`{text}` is not a rule: expected a relation, a permission or a comparison"));
+                self.err(
+                    &p.head.span,
+                    format!(
+                        "`{text}` is not a rule: expected a relation, a permission or a comparison"
+                    ),
+                );
                 Expr::Const(false)
             }
             _ => self.member_path(sc, &segs, &text),
@@ -1257,39 +1670,67 @@ impl Compiler {
     }
 
     fn member_path(&mut self, sc: Scope, segs: &[(Sep, &ast::Name)], text: &str) -> Expr {
-        let Some(((_, name), rest)) = segs.split_first() else { return Expr::Const(false) };
-        let Some(td) = self.types.get(sc.ty as usize) else { return Expr::Const(false) };
+        let Some(((_, name), rest)) = segs.split_first() else {
+            return Expr::Const(false);
+        };
+        let Some(td) = self.types.get(sc.ty as usize) else {
+            return Expr::Const(false);
+        };
         let tn = td.name.clone();
         let Some(m) = td.members.get(&name.text).copied() else {
             let known = list(td.members.keys());
-            self.err(&name.span, format!("`{tn}` has no member `{name}`: expected one of {known}"));
+            self.err(
+                &name.span,
+                format!("`{tn}` has no member `{name}`: expected one of {known}"),
+            );
             return Expr::Const(false);
         };
         if let Some(((sep, next), _)) = rest.split_first() {
             let MemberRef::Rel(r) = m else {
-                self.err(&next.span, format!("`{tn}.{name}` is not a relation, so `->{next}` cannot follow it"));
+                self.err(
+                    &next.span,
+                    format!("`{tn}.{name}` is not a relation, so `->{next}` cannot follow it"),
+                );
                 return Expr::Const(false);
             };
             if *sep == Sep::Dot {
                 self.err(&next.span, format!("expected `{name}->{next}`: `->` follows a relation to a member of its subjects"));
                 return Expr::Const(false);
             }
-            let targets = td.rels.get(r as usize).map(|r| r.targets.clone()).unwrap_or_default();
+            let targets = td
+                .rels
+                .get(r as usize)
+                .map(|r| r.targets.clone())
+                .unwrap_or_default();
             let mut bodies = Vec::new();
             let before = self.errors.len();
             for t in targets {
-                let has = self.types.get(t as usize).is_some_and(|td| td.members.contains_key(&next.text));
+                let has = self
+                    .types
+                    .get(t as usize)
+                    .is_some_and(|td| td.members.contains_key(&next.text));
                 if !has {
                     continue;
                 }
-                let inner = Scope { ty: t, target: None, owner: sc.owner };
+                let inner = Scope {
+                    ty: t,
+                    target: None,
+                    owner: sc.owner,
+                };
                 bodies.push((t, self.member_path(inner, rest, text)));
             }
             if bodies.is_empty() && self.errors.len() == before {
-                self.err(&next.span, format!("no subject type of `{tn}.{name}` has a member `{next}`"));
+                self.err(
+                    &next.span,
+                    format!("no subject type of `{tn}.{name}` has a member `{next}`"),
+                );
             }
             let rule = self.leaf_rule(sc, text, &name.span);
-            return Expr::Arrow { rel: r, bodies, rule };
+            return Expr::Arrow {
+                rel: r,
+                bodies,
+                rule,
+            };
         }
         match m {
             MemberRef::Rel(r) => {
@@ -1299,30 +1740,57 @@ impl Compiler {
             MemberRef::Perm(i) => {
                 let has_target = td.perms.get(i as usize).is_some_and(|p| p.target.is_some());
                 if has_target {
-                    self.err(&name.span, format!("`{tn}.{name}` takes a target and cannot be used inside another rule"));
+                    self.err(
+                        &name.span,
+                        format!(
+                            "`{tn}.{name}` takes a target and cannot be used inside another rule"
+                        ),
+                    );
                 }
                 Expr::Perm(sc.ty, i)
             }
             MemberRef::Scope(i) => Expr::Scope(sc.ty, i),
             MemberRef::Attr(a) => {
-                let is_bool = td.attrs.get(a as usize).is_some_and(|x| x.ty == ValueType::Bool);
+                let is_bool = td
+                    .attrs
+                    .get(a as usize)
+                    .is_some_and(|x| x.ty == ValueType::Bool);
                 if !is_bool {
-                    self.err(&name.span, format!("`{tn}.{name}` is an attribute: compare it, e.g. `{name} == ...`"));
+                    self.err(
+                        &name.span,
+                        format!("`{tn}.{name}` is an attribute: compare it, e.g. `{name} == ...`"),
+                    );
                     return Expr::Const(false);
                 }
                 let rule = self.leaf_rule(sc, text, &name.span);
-                Expr::Cmp { op: CmpOp::Eq, lhs: Operand::Attr { base: Base::Current, path: Vec::new(), attr: (sc.ty, a) }, rhs: Operand::Bool(true), rule }
+                Expr::Cmp {
+                    op: CmpOp::Eq,
+                    lhs: Operand::Attr {
+                        base: Base::Current,
+                        path: Vec::new(),
+                        attr: (sc.ty, a),
+                    },
+                    rhs: Operand::Bool(true),
+                    rule,
+                }
             }
         }
     }
 
     /// Compiles an operand; `other` is the kind of the other side of a comparison, used to
     /// read a bare name as an enum value.
-    fn operand(&mut self, sc: Scope, o: &ast::Operand, other: Option<&Kind>) -> Option<(Operand, Kind)> {
+    fn operand(
+        &mut self,
+        sc: Scope,
+        o: &ast::Operand,
+        other: Option<&Kind>,
+    ) -> Option<(Operand, Kind)> {
         match o {
             ast::Operand::Now(_) => Some((Operand::Now, Kind::Value(ValueType::Time))),
             ast::Operand::Int(i, _) => Some((Operand::Int(*i), Kind::Value(ValueType::Int))),
-            ast::Operand::Str(s, _) => Some((Operand::Str(self.literal(s)), Kind::Value(ValueType::Str))),
+            ast::Operand::Str(s, _) => {
+                Some((Operand::Str(self.literal(s)), Kind::Value(ValueType::Str)))
+            }
             ast::Operand::Bool(b, _) => Some((Operand::Bool(*b), Kind::Value(ValueType::Bool))),
             ast::Operand::Count(paths, span) => {
                 let mut rels = Vec::new();
@@ -1330,28 +1798,47 @@ impl Compiler {
                 for p in paths {
                     let (b, path) = self.entity_path(sc, p)?;
                     if base.is_some_and(|x| x != b) {
-                        self.err(span, "every relation in `count(...)` must start from the same entity");
+                        self.err(
+                            span,
+                            "every relation in `count(...)` must start from the same entity",
+                        );
                         return None;
                     }
                     base = Some(b);
                     if path.len() != 1 {
-                        self.err(&p.head.span, format!("`count({p})`: expected a relation of one entity, not a path"));
+                        self.err(
+                            &p.head.span,
+                            format!("`count({p})`: expected a relation of one entity, not a path"),
+                        );
                         return None;
                     }
                     rels.extend(path);
                 }
-                Some((Operand::Count { base: base.unwrap_or(Base::Current), rels }, Kind::Value(ValueType::Int)))
+                Some((
+                    Operand::Count {
+                        base: base.unwrap_or(Base::Current),
+                        rels,
+                    },
+                    Kind::Value(ValueType::Int),
+                ))
             }
             ast::Operand::Path(p) => {
                 if p.rest.is_empty() {
                     if let Some(Kind::Value(ValueType::Enum(values))) = other {
                         if let Some(i) = values.iter().position(|v| *v == p.head.text) {
-                            return Some((Operand::Enum(i as u8), Kind::Value(ValueType::Enum(values.clone()))));
+                            return Some((
+                                Operand::Enum(i as u8),
+                                Kind::Value(ValueType::Enum(values.clone())),
+                            ));
                         }
                     }
                     match p.head.text.as_str() {
-                        "principal" => return Some((Operand::This(Base::Principal), Kind::Entities)),
-                        "target" if sc.target.is_some() => return Some((Operand::This(Base::Target), Kind::Entities)),
+                        "principal" => {
+                            return Some((Operand::This(Base::Principal), Kind::Entities));
+                        }
+                        "target" if sc.target.is_some() => {
+                            return Some((Operand::This(Base::Target), Kind::Entities));
+                        }
                         "resource" => return Some((Operand::This(Base::Current), Kind::Entities)),
                         _ => {}
                     }
@@ -1366,14 +1853,21 @@ impl Compiler {
     }
 
     /// Resolves the start of a path: its base entity and type, and the remaining names.
-    fn path_base<'p>(&mut self, sc: Scope, p: &'p ast::Path) -> Option<(Base, TypeId, Vec<&'p ast::Name>)> {
+    fn path_base<'p>(
+        &mut self,
+        sc: Scope,
+        p: &'p ast::Path,
+    ) -> Option<(Base, TypeId, Vec<&'p ast::Name>)> {
         let mut names: Vec<&ast::Name> = vec![&p.head];
         names.extend(p.rest.iter().map(|(_, n)| n));
         let (base, ty, skip) = match p.head.text.as_str() {
             "target" => match sc.target {
                 Some(t) => (Base::Target, t, 1),
                 None => {
-                    self.err(&p.head.span, "`target` is used but the permission takes no target");
+                    self.err(
+                        &p.head.span,
+                        "`target` is used but the permission takes no target",
+                    );
                     return None;
                 }
             },
@@ -1386,7 +1880,13 @@ impl Compiler {
             _ => (Base::Current, sc.ty, 0),
         };
         if names.len() <= skip {
-            self.err(&p.head.span, format!("`{p}`: expected an attribute or relation after `{}`", p.head));
+            self.err(
+                &p.head.span,
+                format!(
+                    "`{p}`: expected an attribute or relation after `{}`",
+                    p.head
+                ),
+            );
             return None;
         }
         Some((base, ty, names.split_off(skip)))
@@ -1409,11 +1909,20 @@ impl Compiler {
     }
 
     fn single_target(&mut self, ty: TypeId, r: u16, n: &ast::Name) -> Option<TypeId> {
-        let targets = self.types.get(ty as usize)?.rels.get(r as usize)?.targets.clone();
+        let targets = self
+            .types
+            .get(ty as usize)?
+            .rels
+            .get(r as usize)?
+            .targets
+            .clone();
         match targets.as_slice() {
             [one] => Some(*one),
             _ => {
-                self.err(&n.span, format!("`{n}` relates to several types; a path through it must end here"));
+                self.err(
+                    &n.span,
+                    format!("`{n}` relates to several types; a path through it must end here"),
+                );
                 None
             }
         }
@@ -1429,7 +1938,14 @@ impl Compiler {
             match td.members.get(&n.text).copied() {
                 Some(MemberRef::Attr(a)) if i == last => {
                     let vt = td.attrs.get(a as usize)?.ty.clone();
-                    return Some((Operand::Attr { base, path, attr: (ty, a) }, Kind::Value(vt)));
+                    return Some((
+                        Operand::Attr {
+                            base,
+                            path,
+                            attr: (ty, a),
+                        },
+                        Kind::Value(vt),
+                    ));
                 }
                 Some(MemberRef::Rel(r)) => {
                     path.push((ty, r));
@@ -1439,12 +1955,20 @@ impl Compiler {
                     ty = self.single_target(ty, r, n)?;
                 }
                 Some(_) => {
-                    self.err(&n.span, format!("`{tn}.{n}` is not an attribute or a relation"));
+                    self.err(
+                        &n.span,
+                        format!("`{tn}.{n}` is not an attribute or a relation"),
+                    );
                     return None;
                 }
                 None => {
                     let known = list(td.members.keys());
-                    self.err(&n.span, format!("`{tn}` has no attribute or relation `{n}`: expected one of {known}"));
+                    self.err(
+                        &n.span,
+                        format!(
+                            "`{tn}` has no attribute or relation `{n}`: expected one of {known}"
+                        ),
+                    );
                     return None;
                 }
             }

@@ -47,7 +47,11 @@ impl Parser {
     fn span(&self) -> Span {
         match self.tokens.get(self.pos).or(self.tokens.last()) {
             Some(t) => t.span.clone(),
-            None => Span { file: String::new(), line: 1, col: 1 },
+            None => Span {
+                file: String::new(),
+                line: 1,
+                col: 1,
+            },
         }
     }
 
@@ -62,7 +66,10 @@ impl Parser {
     }
 
     fn unexpected(&self, expected: &str) -> PolicyError {
-        PolicyError::new(self.span(), format!("expected {expected}, found {}", self.peek().describe()))
+        PolicyError::new(
+            self.span(),
+            format!("expected {expected}, found {}", self.peek().describe()),
+        )
     }
 
     fn is_punct(&self, p: &str) -> bool {
@@ -79,7 +86,11 @@ impl Parser {
     }
 
     fn expect_punct(&mut self, p: &str) -> Result<(), PolicyError> {
-        if self.eat_punct(p) { Ok(()) } else { Err(self.unexpected(&format!("`{p}`"))) }
+        if self.eat_punct(p) {
+            Ok(())
+        } else {
+            Err(self.unexpected(&format!("`{p}`")))
+        }
     }
 
     fn is_kw(&self, kw: &str) -> bool {
@@ -96,7 +107,11 @@ impl Parser {
     }
 
     fn expect_kw(&mut self, kw: &str) -> Result<(), PolicyError> {
-        if self.eat_kw(kw) { Ok(()) } else { Err(self.unexpected(&format!("`{kw}`"))) }
+        if self.eat_kw(kw) {
+            Ok(())
+        } else {
+            Err(self.unexpected(&format!("`{kw}`")))
+        }
     }
 
     fn name(&mut self, what: &str) -> Result<Name, PolicyError> {
@@ -139,7 +154,11 @@ impl Parser {
             while !self.eat_punct("}") {
                 members.push(self.member()?);
             }
-            Ok(Decl::Type(TypeDecl { name, principal, members }))
+            Ok(Decl::Type(TypeDecl {
+                name,
+                principal,
+                members,
+            }))
         } else if self.eat_kw("matrix") {
             self.matrix().map(Decl::Matrix)
         } else if self.eat_kw("role") {
@@ -186,21 +205,39 @@ impl Parser {
             let expr = self.expr()?;
             self.expect_kw("else")?;
             let message = self.string("the gate's failure message, a quoted string")?;
-            return Ok(Member::Gate { name, expr, message });
+            return Ok(Member::Gate {
+                name,
+                expr,
+                message,
+            });
         }
         let name = self.name("a member: a field `name: type`, `permission`, `scope` or `gate`")?;
         if KEYWORDS.contains(&name.text.as_str()) && !self.is_punct(":") {
-            return Err(PolicyError::new(name.span, format!("expected a name after `{}`", name.text)));
+            return Err(PolicyError::new(
+                name.span,
+                format!("expected a name after `{}`", name.text),
+            ));
         }
         self.expect_punct(":")?;
         let ty = self.field_type()?;
         let optional = self.eat_punct("?");
-        let until = if self.eat_kw("until") { Some(self.name("a timestamp attribute")?) } else { None };
-        Ok(Member::Field { name, ty, optional, until })
+        let until = if self.eat_kw("until") {
+            Some(self.name("a timestamp attribute")?)
+        } else {
+            None
+        };
+        Ok(Member::Field {
+            name,
+            ty,
+            optional,
+            until,
+        })
     }
 
     fn field_type(&mut self) -> Result<FieldType, PolicyError> {
-        let first = self.name("a type: bool, int, string, timestamp, set<string>, enum{...} or an entity type")?;
+        let first = self.name(
+            "a type: bool, int, string, timestamp, set<string>, enum{...} or an entity type",
+        )?;
         Ok(match first.text.as_str() {
             "bool" => FieldType::Bool,
             "int" => FieldType::Int,
@@ -210,7 +247,13 @@ impl Parser {
                 self.expect_punct("<")?;
                 let inner = self.name("`string`")?;
                 if inner.text != "string" {
-                    return Err(PolicyError::new(inner.span, format!("expected `string`, found `{}`: sets hold strings", inner.text)));
+                    return Err(PolicyError::new(
+                        inner.span,
+                        format!(
+                            "expected `string`, found `{}`: sets hold strings",
+                            inner.text
+                        ),
+                    ));
                 }
                 self.expect_punct(">")?;
                 FieldType::StrSet
@@ -236,7 +279,11 @@ impl Parser {
         while self.eat_punct("|") {
             v.push(self.and()?);
         }
-        Ok(if v.len() == 1 { v.remove(0) } else { Expr::Or(v) })
+        Ok(if v.len() == 1 {
+            v.remove(0)
+        } else {
+            Expr::Or(v)
+        })
     }
 
     fn and(&mut self) -> Result<Expr, PolicyError> {
@@ -283,13 +330,21 @@ impl Parser {
             self.expect_punct(".")?;
             let action = self.name("an action or level")?;
             self.expect_punct(")")?;
-            return Ok(Expr::Role { matrix, row, action });
+            return Ok(Expr::Role {
+                matrix,
+                row,
+                action,
+            });
         }
         if self.is_kw("authorized") && matches!(self.peek_at(1), Tok::Punct("(")) {
             self.bump();
             self.bump();
             let kind = self.name("an authorisation kind")?;
-            let scope = if self.eat_punct(",") { Some(self.operand()?) } else { None };
+            let scope = if self.eat_punct(",") {
+                Some(self.operand()?)
+            } else {
+                None
+            };
             self.expect_punct(")")?;
             return Ok(Expr::Authorized { kind, scope });
         }
@@ -352,7 +407,9 @@ impl Parser {
                 Ok(Operand::Count(v, span))
             }
             Tok::Ident(_) => Ok(Operand::Path(self.path()?)),
-            _ => Err(self.unexpected("an expression: a relation, a comparison, `role(...)`, `authorized(...)` or `(`")),
+            _ => Err(self.unexpected(
+                "an expression: a relation, a comparison, `role(...)`, `authorized(...)` or `(`",
+            )),
         }
     }
 
@@ -383,7 +440,10 @@ impl Parser {
             let span = self.span();
             if self.eat_kw("actions") || self.eat_kw("levels") {
                 if kind_set {
-                    return Err(PolicyError::new(span, "the matrix already says `actions` or `levels`"));
+                    return Err(PolicyError::new(
+                        span,
+                        "the matrix already says `actions` or `levels`",
+                    ));
                 }
                 kind_set = true;
                 let was_actions = matches!(self.tokens.get(self.pos.saturating_sub(1)), Some(Token { tok: Tok::Ident(s), .. }) if s == "actions");
@@ -394,7 +454,13 @@ impl Parser {
                 let operation = self.is_kw("operation");
                 self.bump();
                 let rname = self.name("a row name")?;
-                let mut row = RowDecl { name: rname, operation, feature: None, setup_only: false, scopes: Vec::new() };
+                let mut row = RowDecl {
+                    name: rname,
+                    operation,
+                    feature: None,
+                    setup_only: false,
+                    scopes: Vec::new(),
+                };
                 loop {
                     if self.eat_kw("feature") {
                         row.feature = Some(self.name("a feature name")?);
@@ -415,26 +481,45 @@ impl Parser {
                 let kind = self.name("an authorisation kind")?;
                 controls.push(ControlDecl { row, action, kind });
             } else {
-                return Err(self.unexpected("`actions`, `levels`, `row`, `operation`, `control` or `}`"));
+                return Err(
+                    self.unexpected("`actions`, `levels`, `row`, `operation`, `control` or `}`")
+                );
             }
         }
         if !kind_set {
-            return Err(PolicyError::new(name.span.clone(), format!("matrix `{name}` says neither `actions ...` nor `levels`")));
+            return Err(PolicyError::new(
+                name.span.clone(),
+                format!("matrix `{name}` says neither `actions ...` nor `levels`"),
+            ));
         }
-        Ok(MatrixDecl { name, actions, rows, controls })
+        Ok(MatrixDecl {
+            name,
+            actions,
+            rows,
+            controls,
+        })
     }
 
     fn role(&mut self) -> Result<RoleDecl, PolicyError> {
         let name = self.name("a role name")?;
         self.expect_punct(":")?;
         let matrix = self.name("the role's matrix")?;
-        let extends = if self.eat_kw("extends") { Some(self.name("the base role")?) } else { None };
+        let extends = if self.eat_kw("extends") {
+            Some(self.name("the base role")?)
+        } else {
+            None
+        };
         self.expect_punct("{")?;
         let mut cells = Vec::new();
         while !self.eat_punct("}") {
             cells.push(self.cell()?);
         }
-        Ok(RoleDecl { name, matrix, extends, cells })
+        Ok(RoleDecl {
+            name,
+            matrix,
+            extends,
+            cells,
+        })
     }
 
     fn cell(&mut self) -> Result<CellDecl, PolicyError> {
@@ -448,13 +533,19 @@ impl Parser {
                 self.expect_punct(")")?;
             }
             // A comma or `+` continues the list; a comma before `name:` starts nothing new.
-            if (self.is_punct(",") || self.is_punct("+")) && !matches!(self.peek_at(2), Tok::Punct(":")) {
+            if (self.is_punct(",") || self.is_punct("+"))
+                && !matches!(self.peek_at(2), Tok::Punct(":"))
+            {
                 self.bump();
                 values.push(self.name("an action")?);
             } else {
                 break;
             }
         }
-        Ok(CellDecl { row, values, scopes })
+        Ok(CellDecl {
+            row,
+            values,
+            scopes,
+        })
     }
 }
