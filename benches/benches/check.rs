@@ -61,7 +61,23 @@ fn bench(c: &mut Criterion) {
             pct(0.5),
             pct(0.99),
         );
-        let mut g = c.benchmark_group(format!("{}", scale.name));
+        let mut kinds: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        for r in &requests {
+            let kind = format!(
+                "{}.{}",
+                r.resource.split(':').next().unwrap_or_default(),
+                r.action
+            );
+            let e = kinds.entry(kind).or_default();
+            e.0 += 1;
+            e.1 += snap.check(r).allowed as usize;
+        }
+        let mix: Vec<String> = kinds
+            .iter()
+            .map(|(k, (n, a))| format!("{k}={n}/{:.0}%", *a as f64 * 100.0 / *n as f64))
+            .collect();
+        println!("mix scale={} {}", scale.name, mix.join(" "));
+        let mut g = c.benchmark_group(scale.name.to_string());
         g.throughput(Throughput::Elements(queries.len() as u64));
         g.bench_function("check_resolved", |b| {
             b.iter(|| {

@@ -100,7 +100,8 @@ struct AccountIndex {
     flights: Vec<(String, Vec<String>, String)>,
     persons: Vec<(String, String)>,
     tasks: Vec<String>,
-    certifying: Vec<String>,
+    mx_users: Vec<String>,
+    technicians: Vec<String>,
     work_orders: Vec<String>,
 }
 
@@ -235,7 +236,7 @@ fn account(b: &mut Builder, scale: Scale, a: usize) -> AccountIndex {
         "account",
         &acct,
         &acct,
-        json!({"features": ["inventory", "purchasing"], "setup_mode": a % 5 == 0}),
+        json!({"features": ["inventory", "purchasing"], "setup_mode": a.is_multiple_of(5)}),
     );
     // Users: mostly active; a few pending or deactivated.
     for u in 0..scale.users {
@@ -250,15 +251,23 @@ fn account(b: &mut Builder, scale: Scale, a: usize) -> AccountIndex {
             "active"
         };
         let mut roles = vec![OPS_ROLES[b.rng.gen_range(0..OPS_ROLES.len())]];
-        if b.rng.gen_bool(0.5) {
-            roles.push(MX_ROLES[b.rng.gen_range(0..MX_ROLES.len())]);
-        }
+        let mx = b
+            .rng
+            .gen_bool(0.5)
+            .then(|| MX_ROLES[b.rng.gen_range(0..MX_ROLES.len())]);
+        roles.extend(mx);
         let id = b.entity(
             "user",
             &format!("{acct}u{u}"),
             &acct,
             json!({"invitation": invitation, "status": status, "roles": roles}),
         );
+        if mx.is_some() {
+            ix.mx_users.push(id.clone());
+        }
+        if mx == Some("technician") {
+            ix.technicians.push(id.clone());
+        }
         ix.users.push(id);
     }
     let r = scale.resources;
@@ -302,7 +311,7 @@ fn account(b: &mut Builder, scale: Scale, a: usize) -> AccountIndex {
     }
     // Events with assignments and guests.
     for e in 0..r / 5 {
-        let ends_at = EPOCH + b.rng.gen_range(-3 * DAY..7 * DAY);
+        let ends_at = EPOCH + b.rng.gen_range(-DAY..7 * DAY);
         let id = b.entity(
             "event",
             &format!("{acct}e{e}"),
@@ -472,8 +481,13 @@ fn account(b: &mut Builder, scale: Scale, a: usize) -> AccountIndex {
         b.tuple(&id, "work_order", &wo);
         ix.tasks.push(id);
     }
-    for u in 0..scale.users / 5 {
-        let user = ix.users[(u * 5) % scale.users].clone();
+    let holders: Vec<String> = ix
+        .technicians
+        .iter()
+        .chain(ix.users.iter().step_by(10))
+        .cloned()
+        .collect();
+    for (u, user) in holders.into_iter().enumerate() {
         let until = EPOCH + b.rng.gen_range(-30 * DAY..365 * DAY);
         let scope: Vec<&str> = vec![TYPES[u % 4], TYPES[(u + 1) % 4]];
         let id = b.entity(
@@ -483,7 +497,6 @@ fn account(b: &mut Builder, scale: Scale, a: usize) -> AccountIndex {
             json!({"kind": "certifying_staff", "valid_until": until, "scope": scope}),
         );
         b.tuple(&id, "holder", &user);
-        ix.certifying.push(user);
     }
     ix
 }
@@ -510,7 +523,7 @@ impl World {
                 10..=21 => {
                     let e = &ix.events[rng.gen_range(0..ix.events.len())];
                     let m = match e.assigned.first() {
-                        Some(m) if rng.gen_bool(0.7) => *m,
+                        Some(m) if rng.gen_bool(0.85) => *m,
                         _ => rng.gen_range(0..ix.contractor_members.len()),
                     };
                     (
@@ -593,19 +606,25 @@ impl World {
                         "maintenance:signoffs",
                         "maintenance:setup_tools",
                     ][rng.gen_range(0..8)];
-                    let action = if page.starts_with("operations") {
-                        ["read", "write", "own"][rng.gen_range(0..3)]
+                    let (action, who) = if page.starts_with("operations") {
+                        (
+                            ["read", "write", "own"][rng.gen_range(0..3)],
+                            pick(&mut rng, &ix.users),
+                        )
                     } else {
-                        ["view", "edit", "complete"][rng.gen_range(0..3)]
+                        (
+                            ["view", "view", "edit", "complete"][rng.gen_range(0..4)],
+                            pick(&mut rng, &ix.mx_users),
+                        )
                     };
-                    (pick(&mut rng, &ix.users), action, page.to_string())
+                    (who, action, page.to_string())
                 }
                 89..=96 => {
                     let t = pick(&mut rng, &ix.tasks);
-                    let p = if rng.gen_bool(0.6) {
-                        pick(&mut rng, &ix.certifying)
+                    let p = if rng.gen_bool(0.7) {
+                        pick(&mut rng, &ix.technicians)
                     } else {
-                        pick(&mut rng, &ix.users)
+                        pick(&mut rng, &ix.mx_users)
                     };
                     (p, ["signoff", "view", "complete"][rng.gen_range(0..3)], t)
                 }

@@ -241,10 +241,10 @@ impl Case {
                 why.join("; ")
             ));
         }
-        if let Some(c) = &self.codes {
-            if *c != got_codes {
-                return Err(format!("expected codes {c:?}, got {got_codes:?}"));
-            }
+        if let Some(c) = &self.codes
+            && *c != got_codes
+        {
+            return Err(format!("expected codes {c:?}, got {got_codes:?}"));
         }
         if let Some(v) = &self.valid_until {
             let got = d
@@ -280,3 +280,8 @@ fn same_set(what: &str, expected: &[String], got: &[String]) -> Result<(), Strin
         Err(format!("{what}: missing {missing:?}, unexpected {extra:?}"))
     }
 }
+
+/// The repository README's examples, compiled as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

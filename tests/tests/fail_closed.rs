@@ -14,7 +14,13 @@ fn schema() -> Arc<Schema> {
 
 fn snapshot() -> &'static Snapshot {
     static SNAP: OnceLock<Snapshot> = OnceLock::new();
-    SNAP.get_or_init(|| Snapshot::build(schema(), &world("airline").unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}")))
+    SNAP.get_or_init(|| {
+        Snapshot::build(
+            schema(),
+            &world("airline").unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    })
 }
 
 fn errors_of(text: &str) -> Vec<String> {
@@ -28,30 +34,73 @@ fn errors_of(text: &str) -> Vec<String> {
 #[test]
 fn policy_errors_say_where_and_what_was_expected() {
     let cases: &[(&str, &str)] = &[
-        ("type a {\n  b: nosuchtype\n}", "t.policy:2:6: unknown type `nosuchtype`"),
-        ("type a {\n  permission p = nosuch\n}", "t.policy:2:18: `a` has no member `nosuch`"),
-        ("type a {\n  r: a\n  permission p = r->missing\n}", "t.policy:3:21: no subject type of `a.r` has a member `missing`"),
-        ("type a {\n  permission p = role(nomatrix.x.y)\n}", "t.policy:2:23: unknown matrix `nomatrix`"),
-        ("matrix m {\n  actions view\n  row r\n}\nrole x: m {\n  r: fly\n}", "t.policy:6:6: unknown action `fly` of matrix `m`"),
-        ("matrix m {\n  actions view\n  row r\n}\nrole x: m extends nobody {\n}", "t.policy:5:19: unknown role `nobody` to extend"),
-        ("type a {\n  n: int\n  permission p = n == \"x\"\n}", "t.policy:3:18: cannot compare `n` (int) with `\"x\"` (string)"),
-        ("type a {\n  permission p = \n}", "t.policy:3:1: expected an expression"),
-        ("type a {\n  e: timestamp\n  r: a until nope\n}", "t.policy:3:14: `until nope`: expected a timestamp attribute of `a`"),
-        ("type a { gate g = true else \"x\" }", "t.policy:1:15: gate `g` on `a`: gates belong to principal types"),
-        ("type a {\n  b: int\n  b: int\n}", "t.policy:3:3: `a.b` is declared twice"),
-        ("type a {\n  s: \"unterminated\n}", "t.policy:2:6: unterminated string"),
-        ("type a {\n  permission p = x $ y\n}", "t.policy:2:20: unexpected character `$`"),
+        (
+            "type a {\n  b: nosuchtype\n}",
+            "t.policy:2:6: unknown type `nosuchtype`",
+        ),
+        (
+            "type a {\n  permission p = nosuch\n}",
+            "t.policy:2:18: `a` has no member `nosuch`",
+        ),
+        (
+            "type a {\n  r: a\n  permission p = r->missing\n}",
+            "t.policy:3:21: no subject type of `a.r` has a member `missing`",
+        ),
+        (
+            "type a {\n  permission p = role(nomatrix.x.y)\n}",
+            "t.policy:2:23: unknown matrix `nomatrix`",
+        ),
+        (
+            "matrix m {\n  actions view\n  row r\n}\nrole x: m {\n  r: fly\n}",
+            "t.policy:6:6: unknown action `fly` of matrix `m`",
+        ),
+        (
+            "matrix m {\n  actions view\n  row r\n}\nrole x: m extends nobody {\n}",
+            "t.policy:5:19: unknown role `nobody` to extend",
+        ),
+        (
+            "type a {\n  n: int\n  permission p = n == \"x\"\n}",
+            "t.policy:3:18: cannot compare `n` (int) with `\"x\"` (string)",
+        ),
+        (
+            "type a {\n  permission p = \n}",
+            "t.policy:3:1: expected an expression",
+        ),
+        (
+            "type a {\n  e: timestamp\n  r: a until nope\n}",
+            "t.policy:3:14: `until nope`: expected a timestamp attribute of `a`",
+        ),
+        (
+            "type a { gate g = true else \"x\" }",
+            "t.policy:1:15: gate `g` on `a`: gates belong to principal types",
+        ),
+        (
+            "type a {\n  b: int\n  b: int\n}",
+            "t.policy:3:3: `a.b` is declared twice",
+        ),
+        (
+            "type a {\n  s: \"unterminated\n}",
+            "t.policy:2:6: unterminated string",
+        ),
+        (
+            "type a {\n  permission p = x $ y\n}",
+            "t.policy:2:20: unexpected character `$`",
+        ),
     ];
     for (text, expected) in cases {
         let errors = errors_of(text);
-        assert!(errors.iter().any(|e| e.starts_with(expected)), "policy:\n{text}\nexpected an error starting `{expected}`, got {errors:?}");
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "policy:\n{text}\nexpected an error starting `{expected}`, got {errors:?}"
+        );
     }
 }
 
 /// Every error of a set is reported at once, not only the first.
 #[test]
 fn policy_errors_are_all_reported() {
-    let errors = errors_of("type a {\n  b: nosuch\n  permission p = missing\n  permission q = gone\n}");
+    let errors =
+        errors_of("type a {\n  b: nosuch\n  permission p = missing\n  permission q = gone\n}");
     assert_eq!(errors.len(), 3, "{errors:?}");
 }
 
@@ -62,16 +111,56 @@ fn bad_facts_are_refused_with_the_item_and_the_reason() {
         {"type":"user","id":"u","account":"a","attrs":{"invitation":"accepted","status":"active"}},
         {"type":"user","id":"v","account":"b","attrs":{"invitation":"accepted","status":"active"}}"#;
     let cases: &[(&str, &str, &str)] = &[
-        (r#"{"type":"starship","id":"x","account":"a"}"#, "", "facts.unknown_type"),
-        (r#"{"type":"user","id":"w","account":"a","attrs":{"invitation":"accepted","status":"sleeping"}}"#, "", "facts.invalid_value"),
-        (r#"{"type":"user","id":"w","account":"a","attrs":{"invitation":"accepted","status":"active","height":3}}"#, "", "facts.unknown_attribute"),
-        (r#"{"type":"user","id":"w","account":"a","attrs":{"invitation":"accepted"}}"#, "", "facts.missing_attribute"),
-        (r#"{"type":"user","id":"w","account":"a","attrs":{"invitation":"accepted","status":"active","roles":["pilot_of_the_moon"]}}"#, "", "facts.unknown_role"),
-        (r#"{"type":"user","id":"w","account":"nowhere","attrs":{"invitation":"accepted","status":"active"}}"#, "", "facts.unknown_account"),
-        (r#"{"type":"organization","id":"o","account":"a","attrs":{"kind":"airline"}}"#, r#"{"resource":"organization:o","relation":"member","subject":"user:v"}"#, "facts.cross_account"),
-        (r#"{"type":"organization","id":"o","account":"a","attrs":{"kind":"airline"}}"#, r#"{"resource":"organization:o","relation":"pilots","subject":"user:u"}"#, "facts.unknown_relation"),
-        (r#"{"type":"organization","id":"o","account":"a","attrs":{"kind":"airline"}}"#, r#"{"resource":"organization:o","relation":"member","subject":"account:a"}"#, "facts.wrong_subject_type"),
-        (r#"{"type":"role","id":"r","account":"a","attrs":{"matrix":"maintenance","cells":["work_orders:fly"]}}"#, "", "facts.invalid_role"),
+        (
+            r#"{"type":"starship","id":"x","account":"a"}"#,
+            "",
+            "facts.unknown_type",
+        ),
+        (
+            r#"{"type":"user","id":"w","account":"a","attrs":{"invitation":"accepted","status":"sleeping"}}"#,
+            "",
+            "facts.invalid_value",
+        ),
+        (
+            r#"{"type":"user","id":"w","account":"a","attrs":{"invitation":"accepted","status":"active","height":3}}"#,
+            "",
+            "facts.unknown_attribute",
+        ),
+        (
+            r#"{"type":"user","id":"w","account":"a","attrs":{"invitation":"accepted"}}"#,
+            "",
+            "facts.missing_attribute",
+        ),
+        (
+            r#"{"type":"user","id":"w","account":"a","attrs":{"invitation":"accepted","status":"active","roles":["pilot_of_the_moon"]}}"#,
+            "",
+            "facts.unknown_role",
+        ),
+        (
+            r#"{"type":"user","id":"w","account":"nowhere","attrs":{"invitation":"accepted","status":"active"}}"#,
+            "",
+            "facts.unknown_account",
+        ),
+        (
+            r#"{"type":"organization","id":"o","account":"a","attrs":{"kind":"airline"}}"#,
+            r#"{"resource":"organization:o","relation":"member","subject":"user:v"}"#,
+            "facts.cross_account",
+        ),
+        (
+            r#"{"type":"organization","id":"o","account":"a","attrs":{"kind":"airline"}}"#,
+            r#"{"resource":"organization:o","relation":"pilots","subject":"user:u"}"#,
+            "facts.unknown_relation",
+        ),
+        (
+            r#"{"type":"organization","id":"o","account":"a","attrs":{"kind":"airline"}}"#,
+            r#"{"resource":"organization:o","relation":"member","subject":"account:a"}"#,
+            "facts.wrong_subject_type",
+        ),
+        (
+            r#"{"type":"role","id":"r","account":"a","attrs":{"matrix":"maintenance","cells":["work_orders:fly"]}}"#,
+            "",
+            "facts.invalid_role",
+        ),
     ];
     for (extra, tuple, code) in cases {
         let text = format!(r#"{{"entities":[{base},{extra}],"tuples":[{tuple}]}}"#);
@@ -82,23 +171,66 @@ fn bad_facts_are_refused_with_the_item_and_the_reason() {
         }
     }
     let malformed = Facts::from_json("{\"entities\": [").map(|_| ());
-    assert!(matches!(malformed, Err(e) if e.code == "facts.malformed" && e.at.starts_with("line 1")));
+    assert!(
+        matches!(malformed, Err(e) if e.code == "facts.malformed" && e.at.starts_with("line 1"))
+    );
 }
 
 /// Malformed requests are denials with structural reasons, in the documented order.
 #[test]
 fn malformed_requests_are_denied_with_their_reasons() {
     let snap = snapshot();
-    let principal = snap.names.iter().find(|n| n.starts_with("user:")).cloned().unwrap_or_default();
+    let principal = snap
+        .names
+        .iter()
+        .find(|n| n.starts_with("user:"))
+        .cloned()
+        .unwrap_or_default();
     let cases: &[(&str, &str, &str, TimeValue, &[&str])] = &[
-        ("user:nobody", "view", "event:nothing", TimeValue::Seconds(0), &["entity.unknown", "entity.unknown"]),
-        (&principal, "view", "event:nothing", TimeValue::Text("yesterday".into()), &["request.invalid", "entity.unknown"]),
-        (&principal, "fly", "maintenance:work_orders", TimeValue::Seconds(0), &["action.unknown"]),
-        ("account:skyways", "view", "maintenance:work_orders", TimeValue::Seconds(0), &["principal.invalid"]),
-        ("", "", "", TimeValue::Seconds(0), &["entity.unknown", "entity.unknown"]),
+        (
+            "user:nobody",
+            "view",
+            "event:nothing",
+            TimeValue::Seconds(0),
+            &["entity.unknown", "entity.unknown"],
+        ),
+        (
+            &principal,
+            "view",
+            "event:nothing",
+            TimeValue::Text("yesterday".into()),
+            &["request.invalid", "entity.unknown"],
+        ),
+        (
+            &principal,
+            "fly",
+            "maintenance:work_orders",
+            TimeValue::Seconds(0),
+            &["action.unknown"],
+        ),
+        (
+            "account:skyways",
+            "view",
+            "maintenance:work_orders",
+            TimeValue::Seconds(0),
+            &["principal.invalid"],
+        ),
+        (
+            "",
+            "",
+            "",
+            TimeValue::Seconds(0),
+            &["entity.unknown", "entity.unknown"],
+        ),
     ];
     for (p, a, r, now, codes) in cases {
-        let req = Request { principal: p.to_string(), action: a.to_string(), resource: r.to_string(), target: None, now: now.clone() };
+        let req = Request {
+            principal: p.to_string(),
+            action: a.to_string(),
+            resource: r.to_string(),
+            target: None,
+            now: now.clone(),
+        };
         let d = snap.check(&req);
         assert!(!d.allowed);
         let got: Vec<String> = d.reasons.iter().map(|x| snap.code(x)).collect();
@@ -120,7 +252,13 @@ fn mutate(text: &str, edits: &[(usize, usize, u8)]) -> String {
                 let end = (p + len % 16).min(bytes.len());
                 bytes.drain(p..end);
             }
-            1 => bytes.insert(p, b"(){}|&-!:.,=<>\"?#a1 \n".get(len % 21).copied().unwrap_or(b' ')),
+            1 => bytes.insert(
+                p,
+                b"(){}|&-!:.,=<>\"?#a1 \n"
+                    .get(len % 21)
+                    .copied()
+                    .unwrap_or(b' '),
+            ),
             _ => {
                 if let Some(x) = bytes.get_mut(p) {
                     *x = b;

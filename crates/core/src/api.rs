@@ -196,10 +196,15 @@ impl Snapshot {
                 let mut ex = Eval::new(self, q.principal, q.target, q.now, true);
                 let reasons = match self.evaluate(&mut ex, q) {
                     Err(Some(early)) => smallvec::smallvec![early],
-                    _ => ex
-                        .trace
-                        .map(|t| t.fails.into_iter().collect())
-                        .unwrap_or_default(),
+                    _ => {
+                        let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
+                        for r in ex.trace.map(|t| t.fails).unwrap_or_default() {
+                            if !reasons.contains(&r) {
+                                reasons.push(r);
+                            }
+                        }
+                        reasons
+                    }
                 };
                 self.decision(false, reasons, until)
             }
@@ -235,21 +240,21 @@ impl Snapshot {
             t.holds.clear();
         }
         let account = self.ent_account.get(q.principal as usize).copied();
-        if let Resource::Entity(e) = q.resource {
-            if self.ent_account.get(e as usize).copied() != account {
-                return Err(Some(Reason {
-                    code: Code::AccountMismatch,
-                    rule: field::RESOURCE,
-                }));
-            }
+        if let Resource::Entity(e) = q.resource
+            && self.ent_account.get(e as usize).copied() != account
+        {
+            return Err(Some(Reason {
+                code: Code::AccountMismatch,
+                rule: field::RESOURCE,
+            }));
         }
-        if let Some(t) = q.target {
-            if self.ent_account.get(t as usize).copied() != account {
-                return Err(Some(Reason {
-                    code: Code::AccountMismatch,
-                    rule: field::TARGET,
-                }));
-            }
+        if let Some(t) = q.target
+            && self.ent_account.get(t as usize).copied() != account
+        {
+            return Err(Some(Reason {
+                code: Code::AccountMismatch,
+                rule: field::TARGET,
+            }));
         }
         match q.resource {
             Resource::Entity(e) => {
@@ -329,10 +334,10 @@ impl Snapshot {
                 target: None,
                 now: now.clone(),
             };
-            if let Err(d) = self.resolve(&req) {
-                if d.reasons.iter().any(|r| r.code != Code::ActionUnknown) {
-                    return Err(d);
-                }
+            if let Err(d) = self.resolve(&req)
+                && d.reasons.iter().any(|r| r.code != Code::ActionUnknown)
+            {
+                return Err(d);
             }
         }
         match first_err {
@@ -552,13 +557,13 @@ impl Snapshot {
     pub fn explain(&self, r: &Request) -> Explanation {
         let d = self.check(r);
         let mut held = Vec::new();
-        if d.allowed {
-            if let Ok(q) = self.resolve(r) {
-                let mut ex = Eval::new(self, q.principal, q.target, q.now, true);
-                let _ = self.evaluate(&mut ex, &q);
-                if let Some(t) = ex.trace {
-                    held = t.holds.iter().map(|x| self.reason_view(x, r)).collect();
-                }
+        if d.allowed
+            && let Ok(q) = self.resolve(r)
+        {
+            let mut ex = Eval::new(self, q.principal, q.target, q.now, true);
+            let _ = self.evaluate(&mut ex, &q);
+            if let Some(t) = ex.trace {
+                held = t.holds.iter().map(|x| self.reason_view(x, r)).collect();
             }
         }
         Explanation {
@@ -658,22 +663,22 @@ impl Snapshot {
                 format!("`{owner}` is available only while the account is in setup mode")
             }
             Code::AuthorizationMissing => {
-                format!("`{owner}` {text}, and `{}` holds none", r.principal)
+                format!("this needs {text}, and `{}` holds none", r.principal)
             }
             Code::AuthorizationExpired => format!(
-                "`{owner}` {text}, and that of `{}` has expired",
+                "this needs {text}, and that of `{}` has expired",
                 r.principal
             ),
             Code::AuthorizationNotYetValid => format!(
-                "`{owner}` {text}, and that of `{}` is not valid yet",
+                "this needs {text}, and that of `{}` is not valid yet",
                 r.principal
             ),
             Code::AuthorizationRevoked => format!(
-                "`{owner}` {text}, and that of `{}` was revoked",
+                "this needs {text}, and that of `{}` was revoked",
                 r.principal
             ),
             Code::AuthorizationOutOfScope => format!(
-                "`{owner}` {text}, and that of `{}` does not cover this scope",
+                "this needs {text}, and that of `{}` does not cover this scope",
                 r.principal
             ),
             Code::DepthExceeded => {

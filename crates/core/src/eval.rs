@@ -318,7 +318,7 @@ impl<'a> Eval<'a> {
             let Some((_, body)) = bodies.iter().find(|(bt, _)| *bt == st) else {
                 continue;
             };
-            let (_, h) = self.marks();
+            let (f, h) = self.marks();
             if self.eval(body, sub) {
                 if live {
                     self.note(exp);
@@ -327,6 +327,9 @@ impl<'a> Eval<'a> {
                     self.hold(rule);
                     return true;
                 }
+                expired_match = true;
+            } else if live && self.inner_expired(f) {
+                // The subject is linked, but what it needed from the principal has expired.
                 expired_match = true;
             }
             self.truncate(None, Some(h));
@@ -342,6 +345,14 @@ impl<'a> Eval<'a> {
             rule,
         );
         false
+    }
+
+    fn inner_expired(&self, from: usize) -> bool {
+        self.trace.as_ref().is_some_and(|t| {
+            t.fails
+                .get(from..)
+                .is_some_and(|f| f.iter().any(|r| r.code == Code::RelationExpired))
+        })
     }
 
     /// A matrix check; `record` is the record and the type's scope indices, or `None` for

@@ -419,15 +419,14 @@ impl Snapshot {
             }
             let local = ent_local.get(rid as usize).copied().unwrap_or(0);
             let mut expiry = exp.unwrap_or(NEVER);
-            if let Some(u) = rd.until {
-                if let Some(Column::Time(v)) = types
+            if let Some(u) = rd.until
+                && let Some(Column::Time(v)) = types
                     .get(rt as usize)
                     .and_then(|t| t.columns.get(u as usize))
-                {
-                    let end = v.get(local as usize).copied().unwrap_or(NONE_I64);
-                    if end != NONE_I64 {
-                        expiry = expiry.min(end);
-                    }
+            {
+                let end = v.get(local as usize).copied().unwrap_or(NONE_I64);
+                if end != NONE_I64 {
+                    expiry = expiry.min(end);
                 }
             }
             if let Some(list) = edges
@@ -445,12 +444,12 @@ impl Snapshot {
         // Authorisations by holder.
         let auth_ty = schema.builtins.authorization;
         let mut auth_edges = Vec::new();
-        if let (Some(td), Some(def)) = (types.get(auth_ty as usize), schema.ty(auth_ty)) {
-            if let Some(holder) = def.rel("holder").and_then(|h| td.rels.get(h as usize)) {
-                for (local, &aid) in td.entities.iter().enumerate() {
-                    for &h in holder.row(local as u32) {
-                        auth_edges.push((h, aid, NEVER));
-                    }
+        if let (Some(td), Some(def)) = (types.get(auth_ty as usize), schema.ty(auth_ty))
+            && let Some(holder) = def.rel("holder").and_then(|h| td.rels.get(h as usize))
+        {
+            for (local, &aid) in td.entities.iter().enumerate() {
+                for &h in holder.row(local as u32) {
+                    auth_edges.push((h, aid, NEVER));
                 }
             }
         }

@@ -566,13 +566,13 @@ impl Schema {
 
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 fn compile_cell(m: &MatrixDef, cell: &ast::CellDecl) -> Result<CellDef, PolicyError> {
@@ -760,6 +760,7 @@ struct Compiler {
     rules: Vec<Rule>,
     literals: Vec<String>,
     literal_index: BTreeMap<String, StrId>,
+    kind_rules: BTreeMap<String, RuleId>,
     matrices: Vec<MatrixDef>,
     matrix_index: BTreeMap<String, u16>,
 }
@@ -838,10 +839,10 @@ impl Compiler {
                         id
                     }
                 };
-                if t.principal {
-                    if let Some(td) = self.types.get_mut(id as usize) {
-                        td.principal = true;
-                    }
+                if t.principal
+                    && let Some(td) = self.types.get_mut(id as usize)
+                {
+                    td.principal = true;
                 }
             }
         }
@@ -1169,12 +1170,11 @@ impl Compiler {
                             .types
                             .get_mut(tid as usize)
                             .and_then(|t| t.gates.iter_mut().find(|g| g.name == name.text))
+                            && g.rule < 5
                         {
-                            if g.rule < 5 {
-                                g.expr = e;
-                                g.rule = rule;
-                                gate_counter.insert(tid, idx + 1);
-                            }
+                            g.expr = e;
+                            g.rule = rule;
+                            gate_counter.insert(tid, idx + 1);
                         }
                     }
                     Member::Field { .. } => {}
@@ -1328,11 +1328,7 @@ impl Compiler {
                 continue;
             };
             let kind = self.literal(&c.kind.text);
-            let rule = self.rule(
-                format!("{}.{}.{}", m.name, c.row, c.action),
-                format!("requires authorisation `{}`", c.kind),
-                &c.row.span,
-            );
+            let rule = self.kind_rule(&c.kind);
             def.controls.push(ControlDef {
                 row,
                 action,
@@ -1536,7 +1532,7 @@ impl Compiler {
                         }
                     }
                 });
-                let rule = self.leaf_rule(sc, &e.to_string(), &kind.span);
+                let rule = self.kind_rule(kind);
                 Expr::Authorized {
                     kind: kid,
                     scope,
@@ -1605,6 +1601,21 @@ impl Compiler {
                 }
             }
         }
+    }
+
+    /// The one rule of an authorisation kind, shared by every control and `authorized`
+    /// check of that kind, so a decision names each failed authorisation once.
+    fn kind_rule(&mut self, kind: &ast::Name) -> RuleId {
+        if let Some(r) = self.kind_rules.get(&kind.text) {
+            return *r;
+        }
+        let r = self.rule(
+            format!("authorization.{kind}"),
+            format!("a valid `{kind}` personnel authorisation"),
+            &kind.span,
+        );
+        self.kind_rules.insert(kind.text.clone(), r);
+        r
     }
 
     fn leaf_rule(&mut self, sc: Scope, text: &str, span: &Span) -> RuleId {
@@ -1824,13 +1835,13 @@ impl Compiler {
             }
             ast::Operand::Path(p) => {
                 if p.rest.is_empty() {
-                    if let Some(Kind::Value(ValueType::Enum(values))) = other {
-                        if let Some(i) = values.iter().position(|v| *v == p.head.text) {
-                            return Some((
-                                Operand::Enum(i as u8),
-                                Kind::Value(ValueType::Enum(values.clone())),
-                            ));
-                        }
+                    if let Some(Kind::Value(ValueType::Enum(values))) = other
+                        && let Some(i) = values.iter().position(|v| *v == p.head.text)
+                    {
+                        return Some((
+                            Operand::Enum(i as u8),
+                            Kind::Value(ValueType::Enum(values.clone())),
+                        ));
                     }
                     match p.head.text.as_str() {
                         "principal" => {
