@@ -4,7 +4,13 @@
 
 use clearance_benches::{MEDIUM, SMALL, Scale, default_schema, snapshot, world};
 use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, criterion_main};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use std::alloc::System;
 use std::time::Instant;
+
+/// Counts allocations, to measure what a snapshot really holds.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const REQUESTS: usize = 20_000;
 
@@ -19,9 +25,15 @@ fn bench(c: &mut Criterion) {
     let schema = default_schema();
     for scale in scales() {
         let w = world(scale, 42);
+        let region = Region::new(GLOBAL);
         let t = Instant::now();
         let snap = snapshot(&schema, &w);
         let build = t.elapsed();
+        let change = region.change();
+        let retained = change
+            .bytes_allocated
+            .saturating_sub(change.bytes_deallocated) as isize
+            + change.bytes_reallocated;
         let requests = w.requests(REQUESTS, 7);
         let queries: Vec<_> = requests
             .iter()
@@ -48,14 +60,14 @@ fn bench(c: &mut Criterion) {
         };
         let tuples = snap.tuple_count();
         println!(
-            "report scale={} users={} entities={} tuples={} build_ms={:.0} heap_bytes={} bytes_per_tuple={:.0} requests={} allowed_pct={:.1} check_p50_ns={:.0} check_p99_ns={:.0}",
+            "report scale={} users={} entities={} tuples={} build_ms={:.0} allocated_bytes={} bytes_per_tuple={:.0} requests={} allowed_pct={:.1} check_p50_ns={:.0} check_p99_ns={:.0}",
             scale.name,
             scale.accounts * scale.users,
             snap.names.len(),
             tuples,
             build.as_secs_f64() * 1e3,
-            snap.heap_bytes(),
-            snap.heap_bytes() as f64 / tuples.max(1) as f64,
+            retained,
+            retained as f64 / tuples.max(1) as f64,
             requests.len(),
             allowed as f64 * 100.0 / requests.len() as f64,
             pct(0.5),

@@ -79,6 +79,7 @@ impl Snapshot {
             allowed,
             reasons,
             revision: self.revision,
+            policy_hash: self.schema.hash,
             valid_until: (until != NEVER).then_some(until),
         }
     }

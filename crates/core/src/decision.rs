@@ -164,20 +164,8 @@ pub struct Decision {
     pub reasons: SmallVec<[Reason; 2]>,
     /// The snapshot revision decided on.
     pub revision: u64,
+    /// The SHA-256 of the policy set decided with.
+    pub policy_hash: [u8; 32],
     /// The next instant (seconds) at which time alone could change the decision.
     pub valid_until: Option<i64>,
-}
-
-impl Decision {
-    /// A deny with one reason.
-    pub fn deny(code: Code, rule: RuleId, revision: u64) -> Decision {
-        let mut reasons = SmallVec::new();
-        reasons.push(Reason { code, rule });
-        Decision {
-            allowed: false,
-            reasons,
-            revision,
-            valid_until: None,
-        }
-    }
 }

@@ -801,56 +801,6 @@ impl Snapshot {
             .sum()
     }
 
-    /// Heap bytes held by the snapshot's data (an estimate from capacities, excluding the
-    /// policy).
-    pub fn heap_bytes(&self) -> usize {
-        use std::mem::size_of;
-        let mut b = 0usize;
-        b += self
-            .strings
-            .iter()
-            .map(|s| s.capacity() + size_of::<String>())
-            .sum::<usize>();
-        b += self.string_index.capacity() * (size_of::<String>() + 4 + 1)
-            + self.strings.iter().map(|s| s.len()).sum::<usize>();
-        b += self
-            .names
-            .iter()
-            .map(|s| s.capacity() + size_of::<String>())
-            .sum::<usize>();
-        b += self.index.capacity() * (size_of::<String>() + 4 + 1)
-            + self.names.iter().map(|s| s.len()).sum::<usize>();
-        b += self.ent_type.capacity() * 2
-            + self.ent_account.capacity() * 4
-            + self.ent_local.capacity() * 4;
-        for t in &self.types {
-            b += t.entities.capacity() * 4 + t.grants.capacity() * 4;
-            for c in &t.columns {
-                b += match c {
-                    Column::Bool(v) | Column::Enum(v) => v.capacity(),
-                    Column::Int(v) | Column::Time(v) => v.capacity() * 8,
-                    Column::Str(v) => v.capacity() * 4,
-                    Column::Set(v) => {
-                        v.capacity() * 16 + v.iter().map(|s| s.len() * 4).sum::<usize>()
-                    }
-                };
-            }
-            for r in &t.rels {
-                b +=
-                    r.offsets.capacity() * 4 + r.subjects.capacity() * 4 + r.expires.capacity() * 8;
-            }
-        }
-        b += self.auth_by_holder.offsets.capacity() * 4
-            + self.auth_by_holder.subjects.capacity() * 4;
-        b += self
-            .account_members
-            .iter()
-            .flat_map(|a| a.iter())
-            .map(|v| v.capacity() * 4 + 24)
-            .sum::<usize>();
-        b
-    }
-
     /// Serialises the snapshot (policy included) to bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FactsError> {
         postcard::to_allocvec(self).map_err(|e| bad("snapshot.encode", "snapshot", e.to_string()))
