@@ -2,6 +2,7 @@
 //! files, and running a scenario case against a snapshot.
 
 pub mod generate;
+pub mod parity;
 
 use clearance_core::{Delta, Facts, Request, Schema, Snapshot, Source, TimeValue};
 use serde::Deserialize;

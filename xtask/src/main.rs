@@ -1,6 +1,9 @@
 //! Automation for Clearance: `cargo xtask test` runs everything CI runs; `cargo xtask
-//! bench` runs the benchmarks.
+//! wasm` builds the one wasm artifact (the one code path every consumer uses);
+//! `cargo xtask bench` runs the benchmarks.
 
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -8,12 +11,17 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test    the whole test suite: formatting, lints, the core built for wasm32,
           unit, scenario, property and fail-closed tests, doctests, benches run once
+  wasm    build the one wasm artifact into web/pkg/ (glue, .d.ts, clearance_bg.wasm)
+          and print its SHA-256
+  repro   build it twice, from two checkout paths, and compare the bytes
   bench   the criterion benchmarks (small and medium worlds)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("wasm") => wasm().map(|hash| println!("{hash}  web/pkg/clearance_bg.wasm")),
+        Some("repro") => wasm().and_then(|_| reproducible()),
         Some("bench") => run(
             "benchmarks",
             "cargo",
@@ -66,14 +74,48 @@ fn test() -> Result<(), String> {
         ],
         &[],
     )?;
-    // `--all-targets` also runs each benchmark once, as a test, on the small world.
+    wasm()?;
+    reproducible()?;
+    run("node tests", "node", &["--test", "web/test/"], &[])?;
+    // One profile for everything, so wasmtime is built once (release). `--all-targets`
+    // also runs each benchmark once, as a test, on the small world. The parity suite runs
+    // on its own below, to show its figures.
     run(
         "tests",
         "cargo",
-        &["test", "--workspace", "--all-targets"],
+        &[
+            "test",
+            "--workspace",
+            "--release",
+            "--all-targets",
+            "--",
+            "--skip",
+            "every_runtime_decides_identically",
+        ],
         &[("CLEARANCE_BENCH_SCALES", "small")],
     )?;
-    run("doctests", "cargo", &["test", "--workspace", "--doc"], &[])?;
+    run(
+        "doctests",
+        "cargo",
+        &["test", "--workspace", "--release", "--doc"],
+        &[],
+    )?;
+    run(
+        "parity of native, wasmtime and node",
+        "cargo",
+        &[
+            "test",
+            "--release",
+            "-p",
+            "clearance-tests",
+            "--test",
+            "parity",
+            "every_runtime_decides_identically",
+            "--",
+            "--nocapture",
+        ],
+        &[],
+    )?;
     eprintln!("xtask: every step passed");
     Ok(())
 }
@@ -90,4 +132,128 @@ fn run(step: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result
     } else {
         Err(format!("{step} failed ({status})"))
     }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Builds the artifact into `web/pkg/` and returns its SHA-256.
+fn wasm() -> Result<String, String> {
+    let root = root();
+    build_artifact(&root, &target_dir(&root), &root.join("web/pkg"))
+}
+
+/// Builds the artifact a second time from a copy of the checkout at another path, with
+/// another target directory, and fails unless the bytes are identical.
+fn reproducible() -> Result<(), String> {
+    let root = root();
+    let first = std::fs::read_to_string(root.join("web/pkg/clearance_bg.wasm.sha256"))
+        .map_err(|e| e.to_string())?;
+    let scratch = std::env::temp_dir().join(format!("clearance-repro-{}", std::process::id()));
+    let copy = scratch.join("elsewhere/checkout");
+    let listed = Command::new("git")
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(&root)
+        .output()
+        .map_err(|e| format!("git: {e}"))?;
+    for name in listed.stdout.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let rel = Path::new(std::str::from_utf8(name).map_err(|e| e.to_string())?);
+        let (from, to) = (root.join(rel), copy.join(rel));
+        if from.is_file() {
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            }
+            std::fs::copy(&from, &to).map_err(|e| format!("{}: {e}", from.display()))?;
+        }
+    }
+    let second = build_artifact(&copy, &scratch.join("target"), &scratch.join("pkg"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let second = second?;
+    if first.trim() != second {
+        return Err(format!(
+            "the artifact is not reproducible: {} here, {second} from another path",
+            first.trim()
+        ));
+    }
+    eprintln!("xtask: reproducible: the same bytes ({second}) from another checkout path");
+    Ok(())
+}
+
+/// Builds the artifact: cargo for wasm32 with the size profile and paths remapped (so the
+/// bytes do not depend on where the checkout or the cargo home is), then wasm-bindgen
+/// (the library, at the exact version of the module's wasm-bindgen) into `out`.
+/// Returns the SHA-256 of `clearance_bg.wasm`, also written next to it.
+fn build_artifact(root: &Path, target: &Path, out: &Path) -> Result<String, String> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_default();
+    let flags = format!(
+        "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/clearance",
+        cargo_home.display(),
+        root.display()
+    );
+    let manifest = root.join("Cargo.toml");
+    let manifest = manifest.to_string_lossy();
+    let target_s = target.to_string_lossy();
+    run(
+        "wasm module",
+        "cargo",
+        &[
+            "build",
+            "--manifest-path",
+            &manifest,
+            "--target-dir",
+            &target_s,
+            "-p",
+            "clearance-wasm",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--profile",
+            "wasm",
+        ],
+        &[("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", &flags)],
+    )?;
+    let input = target.join("wasm32-unknown-unknown/wasm/clearance.wasm");
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!("xtask: wasm-bindgen -> {}", out.display());
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(&input)
+        .out_name("clearance")
+        .web(true)
+        .map_err(|e| format!("wasm-bindgen: {e}"))?
+        .typescript(true)
+        .remove_name_section(true)
+        .remove_producers_section(true)
+        .generate(out)
+        .map_err(|e| format!("wasm-bindgen: {e}"))?;
+    let wasm = out.join("clearance_bg.wasm");
+    let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
+    let hash: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(out.join("clearance_bg.wasm.sha256"), format!("{hash}\n"))
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "xtask: clearance_bg.wasm is {} bytes, sha256 {hash}",
+        bytes.len()
+    );
+    Ok(hash)
 }

@@ -179,6 +179,93 @@ impl Snapshot {
         })
     }
 
+    /// Decides a query that came from outside (a binary batch): ids are checked to exist
+    /// and to fit together first, so a forged query is a denial, never a wrong answer.
+    pub fn decide_checked(&self, q: &Query) -> Decision {
+        let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
+        let n = self.names.len() as u32;
+        let is_principal = |e: u32| {
+            self.ent_type
+                .get(e as usize)
+                .and_then(|t| self.schema.ty(*t))
+                .is_some_and(|t| t.principal)
+        };
+        if q.principal >= n {
+            reasons.push(Reason {
+                code: Code::EntityUnknown,
+                rule: field::PRINCIPAL,
+            });
+        }
+        let wants_target = match q.resource {
+            Resource::Entity(e) if e < n => {
+                let t = self.ent_type.get(e as usize).copied().unwrap_or(0);
+                match self
+                    .schema
+                    .ty(t)
+                    .and_then(|td| td.perms.get(q.action as usize))
+                {
+                    Some(p) => p.target.map(Some),
+                    None => {
+                        reasons.push(Reason {
+                            code: Code::ActionUnknown,
+                            rule: field::ACTION,
+                        });
+                        None
+                    }
+                }
+            }
+            Resource::Entity(_) => {
+                reasons.push(Reason {
+                    code: Code::EntityUnknown,
+                    rule: field::RESOURCE,
+                });
+                None
+            }
+            Resource::Page { matrix, row } => match self.schema.matrices.get(matrix as usize) {
+                Some(m) if (row as usize) < m.rows.len() => {
+                    if q.action > 31 || m.row_actions(row) & (1 << q.action) == 0 {
+                        reasons.push(Reason {
+                            code: Code::ActionUnknown,
+                            rule: field::ACTION,
+                        });
+                    }
+                    Some(None)
+                }
+                _ => {
+                    reasons.push(Reason {
+                        code: Code::EntityUnknown,
+                        rule: field::RESOURCE,
+                    });
+                    None
+                }
+            },
+        };
+        if q.principal < n && !is_principal(q.principal) {
+            reasons.push(Reason {
+                code: Code::PrincipalInvalid,
+                rule: field::PRINCIPAL,
+            });
+        }
+        if let Some(wants) = wants_target {
+            let fits = match (wants, q.target) {
+                (None, None) => true,
+                (Some(tt), Some(t)) => self.ent_type.get(t as usize) == Some(&tt),
+                _ => false,
+            };
+            if !fits {
+                reasons.push(Reason {
+                    code: Code::TargetInvalid,
+                    rule: field::TARGET,
+                });
+            }
+        }
+        if reasons.is_empty() {
+            self.decide(q)
+        } else {
+            self.decision(false, reasons, NEVER)
+        }
+    }
+
     /// Decides a resolved request. This is the hot path.
     pub fn decide(&self, q: &Query) -> Decision {
         let mut ev = Eval::new(self, q.principal, q.target, q.now, false);

@@ -8,6 +8,7 @@ pub mod facts;
 pub mod policy;
 pub mod snapshot;
 pub mod time;
+pub mod wire;
 
 pub use api::{AccessMatrix, DecisionView, Explanation, MatrixRole, ReasonView};
 pub use decision::{Code, Decision, Query, Reason, Request, Resource};

@@ -1,0 +1,349 @@
+//! The operations both faces of the module expose, over one engine: every call takes and
+//! gives JSON (or the compact binary batch format of `clearance_core::wire`), and every
+//! error comes back as data with `"allowed": false`, never as a panic or an allow.
+
+use clearance_core::wire::{QUERY_LEN, decode_query, encode_decision};
+use clearance_core::{
+    Delta, ErrorData, Facts, FactsJson, Request, Schema, Snapshot, Source, TimeValue,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// The most requests one batch may carry.
+pub const MAX_BATCH: usize = 1 << 20;
+
+/// A policy source as JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceJson {
+    /// The file name its errors are reported under.
+    pub name: String,
+    /// The policy text.
+    pub text: String,
+}
+
+/// A JSON call: `{"op": "...", ...}`; the fields are those of the matching core API.
+#[allow(missing_docs)]
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Call {
+    /// Compiles a policy set; the facts loaded so far are rebuilt under it.
+    LoadPolicy { sources: Vec<SourceJson> },
+    /// Loads facts and builds the snapshot.
+    LoadFacts { facts: FactsJson },
+    /// Applies deltas, all or nothing.
+    ApplyDeltas { deltas: Vec<Delta> },
+    /// Decides one request.
+    Check { request: Request },
+    /// Decides many requests.
+    CheckBatch { requests: Vec<Request> },
+    /// The actions a principal may take on a resource.
+    AllowedActions {
+        principal: String,
+        resource: String,
+        now: TimeValue,
+    },
+    /// The resources of a type a principal may act on.
+    ListResources {
+        principal: String,
+        action: String,
+        #[serde(rename = "type")]
+        ty: String,
+        now: TimeValue,
+    },
+    /// The principals who may act on a resource.
+    ListPrincipals {
+        resource: String,
+        action: String,
+        now: TimeValue,
+        account: Option<String>,
+    },
+    /// Decides and explains.
+    Explain { request: Request },
+    /// The access-rights matrix.
+    Matrix {
+        matrix: String,
+        account: Option<String>,
+    },
+    /// Requests resolved to the 24-byte binary queries, as lists of bytes; unresolvable
+    /// requests give their denial instead.
+    Resolve { requests: Vec<Request> },
+    /// What is loaded.
+    Info,
+}
+
+/// The engine of one module instance.
+#[derive(Default)]
+pub struct Engine {
+    schema: Option<Arc<Schema>>,
+    facts: Option<Facts>,
+    snapshot: Option<Snapshot>,
+}
+
+fn error(code: &str, message: impl Into<String>, help: &str) -> ErrorData {
+    ErrorData {
+        code: code.into(),
+        message: message.into(),
+        help: help.into(),
+    }
+}
+
+fn not_loaded() -> ErrorData {
+    error(
+        "engine.not_loaded",
+        "no snapshot is loaded",
+        "load a policy and facts, or a snapshot, first",
+    )
+}
+
+/// `{"ok": value}`.
+pub fn ok(value: Value) -> String {
+    json!({ "ok": value }).to_string()
+}
+
+/// `{"error": {code, message, help}, "allowed": false}`.
+pub fn err(e: &ErrorData) -> String {
+    json!({ "error": e, "allowed": false }).to_string()
+}
+
+impl Engine {
+    /// Runs a JSON call and gives the JSON answer.
+    pub fn call(&mut self, input: &str) -> String {
+        let call: Call = match serde_json::from_str(input) {
+            Ok(c) => c,
+            Err(e) => {
+                return err(&error(
+                    "request.malformed",
+                    format!(
+                        "malformed call at line {} column {}: {e}",
+                        e.line(),
+                        e.column()
+                    ),
+                    "a call is a JSON object with an `op` (load_policy, load_facts, apply_deltas, check, check_batch, allowed_actions, list_resources, list_principals, explain, matrix, resolve, info) and its fields",
+                ));
+            }
+        };
+        match self.run(call) {
+            Ok(v) => ok(v),
+            Err(e) => err(&e),
+        }
+    }
+
+    fn snapshot(&self) -> Result<&Snapshot, ErrorData> {
+        self.snapshot.as_ref().ok_or_else(not_loaded)
+    }
+
+    fn run(&mut self, call: Call) -> Result<Value, ErrorData> {
+        Ok(match call {
+            Call::LoadPolicy { sources } => {
+                let sources: Vec<Source> = sources
+                    .into_iter()
+                    .map(|s| Source::new(s.name, s.text))
+                    .collect();
+                let schema = Arc::new(Schema::compile(&sources).map_err(ErrorData::from)?);
+                let rebuilt = match &self.facts {
+                    Some(f) => {
+                        Some(Snapshot::build(Arc::clone(&schema), f).map_err(ErrorData::from)?)
+                    }
+                    None => None,
+                };
+                let hash = schema.hash_hex();
+                self.schema = Some(schema);
+                if rebuilt.is_some() {
+                    self.snapshot = rebuilt;
+                }
+                json!({ "policy_hash": hash })
+            }
+            Call::LoadFacts { facts } => {
+                let schema = self.schema.clone().ok_or_else(|| {
+                    error(
+                        "engine.no_policy",
+                        "no policy is loaded",
+                        "load a policy before facts",
+                    )
+                })?;
+                let facts = Facts::from_doc(facts).map_err(ErrorData::from)?;
+                let snap = Snapshot::build(schema, &facts).map_err(ErrorData::from)?;
+                let info = info(&snap);
+                self.facts = Some(facts);
+                self.snapshot = Some(snap);
+                info
+            }
+            Call::ApplyDeltas { deltas } => {
+                let schema = self.schema.clone().ok_or_else(|| {
+                    error(
+                        "engine.no_policy",
+                        "no policy is loaded",
+                        "load a policy and facts first",
+                    )
+                })?;
+                let facts = self.facts.as_ref().ok_or_else(|| {
+                    error(
+                        "engine.no_facts",
+                        "no facts are loaded (a snapshot loaded from bytes takes no deltas)",
+                        "load facts first",
+                    )
+                })?;
+                let next = facts.apply(&deltas).map_err(ErrorData::from)?;
+                let snap = Snapshot::build(schema, &next).map_err(ErrorData::from)?;
+                let info = info(&snap);
+                self.facts = Some(next);
+                self.snapshot = Some(snap);
+                info
+            }
+            Call::Check { request } => {
+                let s = self.snapshot()?;
+                to_value(&s.view(&s.check(&request), &request))
+            }
+            Call::CheckBatch { requests } => {
+                let s = self.snapshot()?;
+                if requests.len() > MAX_BATCH {
+                    return Err(too_large(requests.len()));
+                }
+                Value::Array(
+                    requests
+                        .iter()
+                        .map(|r| to_value(&s.view(&s.check(r), r)))
+                        .collect(),
+                )
+            }
+            Call::AllowedActions {
+                principal,
+                resource,
+                now,
+            } => {
+                let s = self.snapshot()?;
+                match s.allowed_actions(&principal, &resource, &now) {
+                    Ok(actions) => json!({ "actions": actions }),
+                    Err(d) => {
+                        let req = Request {
+                            principal,
+                            action: String::new(),
+                            resource,
+                            target: None,
+                            now,
+                        };
+                        json!({ "actions": [], "denied": to_value(&s.view(&d, &req)) })
+                    }
+                }
+            }
+            Call::ListResources {
+                principal,
+                action,
+                ty,
+                now,
+            } => json!(
+                self.snapshot()?
+                    .list_resources(&principal, &action, &ty, &now)?
+            ),
+            Call::ListPrincipals {
+                resource,
+                action,
+                now,
+                account,
+            } => json!(self.snapshot()?.list_principals(
+                &resource,
+                &action,
+                &now,
+                account.as_deref()
+            )?),
+            Call::Explain { request } => to_value(&self.snapshot()?.explain(&request)),
+            Call::Matrix { matrix, account } => {
+                to_value(&self.snapshot()?.matrix(&matrix, account.as_deref())?)
+            }
+            Call::Resolve { requests } => {
+                let s = self.snapshot()?;
+                if requests.len() > MAX_BATCH {
+                    return Err(too_large(requests.len()));
+                }
+                Value::Array(
+                    requests
+                        .iter()
+                        .map(|r| match s.resolve(r) {
+                            Ok(q) => {
+                                let mut b = Vec::with_capacity(QUERY_LEN);
+                                clearance_core::wire::encode_query(&q, &mut b);
+                                json!({ "query": b })
+                            }
+                            Err(d) => json!({ "denied": to_value(&s.view(&d, r)) }),
+                        })
+                        .collect(),
+                )
+            }
+            Call::Info => info(self.snapshot()?),
+        })
+    }
+
+    /// Decides a batch of binary queries (`clearance_core::wire`): the decisions, each
+    /// query checked for ids that exist first.
+    pub fn check_ids(&self, input: &[u8]) -> Result<Vec<u8>, ErrorData> {
+        let s = self.snapshot()?;
+        if !input.len().is_multiple_of(QUERY_LEN) {
+            return Err(error(
+                "request.malformed",
+                format!(
+                    "a batch is a multiple of {QUERY_LEN} bytes, got {}",
+                    input.len()
+                ),
+                "encode each query with clearance_core::wire::encode_query",
+            ));
+        }
+        let n = input.len() / QUERY_LEN;
+        if n > MAX_BATCH {
+            return Err(too_large(n));
+        }
+        let mut out = Vec::with_capacity(n * 16);
+        for chunk in input.chunks_exact(QUERY_LEN) {
+            let d = match decode_query(chunk) {
+                Some(q) => s.decide_checked(&q),
+                None => return Err(error("request.malformed", "unreadable query", "")),
+            };
+            encode_decision(&d, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Loads a snapshot from its bytes (policy included).
+    pub fn load_snapshot(&mut self, bytes: &[u8]) -> String {
+        match Snapshot::from_bytes(bytes) {
+            Ok(s) => {
+                let v = info(&s);
+                self.schema = Some(Arc::clone(&s.schema));
+                self.facts = None;
+                self.snapshot = Some(s);
+                ok(v)
+            }
+            Err(e) => err(&ErrorData::from(e)),
+        }
+    }
+
+    /// The loaded snapshot's bytes.
+    pub fn snapshot_bytes(&self) -> Result<Vec<u8>, ErrorData> {
+        self.snapshot()?.to_bytes().map_err(ErrorData::from)
+    }
+}
+
+fn too_large(n: usize) -> ErrorData {
+    error(
+        "request.too_large",
+        format!("a batch of {n} requests is more than {MAX_BATCH}"),
+        "split the batch",
+    )
+}
+
+fn info(s: &Snapshot) -> Value {
+    json!({
+        "core_version": env!("CARGO_PKG_VERSION"),
+        "policy_hash": s.schema.hash_hex(),
+        "revision": s.revision,
+        "entities": s.names.len(),
+        "tuples": s.tuple_count(),
+    })
+}
+
+/// Any serialisable answer as a JSON value (`null` if it cannot be, which the core's
+/// plain data types never hit).
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}

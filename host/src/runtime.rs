@@ -1,0 +1,482 @@
+//! The runtime: one wasmtime `Engine`, the module compiled once (and cached as `.cwasm`
+//! by artifact hash), an `InstancePre`, the pooling allocator, and a pool of long-lived
+//! instances that each hold the current snapshot. Calls run on tokio's blocking pool
+//! behind a semaphore, so load is bounded and excess callers wait.
+
+use clearance_core::ErrorData;
+use clearance_core::wire::{WireDecision, decode_decisions};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, OptLevel,
+    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, TypedFunc,
+};
+
+/// How the runtime bounds its work.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Instances that may run at once (and the pool's size).
+    pub instances: u32,
+    /// The memory cap of one instance, in bytes.
+    pub memory_limit: usize,
+    /// Fuel for one call, before the per-query allowance.
+    pub fuel_per_call: u64,
+    /// Extra fuel per query of a binary batch.
+    pub fuel_per_query: u64,
+    /// Fuel for loading a snapshot or facts.
+    pub fuel_per_load: u64,
+    /// Where compiled modules are cached (`<sha256>.cwasm`); none disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            instances: 4,
+            memory_limit: 1 << 30,
+            fuel_per_call: 50_000_000,
+            fuel_per_query: 200_000,
+            fuel_per_load: 200_000_000_000,
+            cache_dir: None,
+        }
+    }
+}
+
+/// What went wrong at the host: always a denial for the requests concerned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// The module's bytes are not the artifact that was built.
+    #[error("module hash `{actual}` differs from the built artifact `{expected}`")]
+    ModuleMismatch {
+        /// The hash the build recorded.
+        expected: String,
+        /// The hash of the bytes given.
+        actual: String,
+    },
+    /// wasmtime refused the module or its configuration.
+    #[error("the wasm runtime could not start: {0}")]
+    Setup(String),
+    /// The module trapped: out of fuel, out of memory, or a fault.
+    #[error("the module trapped: {0}")]
+    Trap(String),
+    /// The module answered with an error.
+    #[error("{}: {}", .0.code, .0.message)]
+    Module(ErrorData),
+    /// The module's answer could not be read.
+    #[error("unreadable answer from the module: {0}")]
+    Protocol(String),
+    /// No snapshot was loaded yet.
+    #[error("no snapshot is loaded")]
+    NotLoaded,
+}
+
+impl HostError {
+    /// The error as data for a boundary.
+    pub fn data(&self) -> ErrorData {
+        match self {
+            HostError::Module(e) => e.clone(),
+            other => {
+                let (code, help) = match other {
+                    HostError::ModuleMismatch { .. } => (
+                        "host.module_mismatch",
+                        "rebuild with `cargo xtask wasm` and restart",
+                    ),
+                    HostError::Setup(_) => ("host.setup", "check the wasm runtime configuration"),
+                    HostError::Trap(_) => (
+                        "host.trap",
+                        "the instance was replaced; the request was denied",
+                    ),
+                    HostError::Protocol(_) => (
+                        "host.protocol",
+                        "the module and the host disagree on the ABI",
+                    ),
+                    _ => ("host.not_loaded", "load a snapshot first"),
+                };
+                ErrorData {
+                    code: code.into(),
+                    message: other.to_string(),
+                    help: help.into(),
+                }
+            }
+        }
+    }
+}
+
+/// One decision from the host: the module's decision, or a denial because of an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Allow or deny; always deny when `error` is set.
+    pub allowed: bool,
+    /// The module's decision, when it decided.
+    pub decision: Option<WireDecision>,
+    /// Why there is no decision.
+    pub error: Option<ErrorData>,
+}
+
+struct HostState {
+    limits: StoreLimits,
+}
+
+/// A long-lived instance with the exports the host calls.
+struct Worker {
+    store: Store<HostState>,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    free: TypedFunc<(i32, i32), ()>,
+    call: TypedFunc<(i32, i32), i64>,
+    check: TypedFunc<(i32, i32), i64>,
+    load: TypedFunc<(i32, i32), i64>,
+    generation: u64,
+}
+
+struct Current {
+    generation: u64,
+    bytes: Arc<Vec<u8>>,
+}
+
+/// The wasm module on wasmtime, ready to decide.
+pub struct Runtime {
+    pre: InstancePre<HostState>,
+    engine: Engine,
+    config: RuntimeConfig,
+    module_hash: String,
+    idle: Mutex<Vec<Worker>>,
+    permits: Arc<Semaphore>,
+    current: Mutex<Option<Current>>,
+}
+
+fn setup(e: impl std::fmt::Display) -> HostError {
+    HostError::Setup(e.to_string())
+}
+
+/// The lowercase hex SHA-256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Runtime {
+    /// Starts a runtime on `wasm`, refusing bytes whose SHA-256 is not `expected_sha256`.
+    pub fn new(
+        wasm: &[u8],
+        expected_sha256: &str,
+        config: RuntimeConfig,
+    ) -> Result<Runtime, HostError> {
+        let actual = sha256_hex(wasm);
+        let expected = expected_sha256.trim().to_lowercase();
+        if actual != expected {
+            return Err(HostError::ModuleMismatch { expected, actual });
+        }
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(config.instances + 1)
+            .total_memories(config.instances + 1)
+            .total_tables(2 * (config.instances + 1))
+            .max_tables_per_module(2)
+            .max_memory_size(config.memory_limit);
+        let mut wc = Config::new();
+        wc.consume_fuel(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wc).map_err(setup)?;
+        let module = load_module(&engine, wasm, &actual, config.cache_dir.as_deref())?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        linker
+            .define_unknown_imports_as_traps(&module)
+            .map_err(setup)?;
+        let pre = linker.instantiate_pre(&module).map_err(setup)?;
+        Ok(Runtime {
+            pre,
+            engine,
+            permits: Arc::new(Semaphore::new(config.instances as usize)),
+            config,
+            module_hash: actual,
+            idle: Mutex::new(Vec::new()),
+            current: Mutex::new(None),
+        })
+    }
+
+    /// The SHA-256 of the module this runtime runs.
+    pub fn module_hash(&self) -> &str {
+        &self.module_hash
+    }
+
+    fn worker(&self) -> Result<Worker, HostError> {
+        if let Some(w) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            return Ok(w);
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.config.memory_limit)
+            .instances(1)
+            .build();
+        let mut store = Store::new(&self.engine, HostState { limits });
+        store.limiter(|s| &mut s.limits);
+        store.set_fuel(self.config.fuel_per_load).map_err(setup)?;
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| HostError::Trap(e.to_string()))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| HostError::Protocol("no exported memory".into()))?;
+        let f = |store: &mut Store<HostState>, name: &str| {
+            instance
+                .get_func(&mut *store, name)
+                .ok_or_else(|| HostError::Protocol(format!("no export `{name}`")))
+        };
+        let alloc = f(&mut store, "clr_alloc")?
+            .typed(&store)
+            .map_err(|e| HostError::Protocol(e.to_string()))?;
+        let free = f(&mut store, "clr_free")?
+            .typed(&store)
+            .map_err(|e| HostError::Protocol(e.to_string()))?;
+        let call = f(&mut store, "clr_call")?
+            .typed(&store)
+            .map_err(|e| HostError::Protocol(e.to_string()))?;
+        let check = f(&mut store, "clr_check")?
+            .typed(&store)
+            .map_err(|e| HostError::Protocol(e.to_string()))?;
+        let load = f(&mut store, "clr_load_snapshot")?
+            .typed(&store)
+            .map_err(|e| HostError::Protocol(e.to_string()))?;
+        Ok(Worker {
+            store,
+            memory,
+            alloc,
+            free,
+            call,
+            check,
+            load,
+            generation: 0,
+        })
+    }
+
+    /// Runs `f` on a worker holding the current snapshot, on the blocking pool, behind the
+    /// semaphore. A worker that failed is dropped, so the next call gets a fresh instance.
+    async fn with_worker<T: Send + 'static>(
+        self: &Arc<Self>,
+        needs_snapshot: bool,
+        f: impl FnOnce(&mut Worker) -> Result<T, HostError> + Send + 'static,
+    ) -> Result<T, HostError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(setup)?;
+        let this = Arc::clone(self);
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut w = this.worker()?;
+            let result = this
+                .ensure_loaded(&mut w, needs_snapshot)
+                .and_then(|()| f(&mut w));
+            if result.is_ok()
+                && let Ok(mut idle) = this.idle.lock()
+            {
+                idle.push(w);
+            }
+            result
+        })
+        .await;
+        joined.map_err(|e| HostError::Trap(format!("the worker thread failed: {e}")))?
+    }
+
+    fn ensure_loaded(&self, w: &mut Worker, needs_snapshot: bool) -> Result<(), HostError> {
+        let current = self
+            .current
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| (c.generation, Arc::clone(&c.bytes))));
+        match current {
+            Some((generation, bytes)) if generation != w.generation => {
+                w.store.set_fuel(self.config.fuel_per_load).map_err(setup)?;
+                let answer = w.exchange(|w, p, l| w.load.call(&mut w.store, (p, l)), &bytes)?;
+                json_ok(&answer)?;
+                w.generation = generation;
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None if needs_snapshot => Err(HostError::NotLoaded),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes `bytes` (a snapshot, policy included) the snapshot every instance decides on.
+    /// It is loaded into one instance first, so a bad snapshot is refused and the old one
+    /// keeps serving.
+    pub async fn load_snapshot(
+        self: &Arc<Self>,
+        bytes: Vec<u8>,
+    ) -> Result<serde_json::Value, HostError> {
+        let bytes = Arc::new(bytes);
+        let probe = Arc::clone(&bytes);
+        let fuel = self.config.fuel_per_load;
+        let info = self
+            .with_worker(false, move |w| {
+                w.store.set_fuel(fuel).map_err(setup)?;
+                let answer = w.exchange(|w, p, l| w.load.call(&mut w.store, (p, l)), &probe)?;
+                json_ok(&answer)
+            })
+            .await?;
+        if let Ok(mut c) = self.current.lock() {
+            let generation = c.as_ref().map_or(1, |c| c.generation + 1);
+            *c = Some(Current { generation, bytes });
+        }
+        Ok(info)
+    }
+
+    /// A JSON call (see ARCHITECTURE.md) on the current snapshot.
+    pub async fn call(self: &Arc<Self>, json: String) -> Result<serde_json::Value, HostError> {
+        let fuel = self.config.fuel_per_call;
+        self.with_worker(true, move |w| {
+            w.store.set_fuel(fuel).map_err(setup)?;
+            let answer =
+                w.exchange(|w, p, l| w.call.call(&mut w.store, (p, l)), json.as_bytes())?;
+            json_ok(&answer)
+        })
+        .await
+    }
+
+    /// Decides binary queries (`clearance_core::wire`), through the module.
+    pub async fn check_ids(
+        self: &Arc<Self>,
+        queries: Vec<u8>,
+    ) -> Result<Vec<WireDecision>, HostError> {
+        let n = (queries.len() / clearance_core::wire::QUERY_LEN) as u64;
+        let fuel = self
+            .config
+            .fuel_per_call
+            .saturating_add(self.config.fuel_per_query.saturating_mul(n));
+        let raw = self
+            .with_worker(true, move |w| {
+                w.store.set_fuel(fuel).map_err(setup)?;
+                w.exchange(|w, p, l| w.check.call(&mut w.store, (p, l)), &queries)
+            })
+            .await?;
+        match raw.split_first() {
+            Some((0, rest)) => decode_decisions(rest)
+                .ok_or_else(|| HostError::Protocol("undecodable decisions".into())),
+            Some((1, rest)) => Err(module_error(rest)),
+            _ => Err(HostError::Protocol("empty answer".into())),
+        }
+    }
+
+    /// Decides binary queries; any error denies every query of the batch, with the error.
+    pub async fn check_or_deny(self: &Arc<Self>, queries: Vec<u8>) -> Vec<Verdict> {
+        let n = queries.len() / clearance_core::wire::QUERY_LEN;
+        match self.check_ids(queries).await {
+            Ok(ds) if ds.len() == n => ds
+                .into_iter()
+                .map(|d| Verdict {
+                    allowed: d.allowed,
+                    decision: Some(d),
+                    error: None,
+                })
+                .collect(),
+            Ok(ds) => deny_all(
+                n.max(1),
+                HostError::Protocol(format!("{} decisions for {n} queries", ds.len())).data(),
+            ),
+            Err(e) => deny_all(n.max(1), e.data()),
+        }
+    }
+}
+
+fn deny_all(n: usize, error: ErrorData) -> Vec<Verdict> {
+    (0..n)
+        .map(|_| Verdict {
+            allowed: false,
+            decision: None,
+            error: Some(error.clone()),
+        })
+        .collect()
+}
+
+fn module_error(json: &[u8]) -> HostError {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: ErrorData,
+    }
+    match serde_json::from_slice::<Envelope>(json) {
+        Ok(e) => HostError::Module(e.error),
+        Err(e) => HostError::Protocol(format!("unreadable error: {e}")),
+    }
+}
+
+fn json_ok(answer: &[u8]) -> Result<serde_json::Value, HostError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(answer).map_err(|e| HostError::Protocol(e.to_string()))?;
+    match v.get("ok") {
+        Some(ok) => Ok(ok.clone()),
+        None => Err(module_error(answer)),
+    }
+}
+
+impl Worker {
+    /// Copies `input` into module memory, runs `f` on it, copies the answer out and frees
+    /// both buffers.
+    fn exchange(
+        &mut self,
+        f: impl FnOnce(&mut Worker, i32, i32) -> wasmtime::Result<i64>,
+        input: &[u8],
+    ) -> Result<Vec<u8>, HostError> {
+        let trap = |e: wasmtime::Error| HostError::Trap(format!("{e:#}"));
+        let len = i32::try_from(input.len())
+            .map_err(|_| HostError::Trap("input larger than 2 GiB".into()))?;
+        let ptr = self.alloc.call(&mut self.store, len).map_err(trap)?;
+        self.memory
+            .write(&mut self.store, ptr as u32 as usize, input)
+            .map_err(|e| HostError::Trap(e.to_string()))?;
+        let packed = f(self, ptr, len).map_err(trap)?;
+        self.free.call(&mut self.store, (ptr, len)).map_err(trap)?;
+        let (out_ptr, out_len) = (
+            (packed as u64 >> 32) as u32,
+            (packed as u64 & 0xffff_ffff) as u32,
+        );
+        let mut out = vec![0u8; out_len as usize];
+        self.memory
+            .read(&self.store, out_ptr as usize, &mut out)
+            .map_err(|e| HostError::Protocol(e.to_string()))?;
+        self.free
+            .call(&mut self.store, (out_ptr as i32, out_len as i32))
+            .map_err(trap)?;
+        Ok(out)
+    }
+}
+
+/// Compiles the module, or deserialises it from the cache keyed by its hash.
+fn load_module(
+    engine: &Engine,
+    wasm: &[u8],
+    hash: &str,
+    cache: Option<&std::path::Path>,
+) -> Result<Module, HostError> {
+    let cached = cache.map(|d| d.join(format!("{hash}.cwasm")));
+    if let Some(path) = &cached
+        && path.exists()
+    {
+        // SAFETY: the file is this host's own compilation output for exactly this
+        // artifact hash, written by `Module::serialize` below in a directory the host
+        // owns; wasmtime also checks that it was produced by a compatible engine.
+        #[allow(unsafe_code)]
+        let module = unsafe { Module::deserialize_file(engine, path) };
+        if let Ok(m) = module {
+            return Ok(m);
+        }
+    }
+    let module = Module::new(engine, wasm).map_err(setup)?;
+    if let Some(path) = &cached
+        && let Ok(bytes) = module.serialize()
+    {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = path.with_extension("cwasm.tmp");
+        if std::fs::write(&tmp, bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+    Ok(module)
+}

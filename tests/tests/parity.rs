@@ -1,0 +1,177 @@
+//! One module, three runtimes: every scenario request and 100,000 generated requests on
+//! the medium world, decided by the native core, by the wasm module on wasmtime and by the
+//! same module in Node, must give byte-identical decisions (allow/deny, every reason code
+//! and rule, valid_until), with every wasm runtime reporting the built artifact's hash.
+
+use clearance_benches::{MEDIUM, world as bench_world};
+use clearance_core::Snapshot;
+use clearance_tests::parity::{self, Job};
+use clearance_tests::{default_schema, scenario_files, world};
+use std::sync::Arc;
+
+const GENERATED: usize = 100_000;
+
+/// Every check of every scenario file (allowed-actions cases expand to one check per
+/// action), grouped by the snapshot they run on.
+fn scenario_jobs() -> Vec<Job> {
+    let schema = default_schema().unwrap_or_else(|e| panic!("{e}"));
+    let mut jobs = Vec::new();
+    for (file, scenario) in scenario_files().unwrap_or_else(|e| panic!("{e}")) {
+        let facts = world(&scenario.world).unwrap_or_else(|e| panic!("{e}"));
+        let base = Snapshot::build(Arc::clone(&schema), &facts).unwrap_or_else(|e| panic!("{e}"));
+        let mut base_queries = Vec::new();
+        for case in &scenario.case {
+            let snap = match case.snapshot(&schema, &facts, &base) {
+                Ok(Some(s)) => s,
+                _ => continue,
+            };
+            let mut requests = Vec::new();
+            if let Some(r) = case.request() {
+                requests.push(r);
+            } else if let (Some(p), Some(res), Some(now)) =
+                (&case.principal, &case.resource, &case.now)
+            {
+                for a in snap.action_names(res) {
+                    requests.push(clearance_core::Request {
+                        principal: p.clone(),
+                        action: a,
+                        resource: res.clone(),
+                        target: None,
+                        now: now.clone(),
+                    });
+                }
+            }
+            let queries: Vec<_> = requests.iter().map(|r| parity::query(&snap, r)).collect();
+            if case.deltas.is_empty() {
+                base_queries.extend(queries);
+            } else if !queries.is_empty() {
+                jobs.push(Job {
+                    name: format!("{file}:{}", case.name),
+                    snapshot: snap,
+                    queries,
+                });
+            }
+        }
+        jobs.push(Job {
+            name: file.clone(),
+            snapshot: base,
+            queries: base_queries,
+        });
+    }
+    jobs
+}
+
+fn generated_job() -> Job {
+    let schema = default_schema().unwrap_or_else(|e| panic!("{e}"));
+    let w = bench_world(MEDIUM, 42);
+    let snapshot = Snapshot::build(schema, &w.facts).unwrap_or_else(|e| panic!("{e}"));
+    let queries = w
+        .requests(GENERATED, 2026)
+        .iter()
+        .map(|r| parity::query(&snapshot, r))
+        .collect();
+    Job {
+        name: "medium world, generated".into(),
+        snapshot,
+        queries,
+    }
+}
+
+#[test]
+fn every_runtime_decides_identically() {
+    let artifact = parity::artifact().unwrap_or_else(|e| panic!("{e}"));
+    let rt = parity::runtime(&artifact).unwrap_or_else(|e| panic!("{e}"));
+    let mut jobs = scenario_jobs();
+    jobs.push(generated_job());
+    let snapshots: Vec<Vec<u8>> = jobs
+        .iter()
+        .map(|j| j.snapshot.to_bytes().unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let native = parity::native(&jobs);
+    let wasmtime = parity::wasmtime(&rt, &jobs, &snapshots).unwrap_or_else(|e| panic!("{e}"));
+    let work = std::env::temp_dir().join(format!("clearance-parity-{}", std::process::id()));
+    let node = parity::node(&jobs, &snapshots, &work).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(&work);
+    let report = parity::compare(&jobs, &native, &[wasmtime, node]);
+    println!(
+        "parity: {} requests x 3 runtimes (native, wasmtime, node) in {} jobs, {} mismatches, decisions digest {}",
+        report.compared,
+        jobs.len(),
+        report.mismatches.len(),
+        report.digest
+    );
+    for (runtime, hash) in &report.module_hashes {
+        println!("parity: {runtime} runs module {hash}");
+    }
+    assert!(
+        report.compared >= GENERATED,
+        "only {} requests compared",
+        report.compared
+    );
+    let shown: Vec<String> = report
+        .mismatches
+        .iter()
+        .take(20)
+        .map(|m| {
+            format!(
+                "{} #{} {}: native {} / {}",
+                m.job, m.index, m.runtime, m.native, m.other
+            )
+        })
+        .collect();
+    assert!(
+        report.mismatches.is_empty(),
+        "{} mismatches, first ones:\n{}",
+        report.mismatches.len(),
+        shown.join("\n")
+    );
+    assert_eq!(report.module_hashes.len(), 2, "{:?}", report.module_hashes);
+    assert!(
+        report
+            .module_hashes
+            .iter()
+            .all(|(_, h)| *h == artifact.sha256),
+        "a runtime runs another module: {:?} vs built {}",
+        report.module_hashes,
+        artifact.sha256
+    );
+}
+
+/// The suite can fail: wasmtime given a snapshot one delta older than native's is caught.
+#[test]
+fn an_injected_difference_is_detected() {
+    let artifact = parity::artifact().unwrap_or_else(|e| panic!("{e}"));
+    let rt = parity::runtime(&artifact).unwrap_or_else(|e| panic!("{e}"));
+    let schema = default_schema().unwrap_or_else(|e| panic!("{e}"));
+    let facts = world("airline").unwrap_or_else(|e| panic!("{e}"));
+    let current = Snapshot::build(Arc::clone(&schema), &facts).unwrap_or_else(|e| panic!("{e}"));
+    // Another revision: the maintenance organisation is unassigned from the event.
+    let delta: Vec<clearance_core::Delta> = serde_json::from_str(
+        r#"[{"op": "remove_tuple", "tuple": {"resource": "event:aog_lhr", "relation": "assigned", "subject": "organization:aeroserv"}}]"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let older = Snapshot::build(
+        Arc::clone(&schema),
+        &facts.apply(&delta).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let now = 1_777_629_600; // 2026-05-01T10:00:00Z
+    let queries = vec![parity::query(
+        &current,
+        &parity::request("user:aeroserv_tech", "view", "event:aog_lhr", now),
+    )];
+    let jobs = vec![Job {
+        name: "injected".into(),
+        snapshot: current,
+        queries,
+    }];
+    let native = parity::native(&jobs);
+    let wasmtime = parity::wasmtime(&rt, &jobs, &[older.to_bytes().unwrap_or_default()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = parity::compare(&jobs, &native, &[wasmtime]);
+    assert_eq!(
+        report.mismatches.len(),
+        1,
+        "the suite did not notice a snapshot at another revision"
+    );
+}
