@@ -1,13 +1,17 @@
 //! The runtime: one wasmtime `Engine`, the module compiled once (and cached as `.cwasm`
 //! by artifact hash), an `InstancePre`, the pooling allocator, and a pool of long-lived
 //! instances that each hold the current snapshot. Calls run on tokio's blocking pool
-//! behind a semaphore, so load is bounded and excess callers wait.
+//! behind a semaphore, so load is bounded and excess callers wait. Every call has a
+//! deadline (epoch interruption, ticked by a thread of the runtime) and every instance a
+//! memory cap.
 
 use clearance_core::ErrorData;
 use clearance_core::wire::{WireDecision, decode_decisions};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, OptLevel,
@@ -21,12 +25,12 @@ pub struct RuntimeConfig {
     pub instances: u32,
     /// The memory cap of one instance, in bytes.
     pub memory_limit: usize,
-    /// Fuel for one call, before the per-query allowance.
-    pub fuel_per_call: u64,
-    /// Extra fuel per query of a binary batch.
-    pub fuel_per_query: u64,
-    /// Fuel for loading a snapshot or facts.
-    pub fuel_per_load: u64,
+    /// The deadline of one call, before the per-query allowance.
+    pub call_deadline: Duration,
+    /// Extra time per query of a binary batch.
+    pub per_query: Duration,
+    /// The deadline for loading a snapshot.
+    pub load_deadline: Duration,
     /// Where compiled modules are cached (`<sha256>.cwasm`); none disables the cache.
     pub cache_dir: Option<PathBuf>,
 }
@@ -36,9 +40,9 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             instances: 4,
             memory_limit: 1 << 30,
-            fuel_per_call: 50_000_000,
-            fuel_per_query: 200_000,
-            fuel_per_load: 200_000_000_000,
+            call_deadline: Duration::from_millis(500),
+            per_query: Duration::from_micros(20),
+            load_deadline: Duration::from_secs(30),
             cache_dir: None,
         }
     }
@@ -58,7 +62,7 @@ pub enum HostError {
     /// wasmtime refused the module or its configuration.
     #[error("the wasm runtime could not start: {0}")]
     Setup(String),
-    /// The module trapped: out of fuel, out of memory, or a fault.
+    /// The module trapped: past its deadline, out of memory, or a fault.
     #[error("the module trapped: {0}")]
     Trap(String),
     /// The module answered with an error.
@@ -145,6 +149,20 @@ pub struct Runtime {
     idle: Mutex<Vec<Worker>>,
     permits: Arc<Semaphore>,
     current: Mutex<Option<Current>>,
+    ticker: Arc<AtomicBool>,
+}
+
+/// How often the deadline clock ticks.
+const TICK: Duration = Duration::from_millis(1);
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_micros() / TICK.as_micros()).max(1) as u64
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.store(true, Ordering::Relaxed);
+    }
 }
 
 fn setup(e: impl std::fmt::Display) -> HostError {
@@ -178,7 +196,7 @@ impl Runtime {
             .max_tables_per_module(2)
             .max_memory_size(config.memory_limit);
         let mut wc = Config::new();
-        wc.consume_fuel(true)
+        wc.epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wc).map_err(setup)?;
@@ -188,7 +206,19 @@ impl Runtime {
             .define_unknown_imports_as_traps(&module)
             .map_err(setup)?;
         let pre = linker.instantiate_pre(&module).map_err(setup)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (clock, done) = (engine.clone(), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("clearance-deadlines".into())
+            .spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    clock.increment_epoch();
+                }
+            })
+            .map_err(setup)?;
         Ok(Runtime {
+            ticker: stop,
             pre,
             engine,
             permits: Arc::new(Semaphore::new(config.instances as usize)),
@@ -214,7 +244,7 @@ impl Runtime {
             .build();
         let mut store = Store::new(&self.engine, HostState { limits });
         store.limiter(|s| &mut s.limits);
-        store.set_fuel(self.config.fuel_per_load).map_err(setup)?;
+        store.set_epoch_deadline(ticks(self.config.load_deadline));
         let instance = self
             .pre
             .instantiate(&mut store)
@@ -291,7 +321,7 @@ impl Runtime {
             .and_then(|c| c.as_ref().map(|c| (c.generation, Arc::clone(&c.bytes))));
         match current {
             Some((generation, bytes)) if generation != w.generation => {
-                w.store.set_fuel(self.config.fuel_per_load).map_err(setup)?;
+                w.store.set_epoch_deadline(ticks(self.config.load_deadline));
                 let answer = w.exchange(|w, p, l| w.load.call(&mut w.store, (p, l)), &bytes)?;
                 json_ok(&answer)?;
                 w.generation = generation;
@@ -312,10 +342,10 @@ impl Runtime {
     ) -> Result<serde_json::Value, HostError> {
         let bytes = Arc::new(bytes);
         let probe = Arc::clone(&bytes);
-        let fuel = self.config.fuel_per_load;
+        let deadline = ticks(self.config.load_deadline);
         let info = self
             .with_worker(false, move |w| {
-                w.store.set_fuel(fuel).map_err(setup)?;
+                w.store.set_epoch_deadline(deadline);
                 let answer = w.exchange(|w, p, l| w.load.call(&mut w.store, (p, l)), &probe)?;
                 json_ok(&answer)
             })
@@ -329,9 +359,9 @@ impl Runtime {
 
     /// A JSON call (see ARCHITECTURE.md) on the current snapshot.
     pub async fn call(self: &Arc<Self>, json: String) -> Result<serde_json::Value, HostError> {
-        let fuel = self.config.fuel_per_call;
+        let deadline = ticks(self.config.call_deadline);
         self.with_worker(true, move |w| {
-            w.store.set_fuel(fuel).map_err(setup)?;
+            w.store.set_epoch_deadline(deadline);
             let answer =
                 w.exchange(|w, p, l| w.call.call(&mut w.store, (p, l)), json.as_bytes())?;
             json_ok(&answer)
@@ -344,14 +374,15 @@ impl Runtime {
         self: &Arc<Self>,
         queries: Vec<u8>,
     ) -> Result<Vec<WireDecision>, HostError> {
-        let n = (queries.len() / clearance_core::wire::QUERY_LEN) as u64;
-        let fuel = self
-            .config
-            .fuel_per_call
-            .saturating_add(self.config.fuel_per_query.saturating_mul(n));
+        let n = (queries.len() / clearance_core::wire::QUERY_LEN) as u32;
+        let deadline = ticks(
+            self.config
+                .call_deadline
+                .saturating_add(self.config.per_query.saturating_mul(n)),
+        );
         let raw = self
             .with_worker(true, move |w| {
-                w.store.set_fuel(fuel).map_err(setup)?;
+                w.store.set_epoch_deadline(deadline);
                 w.exchange(|w, p, l| w.check.call(&mut w.store, (p, l)), &queries)
             })
             .await?;

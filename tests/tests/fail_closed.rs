@@ -325,3 +325,62 @@ proptest! {
         let _ = snap.explain(&req);
     }
 }
+
+/// Deeply nested rules are refused with a located error, never a stack overflow.
+#[test]
+fn deep_nesting_is_a_located_error_not_a_crash() {
+    let deep = [
+        format!(
+            "type a principal {{\n  r: a\n  permission p = {}r{}\n}}",
+            "(".repeat(10_000),
+            ")".repeat(10_000)
+        ),
+        format!(
+            "type a principal {{\n  r: a\n  permission p = {}r\n}}",
+            "!".repeat(10_000)
+        ),
+        format!(
+            "type a principal {{\n  r: a\n  permission p = r{}\n}}",
+            " - r".repeat(10_000)
+        ),
+        format!(
+            "type a principal {{\n  r: a\n  permission p = r{}\n}}",
+            " - r & r".repeat(10_000)
+        ),
+    ];
+    for text in &deep {
+        let errors = errors_of(text);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("t.policy:3:") && e.contains("nests deeper than 64 levels")),
+            "{errors:?}"
+        );
+    }
+    // Sixty levels are fine.
+    let fine = format!(
+        "type a principal {{\n  r: a\n  permission p = {}r{}\n}}",
+        "(".repeat(60),
+        ")".repeat(60)
+    );
+    assert!(errors_of(&fine).is_empty());
+}
+
+/// A chain of custom roles extending each other is bounded.
+#[test]
+fn a_long_chain_of_custom_roles_is_refused() {
+    let mut entities = vec![r#"{"type":"account","id":"a"}"#.to_string()];
+    entities.push(r#"{"type":"role","id":"r0","account":"a","attrs":{"matrix":"maintenance","extends":"planner","cells":[]}}"#.to_string());
+    for i in 1..20_000 {
+        entities.push(format!(r#"{{"type":"role","id":"r{i}","account":"a","attrs":{{"matrix":"maintenance","extends":"r{}","cells":[]}}}}"#, i - 1));
+    }
+    let text = format!(r#"{{"entities":[{}]}}"#, entities.join(","));
+    let got = Facts::from_json(&text).and_then(|f| Snapshot::build(schema(), &f).map(|_| ()));
+    match got {
+        Err(e) => assert!(
+            e.code == "facts.invalid_role" && e.message.contains("more than 32"),
+            "{e}"
+        ),
+        Ok(()) => panic!("a 20,000-role chain loaded"),
+    }
+}

@@ -695,7 +695,10 @@ impl Snapshot {
             field::RESOURCE => r.resource.clone(),
             field::ACTION => r.action.clone(),
             field::TARGET => r.target.clone().unwrap_or_default(),
-            _ => format!("{:?}", r.now),
+            _ => match &r.now {
+                TimeValue::Seconds(n) => n.to_string(),
+                TimeValue::Text(t) => t.clone(),
+            },
         };
         let message = match x.code {
             Code::Granted => format!("allowed by `{owner}`: {text}"),

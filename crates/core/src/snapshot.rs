@@ -10,6 +10,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// How long a chain of custom roles extending each other may be.
+pub const MAX_EXTENDS: usize = 32;
+
 /// "No value" in integer-like columns.
 pub const NONE_I64: i64 = i64::MIN;
 /// "No value" in string columns.
@@ -662,6 +665,13 @@ impl Snapshot {
             .ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
         if done.get(idx).copied().unwrap_or(false) {
             return Ok(idx);
+        }
+        if stack.len() >= MAX_EXTENDS {
+            return Err(bad(
+                "facts.invalid_role",
+                &at,
+                format!("role `{role_name}` extends a chain of more than {MAX_EXTENDS} roles"),
+            ));
         }
         if stack.contains(&id) {
             return Err(bad(

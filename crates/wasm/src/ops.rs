@@ -115,11 +115,15 @@ impl Engine {
             Err(e) => {
                 return err(&error(
                     "request.malformed",
-                    format!(
-                        "malformed call at line {} column {}: {e}",
-                        e.line(),
-                        e.column()
-                    ),
+                    if e.line() == 0 {
+                        format!("malformed call: {e}")
+                    } else {
+                        format!(
+                            "malformed call at line {} column {}: {e}",
+                            e.line(),
+                            e.column()
+                        )
+                    },
                     "a call is a JSON object with an `op` (load_policy, load_facts, apply_deltas, check, check_batch, allowed_actions, list_resources, list_principals, explain, matrix, resolve, info) and its fields",
                 ));
             }

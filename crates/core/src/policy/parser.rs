@@ -8,7 +8,11 @@ use crate::error::{PolicyError, Span};
 /// Parses one policy file.
 pub fn parse_file(file: &str, text: &str) -> Result<Vec<Decl>, PolicyError> {
     let tokens = lex(file, text)?;
-    let mut p = Parser { tokens, pos: 0 };
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        depth: 0,
+    };
     let mut decls = Vec::new();
     while !p.at_eof() {
         decls.push(p.decl()?);
@@ -20,7 +24,11 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<Decl>, PolicyError> {
 /// `dispatch:write(owner)`.
 pub fn parse_cell(origin: &str, text: &str) -> Result<CellDecl, PolicyError> {
     let tokens = lex(origin, text)?;
-    let mut p = Parser { tokens, pos: 0 };
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        depth: 0,
+    };
     let cell = p.cell()?;
     if !p.at_eof() {
         return Err(p.unexpected("the end of the cell"));
@@ -31,7 +39,13 @@ pub fn parse_cell(origin: &str, text: &str) -> Result<CellDecl, PolicyError> {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// How deeply the expression being read nests.
+    depth: usize,
 }
+
+/// How deeply an expression may nest (parentheses, `!`, and `-` chains), so every later
+/// pass over it (compiling, printing, evaluating, loading a snapshot) stays shallow.
+pub const MAX_NESTING: usize = 64;
 
 const KEYWORDS: [&str; 6] = ["permission", "scope", "gate", "type", "matrix", "role"];
 
@@ -286,8 +300,23 @@ impl Parser {
         })
     }
 
+    /// Goes one level deeper, or refuses past [`MAX_NESTING`].
+    fn enter(&mut self, levels: usize) -> Result<(), PolicyError> {
+        if self.depth + levels > MAX_NESTING {
+            return Err(PolicyError::new(
+                self.span(),
+                format!(
+                    "this expression nests deeper than {MAX_NESTING} levels: split it into named permissions or scopes"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn and(&mut self) -> Result<Expr, PolicyError> {
         let mut acc = self.unary()?;
+        // Each `-`, and each `&` after one, wraps what came before one level deeper.
+        let mut wraps = 0;
         loop {
             if self.eat_punct("&") {
                 let rhs = self.unary()?;
@@ -296,9 +325,15 @@ impl Parser {
                         v.push(rhs);
                         Expr::And(v)
                     }
-                    other => Expr::And(vec![other, rhs]),
+                    other => {
+                        wraps += 1;
+                        self.enter(wraps)?;
+                        Expr::And(vec![other, rhs])
+                    }
                 };
             } else if self.eat_punct("-") {
+                wraps += 1;
+                self.enter(wraps)?;
                 let rhs = self.unary()?;
                 acc = Expr::Minus(Box::new(acc), Box::new(rhs));
             } else {
@@ -310,14 +345,22 @@ impl Parser {
     fn unary(&mut self) -> Result<Expr, PolicyError> {
         let span = self.span();
         if self.eat_punct("!") {
-            return Ok(Expr::Not(Box::new(self.unary()?), span));
+            self.enter(1)?;
+            self.depth += 1;
+            let inner = self.unary();
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner?), span));
         }
         self.primary()
     }
 
     fn primary(&mut self) -> Result<Expr, PolicyError> {
         if self.eat_punct("(") {
-            let e = self.expr()?;
+            self.enter(1)?;
+            self.depth += 1;
+            let e = self.expr();
+            self.depth -= 1;
+            let e = e?;
             self.expect_punct(")")?;
             return Ok(e);
         }

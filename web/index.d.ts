@@ -1,0 +1,201 @@
+/**
+ * The JavaScript face of Clearance: the one WebAssembly module, loaded and wrapped in an
+ * `Engine` that takes and gives plain objects. Engine methods never throw: they give their
+ * `ok` value or a `Denial`.
+ */
+
+/** An error as data: a stable code, what happened, and what to do. */
+export interface ErrorData {
+  code: string;
+  message: string;
+  help: string;
+}
+
+/** What every method gives instead of its value when it fails: a deny with an error. */
+export interface Denial {
+  allowed: false;
+  error: ErrorData;
+}
+
+/** A time: RFC 3339 text (`2026-05-01T10:00:00Z`) or seconds since the epoch. */
+export type Time = string | number;
+
+/** A request by names (docs/facts-format.md). */
+export interface Request {
+  principal: string;
+  action: string;
+  /** An entity `type:id`, or a page `matrix:row`. */
+  resource: string;
+  target?: string;
+  now: Time;
+}
+
+/** One reason of a decision, with its stable code. */
+export interface ReasonView {
+  /** E.g. `granted`, `relation.missing`, `gate.active`. */
+  code: string;
+  /** The rule or request field it is about, e.g. `event.view`, `request.principal`. */
+  rule: string;
+  message: string;
+  /** Where the rule is written, `file:line:col`. */
+  at?: string;
+}
+
+/** A decision. */
+export interface DecisionView {
+  allowed: boolean;
+  reasons: ReasonView[];
+  revision: number;
+  policy_hash: string;
+  /** When time alone could change the decision (RFC 3339). */
+  valid_until?: string;
+}
+
+/** A decision with, for an allow, the checks that held (innermost first). */
+export interface Explanation {
+  decision: DecisionView;
+  held: ReasonView[];
+}
+
+/** One role's line of an access-rights matrix. */
+export interface MatrixRole {
+  name: string;
+  custom: boolean;
+  cells: string[];
+}
+
+/** An access-rights matrix: roles × rows. */
+export interface AccessMatrix {
+  matrix: string;
+  levels: boolean;
+  rows: string[];
+  roles: MatrixRole[];
+}
+
+/** What is loaded. */
+export interface Info {
+  core_version: string;
+  policy_hash: string;
+  revision: number;
+  entities: number;
+  tuples: number;
+}
+
+/** A policy source. */
+export interface Source {
+  name: string;
+  text: string;
+}
+
+/** A resolved query (`clearance_core::wire`). */
+export interface Query {
+  principal: number;
+  /** An entity id, or a page. */
+  resource: number | { matrix: number; row: number };
+  /** A permission index (entities) or an action bit (pages). */
+  action: number;
+  /** The target's entity id; absent or null for none. */
+  target?: number | null;
+  /** Seconds since the epoch. */
+  now: number | bigint;
+}
+
+/** One reason on the wire: its code (text of `CODES`) and the rule id. */
+export interface WireReason {
+  code: string;
+  rule: number;
+}
+
+/** A decision as the wire carries it. */
+export interface WireDecision {
+  allowed: boolean;
+  reasons: WireReason[];
+  /** Seconds, or null for none. */
+  valid_until: number | null;
+}
+
+/** The answer of `resolve` for one request. */
+export type Resolved = { query: Uint8Array } | { denied: DecisionView };
+
+/** Binary input: bytes, a buffer, or a view of one. */
+export type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView;
+
+/** One engine on one module instance. */
+export class Engine {
+  /** A new, empty engine on `module`; prefer `new module.Engine()`. */
+  constructor(module: ClearanceModule);
+  /** The hex SHA-256 of the module's bytes. */
+  readonly moduleHash: string;
+  /** Whether the engine can still answer. */
+  readonly usable: boolean;
+  /** Any JSON call (`{op: ...}`). */
+  call(call: object | string): unknown;
+  /** Compiles a policy set; facts loaded so far are rebuilt under it. */
+  loadPolicy(sources: Source[] | string): { policy_hash: string } | Denial;
+  /** Loads facts and builds the snapshot. */
+  loadFacts(facts: object | string): Info | Denial;
+  /** Applies deltas, all or nothing. */
+  applyDeltas(deltas: object[] | string): Info | Denial;
+  /** Loads a snapshot from its bytes (policy included). */
+  loadSnapshot(bytes: Bytes): Info | Denial;
+  /** The loaded snapshot's bytes. */
+  snapshotBytes(): Uint8Array | Denial;
+  /** What is loaded. */
+  info(): Info | Denial;
+  /** Decides one request. */
+  check(request: Request | string): DecisionView | Denial;
+  /** Decides a list of requests (at most 1 << 20). */
+  checkBatch(requests: Request[] | string): DecisionView[] | Denial;
+  /** Resolves requests to 24-byte queries, or their denials. */
+  resolve(requests: Request[] | string): Resolved[] | Denial;
+  /** Decides binary queries; the raw decision bytes (without the frame byte). */
+  checkIdsRaw(queries: Bytes): Uint8Array | Denial;
+  /** Decides binary queries; the decoded decisions, one per query. */
+  checkIds(queries: Bytes): WireDecision[] | Denial;
+  /** The actions a principal may take on a resource. */
+  allowedActions(principal: string, resource: string, now: Time | bigint): { actions: string[]; denied?: DecisionView } | Denial;
+  /** The resources of a type a principal may act on. */
+  listResources(principal: string, action: string, type: string, now: Time | bigint): string[] | Denial;
+  /** The principals who may act on a resource. */
+  listPrincipals(resource: string, action: string, now: Time | bigint, account?: string): string[] | Denial;
+  /** Decides and explains one request. */
+  explain(request: Request | string): Explanation | Denial;
+  /** The access-rights matrix as an account sees it. */
+  matrix(matrix: string, account?: string): AccessMatrix | Denial;
+  /** Frees the engine now; later calls are denials. */
+  free(): void;
+  /** Frees the engine (for `using`). */
+  [Symbol.dispose](): void;
+}
+
+/** A loaded module instance. */
+export interface ClearanceModule {
+  /** The hex SHA-256 of exactly the bytes instantiated. */
+  readonly moduleHash: string;
+  /** The error that made this instance unusable, or null. */
+  readonly poisoned: ErrorData | null;
+  /** Engines on this instance: `new module.Engine()`. */
+  readonly Engine: new () => Engine;
+}
+
+/** Loads the module in Node (default: `pkg/clearance_bg.wasm` next to index.js). */
+export function loadNode(wasmPath?: string | URL): Promise<ClearanceModule>;
+/** Loads the module with fetch and WebCrypto (default: `pkg/clearance_bg.wasm`). */
+export function loadBrowser(url?: string | URL | globalThis.Request): Promise<ClearanceModule>;
+/** Wraps an already initialised glue namespace; the caller vouches for the hash. */
+export function fromGlue(glue: object, moduleHash: string): ClearanceModule;
+/** Whether an answer is a denial with an error. */
+export function isError(answer: unknown): answer is Denial;
+/** Encodes queries, 24 bytes each; throws a TypeError on a field out of range. */
+export function encodeQueries(queries: Query[]): Uint8Array;
+/** Decodes queries; null unless the length is a multiple of 24. */
+export function decodeQueries(bytes: Bytes): Query[] | null;
+/** Decodes decisions; null if the bytes are truncated or carry an unknown code. */
+export function decodeDecisions(bytes: Bytes): WireDecision[] | null;
+
+/** The size of an encoded query. */
+export const QUERY_LEN: 24;
+/** The bit that marks a page in an encoded resource. */
+export const PAGE: 0x80000000;
+/** The reason codes, indexed by their byte on the wire. */
+export const CODES: readonly string[];

@@ -1,0 +1,732 @@
+/**
+ * @module @clearance/web
+ *
+ * The JavaScript face of Clearance: loads the one WebAssembly module (the bytes of
+ * `pkg/clearance_bg.wasm`, reporting their SHA-256) and wraps the wasm-bindgen glue in an
+ * `Engine` that takes and gives plain objects.
+ *
+ * Errors are data. An engine method never throws: it gives its `ok` value, or a denial
+ * `{allowed: false, error: {code, message, help}}`. A trap inside the module (a
+ * `WebAssembly.RuntimeError`) is a denial with the code `wasm.trap`, and it leaves the
+ * module instance unusable: every later call of every engine on that instance is a denial
+ * with the code `engine.poisoned`. Load the module again for a fresh instance; each load
+ * is an instance of its own, which lives as long as the process, so load once and share.
+ *
+ * This file imports nothing at the top level, so it runs unchanged in browsers and Node.
+ */
+
+const GLUE_URL = './pkg/clearance.js';
+const WASM_URL = './pkg/clearance_bg.wasm';
+
+/** The size of an encoded query (`clearance_core::wire::QUERY_LEN`). */
+export const QUERY_LEN = 24;
+
+/** The bit that marks a page in an encoded resource (`clearance_core::wire::PAGE`). */
+export const PAGE = 0x80000000;
+
+/**
+ * The stable reason codes, indexed by their byte on the wire (`Code::ALL` and
+ * `Code::as_str` in clearance-core). On the wire a failed gate is `gate`; JSON answers
+ * name it `gate.<name>`.
+ */
+export const CODES = Object.freeze([
+  'granted',
+  'request.invalid',
+  'entity.unknown',
+  'action.unknown',
+  'principal.invalid',
+  'target.invalid',
+  'gate',
+  'account.mismatch',
+  'relation.missing',
+  'relation.expired',
+  'condition.failed',
+  'exclusion.matched',
+  'role.none_assigned',
+  'role.missing_permission',
+  'feature.disabled',
+  'setup_mode.off',
+  'authorization.missing',
+  'authorization.expired',
+  'authorization.not_yet_valid',
+  'authorization.revoked',
+  'authorization.out_of_scope',
+  'evaluation.too_deep',
+]);
+
+const I64_MIN = -(1n << 63n);
+const I64_MAX = (1n << 63n) - 1n;
+
+/** How many glue instances have been imported; each import gets its own module record. */
+let glueImports = 0;
+
+/**
+ * Imports a fresh copy of the glue. The glue keeps its instance in module-level state and
+ * initialises once, so a new instance (after a trap, or for isolation) needs a new module
+ * record, which a distinct URL gives.
+ */
+async function freshGlue() {
+  glueImports += 1;
+  return import(new URL(`${GLUE_URL}?instance=${glueImports}`, import.meta.url).href);
+}
+
+/** Lower-case hex of bytes. */
+function hex(bytes) {
+  let out = '';
+  for (const b of bytes) out += b.toString(16).padStart(2, '0');
+  return out;
+}
+
+/**
+ * Loads the module in Node: reads the wasm bytes (by default `pkg/clearance_bg.wasm` next
+ * to this file), hashes them with node:crypto and instantiates exactly those bytes in a
+ * fresh glue instance. Rejects if the file cannot be read or is not a valid module.
+ *
+ * @param {string | URL} [wasmPath] the module's path or file URL
+ * @returns {Promise<ClearanceModule>}
+ */
+export async function loadNode(wasmPath) {
+  const [{ readFile }, { createHash }] = await Promise.all([import('node:fs/promises'), import('node:crypto')]);
+  const bytes = await readFile(wasmPath ?? new URL(WASM_URL, import.meta.url));
+  const moduleHash = createHash('sha256').update(bytes).digest('hex');
+  const glue = await freshGlue();
+  glue.initSync({ module: bytes });
+  return fromGlue(glue, moduleHash);
+}
+
+/**
+ * Loads the module in a browser (or any runtime with fetch and WebCrypto): fetches the
+ * bytes (by default `pkg/clearance_bg.wasm` next to this file), hashes them with
+ * `crypto.subtle.digest`, compiles exactly those bytes and instantiates them in a fresh
+ * glue instance. Compiling and instantiating are asynchronous, as browsers require for
+ * modules of this size on the main thread. Rejects if the fetch fails.
+ *
+ * @param {string | URL | Request} [url] where to fetch the module
+ * @returns {Promise<ClearanceModule>}
+ */
+export async function loadBrowser(url) {
+  const response = await fetch(url ?? new URL(WASM_URL, import.meta.url));
+  if (!response.ok) {
+    throw new Error(`clearance: fetching the module failed: ${response.status} ${response.statusText} (${response.url})`);
+  }
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  const moduleHash = hex(new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', bytes)));
+  const compiled = await WebAssembly.compile(bytes);
+  const glue = await freshGlue();
+  await glue.default({ module_or_path: compiled });
+  return fromGlue(glue, moduleHash);
+}
+
+/** The internal state of each module instance, keyed by its `ClearanceModule`. */
+const instances = new WeakMap();
+
+/**
+ * Lifetimes of the glue's objects. The glue frees an object from a FinalizationRegistry
+ * of its own when the object is collected; on a poisoned instance that call traps again,
+ * outside any caller, and takes the process down. So every glue object stays reachable:
+ * from its Engine while it lives, from `reclaim` (which frees it once the Engine is
+ * collected, through the glue's `free`, which also unregisters it from the glue's
+ * registry), and, once its instance is poisoned, from `quarantine` for good. The
+ * instance's memory lives as long as the process anyway (an imported ES module is never
+ * unloaded).
+ */
+const quarantine = new Set();
+const reclaim = new FinalizationRegistry(({ raw, state }) => release(raw, state));
+
+/** Frees a glue object, or quarantines it if its instance is unusable. */
+function release(raw, state) {
+  if (state.poison === null) {
+    try {
+      raw.free();
+      return;
+    } catch (e) {
+      poisonInstance(state, e);
+    }
+  }
+  quarantine.add(raw);
+}
+
+/**
+ * Marks an instance unusable after an exception inside the module; gives the denial. A
+ * `WebAssembly.RuntimeError`, or the host's stack overflow while the module runs, is a
+ * trap; anything else is `wasm.error`. Either leaves the instance in an unknown state.
+ */
+function poisonInstance(state, e) {
+  const trap = e instanceof WebAssembly.RuntimeError || (e instanceof RangeError && /call stack/i.test(e.message));
+  const message = e instanceof Error ? e.message : String(e);
+  const error = trap
+    ? deny('wasm.trap', `the module trapped: ${message}`, 'the module instance is unusable now; load the module again')
+    : deny('wasm.error', `the module failed: ${message}`, 'the module instance is unusable now; load the module again');
+  if (state.poison === null) state.poison = error.error;
+  return error;
+}
+
+/**
+ * Wraps a glue namespace that is already initialised (`initSync` or `init` done), for
+ * callers that instantiate the module themselves. `moduleHash` is reported as given: the
+ * caller vouches that it is the SHA-256 of the bytes instantiated.
+ *
+ * @param {object} glue the namespace of `pkg/clearance.js`, initialised
+ * @param {string} moduleHash the hex SHA-256 of the module's bytes
+ * @returns {ClearanceModule}
+ */
+export function fromGlue(glue, moduleHash) {
+  const state = { glue, moduleHash, poison: null };
+  const module = {
+    moduleHash,
+    /** The error that made this instance unusable, or null. */
+    get poisoned() {
+      return state.poison;
+    },
+    Engine: null,
+  };
+  module.Engine = class Engine extends BaseEngine {
+    /** A new, empty engine on this module instance. */
+    constructor() {
+      super(module);
+    }
+  };
+  instances.set(module, state);
+  return Object.freeze(module);
+}
+
+/**
+ * A denial: `{allowed: false, error: {code, message, help}}`.
+ *
+ * @param {string} code
+ * @param {string} message
+ * @param {string} [help]
+ */
+function deny(code, message, help = '') {
+  return { allowed: false, error: { code, message, help } };
+}
+
+/**
+ * Whether a method's answer is a denial with an error (rather than its `ok` value).
+ *
+ * @param {unknown} answer
+ * @returns {boolean}
+ */
+export function isError(answer) {
+  return answer !== null && typeof answer === 'object' && !Array.isArray(answer) && answer.allowed === false && typeof answer.error === 'object' && answer.error !== null;
+}
+
+function malformed(message, help = '') {
+  return deny('request.malformed', message, help);
+}
+
+function badAnswer(message) {
+  return deny('wasm.bad_answer', `the module gave an answer that cannot be read: ${message}`, 'this is a bug in the module or its glue; report it');
+}
+
+/** An error object from the module, kept to its three fields. */
+function errorData(e) {
+  return { code: String(e.code ?? ''), message: String(e.message ?? ''), help: String(e.help ?? '') };
+}
+
+/** Reads a JSON answer of the module: its `ok` value, or a denial. */
+function answer(text) {
+  let v;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    return badAnswer(`not JSON (${e.message})`);
+  }
+  if (v !== null && typeof v === 'object') {
+    if (v.error !== null && typeof v.error === 'object') return { allowed: false, error: errorData(v.error) };
+    if (v.ok !== undefined && v.ok !== null) return v.ok;
+  }
+  return badAnswer('neither `ok` nor `error`');
+}
+
+/** A decision answer: a decision view (an object with a boolean `allowed`) or a denial. */
+function decision(v) {
+  if (isError(v)) return v;
+  if (v === null || typeof v !== 'object' || typeof v.allowed !== 'boolean') return badAnswer('not a decision');
+  return v;
+}
+
+/** JSON text of an argument: strings pass as they are (the module reports bad JSON). */
+function jsonText(value, what) {
+  if (typeof value === 'string') return { text: value };
+  let text;
+  try {
+    text = JSON.stringify(value);
+  } catch (e) {
+    return { denial: malformed(`${what} cannot be written as JSON: ${e.message}`, `pass ${what} as plain data or JSON text`) };
+  }
+  if (typeof text !== 'string') return { denial: malformed(`${what} is missing`, `pass ${what} as plain data or JSON text`) };
+  return { text };
+}
+
+/** Checks that every named argument is a string; the first that is not gives a denial. */
+function strings(args) {
+  for (const [name, value] of Object.entries(args)) {
+    if (typeof value !== 'string') return malformed(`\`${name}\` must be a string, got ${describe(value)}`);
+  }
+  return null;
+}
+
+/** `now` as the text the module reads: RFC 3339, or whole seconds. */
+function timeText(now) {
+  if (typeof now === 'string') return now;
+  if (typeof now === 'bigint' || (typeof now === 'number' && Number.isInteger(now))) return String(now);
+  return null;
+}
+
+function describe(value) {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value;
+}
+
+/** Bytes as a Uint8Array over the same memory, or null if `value` is not binary. */
+function asBytes(value) {
+  if (value instanceof Uint8Array) return value;
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  return null;
+}
+
+/** Splits a framed answer (`0` then payload, or `1` then JSON): the payload or a denial. */
+function unframe(framed) {
+  if (!(framed instanceof Uint8Array) || framed.length === 0) return badAnswer('an empty framed answer');
+  if (framed[0] === 0) return framed.subarray(1);
+  if (framed[0] === 1) {
+    const v = answer(new TextDecoder().decode(framed.subarray(1)));
+    return isError(v) ? v : badAnswer('a framed error without an error');
+  }
+  return badAnswer(`a framed answer starting with ${framed[0]}`);
+}
+
+/**
+ * One engine: a policy, facts or a snapshot, and the decisions made on them. Create it
+ * with `new module.Engine()` (or `new Engine(module)`) on a module from `loadNode` or
+ * `loadBrowser`. Every method gives its `ok` value or a denial; none throws.
+ */
+class BaseEngine {
+  #state;
+  #raw = null;
+  #freed = false;
+
+  /**
+   * @param {ClearanceModule} module a module from `loadNode`, `loadBrowser` or `fromGlue`
+   */
+  constructor(module) {
+    const state = instances.get(module);
+    if (state === undefined) throw new TypeError('clearance: an Engine needs a module from loadNode(), loadBrowser() or fromGlue()');
+    this.#state = state;
+    if (state.poison === null) {
+      try {
+        this.#raw = new state.glue.Clearance();
+        reclaim.register(this, { raw: this.#raw, state }, this);
+      } catch (e) {
+        poisonInstance(state, e);
+      }
+    }
+  }
+
+  /** The hex SHA-256 of the module's bytes. */
+  get moduleHash() {
+    return this.#state.moduleHash;
+  }
+
+  /** Whether the engine can still answer (not freed, its module instance not poisoned). */
+  get usable() {
+    return !this.#freed && this.#state.poison === null && this.#raw !== null;
+  }
+
+  /** Runs `f` on the glue object, turning any exception into a denial. */
+  #run(f) {
+    const poison = this.#state.poison;
+    if (poison !== null) {
+      return deny('engine.poisoned', `the module instance is unusable since an earlier error (${poison.code}: ${poison.message})`, 'load the module again and build a new engine');
+    }
+    if (this.#freed || this.#raw === null) return deny('engine.freed', 'the engine was freed', 'build a new engine');
+    try {
+      return f(this.#raw);
+    } catch (e) {
+      return poisonInstance(this.#state, e);
+    }
+  }
+
+  /** Runs a glue method that takes one JSON argument and answers JSON. */
+  #json(method, value, what) {
+    const arg = jsonText(value, what);
+    if (arg.denial) return arg.denial;
+    return this.#run((raw) => answer(raw[method](arg.text)));
+  }
+
+  /**
+   * Runs any JSON call (`{op: ...}`, see ARCHITECTURE.md) and gives its `ok` value or a
+   * denial. Takes the call as an object or as JSON text.
+   *
+   * @param {object | string} call
+   */
+  call(call) {
+    return this.#json('call', call, 'the call');
+  }
+
+  /**
+   * Compiles a policy set; facts loaded so far are rebuilt under it.
+   *
+   * @param {Array<{name: string, text: string}> | string} sources
+   * @returns {{policy_hash: string} | Denial}
+   */
+  loadPolicy(sources) {
+    return this.#json('loadPolicy', sources, 'the sources');
+  }
+
+  /**
+   * Loads facts (the facts document of docs/facts-format.md) and builds the snapshot.
+   *
+   * @param {object | string} facts
+   * @returns {Info | Denial}
+   */
+  loadFacts(facts) {
+    return this.#json('loadFacts', facts, 'the facts');
+  }
+
+  /**
+   * Applies a list of deltas, all or nothing (the revision goes up by one).
+   *
+   * @param {Array<object> | string} deltas
+   * @returns {Info | Denial}
+   */
+  applyDeltas(deltas) {
+    return this.#json('applyDeltas', deltas, 'the deltas');
+  }
+
+  /**
+   * Loads a snapshot from its bytes (policy included).
+   *
+   * @param {Uint8Array | ArrayBuffer | ArrayBufferView} bytes
+   * @returns {Info | Denial}
+   */
+  loadSnapshot(bytes) {
+    const b = asBytes(bytes);
+    if (b === null) return malformed(`a snapshot is bytes, got ${describe(bytes)}`, 'pass a Uint8Array from snapshotBytes()');
+    return this.#run((raw) => answer(raw.loadSnapshot(b)));
+  }
+
+  /**
+   * The loaded snapshot's bytes, to load elsewhere with `loadSnapshot`.
+   *
+   * @returns {Uint8Array | Denial}
+   */
+  snapshotBytes() {
+    const bytes = this.#run((raw) => raw.snapshotBytes());
+    if (!(bytes instanceof Uint8Array) || bytes.length > 0) return bytes;
+    const info = this.info();
+    return isError(info) ? info : deny('snapshot.unavailable', 'the snapshot could not be written as bytes', '');
+  }
+
+  /**
+   * What is loaded: core version, policy hash, revision, entity and tuple counts.
+   *
+   * @returns {Info | Denial}
+   */
+  info() {
+    return this.call({ op: 'info' });
+  }
+
+  /**
+   * Decides one request.
+   *
+   * @param {Request | string} request
+   * @returns {DecisionView | Denial}
+   */
+  check(request) {
+    return decision(this.#json('check', request, 'the request'));
+  }
+
+  /**
+   * Decides a list of requests (at most 1 << 20), in order.
+   *
+   * @param {Array<Request> | string} requests
+   * @returns {DecisionView[] | Denial}
+   */
+  checkBatch(requests) {
+    const v = this.#json('checkBatch', requests, 'the requests');
+    if (isError(v)) return v;
+    if (!Array.isArray(v)) return badAnswer('not a list of decisions');
+    for (const d of v) if (isError(decision(d))) return badAnswer('not a list of decisions');
+    return v;
+  }
+
+  /**
+   * Resolves requests to their 24-byte binary queries: one entry per request, either
+   * `{query: Uint8Array}` or `{denied: DecisionView}` for a request that cannot resolve.
+   *
+   * @param {Array<Request> | string} requests
+   * @returns {Array<{query: Uint8Array} | {denied: DecisionView}> | Denial}
+   */
+  resolve(requests) {
+    let list = requests;
+    if (typeof requests === 'string') {
+      try {
+        list = JSON.parse(requests);
+      } catch (e) {
+        return malformed(`malformed JSON: ${e.message}`, 'pass a JSON list of requests');
+      }
+    }
+    const v = this.call({ op: 'resolve', requests: list });
+    if (isError(v)) return v;
+    if (!Array.isArray(v)) return badAnswer('not a list');
+    return v.map((entry) => (Array.isArray(entry?.query) ? { query: Uint8Array.from(entry.query) } : entry));
+  }
+
+  /**
+   * Decides binary queries (`encodeQueries`, or the queries of `resolve`) and gives the
+   * raw decision bytes of `clearance_core::wire`, without the frame byte.
+   *
+   * @param {Uint8Array | ArrayBuffer | ArrayBufferView} queries
+   * @returns {Uint8Array | Denial}
+   */
+  checkIdsRaw(queries) {
+    const b = asBytes(queries);
+    if (b === null) {
+      return malformed(`queries are bytes (${QUERY_LEN} per query), got ${describe(queries)}`, 'encode queries with encodeQueries() or take them from resolve()');
+    }
+    return this.#run((raw) => unframe(raw.checkIds(b)));
+  }
+
+  /**
+   * Decides binary queries and gives the decoded decisions, one per query.
+   *
+   * @param {Uint8Array | ArrayBuffer | ArrayBufferView} queries
+   * @returns {WireDecision[] | Denial}
+   */
+  checkIds(queries) {
+    const raw = this.checkIdsRaw(queries);
+    if (isError(raw)) return raw;
+    const decisions = decodeDecisions(raw);
+    if (decisions === null) return badAnswer('undecodable decisions');
+    const n = asBytes(queries).length / QUERY_LEN;
+    if (decisions.length !== n) return badAnswer(`${decisions.length} decisions for ${n} queries`);
+    return decisions;
+  }
+
+  /**
+   * The actions `principal` may take on `resource` at `now`; a request that cannot be
+   * decided gives no actions and its denial.
+   *
+   * @param {string} principal
+   * @param {string} resource an entity or a page `matrix:row`
+   * @param {string | number | bigint} now RFC 3339 or seconds since the epoch
+   * @returns {{actions: string[], denied?: DecisionView} | Denial}
+   */
+  allowedActions(principal, resource, now) {
+    const t = timeText(now);
+    const bad = strings({ principal, resource }) ?? (t === null ? malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`) : null);
+    if (bad) return bad;
+    return this.#run((raw) => answer(raw.allowedActions(principal, resource, t)));
+  }
+
+  /**
+   * The resources of type `type` on which `principal` may take `action` at `now`.
+   *
+   * @param {string} principal
+   * @param {string} action
+   * @param {string} type
+   * @param {string | number | bigint} now
+   * @returns {string[] | Denial}
+   */
+  listResources(principal, action, type, now) {
+    const t = timeText(now);
+    const bad = strings({ principal, action, type }) ?? (t === null ? malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`) : null);
+    if (bad) return bad;
+    return this.#run((raw) => answer(raw.listResources(principal, action, type, t)));
+  }
+
+  /**
+   * The principals who may take `action` on `resource` at `now`; for a page, `account`
+   * limits the answer to one account.
+   *
+   * @param {string} resource
+   * @param {string} action
+   * @param {string | number | bigint} now
+   * @param {string} [account]
+   * @returns {string[] | Denial}
+   */
+  listPrincipals(resource, action, now, account) {
+    const t = timeText(now);
+    const acct = account ?? '';
+    const bad = strings({ resource, action, account: acct }) ?? (t === null ? malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`) : null);
+    if (bad) return bad;
+    return this.#run((raw) => answer(raw.listPrincipals(resource, action, t, acct)));
+  }
+
+  /**
+   * Decides and explains one request: the decision, and for an allow the checks that
+   * held.
+   *
+   * @param {Request | string} request
+   * @returns {Explanation | Denial}
+   */
+  explain(request) {
+    return this.#json('explain', request, 'the request');
+  }
+
+  /**
+   * The access-rights matrix `matrix`, as `account` (the policy's roles if omitted) sees
+   * it.
+   *
+   * @param {string} matrix
+   * @param {string} [account]
+   * @returns {AccessMatrix | Denial}
+   */
+  matrix(matrix, account) {
+    const acct = account ?? '';
+    const bad = strings({ matrix, account: acct });
+    if (bad) return bad;
+    return this.#run((raw) => answer(raw.matrix(matrix, acct)));
+  }
+
+  /** Frees the engine's memory in the module now; later calls are denials. */
+  free() {
+    if (this.#freed) return;
+    this.#freed = true;
+    const raw = this.#raw;
+    this.#raw = null;
+    if (raw !== null) {
+      reclaim.unregister(this);
+      release(raw, this.#state);
+    }
+  }
+
+  /** Frees the engine (for `using`). */
+  [Symbol.dispose]() {
+    this.free();
+  }
+}
+
+export { BaseEngine as Engine };
+
+/** An unsigned integer of `bits` bits, or a TypeError naming `what`. */
+function unsigned(value, bits, what) {
+  if (!Number.isInteger(value) || value < 0 || value >= 2 ** bits) {
+    throw new TypeError(`clearance: ${what} must be an integer in 0..2^${bits}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** An i64 as a BigInt, or a TypeError naming `what`. */
+function int64(value, what) {
+  let v;
+  if (typeof value === 'bigint') v = value;
+  else if (Number.isSafeInteger(value)) v = BigInt(value);
+  else throw new TypeError(`clearance: ${what} must be a safe integer or a BigInt, got ${String(value)}`);
+  if (v < I64_MIN || v > I64_MAX) throw new TypeError(`clearance: ${what} is outside the i64 range`);
+  return v;
+}
+
+/** A BigInt as a Number when exact, else as it is. */
+function exact(v) {
+  const n = Number(v);
+  return Number.isSafeInteger(n) ? n : v;
+}
+
+/**
+ * Encodes resolved queries as `clearance_core::wire::encode_query` does: 24 bytes each,
+ * little endian. A query is `{principal, resource, action, target?, now}` where
+ * `resource` is an entity id or a page `{matrix, row}`, `target` an entity id (absent or
+ * null for none) and `now` seconds (a Number or BigInt). Throws a TypeError on a field out
+ * of its range.
+ *
+ * @param {Query[]} queries
+ * @returns {Uint8Array}
+ */
+export function encodeQueries(queries) {
+  if (!Array.isArray(queries)) throw new TypeError('clearance: encodeQueries takes an array of queries');
+  const out = new Uint8Array(queries.length * QUERY_LEN);
+  const view = new DataView(out.buffer);
+  queries.forEach((q, i) => {
+    const at = i * QUERY_LEN;
+    const what = `query ${i}`;
+    if (q === null || typeof q !== 'object') throw new TypeError(`clearance: ${what} is not an object`);
+    let resource;
+    if (typeof q.resource === 'number') {
+      resource = unsigned(q.resource, 32, `${what}.resource`);
+    } else if (q.resource !== null && typeof q.resource === 'object') {
+      const matrix = unsigned(q.resource.matrix, 16, `${what}.resource.matrix`);
+      const row = unsigned(q.resource.row, 16, `${what}.resource.row`);
+      resource = (PAGE | (matrix << 16) | row) >>> 0;
+    } else {
+      throw new TypeError(`clearance: ${what}.resource must be an entity id or {matrix, row}`);
+    }
+    const hasTarget = q.target !== undefined && q.target !== null;
+    view.setUint32(at, unsigned(q.principal, 32, `${what}.principal`), true);
+    view.setUint32(at + 4, resource, true);
+    view.setUint16(at + 8, unsigned(q.action, 16, `${what}.action`), true);
+    view.setUint16(at + 10, hasTarget ? 1 : 0, true);
+    view.setUint32(at + 12, hasTarget ? unsigned(q.target, 32, `${what}.target`) : 0, true);
+    view.setBigInt64(at + 16, int64(q.now, `${what}.now`), true);
+  });
+  return out;
+}
+
+/**
+ * Decodes queries as `clearance_core::wire::decode_query` does; null unless the length is
+ * a multiple of 24. `now` is a Number when exact, else a BigInt; `target` is null when the
+ * flag is off.
+ *
+ * @param {Uint8Array | ArrayBuffer | ArrayBufferView} bytes
+ * @returns {Query[] | null}
+ */
+export function decodeQueries(bytes) {
+  const b = asBytes(bytes);
+  if (b === null || b.length % QUERY_LEN !== 0) return null;
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const out = [];
+  for (let at = 0; at < b.length; at += QUERY_LEN) {
+    const r = view.getUint32(at + 4, true);
+    const resource = (r & PAGE) !== 0 ? { matrix: ((r & ~PAGE) >>> 16) & 0xffff, row: r & 0xffff } : r;
+    const flags = view.getUint16(at + 10, true);
+    out.push({
+      principal: view.getUint32(at, true),
+      resource,
+      action: view.getUint16(at + 8, true),
+      target: (flags & 1) === 1 ? view.getUint32(at + 12, true) : null,
+      now: exact(view.getBigInt64(at + 16, true)),
+    });
+  }
+  return out;
+}
+
+/**
+ * Decodes decisions as `clearance_core::wire::decode_decisions` does: per decision
+ * `allowed u8, n u8, n × (code u8, rule u32), valid_until i64`, little endian. Gives
+ * `{allowed, reasons: [{code, rule}], valid_until}` with `code` the text of `CODES` and
+ * `valid_until` seconds as a Number (null for i64::MIN, "none"); null if the bytes are
+ * truncated or carry an unknown code.
+ *
+ * @param {Uint8Array | ArrayBuffer | ArrayBufferView} bytes
+ * @returns {WireDecision[] | null}
+ */
+export function decodeDecisions(bytes) {
+  const b = asBytes(bytes);
+  if (b === null) return null;
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const out = [];
+  let at = 0;
+  while (at < b.length) {
+    if (at + 2 > b.length) return null;
+    const allowed = b[at] === 1;
+    const n = b[at + 1];
+    at += 2;
+    const reasons = [];
+    for (let i = 0; i < n; i += 1) {
+      if (at + 5 > b.length) return null;
+      const code = CODES[b[at]];
+      if (code === undefined) return null;
+      reasons.push({ code, rule: view.getUint32(at + 1, true) });
+      at += 5;
+    }
+    if (at + 8 > b.length) return null;
+    const until = view.getBigInt64(at, true);
+    at += 8;
+    out.push({ allowed, reasons, valid_until: until === I64_MIN ? null : Number(until) });
+  }
+  return out;
+}
