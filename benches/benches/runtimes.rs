@@ -90,6 +90,16 @@ fn bench(c: &mut Criterion) {
             black_box(n)
         })
     });
+    g.bench_function("native_decide_checked_and_encode", |b| {
+        let mut out = Vec::with_capacity(queries.len() * 16);
+        b.iter(|| {
+            out.clear();
+            for q in &queries {
+                clearance_core::wire::encode_decision(&snap.decide_checked(q), &mut out);
+            }
+            black_box(out.len())
+        })
+    });
     g.bench_function("wasmtime_check_ids", |b| {
         b.iter(|| {
             black_box(
