@@ -259,3 +259,35 @@ fn a_snapshot_beyond_the_memory_cap_is_refused_and_the_old_one_keeps_serving() {
         );
     });
 }
+
+#[test]
+fn the_compiled_module_is_cached_by_artifact_hash() {
+    let (wasm, hash) = artifact();
+    let cache = std::env::temp_dir().join(format!("clearance-cwasm-test-{}", std::process::id()));
+    let config = RuntimeConfig {
+        cache_dir: Some(cache.clone()),
+        ..RuntimeConfig::default()
+    };
+    let first = Runtime::new(&wasm, &hash, config.clone()).unwrap();
+    assert!(
+        cache.join(format!("{hash}.cwasm")).is_file(),
+        "no .cwasm was written"
+    );
+    drop(first);
+    // A second start reads the cache and decides as well as the first.
+    let rt = Arc::new(Runtime::new(&wasm, &hash, config).unwrap());
+    assert_eq!(rt.module_hash(), hash);
+    let snap = snapshot();
+    block(async {
+        rt.load_snapshot(snap.to_bytes().unwrap()).await.unwrap();
+        let d = rt
+            .check_ids(queries(
+                &snap,
+                &[request("user:aeroserv_tech", "view", "event:aog_lhr")],
+            ))
+            .await
+            .unwrap();
+        assert!(d[0].allowed);
+    });
+    let _ = std::fs::remove_dir_all(&cache);
+}
