@@ -90,6 +90,10 @@ pub struct Case {
     pub resources: Option<Vec<String>>,
     pub principals: Option<Vec<String>>,
     pub account: Option<String>,
+    /// For a write case: who makes the deltas.
+    pub author: Option<String>,
+    /// For a write case: `allow` or `refuse`.
+    pub write: Option<String>,
 }
 
 /// Every scenario file of `tests/scenarios/`, with its file name.
@@ -143,6 +147,54 @@ impl Case {
             target: self.target.clone(),
             now: self.now.clone()?,
         })
+    }
+
+    /// Runs a write case: may `author` make the case's deltas? `Err` says how the outcome
+    /// differs from the expectation.
+    pub fn run_write(
+        &self,
+        schema: &Arc<Schema>,
+        facts: &Facts,
+        base: &Snapshot,
+    ) -> Result<(), String> {
+        let expect = self.write.as_deref().ok_or("not a write case")?;
+        let author = self
+            .author
+            .as_deref()
+            .ok_or("a write case needs `author`")?;
+        let now = self.now.clone().ok_or("a write case needs `now`")?;
+        let after = facts
+            .apply(&self.deltas)
+            .and_then(|f| Snapshot::build(Arc::clone(schema), &f))
+            .map_err(|e| format!("the deltas do not apply: {} {e}", e.code))?;
+        let got =
+            clearance_core::writes::authorize_writes(base, &after, author, &self.deltas, &now);
+        match (expect, got) {
+            ("allow", Ok(())) => Ok(()),
+            ("refuse", Err(r)) => {
+                let mut codes = vec![r.code.clone()];
+                codes.extend(
+                    r.decision
+                        .iter()
+                        .flat_map(|d| d.reasons.iter().map(|x| x.code.clone())),
+                );
+                match &self.codes {
+                    Some(c) if *c != codes => Err(format!(
+                        "expected codes {c:?}, got {codes:?} ({})",
+                        r.message
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            ("allow", Err(r)) => Err(format!(
+                "expected the write allowed, refused: {} {}",
+                r.code, r.message
+            )),
+            ("refuse", Ok(())) => Err("expected the write refused, it was allowed".into()),
+            (other, _) => Err(format!(
+                "`write` is `{other}`, expected `allow` or `refuse`"
+            )),
+        }
     }
 
     /// The snapshot the case runs against: the world's, or with the case's deltas applied.

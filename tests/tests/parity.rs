@@ -21,6 +21,9 @@ fn scenario_jobs() -> Vec<Job> {
         let base = Snapshot::build(Arc::clone(&schema), &facts).unwrap_or_else(|e| panic!("{e}"));
         let mut base_queries = Vec::new();
         for case in &scenario.case {
+            if case.write.is_some() {
+                continue;
+            }
             let snap = match case.snapshot(&schema, &facts, &base) {
                 Ok(Some(s)) => s,
                 _ => continue,

@@ -54,10 +54,14 @@ fn every_scenario_decides_as_expected() {
                     ));
                 }
             }
-            let outcome = case.snapshot(&schema, &facts, &base).and_then(|s| match s {
-                Some(s) => case.run(&s),
-                None => Ok(()),
-            });
+            let outcome = if case.write.is_some() {
+                case.run_write(&schema, &facts, &base)
+            } else {
+                case.snapshot(&schema, &facts, &base).and_then(|s| match s {
+                    Some(s) => case.run(&s),
+                    None => Ok(()),
+                })
+            };
             if let Err(e) = outcome {
                 failures.push(format!("{file}: {}: {e}", case.name));
             }

@@ -9,6 +9,7 @@ pub mod policy;
 pub mod snapshot;
 pub mod time;
 pub mod wire;
+pub mod writes;
 
 pub use api::{AccessMatrix, DecisionView, Explanation, MatrixRole, ReasonView};
 pub use decision::{Code, Decision, Query, Reason, Request, Resource};

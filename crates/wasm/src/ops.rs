@@ -69,6 +69,18 @@ pub enum Call {
     /// Requests resolved to the 24-byte binary queries, as lists of bytes; unresolvable
     /// requests give their denial instead.
     Resolve { requests: Vec<Request> },
+    /// Whether `author` may make `deltas` (X4), without applying them.
+    AuthorizeDeltas {
+        author: String,
+        now: TimeValue,
+        deltas: Vec<Delta>,
+    },
+    /// Applies `deltas` if `author` may make them: all or nothing.
+    Write {
+        author: String,
+        now: TimeValue,
+        deltas: Vec<Delta>,
+    },
     /// What is loaded.
     Info,
 }
@@ -275,8 +287,57 @@ impl Engine {
                         .collect(),
                 )
             }
+            Call::AuthorizeDeltas {
+                author,
+                now,
+                deltas,
+            } => self.write(&author, &now, &deltas, false)?,
+            Call::Write {
+                author,
+                now,
+                deltas,
+            } => self.write(&author, &now, &deltas, true)?,
             Call::Info => info(self.snapshot()?),
         })
+    }
+
+    /// Checks (and with `commit`, applies) a list of deltas made by `author`. A refusal is
+    /// an answer (`{"allowed": false, "refusal": ...}`), not an error.
+    fn write(
+        &mut self,
+        author: &str,
+        now: &TimeValue,
+        deltas: &[Delta],
+        commit: bool,
+    ) -> Result<Value, ErrorData> {
+        let schema = self.schema.clone().ok_or_else(|| {
+            error(
+                "engine.no_policy",
+                "no policy is loaded",
+                "load a policy and facts first",
+            )
+        })?;
+        let facts = self.facts.as_ref().ok_or_else(|| {
+            error(
+                "engine.no_facts",
+                "no facts are loaded (a snapshot loaded from bytes takes no writes)",
+                "load facts first",
+            )
+        })?;
+        let before = self.snapshot()?;
+        let next = facts.apply(deltas).map_err(ErrorData::from)?;
+        let after = Snapshot::build(schema, &next).map_err(ErrorData::from)?;
+        if let Err(refusal) =
+            clearance_core::writes::authorize_writes(before, &after, author, deltas, now)
+        {
+            return Ok(json!({ "allowed": false, "refusal": to_value(&refusal) }));
+        }
+        let revision = after.revision;
+        if commit {
+            self.facts = Some(next);
+            self.snapshot = Some(after);
+        }
+        Ok(json!({ "allowed": true, "revision": revision }))
     }
 
     /// Decides a batch of binary queries (`clearance_core::wire`): the decisions, each

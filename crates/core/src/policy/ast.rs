@@ -70,6 +70,15 @@ pub enum Member {
         /// The rule.
         expr: Expr,
     },
+    /// A write rule: which permission authorises a change (X4).
+    On {
+        /// The kind of change.
+        event: WriteEvent,
+        /// The relation or attribute changed (`add`, `remove`, `set`).
+        member: Option<Name>,
+        /// The permission of this type that must allow the author.
+        perm: Name,
+    },
     /// A check run first for every request of a principal of this type.
     Gate {
         /// Its name; the reason code is `gate.<name>`.
@@ -79,6 +88,21 @@ pub enum Member {
         /// The message of a failure.
         message: String,
     },
+}
+
+/// A kind of change to facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum WriteEvent {
+    /// Adding a tuple of a relation.
+    Add,
+    /// Removing a tuple of a relation.
+    Remove,
+    /// Setting or clearing an attribute.
+    Set,
+    /// Creating an entity of the type.
+    Create,
+    /// Deleting an entity of the type.
+    Delete,
 }
 
 /// The declared type of a field.

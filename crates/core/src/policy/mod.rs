@@ -9,6 +9,7 @@ mod parser;
 
 use crate::error::{PolicyError, PolicyErrors, Span};
 pub use ast::CmpOp;
+pub use ast::WriteEvent;
 use ast::{Decl, FieldType, Member, Sep};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -158,6 +159,28 @@ pub struct TypeDef {
     pub gates: Vec<NamedRule>,
     /// Every member by name.
     pub members: BTreeMap<String, MemberRef>,
+    /// Which permission authorises which change (X4).
+    pub writes: Vec<WriteRule>,
+}
+
+/// A write rule, compiled: a change and the permission that must allow its author.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteRule {
+    /// The kind of change.
+    pub event: WriteEvent,
+    /// The relation (`add`, `remove`) or attribute (`set`) index.
+    pub member: Option<u16>,
+    /// The permission.
+    pub perm: u16,
+}
+
+impl TypeDef {
+    /// The write rule for a change, if the policy has one.
+    pub fn write_rule(&self, event: WriteEvent, member: Option<u16>) -> Option<&WriteRule> {
+        self.writes
+            .iter()
+            .find(|w| w.event == event && w.member == member)
+    }
 }
 
 impl TypeDef {
@@ -833,6 +856,7 @@ impl Compiler {
                             scopes: Vec::new(),
                             gates: Vec::new(),
                             members: BTreeMap::new(),
+                            writes: Vec::new(),
                         });
                         self.type_spans.push(t.name.span.clone());
                         self.type_index.insert(t.name.text.clone(), id);
@@ -1065,7 +1089,7 @@ impl Compiler {
                             rule: 0,
                         });
                     }
-                    Member::Field { .. } => {}
+                    Member::Field { .. } | Member::On { .. } => {}
                 }
             }
         }
@@ -1177,6 +1201,11 @@ impl Compiler {
                             gate_counter.insert(tid, idx + 1);
                         }
                     }
+                    Member::On {
+                        event,
+                        member,
+                        perm,
+                    } => self.write_rule(tid, *event, member.as_ref(), perm),
                     Member::Field { .. } => {}
                 }
             }
@@ -1216,6 +1245,91 @@ impl Compiler {
             builtins,
             hash,
         })
+    }
+
+    fn write_rule(
+        &mut self,
+        tid: TypeId,
+        event: WriteEvent,
+        member: Option<&ast::Name>,
+        perm: &ast::Name,
+    ) {
+        let Some(td) = self.types.get(tid as usize) else {
+            return;
+        };
+        let tn = td.name.clone();
+        let Some(p) = td.perm(&perm.text) else {
+            self.err(
+                &perm.span,
+                format!("`{tn}` has no permission `{perm}` to authorise this change"),
+            );
+            return;
+        };
+        let takes_target = td.perms.get(p as usize).and_then(|x| x.target);
+        let member_id = match (event, member) {
+            (WriteEvent::Add | WriteEvent::Remove, Some(m)) => match td.rel(&m.text) {
+                Some(r) => {
+                    let targets = td
+                        .rels
+                        .get(r as usize)
+                        .map(|x| x.targets.clone())
+                        .unwrap_or_default();
+                    if let Some(t) = takes_target
+                        && !targets.contains(&t)
+                    {
+                        self.err(
+                            &perm.span,
+                            format!(
+                                "`{tn}.{perm}` takes a target that `{tn}.{m}` never relates to"
+                            ),
+                        );
+                    }
+                    Some(r)
+                }
+                None => {
+                    self.err(&m.span, format!("`{tn}` has no relation `{m}`"));
+                    return;
+                }
+            },
+            (WriteEvent::Set, Some(m)) => match td.attr(&m.text) {
+                Some(a) => {
+                    if takes_target.is_some() {
+                        self.err(
+                            &perm.span,
+                            format!("`{tn}.{perm}` takes a target; an attribute change has none"),
+                        );
+                    }
+                    Some(a)
+                }
+                None => {
+                    self.err(&m.span, format!("`{tn}` has no attribute `{m}`"));
+                    return;
+                }
+            },
+            _ => {
+                if takes_target.is_some() {
+                    self.err(
+                        &perm.span,
+                        format!(
+                            "`{tn}.{perm}` takes a target; creating or deleting an entity has none"
+                        ),
+                    );
+                }
+                None
+            }
+        };
+        let Some(td) = self.types.get_mut(tid as usize) else {
+            return;
+        };
+        if td.write_rule(event, member_id).is_some() {
+            self.err(&perm.span, "this change already has a write rule");
+            return;
+        }
+        td.writes.push(WriteRule {
+            event,
+            member: member_id,
+            perm: p,
+        });
     }
 
     fn add_member(&mut self, tid: TypeId, name: &ast::Name, m: MemberRef) {

@@ -212,6 +212,38 @@ impl Parser {
             let expr = self.expr()?;
             return Ok(Member::Scope { name, expr });
         }
+        if self.is_kw("on") && matches!(self.peek_at(1), Tok::Ident(_)) {
+            self.bump();
+            let kind = self.name("`add`, `remove`, `set`, `create` or `delete`")?;
+            let event = match kind.text.as_str() {
+                "add" => WriteEvent::Add,
+                "remove" => WriteEvent::Remove,
+                "set" => WriteEvent::Set,
+                "create" => WriteEvent::Create,
+                "delete" => WriteEvent::Delete,
+                other => {
+                    return Err(PolicyError::new(
+                        kind.span,
+                        format!(
+                            "expected `add`, `remove`, `set`, `create` or `delete` after `on`, found `{other}`"
+                        ),
+                    ));
+                }
+            };
+            let member = match event {
+                WriteEvent::Add | WriteEvent::Remove | WriteEvent::Set => {
+                    Some(self.name("the relation or attribute changed")?)
+                }
+                _ => None,
+            };
+            self.expect_punct("=")?;
+            let perm = self.name("the permission that authorises the change")?;
+            return Ok(Member::On {
+                event,
+                member,
+                perm,
+            });
+        }
         if self.is_kw("gate") && matches!(self.peek_at(1), Tok::Ident(_)) {
             self.bump();
             let name = self.name("a gate name")?;

@@ -1,0 +1,184 @@
+//! Writes validated by the policy (X4): every change in a list of deltas must be allowed,
+//! for its author, by the permission the policy's `on` rules name for it. A change the
+//! policy names no rule for is refused.
+//!
+//! A change is judged on the facts before the list, unless it concerns an entity the list
+//! creates (then on the facts after it). The tuples and attributes of an entity created
+//! in the same list are covered by its `on create` rule, unless the policy has a rule for
+//! that relation or attribute, which is then checked too (assigning a maintenance
+//! organisation while creating an event still needs `assign`).
+
+use crate::api::DecisionView;
+use crate::facts::{Delta, TupleJson};
+use crate::policy::WriteEvent;
+use crate::snapshot::Snapshot;
+use crate::{Request, TimeValue};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Why a list of deltas was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteRefusal {
+    /// The index of the first refused delta.
+    pub index: usize,
+    /// `write.denied` (the permission denied the author), `write.no_rule` (the policy
+    /// names no permission for this change) or `write.invalid`.
+    pub code: String,
+    /// What was refused, in words.
+    pub message: String,
+    /// The denial, with every failed check, when a permission was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionView>,
+}
+
+/// Checks that `author` may make every change of `deltas`; `before` and `after` are the
+/// snapshots before and after the whole list.
+pub fn authorize_writes(
+    before: &Snapshot,
+    after: &Snapshot,
+    author: &str,
+    deltas: &[Delta],
+    now: &TimeValue,
+) -> Result<(), WriteRefusal> {
+    let created: BTreeSet<String> = deltas
+        .iter()
+        .filter_map(|d| match d {
+            Delta::AddEntity { entity } => Some(format!("{}:{}", entity.ty, entity.id)),
+            _ => None,
+        })
+        .collect();
+    let refuse = |index: usize, code: &str, message: String| WriteRefusal {
+        index,
+        code: code.into(),
+        message,
+        decision: None,
+    };
+    for (index, d) in deltas.iter().enumerate() {
+        let (snap, entity, event, member, subject) = match d {
+            Delta::AddEntity { entity } => (
+                after,
+                format!("{}:{}", entity.ty, entity.id),
+                WriteEvent::Create,
+                None,
+                None,
+            ),
+            Delta::RemoveEntity { entity } => {
+                (before, entity.clone(), WriteEvent::Delete, None, None)
+            }
+            Delta::SetAttr { entity, attr, .. } => {
+                let s = if created.contains(entity) {
+                    after
+                } else {
+                    before
+                };
+                (s, entity.clone(), WriteEvent::Set, Some(attr.clone()), None)
+            }
+            Delta::AddTuple {
+                tuple:
+                    TupleJson {
+                        resource,
+                        relation,
+                        subject,
+                        ..
+                    },
+            } => {
+                let new = created.contains(resource) || created.contains(subject);
+                (
+                    if new { after } else { before },
+                    resource.clone(),
+                    WriteEvent::Add,
+                    Some(relation.clone()),
+                    Some(subject.clone()),
+                )
+            }
+            Delta::RemoveTuple {
+                tuple:
+                    TupleJson {
+                        resource,
+                        relation,
+                        subject,
+                        ..
+                    },
+            } => (
+                before,
+                resource.clone(),
+                WriteEvent::Remove,
+                Some(relation.clone()),
+                Some(subject.clone()),
+            ),
+        };
+        let Some(id) = snap.entity(&entity) else {
+            return Err(refuse(
+                index,
+                "write.invalid",
+                format!("`{entity}` does not exist"),
+            ));
+        };
+        let ty = snap
+            .ent_type
+            .get(id as usize)
+            .and_then(|t| snap.schema.ty(*t));
+        let Some(td) = ty else {
+            return Err(refuse(
+                index,
+                "write.invalid",
+                format!("`{entity}` has no type"),
+            ));
+        };
+        let member_id = match (event, &member) {
+            (WriteEvent::Add | WriteEvent::Remove, Some(m)) => td.rel(m),
+            (WriteEvent::Set, Some(m)) => td.attr(m),
+            _ => None,
+        };
+        let what = match (&member, &subject) {
+            (Some(m), Some(s)) => format!("`{entity}#{m}@{s}`"),
+            (Some(m), None) => format!("`{entity}.{m}`"),
+            _ => format!("`{entity}`"),
+        };
+        let rule = td.write_rule(event, member_id);
+        let Some(rule) = rule else {
+            // The parts of a new entity are covered by its creation.
+            if matches!(event, WriteEvent::Set | WriteEvent::Add) && created.contains(&entity) {
+                continue;
+            }
+            let verb = match event {
+                WriteEvent::Add => "adding",
+                WriteEvent::Remove => "removing",
+                WriteEvent::Set => "setting",
+                WriteEvent::Create => "creating",
+                WriteEvent::Delete => "deleting",
+            };
+            return Err(refuse(
+                index,
+                "write.no_rule",
+                format!(
+                    "no rule of the policy permits {verb} {what}: declare `on ...` on `{}`",
+                    td.name
+                ),
+            ));
+        };
+        let Some(perm) = td.perms.get(rule.perm as usize) else {
+            return Err(refuse(index, "write.invalid", "unknown permission".into()));
+        };
+        let request = Request {
+            principal: author.to_string(),
+            action: perm.name.clone(),
+            resource: entity.clone(),
+            target: perm.target.and(subject.clone()),
+            now: now.clone(),
+        };
+        let decision = snap.check(&request);
+        if !decision.allowed {
+            return Err(WriteRefusal {
+                index,
+                code: "write.denied".into(),
+                message: format!(
+                    "`{author}` may not make this change to {what}: `{}.{}` denies it",
+                    td.name, perm.name
+                ),
+                decision: Some(snap.view(&decision, &request)),
+            });
+        }
+    }
+    Ok(())
+}
