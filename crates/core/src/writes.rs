@@ -28,7 +28,7 @@ pub struct WriteRefusal {
     pub message: String,
     /// The denial, with every failed check, when a permission was checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<DecisionView>,
+    pub decision: Option<Box<DecisionView>>,
 }
 
 /// Checks that `author` may make every change of `deltas`; `before` and `after` are the
@@ -176,7 +176,7 @@ pub fn authorize_writes(
                     "`{author}` may not make this change to {what}: `{}.{}` denies it",
                     td.name, perm.name
                 ),
-                decision: Some(snap.view(&decision, &request)),
+                decision: Some(Box::new(snap.view(&decision, &request))),
             });
         }
     }
