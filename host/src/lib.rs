@@ -1,7 +1,12 @@
 //! The Clearance host: the one wasm module run on wasmtime, with its artifact hash
-//! checked, instances pooled and bounded (fuel and memory), and every trap turned into a
-//! denial with an error. Decisions come only from the module.
+//! checked, instances pooled and bounded (deadlines and memory), and every trap turned
+//! into a denial with an error; and the service around it: the HTTP API, the durable fact
+//! store, writes validated by the policy, the change feed and principal slices. Decisions
+//! come only from the module.
 
+pub mod openapi;
 pub mod runtime;
+pub mod service;
+pub mod store;
 
 pub use runtime::{HostError, Runtime, RuntimeConfig, Verdict};

@@ -131,6 +131,7 @@ struct Worker {
     free: TypedFunc<(i32, i32), ()>,
     call: TypedFunc<(i32, i32), i64>,
     check: TypedFunc<(i32, i32), i64>,
+    authorize: TypedFunc<(i32, i32), i64>,
     load: TypedFunc<(i32, i32), i64>,
     generation: u64,
 }
@@ -272,6 +273,9 @@ impl Runtime {
         let load = f(&mut store, "clr_load_snapshot")?
             .typed(&store)
             .map_err(|e| HostError::Protocol(e.to_string()))?;
+        let authorize = f(&mut store, "clr_authorize")?
+            .typed(&store)
+            .map_err(|e| HostError::Protocol(e.to_string()))?;
         Ok(Worker {
             store,
             memory,
@@ -279,6 +283,7 @@ impl Runtime {
             free,
             call,
             check,
+            authorize,
             load,
             generation: 0,
         })
@@ -364,6 +369,26 @@ impl Runtime {
             w.store.set_epoch_deadline(deadline);
             let answer =
                 w.exchange(|w, p, l| w.call.call(&mut w.store, (p, l)), json.as_bytes())?;
+            json_ok(&answer)
+        })
+        .await
+    }
+
+    /// Checks a write (X4) through the module: `write_json` is `{"author", "now",
+    /// "deltas"}`, `after` the snapshot of the facts after it; the current snapshot is the
+    /// before. Answers `{"allowed": true, "revision"}` or `{"allowed": false, "refusal"}`.
+    pub async fn authorize(
+        self: &Arc<Self>,
+        write_json: String,
+        after: Vec<u8>,
+    ) -> Result<serde_json::Value, HostError> {
+        let deadline = ticks(self.config.load_deadline);
+        self.with_worker(true, move |w| {
+            w.store.set_epoch_deadline(deadline);
+            let mut input = (write_json.len() as u32).to_le_bytes().to_vec();
+            input.extend_from_slice(write_json.as_bytes());
+            input.extend_from_slice(&after);
+            let answer = w.exchange(|w, p, l| w.authorize.call(&mut w.store, (p, l)), &input)?;
             json_ok(&answer)
         })
         .await

@@ -340,6 +340,51 @@ impl Engine {
         Ok(json!({ "allowed": true, "revision": revision }))
     }
 
+    /// Checks a write (X4) against a snapshot of the facts after it, for hosts that keep
+    /// facts themselves: `input` is a little-endian `u32` length, that many bytes of JSON
+    /// `{"author", "now", "deltas"}`, then the after-snapshot's bytes. The loaded snapshot
+    /// is the before. A refusal is an answer, not an error.
+    pub fn authorize_against(&self, input: &[u8]) -> String {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct WriteJson {
+            author: String,
+            now: TimeValue,
+            deltas: Vec<Delta>,
+        }
+        let result = (|| {
+            let before = self.snapshot()?;
+            let malformed = |m: String| {
+                error(
+                    "request.malformed",
+                    m,
+                    "a length-prefixed JSON write, then the after-snapshot's bytes",
+                )
+            };
+            let (len, rest) = input
+                .split_first_chunk::<4>()
+                .ok_or_else(|| malformed("too short".into()))?;
+            let (json, after) = rest
+                .split_at_checked(u32::from_le_bytes(*len) as usize)
+                .ok_or_else(|| malformed("the JSON length is past the end".into()))?;
+            let w: WriteJson = serde_json::from_slice(json)
+                .map_err(|e| malformed(format!("malformed write: {e}")))?;
+            let after = Snapshot::from_bytes(after).map_err(ErrorData::from)?;
+            Ok::<Value, ErrorData>(
+                match clearance_core::writes::authorize_writes(
+                    before, &after, &w.author, &w.deltas, &w.now,
+                ) {
+                    Ok(()) => json!({ "allowed": true, "revision": after.revision }),
+                    Err(r) => json!({ "allowed": false, "refusal": to_value(&r) }),
+                },
+            )
+        })();
+        match result {
+            Ok(v) => ok(v),
+            Err(e) => err(&e),
+        }
+    }
+
     /// Decides a batch of binary queries (`clearance_core::wire`): the decisions, each
     /// query checked for ids that exist first.
     pub fn check_ids(&self, input: &[u8]) -> Result<Vec<u8>, ErrorData> {

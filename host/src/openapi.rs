@@ -1,0 +1,92 @@
+//! The OpenAPI document of the service, built from the same route list the router uses
+//! (a test checks that every listed route answers).
+
+use crate::service::ROUTES;
+use serde_json::{Map, Value, json};
+
+fn describe(method: &str, path: &str) -> (&'static str, &'static str) {
+    match (method, path) {
+        ("get", "/v1/revision") => ("The current revision, policy hash and module hash", "none"),
+        ("post", "/v1/check") => (
+            "Decide one request",
+            "a request {principal, action, resource, target?, now, min_revision?}",
+        ),
+        ("post", "/v1/check/batch") => (
+            "Decide many requests",
+            "{requests: [request], min_revision?}",
+        ),
+        ("post", "/v1/allowed-actions") => (
+            "Every action a principal may take on a resource",
+            "{principal, resource, now}",
+        ),
+        ("post", "/v1/resources") => (
+            "The resources of a type a principal may act on",
+            "{principal, action, type, now}",
+        ),
+        ("post", "/v1/principals") => (
+            "The principals who may act on a resource",
+            "{resource, action, now, account?}",
+        ),
+        ("post", "/v1/explain") => (
+            "Decide and explain: every failed check, or the granting path",
+            "a request",
+        ),
+        ("get", "/v1/matrix/{matrix}") => (
+            "The access-rights matrix: roles x rows with levels",
+            "query: account?",
+        ),
+        ("get", "/v1/facts") => ("Every fact, at the current revision", "none"),
+        ("post", "/v1/facts") => (
+            "Apply deltas, if the policy allows their author to make them",
+            "{author, deltas, now?, parity?: {module_hash, policy_hash, revision}}",
+        ),
+        ("get", "/v1/changes") => (
+            "Server-sent events: every change after a revision",
+            "query: since?",
+        ),
+        ("get", "/v1/slice/{principal}") => (
+            "The facts that can influence a principal's decisions, with the policy",
+            "none",
+        ),
+        ("post", "/v1/policy/validate") => (
+            "Compile a policy set without loading it",
+            "{sources: [{name, text}]}",
+        ),
+        ("post", "/v1/policy/reload") => (
+            "Replace the policy atomically (refused with its errors if it does not load)",
+            "{sources?: [{name, text}]}",
+        ),
+        ("get", "/v1/openapi.json") => ("This document", "none"),
+        _ => ("", ""),
+    }
+}
+
+/// The OpenAPI 3.1 document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path) in ROUTES {
+        let (summary, body) = describe(method, path);
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        if let Some(obj) = entry.as_object_mut() {
+            obj.insert(
+                method.to_string(),
+                json!({
+                    "summary": summary,
+                    "description": format!("Body: {body}. Errors are {{code, message, help}} with \"allowed\": false."),
+                    "responses": {
+                        "200": { "description": "the answer" },
+                        "400": { "description": "bad input; nothing was written" },
+                        "403": { "description": "a write the policy refuses, with the refusal" },
+                        "409": { "description": "a stale parity token" },
+                        "503": { "description": "the asked revision is not here yet" }
+                    }
+                }),
+            );
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Clearance", "version": env!("CARGO_PKG_VERSION"), "description": "Access checks for aviation operations, decided by the one wasm module" },
+        "paths": paths,
+    })
+}
