@@ -13,7 +13,9 @@ commands:
           unit, scenario, property and fail-closed tests, doctests, benches run once
   wasm    build the one wasm artifact into web/pkg/ (glue, .d.ts, clearance_bg.wasm)
           and print its SHA-256
-  repro   build it twice, from two checkout paths, and compare the bytes
+    repro   build it twice, from two checkout paths, and compare the bytes
+  serve   build the artifact, then run `clearance serve` (the demo data on an embedded
+          store, seeded on first start); arguments after `serve` go to it
   bench   the criterion benchmarks (small and medium worlds)";
 
 fn main() -> ExitCode {
@@ -21,7 +23,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("wasm") => wasm().map(|hash| println!("{hash}  web/pkg/clearance_bg.wasm")),
-        Some("repro") => wasm().and_then(|_| reproducible()),
+                Some("repro") => wasm().and_then(|_| reproducible()),
+        Some("serve") => wasm().and_then(|_| {
+            let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+            let mut cargo = vec!["run", "--release", "-p", "clearance-host", "--bin", "clearance", "--", "serve"];
+            cargo.extend(rest);
+            run("the server", "cargo", &cargo, &[])
+        }),
         Some("bench") => run(
             "benchmarks",
             "cargo",

@@ -14,6 +14,8 @@ use clearance_host::{HostError, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod service;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
