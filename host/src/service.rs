@@ -622,3 +622,11 @@ async fn reload(State(s): S, Json(body): Json<PolicyBody>) -> ApiResult {
 async fn openapi() -> Json<Value> {
     Json(crate::openapi::document())
 }
+
+/// Serves the API on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service)).await
+}

@@ -23,10 +23,19 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("wasm") => wasm().map(|hash| println!("{hash}  web/pkg/clearance_bg.wasm")),
-                Some("repro") => wasm().and_then(|_| reproducible()),
+        Some("repro") => wasm().and_then(|_| reproducible()),
         Some("serve") => wasm().and_then(|_| {
             let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-            let mut cargo = vec!["run", "--release", "-p", "clearance-host", "--bin", "clearance", "--", "serve"];
+            let mut cargo = vec![
+                "run",
+                "--release",
+                "-p",
+                "clearance-host",
+                "--bin",
+                "clearance",
+                "--",
+                "serve",
+            ];
             cargo.extend(rest);
             run("the server", "cargo", &cargo, &[])
         }),

@@ -1,0 +1,116 @@
+//! A bounded load test of the service over loopback: the server runs in this process on
+//! the demo data, a client sends batches (checks per second) and single checks at a fixed
+//! 1,000 requests per second (latency percentiles). It prints one `report` line.
+
+use clearance_core::{Facts, FactsJson};
+use clearance_host::service::{Service, read_policies, serve};
+use clearance_host::store::SqliteStore;
+use clearance_host::{Runtime, RuntimeConfig};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let pkg = root.join("web/pkg");
+    let (Ok(wasm), Ok(hash)) = (
+        std::fs::read(pkg.join("clearance_bg.wasm")),
+        std::fs::read_to_string(pkg.join("clearance_bg.wasm.sha256")),
+    ) else {
+        eprintln!("web/pkg/clearance_bg.wasm is missing: run `cargo xtask wasm`");
+        return;
+    };
+    let quick = std::env::args().any(|a| a == "--bench")
+        && std::env::var("CLEARANCE_BENCH_SCALES").is_ok_and(|s| s == "small");
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let Ok(tokio) = tokio else { return };
+    tokio.block_on(async move {
+        let mut merged = FactsJson::default();
+        for w in ["airline", "maintenance", "operations"] {
+            let text = std::fs::read_to_string(root.join(format!("tests/worlds/{w}.json"))).unwrap_or_default();
+            if let Ok(doc) = serde_json::from_str::<FactsJson>(&text) {
+                merged.entities.extend(doc.entities);
+                merged.tuples.extend(doc.tuples);
+            }
+        }
+        let db = std::env::temp_dir().join(format!("clearance-load-{}.db", std::process::id()));
+        let (Ok(rt), Ok(store), Ok(sources)) = (
+            Runtime::new(&wasm, hash.trim(), RuntimeConfig { instances: 2, ..RuntimeConfig::default() }),
+            SqliteStore::open(&db),
+            read_policies(&root.join("policies")),
+        ) else {
+            eprintln!("the service does not start");
+            return;
+        };
+        let Ok(service) = Service::start(Arc::new(rt), sources, Box::new(store), move || Facts::from_doc(merged).map_err(|e| e.to_string()), None).await else {
+            eprintln!("the service does not start");
+            return;
+        };
+        let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else { return };
+        let Ok(addr) = listener.local_addr() else { return };
+        tokio::spawn(async move {
+            let _ = serve(listener, service).await;
+        });
+        let base = format!("http://{addr}/v1");
+        let client = reqwest::Client::new();
+        let principals = ["user:aeroserv_tech", "user:jetfix_tech", "user:occ_controller", "invitee:g_sms", "user:former_controller", "user:mech_full"];
+        let resources = ["event:aog_lhr", "event:unassigned_jfk", "event:aog_cdg", "aircraft:g_skya", "squawk:sq_brakes"];
+        let request = |i: usize| json!({ "principal": principals[i % principals.len()], "action": "view", "resource": resources[i % resources.len()], "now": "2026-05-01T10:00:00Z" });
+        // Batches of 1,000 from two concurrent clients.
+        let batch: Vec<Value> = (0..1_000).map(request).collect();
+        let body = json!({ "requests": batch });
+        let rounds = if quick { 2 } else { 100 };
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let (client, url, body) = (client.clone(), format!("{base}/check/batch"), body.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..rounds / 2 {
+                    let _ = client.post(&url).json(&body).send().await.map(|r| r.bytes());
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let batch_rate = (rounds * 1_000) as f64 / t.elapsed().as_secs_f64();
+        // Single checks at 1,000 requests per second.
+        let seconds = if quick { 1 } else { 10 };
+        let mut ticker = tokio::time::interval(Duration::from_millis(1));
+        let mut handles = Vec::new();
+        for i in 0..seconds * 1_000 {
+            ticker.tick().await;
+            let (client, url, body) = (client.clone(), format!("{base}/check"), request(i));
+            handles.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let ok = client.post(&url).json(&body).send().await.is_ok();
+                (t.elapsed(), ok)
+            }));
+        }
+        let mut lat = Vec::new();
+        let mut failed = 0;
+        for h in handles {
+            if let Ok((d, ok)) = h.await {
+                lat.push(d.as_secs_f64() * 1e3);
+                failed += usize::from(!ok);
+            }
+        }
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
+        println!(
+            "report http batch_checks_per_s={batch_rate:.0} single_rps=1000 single_requests={} failed={failed} single_p50_ms={:.3} single_p99_ms={:.3} single_max_ms={:.3}",
+            lat.len(),
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+        let _ = std::fs::remove_file(&db);
+    });
+}
