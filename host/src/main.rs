@@ -1,6 +1,7 @@
 //! `clearance`: the server and its command line. `serve` runs the HTTP API on the demo
 //! data or a store; `check`, `explain` and `matrix` decide through the same wasm module;
-//! `validate` checks policy files.
+//! `validate` checks policy files; `test` runs scenario files (natively, with the core the
+//! module is built from).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use clearance_core::{Facts, Schema, Snapshot, Source};
@@ -69,6 +70,19 @@ enum Command {
     },
     /// Check policy files; print every error as file:line:col.
     Validate,
+    /// Run scenario files (a world, requests, expected decisions): pass and fail counts,
+    /// exit code 1 on any failure.
+    Test {
+        /// Scenario files or directories of them.
+        #[arg(default_value = "tests/scenarios")]
+        paths: Vec<PathBuf>,
+        /// Where the scenarios' worlds are.
+        #[arg(long, default_value = "tests/worlds")]
+        worlds: PathBuf,
+        /// Print every case, not only failures.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -221,6 +235,43 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Test {
+            paths,
+            worlds,
+            verbose,
+        } => {
+            let schema =
+                Arc::new(Schema::compile(&sources(&cli.policies)?).map_err(|e| e.to_string())?);
+            let mut files = Vec::new();
+            for p in paths {
+                if p.is_dir() {
+                    files.extend(clearance_scenarios::load_dir(p)?);
+                } else {
+                    files.push(clearance_scenarios::load_file(p)?);
+                }
+            }
+            let (mut passed, mut failed) = (0usize, 0usize);
+            for (name, file) in &files {
+                let outcomes = clearance_scenarios::run_file(&schema, worlds, file)?;
+                let fails = outcomes.iter().filter(|(_, o)| o.is_err()).count();
+                println!("{name}: {} passed, {fails} failed", outcomes.len() - fails);
+                for (case, outcome) in &outcomes {
+                    match outcome {
+                        Err(e) => println!("  FAIL {case}: {e}"),
+                        Ok(()) if *verbose => println!("  ok   {case}"),
+                        Ok(()) => {}
+                    }
+                }
+                passed += outcomes.len() - fails;
+                failed += fails;
+            }
+            println!("{passed} passed, {failed} failed, in {} files", files.len());
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Check(args) | Command::Explain(args) => {
             let rt = loaded(&cli, &args.facts).await?;

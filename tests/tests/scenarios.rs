@@ -1,10 +1,8 @@
 //! Runs every scenario file against the default policies, and checks that every
 //! requirement has a scenario.
 
-use clearance_core::Snapshot;
-use clearance_tests::{default_schema, requirement_ids, scenario_files, world};
+use clearance_tests::{default_schema, requirement_ids, root, scenario_files};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 #[test]
 fn every_scenario_decides_as_expected() {
@@ -18,23 +16,6 @@ fn every_scenario_decides_as_expected() {
     let mut names = BTreeMap::new();
     let mut count = 0;
     for (file, scenario) in &files {
-        let facts = match world(&scenario.world) {
-            Ok(f) => f,
-            Err(e) => {
-                failures.push(format!("{file}: {e}"));
-                continue;
-            }
-        };
-        let base = match Snapshot::build(Arc::clone(&schema), &facts) {
-            Ok(s) => s,
-            Err(e) => {
-                failures.push(format!(
-                    "{file}: world `{}` does not load: {} {e}",
-                    scenario.world, e.code
-                ));
-                continue;
-            }
-        };
         for case in &scenario.case {
             count += 1;
             if let Some(other) = names.insert(case.name.clone(), file.clone()) {
@@ -54,17 +35,14 @@ fn every_scenario_decides_as_expected() {
                     ));
                 }
             }
-            let outcome = if case.write.is_some() {
-                case.run_write(&schema, &facts, &base)
-            } else {
-                case.snapshot(&schema, &facts, &base).and_then(|s| match s {
-                    Some(s) => case.run(&s),
-                    None => Ok(()),
-                })
-            };
-            if let Err(e) = outcome {
-                failures.push(format!("{file}: {}: {e}", case.name));
-            }
+        }
+        match clearance_scenarios::run_file(&schema, &root().join("tests/worlds"), scenario) {
+            Ok(outcomes) => failures.extend(
+                outcomes
+                    .into_iter()
+                    .filter_map(|(name, o)| o.err().map(|e| format!("{file}: {name}: {e}"))),
+            ),
+            Err(e) => failures.push(format!("{file}: {e}")),
         }
     }
     println!("{count} scenario cases in {} files", files.len());

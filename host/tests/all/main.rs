@@ -14,6 +14,7 @@ use clearance_host::{HostError, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod cli;
 mod service;
 
 fn root() -> PathBuf {

@@ -1,0 +1,90 @@
+//! The command line: exit codes and output people rely on.
+
+use super::root;
+use std::process::Command;
+
+fn clearance(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clearance"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+#[test]
+fn validate_reports_every_error_with_its_position() {
+    let (code, out) = clearance(&["validate"]);
+    assert_eq!(code, 0, "{out}");
+    let dir = std::env::temp_dir().join(format!("clearance-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bad.policy"),
+        "type a {\n  b: nosuch\n  permission p = missing\n}\n",
+    )
+    .unwrap();
+    let (code, out) = clearance(&["--policies", dir.to_str().unwrap(), "validate"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("policies/bad.policy:2:6: unknown type `nosuch`")
+            && out.contains("policies/bad.policy:3:18")
+            && out.contains("2 error(s)"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn test_runs_scenario_files_and_fails_on_a_wrong_expectation() {
+    let (code, out) = clearance(&["test"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" passed, 0 failed, in "), "{out}");
+    let dir = std::env::temp_dir().join(format!("clearance-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrong = dir.join("wrong.toml");
+    std::fs::write(&wrong, "world = \"airline\"\n[[case]]\nname = \"wrong\"\nrequirements = [\"EV3\"]\nprincipal = \"user:jetfix_tech\"\naction = \"view\"\nresource = \"event:aog_lhr\"\nnow = \"2026-05-01T10:00:00Z\"\nexpect = \"allow\"\n").unwrap();
+    let (code, out) = clearance(&["test", wrong.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("FAIL wrong: expected allow, got deny") && out.contains("0 passed, 1 failed"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_and_matrix_decide_through_the_module() {
+    let (code, out) = clearance(&[
+        "check",
+        "user:aeroserv_tech",
+        "view",
+        "event:aog_lhr",
+        "--now",
+        "2026-05-01T10:00:00Z",
+    ]);
+    assert_eq!((code, out.lines().next()), (0, Some("ALLOW")));
+    let (code, out) = clearance(&[
+        "explain",
+        "user:jetfix_tech",
+        "view",
+        "event:aog_lhr",
+        "--now",
+        "2026-05-01T10:00:00Z",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("DENY") && out.contains("relation.missing"),
+        "{out}"
+    );
+    let (code, out) = clearance(&["matrix", "operations", "--format", "csv"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("role,dispatch,timeline,") && out.lines().count() == 28,
+        "{out}"
+    );
+    let (_, html) = clearance(&["matrix", "operations", "--format", "html"]);
+    assert!(html.contains("<td class=\"write\">write</td>"));
+}
