@@ -430,11 +430,31 @@ async fn write(
         e.extra = Some(json!({ "refusal": refusal }));
         return Err(e);
     }
+    // Tuples the policy adds by itself on creation (EV5) join the same change.
+    let derived: Vec<Delta> = verdict
+        .get("derived")
+        .cloned()
+        .map(serde_json::from_value)
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let mut deltas = body.deltas.clone();
+    let (next, after_bytes) = if derived.is_empty() {
+        (next, after_bytes)
+    } else {
+        deltas.extend(derived);
+        let next = inner
+            .facts
+            .apply(&deltas)
+            .map_err(|e| ApiError::bad(e.into()))?;
+        let after = Snapshot::build(Arc::clone(&inner.schema), &next)
+            .map_err(|e| ApiError::bad(e.into()))?;
+        (next, after.to_bytes().map_err(|e| ApiError::bad(e.into()))?)
+    };
     let change = Change {
         revision: next.revision,
         author: body.author.clone(),
         at: now_seconds(),
-        deltas: body.deltas.clone(),
+        deltas,
     };
     inner.store.append(&change).map_err(|e| {
         ApiError::new(

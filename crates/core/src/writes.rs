@@ -182,3 +182,73 @@ pub fn authorize_writes(
     }
     Ok(())
 }
+
+/// The tuples the policy adds by itself when `deltas` create entities (`auto add` rules,
+/// EV5): for each created entity and each of its type's rules, every entity of the
+/// relation's subject type in the same account for which the rule's permission allows
+/// `author` (with the candidate as target), judged on `after`. Tuples already in `deltas`
+/// are left out.
+pub fn derive_on_create(
+    after: &Snapshot,
+    author: &str,
+    deltas: &[Delta],
+    now: &TimeValue,
+) -> Vec<Delta> {
+    let mut out = Vec::new();
+    for d in deltas {
+        let Delta::AddEntity { entity } = d else {
+            continue;
+        };
+        let key = format!("{}:{}", entity.ty, entity.id);
+        let Some(id) = after.entity(&key) else {
+            continue;
+        };
+        let Some(td) = after
+            .ent_type
+            .get(id as usize)
+            .and_then(|t| after.schema.ty(*t))
+        else {
+            continue;
+        };
+        let account = after.ent_account.get(id as usize).copied().unwrap_or(0);
+        let account_local = after.ent_local.get(account as usize).copied().unwrap_or(0) as usize;
+        for &(rel, perm) in &td.autos {
+            let (Some(r), Some(p)) = (td.rels.get(rel as usize), td.perms.get(perm as usize))
+            else {
+                continue;
+            };
+            let Some(target_ty) = p.target else { continue };
+            let candidates = after
+                .account_members
+                .get(account_local)
+                .and_then(|a| a.get(target_ty as usize))
+                .cloned()
+                .unwrap_or_default();
+            for c in candidates {
+                let subject = after.name(c).to_string();
+                let present = deltas.iter().any(|x| matches!(x, Delta::AddTuple { tuple } if tuple.resource == key && tuple.relation == r.name && tuple.subject == subject));
+                if present {
+                    continue;
+                }
+                let request = Request {
+                    principal: author.to_string(),
+                    action: p.name.clone(),
+                    resource: key.clone(),
+                    target: Some(subject.clone()),
+                    now: now.clone(),
+                };
+                if after.check(&request).allowed {
+                    out.push(Delta::AddTuple {
+                        tuple: TupleJson {
+                            resource: key.clone(),
+                            relation: r.name.clone(),
+                            subject,
+                            expires: None,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    out
+}

@@ -374,7 +374,12 @@ impl Engine {
                 match clearance_core::writes::authorize_writes(
                     before, &after, &w.author, &w.deltas, &w.now,
                 ) {
-                    Ok(()) => json!({ "allowed": true, "revision": after.revision }),
+                    Ok(()) => {
+                        let derived = clearance_core::writes::derive_on_create(
+                            &after, &w.author, &w.deltas, &w.now,
+                        );
+                        json!({ "allowed": true, "revision": after.revision, "derived": to_value(&derived) })
+                    }
                     Err(r) => json!({ "allowed": false, "refusal": to_value(&r) }),
                 },
             )

@@ -552,3 +552,45 @@ fn a_restart_keeps_every_acknowledged_write() {
         assert_eq!(d["allowed"], true, "the acknowledged write was lost");
     });
 }
+
+#[test]
+fn creating_an_event_applies_the_auto_assignment_rules() {
+    block(async {
+        let (base, _s) = serve(&temp_db("auto")).await;
+        let c = reqwest::Client::new();
+        let add = |r: &str, rel: &str, s: &str| json!({ "op": "add_tuple", "tuple": { "resource": r, "relation": rel, "subject": s } });
+        let create = json!({ "author": "user:occ_controller", "now": NOW, "deltas": [
+            { "op": "add_entity", "entity": { "type": "event", "id": "aog_dub", "account": "skyways", "attrs": { "ends_at": "2026-05-03T00:00:00Z" } } },
+            add("event:aog_dub", "station", "station:dub"),
+            add("event:aog_dub", "owner_org", "organization:skyways_occ"),
+            add("event:aog_dub", "created_by", "user:occ_controller"),
+        ] });
+        let (status, answer) = post(&c, &format!("{base}/v1/facts"), create).await;
+        assert_eq!(status, 200, "{answer}");
+        // jetfix serves DUB and has a rule for it: assigned. aeroserv has a rule for DUB
+        // but does not serve it: not assigned.
+        let (_, d) = post(
+            &c,
+            &format!("{base}/v1/check"),
+            req("user:jetfix_tech", "view", "event:aog_dub"),
+        )
+        .await;
+        assert_eq!(d["allowed"], true, "{d}");
+        let (_, d) = post(
+            &c,
+            &format!("{base}/v1/check"),
+            req("user:aeroserv_tech", "view", "event:aog_dub"),
+        )
+        .await;
+        assert_eq!(d["allowed"], false);
+        let (_, facts) = get(&c, &format!("{base}/v1/facts")).await;
+        let assigned: Vec<&Value> = facts["tuples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["resource"] == "event:aog_dub" && t["relation"] == "assigned")
+            .collect();
+        assert_eq!(assigned.len(), 1);
+        assert_eq!(assigned[0]["subject"], "organization:jetfix");
+    });
+}

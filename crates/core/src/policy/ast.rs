@@ -79,6 +79,14 @@ pub enum Member {
         /// The permission of this type that must allow the author.
         perm: Name,
     },
+    /// `auto add rel = perm`: when an entity of the type is created, every candidate
+    /// subject of `rel` for which `perm(target)` allows the author is added (EV5).
+    Auto {
+        /// The relation filled in.
+        rel: Name,
+        /// The permission, taking the candidate as its target.
+        perm: Name,
+    },
     /// A check run first for every request of a principal of this type.
     Gate {
         /// Its name; the reason code is `gate.<name>`.

@@ -161,6 +161,9 @@ pub struct TypeDef {
     pub members: BTreeMap<String, MemberRef>,
     /// Which permission authorises which change (X4).
     pub writes: Vec<WriteRule>,
+    /// Relations filled in automatically when an entity is created (EV5): the relation
+    /// and the permission that picks each subject.
+    pub autos: Vec<(u16, u16)>,
 }
 
 /// A write rule, compiled: a change and the permission that must allow its author.
@@ -857,6 +860,7 @@ impl Compiler {
                             gates: Vec::new(),
                             members: BTreeMap::new(),
                             writes: Vec::new(),
+                            autos: Vec::new(),
                         });
                         self.type_spans.push(t.name.span.clone());
                         self.type_index.insert(t.name.text.clone(), id);
@@ -1089,7 +1093,7 @@ impl Compiler {
                             rule: 0,
                         });
                     }
-                    Member::Field { .. } | Member::On { .. } => {}
+                    Member::Field { .. } | Member::On { .. } | Member::Auto { .. } => {}
                 }
             }
         }
@@ -1206,6 +1210,7 @@ impl Compiler {
                         member,
                         perm,
                     } => self.write_rule(tid, *event, member.as_ref(), perm),
+                    Member::Auto { rel, perm } => self.auto_rule(tid, rel, perm),
                     Member::Field { .. } => {}
                 }
             }
@@ -1245,6 +1250,36 @@ impl Compiler {
             builtins,
             hash,
         })
+    }
+
+    fn auto_rule(&mut self, tid: TypeId, rel: &ast::Name, perm: &ast::Name) {
+        let Some(td) = self.types.get(tid as usize) else {
+            return;
+        };
+        let tn = td.name.clone();
+        let Some(r) = td.rel(&rel.text) else {
+            self.err(&rel.span, format!("`{tn}` has no relation `{rel}`"));
+            return;
+        };
+        let Some(p) = td.perm(&perm.text) else {
+            self.err(&perm.span, format!("`{tn}` has no permission `{perm}`"));
+            return;
+        };
+        let target = td.perms.get(p as usize).and_then(|x| x.target);
+        let fits = td
+            .rels
+            .get(r as usize)
+            .is_some_and(|x| target.is_some_and(|t| x.targets.contains(&t)));
+        if !fits {
+            self.err(
+                &perm.span,
+                format!("`{tn}.{perm}` must take a target of a type `{tn}.{rel}` relates to"),
+            );
+            return;
+        }
+        if let Some(td) = self.types.get_mut(tid as usize) {
+            td.autos.push((r, p));
+        }
     }
 
     fn write_rule(

@@ -212,6 +212,14 @@ impl Parser {
             let expr = self.expr()?;
             return Ok(Member::Scope { name, expr });
         }
+        if self.is_kw("auto") && matches!(self.peek_at(1), Tok::Ident(s) if s == "add") {
+            self.bump();
+            self.bump();
+            let rel = self.name("the relation filled in on creation")?;
+            self.expect_punct("=")?;
+            let perm = self.name("the permission that picks its subjects")?;
+            return Ok(Member::Auto { rel, perm });
+        }
         if self.is_kw("on") && matches!(self.peek_at(1), Tok::Ident(_)) {
             self.bump();
             let kind = self.name("`add`, `remove`, `set`, `create` or `delete`")?;
