@@ -5,7 +5,7 @@
 //! authorisations, and a request mix of about 60% allows.
 
 use clearance_core::{
-    EntityJson, Facts, FactsJson, Request, Schema, Snapshot, Source, TimeValue, TupleJson,
+    EntityJson, Facts, FactsJson, Request, Schema, Snapshot, TimeValue, TupleJson,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -56,21 +56,9 @@ pub const LARGE: Scale = Scale {
 /// The default policies of the repository, compiled.
 pub fn default_schema() -> Arc<Schema> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    files.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|x| x == "policy"));
-    files.sort();
-    let sources: Vec<Source> = files
-        .iter()
-        .map(|p| {
-            Source::new(
-                p.display().to_string(),
-                std::fs::read_to_string(p).unwrap_or_default(),
-            )
-        })
-        .collect();
-    match Schema::compile(&sources) {
+    let compiled = clearance_scenarios::policy_sources(&dir)
+        .and_then(|sources| Schema::compile(&sources).map_err(|e| e.to_string()));
+    match compiled {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("the default policies do not load:\n{e}");

@@ -121,23 +121,7 @@ pub struct Service {
 
 /// Reads every `*.policy` file of a directory, in name order.
 pub fn read_policies(dir: &std::path::Path) -> Result<Vec<Source>, String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "policy"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let name = p
-                .file_name()
-                .map(|n| format!("policies/{}", n.to_string_lossy()))
-                .unwrap_or_default();
-            Ok(Source::new(name, text))
-        })
-        .collect()
+    clearance_scenarios::policy_sources(dir)
 }
 
 impl Service {

@@ -4,8 +4,8 @@
 pub mod generate;
 pub mod parity;
 
-use clearance_core::{Facts, Schema, Source};
-pub use clearance_scenarios::{Case, ScenarioFile, codes};
+use clearance_core::{Facts, Schema};
+pub use clearance_scenarios::{Case, ScenarioFile, codes, policy_sources};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,29 +15,6 @@ pub fn root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
-}
-
-/// The sources of every `*.policy` file of a directory, in name order.
-pub fn policy_sources(dir: &Path) -> Result<Vec<Source>, String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "policy"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let name = format!(
-                "policies/{}",
-                p.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            );
-            Ok(Source::new(name, text))
-        })
-        .collect()
 }
 
 /// The default policies of `policies/`, compiled.

@@ -94,7 +94,8 @@ fn test() -> Result<(), String> {
     wasm()?;
     reproducible()?;
     run("node tests", "node", &["--test", "web/test/"], &[])?;
-    // One profile for everything, so wasmtime is built once (release). `--all-targets`
+    // One profile and one feature set (`--workspace` everywhere), so wasmtime is built
+    // once (release). `--all-targets`
     // also runs each benchmark once, as a test, on the small world. The parity suite runs
     // on its own below, to show its figures.
     run(
@@ -114,9 +115,8 @@ fn test() -> Result<(), String> {
         "cargo",
         &[
             "test",
+            "--workspace",
             "--release",
-            "-p",
-            "clearance-tests",
             "--test",
             "parity",
             "every_runtime_decides_identically",

@@ -2,7 +2,7 @@
 //! the requirements it pins (docs/scenarios.md). Used by the test suite and by
 //! `clearance test`.
 
-use clearance_core::{Delta, Facts, Request, Schema, Snapshot, TimeValue};
+use clearance_core::{Delta, Facts, Request, Schema, Snapshot, Source, TimeValue};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -49,6 +49,28 @@ pub struct Case {
 }
 
 /// Every scenario file of `tests/scenarios/`, with its file name.
+/// The sources of every `*.policy` file of a directory, in name order, named
+/// `policies/<file>` in errors.
+pub fn policy_sources(dir: &Path) -> Result<Vec<Source>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "policy"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let name = p
+                .file_name()
+                .map(|n| format!("policies/{}", n.to_string_lossy()))
+                .unwrap_or_default();
+            Ok(Source::new(name, text))
+        })
+        .collect()
+}
+
 /// Every scenario file (`*.toml`) of a directory, in name order, with its file name.
 pub fn load_dir(dir: &Path) -> Result<Vec<(String, ScenarioFile)>, String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
