@@ -38,7 +38,7 @@ fn describe(method: &str, path: &str) -> (&'static str, &'static str) {
         ("get", "/v1/facts") => ("Every fact, at the current revision", "none"),
         ("post", "/v1/facts") => (
             "Apply deltas, if the policy allows their author to make them",
-            "{author, deltas, now?, parity?: {module_hash, policy_hash, revision}}",
+            "{author, deltas, now?, parity?: {module_hash, policy_hash, revision, request?, allowed?}}",
         ),
         ("get", "/v1/changes") => (
             "Server-sent events: every change after a revision",

@@ -335,6 +335,11 @@ struct ParityToken {
     module_hash: String,
     policy_hash: String,
     revision: u64,
+    /// The client-side decision itself: the request and its outcome. When the token is
+    /// from an older revision, the host decides the request again and refuses the write if
+    /// the outcome has changed since.
+    request: Option<Value>,
+    allowed: Option<bool>,
 }
 
 fn now_seconds() -> i64 {
@@ -383,6 +388,26 @@ async fn write(
                 ),
                 "",
             ));
+        }
+        if let (Some(request), Some(allowed)) = (&p.request, p.allowed)
+            && p.revision < s.revision()
+        {
+            let now = s
+                .runtime
+                .call(json!({ "op": "check", "request": request }).to_string())
+                .await?;
+            if now.get("allowed").and_then(Value::as_bool) != Some(allowed) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "parity.outcome_changed",
+                    format!(
+                        "the client's decision (allowed: {allowed}) was made at revision {}; at revision {} it is no longer so",
+                        p.revision,
+                        s.revision()
+                    ),
+                    "decide again on the current facts, then write",
+                ));
+            }
         }
     }
     let now = body.now.unwrap_or(TimeValue::Seconds(now_seconds()));

@@ -323,6 +323,15 @@ fn refused_writes_say_why_and_write_nothing() {
         let ok = json!({ "author": "user:occ_controller", "now": NOW, "deltas": tuple("add_tuple", "event:unassigned_jfk", "assigned", "organization:jetfix"), "parity": { "module_hash": rev["module_hash"], "policy_hash": rev["policy_hash"], "revision": 0 } });
         let (status, answer) = post(&c, &facts, ok).await;
         assert_eq!((status, answer["revision"].clone()), (200, json!(1)));
+        // A token from revision 0 whose decision no longer holds at revision 1 is refused:
+        // jetfix_tech could not view the event then, and now can.
+        let relied = json!({ "principal": "user:jetfix_tech", "action": "view", "resource": "event:unassigned_jfk", "now": NOW });
+        let outdated = json!({ "author": "user:occ_controller", "now": NOW, "deltas": tuple("remove_tuple", "event:aog_lhr", "guest", "invitee:g_email"), "parity": { "module_hash": rev["module_hash"], "policy_hash": rev["policy_hash"], "revision": 0, "request": relied, "allowed": false } });
+        let (status, answer) = post(&c, &facts, outdated).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str().unwrap_or("")),
+            (409, "parity.outcome_changed")
+        );
         let (_, d) = post(&c, &format!("{base}/v1/check"), json!({ "principal": "user:jetfix_tech", "action": "view", "resource": "event:unassigned_jfk", "now": NOW, "min_revision": 1 })).await;
         assert_eq!(d["allowed"], true);
         let (status, later) = post(&c, &format!("{base}/v1/check"), json!({ "principal": "user:jetfix_tech", "action": "view", "resource": "event:unassigned_jfk", "now": NOW, "min_revision": 9 })).await;
