@@ -1,0 +1,243 @@
+/**
+ * An edge-function gate for Clearance: a `fetch(request) → Response` handler, of the shape
+ * edge runtimes use, that decides every API request with the WebAssembly module alone (no
+ * server call per request), from a principal slice (`GET /v1/slice/{principal}`) loaded
+ * beforehand with `loadSlice`.
+ *
+ * It fails closed: a missing principal is 401, an unknown route 404, and anything that is not
+ * a clean allow from the engine (a denial, an engine error, a throw, a malformed answer) is
+ * 403. The principal header is trusted as given: set it in a layer that authenticates the
+ * caller (and strips any client-sent copy), never straight from the client.
+ */
+
+/** The default `max-age` of an allow whose decision has no `valid_until`, in seconds. */
+export const DEFAULT_MAX_AGE = 60;
+
+/** An error as data, like the engine's: `{code, message, help}`. */
+function errorData(code, message, help = '') {
+  return { code, message, help };
+}
+
+/** A JSON response. */
+function json(status, body, headers = {}) {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { 'content-type': 'application/json', ...headers },
+  });
+}
+
+/** A refusal: `{allowed: false, reasons, error?}`, never cached. */
+function refuse(status, reasons, error) {
+  const body = { allowed: false, reasons };
+  if (error) body.error = error;
+  return json(status, body, { 'cache-control': 'no-store' });
+}
+
+/** Splits a path into its segments (no empty ones, so `/a//b/` is `a`, `b`). */
+function segments(path) {
+  return path.split('/').filter((s) => s !== '');
+}
+
+/** Compiles a route; throws a TypeError on a malformed one (a setup error, not a request). */
+function compileRoute(route, i) {
+  if (route === null || typeof route !== 'object') throw new TypeError(`routes[${i}] must be an object`);
+  const { method, pattern, action, resource } = route;
+  if (typeof method !== 'string' || method === '') throw new TypeError(`routes[${i}].method must be a method name`);
+  if (typeof pattern !== 'string' || !pattern.startsWith('/')) throw new TypeError(`routes[${i}].pattern must be a path starting with "/"`);
+  if (typeof action !== 'string' || action === '') throw new TypeError(`routes[${i}].action must be an action name`);
+  if (typeof resource !== 'function') throw new TypeError(`routes[${i}].resource must be a function of the params`);
+  const parts = segments(pattern).map((s) => (s.startsWith(':') ? { param: s.slice(1) } : { literal: s }));
+  for (const p of parts) {
+    if (p.param === '') throw new TypeError(`routes[${i}].pattern has an unnamed parameter`);
+  }
+  return { method: method.toUpperCase(), parts, action, resource };
+}
+
+/** The params of `path` under a compiled route, or null if it does not match. */
+function matchRoute(route, method, pathParts) {
+  if (route.method !== method || route.parts.length !== pathParts.length) return null;
+  const params = Object.create(null);
+  for (let i = 0; i < route.parts.length; i++) {
+    const part = route.parts[i];
+    const seg = pathParts[i];
+    if (part.literal !== undefined) {
+      if (part.literal !== seg) return null;
+      continue;
+    }
+    let value;
+    try {
+      value = decodeURIComponent(seg);
+    } catch {
+      return null;
+    }
+    params[part.param] = value;
+  }
+  return params;
+}
+
+/** A time (RFC 3339 text or seconds since the epoch) in milliseconds, or NaN. */
+function millis(time) {
+  if (typeof time === 'number') return time * 1000;
+  if (typeof time === 'bigint') return Number(time) * 1000;
+  if (typeof time === 'string') return Date.parse(time);
+  return NaN;
+}
+
+/**
+ * The `max-age` of an allow: the whole seconds from `now` until `validUntil`, at least 0;
+ * `fallback` when the decision has no `valid_until` or a time does not parse.
+ */
+export function maxAge(validUntil, now, fallback = DEFAULT_MAX_AGE) {
+  if (validUntil === undefined || validUntil === null) return fallback;
+  const until = millis(validUntil);
+  const at = millis(now);
+  if (!Number.isFinite(until) || !Number.isFinite(at)) return 0;
+  return Math.max(0, Math.floor((until - at) / 1000));
+}
+
+/** Whether an engine answer is a clean allow (anything else is a deny). */
+function isAllow(decision) {
+  return decision !== null && typeof decision === 'object' && decision.allowed === true && !decision.error
+    && Array.isArray(decision.reasons);
+}
+
+/** The reason codes of an engine answer, whatever its shape. */
+function reasonCodes(decision) {
+  if (decision === null || typeof decision !== 'object' || !Array.isArray(decision.reasons)) return [];
+  return decision.reasons.map((r) => (r && typeof r.code === 'string' ? r.code : 'unknown'));
+}
+
+/** The default upstream: the decision itself, as a 200. */
+function decisionUpstream(_request, { action, resource, decision }) {
+  return json(200, { allowed: true, action, resource, valid_until: decision.valid_until ?? null });
+}
+
+/**
+ * A `fetch(request) → Response` handler gating requests with `engine` alone.
+ *
+ * - `engine`: a loaded `Engine` (see `loadSlice`), or anything with `check(request)`.
+ * - `principalHeader`: the header naming the principal (`type:id`).
+ * - `now`: the time of a decision (RFC 3339 text or epoch seconds), called per request.
+ * - `routes`: `[{method, pattern, action, resource}]`; `pattern` like `/events/:id`,
+ *   `resource` a function of the params giving `type:id`. The first match wins.
+ * - `upstream(request, {principal, action, resource, params, decision})`: called for an
+ *   allow only; its response is passed on with `cache-control` set. Default: a 200 JSON
+ *   `{allowed: true, action, resource, valid_until}`.
+ * - `defaultMaxAge`: the `max-age` of an allow without `valid_until` (60).
+ *
+ * An allow carries `cache-control: private, max-age=N` (N: the seconds until the decision's
+ * `valid_until`) and `vary` on the principal header: it is one principal's answer, so a
+ * shared cache must not serve it to another.
+ */
+export function createHandler({
+  engine,
+  principalHeader = 'x-clearance-principal',
+  now = () => new Date().toISOString(),
+  routes,
+  upstream = decisionUpstream,
+  defaultMaxAge = DEFAULT_MAX_AGE,
+} = {}) {
+  if (engine === null || typeof engine !== 'object' || typeof engine.check !== 'function') {
+    throw new TypeError('createHandler needs an engine with a check method');
+  }
+  if (!Array.isArray(routes)) throw new TypeError('createHandler needs routes: [{method, pattern, action, resource}]');
+  if (typeof upstream !== 'function') throw new TypeError('upstream must be a function of the request');
+  if (typeof now !== 'function') throw new TypeError('now must be a function giving the time');
+  const compiled = routes.map(compileRoute);
+
+  return async function fetch(request) {
+    let url;
+    try {
+      url = new URL(request.url);
+    } catch {
+      return refuse(400, [], errorData('request.invalid', 'the request URL does not parse'));
+    }
+    const method = String(request.method || 'GET').toUpperCase();
+    const pathParts = segments(url.pathname);
+    let route = null;
+    let params = null;
+    for (const r of compiled) {
+      params = matchRoute(r, method, pathParts);
+      if (params !== null) {
+        route = r;
+        break;
+      }
+    }
+    if (route === null) {
+      return refuse(404, [], errorData('route.unknown', `no route for ${method} ${url.pathname}`, 'see the routes the handler was made with'));
+    }
+
+    const principal = (request.headers.get(principalHeader) ?? '').trim();
+    if (principal === '') {
+      return refuse(401, [], errorData('request.unauthenticated', `the header \`${principalHeader}\` is missing`, 'name the principal as `type:id`'));
+    }
+
+    // Everything from here on fails closed: no path to an allow but a clean engine allow.
+    let resource;
+    let at;
+    let decision;
+    try {
+      resource = route.resource(params);
+      if (typeof resource !== 'string' || resource === '') {
+        return refuse(403, [], errorData('edge.resource', 'the route gave no resource', 'a route\'s resource must give `type:id`'));
+      }
+      at = now();
+      decision = engine.check({ principal, action: route.action, resource, now: at });
+    } catch (e) {
+      return refuse(403, [], errorData('edge.error', `the check failed: ${e && e.message ? e.message : String(e)}`, 'the request is denied; check the engine and the routes'));
+    }
+    if (!isAllow(decision)) {
+      const error = decision && typeof decision === 'object' && decision.error ? decision.error : undefined;
+      const reasons = reasonCodes(decision);
+      if (!error && reasons.length === 0 && !(decision && decision.allowed === false)) {
+        return refuse(403, [], errorData('edge.malformed', 'the engine gave no decision', 'the request is denied; check the engine'));
+      }
+      return refuse(403, reasons, error);
+    }
+
+    let response;
+    try {
+      response = await upstream(request, { principal, action: route.action, resource, params: { ...params }, decision });
+    } catch (e) {
+      return json(502, { error: errorData('edge.upstream', `the upstream failed: ${e && e.message ? e.message : String(e)}`) }, { 'cache-control': 'no-store' });
+    }
+    if (!(response instanceof Response)) {
+      return json(502, { error: errorData('edge.upstream', 'the upstream gave no Response') }, { 'cache-control': 'no-store' });
+    }
+    // A copy, since a fetched response's headers may be immutable.
+    const out = new Response(response.body, response);
+    out.headers.set('cache-control', `private, max-age=${maxAge(decision.valid_until, at, defaultMaxAge)}`);
+    out.headers.append('vary', principalHeader);
+    return out;
+  };
+}
+
+/**
+ * Loads a principal slice (`GET /v1/slice/{principal}`, as text or parsed) into `engine`:
+ * its policy, then its facts. Gives the engine's info, or a denial (`{allowed: false,
+ * error}`) like the engine's methods; after a denial, do not serve with this engine.
+ */
+export function loadSlice(engine, sliceJson) {
+  let slice = sliceJson;
+  if (typeof slice === 'string') {
+    try {
+      slice = JSON.parse(slice);
+    } catch (e) {
+      return { allowed: false, error: errorData('slice.invalid', `the slice is not JSON: ${e.message}`, 'give the body of GET /v1/slice/{principal}') };
+    }
+  }
+  if (slice === null || typeof slice !== 'object' || !Array.isArray(slice.policy) || slice.facts === null || typeof slice.facts !== 'object') {
+    return { allowed: false, error: errorData('slice.invalid', 'a slice needs `policy: [{name, text}]` and `facts`', 'give the body of GET /v1/slice/{principal}') };
+  }
+  const policy = engine.loadPolicy(slice.policy);
+  if (policy.error) return policy;
+  if (typeof slice.policy_hash === 'string' && policy.policy_hash !== slice.policy_hash) {
+    return {
+      allowed: false,
+      error: errorData('slice.policy_mismatch', `the policy compiled to ${policy.policy_hash}, the slice says ${slice.policy_hash}`, 'the module and the server differ; use the module of the server\'s version'),
+    };
+  }
+  const facts = engine.loadFacts(slice.facts);
+  if (facts.error) return facts;
+  return engine.info();
+}

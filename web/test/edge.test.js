@@ -1,0 +1,290 @@
+// The edge-function example (edge/handler.js): a principal slice built the way the server
+// builds it, loaded with loadSlice, and requests gated by the module alone.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { loadNode } from '../index.js';
+import { createHandler, loadSlice, maxAge } from '../edge/handler.js';
+import { NOW, codes, loadedEngine, policySources, worldText } from './fixtures.js';
+
+const ORIGIN = 'https://edge.example';
+
+/**
+ * The slice of `account` as `GET /v1/slice/{principal}` gives it (host/src/service.rs):
+ * the entities whose account (or own id, for accounts) is `account`, the tuples on them.
+ */
+function buildSlice(principal, account) {
+  const world = JSON.parse(worldText('airline'));
+  const entities = world.entities.filter((e) => (e.account ?? e.id) === account);
+  const keys = new Set(entities.map((e) => `${e.type}:${e.id}`));
+  const tuples = world.tuples.filter((t) => keys.has(t.resource));
+  return {
+    principal,
+    account,
+    revision: world.revision,
+    policy: policySources(),
+    facts: { revision: world.revision, entities, tuples },
+  };
+}
+
+const ROUTES = [
+  { method: 'GET', pattern: '/events/:id', action: 'view', resource: (p) => `event:${p.id}` },
+  { method: 'POST', pattern: '/events/:id/messages', action: 'message', resource: (p) => `event:${p.id}` },
+];
+
+/** A request to `path` as `principal` (no header when undefined). */
+function request(path, principal, method = 'GET') {
+  const headers = principal === undefined ? {} : { 'x-clearance-principal': principal };
+  return new Request(`${ORIGIN}${path}`, { method, headers });
+}
+
+/** An upstream that counts its calls and answers 200. */
+function upstreamSpy() {
+  const calls = [];
+  const fn = async (req, ctx) => {
+    calls.push({ url: req.url, principal: ctx.principal, action: ctx.action, resource: ctx.resource });
+    return new Response(JSON.stringify({ from: 'upstream', resource: ctx.resource }), {
+      status: 200,
+      headers: { 'content-type': 'application/json' },
+    });
+  };
+  fn.calls = calls;
+  return fn;
+}
+
+/** The `max-age` of a response, or null. */
+function maxAgeOf(response) {
+  const m = /(?:^|[\s,])max-age=(\d+)/.exec(response.headers.get('cache-control') ?? '');
+  return m ? Number(m[1]) : null;
+}
+
+describe('the edge handler on a slice', () => {
+  let module;
+  let engine;
+  let slice;
+  let info;
+  const realFetch = globalThis.fetch;
+  let fetchCalls = 0;
+
+  before(async () => {
+    // Any network call during these tests is a failure: the module decides alone.
+    globalThis.fetch = async () => {
+      fetchCalls += 1;
+      throw new Error('no network call expected');
+    };
+    module = await loadNode();
+    engine = new module.Engine();
+    slice = buildSlice('user:aeroserv_tech', 'skyways');
+    info = loadSlice(engine, JSON.stringify(slice));
+  });
+
+  after(() => {
+    globalThis.fetch = realFetch;
+    engine.free();
+  });
+
+  test('loadSlice loads the slice and gives the info', () => {
+    assert.equal(info.error, undefined, JSON.stringify(info));
+    assert.equal(info.entities, slice.facts.entities.length);
+    assert.equal(info.tuples, slice.facts.tuples.length);
+    assert.equal(info.revision, 0);
+    assert.match(info.policy_hash, /^[0-9a-f]{64}$/);
+    // Only skyways: blueair's entities are not in the slice.
+    assert.ok(slice.facts.entities.every((e) => (e.account ?? e.id) === 'skyways'));
+    assert.ok(!slice.facts.entities.some((e) => e.id === 'blue_pilot'));
+  });
+
+  test('loadSlice checks the policy hash the slice carries', async () => {
+    const m = await loadNode();
+    const e = new m.Engine();
+    const bad = loadSlice(e, { ...slice, policy_hash: '0'.repeat(64) });
+    assert.equal(bad.allowed, false);
+    assert.equal(bad.error.code, 'slice.policy_mismatch');
+    const good = loadSlice(new m.Engine(), { ...slice, policy_hash: info.policy_hash });
+    assert.equal(good.error, undefined);
+    assert.equal(loadSlice(e, '{not json').error.code, 'slice.invalid');
+    assert.equal(loadSlice(e, { facts: {} }).error.code, 'slice.invalid');
+    e.free();
+  });
+
+  test('the slice decides as the whole world for the account\'s principals', async () => {
+    const { engine: whole } = await loadedEngine('airline');
+    const keys = slice.facts.entities.map((e) => `${e.type}:${e.id}`);
+    const principals = keys.filter((k) => k.startsWith('user:') || k.startsWith('invitee:'));
+    const events = keys.filter((k) => k.startsWith('event:'));
+    assert.ok(principals.length > 0 && events.length > 0);
+    let n = 0;
+    for (const principal of principals) {
+      for (const resource of events) {
+        for (const action of ['view', 'message', 'update']) {
+          const r = { principal, action, resource, now: NOW };
+          const a = engine.check(r);
+          const b = whole.check(r);
+          assert.deepEqual(
+            [a.allowed, codes(a), a.valid_until],
+            [b.allowed, codes(b), b.valid_until],
+            JSON.stringify(r),
+          );
+          n += 1;
+        }
+      }
+    }
+    assert.ok(n > 0);
+    whole.free();
+  });
+
+  test('gates requests with the module alone', async () => {
+    const upstream = upstreamSpy();
+    const handle = createHandler({ engine, now: () => NOW, routes: ROUTES, upstream });
+
+    // An assigned contractor technician may view the event.
+    const ok = await handle(request('/events/aog_lhr', 'user:aeroserv_tech'));
+    assert.equal(ok.status, 200);
+    assert.deepEqual(await ok.json(), { from: 'upstream', resource: 'event:aog_lhr' });
+    assert.match(ok.headers.get('cache-control'), /max-age=\d+/);
+    assert.match(ok.headers.get('cache-control'), /\bprivate\b/);
+    assert.match(ok.headers.get('vary'), /x-clearance-principal/);
+
+    // A technician of another contractor may not.
+    const no = await handle(request('/events/aog_lhr', 'user:jetfix_tech'));
+    assert.equal(no.status, 403);
+    const noBody = await no.json();
+    assert.equal(noBody.allowed, false);
+    assert.ok(noBody.reasons.includes('relation.missing'), JSON.stringify(noBody));
+    assert.equal(no.headers.get('cache-control'), 'no-store');
+
+    // A guest may, until the guest tuple expires at 18:00: max-age is the seconds until then.
+    const guest = await handle(request('/events/aog_lhr', 'invitee:g_sms'));
+    assert.equal(guest.status, 200);
+    assert.equal(maxAgeOf(guest), 28800);
+    assert.equal(maxAgeOf(guest), (Date.parse('2026-05-01T18:00:00Z') - Date.parse(NOW)) / 1000);
+
+    // A second route: messages.
+    const msg = await handle(request('/events/aog_lhr/messages', 'user:aeroserv_tech', 'POST'));
+    assert.equal(msg.status, 200);
+
+    // The upstream saw exactly the allowed requests, nothing else went out.
+    assert.deepEqual(upstream.calls.map((c) => [c.principal, c.action, c.resource]), [
+      ['user:aeroserv_tech', 'view', 'event:aog_lhr'],
+      ['invitee:g_sms', 'view', 'event:aog_lhr'],
+      ['user:aeroserv_tech', 'message', 'event:aog_lhr'],
+    ]);
+    assert.equal(fetchCalls, 0);
+  });
+
+  test('the default upstream answers the decision', async () => {
+    const handle = createHandler({ engine, now: () => NOW, routes: ROUTES });
+    const guest = await handle(request('/events/aog_lhr', 'invitee:g_sms'));
+    assert.equal(guest.status, 200);
+    assert.deepEqual(await guest.json(), {
+      allowed: true,
+      action: 'view',
+      resource: 'event:aog_lhr',
+      valid_until: '2026-05-01T18:00:00Z',
+    });
+    assert.equal(maxAgeOf(guest), 28800);
+
+    // No valid_until: the default max-age.
+    const tech = await handle(request('/events/aog_lhr', 'user:aeroserv_tech'));
+    const body = await tech.json();
+    if (body.valid_until === null) assert.equal(maxAgeOf(tech), 60);
+    else assert.equal(maxAgeOf(tech), maxAge(body.valid_until, NOW));
+    assert.equal(fetchCalls, 0);
+  });
+
+  test('refuses a missing principal, an unknown route, and other accounts', async () => {
+    const upstream = upstreamSpy();
+    const handle = createHandler({ engine, now: () => NOW, routes: ROUTES, upstream });
+
+    const anon = await handle(request('/events/aog_lhr', undefined));
+    assert.equal(anon.status, 401);
+    const anonBody = await anon.json();
+    assert.equal(anonBody.allowed, false);
+    assert.equal(anonBody.error.code, 'request.unauthenticated');
+
+    const blank = await handle(request('/events/aog_lhr', '  '));
+    assert.equal(blank.status, 401);
+
+    const unknown = await handle(request('/aircraft/g_abcd', 'user:aeroserv_tech'));
+    assert.equal(unknown.status, 404);
+    assert.equal((await unknown.json()).allowed, false);
+
+    // A known path with another method is no route either.
+    const wrongMethod = await handle(request('/events/aog_lhr', 'user:aeroserv_tech', 'DELETE'));
+    assert.equal(wrongMethod.status, 404);
+
+    // A principal of another account is not in the slice: fail closed.
+    const other = await handle(request('/events/aog_lhr', 'user:blue_pilot'));
+    assert.equal(other.status, 403);
+    const otherBody = await other.json();
+    assert.equal(otherBody.allowed, false);
+    assert.ok(otherBody.reasons.includes('entity.unknown'), JSON.stringify(otherBody));
+
+    // An event that does not exist.
+    const missing = await handle(request('/events/nope', 'user:aeroserv_tech'));
+    assert.equal(missing.status, 403);
+
+    assert.equal(upstream.calls.length, 0);
+    assert.equal(fetchCalls, 0);
+  });
+
+  test('fails closed on an erroring engine, never 200', async () => {
+    // A real engine that can no longer answer (freed), and stand-ins for a poisoned instance,
+    // a throw and a malformed answer.
+    const m = await loadNode();
+    const freed = new m.Engine();
+    assert.equal(loadSlice(freed, slice).error, undefined);
+    freed.free();
+    const engines = {
+      freed,
+      poisoned: {
+        check: () => ({ allowed: false, error: { code: 'engine.poisoned', message: 'the module instance is unusable', help: '' } }),
+      },
+      throwing: {
+        check: () => {
+          throw new Error('boom');
+        },
+      },
+      malformed: { check: () => ({ allowed: 'yes' }) },
+      empty: { check: () => undefined },
+      noReasons: { check: () => ({ allowed: true }) },
+    };
+    for (const [name, e] of Object.entries(engines)) {
+      const upstream = upstreamSpy();
+      const handle = createHandler({ engine: e, now: () => NOW, routes: ROUTES, upstream });
+      const res = await handle(request('/events/aog_lhr', 'user:aeroserv_tech'));
+      assert.equal(res.status, 403, name);
+      const body = await res.json();
+      assert.equal(body.allowed, false, name);
+      assert.equal(typeof body.error?.code, 'string', name);
+      assert.equal(upstream.calls.length, 0, name);
+    }
+    const poisoned = await (await createHandler({ engine: engines.poisoned, routes: ROUTES })(request('/events/x', 'user:a'))).json();
+    assert.equal(poisoned.error.code, 'engine.poisoned');
+    const freedBody = await (await createHandler({ engine: freed, routes: ROUTES })(request('/events/x', 'user:a'))).json();
+    assert.equal(freedBody.error.code, 'engine.freed');
+
+    // A route whose resource function throws is a deny too.
+    const handle = createHandler({
+      engine,
+      now: () => NOW,
+      routes: [{ method: 'GET', pattern: '/boom/:id', action: 'view', resource: () => { throw new Error('bad'); } }],
+    });
+    assert.equal((await handle(request('/boom/1', 'user:aeroserv_tech'))).status, 403);
+    assert.equal(fetchCalls, 0);
+  });
+
+  test('rejects a malformed setup', () => {
+    assert.throws(() => createHandler({ routes: ROUTES }), TypeError);
+    assert.throws(() => createHandler({ engine, routes: [{ method: 'GET', pattern: 'events', action: 'view', resource: (p) => p }] }), TypeError);
+    assert.throws(() => createHandler({ engine }), TypeError);
+  });
+
+  test('maxAge counts whole seconds, never below zero', () => {
+    assert.equal(maxAge('2026-05-01T18:00:00Z', NOW), 28800);
+    assert.equal(maxAge(undefined, NOW), 60);
+    assert.equal(maxAge(null, NOW, 5), 5);
+    assert.equal(maxAge('2026-05-01T09:00:00Z', NOW), 0);
+    assert.equal(maxAge(1777629600 + 90, 1777629600), 90);
+  });
+});
