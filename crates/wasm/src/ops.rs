@@ -187,22 +187,7 @@ impl Engine {
                 info
             }
             Call::ApplyDeltas { deltas } => {
-                let schema = self.schema.clone().ok_or_else(|| {
-                    error(
-                        "engine.no_policy",
-                        "no policy is loaded",
-                        "load a policy and facts first",
-                    )
-                })?;
-                let facts = self.facts.as_ref().ok_or_else(|| {
-                    error(
-                        "engine.no_facts",
-                        "no facts are loaded (a snapshot loaded from bytes takes no deltas)",
-                        "load facts first",
-                    )
-                })?;
-                let next = facts.apply(&deltas).map_err(ErrorData::from)?;
-                let snap = Snapshot::build(schema, &next).map_err(ErrorData::from)?;
+                let (next, snap) = self.next(&deltas)?;
                 let info = info(&snap);
                 self.facts = Some(next);
                 self.snapshot = Some(snap);
@@ -301,15 +286,8 @@ impl Engine {
         })
     }
 
-    /// Checks (and with `commit`, applies) a list of deltas made by `author`. A refusal is
-    /// an answer (`{"allowed": false, "refusal": ...}`), not an error.
-    fn write(
-        &mut self,
-        author: &str,
-        now: &TimeValue,
-        deltas: &[Delta],
-        commit: bool,
-    ) -> Result<Value, ErrorData> {
+    /// The facts and snapshot after `deltas`, all or nothing, from the loaded facts.
+    fn next(&self, deltas: &[Delta]) -> Result<(Facts, Snapshot), ErrorData> {
         let schema = self.schema.clone().ok_or_else(|| {
             error(
                 "engine.no_policy",
@@ -320,13 +298,26 @@ impl Engine {
         let facts = self.facts.as_ref().ok_or_else(|| {
             error(
                 "engine.no_facts",
-                "no facts are loaded (a snapshot loaded from bytes takes no writes)",
+                "no facts are loaded (a snapshot loaded from bytes takes no deltas or writes)",
                 "load facts first",
             )
         })?;
-        let before = self.snapshot()?;
         let next = facts.apply(deltas).map_err(ErrorData::from)?;
-        let after = Snapshot::build(schema, &next).map_err(ErrorData::from)?;
+        let snap = Snapshot::build(schema, &next).map_err(ErrorData::from)?;
+        Ok((next, snap))
+    }
+
+    /// Checks (and with `commit`, applies) a list of deltas made by `author`. A refusal is
+    /// an answer (`{"allowed": false, "refusal": ...}`), not an error.
+    fn write(
+        &mut self,
+        author: &str,
+        now: &TimeValue,
+        deltas: &[Delta],
+        commit: bool,
+    ) -> Result<Value, ErrorData> {
+        let before = self.snapshot()?;
+        let (next, after) = self.next(deltas)?;
         if let Err(refusal) =
             clearance_core::writes::authorize_writes(before, &after, author, deltas, now)
         {
