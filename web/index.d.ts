@@ -81,6 +81,44 @@ export interface Info {
   tuples: number;
 }
 
+/** An action of a type; `target` names the second entity's type, if any. */
+export interface ActionOutline {
+  name: string;
+  target: string | null;
+}
+
+/** A write rule: `on <change> <member> = <action>`. */
+export interface WriteOutline {
+  change: 'add' | 'remove' | 'set' | 'create' | 'delete';
+  member: string | null;
+  action: string;
+}
+
+/** A type as the policy declares it. */
+export interface TypeOutline {
+  name: string;
+  principal: boolean;
+  actions: ActionOutline[];
+  writes: WriteOutline[];
+}
+
+/** A matrix as the policy declares it. */
+export interface MatrixOutline {
+  name: string;
+  levels: boolean;
+  actions: string[];
+  rows: string[];
+  operations: string[];
+  roles: string[];
+}
+
+/** What a policy declares, by name. */
+export interface Outline {
+  policy_hash: string;
+  types: TypeOutline[];
+  matrices: MatrixOutline[];
+}
+
 /** A policy source. */
 export interface Source {
   name: string;
@@ -142,6 +180,8 @@ export class Engine {
   snapshotBytes(): Uint8Array | Denial;
   /** What is loaded. */
   info(): Info | Denial;
+  /** What the loaded policy declares: types, actions, write rules, matrices. */
+  schema(): Outline | Denial;
   /** Decides one request. */
   check(request: Request | string): DecisionView | Denial;
   /** Decides a list of requests (at most 1 << 20). */

@@ -431,6 +431,16 @@ class BaseEngine {
   }
 
   /**
+   * What the loaded policy declares: its types with their actions and write rules, and
+   * its matrices with their rows and roles.
+   *
+   * @returns {Outline | Denial}
+   */
+  schema() {
+    return this.call({ op: 'schema' });
+  }
+
+  /**
    * Decides one request.
    *
    * @param {Request | string} request

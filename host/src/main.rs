@@ -48,6 +48,9 @@ enum Command {
         /// Instances of the module.
         #[arg(long, default_value_t = 2)]
         instances: u32,
+        /// The `web/` directory the operations console is served from (at `/`).
+        #[arg(long, default_value = "web")]
+        web: PathBuf,
     },
     /// Decide one request.
     Check(RequestArgs),
@@ -341,6 +344,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             data,
             seed,
             instances,
+            web,
         } => {
             let rt = runtime(&cli.wasm, *instances)?;
             let store = SqliteStore::open(data).map_err(|e| e.to_string())?;
@@ -369,8 +373,20 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("{addr}: {e}"))?;
-            eprintln!("clearance: serving http://{addr}/v1 (OpenAPI at /v1/openapi.json)");
-            axum::serve(listener, service::router(service))
+            let local = listener.local_addr().map_err(|e| e.to_string())?;
+            eprintln!(
+                "clearance: console at http://{local}/, API at http://{local}/v1 (OpenAPI at /v1/openapi.json)"
+            );
+            let files = service::ConsoleFiles {
+                web: web.clone(),
+                pkg: cli
+                    .wasm
+                    .parent()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(".")),
+            };
+            let app = service::with_console(service::router(service), &files);
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = tokio::signal::ctrl_c().await;
                 })

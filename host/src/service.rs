@@ -177,6 +177,11 @@ impl Service {
     pub fn revision(&self) -> u64 {
         *self.revision.borrow()
     }
+
+    /// The SHA-256 of the module the service decides with.
+    pub fn module_hash(&self) -> &str {
+        self.runtime.module_hash()
+    }
 }
 
 /// The router of the API.
@@ -650,6 +655,28 @@ async fn reload(State(s): S, Json(body): Json<PolicyBody>) -> ApiResult {
 
 async fn openapi() -> Json<Value> {
     Json(crate::openapi::document())
+}
+
+/// Where the operations console's files are: `web/` (the page under `console/`, the
+/// package's `index.js`) and the directory of the module the host runs, so the page runs
+/// exactly the host's bytes.
+#[derive(Debug, Clone)]
+pub struct ConsoleFiles {
+    /// The `web/` directory.
+    pub web: PathBuf,
+    /// The directory of `clearance_bg.wasm` and its glue.
+    pub pkg: PathBuf,
+}
+
+/// Adds the operations console to a router: the page at `/`, its files under `/console`,
+/// the JS package at `/index.js` and the module under `/pkg`.
+pub fn with_console(router: Router, files: &ConsoleFiles) -> Router {
+    use tower_http::services::{ServeDir, ServeFile};
+    router
+        .route_service("/", ServeFile::new(files.web.join("console/index.html")))
+        .route_service("/index.js", ServeFile::new(files.web.join("index.js")))
+        .nest_service("/console", ServeDir::new(files.web.join("console")))
+        .nest_service("/pkg", ServeDir::new(&files.pkg))
 }
 
 /// Serves the API on `listener` until the task is dropped.

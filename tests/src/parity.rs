@@ -275,6 +275,51 @@ pub fn node(jobs: &[Job], snapshots: &[Vec<u8>], work: &Path) -> Result<Vec<Runt
     Ok(runs)
 }
 
+/// Decides every job inside headless Chromium with the same module
+/// (`web/browser/parity-chromium.mjs`), from the job files [`node`] wrote to `work`.
+pub fn chromium(jobs: &[Job], work: &Path) -> Result<Vec<RuntimeRun>, String> {
+    let runner = crate::root().join("web/browser/parity-chromium.mjs");
+    let output = Command::new("node")
+        .arg(&runner)
+        .arg("--work")
+        .arg(work)
+        .arg("--jobs")
+        .arg(jobs.len().to_string())
+        .output()
+        .map_err(|e| format!("cannot run node: {e}"))?;
+    let line = String::from_utf8_lossy(&output.stdout).to_string();
+    if !output.status.success() {
+        return Err(format!(
+            "the Chromium runner failed: {line} {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let report: serde_json::Value = serde_json::from_str(line.trim())
+        .map_err(|e| format!("the Chromium runner said `{line}`: {e}"))?;
+    println!(
+        "parity: chromium is {}",
+        report
+            .get("browser")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+    );
+    let module = report
+        .get("module_sha256")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    (0..jobs.len())
+        .map(|i| {
+            let bytes = std::fs::read(work.join(format!("job{i}.chromium")))
+                .map_err(|e| format!("job {i}: {e}"))?;
+            Ok(RuntimeRun {
+                runtime: "chromium",
+                module_sha256: module.clone(),
+                decisions: split(&bytes)?,
+            })
+        })
+        .collect()
+}
+
 /// Compares every runtime's runs with the native ones.
 pub fn compare(jobs: &[Job], native: &[RuntimeRun], others: &[Vec<RuntimeRun>]) -> Report {
     let mut report = Report::default();

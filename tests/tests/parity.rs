@@ -95,10 +95,11 @@ fn every_runtime_decides_identically() {
     let wasmtime = parity::wasmtime(&rt, &jobs, &snapshots).unwrap_or_else(|e| panic!("{e}"));
     let work = std::env::temp_dir().join(format!("clearance-parity-{}", std::process::id()));
     let node = parity::node(&jobs, &snapshots, &work).unwrap_or_else(|e| panic!("{e}"));
+    let chromium = parity::chromium(&jobs, &work).unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_dir_all(&work);
-    let report = parity::compare(&jobs, &native, &[wasmtime, node]);
+    let report = parity::compare(&jobs, &native, &[wasmtime, node, chromium]);
     println!(
-        "parity: {} requests x 3 runtimes (native, wasmtime, node) in {} jobs, {} mismatches, decisions digest {}",
+        "parity: {} requests x 4 runtimes (native, wasmtime, node, chromium) in {} jobs, {} mismatches, decisions digest {}",
         report.compared,
         jobs.len(),
         report.mismatches.len(),
@@ -129,7 +130,7 @@ fn every_runtime_decides_identically() {
         report.mismatches.len(),
         shown.join("\n")
     );
-    assert_eq!(report.module_hashes.len(), 2, "{:?}", report.module_hashes);
+    assert_eq!(report.module_hashes.len(), 3, "{:?}", report.module_hashes);
     assert!(
         report
             .module_hashes

@@ -280,3 +280,22 @@ describe('pages', () => {
     assert.deepEqual(a.snapshotBytes(), b.snapshotBytes());
   });
 });
+
+test('schema outlines the policy: actions, write rules and matrices', async () => {
+  const { engine } = await loadedEngine('airline');
+  const outline = engine.schema();
+  assert.equal(isError(outline), false);
+  assert.equal(outline.policy_hash, engine.info().policy_hash);
+  const event = outline.types.find((t) => t.name === 'event');
+  assert.deepEqual(event.actions.find((a) => a.name === 'assign'), { name: 'assign', target: 'organization' });
+  assert.ok(event.writes.some((w) => w.change === 'set' && w.member === 'title' && w.action === 'update'));
+  assert.ok(event.writes.some((w) => w.change === 'add' && w.member === 'guest' && w.action === 'invite_guest'));
+  const squawk = outline.types.find((t) => t.name === 'squawk');
+  assert.ok(squawk.writes.some((w) => w.change === 'delete' && w.member === null && w.action === 'delete'));
+  const ops = outline.matrices.find((m) => m.name === 'operations');
+  assert.equal(ops.levels, true);
+  assert.ok(ops.rows.includes('dispatch') && ops.operations.includes('grant_access'));
+  assert.ok(ops.roles.includes('dispatch_external'));
+  const empty = new (await loadNode()).Engine();
+  assert.equal(empty.schema().error.code, 'engine.no_policy');
+});

@@ -61,6 +61,12 @@ fn main() -> ExitCode {
 
 fn test() -> Result<(), String> {
     run(
+        "test dependencies (Chromium, playwright-core, typescript)",
+        "bash",
+        &["scripts/install-test-deps"],
+        &[],
+    )?;
+    run(
         "formatting",
         "cargo",
         &["fmt", "--all", "--", "--check"],
@@ -105,13 +111,30 @@ fn test() -> Result<(), String> {
         &[("CLEARANCE_BENCH_SCALES", "small")],
     )?;
     run(
+        "types of the JS package",
+        "node",
+        &[
+            "web/node_modules/typescript/bin/tsc",
+            "--noEmit",
+            "-p",
+            "web/tsconfig.json",
+        ],
+        &[],
+    )?;
+    run(
+        "the console in Chromium",
+        "node",
+        &["--test", "web/browser/"],
+        &[],
+    )?;
+    run(
         "doctests",
         "cargo",
         &["test", "--workspace", "--release", "--doc"],
         &[],
     )?;
     run(
-        "parity of native, wasmtime and node",
+        "parity of native, wasmtime, node and chromium",
         "cargo",
         &[
             "test",
@@ -133,6 +156,7 @@ fn test() -> Result<(), String> {
 fn run(step: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     eprintln!("xtask: {step}: {program} {}", args.join(" "));
     let status = Command::new(program)
+        .current_dir(root())
         .args(args)
         .envs(env.iter().copied())
         .status()

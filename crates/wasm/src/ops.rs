@@ -83,6 +83,8 @@ pub enum Call {
     },
     /// What is loaded.
     Info,
+    /// What the loaded policy declares: types, actions, write rules, matrices.
+    Schema,
 }
 
 /// The engine of one module instance.
@@ -136,7 +138,7 @@ impl Engine {
                             e.column()
                         )
                     },
-                    "a call is a JSON object with an `op` (load_policy, load_facts, apply_deltas, check, check_batch, allowed_actions, list_resources, list_principals, explain, matrix, resolve, info) and its fields",
+                    "a call is a JSON object with an `op` (load_policy, load_facts, apply_deltas, check, check_batch, allowed_actions, list_resources, list_principals, explain, matrix, resolve, authorize_deltas, write, info, schema) and its fields",
                 ));
             }
         };
@@ -283,6 +285,16 @@ impl Engine {
                 deltas,
             } => self.write(&author, &now, &deltas, true)?,
             Call::Info => info(self.snapshot()?),
+            Call::Schema => match &self.schema {
+                Some(schema) => to_value(&schema.outline()),
+                None => {
+                    return Err(error(
+                        "engine.no_policy",
+                        "no policy is loaded",
+                        "load a policy first",
+                    ));
+                }
+            },
         })
     }
 

@@ -4,7 +4,7 @@
 
 use super::{artifact, block, root};
 use clearance_core::{Facts, FactsJson, Schema, Snapshot, Source};
-use clearance_host::service::{ROUTES, Service, read_policies, router};
+use clearance_host::service::{ConsoleFiles, ROUTES, Service, read_policies, router, with_console};
 use clearance_host::store::SqliteStore;
 use clearance_host::{Runtime, RuntimeConfig};
 use futures_util::StreamExt;
@@ -57,7 +57,11 @@ async fn serve(db: &Path) -> (String, Arc<Service>) {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = router(Arc::clone(&service));
+    let files = ConsoleFiles {
+        web: root().join("web"),
+        pkg: root().join("web/pkg"),
+    };
+    let app = with_console(router(Arc::clone(&service)), &files);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -85,6 +89,48 @@ async fn get(c: &reqwest::Client, url: &str) -> (u16, Value) {
 
 fn req(p: &str, a: &str, r: &str) -> Value {
     json!({ "principal": p, "action": a, "resource": r, "now": NOW })
+}
+
+#[test]
+fn the_console_is_served_with_the_hosts_own_module() {
+    block(async {
+        let (base, s) = serve(&temp_db("console")).await;
+        let c = reqwest::Client::new();
+        let page = c.get(format!("{base}/")).send().await.unwrap();
+        assert_eq!(page.status().as_u16(), 200);
+        assert!(page.text().await.unwrap().contains("operations console"));
+        for path in [
+            "/console/console.js",
+            "/console/personas.json",
+            "/index.js",
+            "/pkg/clearance.js",
+        ] {
+            let r = c.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{path}");
+        }
+        let wasm = c
+            .get(format!("{base}/pkg/clearance_bg.wasm"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            wasm.headers()["content-type"].to_str().unwrap(),
+            "application/wasm"
+        );
+        let bytes = wasm.bytes().await.unwrap();
+        let hash = clearance_core::policy::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        assert_eq!(
+            hash,
+            s.module_hash(),
+            "the page runs the bytes the host runs"
+        );
+        let missing = c
+            .get(format!("{base}/console/nope.js"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status().as_u16(), 404);
+    });
 }
 
 #[test]

@@ -581,6 +581,96 @@ impl Schema {
         hex(&self.hash)
     }
 
+    /// What the policy declares, by name: the types with their actions and write rules,
+    /// and the matrices with their rows and roles. User interfaces build their pages and
+    /// "why not?" lists from it.
+    pub fn outline(&self) -> Outline {
+        let type_name = |t: TypeId| self.ty(t).map(|d| d.name.clone()).unwrap_or_default();
+        let types = self
+            .types
+            .iter()
+            .map(|t| TypeOutline {
+                name: t.name.clone(),
+                principal: t.principal,
+                actions: t
+                    .perms
+                    .iter()
+                    .map(|p| ActionOutline {
+                        name: p.name.clone(),
+                        target: p.target.map(type_name),
+                    })
+                    .collect(),
+                writes: t
+                    .writes
+                    .iter()
+                    .map(|w| {
+                        let (change, member) = match w.event {
+                            WriteEvent::Add | WriteEvent::Remove => (
+                                if w.event == WriteEvent::Add {
+                                    "add"
+                                } else {
+                                    "remove"
+                                },
+                                w.member
+                                    .and_then(|m| t.rels.get(m as usize))
+                                    .map(|r| r.name.clone()),
+                            ),
+                            WriteEvent::Set => (
+                                "set",
+                                w.member
+                                    .and_then(|m| t.attrs.get(m as usize))
+                                    .map(|a| a.name.clone()),
+                            ),
+                            WriteEvent::Create => ("create", None),
+                            WriteEvent::Delete => ("delete", None),
+                        };
+                        WriteOutline {
+                            change: change.into(),
+                            member,
+                            action: t
+                                .perms
+                                .get(w.perm as usize)
+                                .map(|p| p.name.clone())
+                                .unwrap_or_default(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let matrices = self
+            .matrices
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MatrixOutline {
+                name: m.name.clone(),
+                levels: m.levels,
+                actions: if m.levels {
+                    LEVEL_ACTIONS.iter().map(|a| a.to_string()).collect()
+                } else {
+                    m.actions.clone()
+                },
+                rows: m.rows.iter().map(|r| r.name.clone()).collect(),
+                operations: m
+                    .rows
+                    .iter()
+                    .filter(|r| r.operation)
+                    .map(|r| r.name.clone())
+                    .collect(),
+                roles: self
+                    .roles
+                    .iter()
+                    .filter(|r| r.matrix as usize == i)
+                    .map(|r| r.name.clone())
+                    .collect(),
+            })
+            .collect();
+        Outline {
+            policy_hash: self.hash_hex(),
+            types,
+            matrices,
+        }
+    }
+
     /// Compiles a role cell for `matrix` (used for policy roles and custom roles).
     pub fn compile_cell(&self, matrix: u16, cell: &ast::CellDecl) -> Result<CellDef, PolicyError> {
         match self.matrices.get(matrix as usize) {
@@ -588,6 +678,67 @@ impl Schema {
             None => Err(PolicyError::new(cell.row.span.clone(), "unknown matrix")),
         }
     }
+}
+
+/// What a policy declares, by name ([`Schema::outline`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Outline {
+    /// The policy hash.
+    pub policy_hash: String,
+    /// Entity types in declaration order (built-in types first).
+    pub types: Vec<TypeOutline>,
+    /// Role matrices.
+    pub matrices: Vec<MatrixOutline>,
+}
+
+/// A type of an [`Outline`].
+#[derive(Debug, Clone, Serialize)]
+pub struct TypeOutline {
+    /// Its name.
+    pub name: String,
+    /// Whether its entities can be principals.
+    pub principal: bool,
+    /// Its actions (permissions), in order.
+    pub actions: Vec<ActionOutline>,
+    /// Which action authorises which change (X4).
+    pub writes: Vec<WriteOutline>,
+}
+
+/// An action of a type.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionOutline {
+    /// Its name.
+    pub name: String,
+    /// The target's type, for actions about a second entity.
+    pub target: Option<String>,
+}
+
+/// A write rule: `on <change> <member> = <action>`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteOutline {
+    /// `add`, `remove`, `set`, `create` or `delete`.
+    pub change: String,
+    /// The relation or attribute, for `add`, `remove` and `set`.
+    pub member: Option<String>,
+    /// The action that must allow the author.
+    pub action: String,
+}
+
+/// A matrix of an [`Outline`].
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixOutline {
+    /// Its name.
+    pub name: String,
+    /// Whether cells are levels.
+    pub levels: bool,
+    /// The actions a cell can grant (for levels: `own`, `limited`, `read`, `write`).
+    pub actions: Vec<String>,
+    /// Its rows (pages, then operations), in order.
+    pub rows: Vec<String>,
+    /// The rows that are named operations (action `use`).
+    pub operations: Vec<String>,
+    /// The roles of the policy files on this matrix.
+    pub roles: Vec<String>,
 }
 
 /// Lowercase hex of bytes.

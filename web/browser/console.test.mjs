@@ -1,0 +1,226 @@
+// The operations console in real Chromium, against the real host: what each persona is
+// shown is what the host itself decides, hidden actions carry the module's reasons, and
+// the host's refusals reach the page. Screenshots for the docs are written when
+// CLEARANCE_SCREENSHOTS is set (`CLEARANCE_SCREENSHOTS=1 node --test web/browser/`).
+
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { ROOT, launch, startHost } from './chromium.mjs';
+
+const NOW = '2026-05-01T10:00:00Z';
+
+let host;
+let browser;
+
+before(async () => {
+  host = await startHost();
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await host?.stop();
+});
+
+/** Opens the console signed in as `persona` on `page` (a console page id). */
+async function open(persona, options = {}) {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  const params = new URLSearchParams({ persona, now: options.now ?? NOW, page: options.page ?? 'events' });
+  if (options.whyNot) params.set('why-not', '');
+  await page.goto(`${host.url}/?${params}`);
+  await page.waitForSelector(`body[data-principal="${persona}"]`, { timeout: 30_000 });
+  assert.deepEqual(errors, [], 'the page threw');
+  return page;
+}
+
+/** The rows the page shows: resource → the actions on its buttons. */
+function shown(page) {
+  return page.$$eval('tr.record:not(.hidden-row)', (trs) => Object.fromEntries(trs.map((tr) => [
+    tr.dataset.resource,
+    [...tr.querySelectorAll('button.action')].map((b) => b.dataset.action).sort(),
+  ])));
+}
+
+async function api(path, body) {
+  const response = await fetch(`${host.url}${path}`, body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: response.status, body: await response.json() };
+}
+
+/** The host's answer for every record of some types in the persona's account. */
+async function hostView(persona, types, viewOf) {
+  const slice = (await api(`/v1/slice/${persona}`)).body;
+  const out = {};
+  for (const e of slice.facts.entities.filter((x) => types.includes(x.type))) {
+    const resource = `${e.type}:${e.id}`;
+    const { body } = await api('/v1/allowed-actions', { principal: persona, resource, now: NOW });
+    const view = viewOf[e.type];
+    if (view === undefined || body.actions.includes(view)) out[resource] = [...body.actions].sort();
+  }
+  return out;
+}
+
+const VIEW = { event: 'view', aircraft: 'read', squawk: 'read', squawk_message: 'read', maintenance_entry: 'read', tracking_item: 'read', flight: 'view', ops_aircraft: 'view', person: 'view' };
+
+describe('the console', () => {
+  test('runs the host\'s module and lists every persona', async () => {
+    const page = await open('user:occ_controller');
+    const status = await page.textContent('#status');
+    assert.match(status, /the same bytes as the host/);
+    const revision = (await api('/v1/revision')).body;
+    assert.ok(status.includes(revision.module_hash.slice(0, 12)));
+    const personas = await page.$$eval('#persona option', (os) => os.map((o) => o.value));
+    assert.equal(personas.length, 13);
+    for (const p of personas) assert.equal((await api(`/v1/slice/${p}`)).status, 200, `${p} is in the demo data`);
+    await page.close();
+  });
+
+  test('switching personas shows exactly the actions the host allows', async () => {
+    const page = await open('user:occ_controller');
+    const controller = await shown(page);
+    // The controller's organisation owns the event, and the controller created it.
+    assert.deepEqual(controller['event:aog_lhr'], ['close', 'create', 'message', 'update', 'view']);
+    await page.selectOption('#persona', 'user:aeroserv_tech');
+    await page.waitForSelector('body[data-principal="user:aeroserv_tech"]');
+    const contractor = await shown(page);
+    // A contractor takes part in the events its organisation is assigned to, and never
+    // closes one.
+    assert.deepEqual(contractor['event:aog_lhr'], ['message', 'update', 'view']);
+    assert.equal(contractor['event:unassigned_jfk'], undefined, 'an event the contractor is not assigned to is hidden');
+    assert.deepEqual(contractor, await hostView('user:aeroserv_tech', ['event'], VIEW));
+    assert.deepEqual(controller, await hostView('user:occ_controller', ['event'], VIEW));
+    await page.close();
+  });
+
+  test('every persona sees what the host decides, on every page', async () => {
+    const personas = JSON.parse(await (await fetch(`${host.url}/console/personas.json`)).text()).personas;
+    for (const { principal } of personas) {
+      for (const [id, types] of [['events', ['event']], ['records', ['aircraft', 'squawk', 'squawk_message', 'maintenance_entry', 'tracking_item']], ['flights', ['flight', 'ops_aircraft', 'person']]]) {
+        const page = await open(principal, { page: id });
+        assert.deepEqual(await shown(page), await hostView(principal, types, VIEW), `${principal} on ${id}`);
+        await page.close();
+      }
+    }
+  });
+
+  test('pilots see only their own squawks as editable', async () => {
+    const page = await open('user:pilot_own_sq', { page: 'records' });
+    const rows = await shown(page);
+    assert.ok(rows['squawk:sq_radio'].includes('update'), 'their own squawk');
+    assert.ok(!rows['squawk:sq_brakes'].includes('update'), 'another pilot\'s squawk');
+    assert.ok(rows['squawk:sq_brakes'].includes('read'));
+    await page.close();
+  });
+
+  test('"why not?" shows hidden actions with the module\'s reasons', async () => {
+    const page = await open('user:aeroserv_tech', { whyNot: true });
+    const why = await page.$eval('tr[data-resource="event:aog_lhr"] [data-hidden-action="close"]', (el) => [...el.querySelectorAll('.reason')].map((r) => r.dataset.code));
+    const host = (await api('/v1/explain', { principal: 'user:aeroserv_tech', action: 'close', resource: 'event:aog_lhr', now: NOW })).body;
+    assert.ok(why.length > 0);
+    assert.deepEqual(why, host.decision.reasons.map((r) => r.code));
+    // hidden records appear too, greyed, with why the persona may not see them
+    const hiddenRow = await page.$('tr.hidden-row[data-resource="event:unassigned_jfk"] [data-hidden-action="view"] .reason');
+    assert.ok(hiddenRow, 'the unassigned event is listed as hidden with its reason');
+    await page.close();
+  });
+
+  test('a deactivated user and a pending invitation are told why everything is denied', async () => {
+    for (const [persona, reason] of [['user:former_controller', 'gate.active'], ['user:new_planner', 'gate.invitation_accepted']]) {
+      const page = await open(persona);
+      const codes = await page.$$eval('#gate .reason', (rs) => rs.map((r) => r.dataset.code));
+      assert.ok(codes.length > 0 && codes.every((c) => c.startsWith('gate.')), `${persona}: ${codes}`);
+      assert.ok(codes.includes(reason), `${persona}: ${codes}`);
+      assert.deepEqual(await shown(page), {});
+      await page.close();
+    }
+  });
+
+  test('a guest\'s access counts down and ends with the invitation', async () => {
+    const page = await open('invitee:g_sms');
+    assert.deepEqual(Object.keys(await shown(page)), ['event:aog_lhr']);
+    const left = await page.textContent('.countdown[data-resource="event:aog_lhr"] .left');
+    // The SMS invitation ends at 18:00, eight hours after the console's clock started.
+    const [hh, mm, ss] = left.match(/^(\d\d)h (\d\d)m (\d\d)s$/).slice(1).map(Number);
+    const seconds = hh * 3600 + mm * 60 + ss;
+    assert.ok(seconds <= 8 * 3600 && seconds > 8 * 3600 - 60, left);
+    await page.close();
+    const late = await open('invitee:g_sms', { now: '2026-05-01T17:59:58Z' });
+    assert.deepEqual(Object.keys(await shown(late)), ['event:aog_lhr']);
+    await late.waitForSelector('tr[data-resource="event:aog_lhr"]', { state: 'detached', timeout: 10_000 });
+    assert.equal(await late.$('.countdown'), null);
+    await late.close();
+  });
+
+  test('the access-rights matrix is the host\'s, colour-coded by level', async () => {
+    const page = await open('user:a_administrator', { page: 'matrix' });
+    const cells = await page.$$eval('section[data-matrix="operations"] tr[data-role]', (trs) => Object.fromEntries(trs.map((tr) => [tr.dataset.role, [...tr.querySelectorAll('td')].map((td) => td.textContent)])));
+    const host = (await api('/v1/matrix/operations?account=skyline_charter')).body;
+    assert.equal(Object.keys(cells).length, host.roles.length);
+    for (const role of host.roles) assert.deepEqual(cells[role.name], role.cells.map((c) => c || '—'), role.name);
+    const colour = (sel) => page.$eval(sel, (el) => getComputedStyle(el).backgroundColor);
+    const read = await colour('td.lvl-read');
+    const write = await colour('td.lvl-write');
+    const none = await colour('td.lvl-none');
+    assert.notEqual(read, write);
+    assert.notEqual(read, none);
+    assert.ok(await page.$('tr.mine[data-role="administrator"]'), 'the persona\'s own role is marked');
+    if (process.env.CLEARANCE_SCREENSHOTS) await page.screenshot({ path: join(ROOT, 'docs/console-matrix.png'), fullPage: false });
+    await page.close();
+  });
+
+  test('the access review lists what a user may do, as the host does', async () => {
+    const page = await open('user:a_administrator', { page: 'review' });
+    await page.selectOption('#review-user', 'user:a_crew');
+    await page.waitForSelector('table[data-review="user:a_crew"]');
+    const text = await page.textContent('table[data-review="user:a_crew"]');
+    const flights = (await api('/v1/resources', { principal: 'user:a_crew', action: 'view', type: 'flight', now: NOW })).body;
+    assert.ok(flights.length > 0);
+    for (const f of flights) {
+      const number = (await api(`/v1/slice/user:a_crew`)).body.facts.entities.find((e) => `${e.type}:${e.id}` === f).attrs.number;
+      assert.ok(text.includes(number), `${f} (${number}) is in the review`);
+    }
+    assert.match(text, /page operations:crew_app/);
+    await page.close();
+  });
+
+  test('an allowed write goes through the host', async () => {
+    const page = await open('user:pilot_own_sq', { page: 'records' });
+    await page.click('tr[data-resource="squawk:sq_radio"] button[data-action="update"]');
+    await page.waitForSelector('#notice[data-code="written"]');
+    const slice = (await api('/v1/slice/user:pilot_own_sq')).body;
+    assert.match(slice.facts.entities.find((e) => e.id === 'sq_radio').attrs.title, /\(edited /);
+    if (process.env.CLEARANCE_SCREENSHOTS) await page.screenshot({ path: join(ROOT, 'docs/console-records.png'), fullPage: false });
+    await page.close();
+  });
+
+  test('a write the host refuses shows its reason', async () => {
+    const page = await open('user:pilot_own_sq', { page: 'records', whyNot: true });
+    await page.click('tr[data-resource="squawk:sq_brakes"] [data-hidden-action="update"] button[data-try]');
+    await page.waitForSelector('#notice[data-kind="refusal"]');
+    assert.equal(await page.getAttribute('#notice', 'data-code'), 'write.denied');
+    assert.match(await page.textContent('#notice'), /refused/);
+    await page.close();
+  });
+
+  test('a decision made on an older revision is refused when its outcome has changed', async () => {
+    const page = await open('user:aeroserv_tech', { whyNot: false });
+    assert.ok((await shown(page))['event:aog_lhr'].includes('update'));
+    // The controller unassigns the contractor; the page still decides on its revision.
+    const unassign = await api('/v1/facts', { author: 'user:occ_controller', now: NOW, deltas: [{ op: 'remove_tuple', tuple: { resource: 'event:aog_lhr', relation: 'assigned', subject: 'organization:aeroserv' } }] });
+    assert.equal(unassign.status, 200, JSON.stringify(unassign.body));
+    await page.waitForSelector('#stale:not([hidden])', { timeout: 10_000 });
+    await page.click('tr[data-resource="event:aog_lhr"] button[data-action="update"]');
+    await page.waitForSelector('#notice[data-kind="refusal"]');
+    assert.equal(await page.getAttribute('#notice', 'data-code'), 'parity.outcome_changed');
+    await page.click('#stale button');
+    await page.waitForSelector('tr[data-resource="event:aog_lhr"]', { state: 'detached' });
+    if (process.env.CLEARANCE_SCREENSHOTS) {
+      const shot = await open('user:occ_controller', { whyNot: true });
+      await shot.screenshot({ path: join(ROOT, 'docs/console-events.png'), fullPage: false });
+      await shot.close();
+    }
+    await page.close();
+  });
+});

@@ -1,0 +1,112 @@
+#!/usr/bin/env node
+/**
+ * The Chromium side of the parity suite: decides every job's binary queries with the wasm
+ * module inside headless Chromium (Debian's, driven by playwright-core) and writes the raw
+ * decision bytes, for comparison byte for byte with the other runtimes.
+ *
+ *   node web/browser/parity-chromium.mjs --work <dir> --jobs <n>
+ *
+ * Reads `<dir>/job<i>.snapshot` and `<dir>/job<i>.queries` for i < n (as the Node runner
+ * takes them), and writes `<dir>/job<i>.chromium`: the decisions without the frame byte,
+ * in query order. The page loads `index.js` and the module over HTTP from a local server,
+ * as a browser does. On success, stdout is one line of JSON:
+ * `{"module_sha256", "decisions", "jobs", "browser"}`; on any error, one line
+ * `{"error": {code, message, help}}` and exit code 1.
+ */
+
+import { readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import { extname, join, normalize } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ROOT, launch } from './chromium.mjs';
+
+const USAGE = 'usage: node web/browser/parity-chromium.mjs --work <dir> --jobs <n>';
+const TYPES = { '.js': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html' };
+
+/** Serves `web/` read-only, the work directory's inputs, and takes the decisions back. */
+function server(work) {
+  const web = join(ROOT, 'web');
+  return createServer(async (req, res) => {
+    try {
+      const url = new URL(req.url, 'http://localhost');
+      if (req.method === 'PUT' && /^\/out\/job\d+$/.test(url.pathname)) {
+        const chunks = [];
+        for await (const c of req) chunks.push(c);
+        await writeFile(join(work, `${url.pathname.slice(5)}.chromium`), Buffer.concat(chunks));
+        res.writeHead(204).end();
+        return;
+      }
+      if (url.pathname === '/') {
+        res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>parity</title>');
+        return;
+      }
+      const rel = normalize(url.pathname).replace(/^[/\\]+/, '');
+      if (rel.startsWith('..')) throw new Error('outside');
+      const file = /^work\/job\d+\.(snapshot|queries)$/.test(rel) ? join(work, rel.slice(5)) : join(web, rel);
+      const body = await readFile(file);
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' }).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+}
+
+/** Runs inside the page: decides every job, sends the decisions back. */
+async function decideAll({ jobs, chunk }) {
+  const c = await import('/index.js');
+  const module = await c.loadBrowser('/pkg/clearance_bg.wasm');
+  const engine = new module.Engine();
+  let decisions = 0;
+  const bytes = async (path) => new Uint8Array(await (await fetch(path)).arrayBuffer());
+  for (let i = 0; i < jobs; i++) {
+    const loaded = engine.loadSnapshot(await bytes(`/work/job${i}.snapshot`));
+    if (c.isError(loaded)) return { error: { ...loaded.error, message: `job ${i}: ${loaded.error.message}` } };
+    const queries = await bytes(`/work/job${i}.queries`);
+    const parts = [];
+    for (let at = 0; at < queries.length; at += chunk * c.QUERY_LEN) {
+      const raw = engine.checkIdsRaw(queries.subarray(at, Math.min(queries.length, at + chunk * c.QUERY_LEN)));
+      if (c.isError(raw)) return { error: { ...raw.error, message: `job ${i}: ${raw.error.message}` } };
+      parts.push(raw);
+    }
+    const put = await fetch(`/out/job${i}`, { method: 'PUT', body: new Blob(parts) });
+    if (!put.ok) return { error: { code: 'runner.io', message: `job ${i}: the decisions were not taken (${put.status})`, help: '' } };
+    decisions += queries.length / c.QUERY_LEN;
+  }
+  engine.free();
+  return { module_sha256: module.moduleHash, decisions, jobs, browser: navigator.userAgent.match(/Chrome\/[\d.]+/)?.[0] ?? navigator.userAgent };
+}
+
+async function run(argv) {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: { work: { type: 'string' }, jobs: { type: 'string' } }, strict: true }));
+  } catch (e) {
+    return { error: { code: 'runner.usage', message: e.message, help: USAGE } };
+  }
+  const jobs = Number(values.jobs);
+  if (!values.work || !Number.isInteger(jobs) || jobs < 0) return { error: { code: 'runner.usage', message: '--work and --jobs are required', help: USAGE } };
+  const http = server(values.work);
+  await new Promise((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`http://127.0.0.1:${http.address().port}/`);
+    const result = await page.evaluate(decideAll, { jobs, chunk: 65536 });
+    if (errors.length && !result.error) return { error: { code: 'runner.page', message: errors.join('; '), help: '' } };
+    return result;
+  } finally {
+    await browser.close();
+    http.close();
+  }
+}
+
+try {
+  const result = await run(process.argv.slice(2));
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+  if (result.error) process.exitCode = 1;
+} catch (e) {
+  process.stdout.write(`${JSON.stringify({ error: { code: 'runner.failed', message: e instanceof Error ? e.message : String(e), help: '' } })}\n`);
+  process.exitCode = 1;
+}

@@ -1,0 +1,544 @@
+// The operations console: the one wasm module runs in the page on the signed-in persona's
+// principal slice, and decides every button the page shows. Writes go to the host, which
+// decides them again with the same module and refuses stale parity tokens.
+
+import { isError, loadBrowser } from '/index.js';
+
+/** The pages of the console and the record types each one lists. */
+const PAGES = [
+  { id: 'events', title: 'Events', types: ['event'] },
+  { id: 'records', title: 'Aircraft records', types: ['aircraft', 'squawk', 'squawk_message', 'maintenance_entry', 'tracking_item'] },
+  { id: 'flights', title: 'Flights', types: ['flight', 'ops_aircraft', 'person'] },
+  { id: 'maintenance', title: 'Work orders', types: ['work_order', 'task', 'stock_item', 'purchase_order'] },
+  { id: 'users', title: 'Users', types: ['user', 'invitee'] },
+  { id: 'matrix', title: 'Access rights' },
+  { id: 'review', title: 'Access review' },
+];
+
+/** Names for the record types. */
+const TYPE_TITLES = {
+  event: 'Events', aircraft: 'Aircraft', squawk: 'Squawks', squawk_message: 'Messages',
+  maintenance_entry: 'Maintenance entries', tracking_item: 'Tracking items', flight: 'Flights',
+  ops_aircraft: 'Fleet', person: 'Staff', work_order: 'Work orders', task: 'Tasks',
+  stock_item: 'Stock', purchase_order: 'Purchase orders', user: 'Users', invitee: 'Guests',
+};
+
+const $ = (selector) => document.querySelector(selector);
+
+/** Creates an element with attributes and children. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const state = {
+  module: null,
+  engine: null,
+  host: null,
+  personas: [],
+  principal: null,
+  slice: null,
+  outline: null,
+  page: 'events',
+  whyNot: false,
+  latest: 0,
+  clock: { start: 0, at: 0 },
+  open: null,
+  reviewUser: null,
+  timer: null,
+};
+
+/** The console's clock in seconds: starts at the demo time and runs in real time. */
+function now() {
+  return Math.floor(state.clock.start + (Date.now() - state.clock.at) / 1000);
+}
+
+function setClock(seconds) {
+  state.clock = { start: seconds, at: Date.now() };
+}
+
+function iso(seconds) {
+  return new Date(seconds * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+function parseTime(text) {
+  const ms = Date.parse(text);
+  return Number.isNaN(ms) ? null : Math.floor(ms / 1000);
+}
+
+function duration(seconds) {
+  const s = Math.max(0, seconds);
+  const d = Math.floor(s / 86400);
+  const parts = [Math.floor((s % 86400) / 3600), Math.floor((s % 3600) / 60), s % 60];
+  const [hh, mm, ss] = parts.map((n) => String(n).padStart(2, '0'));
+  return `${d > 0 ? `${d}d ` : ''}${hh}h ${mm}m ${ss}s`;
+}
+
+async function json(url, init) {
+  const response = await fetch(url, init);
+  let body;
+  try {
+    body = await response.json();
+  } catch {
+    body = { error: { code: 'http.unreadable', message: `${response.status} ${response.statusText}`, help: '' } };
+  }
+  return { ok: response.ok, status: response.status, body };
+}
+
+function show(el, kind, ...content) {
+  el.hidden = false;
+  el.className = `banner ${kind}`;
+  el.dataset.kind = kind;
+  el.replaceChildren(...content);
+}
+
+function notice(kind, ...content) {
+  show($('#notice'), kind, ...content);
+}
+
+function code(text) {
+  return h('span', { class: 'code' }, text);
+}
+
+/** Reasons of a denial as text: `code — message` each. */
+function reasonList(reasons) {
+  return reasons.map((r) => h('div', { class: 'reason', 'data-code': r.code }, code(r.code), ' ', r.message, r.at ? h('span', { class: 'id' }, ` (${r.at})`) : null));
+}
+
+// --- The slice and the facts it holds ---------------------------------------------------
+
+function entities(type) {
+  return state.slice.facts.entities.filter((e) => e.type === type);
+}
+
+function label(e) {
+  const a = e.attrs ?? {};
+  return a.title ?? a.number ?? a.registration ?? a.name ?? a.email ?? a.address ?? e.id;
+}
+
+function entityByKey(key) {
+  const [type, ...rest] = key.split(':');
+  const id = rest.join(':');
+  return state.slice.facts.entities.find((e) => e.type === type && e.id === id);
+}
+
+function typeOutline(type) {
+  return state.outline.types.find((t) => t.name === type);
+}
+
+function principal() {
+  return state.principal;
+}
+
+function request(action, resource, target) {
+  const r = { principal: principal(), action, resource, now: now() };
+  if (target) r.target = target;
+  return r;
+}
+
+// --- Loading ---------------------------------------------------------------------------
+
+async function boot() {
+  const params = new URLSearchParams(location.search);
+  const [personas, host] = await Promise.all([json('/console/personas.json'), json('/v1/revision')]);
+  if (!personas.ok) throw new Error('cannot read /console/personas.json');
+  state.personas = personas.body.personas;
+  state.host = host.body;
+  setClock(parseTime(params.get('now') ?? personas.body.now ?? '') ?? Math.floor(Date.now() / 1000));
+  state.module = await loadBrowser('/pkg/clearance_bg.wasm');
+  state.engine = new state.module.Engine();
+  const select = $('#persona');
+  for (const p of state.personas) select.append(h('option', { value: p.principal }, `${p.label} (${p.principal})`));
+  select.addEventListener('change', () => signIn(select.value));
+  $('#why-not').addEventListener('change', (e) => {
+    state.whyNot = e.target.checked;
+    render();
+  });
+  const clock = $('#clock');
+  clock.addEventListener('change', () => {
+    const t = parseTime(clock.value);
+    if (t === null) {
+      notice('refusal', code('clock.invalid'), ` \`${clock.value}\` is not an RFC 3339 time`);
+      return;
+    }
+    setClock(t);
+    render();
+  });
+  state.page = params.get('page') ?? 'events';
+  state.whyNot = params.has('why-not');
+  $('#why-not').checked = state.whyNot;
+  follow();
+  const first = params.get('persona') ?? state.personas[0]?.principal;
+  select.value = first;
+  await signIn(first);
+  state.timer = setInterval(tick, 1000);
+}
+
+/** Follows the host's change feed: a newer revision makes the page's decisions stale. */
+function follow() {
+  if (typeof EventSource === 'undefined') return;
+  const source = new EventSource('/v1/changes');
+  source.addEventListener('change', (e) => {
+    const change = JSON.parse(e.data);
+    state.latest = Math.max(state.latest, change.revision);
+    if (state.slice && change.revision > state.slice.revision) {
+      show($('#stale'), 'stale', `Revision ${change.revision} is on the host (by ${change.author}); this page decides on revision ${state.slice.revision}. `,
+        h('button', { onclick: () => signIn(state.principal) }, 'Refresh'));
+    }
+  });
+}
+
+/** Signs in as a persona: fetches its principal slice and loads it into the module. */
+async function signIn(who) {
+  state.principal = who;
+  state.open = null;
+  state.reviewUser = null;
+  $('#stale').hidden = true;
+  const slice = await json(`/v1/slice/${encodeURIComponent(who)}`);
+  if (!slice.ok) {
+    notice('refusal', code(slice.body.error?.code ?? 'slice.failed'), ` ${slice.body.error?.message ?? ''}`);
+    return;
+  }
+  const engine = state.engine;
+  const policy = engine.loadPolicy(slice.body.policy);
+  if (isError(policy)) throw new Error(policy.error.message);
+  const info = engine.loadFacts(slice.body.facts);
+  if (isError(info)) throw new Error(info.error.message);
+  const outline = engine.schema();
+  if (isError(outline)) throw new Error(outline.error.message);
+  state.slice = slice.body;
+  state.outline = outline;
+  document.body.dataset.principal = who;
+  document.body.dataset.revision = String(info.revision);
+  render();
+}
+
+// --- Rendering -------------------------------------------------------------------------
+
+function render() {
+  $('#clock').value = iso(now());
+  const persona = state.personas.find((p) => p.principal === state.principal);
+  const same = state.module.moduleHash === state.host.module_hash;
+  $('#status').replaceChildren(
+    `${persona?.label ?? state.principal} · account `, code(state.slice.account),
+    ' · revision ', code(String(state.slice.revision)),
+    ' · policy ', code(state.slice.policy_hash.slice(0, 12)),
+    ' · module ', code(state.module.moduleHash.slice(0, 12)),
+    same ? ' (the same bytes as the host)' : h('strong', {}, ' (NOT the host\'s module: decisions may differ)'),
+    ` · ${state.slice.facts.entities.length} entities decided in the page`,
+  );
+  renderGate();
+  renderCountdowns();
+  const nav = $('#pages');
+  nav.replaceChildren(...PAGES.map((p) => h('button', {
+    'data-page': p.id,
+    'aria-current': p.id === state.page ? 'page' : null,
+    onclick: () => { state.page = p.id; render(); },
+  }, p.title)));
+  const page = PAGES.find((p) => p.id === state.page) ?? PAGES[0];
+  const main = $('#page');
+  if (page.id === 'matrix') main.replaceChildren(...matrixPage());
+  else if (page.id === 'review') main.replaceChildren(...reviewPage());
+  else main.replaceChildren(...recordsPage(page));
+  $('#footer').textContent = 'Every button above was decided in this page by the wasm module; the host decides every write again with the same bytes.';
+}
+
+/** Why every check of `who` is denied (deactivated, invitation pending), or null. */
+function gateReasons(who) {
+  const t = typeOutline(who.split(':')[0]);
+  const a = t?.actions.find((x) => !x.target);
+  if (!a) return null;
+  const d = state.engine.check({ principal: who, action: a.name, resource: who, now: now() });
+  if (isError(d)) return [{ code: d.error.code, message: d.error.message }];
+  const gates = d.allowed ? [] : d.reasons.filter((r) => r.code.startsWith('gate.') || r.code.startsWith('principal.'));
+  return gates.length ? gates : null;
+}
+
+/** A persona every check denies is told why, once. */
+function renderGate() {
+  const gate = $('#gate');
+  const reasons = gateReasons(principal());
+  if (reasons) show(gate, 'refusal', h('strong', {}, 'Every action is denied. '), ...reasonList(reasons));
+  else gate.hidden = true;
+}
+
+/** Time-limited access (a guest's) counts down to the decision's `valid_until`. */
+function renderCountdowns() {
+  const box = $('#countdowns');
+  const items = [];
+  for (const e of entities('event')) {
+    const d = state.engine.check(request('view', `event:${e.id}`));
+    if (!isError(d) && d.allowed && d.valid_until) {
+      const until = parseTime(d.valid_until);
+      items.push(h('div', { class: 'countdown', 'data-resource': `event:${e.id}`, 'data-until': until },
+        'Your access to ', h('em', {}, label(e)), ' ends in ', h('strong', { class: 'left' }, duration(until - now())),
+        h('span', { class: 'until' }, ` (at ${iso(until)})`)));
+    }
+  }
+  box.replaceChildren(...items);
+}
+
+/** Once a second: countdowns tick, and a decision whose time is up is made again. */
+function tick() {
+  if (!state.slice) return;
+  let expired = false;
+  for (const el of document.querySelectorAll('[data-until]')) {
+    const left = Number(el.dataset.until) - now();
+    const text = el.querySelector('.left');
+    if (text) text.textContent = duration(left);
+    if (left <= 0) expired = true;
+  }
+  if (expired) render();
+  else $('#clock').value = document.activeElement === $('#clock') ? $('#clock').value : iso(now());
+}
+
+/** The action that names the record's read permission, if the type has one. */
+function viewAction(t) {
+  return t.actions.find((a) => !a.target && (a.name === 'view' || a.name === 'read'))?.name ?? null;
+}
+
+/** The write rule behind an action on a type: `set <attr>` or `delete`. */
+function writeFor(t, action) {
+  return t.writes.find((w) => w.action === action && (w.change === 'set' || w.change === 'delete')) ?? null;
+}
+
+function recordsPage(page) {
+  const sections = [];
+  for (const type of page.types) {
+    const t = typeOutline(type);
+    const list = entities(type);
+    if (!t || list.length === 0) continue;
+    const view = viewAction(t);
+    const rows = [];
+    for (const e of list) {
+      const key = `${type}:${e.id}`;
+      const answer = state.engine.allowedActions(principal(), key, now());
+      const allowed = isError(answer) ? [] : answer.actions;
+      const visible = view === null ? !(answer.denied) : allowed.includes(view);
+      if (!visible && !state.whyNot) continue;
+      rows.push(recordRow(t, e, key, allowed, visible, view));
+      if (state.open === key && visible) rows.push(detailRow(t, e, key));
+    }
+    sections.push(h('section', { class: 'type', 'data-type': type },
+      h('h2', {}, TYPE_TITLES[type] ?? type),
+      rows.length
+        ? h('table', {}, h('tr', {}, h('th', {}, 'Record'), h('th', {}, 'Actions you may take')), rows)
+        : h('p', { class: 'empty' }, 'Nothing here you may see.')));
+  }
+  if (sections.length === 0) sections.push(h('p', { class: 'empty' }, `No ${page.title.toLowerCase()} in account ${state.slice.account}.`));
+  return sections;
+}
+
+function recordRow(t, e, key, allowed, visible, view) {
+  const buttons = allowed.map((action) => actionButton(t, e, key, action));
+  const cells = [h('div', {}, buttons)];
+  if (state.whyNot) {
+    for (const a of t.actions) {
+      if (a.target || allowed.includes(a.name)) continue;
+      cells.push(whyNot(t, key, a.name));
+    }
+  }
+  const until = [];
+  if (visible && view) {
+    const d = state.engine.check(request(view, key));
+    if (!isError(d) && d.valid_until) until.push(h('div', { class: 'until' }, `decision holds until ${d.valid_until}`));
+  }
+  return h('tr', { class: visible ? 'record' : 'record hidden-row', 'data-resource': key },
+    h('td', {}, h('div', {}, label(e)), h('div', { class: 'id' }, key), until),
+    h('td', {}, cells));
+}
+
+function actionButton(t, e, key, action) {
+  const w = writeFor(t, action);
+  if (w) {
+    return h('button', { class: 'action write', 'data-action': action, onclick: () => doWrite(t, e, key, action, w, true) }, w.change === 'delete' ? action : `${action} ${w.member}`);
+  }
+  return h('button', {
+    class: 'action',
+    'data-action': action,
+    onclick: () => {
+      if (action === viewAction(t)) {
+        state.open = state.open === key ? null : key;
+        render();
+      } else {
+        explainAllowed(action, key);
+      }
+    },
+  }, action);
+}
+
+/** A hidden action, shown by "why not?" with the reasons the module gives. */
+function whyNot(t, key, action) {
+  const x = state.engine.explain(request(action, key));
+  const reasons = isError(x) ? [{ code: x.error.code, message: x.error.message }] : x.decision.reasons;
+  const w = writeFor(t, action);
+  const e = entityByKey(key);
+  return h('div', { class: 'why', 'data-hidden-action': action },
+    h('span', { class: 'hidden-action' }, action), ' ',
+    reasonList(reasons),
+    w ? h('button', { 'data-try': action, onclick: () => doWrite(t, e, key, action, w, false) }, 'try anyway (the host decides)') : null);
+}
+
+function explainAllowed(action, key) {
+  const x = state.engine.explain(request(action, key));
+  if (isError(x)) {
+    notice('refusal', code(x.error.code), ` ${x.error.message}`);
+    return;
+  }
+  notice('ok', h('strong', {}, `${action} on ${key} is allowed`), ` (decided in the page at revision ${x.decision.revision}). Granted by:`, reasonList(x.held));
+}
+
+/** Details of an open record: its facts, and the actions about a second record. */
+function detailRow(t, e, key) {
+  const facts = state.slice.facts.tuples.filter((x) => x.resource === key)
+    .map((x) => h('div', { class: 'id' }, `${x.relation} → ${x.subject}${x.expires ? ` (until ${x.expires})` : ''}`));
+  const attrs = Object.entries(e.attrs ?? {}).map(([k, v]) => h('div', { class: 'id' }, `${k} = ${JSON.stringify(v)}`));
+  const targeted = [];
+  for (const a of t.actions.filter((x) => x.target)) {
+    const w = t.writes.find((x) => x.action === a.name && x.change === 'add');
+    const candidates = entities(a.target).filter((c) => {
+      const d = state.engine.check(request(a.name, key, `${a.target}:${c.id}`));
+      return !isError(d) && d.allowed;
+    });
+    if (candidates.length === 0) continue;
+    const select = h('select', { 'data-target-for': a.name }, candidates.map((c) => h('option', { value: `${a.target}:${c.id}` }, label(c))));
+    targeted.push(h('div', {}, `${a.name}: `, select, w
+      ? h('button', { class: 'action write', 'data-action': a.name, onclick: () => doAdd(key, a.name, w, select.value) }, `${w.change} ${w.member}`)
+      : null));
+  }
+  return h('tr', { class: 'detail', 'data-detail': key }, h('td', { colspan: 2 }, attrs, facts, targeted));
+}
+
+// --- Writes ------------------------------------------------------------------------------
+
+async function doWrite(t, e, key, action, w, allowedInPage) {
+  const deltas = w.change === 'delete'
+    ? [{ op: 'remove_entity', entity: key }]
+    : [{ op: 'set_attr', entity: key, attr: w.member, value: editedValue(e, w.member) }];
+  await post(deltas, request(action, key), allowedInPage);
+}
+
+async function doAdd(key, action, w, target) {
+  await post([{ op: 'add_tuple', tuple: { resource: key, relation: w.member, subject: target } }], request(action, key, target), true);
+}
+
+/** The new value of an attribute for a demo edit. */
+function editedValue(e, attr) {
+  const old = e.attrs?.[attr];
+  if (typeof old === 'string' && parseTime(old) !== null && /\d{4}-\d{2}-\d{2}T/.test(old)) return iso(parseTime(old) + 1800);
+  const base = typeof old === 'string' ? old.replace(/ \(edited [^)]*\)$/, '') : String(old ?? '');
+  return `${base} (edited ${iso(now()).slice(11, 16)})`;
+}
+
+/** Sends a write with the parity token of the page's decision; shows the host's answer. */
+async function post(deltas, req, allowedInPage) {
+  const body = {
+    author: principal(),
+    now: now(),
+    deltas,
+    parity: {
+      module_hash: state.module.moduleHash,
+      policy_hash: state.slice.policy_hash,
+      revision: state.slice.revision,
+      request: req,
+      allowed: allowedInPage,
+    },
+  };
+  const answer = await json('/v1/facts', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (!answer.ok) {
+    const err = answer.body.error ?? { code: 'write.failed', message: `HTTP ${answer.status}` };
+    const reasons = answer.body.refusal?.reasons ?? [];
+    notice('refusal', h('strong', {}, 'The host refused the write: '), code(err.code), ` ${err.message}`,
+      err.help ? h('div', { class: 'id' }, err.help) : null, reasonList(reasons));
+    $('#notice').dataset.code = err.code;
+    return;
+  }
+  await signIn(principal());
+  notice('ok', h('strong', {}, `Written at revision ${answer.body.revision}. `), 'The host decided it again with the same module.');
+  $('#notice').dataset.code = 'written';
+}
+
+// --- Access rights matrix (OP7) and access review (MX11) --------------------------------
+
+function levelClass(cell, levels) {
+  if (!cell || cell === 'none') return 'lvl-none';
+  if (!levels) return 'lvl-actions';
+  const word = cell.split('(')[0].trim();
+  return `lvl-${['none', 'own', 'limited', 'read', 'write', 'use'].includes(word) ? word : 'none'}`;
+}
+
+function myRoles() {
+  const me = entityByKey(principal());
+  return new Set(me?.attrs?.roles ?? []);
+}
+
+function matrixPage() {
+  const out = [];
+  const mine = myRoles();
+  // The matrix of the persona's own roles first.
+  const matrices = [...state.outline.matrices].sort((a, b) => Number(b.roles.some((r) => mine.has(r))) - Number(a.roles.some((r) => mine.has(r))));
+  for (const m of matrices) {
+    const answer = state.engine.matrix(m.name, state.slice.account);
+    if (isError(answer)) {
+      out.push(h('p', { class: 'empty' }, `${m.name}: ${answer.error.message}`));
+      continue;
+    }
+    const head = h('tr', {}, h('th', {}, 'role'), answer.rows.map((r) => h('th', {}, r)));
+    const rows = answer.roles.map((role) => h('tr', { class: mine.has(role.name) ? 'mine' : null, 'data-role': role.name },
+      h('th', { class: 'role' }, role.name, role.custom ? ' (this account)' : ''),
+      role.cells.map((c, i) => h('td', { class: levelClass(c, answer.levels), 'data-row': answer.rows[i] }, c || '—'))));
+    out.push(h('section', { class: 'type', 'data-matrix': m.name },
+      h('h2', {}, `Matrix ${m.name}: roles × pages${answer.levels ? ' with levels' : ''}`),
+      answer.levels
+        ? h('p', { class: 'legend' }, ['none', 'own', 'limited', 'read', 'write', 'use'].map((l) => h('span', { class: `lvl-${l}` }, l)))
+        : null,
+      h('div', { style: 'overflow-x: auto' }, h('table', { class: 'matrix' }, head, rows))));
+  }
+  return out;
+}
+
+function reviewPage() {
+  const users = entities('user');
+  const who = state.reviewUser ?? (users.some((u) => `user:${u.id}` === principal()) ? principal() : `user:${users[0]?.id}`);
+  const select = h('select', { id: 'review-user', onchange: (e) => { state.reviewUser = e.target.value; render(); } },
+    users.map((u) => h('option', { value: `user:${u.id}`, selected: `user:${u.id}` === who }, `${u.id} (${(u.attrs?.roles ?? []).join(', ') || 'no roles'})`)));
+  const rows = [];
+  for (const m of state.outline.matrices) {
+    for (const row of m.rows) {
+      const answer = state.engine.allowedActions(who, `${m.name}:${row}`, now());
+      if (isError(answer) || answer.actions.length === 0) continue;
+      rows.push(h('tr', {}, h('td', {}, `page ${m.name}:${row}`), h('td', {}, answer.actions.join(', '))));
+    }
+  }
+  for (const t of state.outline.types) {
+    if (entities(t.name).length === 0) continue;
+    for (const a of t.actions.filter((x) => !x.target)) {
+      const list = state.engine.listResources(who, a.name, t.name, now());
+      if (isError(list) || list.length === 0) continue;
+      rows.push(h('tr', {}, h('td', {}, `${a.name} ${t.name}`), h('td', {}, list.map((k) => label(entityByKey(k) ?? { id: k })).join(', '))));
+    }
+  }
+  const gate = gateReasons(who);
+  return [
+    h('section', { class: 'type' },
+      h('h2', {}, `Access review of account ${state.slice.account}: who can do what`),
+      h('p', {}, 'User ', select),
+      gate ? h('div', { class: 'banner refusal' }, reasonList(gate)) : null,
+      rows.length ? h('table', { 'data-review': who }, h('tr', {}, h('th', {}, 'may'), h('th', {}, 'on')), rows) : h('p', { class: 'empty' }, 'This user may do nothing.')),
+  ];
+}
+
+boot().catch((e) => {
+  $('#status').textContent = `The console could not start: ${e.message}`;
+  document.body.dataset.failed = e.message;
+});

@@ -1,0 +1,71 @@
+// Type-checked by `tsc --noEmit -p web/tsconfig.json` (a step of `cargo xtask test`): how
+// a TypeScript user calls the package. Lines marked `@ts-expect-error` must stay errors,
+// so types that grow too loose fail the check.
+
+import {
+  CODES, PAGE, QUERY_LEN, decodeDecisions, decodeQueries, encodeQueries, isError, loadBrowser, loadNode,
+} from '../index.js';
+import type { AccessMatrix, ClearanceModule, DecisionView, Denial, Engine, Outline, Request } from '../index.js';
+
+export async function usage(): Promise<void> {
+  const module: ClearanceModule = await loadNode();
+  const browser: ClearanceModule = await loadBrowser('/pkg/clearance_bg.wasm');
+  const engine: Engine = new module.Engine();
+  const hash: string = browser.moduleHash;
+
+  const loaded = engine.loadPolicy([{ name: 'a.policy', text: 'type user principal {}' }]);
+  if (!isError(loaded)) {
+    const policyHash: string = loaded.policy_hash;
+    void policyHash;
+  }
+  const request: Request = { principal: 'user:a', action: 'view', resource: 'event:e', now: '2026-05-01T10:00:00Z' };
+  const decision: DecisionView | Denial = engine.check(request);
+  if (isError(decision)) {
+    const code: string = decision.error.code;
+    const allowed: false = decision.allowed;
+    void code; void allowed;
+  } else {
+    const codes: string[] = decision.reasons.map((r) => r.code);
+    const until: string | undefined = decision.valid_until;
+    void codes; void until;
+  }
+
+  const outline = engine.schema();
+  if (!isError(outline)) {
+    const o: Outline = outline;
+    const writes = o.types.flatMap((t) => t.writes.map((w) => `${w.change} ${w.member ?? ''} = ${w.action}`));
+    const rows: string[] = o.matrices.flatMap((m) => m.rows);
+    void writes; void rows;
+  }
+
+  const actions = engine.allowedActions('user:a', 'event:e', 0);
+  if (!isError(actions)) {
+    const names: string[] = actions.actions;
+    void names;
+  }
+  const matrix = engine.matrix('operations', 'acme');
+  if (!isError(matrix)) {
+    const m: AccessMatrix = matrix;
+    const cells: string[][] = m.roles.map((r) => r.cells);
+    void cells;
+  }
+
+  const bytes: Uint8Array = encodeQueries([{ principal: 1, resource: { matrix: 0, row: 2 }, action: 0, now: 0n }]);
+  const back = decodeQueries(bytes);
+  const decisions = decodeDecisions(new Uint8Array(0));
+  const page: 0x80000000 = PAGE;
+  const len: 24 = QUERY_LEN;
+  const first: string | undefined = CODES[0];
+  void back; void decisions; void page; void len; void first; void hash;
+
+  // @ts-expect-error: a request needs a time
+  engine.check({ principal: 'user:a', action: 'view', resource: 'event:e' });
+  // @ts-expect-error: a check may be a denial, which has no reasons
+  const unchecked: string = engine.check(request).reasons[0].code;
+  // @ts-expect-error: a write outline's change is one of five words
+  const change: WriteChange = 'rename';
+  void unchecked; void change;
+  engine.free();
+}
+
+type WriteChange = import('../index.js').WriteOutline['change'];
