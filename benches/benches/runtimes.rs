@@ -1,8 +1,10 @@
 //! The same checks natively and through the wasm module on wasmtime (the binary batch
-//! ABI), on the medium world; plus instantiating the module and loading the snapshot, and
-//! the artifact's size.
+//! ABI), at every scale `CLEARANCE_BENCH_SCALES` names (all three by default): batch
+//! throughput, single-call latency, a fresh instance loading the snapshot, and the
+//! artifact's size. It also writes the medium world's snapshot and queries to
+//! `target/bench-js/` for the Node script of the JS path (`web/bench/js-path.mjs`).
 
-use clearance_benches::{MEDIUM, SMALL, default_schema, snapshot, world};
+use clearance_benches::{LARGE, MEDIUM, SMALL, Scale, default_schema, snapshot, world};
 use clearance_core::wire::{QUERY_LEN, encode_query};
 use clearance_host::{Runtime, RuntimeConfig};
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
@@ -12,8 +14,30 @@ use std::time::Instant;
 
 const BATCH: usize = 16_384;
 
+fn scales() -> Vec<Scale> {
+    let wanted = std::env::var("CLEARANCE_BENCH_SCALES").unwrap_or_default();
+    let all = [SMALL, MEDIUM, LARGE];
+    if wanted.is_empty() {
+        return all.to_vec();
+    }
+    all.into_iter()
+        .filter(|s| wanted.split(',').any(|w| w.trim() == s.name))
+        .collect()
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (at(0.5), at(0.99))
+}
+
 fn bench(c: &mut Criterion) {
-    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/pkg");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let pkg = root.join("web/pkg");
     let (Ok(wasm), Ok(hash)) = (
         std::fs::read(pkg.join("clearance_bg.wasm")),
         std::fs::read_to_string(pkg.join("clearance_bg.wasm.sha256")),
@@ -21,107 +45,142 @@ fn bench(c: &mut Criterion) {
         eprintln!("web/pkg/clearance_bg.wasm is missing: run `cargo xtask wasm`");
         return;
     };
-    let scale = match std::env::var("CLEARANCE_BENCH_SCALES").ok().as_deref() {
-        Some("small") => SMALL,
-        _ => MEDIUM,
-    };
-    let schema = default_schema();
-    let w = world(scale, 42);
-    let snap = snapshot(&schema, &w);
-    let bytes = snap.to_bytes().unwrap_or_default();
-    let queries: Vec<_> = w
-        .requests(BATCH, 7)
-        .iter()
-        .filter_map(|r| snap.resolve(r).ok())
-        .collect();
-    let mut encoded = Vec::with_capacity(queries.len() * QUERY_LEN);
-    for q in &queries {
-        encode_query(q, &mut encoded);
-    }
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build();
     let Ok(tokio) = tokio else { return };
-    let config = RuntimeConfig {
-        instances: 1,
-        ..RuntimeConfig::default()
-    };
-    let t = Instant::now();
-    let Ok(rt) = Runtime::new(&wasm, &hash, config.clone()) else {
-        eprintln!("the runtime does not start");
-        return;
-    };
-    let startup = t.elapsed();
-    let rt = Arc::new(rt);
-    let t = Instant::now();
-    let loaded = tokio.block_on(rt.load_snapshot(bytes.clone()));
-    let load = t.elapsed();
-    if let Err(e) = loaded {
-        eprintln!("the snapshot does not load: {e}");
-        return;
+    let schema = default_schema();
+    for scale in scales() {
+        let w = world(scale, 42);
+        let snap = snapshot(&schema, &w);
+        let bytes = snap.to_bytes().unwrap_or_default();
+        let queries: Vec<_> = w
+            .requests(BATCH, 7)
+            .iter()
+            .filter_map(|r| snap.resolve(r).ok())
+            .collect();
+        let mut encoded = Vec::with_capacity(queries.len() * QUERY_LEN);
+        for q in &queries {
+            encode_query(q, &mut encoded);
+        }
+        if scale.name == "medium" {
+            let dir = std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| root.join("target"))
+                .join("bench-js");
+            let requests: Vec<_> = w.requests(2_000, 7);
+            let written = std::fs::create_dir_all(&dir)
+                .and_then(|_| std::fs::write(dir.join("medium.snapshot"), &bytes))
+                .and_then(|_| std::fs::write(dir.join("medium.queries"), &encoded))
+                .and_then(|_| {
+                    std::fs::write(
+                        dir.join("medium.requests.json"),
+                        serde_json::to_vec(&requests).unwrap_or_default(),
+                    )
+                });
+            if let Err(e) = written {
+                eprintln!("cannot write the JS bench inputs: {e}");
+            }
+        }
+        let config = RuntimeConfig {
+            instances: 1,
+            // wasm32's whole address space: the large world's snapshot needs more than
+            // the service's default cap.
+            memory_limit: (4usize << 30) - (64 << 10),
+            load_deadline: std::time::Duration::from_secs(120),
+            ..RuntimeConfig::default()
+        };
+        let t = Instant::now();
+        let Ok(rt) = Runtime::new(&wasm, &hash, config.clone()) else {
+            eprintln!("the runtime does not start");
+            return;
+        };
+        let startup = t.elapsed();
+        let rt = Arc::new(rt);
+        let t = Instant::now();
+        let loaded = tokio.block_on(rt.load_snapshot(bytes.clone()));
+        let load = t.elapsed();
+        if let Err(e) = loaded {
+            eprintln!("{}: the snapshot does not load: {e}", scale.name);
+            continue;
+        }
+        // The same decisions, or the comparison is meaningless.
+        let native: Vec<bool> = queries
+            .iter()
+            .map(|q| snap.decide_checked(q).allowed)
+            .collect();
+        let wasm_side: Vec<bool> = tokio
+            .block_on(rt.check_ids(encoded.clone()))
+            .map(|d| d.iter().map(|x| x.allowed).collect())
+            .unwrap_or_default();
+        assert_eq!(native, wasm_side, "wasmtime and native disagree");
+        // One query per call: what a caller asking one question at a time pays.
+        let single: Vec<f64> = encoded
+            .chunks(QUERY_LEN)
+            .take(2_000)
+            .map(|q| {
+                let t = Instant::now();
+                black_box(tokio.block_on(rt.check_ids(q.to_vec())).is_ok());
+                t.elapsed().as_nanos() as f64
+            })
+            .collect();
+        let (single_p50, single_p99) = percentiles(single);
+        println!(
+            "report runtimes scale={} module_bytes={} engine_and_module_ms={:.1} instantiate_and_load_snapshot_ms={:.1} snapshot_bytes={} wasmtime_single_call_p50_us={:.2} p99_us={:.2}",
+            scale.name,
+            wasm.len(),
+            startup.as_secs_f64() * 1e3,
+            load.as_secs_f64() * 1e3,
+            bytes.len(),
+            single_p50 / 1e3,
+            single_p99 / 1e3,
+        );
+        let mut g = c.benchmark_group(format!("{}_batch", scale.name));
+        g.throughput(Throughput::Elements(queries.len() as u64));
+        g.bench_function("native_decide_checked", |b| {
+            b.iter(|| {
+                let mut n = 0usize;
+                for q in &queries {
+                    n += snap.decide_checked(q).allowed as usize;
+                }
+                black_box(n)
+            })
+        });
+        g.bench_function("native_decide_checked_and_encode", |b| {
+            let mut out = Vec::with_capacity(queries.len() * 16);
+            b.iter(|| {
+                out.clear();
+                for q in &queries {
+                    clearance_core::wire::encode_decision(&snap.decide_checked(q), &mut out);
+                }
+                black_box(out.len())
+            })
+        });
+        g.bench_function("wasmtime_check_ids", |b| {
+            b.iter(|| {
+                black_box(
+                    tokio
+                        .block_on(rt.check_ids(encoded.clone()))
+                        .map(|d| d.len())
+                        .unwrap_or(0),
+                )
+            })
+        });
+        g.finish();
+        let mut g = c.benchmark_group(format!("{}_load", scale.name));
+        g.sample_size(10);
+        g.bench_function("fresh_instance_and_snapshot", |b| {
+            b.iter(|| {
+                let fresh = Runtime::new(&wasm, &hash, config.clone()).map(Arc::new);
+                if let Ok(fresh) = fresh {
+                    black_box(tokio.block_on(fresh.load_snapshot(bytes.clone())).is_ok());
+                }
+            })
+        });
+        g.finish();
+        drop(rt);
     }
-    // The same decisions, or the comparison is meaningless.
-    let native: Vec<bool> = queries
-        .iter()
-        .map(|q| snap.decide_checked(q).allowed)
-        .collect();
-    let wasm_side: Vec<bool> = tokio
-        .block_on(rt.check_ids(encoded.clone()))
-        .map(|d| d.iter().map(|x| x.allowed).collect())
-        .unwrap_or_default();
-    assert_eq!(native, wasm_side, "wasmtime and native disagree");
-    println!(
-        "report runtimes scale={} module_bytes={} engine_and_module_ms={:.1} instantiate_and_load_snapshot_ms={:.1} snapshot_bytes={}",
-        scale.name,
-        wasm.len(),
-        startup.as_secs_f64() * 1e3,
-        load.as_secs_f64() * 1e3,
-        bytes.len()
-    );
-    let mut g = c.benchmark_group(format!("{}_batch", scale.name));
-    g.throughput(Throughput::Elements(queries.len() as u64));
-    g.bench_function("native_decide_checked", |b| {
-        b.iter(|| {
-            let mut n = 0usize;
-            for q in &queries {
-                n += snap.decide_checked(q).allowed as usize;
-            }
-            black_box(n)
-        })
-    });
-    g.bench_function("native_decide_checked_and_encode", |b| {
-        let mut out = Vec::with_capacity(queries.len() * 16);
-        b.iter(|| {
-            out.clear();
-            for q in &queries {
-                clearance_core::wire::encode_decision(&snap.decide_checked(q), &mut out);
-            }
-            black_box(out.len())
-        })
-    });
-    g.bench_function("wasmtime_check_ids", |b| {
-        b.iter(|| {
-            black_box(
-                tokio
-                    .block_on(rt.check_ids(encoded.clone()))
-                    .map(|d| d.len())
-                    .unwrap_or(0),
-            )
-        })
-    });
-    g.finish();
-    let mut g = c.benchmark_group(format!("{}_load", scale.name));
-    g.sample_size(10);
-    g.bench_function("fresh_instance_and_snapshot", |b| {
-        b.iter(|| {
-            let fresh = Runtime::new(&wasm, &hash, config.clone()).map(Arc::new);
-            if let Ok(fresh) = fresh {
-                black_box(tokio.block_on(fresh.load_snapshot(bytes.clone())).is_ok());
-            }
-        })
-    });
-    g.finish();
 }
 
 criterion_group!(benches, bench);

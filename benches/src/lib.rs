@@ -91,6 +91,8 @@ struct AccountIndex {
     mx_users: Vec<String>,
     technicians: Vec<String>,
     work_orders: Vec<String>,
+    /// Owner of each ops aircraft, by id.
+    ops_owner: BTreeMap<String, String>,
 }
 
 struct Event {
@@ -415,6 +417,7 @@ fn account(b: &mut Builder, scale: Scale, a: usize) -> AccountIndex {
         );
         let owner = b.pick(&ix.users).clone();
         b.tuple(&id, "owned_by", &owner);
+        ix.ops_owner.insert(id.clone(), owner);
         b.tuple(&id, "operated_by", &operators[k % operators.len()]);
         ops_aircraft.push(id);
     }
@@ -489,7 +492,44 @@ fn account(b: &mut Builder, scale: Scale, a: usize) -> AccountIndex {
     ix
 }
 
+/// Representative principals and resources of one account, for listing benchmarks.
+#[derive(Debug, Clone)]
+pub struct Probes {
+    /// A technician of a contractor maintenance organisation.
+    pub contractor: String,
+    /// The owner of an operated aircraft (sees its flights).
+    pub owner: String,
+    /// An internal user of the airline organisation.
+    pub internal: String,
+    /// An event.
+    pub event: String,
+    /// A flight.
+    pub flight: String,
+}
+
 impl World {
+    /// Accounts in the world.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Representative names of account `a` (wrapping), for listings.
+    pub fn probes(&self, a: usize) -> Probes {
+        let ix = &self.accounts[a % self.accounts.len()];
+        let first = |v: &[String]| v.first().cloned().unwrap_or_default();
+        Probes {
+            contractor: ix
+                .contractor_members
+                .get(4)
+                .map(|m| first(m))
+                .unwrap_or_default(),
+            owner: ix.ops_owner.values().next().cloned().unwrap_or_default(),
+            internal: first(&ix.internal),
+            event: ix.events.first().map(|e| e.id.clone()).unwrap_or_default(),
+            flight: ix.flights.first().map(|f| f.0.clone()).unwrap_or_default(),
+        }
+    }
+
     /// A seeded request mix over the world: event views by internal users, contractors and
     /// guests (some exactly at the event's end), aircraft record reads and writes, flights
     /// for crews, owners and dispatchers, person records, page access, controlled
@@ -558,11 +598,15 @@ impl World {
                     (p, ["read", "update"][rng.gen_range(0..2)], me.clone())
                 }
                 55..=69 => {
-                    let (f, crew, _) = &ix.flights[rng.gen_range(0..ix.flights.len())];
-                    let p = if rng.gen_bool(0.5) {
-                        pick(&mut rng, crew)
-                    } else {
-                        pick(&mut rng, &ix.users)
+                    let (f, crew, ac) = &ix.flights[rng.gen_range(0..ix.flights.len())];
+                    let p = match rng.gen_range(0..10) {
+                        0..=4 => pick(&mut rng, crew),
+                        5..=6 => ix
+                            .ops_owner
+                            .get(ac)
+                            .cloned()
+                            .unwrap_or_else(|| pick(&mut rng, &ix.users)),
+                        _ => pick(&mut rng, &ix.users),
                     };
                     (
                         p,

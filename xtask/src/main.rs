@@ -16,7 +16,10 @@ commands:
     repro   build it twice, from two checkout paths, and compare the bytes
   serve   build the artifact, then run `clearance serve` (the demo data on an embedded
           store, seeded on first start); arguments after `serve` go to it
-  bench   the criterion benchmarks (small and medium worlds)";
+  bench   the criterion benchmarks (small, medium and large worlds; CLEARANCE_BENCH_SCALES
+          picks some), then the JS path in Node
+  cedar   Clearance and Cedar on the same world and requests: every decision compared,
+          then the per-check ratio (a separate package; arguments: [small|medium] [requests])";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,12 +42,34 @@ fn main() -> ExitCode {
             cargo.extend(rest);
             run("the server", "cargo", &cargo, &[])
         }),
-        Some("bench") => run(
-            "benchmarks",
-            "cargo",
-            &["bench", "-p", "clearance-benches"],
-            &[],
-        ),
+        Some("bench") => wasm().and_then(|_| {
+            run(
+                "benchmarks",
+                "cargo",
+                &["bench", "-p", "clearance-benches"],
+                &[],
+            )?;
+            run("the JS path", "node", &["web/bench/js-path.mjs"], &[])
+        }),
+        Some("cedar") => {
+            let root = root();
+            let target = target_dir(&root);
+            let target = target.to_string_lossy();
+            let mut cargo = vec![
+                "run",
+                "--release",
+                "--manifest-path",
+                "benches/cedar/Cargo.toml",
+                "--",
+            ];
+            cargo.extend(args.iter().skip(1).map(String::as_str));
+            run(
+                "Clearance and Cedar",
+                "cargo",
+                &cargo,
+                &[("CARGO_TARGET_DIR", &target)],
+            )
+        }
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+/**
+ * The JS path in Node: the module loaded with `loadNode`, the medium world's snapshot
+ * loaded, then binary batches (`checkIdsRaw`) and single checks by name (`check`, JSON
+ * in and out) timed. Reads what `cargo bench --bench runtimes` writes to
+ * `target/bench-js/`; run by `cargo xtask bench`.
+ *
+ *   node web/bench/js-path.mjs [dir]
+ */
+
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { QUERY_LEN, isError, loadNode } from '../index.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const dir = process.argv[2] ?? join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'bench-js');
+
+function must(answer) {
+  if (isError(answer)) throw new Error(`${answer.error.code}: ${answer.error.message}`);
+  return answer;
+}
+
+function pct(values, p) {
+  const v = [...values].sort((a, b) => a - b);
+  return v[Math.floor((v.length - 1) * p)];
+}
+
+let snapshot;
+let queries;
+let requests;
+try {
+  snapshot = readFileSync(join(dir, 'medium.snapshot'));
+  queries = readFileSync(join(dir, 'medium.queries'));
+  requests = JSON.parse(readFileSync(join(dir, 'medium.requests.json'), 'utf8'));
+} catch (e) {
+  console.error(`js-path: ${e.message}; run \`cargo bench -p clearance-benches --bench runtimes\` first`);
+  process.exit(1);
+}
+
+let t = performance.now();
+const module = await loadNode();
+const compiled = performance.now() - t;
+t = performance.now();
+const engine = new module.Engine();
+const info = must(engine.loadSnapshot(snapshot));
+const load = performance.now() - t;
+
+// Binary batches: the whole query file per call, repeated.
+const n = queries.length / QUERY_LEN;
+must(engine.checkIdsRaw(queries));
+const rounds = 20;
+t = performance.now();
+for (let i = 0; i < rounds; i++) must(engine.checkIdsRaw(queries));
+const batchMs = (performance.now() - t) / rounds;
+
+// Single checks by name: JSON in, JSON out, one call each.
+for (const r of requests.slice(0, 200)) engine.check(r);
+const per = requests.map((r) => {
+  const s = performance.now();
+  for (let i = 0; i < 8; i++) engine.check(r);
+  return ((performance.now() - s) / 8) * 1e3;
+});
+
+const wasmBytes = statSync(fileURLToPath(new URL('../pkg/clearance_bg.wasm', import.meta.url))).size;
+console.log(`report js-path node=${process.version} module_bytes=${wasmBytes} module_sha256=${module.moduleHash.slice(0, 12)} compile_ms=${compiled.toFixed(1)} load_snapshot_ms=${load.toFixed(1)} entities=${info.entities} tuples=${info.tuples}`);
+console.log(`report js-path batch: ${n} queries in ${batchMs.toFixed(2)} ms = ${(n / batchMs / 1e3).toFixed(2)} M checks/s (${((batchMs * 1e6) / n).toFixed(0)} ns per check)`);
+console.log(`report js-path check by name (JSON): p50 ${pct(per, 0.5).toFixed(2)} us, p99 ${pct(per, 0.99).toFixed(2)} us over ${per.length} requests`);
+engine.free();
