@@ -126,8 +126,26 @@ fn bench(c: &mut Criterion) {
             })
             .collect();
         let (single_p50, single_p99) = percentiles(single);
+        // The ratio with both sides interleaved, batch after batch, so a noisy machine
+        // slows both alike: the median of 15 pairs.
+        let mut ratios: Vec<f64> = (0..15)
+            .map(|_| {
+                let t = Instant::now();
+                let mut n = 0usize;
+                for q in &queries {
+                    n += snap.decide_checked(q).allowed as usize;
+                }
+                black_box(n);
+                let native = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                black_box(tokio.block_on(rt.check_ids(encoded.clone())).is_ok());
+                t.elapsed().as_secs_f64() / native
+            })
+            .collect();
+        ratios.sort_by(|a, b| a.total_cmp(b));
+        let ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
         println!(
-            "report runtimes scale={} module_bytes={} engine_and_module_ms={:.1} instantiate_and_load_snapshot_ms={:.1} snapshot_bytes={} wasmtime_single_call_p50_us={:.2} p99_us={:.2}",
+            "report runtimes scale={} module_bytes={} engine_and_module_ms={:.1} instantiate_and_load_snapshot_ms={:.1} snapshot_bytes={} wasmtime_single_call_p50_us={:.2} p99_us={:.2} wasmtime_over_native_interleaved={:.2}",
             scale.name,
             wasm.len(),
             startup.as_secs_f64() * 1e3,
@@ -135,6 +153,7 @@ fn bench(c: &mut Criterion) {
             bytes.len(),
             single_p50 / 1e3,
             single_p99 / 1e3,
+            ratio,
         );
         let mut g = c.benchmark_group(format!("{}_batch", scale.name));
         g.throughput(Throughput::Elements(queries.len() as u64));

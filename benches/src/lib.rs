@@ -523,7 +523,22 @@ impl World {
                 .get(4)
                 .map(|m| first(m))
                 .unwrap_or_default(),
-            owner: ix.ops_owner.values().next().cloned().unwrap_or_default(),
+            // An owner whose access-right type scopes flights to the aircraft they own.
+            owner: ix
+                .ops_owner
+                .values()
+                .find(|u| {
+                    self.facts.entities.get(u.as_str()).is_some_and(|e| {
+                        e.attrs.get("roles").is_some_and(|r| {
+                            r.as_array().is_some_and(|r| {
+                                r.iter().any(|x| x == "owner_read" || x == "owner_write")
+                            })
+                        })
+                    })
+                })
+                .or_else(|| ix.ops_owner.values().next())
+                .cloned()
+                .unwrap_or_default(),
             internal: first(&ix.internal),
             event: ix.events.first().map(|e| e.id.clone()).unwrap_or_default(),
             flight: ix.flights.first().map(|f| f.0.clone()).unwrap_or_default(),
