@@ -99,21 +99,46 @@ fn bench(c: &mut Criterion) {
         let (p50, p99) = percentiles(per_call(&queries, 32, |q| {
             black_box(snap.decide(black_box(q)));
         }));
+        // What a denial's reasons cost: the batch decided with reasons (`decide`) against
+        // the same batch decided without them (`allows`, one pass), interleaved; the
+        // median of 9 pairs.
+        let mut with_reasons: Vec<f64> = (0..9)
+            .map(|_| {
+                let t = Instant::now();
+                let mut n = 0usize;
+                for q in &queries {
+                    n += snap.decide(q).allowed as usize;
+                }
+                black_box(n);
+                let full = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                for q in &queries {
+                    n += snap.allows(q) as usize;
+                }
+                black_box(n);
+                full / t.elapsed().as_secs_f64()
+            })
+            .collect();
+        with_reasons.sort_by(|a, b| a.total_cmp(b));
+        let reasons_cost = with_reasons.get(4).copied().unwrap_or(0.0);
         let now = TimeValue::Seconds(clearance_benches::EPOCH + 3_600);
         let probes: Vec<_> = (0..w.account_count().min(8)).map(|a| w.probes(a)).collect();
         let (events_p50, events_max, events_n) = listing(&probes, |p| {
             snap.list_resources(&p.contractor, "view", "event", &now)
         });
-        let (flights_p50, flights_max, flights_n) =
-            listing(&probes, |p| snap.list_resources(&p.owner, "view", "flight", &now));
-        let (principals_p50, _, principals_n) =
-            listing(&probes, |p| snap.list_principals(&p.event, "view", &now, None));
-        let (actions_p50, _) = percentiles(per_call(&requests[..2_000.min(requests.len())], 4, |r| {
-            let _ = black_box(snap.allowed_actions(&r.principal, &r.resource, &r.now));
-        }));
+        let (flights_p50, flights_max, flights_n) = listing(&probes, |p| {
+            snap.list_resources(&p.owner, "view", "flight", &now)
+        });
+        let (principals_p50, _, principals_n) = listing(&probes, |p| {
+            snap.list_principals(&p.event, "view", &now, None)
+        });
+        let (actions_p50, _) =
+            percentiles(per_call(&requests[..2_000.min(requests.len())], 4, |r| {
+                let _ = black_box(snap.allowed_actions(&r.principal, &r.resource, &r.now));
+            }));
         let tuples = snap.tuple_count();
         println!(
-            "report scale={} users={} resources={} entities={} tuples={} build_ms={:.0} allocated_bytes={} bytes_per_tuple={:.0} peak_build_rss_mb={:.0} requests={} allowed_pct={:.1} check_p50_ns={:.0} check_p99_ns={:.0} allowed_actions_p50_us={:.2} list_contractor_events_p50_ms={:.3} max_ms={:.3} (found {}) list_owner_flights_p50_ms={:.3} max_ms={:.3} (found {}) list_principals_p50_ms={:.3} (found {})",
+            "report scale={} users={} resources={} entities={} tuples={} build_ms={:.0} allocated_bytes={} bytes_per_tuple={:.0} peak_build_rss_mb={:.0} requests={} allowed_pct={:.1} check_p50_ns={:.0} check_p99_ns={:.0} decide_over_allows={:.2} allowed_actions_p50_us={:.2} list_contractor_events_p50_ms={:.3} max_ms={:.3} (found {}) list_owner_flights_p50_ms={:.3} max_ms={:.3} (found {}) list_principals_p50_ms={:.3} (found {})",
             scale.name,
             scale.accounts * scale.users,
             scale.accounts * scale.resources,
@@ -127,6 +152,7 @@ fn bench(c: &mut Criterion) {
             allowed as f64 * 100.0 / requests.len() as f64,
             p50,
             p99,
+            reasons_cost,
             actions_p50 / 1e3,
             events_p50,
             events_max,

@@ -137,6 +137,24 @@ proptest! {
         }
     }
 
+    /// A denial's reasons are every failed check, in order, whether or not the decision
+    /// needed its explaining pass: `decide` equals the two-pass reference on every request.
+    #[test]
+    fn one_pass_denials_give_the_explaining_reasons(seed in any::<u64>(), dt in -SPREAD..SPREAD) {
+        let (w, snap) = build(seed);
+        let now = EPOCH + dt;
+        let mut denials = 0usize;
+        for p in principals(&w, &snap.schema) {
+            for (r, a) in resources(&w, &snap) {
+                let Ok(q) = snap.resolve(&req(&p, &a, &r, now)) else { continue };
+                let (got, want) = (snap.decide(&q), snap.decide_reference(&q));
+                denials += usize::from(!want.allowed);
+                prop_assert_eq!(got, want, "{} {} {}", p, a, r);
+            }
+        }
+        prop_assert!(denials > 0);
+    }
+
     /// X2, MX10: `allowed_actions` lists exactly the actions `check` allows.
     #[test]
     fn allowed_actions_agree_with_check(seed in any::<u64>(), dt in -SPREAD..SPREAD) {

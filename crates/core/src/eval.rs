@@ -10,10 +10,30 @@ use smallvec::SmallVec;
 const MAX_DEPTH: u32 = 48;
 
 /// Failed and held checks, collected when explaining.
+///
+/// Two modes. *Explaining* (`full`) evaluates every child of a failed conjunction, every
+/// expired subject and every check of a matrix cell, to report each failed check and each
+/// one that held. *Collecting* evaluates exactly as a plain decision does (short-circuits
+/// included) and keeps the failed checks only, noting in `cut` each place where
+/// explaining would have looked further: a denial whose collection was never cut has the
+/// very reasons explaining would give, so the second, explaining pass can be skipped.
 #[derive(Debug, Default)]
 pub(crate) struct Trace {
-    pub fails: Vec<Reason>,
-    pub holds: Vec<Reason>,
+    pub fails: SmallVec<[Reason; 8]>,
+    pub holds: SmallVec<[Reason; 8]>,
+    full: bool,
+    pub cut: bool,
+}
+
+/// How an evaluation records its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Decide only.
+    Decide,
+    /// Decide, keeping the failed checks while nothing was cut short.
+    Collect,
+    /// Evaluate everything, keeping every failed and held check.
+    Explain,
 }
 
 pub(crate) struct Eval<'a> {
@@ -45,7 +65,7 @@ impl<'a> Eval<'a> {
         principal: u32,
         target: Option<u32>,
         now: i64,
-        explain: bool,
+        mode: Mode,
     ) -> Eval<'a> {
         let account = s
             .ent_account
@@ -60,7 +80,14 @@ impl<'a> Eval<'a> {
             now,
             until: NEVER,
             depth: 0,
-            trace: explain.then(Trace::default),
+            trace: match mode {
+                Mode::Decide => None,
+                Mode::Collect => Some(Trace::default()),
+                Mode::Explain => Some(Trace {
+                    full: true,
+                    ..Trace::default()
+                }),
+            },
         }
     }
 
@@ -78,9 +105,25 @@ impl<'a> Eval<'a> {
         }
     }
 
+    /// Whether every check is evaluated (explaining), not only as many as decide.
+    #[inline]
+    fn explaining(&self) -> bool {
+        self.trace.as_ref().is_some_and(|t| t.full)
+    }
+
+    /// Notes that evaluation stopped where explaining would have gone on.
+    #[inline]
+    fn cut(&mut self) {
+        if let Some(t) = &mut self.trace {
+            t.cut = true;
+        }
+    }
+
     #[inline]
     fn hold(&mut self, rule: u32) {
-        if let Some(t) = &mut self.trace {
+        if let Some(t) = &mut self.trace
+            && t.full
+        {
             t.holds.push(Reason {
                 code: Code::Granted,
                 rule,
@@ -133,12 +176,15 @@ impl<'a> Eval<'a> {
             }
             Expr::And(children) => {
                 let (_, h0) = self.marks();
-                let explain = self.trace.is_some();
+                let explain = self.explaining();
                 let mut all = true;
-                for c in children {
+                for (i, c) in children.iter().enumerate() {
                     if !self.eval(c, cur) {
                         all = false;
                         if !explain {
+                            if i + 1 < children.len() {
+                                self.cut();
+                            }
                             return false;
                         }
                     }
@@ -311,7 +357,8 @@ impl<'a> Eval<'a> {
             };
             let exp = csr.expiry(pos);
             let live = self.now < exp;
-            if !live && self.trace.is_none() {
+            if !live && !self.explaining() {
+                self.cut();
                 continue;
             }
             let st = self.ty(sub);
@@ -377,13 +424,25 @@ impl<'a> Eval<'a> {
             .and_then(|td| td.grants.get(self.local(self.principal)))
             .and_then(|g| s.grant_sets.get(*g as usize))
             .and_then(|g| g.matrices.get(m as usize));
-        let explain = self.trace.is_some();
+        let explain = self.explaining();
+        // Whether checks after the role's could fail too (explaining reports them all).
+        let more = md.rows.get(row as usize).is_some_and(|r| {
+            r.feature.is_some()
+                || r.setup_only
+                || md
+                    .controls
+                    .iter()
+                    .any(|c| c.row == row && c.action == action)
+        });
         let has_role = gs.is_some_and(|g| g.has_role);
         let mut ok = true;
         if !has_role {
             self.fail(Code::RoleNoneAssigned, rule);
             ok = false;
             if !explain {
+                if more {
+                    self.cut();
+                }
                 return false;
             }
         }
@@ -419,6 +478,9 @@ impl<'a> Eval<'a> {
                 self.fail(Code::RoleMissingPermission, rule);
                 ok = false;
                 if !explain {
+                    if more {
+                        self.cut();
+                    }
                     return false;
                 }
             }
@@ -438,6 +500,7 @@ impl<'a> Eval<'a> {
                 self.fail(Code::FeatureDisabled, rule);
                 ok = false;
                 if !explain {
+                    self.cut();
                     return false;
                 }
             }
@@ -452,6 +515,7 @@ impl<'a> Eval<'a> {
                 self.fail(Code::SetupModeOff, rule);
                 ok = false;
                 if !explain {
+                    self.cut();
                     return false;
                 }
             }
@@ -464,6 +528,7 @@ impl<'a> Eval<'a> {
             if !self.authorized(c.kind, None, c.rule) {
                 ok = false;
                 if !explain {
+                    self.cut();
                     return false;
                 }
             }
