@@ -121,6 +121,9 @@ fn bench(c: &mut Criterion) {
             .collect();
         with_reasons.sort_by(|a, b| a.total_cmp(b));
         let reasons_cost = with_reasons.get(4).copied().unwrap_or(0.0);
+        let (named_p50, _) = percentiles(per_call(&requests, 16, |r| {
+            black_box(snap.check(black_box(r)));
+        }));
         let now = TimeValue::Seconds(clearance_benches::EPOCH + 3_600);
         let probes: Vec<_> = (0..w.account_count().min(8)).map(|a| w.probes(a)).collect();
         let (events_p50, events_max, events_n) = listing(&probes, |p| {
@@ -138,7 +141,7 @@ fn bench(c: &mut Criterion) {
             }));
         let tuples = snap.tuple_count();
         println!(
-            "report scale={} users={} resources={} entities={} tuples={} build_ms={:.0} allocated_bytes={} bytes_per_tuple={:.0} peak_build_rss_mb={:.0} requests={} allowed_pct={:.1} check_p50_ns={:.0} check_p99_ns={:.0} decide_over_allows={:.2} allowed_actions_p50_us={:.2} list_contractor_events_p50_ms={:.3} max_ms={:.3} (found {}) list_owner_flights_p50_ms={:.3} max_ms={:.3} (found {}) list_principals_p50_ms={:.3} (found {})",
+            "report scale={} users={} resources={} entities={} tuples={} build_ms={:.0} allocated_bytes={} bytes_per_tuple={:.0} peak_build_rss_mb={:.0} requests={} allowed_pct={:.1} check_p50_ns={:.0} check_p99_ns={:.0} check_by_name_p50_ns={:.0} decide_over_allows={:.2} allowed_actions_p50_us={:.2} list_contractor_events_p50_ms={:.3} max_ms={:.3} (found {}) list_owner_flights_p50_ms={:.3} max_ms={:.3} (found {}) list_principals_p50_ms={:.3} (found {})",
             scale.name,
             scale.accounts * scale.users,
             scale.accounts * scale.resources,
@@ -152,6 +155,7 @@ fn bench(c: &mut Criterion) {
             allowed as f64 * 100.0 / requests.len() as f64,
             p50,
             p99,
+            named_p50,
             reasons_cost,
             actions_p50 / 1e3,
             events_p50,

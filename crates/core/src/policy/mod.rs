@@ -203,12 +203,13 @@ impl TypeDef {
         }
     }
 
-    /// The index of permission `name`.
+    /// The index of permission `name`. A scan of the few permissions (lengths compare
+    /// first) is quicker than the ordered map of every member on the per-request path.
     pub fn perm(&self, name: &str) -> Option<u16> {
-        match self.members.get(name) {
-            Some(MemberRef::Perm(i)) => Some(*i),
-            _ => None,
-        }
+        self.perms
+            .iter()
+            .position(|p| p.name == name)
+            .and_then(|i| u16::try_from(i).ok())
     }
 }
 
