@@ -4,6 +4,7 @@
 use crate::error::FactsError;
 use crate::facts::Facts;
 use crate::policy::{CellDef, Schema, TypeId, ValueType, parse_cell};
+use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -171,9 +172,11 @@ pub struct Snapshot {
     pub string_index: FxHashMap<String, u32>,
     /// `type:id` of every entity, by entity id.
     pub names: Vec<String>,
-    /// Entity ids by `type:id` (rebuilt on load, not serialised).
+    /// Entity ids by `type:id` (rebuilt on load, not serialised). Keys of up to 24 bytes
+    /// are held inline in the table, so a lookup compares them without a second cache
+    /// miss into the heap.
     #[serde(skip)]
-    pub index: FxHashMap<String, u32>,
+    pub index: FxHashMap<CompactString, u32>,
     /// The type of every entity.
     pub ent_type: Vec<TypeId>,
     /// The account (entity id) of every entity.
@@ -262,7 +265,7 @@ impl Snapshot {
             ent_local.push(td.entities.len() as u32);
             td.entities.push(id);
             ent_type.push(t);
-            index.insert(key.clone(), id);
+            index.insert(CompactString::from(key.as_str()), id);
             names.push(key.clone());
         }
         // Accounts.
@@ -270,7 +273,7 @@ impl Snapshot {
         let mut ent_account = Vec::with_capacity(n);
         for (key, e) in &facts.entities {
             let akey = format!("account:{}", e.account);
-            match index.get(&akey) {
+            match index.get(akey.as_str()) {
                 Some(a) => ent_account.push(*a),
                 None => {
                     return Err(bad(
@@ -365,7 +368,7 @@ impl Snapshot {
             .collect();
         for ((r, rel, s), exp) in &facts.tuples {
             let at = format!("tuple `{r}#{rel}@{s}`");
-            let (Some(&rid), Some(&sid)) = (index.get(r), index.get(s)) else {
+            let (Some(&rid), Some(&sid)) = (index.get(r.as_str()), index.get(s.as_str())) else {
                 return Err(bad(
                     "facts.unknown_entity",
                     &at,
@@ -835,7 +838,7 @@ impl Snapshot {
             .names
             .iter()
             .enumerate()
-            .map(|(i, x)| (x.clone(), i as u32))
+            .map(|(i, x)| (CompactString::from(x.as_str()), i as u32))
             .collect();
         Ok(s)
     }
