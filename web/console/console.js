@@ -218,6 +218,8 @@ async function signIn(who) {
   if (isError(outline)) throw new Error(outline.error.message);
   state.slice = slice.body;
   state.outline = outline;
+  // A change announced while the slice was on its way may already be in it.
+  if (state.latest <= state.slice.revision) $('#stale').hidden = true;
   document.body.dataset.principal = who;
   document.body.dataset.revision = String(info.revision);
   render();
