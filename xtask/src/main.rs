@@ -10,7 +10,9 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test    the whole test suite: formatting, lints, the core built for wasm32,
-          unit, scenario, property and fail-closed tests, doctests, benches run once
+          unit, scenario, property and fail-closed tests, the JS package's tests and
+          types, the console in Chromium, Clearance and Cedar deciding alike, doctests,
+          benches run once, and the parity suite
   wasm    build the one wasm artifact into web/pkg/ (glue, .d.ts, clearance_bg.wasm)
           and print its SHA-256
     repro   build it twice, from two checkout paths, and compare the bytes
@@ -152,6 +154,27 @@ fn test() -> Result<(), String> {
         &["--test", "web/browser/"],
         &[],
     )?;
+    {
+        // The Cedar comparison is its own workspace; its decisions are compared here on
+        // the small world, so the two models cannot drift apart unnoticed.
+        let target = target_dir(&root());
+        let target = target.to_string_lossy();
+        run(
+            "Clearance and Cedar decide alike (small world)",
+            "cargo",
+            &[
+                "run",
+                "--locked",
+                "--manifest-path",
+                "benches/cedar/Cargo.toml",
+                "--",
+                "small",
+                "3000",
+                "--decisions-only",
+            ],
+            &[("CARGO_TARGET_DIR", &target)],
+        )?;
+    }
     run(
         "doctests",
         "cargo",
