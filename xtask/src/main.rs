@@ -15,7 +15,7 @@ commands:
           benches run once, and the parity suite
   wasm    build the one wasm artifact into web/pkg/ (glue, .d.ts, clearance_bg.wasm)
           and print its SHA-256
-    repro   build it twice, from two checkout paths, and compare the bytes
+  repro   build it twice, from two checkout paths, and compare the bytes
   serve   build the artifact, then run `clearance serve` (the demo data on an embedded
           store, seeded on first start); arguments after `serve` go to it
   bench   the criterion benchmarks (small, medium and large worlds; CLEARANCE_BENCH_SCALES
