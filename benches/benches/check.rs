@@ -7,7 +7,7 @@
 //! `CLEARANCE_BENCH_SCALES` picks the scales: `small`, `medium`, `large`, or a comma list;
 //! all three by default.
 
-use clearance_benches::{LARGE, MEDIUM, SMALL, Scale, default_schema, snapshot, world};
+use clearance_benches::{Scale, default_schema, percentiles, scales, snapshot, world};
 use clearance_core::{Delta, Request, Snapshot, TimeValue};
 use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -20,18 +20,6 @@ use std::time::Instant;
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const REQUESTS: usize = 20_000;
-
-/// The scales `CLEARANCE_BENCH_SCALES` names (all three by default).
-pub fn scales() -> Vec<Scale> {
-    let wanted = std::env::var("CLEARANCE_BENCH_SCALES").unwrap_or_default();
-    let all = [SMALL, MEDIUM, LARGE];
-    if wanted.is_empty() {
-        return all.to_vec();
-    }
-    all.into_iter()
-        .filter(|s| wanted.split(',').any(|w| w.trim() == s.name))
-        .collect()
-}
 
 /// The process's peak resident memory since the last reset, in bytes (Linux), and resets
 /// it; `None` elsewhere.
@@ -46,16 +34,6 @@ fn peak_rss_reset() -> Option<u64> {
         .ok()?;
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     Some(kb * 1024)
-}
-
-fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| {
-        v.get(((v.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    (pct(0.5), pct(0.99))
 }
 
 /// Times `f` once per item (repeated `reps` times), in nanoseconds per call.

@@ -4,7 +4,7 @@
 //! artifact's size. It also writes the medium world's snapshot and queries to
 //! `target/bench-js/` for the Node script of the JS path (`web/bench/js-path.mjs`).
 
-use clearance_benches::{LARGE, MEDIUM, SMALL, Scale, default_schema, snapshot, world};
+use clearance_benches::{default_schema, percentiles, scales, snapshot, world};
 use clearance_core::wire::{QUERY_LEN, encode_query};
 use clearance_host::{Runtime, RuntimeConfig};
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
@@ -13,27 +13,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const BATCH: usize = 16_384;
-
-fn scales() -> Vec<Scale> {
-    let wanted = std::env::var("CLEARANCE_BENCH_SCALES").unwrap_or_default();
-    let all = [SMALL, MEDIUM, LARGE];
-    if wanted.is_empty() {
-        return all.to_vec();
-    }
-    all.into_iter()
-        .filter(|s| wanted.split(',').any(|w| w.trim() == s.name))
-        .collect()
-}
-
-fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |p: f64| {
-        v.get(((v.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    (at(0.5), at(0.99))
-}
 
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -53,6 +53,30 @@ pub const LARGE: Scale = Scale {
     resources: 40_000,
 };
 
+/// The scales `CLEARANCE_BENCH_SCALES` names (a comma list of `small`, `medium`,
+/// `large`); all three when it is unset or empty.
+pub fn scales() -> Vec<Scale> {
+    let wanted = std::env::var("CLEARANCE_BENCH_SCALES").unwrap_or_default();
+    let all = [SMALL, MEDIUM, LARGE];
+    if wanted.is_empty() {
+        return all.to_vec();
+    }
+    all.into_iter()
+        .filter(|s| wanted.split(',').any(|w| w.trim() == s.name))
+        .collect()
+}
+
+/// The median and the 99th percentile of `v`.
+pub fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (at(0.5), at(0.99))
+}
+
 /// The default policies of the repository, compiled.
 pub fn default_schema() -> Arc<Schema> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");

@@ -18,7 +18,7 @@ use cedar_policy::{
     ActionConstraint, Authorizer, Context, Decision, Entities, EntityUid, PolicySet,
     Request as CedarRequest, RestrictedExpression,
 };
-use clearance_benches::{MEDIUM, SMALL, default_schema, snapshot, world};
+use clearance_benches::{MEDIUM, SMALL, default_schema, percentiles, snapshot, world};
 use clearance_core::facts::FactsJson;
 use clearance_core::policy::{Expr, LEVEL_ACTIONS, Schema};
 use clearance_core::{Request, TimeValue};
@@ -412,16 +412,6 @@ fn cedar_request(
         None,
     )
     .map_err(|_| "request")
-}
-
-fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |p: f64| {
-        v.get(((v.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    (at(0.5), at(0.99))
 }
 
 fn main() -> ExitCode {

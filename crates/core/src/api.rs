@@ -268,57 +268,21 @@ impl Snapshot {
 
     /// Decides a resolved request. This is the hot path.
     pub fn decide(&self, q: &Query) -> Decision {
-        // One pass that also keeps the failed checks; a second, explaining pass only when
-        // the first was cut short where explaining would have looked further.
-        let mut ev = Eval::new(self, q.principal, q.target, q.now, Mode::Collect);
-        match self.evaluate(&mut ev, q) {
-            Ok(rule) => {
-                let mut reasons = SmallVec::new();
-                reasons.push(Reason {
-                    code: Code::Granted,
-                    rule,
-                });
-                self.decision(true, reasons, ev.until)
-            }
-            Err(Some(early)) => self.decision(false, smallvec::smallvec![early], ev.until),
-            Err(None) => {
-                let until = ev.until;
-                if let Some(t) = ev.trace.take()
-                    && !t.cut
-                {
-                    let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
-                    for r in t.fails {
-                        if !reasons.contains(&r) {
-                            reasons.push(r);
-                        }
-                    }
-                    return self.decision(false, reasons, until);
-                }
-                let mut ex = Eval::new(self, q.principal, q.target, q.now, Mode::Explain);
-                let reasons = match self.evaluate(&mut ex, q) {
-                    Err(Some(early)) => smallvec::smallvec![early],
-                    _ => {
-                        let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
-                        for r in ex.trace.map(|t| t.fails).unwrap_or_default() {
-                            if !reasons.contains(&r) {
-                                reasons.push(r);
-                            }
-                        }
-                        reasons
-                    }
-                };
-                self.decision(false, reasons, until)
-            }
-        }
+        self.decide_from(q, Mode::Collect)
     }
 
-    /// Whether a resolved request is allowed, without reasons.
     /// The reference decision `decide` must equal: a plain pass, then for a denial by the
     /// rule a second pass that explains every failed check. `decide` skips the second
     /// pass when its first pass lost nothing; the property tests hold the two equal.
     #[doc(hidden)]
     pub fn decide_reference(&self, q: &Query) -> Decision {
-        let mut ev = Eval::new(self, q.principal, q.target, q.now, Mode::Decide);
+        self.decide_from(q, Mode::Decide)
+    }
+
+    /// Decides with a first pass in `first` mode; a denial by the rule is explained by a
+    /// second pass unless the first one collected its failed checks without cutting any.
+    fn decide_from(&self, q: &Query, first: Mode) -> Decision {
+        let mut ev = Eval::new(self, q.principal, q.target, q.now, first);
         match self.evaluate(&mut ev, q) {
             Ok(rule) => self.decision(
                 true,
@@ -331,25 +295,28 @@ impl Snapshot {
             Err(Some(early)) => self.decision(false, smallvec::smallvec![early], ev.until),
             Err(None) => {
                 let until = ev.until;
-                let mut ex = Eval::new(self, q.principal, q.target, q.now, Mode::Explain);
-                let reasons = match self.evaluate(&mut ex, q) {
-                    Err(Some(early)) => smallvec::smallvec![early],
+                let fails = match ev.trace.take() {
+                    Some(t) if !t.cut => t.fails,
                     _ => {
-                        let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
-                        for r in ex.trace.map(|t| t.fails).unwrap_or_default() {
-                            if !reasons.contains(&r) {
-                                reasons.push(r);
-                            }
+                        let mut ex = Eval::new(self, q.principal, q.target, q.now, Mode::Explain);
+                        if let Err(Some(early)) = self.evaluate(&mut ex, q) {
+                            return self.decision(false, smallvec::smallvec![early], until);
                         }
-                        reasons
+                        ex.trace.map(|t| t.fails).unwrap_or_default()
                     }
                 };
+                let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
+                for r in fails {
+                    if !reasons.contains(&r) {
+                        reasons.push(r);
+                    }
+                }
                 self.decision(false, reasons, until)
             }
         }
     }
 
-    /// Whether `q` is allowed, without reasons: one pass.
+    /// Whether a resolved request is allowed, without reasons: one pass.
     pub fn allows(&self, q: &Query) -> bool {
         let mut ev = Eval::new(self, q.principal, q.target, q.now, Mode::Decide);
         self.evaluate(&mut ev, q).is_ok()
