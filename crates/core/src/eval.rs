@@ -425,22 +425,25 @@ impl<'a> Eval<'a> {
             .and_then(|g| s.grant_sets.get(*g as usize))
             .and_then(|g| g.matrices.get(m as usize));
         let explain = self.explaining();
-        // Whether checks after the role's could fail too (explaining reports them all).
-        let more = md.rows.get(row as usize).is_some_and(|r| {
-            r.feature.is_some()
-                || r.setup_only
-                || md
-                    .controls
-                    .iter()
-                    .any(|c| c.row == row && c.action == action)
-        });
+        // Whether checks after the role's could fail too (explaining reports them all);
+        // asked only when a role check fails while collecting.
+        let more = || {
+            md.rows.get(row as usize).is_some_and(|r| {
+                r.feature.is_some()
+                    || r.setup_only
+                    || md
+                        .controls
+                        .iter()
+                        .any(|c| c.row == row && c.action == action)
+            })
+        };
         let has_role = gs.is_some_and(|g| g.has_role);
         let mut ok = true;
         if !has_role {
             self.fail(Code::RoleNoneAssigned, rule);
             ok = false;
             if !explain {
-                if more {
+                if more() {
                     self.cut();
                 }
                 return false;
@@ -478,7 +481,7 @@ impl<'a> Eval<'a> {
                 self.fail(Code::RoleMissingPermission, rule);
                 ok = false;
                 if !explain {
-                    if more {
+                    if more() {
                         self.cut();
                     }
                     return false;
