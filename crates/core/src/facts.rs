@@ -54,9 +54,10 @@ pub struct FactsJson {
     pub tuples: Vec<TupleJson>,
 }
 
-/// One change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+/// One change: `{"op": "add_entity" | "remove_entity" | "set_attr" | "add_tuple" |
+/// "remove_tuple", ...}` with that op's fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum Delta {
     /// Adds an entity.
     AddEntity {
@@ -87,6 +88,107 @@ pub enum Delta {
         /// The tuple (its expiry is ignored).
         tuple: TupleJson,
     },
+}
+
+/// The fields any delta may carry; [`Delta`]'s reader checks which its op takes. Read
+/// this way rather than through serde's internally tagged enums, which buffer every delta
+/// into an intermediate tree and cost the wasm module a second deserializer per type.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeltaFields {
+    op: String,
+    entity: Option<EntityField>,
+    attr: Option<String>,
+    // Present and `null` (clear the attribute) differs from absent.
+    #[serde(default, deserialize_with = "present")]
+    value: Option<Value>,
+    tuple: Option<TupleJson>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// `entity`: a whole entity (`add_entity`) or a `type:id` (the others).
+enum EntityField {
+    Record(EntityJson),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for EntityField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EntityField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an entity object or a `type:id`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EntityField, E> {
+                Ok(EntityField::Name(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<EntityField, A::Error> {
+                EntityJson::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(EntityField::Record)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Delta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let f = DeltaFields::deserialize(d)?;
+        let op = f.op.as_str();
+        let fields: [(&str, bool); 4] = [
+            ("entity", f.entity.is_some()),
+            ("attr", f.attr.is_some()),
+            ("value", f.value.is_some()),
+            ("tuple", f.tuple.is_some()),
+        ];
+        let takes: &[&str] = match op {
+            "add_entity" | "remove_entity" => &["entity"],
+            "set_attr" => &["entity", "attr", "value"],
+            "add_tuple" | "remove_tuple" => &["tuple"],
+            _ => {
+                return Err(D::Error::custom(format!(
+                    "unknown delta op `{op}`, expected one of add_entity, remove_entity, set_attr, add_tuple, remove_tuple"
+                )));
+            }
+        };
+        for (name, is) in fields {
+            if is != takes.contains(&name) {
+                return Err(D::Error::custom(if is {
+                    format!("the delta `{op}` takes no field `{name}`")
+                } else {
+                    format!("the delta `{op}` needs the field `{name}`")
+                }));
+            }
+        }
+        let wrong =
+            |want: &str| D::Error::custom(format!("the delta `{op}` needs {want} as `entity`"));
+        Ok(match (op, f.entity, f.tuple) {
+            ("add_entity", Some(EntityField::Record(entity)), _) => Delta::AddEntity { entity },
+            ("add_entity", _, _) => return Err(wrong("an entity object")),
+            ("remove_entity", Some(EntityField::Name(entity)), _) => Delta::RemoveEntity { entity },
+            ("set_attr", Some(EntityField::Name(entity)), _) => Delta::SetAttr {
+                entity,
+                attr: f.attr.unwrap_or_default(),
+                value: f.value.unwrap_or_default(),
+            },
+            ("remove_entity" | "set_attr", _, _) => return Err(wrong("a `type:id`")),
+            ("add_tuple", _, Some(tuple)) => Delta::AddTuple { tuple },
+            (_, _, Some(tuple)) => Delta::RemoveTuple { tuple },
+            _ => {
+                return Err(D::Error::custom(format!(
+                    "the delta `{op}` needs the field `tuple`"
+                )));
+            }
+        })
+    }
 }
 
 /// An entity held in [`Facts`].

@@ -161,7 +161,8 @@ pub struct AccountRole {
 /// Facts compiled against a policy: the thing decisions are made on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
-    /// The compiled policy.
+    /// The compiled policy; its bytes hold the policy sources, compiled again on reading.
+    #[serde(with = "policy_sources")]
     pub schema: Arc<Schema>,
     /// The facts revision.
     pub revision: u64,
@@ -193,6 +194,33 @@ pub struct Snapshot {
     pub auth_by_holder: Csr,
     /// Per account (by the account's local index), per type, the entity ids.
     pub account_members: Vec<Vec<Vec<u32>>>,
+}
+
+/// The version of the snapshot bytes, the first thing in them: a snapshot of another
+/// version is refused rather than read as if it were this one.
+pub const SNAPSHOT_FORMAT: u32 = 2;
+
+/// A snapshot's policy as bytes: its sources. [`Snapshot::from_bytes`] compiles them
+/// again, so the bytes need not hold the compiled form (whose readers and writers were a
+/// tenth of the wasm module) and a snapshot can only ever carry a policy that passes the
+/// compiler's checks.
+mod policy_sources {
+    use crate::policy::{Schema, Source};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(schema: &Arc<Schema>, s: S) -> Result<S::Ok, S::Error> {
+        schema.sources.serialize(s)
+    }
+
+    /// The sources only, in an otherwise empty schema: the caller compiles them.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Schema>, D::Error> {
+        let sources = Vec::<Source>::deserialize(d)?;
+        Ok(Arc::new(Schema {
+            sources,
+            ..Schema::default()
+        }))
+    }
 }
 
 struct Interner {
@@ -814,20 +842,28 @@ impl Snapshot {
             .sum()
     }
 
-    /// Serialises the snapshot (policy included) to bytes.
+    /// Serialises the snapshot (the policy's sources included) to bytes: the format
+    /// version first, then the snapshot.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FactsError> {
-        postcard::to_allocvec(self).map_err(|e| bad("snapshot.encode", "snapshot", e.to_string()))
+        postcard::to_allocvec(&(SNAPSHOT_FORMAT, self))
+            .map_err(|e| bad("snapshot.encode", "snapshot", e.to_string()))
     }
 
     /// Reads a snapshot from [`Snapshot::to_bytes`] output.
     pub fn from_bytes(bytes: &[u8]) -> Result<Snapshot, FactsError> {
-        let mut s: Snapshot = postcard::from_bytes(bytes).map_err(|e| {
-            bad(
-                "snapshot.malformed",
-                "snapshot",
-                format!("not a snapshot of this version: {e}"),
-            )
-        })?;
+        let malformed = |m: String| bad("snapshot.malformed", "snapshot", m);
+        let (format, rest) = postcard::take_from_bytes::<u32>(bytes)
+            .map_err(|e| malformed(format!("not a snapshot: {e}")))?;
+        if format != SNAPSHOT_FORMAT {
+            return Err(malformed(format!(
+                "snapshot format {format}, this core reads format {SNAPSHOT_FORMAT}"
+            )));
+        }
+        let mut s: Snapshot = postcard::from_bytes(rest)
+            .map_err(|e| malformed(format!("not a snapshot of this version: {e}")))?;
+        s.schema = Schema::compile(&s.schema.sources)
+            .map(Arc::new)
+            .map_err(|e| malformed(format!("its policy does not compile: {e}")))?;
         s.string_index = s
             .strings
             .iter()

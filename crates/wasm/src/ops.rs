@@ -24,9 +24,13 @@ pub struct SourceJson {
 }
 
 /// A JSON call: `{"op": "...", ...}`; the fields are those of the matching core API.
+///
+/// Read in two steps, the `op` first and then the fields of that op, instead of through
+/// serde's internally tagged enums: those buffer every call into an intermediate tree and
+/// give every field type a second deserializer, which made this one parser the largest
+/// function of the module.
 #[allow(missing_docs)]
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug)]
 pub enum Call {
     /// Compiles a policy set; the facts loaded so far are rebuilt under it.
     LoadPolicy { sources: Vec<SourceJson> },
@@ -48,7 +52,6 @@ pub enum Call {
     ListResources {
         principal: String,
         action: String,
-        #[serde(rename = "type")]
         ty: String,
         now: TimeValue,
     },
@@ -85,6 +88,175 @@ pub enum Call {
     Info,
     /// What the loaded policy declares: types, actions, write rules, matrices.
     Schema,
+}
+
+/// The names of the ops, in the order the help text lists them.
+const OPS: &[&str] = &[
+    "load_policy",
+    "load_facts",
+    "apply_deltas",
+    "check",
+    "check_batch",
+    "allowed_actions",
+    "list_resources",
+    "list_principals",
+    "explain",
+    "matrix",
+    "resolve",
+    "authorize_deltas",
+    "write",
+    "info",
+    "schema",
+];
+
+/// The fields every op may carry, each read only when its op names it. `op` itself is
+/// read here too, so an unknown field is still an error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields {
+    op: String,
+    sources: Option<Vec<SourceJson>>,
+    facts: Option<FactsJson>,
+    deltas: Option<Vec<Delta>>,
+    request: Option<Request>,
+    requests: Option<Vec<Request>>,
+    principal: Option<String>,
+    resource: Option<String>,
+    action: Option<String>,
+    #[serde(rename = "type")]
+    ty: Option<String>,
+    now: Option<TimeValue>,
+    account: Option<String>,
+    matrix: Option<String>,
+    author: Option<String>,
+}
+
+impl Call {
+    /// Reads a call; what is wrong (an unknown op, a field missing or not of that op)
+    /// is an error that names it.
+    pub fn parse(input: &str) -> Result<Call, String> {
+        let f: Fields = serde_json::from_str(input).map_err(|e| {
+            if e.line() == 0 {
+                format!("malformed call: {e}")
+            } else {
+                format!(
+                    "malformed call at line {} column {}: {e}",
+                    e.line(),
+                    e.column()
+                )
+            }
+        })?;
+        let op = f.op.as_str();
+        // The fields present, by name, so a field of another op is refused.
+        let present: [(&str, bool); 13] = [
+            ("sources", f.sources.is_some()),
+            ("facts", f.facts.is_some()),
+            ("deltas", f.deltas.is_some()),
+            ("request", f.request.is_some()),
+            ("requests", f.requests.is_some()),
+            ("principal", f.principal.is_some()),
+            ("resource", f.resource.is_some()),
+            ("action", f.action.is_some()),
+            ("type", f.ty.is_some()),
+            ("now", f.now.is_some()),
+            ("account", f.account.is_some()),
+            ("matrix", f.matrix.is_some()),
+            ("author", f.author.is_some()),
+        ];
+        let (required, optional): (&[&str], &[&str]) = match op {
+            "load_policy" => (&["sources"], &[]),
+            "load_facts" => (&["facts"], &[]),
+            "apply_deltas" => (&["deltas"], &[]),
+            "check" | "explain" => (&["request"], &[]),
+            "check_batch" | "resolve" => (&["requests"], &[]),
+            "allowed_actions" => (&["principal", "resource", "now"], &[]),
+            "list_resources" => (&["principal", "action", "type", "now"], &[]),
+            "list_principals" => (&["resource", "action", "now"], &["account"]),
+            "matrix" => (&["matrix"], &["account"]),
+            "authorize_deltas" | "write" => (&["author", "now", "deltas"], &[]),
+            "info" | "schema" => (&[], &[]),
+            _ => {
+                return Err(format!(
+                    "unknown op `{op}`, expected one of {}",
+                    OPS.join(", ")
+                ));
+            }
+        };
+        for (name, is) in present {
+            if is && !required.contains(&name) && !optional.contains(&name) {
+                return Err(format!("malformed call: `{op}` takes no field `{name}`"));
+            }
+            if !is && required.contains(&name) {
+                return Err(format!("malformed call: `{op}` needs the field `{name}`"));
+            }
+        }
+        // Every required field was checked present above, so the defaults below are
+        // never used.
+        Ok(match op {
+            "load_policy" => Call::LoadPolicy {
+                sources: f.sources.unwrap_or_default(),
+            },
+            "load_facts" => Call::LoadFacts {
+                facts: f.facts.unwrap_or_default(),
+            },
+            "apply_deltas" => Call::ApplyDeltas {
+                deltas: f.deltas.unwrap_or_default(),
+            },
+            "check" | "explain" => {
+                let Some(request) = f.request else {
+                    return Err("malformed call: no request".into());
+                };
+                if op == "check" {
+                    Call::Check { request }
+                } else {
+                    Call::Explain { request }
+                }
+            }
+            "check_batch" => Call::CheckBatch {
+                requests: f.requests.unwrap_or_default(),
+            },
+            "resolve" => Call::Resolve {
+                requests: f.requests.unwrap_or_default(),
+            },
+            "allowed_actions" => Call::AllowedActions {
+                principal: f.principal.unwrap_or_default(),
+                resource: f.resource.unwrap_or_default(),
+                now: now(f.now)?,
+            },
+            "list_resources" => Call::ListResources {
+                principal: f.principal.unwrap_or_default(),
+                action: f.action.unwrap_or_default(),
+                ty: f.ty.unwrap_or_default(),
+                now: now(f.now)?,
+            },
+            "list_principals" => Call::ListPrincipals {
+                resource: f.resource.unwrap_or_default(),
+                action: f.action.unwrap_or_default(),
+                now: now(f.now)?,
+                account: f.account,
+            },
+            "matrix" => Call::Matrix {
+                matrix: f.matrix.unwrap_or_default(),
+                account: f.account,
+            },
+            "authorize_deltas" => Call::AuthorizeDeltas {
+                author: f.author.unwrap_or_default(),
+                now: now(f.now)?,
+                deltas: f.deltas.unwrap_or_default(),
+            },
+            "write" => Call::Write {
+                author: f.author.unwrap_or_default(),
+                now: now(f.now)?,
+                deltas: f.deltas.unwrap_or_default(),
+            },
+            "info" => Call::Info,
+            _ => Call::Schema,
+        })
+    }
+}
+
+fn now(t: Option<TimeValue>) -> Result<TimeValue, String> {
+    t.ok_or_else(|| "malformed call: no `now`".to_string())
 }
 
 /// The engine of one module instance.
@@ -124,20 +296,12 @@ pub fn err(e: &ErrorData) -> String {
 impl Engine {
     /// Runs a JSON call and gives the JSON answer.
     pub fn call(&mut self, input: &str) -> String {
-        let call: Call = match serde_json::from_str(input) {
+        let call = match Call::parse(input) {
             Ok(c) => c,
-            Err(e) => {
+            Err(message) => {
                 return err(&error(
                     "request.malformed",
-                    if e.line() == 0 {
-                        format!("malformed call: {e}")
-                    } else {
-                        format!(
-                            "malformed call at line {} column {}: {e}",
-                            e.line(),
-                            e.column()
-                        )
-                    },
+                    message,
                     "a call is a JSON object with an `op` (load_policy, load_facts, apply_deltas, check, check_batch, allowed_actions, list_resources, list_principals, explain, matrix, resolve, authorize_deltas, write, info, schema) and its fields",
                 ));
             }
@@ -370,7 +534,10 @@ impl Engine {
             let (json, after) = rest
                 .split_at_checked(u32::from_le_bytes(*len) as usize)
                 .ok_or_else(|| malformed("the JSON length is past the end".into()))?;
-            let w: WriteJson = serde_json::from_slice(json)
+            // As text, so the one JSON reader of calls reads writes too.
+            let json = std::str::from_utf8(json)
+                .map_err(|e| malformed(format!("malformed write: {e}")))?;
+            let w: WriteJson = serde_json::from_str(json)
                 .map_err(|e| malformed(format!("malformed write: {e}")))?;
             let after = Snapshot::from_bytes(after).map_err(ErrorData::from)?;
             Ok::<Value, ErrorData>(

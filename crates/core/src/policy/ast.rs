@@ -99,7 +99,7 @@ pub enum Member {
 }
 
 /// A kind of change to facts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteEvent {
     /// Adding a tuple of a relation.
     Add,
@@ -133,7 +133,7 @@ pub enum FieldType {
 }
 
 /// A comparison operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmpOp {
     /// `==`
     Eq,

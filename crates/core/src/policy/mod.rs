@@ -52,7 +52,7 @@ type authorization {
 pub const PRELUDE_NAME: &str = "<prelude>";
 
 /// The type of an attribute value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueType {
     /// `bool`
     Bool,
@@ -82,7 +82,7 @@ impl ValueType {
 }
 
 /// An attribute of a type.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct AttrDef {
     /// Its name.
     pub name: String,
@@ -93,7 +93,7 @@ pub struct AttrDef {
 }
 
 /// A relation of a type.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct RelDef {
     /// Its name.
     pub name: String,
@@ -104,7 +104,7 @@ pub struct RelDef {
 }
 
 /// A permission: a checkable action.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct PermDef {
     /// The action's name.
     pub name: String,
@@ -117,7 +117,7 @@ pub struct PermDef {
 }
 
 /// A scope or a gate: a named rule.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct NamedRule {
     /// Its name.
     pub name: String,
@@ -128,7 +128,7 @@ pub struct NamedRule {
 }
 
 /// What a name means on a type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberRef {
     /// An attribute.
     Attr(u16),
@@ -141,7 +141,7 @@ pub enum MemberRef {
 }
 
 /// An entity type, compiled.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct TypeDef {
     /// Its name.
     pub name: String,
@@ -167,7 +167,7 @@ pub struct TypeDef {
 }
 
 /// A write rule, compiled: a change and the permission that must allow its author.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteRule {
     /// The kind of change.
     pub event: WriteEvent,
@@ -214,7 +214,7 @@ impl TypeDef {
 }
 
 /// Where an operand takes its entity from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Base {
     /// The entity the rule is evaluated on (the resource, or a subject reached by `->`).
     Current,
@@ -227,7 +227,7 @@ pub enum Base {
 }
 
 /// A value in a compiled comparison.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub enum Operand {
     /// The request time.
     Now,
@@ -275,7 +275,7 @@ enum Kind {
 }
 
 /// A compiled rule.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub enum Expr {
     /// A constant.
     Const(bool),
@@ -361,7 +361,7 @@ pub const LEVELS: [&str; 5] = ["none", "own", "limited", "read", "write"];
 pub const USE_BIT: u8 = 4;
 
 /// A row of a matrix.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct RowDef {
     /// Its name.
     pub name: String,
@@ -378,7 +378,7 @@ pub struct RowDef {
 }
 
 /// A controlled action: it also needs a personnel authorisation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ControlDef {
     /// The row.
     pub row: u16,
@@ -391,7 +391,7 @@ pub struct ControlDef {
 }
 
 /// A role matrix, compiled.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct MatrixDef {
     /// Its name.
     pub name: String,
@@ -454,7 +454,7 @@ pub struct CellDef {
 }
 
 /// A role, compiled.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct RoleDef {
     /// Its name.
     pub name: String,
@@ -465,7 +465,7 @@ pub struct RoleDef {
 }
 
 /// What a rule is, for reasons and explanations.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Rule {
     /// Where it is written, `type.member` or `matrix.row.action`.
     pub owner: String,
@@ -476,7 +476,7 @@ pub struct Rule {
 }
 
 /// Ids of the built-in types.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Builtins {
     /// `account`
     pub account: TypeId,
@@ -490,8 +490,8 @@ pub struct Builtins {
     pub auth_attrs: [u16; 5],
 }
 
-/// A loaded, validated and compiled policy set.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A loaded, validated and compiled policy set (the default is an empty placeholder).
+#[derive(Debug, Clone, Default)]
 pub struct Schema {
     /// Entity types.
     pub types: Vec<TypeDef>,
@@ -513,10 +513,13 @@ pub struct Schema {
     pub builtins: Builtins,
     /// SHA-256 of the policy sources, in load order.
     pub hash: [u8; 32],
+    /// The sources it was compiled from (the prelude not included): a snapshot carries
+    /// these and compiles them again when it is read, rather than the compiled form.
+    pub sources: Vec<Source>,
 }
 
 /// Policy source text with the name its errors are reported under.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     /// A file name.
     pub name: String,
@@ -557,7 +560,10 @@ impl Schema {
         let mut c = Compiler::default();
         let schema = c.compile(decls, hasher.finalize().into());
         match schema {
-            Some(s) if c.errors.is_empty() => Ok(s),
+            Some(mut s) if c.errors.is_empty() => {
+                s.sources = sources.to_vec();
+                Ok(s)
+            }
             _ => Err(PolicyErrors(c.errors)),
         }
     }
@@ -1401,6 +1407,7 @@ impl Compiler {
             literals: std::mem::take(&mut self.literals),
             builtins,
             hash,
+            sources: Vec::new(),
         })
     }
 
