@@ -286,8 +286,13 @@ fn build_artifact(root: &Path, target: &Path, out: &Path) -> Result<String, Stri
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .unwrap_or_default();
+    // SIMD (wasm's fixed 128-bit SIMD, in every runtime the module targets: wasmtime,
+    // Node, Chromium, Firefox, Safari 16.4+, workerd) makes the module 2% smaller and its
+    // batches a few per cent faster. LLVM's inline threshold at 100 instead of opt-level
+    // 3's 225 takes the module from 661 to 592 KB at the same speed: the hot paths are
+    // inlined either way, and the rest is code that runs once per load (BENCHMARKS.md).
     let flags = format!(
-        "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/clearance",
+        "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/clearance -C target-feature=+simd128 -C llvm-args=-inline-threshold=100",
         cargo_home.display(),
         root.display()
     );
