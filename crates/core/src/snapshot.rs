@@ -898,7 +898,15 @@ fn set_value(
     v: &Value,
     strings: &mut Interner,
 ) -> Result<(), String> {
-    let mismatch = || format!("expected a {} value, found `{v}`", describe_ty(ty));
+    // The value as compact JSON text (not `Value`'s `Display`, whose pretty-printing
+    // variant would cost the wasm module a second JSON writer).
+    let mismatch = || {
+        format!(
+            "expected a {} value, found `{}`",
+            describe_ty(ty),
+            serde_json::to_string(v).unwrap_or_default()
+        )
+    };
     if v.is_null() {
         return Ok(());
     }

@@ -1,9 +1,9 @@
 //! The JavaScript face: a `Clearance` class whose methods take and give strings (JSON),
 //! bytes and numbers, which keeps the module small and its TypeScript types exact.
 
-use crate::ops::{Engine, err};
-use clearance_core::{ErrorData, TimeValue};
-use serde_json::json;
+use crate::ops::{Call, Engine, SourceJson, err};
+use clearance_core::{Delta, ErrorData, FactsJson, Request, TimeValue};
+use serde::de::DeserializeOwned;
 use wasm_bindgen::prelude::*;
 
 /// One engine: a policy, facts or a snapshot, and the decisions made on them.
@@ -37,19 +37,23 @@ impl Clearance {
     /// Compiles a policy set given as JSON `[{"name": ..., "text": ...}]`.
     #[wasm_bindgen(js_name = loadPolicy)]
     pub fn load_policy(&mut self, sources_json: &str) -> String {
-        self.with(sources_json, |s| json!({"op": "load_policy", "sources": s}))
+        self.with(sources_json, |sources: Vec<SourceJson>| Call::LoadPolicy {
+            sources,
+        })
     }
 
     /// Loads facts (the JSON facts document) and builds the snapshot.
     #[wasm_bindgen(js_name = loadFacts)]
     pub fn load_facts(&mut self, facts_json: &str) -> String {
-        self.with(facts_json, |f| json!({"op": "load_facts", "facts": f}))
+        self.with(facts_json, |facts: FactsJson| Call::LoadFacts { facts })
     }
 
     /// Applies a JSON list of deltas, all or nothing.
     #[wasm_bindgen(js_name = applyDeltas)]
     pub fn apply_deltas(&mut self, deltas_json: &str) -> String {
-        self.with(deltas_json, |d| json!({"op": "apply_deltas", "deltas": d}))
+        self.with(deltas_json, |deltas: Vec<Delta>| Call::ApplyDeltas {
+            deltas,
+        })
     }
 
     /// Loads a snapshot from its bytes (policy included).
@@ -66,16 +70,15 @@ impl Clearance {
 
     /// Decides one request given as JSON.
     pub fn check(&mut self, request_json: &str) -> String {
-        self.with(request_json, |r| json!({"op": "check", "request": r}))
+        self.with(request_json, |request: Request| Call::Check { request })
     }
 
     /// Decides a JSON list of requests.
     #[wasm_bindgen(js_name = checkBatch)]
     pub fn check_batch(&mut self, requests_json: &str) -> String {
-        self.with(
-            requests_json,
-            |r| json!({"op": "check_batch", "requests": r}),
-        )
+        self.with(requests_json, |requests: Vec<Request>| Call::CheckBatch {
+            requests,
+        })
     }
 
     /// Decides binary queries (24 bytes each) and gives binary decisions; on an error, the
@@ -98,13 +101,22 @@ impl Clearance {
     /// The actions `principal` may take on `resource` at `now` (RFC 3339 or seconds).
     #[wasm_bindgen(js_name = allowedActions)]
     pub fn allowed_actions(&mut self, principal: &str, resource: &str, now: &str) -> String {
-        self.run(json!({"op": "allowed_actions", "principal": principal, "resource": resource, "now": time(now)}))
+        self.engine.answer(Call::AllowedActions {
+            principal: principal.into(),
+            resource: resource.into(),
+            now: time(now),
+        })
     }
 
     /// The resources of `type` on which `principal` may take `action` at `now`.
     #[wasm_bindgen(js_name = listResources)]
     pub fn list_resources(&mut self, principal: &str, action: &str, ty: &str, now: &str) -> String {
-        self.run(json!({"op": "list_resources", "principal": principal, "action": action, "type": ty, "now": time(now)}))
+        self.engine.answer(Call::ListResources {
+            principal: principal.into(),
+            action: action.into(),
+            ty: ty.into(),
+            now: time(now),
+        })
     }
 
     /// The principals who may take `action` on `resource` at `now`; for a page, `account`
@@ -117,34 +129,33 @@ impl Clearance {
         now: &str,
         account: &str,
     ) -> String {
-        let account = (!account.is_empty()).then_some(account);
-        self.run(json!({"op": "list_principals", "resource": resource, "action": action, "now": time(now), "account": account}))
+        self.engine.answer(Call::ListPrincipals {
+            resource: resource.into(),
+            action: action.into(),
+            now: time(now),
+            account: (!account.is_empty()).then(|| account.to_string()),
+        })
     }
 
     /// Decides and explains one request given as JSON.
     pub fn explain(&mut self, request_json: &str) -> String {
-        self.with(request_json, |r| json!({"op": "explain", "request": r}))
+        self.with(request_json, |request: Request| Call::Explain { request })
     }
 
     /// The access-rights matrix of `matrix`, as `account` (may be empty) sees it.
     pub fn matrix(&mut self, matrix: &str, account: &str) -> String {
-        let account = (!account.is_empty()).then_some(account);
-        self.run(json!({"op": "matrix", "matrix": matrix, "account": account}))
+        self.engine.answer(Call::Matrix {
+            matrix: matrix.into(),
+            account: (!account.is_empty()).then(|| account.to_string()),
+        })
     }
 }
 
 impl Clearance {
-    fn run(&mut self, call: serde_json::Value) -> String {
-        self.engine.call(&call.to_string())
-    }
-
-    fn with(
-        &mut self,
-        arg: &str,
-        wrap: impl FnOnce(serde_json::Value) -> serde_json::Value,
-    ) -> String {
+    /// Reads the one JSON argument of a call as the type that call takes, and runs it.
+    fn with<T: DeserializeOwned>(&mut self, arg: &str, call: impl FnOnce(T) -> Call) -> String {
         match serde_json::from_str(arg) {
-            Ok(v) => self.run(wrap(v)),
+            Ok(v) => self.engine.answer(call(v)),
             Err(e) => err(&ErrorData {
                 code: "request.malformed".into(),
                 message: format!(

@@ -6,8 +6,7 @@ use clearance_core::wire::{QUERY_LEN, decode_query, encode_decision};
 use clearance_core::{
     Delta, ErrorData, Facts, FactsJson, Request, Schema, Snapshot, Source, TimeValue,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The most requests one batch may carry.
@@ -283,14 +282,87 @@ fn not_loaded() -> ErrorData {
     )
 }
 
-/// `{"ok": value}`.
-pub fn ok(value: Value) -> String {
-    json!({ "ok": value }).to_string()
+/// An answer as JSON text. Answers are written straight from their types, not through
+/// `serde_json::Value`, which would give every answer type a second serializer.
+fn text<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-/// `{"error": {code, message, help}, "allowed": false}`.
+/// `{"ok": answer}`, from the answer's JSON text.
+pub fn ok(answer: &str) -> String {
+    format!("{{\"ok\":{answer}}}")
+}
+
+/// `{"allowed": false, "error": {code, message, help}}`.
 pub fn err(e: &ErrorData) -> String {
-    json!({ "error": e, "allowed": false }).to_string()
+    #[derive(Serialize)]
+    struct Refused<'a> {
+        allowed: bool,
+        error: &'a ErrorData,
+    }
+    text(&Refused {
+        allowed: false,
+        error: e,
+    })
+}
+
+/// What loading a policy answers.
+#[derive(Serialize)]
+struct PolicyLoaded {
+    policy_hash: String,
+}
+
+/// What is loaded.
+#[derive(Serialize)]
+struct Info {
+    core_version: &'static str,
+    entities: usize,
+    policy_hash: String,
+    revision: u64,
+    tuples: usize,
+}
+
+/// The actions a principal may take, or none with the denial that says why.
+#[derive(Serialize)]
+struct Actions {
+    actions: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    denied: Option<clearance_core::DecisionView>,
+}
+
+/// A request resolved to its binary query, or its denial.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Resolved {
+    Query {
+        query: Vec<u8>,
+    },
+    Denied {
+        denied: clearance_core::DecisionView,
+    },
+}
+
+/// Whether a write may be made: the revision it makes (and what it derives), or why not.
+#[derive(Serialize)]
+struct WriteAnswer {
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    derived: Option<Vec<Delta>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<clearance_core::writes::WriteRefusal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revision: Option<u64>,
+}
+
+impl WriteAnswer {
+    fn refused(refusal: clearance_core::writes::WriteRefusal) -> String {
+        text(&WriteAnswer {
+            allowed: false,
+            derived: None,
+            refusal: Some(refusal),
+            revision: None,
+        })
+    }
 }
 
 impl Engine {
@@ -306,8 +378,13 @@ impl Engine {
                 ));
             }
         };
+        self.answer(call)
+    }
+
+    /// Runs a call already read: `{"ok": ...}` or the error.
+    pub fn answer(&mut self, call: Call) -> String {
         match self.run(call) {
-            Ok(v) => ok(v),
+            Ok(v) => ok(&v),
             Err(e) => err(&e),
         }
     }
@@ -316,7 +393,7 @@ impl Engine {
         self.snapshot.as_ref().ok_or_else(not_loaded)
     }
 
-    fn run(&mut self, call: Call) -> Result<Value, ErrorData> {
+    fn run(&mut self, call: Call) -> Result<String, ErrorData> {
         Ok(match call {
             Call::LoadPolicy { sources } => {
                 let sources: Vec<Source> = sources
@@ -335,7 +412,7 @@ impl Engine {
                 if rebuilt.is_some() {
                     self.snapshot = rebuilt;
                 }
-                json!({ "policy_hash": hash })
+                text(&PolicyLoaded { policy_hash: hash })
             }
             Call::LoadFacts { facts } => {
                 let schema = self.schema.clone().ok_or_else(|| {
@@ -361,19 +438,15 @@ impl Engine {
             }
             Call::Check { request } => {
                 let s = self.snapshot()?;
-                to_value(&s.view(&s.check(&request), &request))
+                text(&s.view(&s.check(&request), &request))
             }
             Call::CheckBatch { requests } => {
                 let s = self.snapshot()?;
                 if requests.len() > MAX_BATCH {
                     return Err(too_large(requests.len()));
                 }
-                Value::Array(
-                    requests
-                        .iter()
-                        .map(|r| to_value(&s.view(&s.check(r), r)))
-                        .collect(),
-                )
+                let views: Vec<_> = requests.iter().map(|r| s.view(&s.check(r), r)).collect();
+                text(&views)
             }
             Call::AllowedActions {
                 principal,
@@ -382,7 +455,10 @@ impl Engine {
             } => {
                 let s = self.snapshot()?;
                 match s.allowed_actions(&principal, &resource, &now) {
-                    Ok(actions) => json!({ "actions": actions }),
+                    Ok(actions) => text(&Actions {
+                        actions,
+                        denied: None,
+                    }),
                     Err(d) => {
                         let req = Request {
                             principal,
@@ -391,7 +467,10 @@ impl Engine {
                             target: None,
                             now,
                         };
-                        json!({ "actions": [], "denied": to_value(&s.view(&d, &req)) })
+                        text(&Actions {
+                            actions: Vec::new(),
+                            denied: Some(s.view(&d, &req)),
+                        })
                     }
                 }
             }
@@ -400,43 +479,45 @@ impl Engine {
                 action,
                 ty,
                 now,
-            } => json!(
-                self.snapshot()?
-                    .list_resources(&principal, &action, &ty, &now)?
+            } => text(
+                &self
+                    .snapshot()?
+                    .list_resources(&principal, &action, &ty, &now)?,
             ),
             Call::ListPrincipals {
                 resource,
                 action,
                 now,
                 account,
-            } => json!(self.snapshot()?.list_principals(
+            } => text(&self.snapshot()?.list_principals(
                 &resource,
                 &action,
                 &now,
-                account.as_deref()
+                account.as_deref(),
             )?),
-            Call::Explain { request } => to_value(&self.snapshot()?.explain(&request)),
+            Call::Explain { request } => text(&self.snapshot()?.explain(&request)),
             Call::Matrix { matrix, account } => {
-                to_value(&self.snapshot()?.matrix(&matrix, account.as_deref())?)
+                text(&self.snapshot()?.matrix(&matrix, account.as_deref())?)
             }
             Call::Resolve { requests } => {
                 let s = self.snapshot()?;
                 if requests.len() > MAX_BATCH {
                     return Err(too_large(requests.len()));
                 }
-                Value::Array(
-                    requests
-                        .iter()
-                        .map(|r| match s.resolve(r) {
-                            Ok(q) => {
-                                let mut b = Vec::with_capacity(QUERY_LEN);
-                                clearance_core::wire::encode_query(&q, &mut b);
-                                json!({ "query": b })
-                            }
-                            Err(d) => json!({ "denied": to_value(&s.view(&d, r)) }),
-                        })
-                        .collect(),
-                )
+                let resolved: Vec<Resolved> = requests
+                    .iter()
+                    .map(|r| match s.resolve(r) {
+                        Ok(q) => {
+                            let mut query = Vec::with_capacity(QUERY_LEN);
+                            clearance_core::wire::encode_query(&q, &mut query);
+                            Resolved::Query { query }
+                        }
+                        Err(d) => Resolved::Denied {
+                            denied: s.view(&d, r),
+                        },
+                    })
+                    .collect();
+                text(&resolved)
             }
             Call::AuthorizeDeltas {
                 author,
@@ -450,7 +531,7 @@ impl Engine {
             } => self.write(&author, &now, &deltas, true)?,
             Call::Info => info(self.snapshot()?),
             Call::Schema => match &self.schema {
-                Some(schema) => to_value(&schema.outline()),
+                Some(schema) => text(&schema.outline()),
                 None => {
                     return Err(error(
                         "engine.no_policy",
@@ -491,20 +572,25 @@ impl Engine {
         now: &TimeValue,
         deltas: &[Delta],
         commit: bool,
-    ) -> Result<Value, ErrorData> {
+    ) -> Result<String, ErrorData> {
         let before = self.snapshot()?;
         let (next, after) = self.next(deltas)?;
         if let Err(refusal) =
             clearance_core::writes::authorize_writes(before, &after, author, deltas, now)
         {
-            return Ok(json!({ "allowed": false, "refusal": to_value(&refusal) }));
+            return Ok(WriteAnswer::refused(refusal));
         }
         let revision = after.revision;
         if commit {
             self.facts = Some(next);
             self.snapshot = Some(after);
         }
-        Ok(json!({ "allowed": true, "revision": revision }))
+        Ok(text(&WriteAnswer {
+            allowed: true,
+            derived: None,
+            refusal: None,
+            revision: Some(revision),
+        }))
     }
 
     /// Checks a write (X4) against a snapshot of the facts after it, for hosts that keep
@@ -540,7 +626,7 @@ impl Engine {
             let w: WriteJson = serde_json::from_str(json)
                 .map_err(|e| malformed(format!("malformed write: {e}")))?;
             let after = Snapshot::from_bytes(after).map_err(ErrorData::from)?;
-            Ok::<Value, ErrorData>(
+            Ok::<String, ErrorData>(
                 match clearance_core::writes::authorize_writes(
                     before, &after, &w.author, &w.deltas, &w.now,
                 ) {
@@ -548,14 +634,19 @@ impl Engine {
                         let derived = clearance_core::writes::derive_on_create(
                             &after, &w.author, &w.deltas, &w.now,
                         );
-                        json!({ "allowed": true, "revision": after.revision, "derived": to_value(&derived) })
+                        text(&WriteAnswer {
+                            allowed: true,
+                            derived: Some(derived),
+                            refusal: None,
+                            revision: Some(after.revision),
+                        })
                     }
-                    Err(r) => json!({ "allowed": false, "refusal": to_value(&r) }),
+                    Err(r) => WriteAnswer::refused(r),
                 },
             )
         })();
         match result {
-            Ok(v) => ok(v),
+            Ok(v) => ok(&v),
             Err(e) => err(&e),
         }
     }
@@ -597,7 +688,7 @@ impl Engine {
                 self.schema = Some(Arc::clone(&s.schema));
                 self.facts = None;
                 self.snapshot = Some(s);
-                ok(v)
+                ok(&v)
             }
             Err(e) => err(&ErrorData::from(e)),
         }
@@ -617,18 +708,12 @@ fn too_large(n: usize) -> ErrorData {
     )
 }
 
-fn info(s: &Snapshot) -> Value {
-    json!({
-        "core_version": env!("CARGO_PKG_VERSION"),
-        "policy_hash": s.schema.hash_hex(),
-        "revision": s.revision,
-        "entities": s.names.len(),
-        "tuples": s.tuple_count(),
+fn info(s: &Snapshot) -> String {
+    text(&Info {
+        core_version: env!("CARGO_PKG_VERSION"),
+        entities: s.names.len(),
+        policy_hash: s.schema.hash_hex(),
+        revision: s.revision,
+        tuples: s.tuple_count(),
     })
-}
-
-/// Any serialisable answer as a JSON value (`null` if it cannot be, which the core's
-/// plain data types never hit).
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
 }
