@@ -72,6 +72,8 @@ fn bench(c: &mut Criterion) {
                 RuntimeConfig::default().memory_limit
             },
             load_deadline: std::time::Duration::from_secs(120),
+            // `CLEARANCE_PERFMAP=1` to profile the module under `perf` (BENCHMARKS.md).
+            perf_map: std::env::var_os("CLEARANCE_PERFMAP").is_some(),
             ..RuntimeConfig::default()
         };
         let t = Instant::now();

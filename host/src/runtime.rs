@@ -33,6 +33,9 @@ pub struct RuntimeConfig {
     pub load_deadline: Duration,
     /// Where compiled modules are cached (`<sha256>.cwasm`); none disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Writes `/tmp/perf-<pid>.map` so `perf` can name the module's functions (a module
+    /// built with its name section): for profiling only.
+    pub perf_map: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -44,6 +47,7 @@ impl Default for RuntimeConfig {
             per_query: Duration::from_micros(20),
             load_deadline: Duration::from_secs(30),
             cache_dir: None,
+            perf_map: false,
         }
     }
 }
@@ -200,6 +204,9 @@ impl Runtime {
         wc.epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if config.perf_map {
+            wc.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wc).map_err(setup)?;
         let module = load_module(&engine, wasm, &actual, config.cache_dir.as_deref())?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
@@ -491,10 +498,12 @@ impl Worker {
             (packed as u64 >> 32) as u32,
             (packed as u64 & 0xffff_ffff) as u32,
         );
-        let mut out = vec![0u8; out_len as usize];
-        self.memory
-            .read(&self.store, out_ptr as usize, &mut out)
-            .map_err(|e| HostError::Protocol(e.to_string()))?;
+        let out = self
+            .memory
+            .data(&self.store)
+            .get(out_ptr as usize..out_ptr as usize + out_len as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| HostError::Protocol("the answer is past the end of memory".into()))?;
         self.free
             .call(&mut self.store, (out_ptr as i32, out_len as i32))
             .map_err(trap)?;

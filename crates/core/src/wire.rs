@@ -128,7 +128,8 @@ pub fn decode_decision(b: &[u8]) -> Option<(WireDecision, usize)> {
 
 /// Reads every decision of a buffer.
 pub fn decode_decisions(mut b: &[u8]) -> Option<Vec<WireDecision>> {
-    let mut out = Vec::new();
+    // Most decisions carry one reason or none: 15 bytes or 10.
+    let mut out = Vec::with_capacity(b.len() / 14);
     while !b.is_empty() {
         let (d, used) = decode_decision(b)?;
         out.push(d);

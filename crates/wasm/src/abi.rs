@@ -81,7 +81,7 @@ pub unsafe extern "C" fn clr_call(ptr: u32, len: u32) -> u64 {
 pub unsafe extern "C" fn clr_check(ptr: u32, len: u32) -> u64 {
     // SAFETY: forwarded contract.
     let bytes = unsafe { input(ptr, len) };
-    give(ENGINE.with(|e| framed(e.borrow().check_ids(bytes))))
+    give(ENGINE.with(|e| e.borrow().check_ids(bytes)))
 }
 
 /// Checks a write against an after-snapshot (see `Engine::authorize_against`).

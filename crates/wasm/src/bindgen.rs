@@ -1,7 +1,7 @@
 //! The JavaScript face: a `Clearance` class whose methods take and give strings (JSON),
 //! bytes and numbers, which keeps the module small and its TypeScript types exact.
 
-use crate::ops::{Call, Engine, SourceJson, err};
+use crate::ops::{Call, Engine, SourceJson, err, framed_error};
 use clearance_core::{Delta, ErrorData, FactsJson, Request, TimeValue};
 use serde::de::DeserializeOwned;
 use wasm_bindgen::prelude::*;
@@ -85,7 +85,7 @@ impl Clearance {
     /// first byte is 1 and JSON follows, else it is 0 and the decisions follow.
     #[wasm_bindgen(js_name = checkIds)]
     pub fn check_ids(&self, queries: &[u8]) -> Vec<u8> {
-        framed(self.engine.check_ids(queries))
+        self.engine.check_ids(queries)
     }
 
     /// Checks a write (X4) against the snapshot of the facts after it: `write_json` is
@@ -176,10 +176,6 @@ pub fn framed(r: Result<Vec<u8>, ErrorData>) -> Vec<u8> {
             b.insert(0, 0);
             b
         }
-        Err(e) => {
-            let mut b = vec![1];
-            b.extend_from_slice(err(&e).as_bytes());
-            b
-        }
+        Err(e) => framed_error(&e),
     }
 }

@@ -651,33 +651,44 @@ impl Engine {
         }
     }
 
-    /// Decides a batch of binary queries (`clearance_core::wire`): the decisions, each
-    /// query checked for ids that exist first.
-    pub fn check_ids(&self, input: &[u8]) -> Result<Vec<u8>, ErrorData> {
-        let s = self.snapshot()?;
-        if !input.len().is_multiple_of(QUERY_LEN) {
-            return Err(error(
-                "request.malformed",
-                format!(
-                    "a batch is a multiple of {QUERY_LEN} bytes, got {}",
-                    input.len()
-                ),
-                "encode each query with clearance_core::wire::encode_query",
-            ));
-        }
-        let n = input.len() / QUERY_LEN;
-        if n > MAX_BATCH {
-            return Err(too_large(n));
-        }
-        let mut out = Vec::with_capacity(n * 16);
+    /// Decides a batch of binary queries (`clearance_core::wire`), each query checked for
+    /// ids that exist first: `0` then the decisions, or `1` then the error as JSON. The
+    /// frame byte is written first, so the decisions are never moved to make room for it.
+    pub fn check_ids(&self, input: &[u8]) -> Vec<u8> {
+        let checked = (|| {
+            let s = self.snapshot()?;
+            if !input.len().is_multiple_of(QUERY_LEN) {
+                return Err(error(
+                    "request.malformed",
+                    format!(
+                        "a batch is a multiple of {QUERY_LEN} bytes, got {}",
+                        input.len()
+                    ),
+                    "encode each query with clearance_core::wire::encode_query",
+                ));
+            }
+            let n = input.len() / QUERY_LEN;
+            if n > MAX_BATCH {
+                return Err(too_large(n));
+            }
+            Ok(s)
+        })();
+        let s = match checked {
+            Ok(s) => s,
+            Err(e) => return framed_error(&e),
+        };
+        // A decision is at least 10 bytes, 15 with one reason.
+        let mut out = Vec::with_capacity(1 + input.len() / QUERY_LEN * 16);
+        out.push(0);
         for chunk in input.chunks_exact(QUERY_LEN) {
-            let d = match decode_query(chunk) {
-                Some(q) => s.decide_checked(&q),
-                None => return Err(error("request.malformed", "unreadable query", "")),
-            };
-            encode_decision(&d, &mut out);
+            match decode_query(chunk) {
+                Some(q) => encode_decision(&s.decide_checked(&q), &mut out),
+                None => {
+                    return framed_error(&error("request.malformed", "unreadable query", ""));
+                }
+            }
         }
-        Ok(out)
+        out
     }
 
     /// Loads a snapshot from its bytes (policy included).
@@ -698,6 +709,13 @@ impl Engine {
     pub fn snapshot_bytes(&self) -> Result<Vec<u8>, ErrorData> {
         self.snapshot()?.to_bytes().map_err(ErrorData::from)
     }
+}
+
+/// `1` then the error as JSON.
+pub fn framed_error(e: &ErrorData) -> Vec<u8> {
+    let mut b = vec![1];
+    b.extend_from_slice(err(e).as_bytes());
+    b
 }
 
 fn too_large(n: usize) -> ErrorData {
