@@ -68,9 +68,8 @@ pub fn query(s: &Snapshot, r: &Request) -> Query {
     };
     let action = match resource {
         Resource::Entity(e) => s
-            .ent_type
-            .get(e as usize)
-            .and_then(|t| s.schema.ty(*t))
+            .type_of(e)
+            .and_then(|t| s.schema.ty(t))
             .and_then(|t| t.perm(&r.action))
             .unwrap_or(u16::MAX),
         Resource::Page { matrix, row } => s

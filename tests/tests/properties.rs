@@ -68,8 +68,7 @@ fn req(p: &str, a: &str, r: &str, now: i64) -> Request {
 }
 
 fn account_of(snap: &Snapshot, name: &str) -> Option<u32> {
-    snap.entity(name)
-        .and_then(|e| snap.ent_account.get(e as usize).copied())
+    snap.entity(name).and_then(|e| snap.account_of(e))
 }
 
 /// The generated worlds are not vacuous: across seeds, principals do get access within

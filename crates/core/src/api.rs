@@ -104,7 +104,7 @@ impl Snapshot {
         let mut wants_target = None;
         match resource {
             Some(Resource::Entity(e)) => {
-                let t = self.ent_type.get(e as usize).copied().unwrap_or(0);
+                let t = self.type_of(e).unwrap_or(0);
                 match self.schema.ty(t).and_then(|td| {
                     td.perm(&r.action)
                         .map(|i| (i, td.perms.get(i as usize).and_then(|p| p.target)))
@@ -128,7 +128,7 @@ impl Snapshot {
             None => {}
         }
         if let Some(p) = principal {
-            let t = self.ent_type.get(p as usize).copied().unwrap_or(0);
+            let t = self.type_of(p).unwrap_or(0);
             if !self.schema.ty(t).is_some_and(|td| td.principal) {
                 deny(Code::PrincipalInvalid, field::PRINCIPAL);
             }
@@ -136,7 +136,7 @@ impl Snapshot {
         let target = match (&r.target, wants_target) {
             (None, None) => None,
             (Some(t), Some(tt)) => match self.entity(t) {
-                Some(id) if self.ent_type.get(id as usize) == Some(&tt) => Some(id),
+                Some(id) if self.type_of(id) == Some(tt) => Some(id),
                 _ => {
                     deny(Code::TargetInvalid, field::TARGET);
                     None
@@ -185,9 +185,8 @@ impl Snapshot {
         let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
         let n = self.names.len() as u32;
         let is_principal = |e: u32| {
-            self.ent_type
-                .get(e as usize)
-                .and_then(|t| self.schema.ty(*t))
+            self.type_of(e)
+                .and_then(|t| self.schema.ty(t))
                 .is_some_and(|t| t.principal)
         };
         if q.principal >= n {
@@ -198,7 +197,7 @@ impl Snapshot {
         }
         let wants_target = match q.resource {
             Resource::Entity(e) if e < n => {
-                let t = self.ent_type.get(e as usize).copied().unwrap_or(0);
+                let t = self.type_of(e).unwrap_or(0);
                 match self
                     .schema
                     .ty(t)
@@ -249,7 +248,7 @@ impl Snapshot {
         if let Some(wants) = wants_target {
             let fits = match (wants, q.target) {
                 (None, None) => true,
-                (Some(tt), Some(t)) => self.ent_type.get(t as usize) == Some(&tt),
+                (Some(tt), Some(t)) => self.type_of(t) == Some(tt),
                 _ => false,
             };
             if !fits {
@@ -325,11 +324,7 @@ impl Snapshot {
     /// Runs gates, tenancy and the permission. `Ok(rule)` allows by `rule`; `Err(Some(r))`
     /// is an early denial with one reason; `Err(None)` a denial by the permission.
     fn evaluate(&self, ev: &mut Eval<'_>, q: &Query) -> Result<u32, Option<Reason>> {
-        let pt = self
-            .ent_type
-            .get(q.principal as usize)
-            .copied()
-            .unwrap_or(0);
+        let pt = self.type_of(q.principal).unwrap_or(0);
         let schema = &*self.schema;
         let ptd = schema.ty(pt).ok_or(None)?;
         for g in &ptd.gates {
@@ -345,9 +340,9 @@ impl Snapshot {
             t.holds.clear();
             t.cut = false;
         }
-        let account = self.ent_account.get(q.principal as usize).copied();
+        let account = self.account_of(q.principal);
         if let Resource::Entity(e) = q.resource
-            && self.ent_account.get(e as usize).copied() != account
+            && self.account_of(e) != account
         {
             return Err(Some(Reason {
                 code: Code::AccountMismatch,
@@ -355,7 +350,7 @@ impl Snapshot {
             }));
         }
         if let Some(t) = q.target
-            && self.ent_account.get(t as usize).copied() != account
+            && self.account_of(t) != account
         {
             return Err(Some(Reason {
                 code: Code::AccountMismatch,
@@ -364,7 +359,7 @@ impl Snapshot {
         }
         match q.resource {
             Resource::Entity(e) => {
-                let rt = self.ent_type.get(e as usize).copied().unwrap_or(0);
+                let rt = self.type_of(e).unwrap_or(0);
                 let perm = schema
                     .ty(rt)
                     .and_then(|td| td.perms.get(q.action as usize))
@@ -456,7 +451,7 @@ impl Snapshot {
     pub fn action_names(&self, resource: &str) -> Vec<String> {
         match self.resource(resource) {
             Some(Resource::Entity(e)) => {
-                let t = self.ent_type.get(e as usize).copied().unwrap_or(0);
+                let t = self.type_of(e).unwrap_or(0);
                 self.schema
                     .ty(t)
                     .map(|td| {
@@ -543,8 +538,8 @@ impl Snapshot {
                 "`{ty}.{action}` takes a target and cannot be listed"
             )));
         }
-        let acct = self.ent_account.get(p as usize).copied().unwrap_or(0);
-        let al = self.ent_local.get(acct as usize).copied().unwrap_or(0) as usize;
+        let acct = self.account_of(p).unwrap_or(0);
+        let al = self.local_of(acct).unwrap_or(0) as usize;
         let members = self
             .account_members
             .get(al)
@@ -581,7 +576,7 @@ impl Snapshot {
             .ok_or_else(|| request_error(&format!("unknown resource `{resource}`")))?;
         let action_id = match res {
             Resource::Entity(e) => {
-                let t = self.ent_type.get(e as usize).copied().unwrap_or(0);
+                let t = self.type_of(e).unwrap_or(0);
                 let td = self
                     .schema
                     .ty(t)
@@ -606,12 +601,7 @@ impl Snapshot {
                 as u16,
         };
         let accounts: Vec<u32> = match (res, account) {
-            (Resource::Entity(e), _) => self
-                .ent_account
-                .get(e as usize)
-                .copied()
-                .into_iter()
-                .collect(),
+            (Resource::Entity(e), _) => self.account_of(e).into_iter().collect(),
             (Resource::Page { .. }, Some(a)) => {
                 let key = if a.starts_with("account:") {
                     a.to_string()
@@ -631,7 +621,7 @@ impl Snapshot {
         };
         let mut out = Vec::new();
         for acct in accounts {
-            let al = self.ent_local.get(acct as usize).copied().unwrap_or(0) as usize;
+            let al = self.local_of(acct).unwrap_or(0) as usize;
             for (t, td) in self.schema.types.iter().enumerate() {
                 if !td.principal {
                     continue;

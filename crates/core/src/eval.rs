@@ -67,11 +67,7 @@ impl<'a> Eval<'a> {
         now: i64,
         mode: Mode,
     ) -> Eval<'a> {
-        let account = s
-            .ent_account
-            .get(principal as usize)
-            .copied()
-            .unwrap_or(u32::MAX);
+        let account = s.account_of(principal).unwrap_or(u32::MAX);
         Eval {
             s,
             principal,
@@ -150,12 +146,12 @@ impl<'a> Eval<'a> {
 
     #[inline]
     fn local(&self, e: u32) -> usize {
-        self.s.ent_local.get(e as usize).copied().unwrap_or(0) as usize
+        self.s.local_of(e).unwrap_or(0) as usize
     }
 
     #[inline]
     fn ty(&self, e: u32) -> u16 {
-        self.s.ent_type.get(e as usize).copied().unwrap_or(u16::MAX)
+        self.s.type_of(e).unwrap_or(u16::MAX)
     }
 
     /// Evaluates `e` on entity `cur`.

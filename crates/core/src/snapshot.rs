@@ -114,6 +114,17 @@ pub struct TypeData {
     pub grants: Vec<u32>,
 }
 
+/// Where an entity is, by entity id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ent {
+    /// Its index within its type.
+    pub local: u32,
+    /// Its account (an entity id).
+    pub account: u32,
+    /// Its type.
+    pub ty: TypeId,
+}
+
 /// A scoped cell held by a principal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScopedGrant {
@@ -178,12 +189,9 @@ pub struct Snapshot {
     /// miss into the heap.
     #[serde(skip)]
     pub index: FxHashMap<CompactString, u32>,
-    /// The type of every entity.
-    pub ent_type: Vec<TypeId>,
-    /// The account (entity id) of every entity.
-    pub ent_account: Vec<u32>,
-    /// The index of every entity within its type.
-    pub ent_local: Vec<u32>,
+    /// Where every entity is: its type, its index within the type and its account, in
+    /// one row, so a check that visits an entity loads one cache line, not three.
+    pub ents: Vec<Ent>,
     /// Per type.
     pub types: Vec<TypeData>,
     /// Distinct grant sets.
@@ -198,7 +206,7 @@ pub struct Snapshot {
 
 /// The version of the snapshot bytes, the first thing in them: a snapshot of another
 /// version is refused rather than read as if it were this one.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 /// A snapshot's policy as bytes: its sources. [`Snapshot::from_bytes`] compiles them
 /// again, so the bytes need not hold the compiled form (whose readers and writers were a
@@ -507,9 +515,12 @@ impl Snapshot {
             string_index: strings.index,
             names,
             index,
-            ent_type,
-            ent_account,
-            ent_local,
+            ents: ent_type
+                .iter()
+                .zip(&ent_local)
+                .zip(&ent_account)
+                .map(|((&ty, &local), &account)| Ent { local, account, ty })
+                .collect(),
             types,
             grant_sets: Vec::new(),
             roles: Vec::new(),
@@ -573,7 +584,7 @@ impl Snapshot {
                     ),
                 ));
             };
-            let account = self.ent_account.get(id as usize).copied().unwrap_or(0);
+            let account = self.account_of(id).unwrap_or(0);
             let idx = roles.len();
             roles.push(AccountRole {
                 name: role_name.clone(),
@@ -616,7 +627,7 @@ impl Snapshot {
                 .unwrap_or_default();
             let mut grants = Vec::with_capacity(ids.len());
             for (local, &id) in ids.iter().enumerate() {
-                let account = self.ent_account.get(id as usize).copied().unwrap_or(0);
+                let account = self.account_of(id).unwrap_or(0);
                 let names: Vec<String> = match self
                     .types
                     .get(t)
@@ -689,7 +700,7 @@ impl Snapshot {
         let role_ty = self.schema.builtins.role;
         let name = self.names.get(id as usize).cloned().unwrap_or_default();
         let at = format!("entity `{name}`");
-        let account = self.ent_account.get(id as usize).copied().unwrap_or(0);
+        let account = self.account_of(id).unwrap_or(0);
         let role_name = name.strip_prefix("role:").unwrap_or(&name).to_string();
         let idx = *custom
             .get(&(account, role_name.clone()))
@@ -831,6 +842,30 @@ impl Snapshot {
     /// The `type:id` of an entity.
     pub fn name(&self, id: u32) -> &str {
         self.names.get(id as usize).map_or("?", String::as_str)
+    }
+
+    /// Where entity `e` is.
+    #[inline]
+    pub fn ent(&self, e: u32) -> Option<&Ent> {
+        self.ents.get(e as usize)
+    }
+
+    /// The type of entity `e`.
+    #[inline]
+    pub fn type_of(&self, e: u32) -> Option<TypeId> {
+        self.ent(e).map(|x| x.ty)
+    }
+
+    /// The index of entity `e` within its type.
+    #[inline]
+    pub fn local_of(&self, e: u32) -> Option<u32> {
+        self.ent(e).map(|x| x.local)
+    }
+
+    /// The account of entity `e`.
+    #[inline]
+    pub fn account_of(&self, e: u32) -> Option<u32> {
+        self.ent(e).map(|x| x.account)
     }
 
     /// The number of tuples.

@@ -114,10 +114,7 @@ pub fn authorize_writes(
                 format!("`{entity}` does not exist"),
             ));
         };
-        let ty = snap
-            .ent_type
-            .get(id as usize)
-            .and_then(|t| snap.schema.ty(*t));
+        let ty = snap.type_of(id).and_then(|t| snap.schema.ty(t));
         let Some(td) = ty else {
             return Err(refuse(
                 index,
@@ -203,15 +200,11 @@ pub fn derive_on_create(
         let Some(id) = after.entity(&key) else {
             continue;
         };
-        let Some(td) = after
-            .ent_type
-            .get(id as usize)
-            .and_then(|t| after.schema.ty(*t))
-        else {
+        let Some(td) = after.type_of(id).and_then(|t| after.schema.ty(t)) else {
             continue;
         };
-        let account = after.ent_account.get(id as usize).copied().unwrap_or(0);
-        let account_local = after.ent_local.get(account as usize).copied().unwrap_or(0) as usize;
+        let account = after.account_of(id).unwrap_or(0);
+        let account_local = after.local_of(account).unwrap_or(0) as usize;
         for &(rel, perm) in &td.autos {
             let (Some(r), Some(p)) = (td.rels.get(rel as usize), td.perms.get(perm as usize))
             else {
