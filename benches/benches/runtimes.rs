@@ -4,8 +4,8 @@
 //! artifact's size. It also writes the medium world's snapshot and queries to
 //! `target/bench-js/` for the Node script of the JS path (`web/bench/js-path.mjs`).
 
-use clearance_benches::{default_schema, percentiles, scales, snapshot, world};
-use clearance_core::wire::{QUERY_LEN, encode_query};
+use clearance_benches::{default_schema, percentiles, query_batch, scales, snapshot, world};
+use clearance_core::wire::QUERY_LEN;
 use clearance_host::{Runtime, RuntimeConfig};
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use std::path::Path;
@@ -34,15 +34,7 @@ fn bench(c: &mut Criterion) {
         let w = world(scale, 42);
         let snap = snapshot(&schema, &w);
         let bytes = snap.to_bytes().unwrap_or_default();
-        let queries: Vec<_> = w
-            .requests(BATCH, 7)
-            .iter()
-            .filter_map(|r| snap.resolve(r).ok())
-            .collect();
-        let mut encoded = Vec::with_capacity(queries.len() * QUERY_LEN);
-        for q in &queries {
-            encode_query(q, &mut encoded);
-        }
+        let (queries, encoded) = query_batch(&w, &snap, BATCH, 7);
         if scale.name == "medium" {
             let dir = std::env::var_os("CARGO_TARGET_DIR")
                 .map(std::path::PathBuf::from)

@@ -8,8 +8,7 @@
 //! (each directory holds a `clearance_bg.wasm` and its `.sha256`); `CLEARANCE_AB_SCALE`
 //! picks another world than `small`.
 
-use clearance_benches::{default_schema, scales, snapshot, world};
-use clearance_core::wire::{QUERY_LEN, encode_query};
+use clearance_benches::{default_schema, query_batch, scales, snapshot, world};
 use clearance_host::runtime::{Runtime, RuntimeConfig};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -35,15 +34,7 @@ fn main() -> Result<(), String> {
     let w = world(scale, 42);
     let snap = snapshot(&default_schema(), &w);
     let bytes = snap.to_bytes().map_err(|e| e.to_string())?;
-    let queries: Vec<_> = w
-        .requests(16_384, 7)
-        .iter()
-        .filter_map(|r| snap.resolve(r).ok())
-        .collect();
-    let mut encoded = Vec::with_capacity(queries.len() * QUERY_LEN);
-    for q in &queries {
-        encode_query(q, &mut encoded);
-    }
+    let (queries, encoded) = query_batch(&w, &snap, 16_384, 7);
     let mut runtimes = Vec::new();
     for d in &dirs {
         let wasm =

@@ -727,3 +727,23 @@ pub fn snapshot(schema: &Arc<Schema>, world: &World) -> Snapshot {
         }
     }
 }
+
+/// The first `n` requests of the mix (seed `seed`) that resolve on `snap`, as queries and
+/// as the binary batch (`clearance_core::wire`) the module decides.
+pub fn query_batch(
+    world: &World,
+    snap: &Snapshot,
+    n: usize,
+    seed: u64,
+) -> (Vec<clearance_core::Query>, Vec<u8>) {
+    let queries: Vec<_> = world
+        .requests(n, seed)
+        .iter()
+        .filter_map(|r| snap.resolve(r).ok())
+        .collect();
+    let mut encoded = Vec::with_capacity(queries.len() * clearance_core::wire::QUERY_LEN);
+    for q in &queries {
+        clearance_core::wire::encode_query(q, &mut encoded);
+    }
+    (queries, encoded)
+}

@@ -109,6 +109,26 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     Value::deserialize(d).map(Some)
 }
 
+/// Checks which fields of a JSON object read op first are present: every `required` one,
+/// and none but those and the `optional` ones. `what` names the object in the error, e.g.
+/// ``the delta `set_attr` ``.
+pub fn check_fields(
+    what: &str,
+    present: &[(&str, bool)],
+    required: &[&str],
+    optional: &[&str],
+) -> Result<(), String> {
+    for &(name, is) in present {
+        if is && !required.contains(&name) && !optional.contains(&name) {
+            return Err(format!("{what} takes no field `{name}`"));
+        }
+        if !is && required.contains(&name) {
+            return Err(format!("{what} needs the field `{name}`"));
+        }
+    }
+    Ok(())
+}
+
 /// `entity`: a whole entity (`add_entity`) or a `type:id` (the others).
 enum EntityField {
     Record(EntityJson),
@@ -159,15 +179,8 @@ impl<'de> Deserialize<'de> for Delta {
                 )));
             }
         };
-        for (name, is) in fields {
-            if is != takes.contains(&name) {
-                return Err(D::Error::custom(if is {
-                    format!("the delta `{op}` takes no field `{name}`")
-                } else {
-                    format!("the delta `{op}` needs the field `{name}`")
-                }));
-            }
-        }
+        check_fields(&format!("the delta `{op}`"), &fields, takes, &[])
+            .map_err(D::Error::custom)?;
         let wrong =
             |want: &str| D::Error::custom(format!("the delta `{op}` needs {want} as `entity`"));
         Ok(match (op, f.entity, f.tuple) {

@@ -2,6 +2,7 @@
 //! gives JSON (or the compact binary batch format of `clearance_core::wire`), and every
 //! error comes back as data with `"allowed": false`, never as a panic or an allow.
 
+use clearance_core::facts::check_fields;
 use clearance_core::wire::{QUERY_LEN, decode_query, encode_decision};
 use clearance_core::{
     Delta, ErrorData, Facts, FactsJson, Request, Schema, Snapshot, Source, TimeValue,
@@ -181,14 +182,8 @@ impl Call {
                 ));
             }
         };
-        for (name, is) in present {
-            if is && !required.contains(&name) && !optional.contains(&name) {
-                return Err(format!("malformed call: `{op}` takes no field `{name}`"));
-            }
-            if !is && required.contains(&name) {
-                return Err(format!("malformed call: `{op}` needs the field `{name}`"));
-            }
-        }
+        check_fields(&format!("`{op}`"), &present, required, optional)
+            .map_err(|e| format!("malformed call: {e}"))?;
         // Every required field was checked present above, so the defaults below are
         // never used.
         Ok(match op {
