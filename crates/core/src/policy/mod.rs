@@ -4,6 +4,7 @@
 //! string work: types, attributes, relations, permissions, matrices, rows, actions.
 
 pub mod ast;
+mod cost;
 mod lexer;
 mod parser;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+pub use cost::{EVAL_DEPTH_LIMIT, MAX_RULE_COST, MAX_RULE_DEPTH, RuleCost};
 pub use parser::parse_cell;
 
 /// A type's index in [`Schema::types`].
@@ -566,6 +568,12 @@ impl Schema {
             }
             _ => Err(PolicyErrors(c.errors)),
         }
+    }
+
+    /// The static cost and depth of every permission, scope and gate, which compiling
+    /// holds within [`MAX_RULE_COST`] and [`MAX_RULE_DEPTH`].
+    pub fn rule_costs(&self) -> Vec<RuleCost> {
+        cost::rule_costs(&self.types, &self.rules).unwrap_or_default()
     }
 
     /// The type named `name`.
@@ -1396,6 +1404,12 @@ impl Compiler {
             ],
         };
         let (roles, role_index) = roles?;
+        // The cost bound: a policy is bounded before it runs. Only a policy without other
+        // errors has every rule compiled to cost.
+        if self.errors.is_empty() {
+            let over = cost::check(&self.types, &self.rules);
+            self.errors.extend(over);
+        }
         Some(Schema {
             types: std::mem::take(&mut self.types),
             type_index: std::mem::take(&mut self.type_index),
