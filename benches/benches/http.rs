@@ -3,8 +3,7 @@
 //! 1,000 requests per second (latency percentiles). It prints one `report` line.
 
 use clearance_core::{Facts, FactsJson};
-use clearance_host::service::{Service, read_policies, serve};
-use clearance_host::store::SqliteStore;
+use clearance_host::service::{Service, ServiceConfig, read_policies, serve};
 use clearance_host::{Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -41,15 +40,15 @@ fn main() {
             }
         }
         let db = std::env::temp_dir().join(format!("clearance-load-{}.db", std::process::id()));
-        let (Ok(rt), Ok(store), Ok(sources)) = (
+        let _ = std::fs::remove_file(&db);
+        let (Ok(rt), Ok(sources)) = (
             Runtime::new(&wasm, hash.trim(), RuntimeConfig { instances: 2, ..RuntimeConfig::default() }),
-            SqliteStore::open(&db),
             read_policies(&root.join("policies")),
         ) else {
             eprintln!("the service does not start");
             return;
         };
-        let Ok(service) = Service::start(Arc::new(rt), sources, Box::new(store), move || Facts::from_doc(merged).map_err(|e| e.to_string()), None).await else {
+        let Ok(service) = Service::open(Arc::new(rt), sources, &db, move || Facts::from_doc(merged).map_err(|e| e.to_string()), None, ServiceConfig::default()).await else {
             eprintln!("the service does not start");
             return;
         };

@@ -5,8 +5,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use clearance_core::{Facts, Schema, Snapshot, Source};
-use clearance_host::service::{self, Service, read_policies};
-use clearance_host::store::SqliteStore;
+use clearance_host::service::{self, ServerLimits, Service, ServiceConfig, read_policies};
 use clearance_host::{Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -51,6 +50,25 @@ enum Command {
         /// The `web/` directory the operations console is served from (at `/`).
         #[arg(long, default_value = "web")]
         web: PathBuf,
+        /// Where compiled modules are cached (a directory only this user may write to;
+        /// default: `<data>.cache`).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Serve the policy files even when the store holds another policy, after
+        /// checking every stored fact against them (the adoption is stored as a change).
+        /// Without it, the stored policy wins.
+        #[arg(long)]
+        adopt_policy: bool,
+        /// Callers that may wait for an instance before more are answered 503.
+        #[arg(long, default_value_t = 1024)]
+        queue: u32,
+        /// Connections held at once; more are answered 503 and closed.
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
+        /// Changes kept for live followers of the change feed; a follower that falls
+        /// further behind gets a `reset` event.
+        #[arg(long, default_value_t = 1024)]
+        feed_buffer: usize,
     },
     /// Decide one request.
     Check(RequestArgs),
@@ -163,7 +181,15 @@ fn load_facts(path: &Path) -> Result<Facts, String> {
     Facts::from_doc(merged).map_err(|e| e.to_string())
 }
 
-fn runtime(wasm: &Path, instances: u32) -> Result<Arc<Runtime>, String> {
+/// The per-user cache of compiled modules, for the commands that run without a store.
+fn user_cache() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("clearance").join("cwasm"))
+}
+
+fn runtime(wasm: &Path, config: RuntimeConfig) -> Result<Arc<Runtime>, String> {
     let bytes = std::fs::read(wasm)
         .map_err(|e| format!("{}: {e}; build it with `cargo xtask wasm`", wasm.display()))?;
     let hash_file = PathBuf::from(format!("{}.sha256", wasm.display()));
@@ -173,12 +199,6 @@ fn runtime(wasm: &Path, instances: u32) -> Result<Arc<Runtime>, String> {
             hash_file.display()
         )
     })?;
-    let cache = std::env::temp_dir().join("clearance-cwasm");
-    let config = RuntimeConfig {
-        instances,
-        cache_dir: Some(cache),
-        ..RuntimeConfig::default()
-    };
     let rt = Runtime::new(&bytes, hash.trim(), config).map_err(|e| e.to_string())?;
     eprintln!(
         "clearance: module {} ({} bytes)",
@@ -199,7 +219,14 @@ async fn loaded(cli: &Cli, facts_path: &Path) -> Result<Arc<Runtime>, String> {
         snap.tuple_count(),
         t.elapsed().as_millis()
     );
-    let rt = runtime(&cli.wasm, 1)?;
+    let rt = runtime(
+        &cli.wasm,
+        RuntimeConfig {
+            instances: 1,
+            cache_dir: user_cache(),
+            ..RuntimeConfig::default()
+        },
+    )?;
     rt.load_snapshot(snap.to_bytes().map_err(|e| e.to_string())?)
         .await
         .map_err(|e| e.to_string())?;
@@ -345,24 +372,44 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             seed,
             instances,
             web,
+            cache_dir,
+            adopt_policy,
+            queue,
+            max_connections,
+            feed_buffer,
         } => {
-            let rt = runtime(&cli.wasm, *instances)?;
-            let store = SqliteStore::open(data).map_err(|e| e.to_string())?;
+            let cache = cache_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.cache", data.display())));
+            let rt = runtime(
+                &cli.wasm,
+                RuntimeConfig {
+                    instances: *instances,
+                    queue: *queue,
+                    cache_dir: Some(cache),
+                    ..RuntimeConfig::default()
+                },
+            )?;
             let seed = seed.clone();
             let seeded = move || {
                 eprintln!(
-                    "clearance: empty store; seeding the demo data from {}",
+                    "clearance: new store; seeding the demo data from {}",
                     seed.display()
                 );
                 load_facts(&seed)
             };
             let t = Instant::now();
-            let service = Service::start(
+            let service = Service::open(
                 rt,
                 sources(&cli.policies)?,
-                Box::new(store),
+                data,
                 seeded,
                 Some(cli.policies.clone()),
+                ServiceConfig {
+                    adopt_policy: *adopt_policy,
+                    feed_buffer: *feed_buffer,
+                    ..ServiceConfig::default()
+                },
             )
             .await?;
             eprintln!(
@@ -386,12 +433,19 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     .unwrap_or_else(|| PathBuf::from(".")),
             };
             let app = service::with_console(service::router(service), &files);
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
+            service::serve_with_limits(
+                listener,
+                app,
+                ServerLimits {
+                    max_connections: *max_connections,
+                    ..ServerLimits::default()
+                },
+                async {
                     let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
-                .map_err(|e| e.to_string())?;
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -9,7 +9,7 @@ use clearance_core::ErrorData;
 use clearance_core::wire::{WireDecision, decode_decisions};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -31,7 +31,13 @@ pub struct RuntimeConfig {
     pub per_query: Duration,
     /// The deadline for loading a snapshot.
     pub load_deadline: Duration,
-    /// Where compiled modules are cached (`<sha256>.cwasm`); none disables the cache.
+    /// Callers that may wait for an instance; one more is answered `host.busy` at once.
+    pub queue: u32,
+    /// How long a caller waits for an instance before it is answered `host.busy`.
+    pub queue_timeout: Duration,
+    /// Where compiled modules are cached (`<sha256>.cwasm`, with the digest of its own
+    /// bytes beside it); none disables the cache. The host must own the directory: one
+    /// that others may write to is refused.
     pub cache_dir: Option<PathBuf>,
     /// Writes `/tmp/perf-<pid>.map` so `perf` can name the module's functions (a module
     /// built with its name section): for profiling only.
@@ -46,6 +52,8 @@ impl Default for RuntimeConfig {
             call_deadline: Duration::from_millis(500),
             per_query: Duration::from_micros(20),
             load_deadline: Duration::from_secs(30),
+            queue: 1024,
+            queue_timeout: Duration::from_secs(5),
             cache_dir: None,
             perf_map: false,
         }
@@ -78,6 +86,9 @@ pub enum HostError {
     /// No snapshot was loaded yet.
     #[error("no snapshot is loaded")]
     NotLoaded,
+    /// Every instance is busy and the queue is full, or the wait for one ran out.
+    #[error("every instance is busy: {0}")]
+    Busy(String),
 }
 
 impl HostError {
@@ -99,6 +110,10 @@ impl HostError {
                     HostError::Protocol(_) => (
                         "host.protocol",
                         "the module and the host disagree on the ABI",
+                    ),
+                    HostError::Busy(_) => (
+                        "host.busy",
+                        "retry after the time in `retry-after`; nothing was decided or written",
                     ),
                     _ => ("host.not_loaded", "load a snapshot first"),
                 };
@@ -145,16 +160,49 @@ struct Current {
     bytes: Arc<Vec<u8>>,
 }
 
+/// A snapshot loaded into one instance and proven loadable, not yet the one every
+/// instance decides on: [`Runtime::install`] makes it so, and cannot fail.
+pub struct Prepared {
+    generation: u64,
+    bytes: Arc<Vec<u8>>,
+    info: serde_json::Value,
+}
+
+impl Prepared {
+    /// What the module said of the snapshot (`info`).
+    pub fn info(&self) -> &serde_json::Value {
+        &self.info
+    }
+}
+
 /// The wasm module on wasmtime, ready to decide.
 pub struct Runtime {
     pre: InstancePre<HostState>,
     engine: Engine,
     config: RuntimeConfig,
     module_hash: String,
+    /// Instances not in use. With the permits, at most `config.instances` instances
+    /// exist at once, and the pooling allocator has room for every one of them (and a
+    /// spare), so taking an instance never fails for want of a slot.
     idle: Mutex<Vec<Worker>>,
     permits: Arc<Semaphore>,
+    /// Callers waiting for a permit, bounded by `config.queue`.
+    waiting: AtomicUsize,
     current: Mutex<Option<Current>>,
+    generations: AtomicU64,
+    stats: Stats,
     ticker: Arc<AtomicBool>,
+}
+
+/// Counters an operator reads: instances replaced, traps, callers turned away.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Instances created (the first ones and every replacement).
+    pub instances_created: AtomicU64,
+    /// Calls that trapped (past their deadline, out of memory, a fault).
+    pub traps: AtomicU64,
+    /// Callers answered `host.busy`.
+    pub busy: AtomicU64,
 }
 
 /// How often the deadline clock ticks.
@@ -182,6 +230,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Decrements the count of waiting callers when a wait ends, however it ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Runtime {
     /// Starts a runtime on `wasm`, refusing bytes whose SHA-256 is not `expected_sha256`.
     pub fn new(
@@ -194,10 +251,19 @@ impl Runtime {
         if actual != expected {
             return Err(HostError::ModuleMismatch { expected, actual });
         }
+        if config.instances == 0 {
+            return Err(HostError::Setup("at least one instance is needed".into()));
+        }
+        // Room for every instance the permits allow, and one spare. An instance's store
+        // takes two memories of the pool: its linear memory and its GC heap (the module's
+        // externref table), so memories are twice the instances.
+        let slots = config.instances + 1;
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_core_instances(config.instances + 1)
-            .total_memories(config.instances + 1)
-            .total_tables(2 * (config.instances + 1))
+        pool.total_core_instances(slots)
+            .total_memories(2 * slots)
+            .total_gc_heaps(slots)
+            .total_tables(2 * slots)
+            .total_stacks(slots)
             .max_tables_per_module(2)
             .max_memory_size(config.memory_limit);
         let mut wc = Config::new();
@@ -230,16 +296,24 @@ impl Runtime {
             pre,
             engine,
             permits: Arc::new(Semaphore::new(config.instances as usize)),
+            waiting: AtomicUsize::new(0),
             config,
             module_hash: actual,
             idle: Mutex::new(Vec::new()),
             current: Mutex::new(None),
+            generations: AtomicU64::new(0),
+            stats: Stats::default(),
         })
     }
 
     /// The SHA-256 of the module this runtime runs.
     pub fn module_hash(&self) -> &str {
         &self.module_hash
+    }
+
+    /// The runtime's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     fn worker(&self) -> Result<Worker, HostError> {
@@ -253,10 +327,13 @@ impl Runtime {
         let mut store = Store::new(&self.engine, HostState { limits });
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(ticks(self.config.load_deadline));
+        // The pool has a slot for every permit; failing here is a fault of the host's
+        // set-up, reported as such (never as a trap of the request).
         let instance = self
             .pre
             .instantiate(&mut store)
-            .map_err(|e| HostError::Trap(e.to_string()))?;
+            .map_err(|e| HostError::Setup(format!("cannot start an instance: {e:#}")))?;
+        self.stats.instances_created.fetch_add(1, Ordering::Relaxed);
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| HostError::Protocol("no exported memory".into()))?;
@@ -296,29 +373,75 @@ impl Runtime {
         })
     }
 
+    /// Waits for a permit: at most `config.queue` callers wait, each at most
+    /// `config.queue_timeout`; anyone else is answered `host.busy` at once.
+    async fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, HostError> {
+        if let Ok(p) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Ok(p);
+        }
+        let queued = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.waiting);
+        if queued >= self.config.queue as usize {
+            self.stats.busy.fetch_add(1, Ordering::Relaxed);
+            return Err(HostError::Busy(format!(
+                "{} callers are already waiting for one of {} instances",
+                queued, self.config.instances
+            )));
+        }
+        match tokio::time::timeout(
+            self.config.queue_timeout,
+            Arc::clone(&self.permits).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(setup(e)),
+            Err(_) => {
+                self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                Err(HostError::Busy(format!(
+                    "no instance was free within {} ms",
+                    self.config.queue_timeout.as_millis()
+                )))
+            }
+        }
+    }
+
     /// Runs `f` on a worker holding the current snapshot, on the blocking pool, behind the
-    /// semaphore. A worker that failed is dropped, so the next call gets a fresh instance.
+    /// semaphore. A worker whose call trapped is dropped (its pool slots are freed before
+    /// its permit is), so the next call gets a fresh instance. A module error (a bad
+    /// request) is an answer, not a fault: the worker stays.
     async fn with_worker<T: Send + 'static>(
         self: &Arc<Self>,
         needs_snapshot: bool,
         f: impl FnOnce(&mut Worker) -> Result<T, HostError> + Send + 'static,
     ) -> Result<T, HostError> {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(setup)?;
+        let permit = self.permit().await?;
         let this = Arc::clone(self);
         let joined = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let mut w = this.worker()?;
+            let mut w = match this.worker() {
+                Ok(w) => w,
+                Err(e) => {
+                    drop(permit);
+                    return Err(e);
+                }
+            };
             let result = this
                 .ensure_loaded(&mut w, needs_snapshot)
                 .and_then(|()| f(&mut w));
-            if result.is_ok()
-                && let Ok(mut idle) = this.idle.lock()
-            {
+            let keep = match &result {
+                Ok(_) | Err(HostError::Module(_) | HostError::NotLoaded) => true,
+                Err(HostError::Trap(_)) => {
+                    this.stats.traps.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Err(_) => false,
+            };
+            if keep && let Ok(mut idle) = this.idle.lock() {
                 idle.push(w);
+            } else {
+                drop(w);
             }
+            drop(permit);
             result
         })
         .await;
@@ -333,6 +456,8 @@ impl Runtime {
             .and_then(|c| c.as_ref().map(|c| (c.generation, Arc::clone(&c.bytes))));
         match current {
             Some((generation, bytes)) if generation != w.generation => {
+                // Whatever it held is gone once a load starts.
+                w.generation = 0;
                 w.store.set_epoch_deadline(ticks(self.config.load_deadline));
                 let answer = w.exchange(|w, p, l| w.load.call(&mut w.store, (p, l)), &bytes)?;
                 json_ok(&answer)?;
@@ -345,6 +470,45 @@ impl Runtime {
         }
     }
 
+    /// Loads `bytes` (a snapshot, policy included) into one instance, proving the module
+    /// reads it, without changing what any other call decides on. The instance is tagged
+    /// with a generation of its own, so it reloads the current snapshot for its next call
+    /// unless [`Runtime::install`] makes this one current.
+    pub async fn prepare(self: &Arc<Self>, bytes: Vec<u8>) -> Result<Prepared, HostError> {
+        let bytes = Arc::new(bytes);
+        let probe = Arc::clone(&bytes);
+        let generation = self.generations.fetch_add(1, Ordering::AcqRel) + 1;
+        let deadline = ticks(self.config.load_deadline);
+        let info = self
+            .with_worker(false, move |w| {
+                w.generation = 0;
+                w.store.set_epoch_deadline(deadline);
+                let answer = w.exchange(|w, p, l| w.load.call(&mut w.store, (p, l)), &probe)?;
+                let info = json_ok(&answer)?;
+                w.generation = generation;
+                Ok(info)
+            })
+            .await?;
+        Ok(Prepared {
+            generation,
+            bytes,
+            info,
+        })
+    }
+
+    /// Makes a prepared snapshot the one every instance decides on. It cannot fail:
+    /// instances load it before their next call.
+    pub fn install(&self, prepared: Prepared) {
+        let mut c = match self.current.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *c = Some(Current {
+            generation: prepared.generation,
+            bytes: prepared.bytes,
+        });
+    }
+
     /// Makes `bytes` (a snapshot, policy included) the snapshot every instance decides on.
     /// It is loaded into one instance first, so a bad snapshot is refused and the old one
     /// keeps serving.
@@ -352,20 +516,9 @@ impl Runtime {
         self: &Arc<Self>,
         bytes: Vec<u8>,
     ) -> Result<serde_json::Value, HostError> {
-        let bytes = Arc::new(bytes);
-        let probe = Arc::clone(&bytes);
-        let deadline = ticks(self.config.load_deadline);
-        let info = self
-            .with_worker(false, move |w| {
-                w.store.set_epoch_deadline(deadline);
-                let answer = w.exchange(|w, p, l| w.load.call(&mut w.store, (p, l)), &probe)?;
-                json_ok(&answer)
-            })
-            .await?;
-        if let Ok(mut c) = self.current.lock() {
-            let generation = c.as_ref().map_or(1, |c| c.generation + 1);
-            *c = Some(Current { generation, bytes });
-        }
+        let prepared = self.prepare(bytes).await?;
+        let info = prepared.info.clone();
+        self.install(prepared);
         Ok(info)
     }
 
@@ -512,36 +665,91 @@ impl Worker {
 }
 
 /// Compiles the module, or deserialises it from the cache keyed by its hash.
+///
+/// A cached `.cwasm` is native code that wasmtime runs without checking it, so it is
+/// used only when it is this host's own output: the directory must be the host's alone
+/// (no one else may write to it; it is made so, or the cache is not used), and the
+/// file's SHA-256 must equal the digest recorded beside it when the host compiled it.
+/// The bytes that were hashed are the bytes deserialised. Anything else is discarded and
+/// the module compiled again.
 fn load_module(
     engine: &Engine,
     wasm: &[u8],
     hash: &str,
     cache: Option<&std::path::Path>,
 ) -> Result<Module, HostError> {
-    let cached = cache.map(|d| d.join(format!("{hash}.cwasm")));
-    if let Some(path) = &cached
-        && path.exists()
-    {
-        // SAFETY: the file is this host's own compilation output for exactly this
-        // artifact hash, written by `Module::serialize` below in a directory the host
-        // owns; wasmtime also checks that it was produced by a compatible engine.
-        #[allow(unsafe_code)]
-        let module = unsafe { Module::deserialize_file(engine, path) };
-        if let Ok(m) = module {
-            return Ok(m);
+    let cache = cache.and_then(|d| match own_dir(d) {
+        Ok(()) => Some(d),
+        Err(e) => {
+            eprintln!(
+                "clearance: not caching compiled modules in {}: {e}",
+                d.display()
+            );
+            None
         }
+    });
+    let paths = cache.map(|d| {
+        (
+            d.join(format!("{hash}.cwasm")),
+            d.join(format!("{hash}.cwasm.sha256")),
+        )
+    });
+    if let Some((file, digest)) = &paths
+        && let (Ok(bytes), Ok(recorded)) = (std::fs::read(file), std::fs::read_to_string(digest))
+    {
+        if sha256_hex(&bytes) == recorded.trim() {
+            // SAFETY: these bytes are this host's own `Module::serialize` output for this
+            // artifact: their SHA-256 is the digest the host recorded when it wrote them,
+            // in a directory no one else may write to. wasmtime also checks that they
+            // were produced by a compatible engine and configuration.
+            #[allow(unsafe_code)]
+            let module = unsafe { Module::deserialize(engine, &bytes) };
+            if let Ok(m) = module {
+                return Ok(m);
+            }
+        }
+        eprintln!(
+            "clearance: discarding {}: not this host's compilation; compiling again",
+            file.display()
+        );
+        let _ = std::fs::remove_file(file);
+        let _ = std::fs::remove_file(digest);
     }
     let module = Module::new(engine, wasm).map_err(setup)?;
-    if let Some(path) = &cached
+    if let Some((file, digest)) = &paths
         && let Ok(bytes) = module.serialize()
     {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let tmp = path.with_extension("cwasm.tmp");
-        if std::fs::write(&tmp, bytes).is_ok() {
-            let _ = std::fs::rename(&tmp, path);
+        let tmp = file.with_extension("cwasm.tmp");
+        let tmp_digest = digest.with_extension("sha256.tmp");
+        let written = std::fs::write(&tmp, &bytes).is_ok()
+            && std::fs::write(&tmp_digest, sha256_hex(&bytes)).is_ok()
+            && std::fs::rename(&tmp, file).is_ok()
+            && std::fs::rename(&tmp_digest, digest).is_ok();
+        if !written {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&tmp_digest);
         }
     }
     Ok(module)
+}
+
+/// Makes `dir` a directory only its owner may read or write (creating it so), or says
+/// why it cannot be: one that someone else owns cannot be changed, and is refused.
+fn own_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| e.to_string())?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Err("not a directory".into());
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        // Only the owner may change a directory's mode: success proves it is ours.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("others may write to it and it cannot be made private: {e}"))?;
+    }
+    Ok(())
 }

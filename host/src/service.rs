@@ -1,11 +1,20 @@
 //! The HTTP service: the JSON API under `/v1`, deciding only through the wasm module,
 //! writing only what the policy allows, durably, and telling followers about every
 //! change.
+//!
+//! A write is atomic across the store and memory: the next snapshot is built off the
+//! async workers and loaded into an instance (proven loadable) before the change is
+//! appended; once appended, making it current cannot fail. The write runs as a task of
+//! its own, so a client that hangs up cannot stop it half-way. A failed append is read
+//! back from the store: stored means acknowledged, not stored means refused, and nothing
+//! wedges. A policy reload is a change like any other, stored with its sources.
 
 use crate::runtime::{HostError, Runtime};
-use crate::store::{Change, FactStore};
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use crate::store::{Change, FactStore, SqliteStore, StoreError, StoredPolicy};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,13 +22,14 @@ use axum::{Json, Router};
 use clearance_core::{Delta, ErrorData, Facts, FactsJson, Schema, Snapshot, Source, TimeValue};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::convert::Infallible;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Mutex, broadcast, watch};
-use tokio_stream::wrappers::BroadcastStream;
 
 /// Every route of the API: method and path, as the OpenAPI document lists them.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -39,6 +49,37 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/policy/reload"),
     ("get", "/v1/openapi.json"),
 ];
+
+/// How the service bounds its work and its followers.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Changes kept for live followers; one that falls further behind gets a `reset`.
+    pub feed_buffer: usize,
+    /// Changes read from the store per page when a follower catches up.
+    pub feed_page: usize,
+    /// About how many bytes of stored changes a page may hold (at least one change).
+    pub feed_page_bytes: usize,
+    /// Followers of the change feed at once; one more is answered `host.busy`.
+    pub max_subscribers: usize,
+    /// The largest request body, in bytes.
+    pub body_limit: usize,
+    /// Start on the policy files even when the store holds another policy, after
+    /// checking every stored fact against them; the adoption is stored as a change.
+    pub adopt_policy: bool,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            feed_buffer: 1024,
+            feed_page: 256,
+            feed_page_bytes: 1 << 20,
+            max_subscribers: 1024,
+            body_limit: 4 << 20,
+            adopt_policy: false,
+        }
+    }
+}
 
 /// An API error: a status and `{code, message, help}`, always with `"allowed": false`.
 #[derive(Debug)]
@@ -68,6 +109,24 @@ impl ApiError {
             extra: None,
         }
     }
+
+    fn store(e: StoreError, help: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store.failed",
+            e.to_string(),
+            help,
+        )
+    }
+
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "host.internal",
+            message,
+            "nothing was written",
+        )
+    }
 }
 
 impl From<HostError> for ApiError {
@@ -80,7 +139,7 @@ impl From<HostError> for ApiError {
             {
                 StatusCode::BAD_REQUEST
             }
-            HostError::NotLoaded => StatusCode::SERVICE_UNAVAILABLE,
+            HostError::NotLoaded | HostError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError {
@@ -97,79 +156,235 @@ impl IntoResponse for ApiError {
         if let (Some(Value::Object(extra)), Some(obj)) = (self.extra, body.as_object_mut()) {
             obj.extend(extra);
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// A JSON body, read within the body limit; a bad one is an [`ApiError`] in the API's
+/// shape (not axum's plain-text rejection).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(r) => Err(json_rejection(r)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    // 413 and 415 say what is wrong with the body as a whole; anything else about its
+    // content is a 400, as every other bad input.
+    let (status, code) = match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "request.too_large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "request.malformed")
+        }
+        _ => (StatusCode::BAD_REQUEST, "request.malformed"),
+    };
+    ApiError::new(
+        status,
+        code,
+        r.body_text(),
+        "send a JSON object (content-type: application/json) within the body limit; see /v1/openapi.json; nothing was written",
+    )
+}
+
+/// A query string, with rejections in the API's shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|r: QueryRejection| {
+                ApiError::new(
+                    r.status(),
+                    "request.malformed",
+                    r.body_text(),
+                    "see /v1/openapi.json",
+                )
+            })
+    }
+}
+
+/// A path parameter, with rejections in the API's shape.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|r: PathRejection| {
+                ApiError::new(
+                    r.status(),
+                    "request.malformed",
+                    r.body_text(),
+                    "see /v1/openapi.json",
+                )
+            })
     }
 }
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-struct Inner {
-    sources: Vec<Source>,
+/// What the service serves at one revision: replaced whole by each change, read by
+/// readers without waiting on a write.
+struct Served {
+    revision: u64,
     schema: Arc<Schema>,
-    facts: Facts,
-    store: Box<dyn FactStore>,
+    sources: Arc<Vec<Source>>,
+    facts: Arc<Facts>,
 }
 
 /// The service's state.
 pub struct Service {
     runtime: Arc<Runtime>,
-    inner: Mutex<Inner>,
-    changes: broadcast::Sender<Value>,
+    /// Held by the one write (or reload) in progress.
+    writer: Mutex<()>,
+    served: RwLock<Arc<Served>>,
+    store: Arc<std::sync::Mutex<Box<dyn FactStore>>>,
+    changes: broadcast::Sender<Arc<Change>>,
     revision: watch::Sender<u64>,
+    /// The revision of the store's base: changes before it are not kept.
+    base_revision: u64,
+    subscribers: Arc<AtomicUsize>,
+    /// Set when memory may be behind the store; the next write reads it again first.
+    needs_resync: AtomicBool,
     policy_dir: Option<PathBuf>,
+    config: ServiceConfig,
 }
 
 /// Reads every `*.policy` file of a directory, in name order.
-pub fn read_policies(dir: &std::path::Path) -> Result<Vec<Source>, String> {
+pub fn read_policies(dir: &FsPath) -> Result<Vec<Source>, String> {
     clearance_scenarios::policy_sources(dir)
 }
 
+/// The seconds since the epoch, by the server's clock.
+pub fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A policy as the store keeps it.
+pub fn stored_policy(sources: &[Source]) -> Result<StoredPolicy, String> {
+    let schema = Schema::compile(sources).map_err(|e| e.to_string())?;
+    Ok(StoredPolicy {
+        hash: schema.hash_hex(),
+        sources: sources.to_vec(),
+    })
+}
+
+fn compile_stored(p: &StoredPolicy, at: &str) -> Result<Arc<Schema>, String> {
+    let schema = Schema::compile(&p.sources).map_err(|e| format!("{at}: {e}"))?;
+    if schema.hash_hex() != p.hash {
+        return Err(format!(
+            "{at}: the stored policy compiles to {}, not the stored hash {}",
+            schema.hash_hex(),
+            p.hash
+        ));
+    }
+    Ok(Arc::new(schema))
+}
+
+/// Runs CPU-heavy work (compiling, building snapshots) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("a worker thread failed: {e}")))?
+}
+
 impl Service {
-    /// Starts the service on a store: facts from the store (or `seed` for an empty one),
-    /// compiled with `sources`, loaded into the module.
+    /// Opens the SQLite store at `data` (creating it, seeded with `seed()` under the
+    /// policy `files`, when no file is there) and starts the service on it.
+    pub async fn open(
+        runtime: Arc<Runtime>,
+        files: Vec<Source>,
+        data: &FsPath,
+        seed: impl FnOnce() -> Result<Facts, String> + Send + 'static,
+        policy_dir: Option<PathBuf>,
+        config: ServiceConfig,
+    ) -> Result<Arc<Service>, String> {
+        let (data, seed_files) = (data.to_path_buf(), files.clone());
+        let store = tokio::task::spawn_blocking(move || {
+            SqliteStore::open_or_create(&data, || {
+                let facts = seed()?;
+                eprintln!(
+                    "clearance: created the store at {} ({} entities, {} tuples seeded)",
+                    data.display(),
+                    facts.entities.len(),
+                    facts.tuples.len()
+                );
+                Ok((facts, stored_policy(&seed_files)?))
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
+        .0;
+        Service::start(runtime, files, Box::new(store), policy_dir, config).await
+    }
+
+    /// Starts the service on a store: its facts replayed under its stored policies
+    /// (verified on the way), compiled and loaded into the module.
+    ///
+    /// The stored policy wins over the `files`: when they differ the service says so and
+    /// serves the stored one, unless `config.adopt_policy`, which checks every fact
+    /// against the files and stores them as a change. A store from before policies were
+    /// stored adopts the files the same way.
     pub async fn start(
         runtime: Arc<Runtime>,
-        sources: Vec<Source>,
-        mut store: Box<dyn FactStore>,
-        seed: impl FnOnce() -> Result<Facts, String>,
+        files: Vec<Source>,
+        store: Box<dyn FactStore>,
         policy_dir: Option<PathBuf>,
+        config: ServiceConfig,
     ) -> Result<Arc<Service>, String> {
-        let schema = Arc::new(Schema::compile(&sources).map_err(|e| e.to_string())?);
-        let facts = match store.load().map_err(|e| e.to_string())? {
-            Some((base, changes)) => {
-                let mut facts = base;
-                for c in changes {
-                    facts = facts
-                        .apply(&c.deltas)
-                        .map_err(|e| format!("replaying revision {}: {e}", c.revision))?;
-                    facts.revision = c.revision;
-                }
-                facts
-            }
-            None => {
-                let facts = seed()?;
-                store.init(&facts).map_err(|e| e.to_string())?;
-                facts
-            }
-        };
-        let snap = Snapshot::build(Arc::clone(&schema), &facts).map_err(|e| e.to_string())?;
+        let adopt = config.adopt_policy;
+        let store = Arc::new(std::sync::Mutex::new(store));
+        let replay_store = Arc::clone(&store);
+        let (served, snapshot, base_revision) = tokio::task::spawn_blocking(move || {
+            let mut store = replay_store.lock().map_err(|e| e.to_string())?;
+            replay(store.as_mut(), files, adopt)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
         runtime
-            .load_snapshot(snap.to_bytes().map_err(|e| e.to_string())?)
+            .load_snapshot(snapshot)
             .await
             .map_err(|e| e.to_string())?;
-        let (changes, _) = broadcast::channel(256);
-        let (revision, _) = watch::channel(facts.revision);
+        let (changes, _) = broadcast::channel(config.feed_buffer.max(1));
+        let (revision, _) = watch::channel(served.revision);
         Ok(Arc::new(Service {
             runtime,
-            inner: Mutex::new(Inner {
-                sources,
-                schema,
-                facts,
-                store,
-            }),
+            writer: Mutex::new(()),
+            served: RwLock::new(Arc::new(served)),
+            store,
             changes,
             revision,
+            base_revision,
+            subscribers: Arc::new(AtomicUsize::new(0)),
+            needs_resync: AtomicBool::new(false),
             policy_dir,
+            config,
         }))
     }
 
@@ -182,10 +397,243 @@ impl Service {
     pub fn module_hash(&self) -> &str {
         self.runtime.module_hash()
     }
+
+    /// The hash of the policy being served.
+    pub fn policy_hash(&self) -> String {
+        self.served().schema.hash_hex()
+    }
+
+    fn served(&self) -> Arc<Served> {
+        match self.served.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn publish(&self, next: Served) {
+        let revision = next.revision;
+        match self.served.write() {
+            Ok(mut s) => *s = Arc::new(next),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
+        }
+        self.revision.send_replace(revision);
+    }
+
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn FactStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = store
+                .lock()
+                .map_err(|_| StoreError("the store's lock is poisoned".into()))?;
+            f(guard.as_mut())
+        })
+        .await
+        .map_err(|e| StoreError(format!("the store's thread failed: {e}")))?
+    }
+
+    /// Appends a change and makes `prepared` current. A failed append is read back: if
+    /// this very change is stored after all, it is served; if not, nothing changed. When
+    /// the store cannot say, or holds something else at that revision, the service reads
+    /// its state again from the store before the next write ([`Service::resync`]).
+    async fn commit(
+        &self,
+        change: Change,
+        prepared: crate::runtime::Prepared,
+        next: Served,
+    ) -> Result<(), ApiError> {
+        let change = Arc::new(change);
+        let stored = Arc::clone(&change);
+        let appended = self.with_store(move |st| st.append(&stored)).await;
+        if let Err(e) = appended {
+            let revision = change.revision;
+            let ours = Arc::clone(&change);
+            let read_back = self
+                .with_store(move |st| {
+                    let page = st.changes_page(revision - 1, 1, usize::MAX)?;
+                    Ok(page
+                        .first()
+                        .filter(|c| c.revision == revision)
+                        .map(|c| same_change(c, &ours)))
+                })
+                .await;
+            match read_back {
+                Ok(Some(true)) => {
+                    eprintln!(
+                        "clearance: the append of revision {revision} reported `{e}` but it is stored; serving it"
+                    );
+                }
+                Ok(found) => {
+                    if found.is_some() {
+                        // Another change holds this revision: memory is behind the store.
+                        self.needs_resync.store(true, Ordering::Release);
+                    }
+                    return Err(ApiError::store(e, "nothing was written; retry"));
+                }
+                Err(again) => {
+                    // Neither stored nor known not to be: no answer either way; the state
+                    // is read again from the store before the next write.
+                    self.needs_resync.store(true, Ordering::Release);
+                    eprintln!(
+                        "clearance: revision {revision}: the append failed (`{e}`) and the store cannot say whether it holds it (`{again}`)"
+                    );
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store.unknown",
+                        format!("{e}; reading it back: {again}"),
+                        "whether this write was stored is unknown: read it back after the store recovers",
+                    ));
+                }
+            }
+        }
+        self.runtime.install(prepared);
+        self.publish(next);
+        let _ = self.changes.send(change);
+        Ok(())
+    }
+
+    /// Reads the served state again from the store (after an append whose outcome was
+    /// unknown), under the writer's lock. Followers page the changes they missed.
+    async fn resync(&self) -> Result<(), ApiError> {
+        if !self.needs_resync.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let sources = self.served().sources.as_ref().clone();
+        let store = Arc::clone(&self.store);
+        let (served, snapshot, _) = blocking(move || {
+            let mut store = store
+                .lock()
+                .map_err(|_| ApiError::internal("the store's lock is poisoned"))?;
+            replay(store.as_mut(), sources, false).map_err(|m| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store.failed",
+                    m,
+                    "nothing was written; retry",
+                )
+            })
+        })
+        .await?;
+        let prepared = self.runtime.prepare(snapshot).await?;
+        self.runtime.install(prepared);
+        eprintln!(
+            "clearance: read the state again from the store: revision {}",
+            served.revision
+        );
+        self.publish(served);
+        self.needs_resync.store(false, Ordering::Release);
+        Ok(())
+    }
 }
 
-/// The router of the API.
+/// Whether a stored change is this one.
+fn same_change(stored: &Change, ours: &Change) -> bool {
+    stored.revision == ours.revision
+        && stored.author == ours.author
+        && stored.at == ours.at
+        && stored.policy == ours.policy
+        && serde_json::to_string(&stored.deltas).ok() == serde_json::to_string(&ours.deltas).ok()
+}
+
+/// Replays a store: the base under its policy, every change (deltas, or a new policy);
+/// then applies the start rule for the policy files. Returns what to serve, its snapshot
+/// and the base revision.
+fn replay(
+    store: &mut dyn FactStore,
+    files: Vec<Source>,
+    adopt: bool,
+) -> Result<(Served, Vec<u8>, u64), String> {
+    let stored = store.load().map_err(|e| e.to_string())?;
+    let base_revision = stored.base.revision;
+    let mut policy = stored.policy;
+    let mut schema = match &policy {
+        Some(p) => Some(compile_stored(p, "the base policy")?),
+        None => None,
+    };
+    let mut facts = stored.base;
+    for c in stored.changes {
+        match c.policy {
+            Some(p) => {
+                schema = Some(compile_stored(&p, &format!("revision {}", c.revision))?);
+                policy = Some(p);
+                facts.revision = c.revision;
+            }
+            None => {
+                facts = facts
+                    .apply(&c.deltas)
+                    .map_err(|e| format!("replaying revision {}: {e}", c.revision))?;
+                facts.revision = c.revision;
+            }
+        }
+    }
+    let file_policy = stored_policy(&files).map_err(|e| format!("the policy files: {e}"))?;
+    let differs = policy.as_ref().is_none_or(|p| p.hash != file_policy.hash);
+    let (schema, sources) = match (schema, policy) {
+        (Some(schema), Some(p)) if !differs || !adopt => {
+            if differs {
+                eprintln!(
+                    "clearance: the policy files (hash {}) differ from the stored policy (hash {}); serving the stored policy. Start with --adopt-policy to adopt the files, or reload them through the API",
+                    file_policy.hash, p.hash
+                );
+            }
+            (schema, p.sources)
+        }
+        (stored_schema, _) => {
+            // Adopt the files: every stored fact must hold under them first.
+            let schema = Arc::new(Schema::compile(&files).map_err(|e| e.to_string())?);
+            Snapshot::build(Arc::clone(&schema), &facts)
+                .map_err(|e| format!("the stored facts do not hold under the policy files: {e}"))?;
+            facts.revision += 1;
+            let change = Change {
+                revision: facts.revision,
+                author: "host:start".into(),
+                at: now_seconds(),
+                deltas: Vec::new(),
+                policy: Some(file_policy.clone()),
+            };
+            store.append(&change).map_err(|e| e.to_string())?;
+            eprintln!(
+                "clearance: adopted the policy files (hash {}) at revision {}{}",
+                file_policy.hash,
+                facts.revision,
+                if stored_schema.is_some() {
+                    " (--adopt-policy)"
+                } else {
+                    " (the store kept no policy)"
+                }
+            );
+            (schema, files)
+        }
+    };
+    let snapshot = Snapshot::build(Arc::clone(&schema), &facts)
+        .and_then(|s| s.to_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok((
+        Served {
+            revision: facts.revision,
+            schema,
+            sources: Arc::new(sources),
+            facts: Arc::new(facts),
+        },
+        snapshot,
+        base_revision,
+    ))
+}
+
+/// The router of the API, with the body limit and the API's error shape for unknown
+/// routes and methods.
 pub fn router(service: Arc<Service>) -> Router {
+    let limit = service.config.body_limit;
+    let not_found = || async {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route.unknown",
+            "no such route",
+            "see /v1/openapi.json",
+        )
+    };
     Router::new()
         .route("/v1/revision", get(revision))
         .route("/v1/check", post(check))
@@ -201,15 +649,42 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/policy/validate", post(validate))
         .route("/v1/policy/reload", post(reload))
         .route("/v1/openapi.json", get(openapi))
-        .fallback(|| async {
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async {
             ApiError::new(
-                StatusCode::NOT_FOUND,
-                "route.unknown",
-                "no such route",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "route.method",
+                "this route does not take that method",
                 "see /v1/openapi.json",
             )
         })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(limit, declared_length))
         .with_state(service)
+}
+
+/// Refuses a body whose declared length is past the limit before reading any of it (a
+/// body without a declared length is cut at the limit as it is read).
+async fn declared_length(
+    State(limit): State<usize>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request.too_large",
+            format!("the body is {n} bytes; the limit is {limit}"),
+            "send less; nothing was written",
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 type S = State<Arc<Service>>;
@@ -261,39 +736,39 @@ async fn op(s: &Service, call: Value) -> ApiResult {
 }
 
 async fn revision(State(s): S) -> ApiResult {
-    let inner = s.inner.lock().await;
+    let served = s.served();
     Ok(Json(
-        json!({ "revision": s.revision(), "policy_hash": inner.schema.hash_hex(), "module_hash": s.runtime.module_hash() }),
+        json!({ "revision": served.revision, "policy_hash": served.schema.hash_hex(), "module_hash": s.runtime.module_hash() }),
     ))
 }
 
-async fn check(State(s): S, Json(mut body): Json<Value>) -> ApiResult {
+async fn check(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
     op(&s, json!({ "op": "check", "request": body })).await
 }
 
-async fn check_batch(State(s): S, Json(mut body): Json<Value>) -> ApiResult {
+async fn check_batch(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
     let requests = body.get("requests").cloned().unwrap_or(Value::Null);
     op(&s, json!({ "op": "check_batch", "requests": requests })).await
 }
 
-async fn allowed_actions(State(s): S, Json(mut body): Json<Value>) -> ApiResult {
+async fn allowed_actions(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
     op(&s, with_op(body, "allowed_actions")?).await
 }
 
-async fn resources(State(s): S, Json(mut body): Json<Value>) -> ApiResult {
+async fn resources(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
     op(&s, with_op(body, "list_resources")?).await
 }
 
-async fn principals(State(s): S, Json(mut body): Json<Value>) -> ApiResult {
+async fn principals(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
     op(&s, with_op(body, "list_principals")?).await
 }
 
-async fn explain(State(s): S, Json(mut body): Json<Value>) -> ApiResult {
+async fn explain(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
     op(&s, json!({ "op": "explain", "request": body })).await
 }
@@ -305,8 +780,8 @@ struct AccountQuery {
 
 async fn matrix(
     State(s): S,
-    Path(matrix): Path<String>,
-    Query(q): Query<AccountQuery>,
+    ApiPath(matrix): ApiPath<String>,
+    ApiQuery(q): ApiQuery<AccountQuery>,
 ) -> ApiResult {
     op(
         &s,
@@ -316,10 +791,13 @@ async fn matrix(
 }
 
 async fn facts(State(s): S) -> ApiResult {
-    let inner = s.inner.lock().await;
-    Ok(Json(
-        serde_json::to_value(inner.facts.to_doc()).unwrap_or(Value::Null),
-    ))
+    let served = s.served();
+    blocking(move || {
+        serde_json::to_value(served.facts.to_doc())
+            .map(Json)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await
 }
 
 /// A write: who makes it, the deltas, when, and optionally the parity token of the
@@ -347,28 +825,25 @@ struct ParityToken {
     allowed: Option<bool>,
 }
 
-fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+async fn write(State(s): S, body: Result<Json<WriteBody>, JsonRejection>) -> ApiResult {
+    let Json(body) = body.map_err(|e| {
+        let mut err = json_rejection(e);
+        err.data.help = "a write is {author, deltas, now?, parity?}; nothing was written".into();
+        err
+    })?;
+    // A task of its own: a client hanging up cannot stop a write between the store and
+    // memory.
+    tokio::spawn(async move { apply_write(&s, body).await })
+        .await
+        .map_err(|e| ApiError::internal(format!("the write's task failed: {e}")))?
 }
 
-async fn write(
-    State(s): S,
-    body: Result<Json<WriteBody>, axum::extract::rejection::JsonRejection>,
-) -> ApiResult {
-    let Json(body) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "request.malformed",
-            e.body_text(),
-            "a write is {author, deltas, now?, parity?}; nothing was written",
-        )
-    })?;
-    let mut inner = s.inner.lock().await;
+async fn apply_write(s: &Arc<Service>, body: WriteBody) -> ApiResult {
+    let _writer = s.writer.lock().await;
+    s.resync().await?;
+    let served = s.served();
     if let Some(p) = &body.parity {
-        if p.module_hash != s.runtime.module_hash() || p.policy_hash != inner.schema.hash_hex() {
+        if p.module_hash != s.runtime.module_hash() || p.policy_hash != served.schema.hash_hex() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "parity.stale",
@@ -377,25 +852,24 @@ async fn write(
                     p.module_hash,
                     p.policy_hash,
                     s.runtime.module_hash(),
-                    inner.schema.hash_hex()
+                    served.schema.hash_hex()
                 ),
                 "reload the module and the policy, decide again, then write",
             ));
         }
-        if p.revision > s.revision() {
+        if p.revision > served.revision {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "parity.future",
                 format!(
                     "the client decided on revision {}, ahead of the host's {}",
-                    p.revision,
-                    s.revision()
+                    p.revision, served.revision
                 ),
                 "",
             ));
         }
         if let (Some(request), Some(allowed)) = (&p.request, p.allowed)
-            && p.revision < s.revision()
+            && p.revision < served.revision
         {
             let now = s
                 .runtime
@@ -407,8 +881,7 @@ async fn write(
                     "parity.outcome_changed",
                     format!(
                         "the client's decision (allowed: {allowed}) was made at revision {}; at revision {} it is no longer so",
-                        p.revision,
-                        s.revision()
+                        p.revision, served.revision
                     ),
                     "decide again on the current facts, then write",
                 ));
@@ -416,14 +889,16 @@ async fn write(
         }
     }
     let now = body.now.unwrap_or(TimeValue::Seconds(now_seconds()));
-    let next = inner
-        .facts
-        .apply(&body.deltas)
-        .map_err(|e| ApiError::bad(e.into()))?;
-    let after =
-        Snapshot::build(Arc::clone(&inner.schema), &next).map_err(|e| ApiError::bad(e.into()))?;
-    let after_bytes = after.to_bytes().map_err(|e| ApiError::bad(e.into()))?;
-    let request = json!({ "author": body.author, "now": now, "deltas": body.deltas });
+    let deltas = Arc::new(body.deltas);
+    let (next, after_bytes) = {
+        let (facts, schema, deltas) = (
+            Arc::clone(&served.facts),
+            Arc::clone(&served.schema),
+            Arc::clone(&deltas),
+        );
+        blocking(move || build_next(&facts, &schema, &deltas)).await?
+    };
+    let request = json!({ "author": body.author, "now": now, "deltas": *deltas });
     let verdict = s
         .runtime
         .authorize(request.to_string(), after_bytes.clone())
@@ -445,50 +920,70 @@ async fn write(
         return Err(e);
     }
     // Tuples the policy adds by itself on creation (EV5) join the same change.
-    let derived: Vec<Delta> = verdict
-        .get("derived")
-        .cloned()
-        .map(serde_json::from_value)
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    let mut deltas = body.deltas.clone();
+    let derived: Vec<Delta> = match verdict.get("derived") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            ApiError::internal(format!("unreadable derived tuples from the module: {e}"))
+        })?,
+    };
+    let mut all = (*deltas).clone();
     let (next, after_bytes) = if derived.is_empty() {
         (next, after_bytes)
     } else {
-        deltas.extend(derived);
-        let next = inner
-            .facts
-            .apply(&deltas)
-            .map_err(|e| ApiError::bad(e.into()))?;
-        let after = Snapshot::build(Arc::clone(&inner.schema), &next)
-            .map_err(|e| ApiError::bad(e.into()))?;
-        (next, after.to_bytes().map_err(|e| ApiError::bad(e.into()))?)
+        all.extend(derived);
+        let (facts, schema, all) = (
+            Arc::clone(&served.facts),
+            Arc::clone(&served.schema),
+            all.clone(),
+        );
+        blocking(move || build_next(&facts, &schema, &all)).await?
     };
+    // Proven loadable before it is stored.
+    let prepared = s.runtime.prepare(after_bytes).await?;
+    let revision = next.revision;
     let change = Change {
-        revision: next.revision,
-        author: body.author.clone(),
+        revision,
+        author: body.author,
         at: now_seconds(),
-        deltas,
+        deltas: all,
+        policy: None,
     };
-    inner.store.append(&change).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store.failed",
-            e.to_string(),
-            "nothing was written",
-        )
-    })?;
-    s.runtime.load_snapshot(after_bytes).await?;
-    inner.facts = next;
-    let revision = inner.facts.revision;
-    drop(inner);
-    s.revision.send_replace(revision);
-    let _ = s.changes.send(change_json(&change));
+    s.commit(
+        change,
+        prepared,
+        Served {
+            revision,
+            schema: Arc::clone(&served.schema),
+            sources: Arc::clone(&served.sources),
+            facts: Arc::new(next),
+        },
+    )
+    .await?;
     Ok(Json(json!({ "allowed": true, "revision": revision })))
 }
 
+/// The facts after `deltas` and their snapshot's bytes.
+fn build_next(
+    facts: &Facts,
+    schema: &Arc<Schema>,
+    deltas: &[Delta],
+) -> Result<(Facts, Vec<u8>), ApiError> {
+    let next = facts.apply(deltas).map_err(|e| ApiError::bad(e.into()))?;
+    let bytes = Snapshot::build(Arc::clone(schema), &next)
+        .and_then(|s| s.to_bytes())
+        .map_err(|e| ApiError::bad(e.into()))?;
+    Ok((next, bytes))
+}
+
 fn change_json(c: &Change) -> Value {
-    json!({ "revision": c.revision, "author": c.author, "at": c.at, "deltas": c.deltas })
+    match &c.policy {
+        Some(p) => {
+            json!({ "revision": c.revision, "author": c.author, "at": c.at, "deltas": c.deltas, "policy_hash": p.hash })
+        }
+        None => {
+            json!({ "revision": c.revision, "author": c.author, "at": c.at, "deltas": c.deltas })
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -496,93 +991,221 @@ struct Since {
     since: Option<u64>,
 }
 
+/// Counts a follower of the change feed while its stream lives.
+struct Subscriber(Arc<AtomicUsize>);
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+enum Phase {
+    /// Reading stored changes after `after`, a page at a time.
+    Paging,
+    /// Following new changes as they are made.
+    Live,
+    /// The stream ends after what is queued.
+    Done,
+}
+
+struct Feed {
+    service: Arc<Service>,
+    rx: broadcast::Receiver<Arc<Change>>,
+    /// The last revision sent.
+    after: u64,
+    phase: Phase,
+    _subscriber: Subscriber,
+}
+
+fn change_event(c: &Change) -> Event {
+    Event::default()
+        .event("change")
+        .id(c.revision.to_string())
+        .data(change_json(c).to_string())
+}
+
+fn reset_event(revision: u64, after: u64, reason: &str) -> Event {
+    Event::default()
+        .event("reset")
+        .id(revision.to_string())
+        .data(
+            json!({ "revision": revision, "last_sent": after, "reason": reason, "help": "changes were skipped: fetch the state again (a slice or /v1/facts) at this revision; the feed goes on from it" })
+                .to_string(),
+        )
+}
+
+/// The next events of a feed: a page from the store while catching up, then each new
+/// change; a `reset` when the follower fell further behind than the live buffer holds.
+async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)> {
+    loop {
+        match f.phase {
+            Phase::Done => return None,
+            Phase::Paging => {
+                let (after, n, bytes) = (
+                    f.after,
+                    f.service.config.feed_page,
+                    f.service.config.feed_page_bytes,
+                );
+                let page = f
+                    .service
+                    .with_store(move |st| st.changes_page(after, n, bytes))
+                    .await;
+                match page {
+                    Ok(page) if page.is_empty() => f.phase = Phase::Live,
+                    Ok(page) => {
+                        f.after = page.last().map_or(f.after, |c| c.revision);
+                        let events = page.iter().map(|c| Ok(change_event(c))).collect();
+                        return Some((events, f));
+                    }
+                    Err(e) => {
+                        f.phase = Phase::Done;
+                        let event = Event::default().event("error").data(
+                            json!({ "code": "store.failed", "message": e.to_string(), "help": "reconnect with Last-Event-ID" }).to_string(),
+                        );
+                        return Some((vec![Ok(event)], f));
+                    }
+                }
+            }
+            Phase::Live => match f.rx.recv().await {
+                Ok(c) if c.revision <= f.after => {}
+                // The service read its state again from the store: the changes between
+                // are there.
+                Ok(c) if c.revision > f.after + 1 => f.phase = Phase::Paging,
+                Ok(c) => {
+                    f.after = c.revision;
+                    return Some((vec![Ok(change_event(&c))], f));
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    let revision = f.service.revision();
+                    let event = reset_event(
+                        revision,
+                        f.after,
+                        &format!("the follower fell {missed} changes behind the live buffer"),
+                    );
+                    f.after = revision;
+                    return Some((vec![Ok(event)], f));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            },
+        }
+    }
+}
+
 async fn changes(
     State(s): S,
-    Query(q): Query<Since>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<Since>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let live = BroadcastStream::new(s.changes.subscribe());
-    let since = q.since.unwrap_or_else(|| s.revision());
-    let past = {
-        let inner = s.inner.lock().await;
-        inner.store.changes_since(since).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store.failed",
-                e.to_string(),
-                "",
-            )
-        })?
+    // A reconnecting EventSource says where it was; that wins over the query.
+    let last_event = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "request.malformed",
+                        "`Last-Event-ID` must be a revision number",
+                        "",
+                    )
+                })?,
+        ),
+        None => None,
     };
-    let last = past.last().map_or(since, |c| c.revision);
-    let event = |v: Value| {
-        let id = v
-            .get("revision")
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            .to_string();
-        Ok(Event::default().event("change").id(id).data(v.to_string()))
+    let current = s.revision();
+    let since = last_event.or(q.since).unwrap_or(current);
+    if since > current {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "revision.future",
+            format!("revision {since} is ahead of the host's {current}"),
+            "follow from a revision this host has",
+        ));
+    }
+    let count = s.subscribers.fetch_add(1, Ordering::AcqRel);
+    let subscriber = Subscriber(Arc::clone(&s.subscribers));
+    if count >= s.config.max_subscribers {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "host.busy",
+            format!(
+                "{count} followers already; the limit is {}",
+                s.config.max_subscribers
+            ),
+            "retry later",
+        ));
+    }
+    // Subscribed before the first page is read, so nothing falls between the two.
+    let rx = s.changes.subscribe();
+    let mut first = Vec::new();
+    let after = if since < s.base_revision {
+        first.push(Ok(reset_event(
+            current,
+            since,
+            &format!("changes before revision {} are not kept", s.base_revision),
+        )));
+        current
+    } else {
+        since
     };
-    let past = stream::iter(past.into_iter().map(move |c| event(change_json(&c))));
-    let live = live.filter_map(move |m| async move {
-        match m {
-            Ok(v)
-                if v.get("revision")
-                    .and_then(Value::as_u64)
-                    .is_some_and(|r| r > last) =>
-            {
-                Some(event(v))
-            }
-            _ => None,
-        }
-    });
-    Ok(Sse::new(past.chain(live)).keep_alive(KeepAlive::default()))
+    let feed = Feed {
+        service: Arc::clone(&s),
+        rx,
+        after,
+        phase: Phase::Paging,
+        _subscriber: subscriber,
+    };
+    let events = stream::iter(first).chain(stream::unfold(feed, feed_step).flat_map(stream::iter));
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 /// The facts that can influence a principal's decisions: its account's, and nothing of
 /// any other account (tenancy is structural, so nothing outside the account can matter),
 /// with the policy to load them under.
-async fn slice(State(s): S, Path(principal): Path<String>) -> ApiResult {
-    let inner = s.inner.lock().await;
-    let Some(p) = inner.facts.entities.get(&principal) else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "entity.unknown",
-            format!("no principal `{principal}`"),
-            "name a principal as `type:id`",
-        ));
-    };
-    let account = p.account.clone();
-    let entities: Vec<_> = inner
-        .facts
-        .to_doc()
-        .entities
-        .into_iter()
-        .filter(|e| e.account.as_deref().unwrap_or(&e.id) == account)
-        .collect();
-    let keys: std::collections::BTreeSet<String> = entities
-        .iter()
-        .map(|e| format!("{}:{}", e.ty, e.id))
-        .collect();
-    let tuples = inner
-        .facts
-        .to_doc()
-        .tuples
-        .into_iter()
-        .filter(|t| keys.contains(&t.resource))
-        .collect();
-    let facts = FactsJson {
-        revision: inner.facts.revision,
-        entities,
-        tuples,
-    };
-    let policy: Vec<Value> = inner
-        .sources
-        .iter()
-        .map(|s| json!({ "name": s.name, "text": s.text }))
-        .collect();
-    Ok(Json(
-        json!({ "principal": principal, "account": account, "revision": inner.facts.revision, "policy_hash": inner.schema.hash_hex(), "policy": policy, "facts": facts }),
-    ))
+async fn slice(State(s): S, ApiPath(principal): ApiPath<String>) -> ApiResult {
+    let served = s.served();
+    blocking(move || {
+        let Some(p) = served.facts.entities.get(&principal) else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "entity.unknown",
+                format!("no principal `{principal}`"),
+                "name a principal as `type:id`",
+            ));
+        };
+        let account = p.account.clone();
+        let doc = served.facts.to_doc();
+        let entities: Vec<_> = doc
+            .entities
+            .into_iter()
+            .filter(|e| e.account.as_deref().unwrap_or(&e.id) == account)
+            .collect();
+        let keys: std::collections::BTreeSet<String> = entities
+            .iter()
+            .map(|e| format!("{}:{}", e.ty, e.id))
+            .collect();
+        let tuples = doc
+            .tuples
+            .into_iter()
+            .filter(|t| keys.contains(&t.resource))
+            .collect();
+        let facts = FactsJson {
+            revision: served.revision,
+            entities,
+            tuples,
+        };
+        let policy: Vec<Value> = served
+            .sources
+            .iter()
+            .map(|s| json!({ "name": s.name, "text": s.text }))
+            .collect();
+        Ok(Json(
+            json!({ "principal": principal, "account": account, "revision": served.revision, "policy_hash": served.schema.hash_hex(), "policy": policy, "facts": facts }),
+        ))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -605,30 +1228,41 @@ fn policy_errors(e: clearance_core::PolicyErrors) -> ApiError {
     err
 }
 
-async fn validate(Json(body): Json<PolicyBody>) -> ApiResult {
-    let sources: Vec<Source> = body
-        .sources
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| Source::new(s.name, s.text))
-        .collect();
-    let schema = Schema::compile(&sources).map_err(policy_errors)?;
-    Ok(Json(
-        json!({ "valid": true, "policy_hash": schema.hash_hex() }),
-    ))
+fn sources_of(body: PolicyBody) -> Option<Vec<Source>> {
+    body.sources.map(|list| {
+        list.into_iter()
+            .map(|s| Source::new(s.name, s.text))
+            .collect()
+    })
+}
+
+async fn validate(ApiJson(body): ApiJson<PolicyBody>) -> ApiResult {
+    let sources = sources_of(body).unwrap_or_default();
+    blocking(move || {
+        let schema = Schema::compile(&sources).map_err(policy_errors)?;
+        Ok(Json(
+            json!({ "valid": true, "policy_hash": schema.hash_hex() }),
+        ))
+    })
+    .await
 }
 
 /// Replaces the policy atomically: the new one must compile and every fact must hold under
-/// it; otherwise it is refused with its errors and the old one keeps serving.
-async fn reload(State(s): S, Json(body): Json<PolicyBody>) -> ApiResult {
-    let sources = match body.sources {
-        Some(list) => list
-            .into_iter()
-            .map(|s| Source::new(s.name, s.text))
-            .collect(),
+/// it; otherwise it is refused with its errors and the old one keeps serving. An accepted
+/// policy is stored as a change (its sources and hash), so a restart serves it.
+async fn reload(State(s): S, ApiJson(body): ApiJson<PolicyBody>) -> ApiResult {
+    let sources = match sources_of(body) {
+        Some(list) => list,
         None => match &s.policy_dir {
-            Some(dir) => read_policies(dir)
-                .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "policy.unreadable", m, ""))?,
+            Some(dir) => {
+                let dir = dir.clone();
+                blocking(move || {
+                    read_policies(&dir).map_err(|m| {
+                        ApiError::new(StatusCode::BAD_REQUEST, "policy.unreadable", m, "")
+                    })
+                })
+                .await?
+            }
             None => {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -639,17 +1273,58 @@ async fn reload(State(s): S, Json(body): Json<PolicyBody>) -> ApiResult {
             }
         },
     };
-    let schema = Arc::new(Schema::compile(&sources).map_err(policy_errors)?);
-    let mut inner = s.inner.lock().await;
-    let snap =
-        Snapshot::build(Arc::clone(&schema), &inner.facts).map_err(|e| ApiError::bad(e.into()))?;
-    s.runtime
-        .load_snapshot(snap.to_bytes().map_err(|e| ApiError::bad(e.into()))?)
-        .await?;
-    inner.schema = schema;
-    inner.sources = sources;
+    tokio::spawn(async move { apply_reload(&s, sources).await })
+        .await
+        .map_err(|e| ApiError::internal(format!("the reload's task failed: {e}")))?
+}
+
+async fn apply_reload(s: &Arc<Service>, sources: Vec<Source>) -> ApiResult {
+    let compiled = sources.clone();
+    let schema = blocking(move || {
+        Schema::compile(&compiled)
+            .map(Arc::new)
+            .map_err(policy_errors)
+    })
+    .await?;
+    let _writer = s.writer.lock().await;
+    s.resync().await?;
+    let served = s.served();
+    let (facts, next_schema) = (Arc::clone(&served.facts), Arc::clone(&schema));
+    let (next, bytes) = blocking(move || {
+        let mut next = (*facts).clone();
+        next.revision += 1;
+        let bytes = Snapshot::build(next_schema, &next)
+            .and_then(|s| s.to_bytes())
+            .map_err(|e| ApiError::bad(e.into()))?;
+        Ok((next, bytes))
+    })
+    .await?;
+    let prepared = s.runtime.prepare(bytes).await?;
+    let hash = schema.hash_hex();
+    let revision = next.revision;
+    let change = Change {
+        revision,
+        author: "operator".into(),
+        at: now_seconds(),
+        deltas: Vec::new(),
+        policy: Some(StoredPolicy {
+            hash: hash.clone(),
+            sources: sources.clone(),
+        }),
+    };
+    s.commit(
+        change,
+        prepared,
+        Served {
+            revision,
+            schema,
+            sources: Arc::new(sources),
+            facts: Arc::new(next),
+        },
+    )
+    .await?;
     Ok(Json(
-        json!({ "reloaded": true, "policy_hash": inner.schema.hash_hex() }),
+        json!({ "reloaded": true, "policy_hash": hash, "revision": revision }),
     ))
 }
 
@@ -679,10 +1354,100 @@ pub fn with_console(router: Router, files: &ConsoleFiles) -> Router {
         .nest_service("/pkg", ServeDir::new(&files.pkg))
 }
 
-/// Serves the API on `listener` until the task is dropped.
+/// The limits of the HTTP server, against slow and greedy clients.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// How long a client has to send a request's head. hyper starts this clock whenever
+    /// it waits for a head, so it also closes a kept-alive connection left idle this long.
+    pub header_timeout: Duration,
+    /// How long a client has to send a request's body.
+    pub body_timeout: Duration,
+    /// Connections held at once; one more is answered 503 `host.busy` and closed.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serves `app` on `listener` with `limits` until `shutdown` completes.
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        limits.body_timeout,
+    ));
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors or a connection reset before it was taken: wait a
+                // little rather than spin.
+                eprintln!("clearance: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tokio::spawn(refuse(stream, limits.max_connections));
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = connection.await;
+        });
+    }
+}
+
+/// Answers a connection past the cap with 503 `host.busy` and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream, cap: usize) {
+    use tokio::io::AsyncWriteExt;
+    let body = json!({ "error": { "code": "host.busy", "message": format!("the server holds its limit of {cap} connections"), "help": "retry after the time in `retry-after`" }, "allowed": false }).to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Serves the API on `listener`, with the default limits, until the task is dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Arc<Service>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(service)).await
+    serve_with_limits(
+        listener,
+        router(service),
+        ServerLimits::default(),
+        std::future::pending(),
+    )
+    .await
 }

@@ -1,10 +1,19 @@
-//! The durable fact store: every applied list of deltas kept with its revision. The
-//! embedded default is SQLite (bundled, WAL, synchronous writes); the `FactStore` trait
-//! is where a PostgreSQL backend fits for hosts that outgrow one machine.
+//! The durable fact store: the base facts with the policy they were stored under, then
+//! every change with its revision: a list of deltas, or a new policy (its sources and
+//! hash). The embedded default is SQLite (bundled, WAL, synchronous writes); the
+//! `FactStore` trait is where a PostgreSQL backend fits for hosts that outgrow one
+//! machine.
+//!
+//! The store checks itself: the base and every change carry a SHA-256 chained from the
+//! one before, verified on every load, so a changed byte, a changed or missing row is
+//! found and the store refuses to load, naming the revision. A store is seeded only when
+//! it is created, atomically (built under a temporary name, then renamed into place): an
+//! existing file that holds no store is refused, never seeded again.
 
-use clearance_core::{Delta, Facts, FactsJson};
+use clearance_core::{Delta, Facts, FactsJson, Source};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::path::Path;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
 
 /// A store error, with what failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,7 +24,16 @@ fn e(err: impl std::fmt::Display) -> StoreError {
     StoreError(err.to_string())
 }
 
-/// One applied list of deltas.
+/// A stored policy: its sources and the hash they compile to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredPolicy {
+    /// The policy hash (lowercase hex) of the sources.
+    pub hash: String,
+    /// The policy files, in order.
+    pub sources: Vec<Source>,
+}
+
+/// One change: a list of deltas applied, or a new policy.
 #[derive(Debug, Clone)]
 pub struct Change {
     /// The revision it produced.
@@ -24,111 +42,474 @@ pub struct Change {
     pub author: String,
     /// When it was applied (seconds).
     pub at: i64,
-    /// The deltas.
+    /// The deltas (empty for a policy change).
     pub deltas: Vec<Delta>,
+    /// The new policy, for a policy change.
+    pub policy: Option<StoredPolicy>,
+}
+
+/// What a store holds: the base, the policy it was stored under (none for a store from
+/// before policies were stored), and every change since, verified.
+#[derive(Debug)]
+pub struct Stored {
+    /// The base facts.
+    pub base: Facts,
+    /// The policy of the base.
+    pub policy: Option<StoredPolicy>,
+    /// Every change after the base, in order.
+    pub changes: Vec<Change>,
 }
 
 /// Where facts live durably.
 pub trait FactStore: Send {
-    /// The base facts and every change since, or `None` for an empty store.
-    fn load(&self) -> Result<Option<(Facts, Vec<Change>)>, StoreError>;
-    /// Starts the store with base facts.
-    fn init(&mut self, base: &Facts) -> Result<(), StoreError>;
-    /// Appends a change; returns only once it is durable.
+    /// Everything stored, with every checksum verified.
+    fn load(&self) -> Result<Stored, StoreError>;
+    /// Appends a change; returns only once it is durable. Fails, storing nothing, if the
+    /// revision is taken or is not the next one.
     fn append(&mut self, change: &Change) -> Result<(), StoreError>;
-    /// The changes after `revision`, in order.
-    fn changes_since(&self, revision: u64) -> Result<Vec<Change>, StoreError>;
+    /// The last revision stored.
+    fn last_revision(&self) -> Result<u64, StoreError>;
+    /// The changes after `revision`, in order: at most `max_count` of them and, past the
+    /// first, at most about `max_bytes` of stored text.
+    fn changes_page(
+        &self,
+        revision: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Change>, StoreError>;
 }
+
+/// The store format this host writes (SQLite's `user_version`). Version 1, from before
+/// the store checked itself or kept its policy, had no `user_version`; it is migrated.
+pub const FORMAT: i64 = 2;
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
     conn: Connection,
+    /// The checksum of the last change (or of the base), which the next one chains from.
+    last: Option<(u64, String)>,
+}
+
+fn hash_fields(fields: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for f in fields {
+        h.update((f.len() as u64).to_le_bytes());
+        h.update(f);
+    }
+    clearance_core::policy::hex(&h.finalize())
+}
+
+fn base_checksum(revision: u64, facts: &str, policy: Option<&str>) -> String {
+    hash_fields(&[
+        b"clearance.base.v2",
+        &revision.to_le_bytes(),
+        facts.as_bytes(),
+        policy.unwrap_or("").as_bytes(),
+    ])
+}
+
+fn change_checksum(prev: &str, row: &Row) -> String {
+    hash_fields(&[
+        b"clearance.change.v2",
+        prev.as_bytes(),
+        &row.revision.to_le_bytes(),
+        row.author.as_bytes(),
+        &row.at.to_le_bytes(),
+        row.deltas.as_bytes(),
+        row.policy.as_deref().unwrap_or("").as_bytes(),
+    ])
+}
+
+/// A change as stored.
+struct Row {
+    revision: u64,
+    author: String,
+    at: i64,
+    deltas: String,
+    policy: Option<String>,
+    checksum: Option<String>,
+}
+
+impl Row {
+    fn of(c: &Change) -> Result<Row, StoreError> {
+        Ok(Row {
+            revision: c.revision,
+            author: c.author.clone(),
+            at: c.at,
+            deltas: serde_json::to_string(&c.deltas).map_err(e)?,
+            policy: c
+                .policy
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(e)?,
+            checksum: None,
+        })
+    }
+
+    fn change(&self) -> Result<Change, StoreError> {
+        let at = |m: String| StoreError(format!("revision {}: {m}", self.revision));
+        Ok(Change {
+            revision: self.revision,
+            author: self.author.clone(),
+            at: self.at,
+            deltas: serde_json::from_str(&self.deltas).map_err(|x| at(x.to_string()))?,
+            policy: self
+                .policy
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|x| at(x.to_string()))?,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        self.deltas.len() + self.policy.as_ref().map_or(0, String::len) + self.author.len()
+    }
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE base (id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL,
+                       facts TEXT NOT NULL, policy TEXT, checksum TEXT NOT NULL);
+    CREATE TABLE changes (revision INTEGER PRIMARY KEY, author TEXT NOT NULL,
+                          at INTEGER NOT NULL, deltas TEXT NOT NULL, policy TEXT,
+                          checksum TEXT NOT NULL);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+fn rows(conn: &Connection, since: u64, limit: i64) -> Result<Vec<Row>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT revision, author, at, deltas, policy, checksum FROM changes
+             WHERE revision > ?1 ORDER BY revision LIMIT ?2",
+        )
+        .map_err(e)?;
+    let mapped = stmt
+        .query_map(params![since as i64, limit], |r| {
+            Ok(Row {
+                revision: r.get::<_, i64>(0)? as u64,
+                author: r.get(1)?,
+                at: r.get(2)?,
+                deltas: r.get(3)?,
+                policy: r.get(4)?,
+                checksum: r.get(5)?,
+            })
+        })
+        .map_err(e)?;
+    mapped.map(|r| r.map_err(e)).collect()
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(e)?;
+    Ok(())
+}
+
+fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(e)
+}
+
+fn has_table(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(e)
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the store at `path`.
+    /// Opens the store at `path`, or creates it, seeded with `seed()` (the facts and the
+    /// policy they are stored under), when no file is there. Returns whether it was
+    /// created. An existing file that is not a complete store is refused, never seeded:
+    /// that is what a store looks like whose write-ahead log was lost.
+    pub fn open_or_create(
+        path: &Path,
+        seed: impl FnOnce() -> Result<(Facts, StoredPolicy), String>,
+    ) -> Result<(SqliteStore, bool), StoreError> {
+        if path.exists() {
+            return Ok((SqliteStore::open(path)?, false));
+        }
+        let (facts, policy) = seed().map_err(StoreError)?;
+        let creating = PathBuf::from(format!("{}.creating", path.display()));
+        for stale in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(format!("{}{stale}", creating.display()));
+        }
+        {
+            let mut conn = Connection::open(&creating).map_err(e)?;
+            conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
+            let tx = conn.transaction().map_err(e)?;
+            tx.execute_batch(SCHEMA).map_err(e)?;
+            let text = serde_json::to_string(&facts.to_doc()).map_err(e)?;
+            let policy = serde_json::to_string(&policy).map_err(e)?;
+            tx.execute(
+                "INSERT INTO base (id, revision, facts, policy, checksum) VALUES (1, ?1, ?2, ?3, ?4)",
+                params![
+                    facts.revision as i64,
+                    text,
+                    policy,
+                    base_checksum(facts.revision, &text, Some(&policy))
+                ],
+            )
+            .map_err(e)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('created', ?1)",
+                [crate::service::now_seconds().to_string()],
+            )
+            .map_err(e)?;
+            tx.pragma_update(None, "user_version", FORMAT).map_err(e)?;
+            tx.commit().map_err(e)?;
+            conn.close().map_err(|(_, x)| e(x))?;
+        }
+        std::fs::File::open(&creating)
+            .and_then(|f| f.sync_all())
+            .map_err(e)?;
+        std::fs::rename(&creating, path).map_err(e)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok((SqliteStore::open(path)?, true))
+    }
+
+    /// Opens an existing store, migrating one of format 1; refuses a file that holds no
+    /// store or one of a newer format.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = Connection::open(path).map_err(e)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS base (id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL, facts TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS changes (revision INTEGER PRIMARY KEY, author TEXT NOT NULL, at INTEGER NOT NULL, deltas TEXT NOT NULL);",
-        )
-        .map_err(e)?;
-        Ok(SqliteStore { conn })
+        if !path.exists() {
+            return Err(StoreError(format!("{}: no store here", path.display())));
+        }
+        let mut conn = Connection::open(path).map_err(e)?;
+        configure(&conn)?;
+        let version = user_version(&conn)?;
+        let empty = || {
+            StoreError(format!(
+                "{} exists but holds no complete store (was its -wal file lost?); it is never seeded again: restore it from a backup, or remove it to start afresh",
+                path.display()
+            ))
+        };
+        match version {
+            FORMAT => {}
+            0 if has_table(&conn, "base")? && has_table(&conn, "changes")? => {
+                migrate_from_1(&mut conn)?;
+                eprintln!(
+                    "clearance: migrated the store at {} to format {FORMAT}",
+                    path.display()
+                );
+            }
+            0 => return Err(empty()),
+            v => {
+                return Err(StoreError(format!(
+                    "{} is of store format {v}, newer than this host's {FORMAT}",
+                    path.display()
+                )));
+            }
+        }
+        let base: Option<i64> = conn
+            .query_row("SELECT revision FROM base WHERE id = 1", [], |r| r.get(0))
+            .optional()
+            .map_err(e)?;
+        if base.is_none() {
+            return Err(empty());
+        }
+        Ok(SqliteStore { conn, last: None })
     }
 }
 
-fn rows(conn: &Connection, since: u64) -> Result<Vec<Change>, StoreError> {
-    let mut stmt = conn.prepare("SELECT revision, author, at, deltas FROM changes WHERE revision > ?1 ORDER BY revision").map_err(e)?;
-    let mapped = stmt
-        .query_map(params![since as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-            ))
+/// Format 1 to 2: the checksum and policy columns, the checksums computed over what is
+/// there (format 1 had none to verify), and a policy the host adopts from its files on
+/// the next start, as a change of its own.
+fn migrate_from_1(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(e)?;
+    tx.execute_batch(
+        "ALTER TABLE base ADD COLUMN policy TEXT;
+         ALTER TABLE base ADD COLUMN checksum TEXT;
+         ALTER TABLE changes ADD COLUMN policy TEXT;
+         ALTER TABLE changes ADD COLUMN checksum TEXT;
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    )
+    .map_err(e)?;
+    let base: Option<(i64, String)> = tx
+        .query_row("SELECT revision, facts FROM base WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
         })
+        .optional()
         .map_err(e)?;
-    let mut out = Vec::new();
-    for row in mapped {
-        let (revision, author, at, deltas) = row.map_err(e)?;
-        let deltas: Vec<Delta> = serde_json::from_str(&deltas).map_err(e)?;
-        out.push(Change {
-            revision: revision as u64,
-            author,
-            at,
-            deltas,
-        });
+    if let Some((revision, facts)) = base {
+        let mut prev = base_checksum(revision as u64, &facts, None);
+        tx.execute("UPDATE base SET checksum = ?1 WHERE id = 1", [&prev])
+            .map_err(e)?;
+        for row in rows(&tx, revision as u64, i64::MAX)? {
+            prev = change_checksum(&prev, &row);
+            tx.execute(
+                "UPDATE changes SET checksum = ?1 WHERE revision = ?2",
+                params![prev, row.revision as i64],
+            )
+            .map_err(e)?;
+        }
     }
-    Ok(out)
+    tx.pragma_update(None, "user_version", FORMAT).map_err(e)?;
+    tx.commit().map_err(e)
+}
+
+impl SqliteStore {
+    /// The checksum the next change chains from.
+    fn tail(&mut self) -> Result<(u64, String), StoreError> {
+        if let Some(t) = &self.last {
+            return Ok(t.clone());
+        }
+        let last: Option<(i64, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT revision, checksum FROM changes ORDER BY revision DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(e)?;
+        let tail = match last {
+            Some((revision, Some(sum))) => (revision as u64, sum),
+            Some((revision, None)) => {
+                return Err(StoreError(format!("revision {revision}: no checksum")));
+            }
+            None => self
+                .conn
+                .query_row(
+                    "SELECT revision, checksum FROM base WHERE id = 1",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+                )
+                .map_err(e)?,
+        };
+        self.last = Some(tail.clone());
+        Ok(tail)
+    }
 }
 
 impl FactStore for SqliteStore {
-    fn load(&self) -> Result<Option<(Facts, Vec<Change>)>, StoreError> {
-        let base: Option<(i64, String)> = self
-            .conn
-            .query_row("SELECT revision, facts FROM base WHERE id = 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(e)?;
-        let Some((revision, text)) = base else {
-            return Ok(None);
-        };
-        let mut doc: FactsJson = serde_json::from_str(&text).map_err(e)?;
-        doc.revision = revision as u64;
-        let facts = Facts::from_doc(doc).map_err(e)?;
-        let changes = rows(&self.conn, revision as u64)?;
-        Ok(Some((facts, changes)))
-    }
-
-    fn init(&mut self, base: &Facts) -> Result<(), StoreError> {
-        let text = serde_json::to_string(&base.to_doc()).map_err(e)?;
-        let tx = self.conn.transaction().map_err(e)?;
-        tx.execute("DELETE FROM changes", []).map_err(e)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO base (id, revision, facts) VALUES (1, ?1, ?2)",
-            params![base.revision as i64, text],
-        )
-        .map_err(e)?;
-        tx.commit().map_err(e)
+    fn load(&self) -> Result<Stored, StoreError> {
+        let (revision, text, policy, checksum): (i64, String, Option<String>, Option<String>) =
+            self.conn
+                .query_row(
+                    "SELECT revision, facts, policy, checksum FROM base WHERE id = 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .map_err(e)?;
+        let revision = revision as u64;
+        let computed = base_checksum(revision, &text, policy.as_deref());
+        if checksum.as_deref() != Some(computed.as_str()) {
+            return Err(StoreError(format!(
+                "the base facts (revision {revision}) do not match their checksum: the store was changed outside Clearance; restore it from a backup"
+            )));
+        }
+        let mut doc: FactsJson = serde_json::from_str(&text)
+            .map_err(|x| StoreError(format!("the base facts (revision {revision}): {x}")))?;
+        doc.revision = revision;
+        let base = Facts::from_doc(doc)
+            .map_err(|x| StoreError(format!("the base facts (revision {revision}): {x}")))?;
+        let policy: Option<StoredPolicy> = policy
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|x| StoreError(format!("the base policy: {x}")))?;
+        let mut prev = computed;
+        let mut expected = revision + 1;
+        let mut changes = Vec::new();
+        loop {
+            let page = rows(&self.conn, expected - 1, 1024)?;
+            if page.is_empty() {
+                break;
+            }
+            for row in page {
+                if row.revision != expected {
+                    return Err(StoreError(format!(
+                        "revision {expected} is missing (the next stored is {}): the store was changed outside Clearance; restore it from a backup",
+                        row.revision
+                    )));
+                }
+                let sum = change_checksum(&prev, &row);
+                if row.checksum.as_deref() != Some(sum.as_str()) {
+                    return Err(StoreError(format!(
+                        "revision {} does not match its checksum: the store was changed outside Clearance; restore it from a backup",
+                        row.revision
+                    )));
+                }
+                changes.push(row.change()?);
+                prev = sum;
+                expected += 1;
+            }
+        }
+        Ok(Stored {
+            base,
+            policy,
+            changes,
+        })
     }
 
     fn append(&mut self, change: &Change) -> Result<(), StoreError> {
-        let deltas = serde_json::to_string(&change.deltas).map_err(e)?;
-        self.conn
-            .execute(
-                "INSERT INTO changes (revision, author, at, deltas) VALUES (?1, ?2, ?3, ?4)",
-                params![change.revision as i64, change.author, change.at, deltas],
-            )
-            .map_err(e)?;
-        Ok(())
+        let (last, prev) = self.tail()?;
+        if change.revision != last + 1 {
+            return Err(StoreError(format!(
+                "revision {} is not next: the store is at {last}",
+                change.revision
+            )));
+        }
+        let mut row = Row::of(change)?;
+        let sum = change_checksum(&prev, &row);
+        row.checksum = Some(sum.clone());
+        let inserted = self.conn.execute(
+            "INSERT INTO changes (revision, author, at, deltas, policy, checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                row.revision as i64,
+                row.author,
+                row.at,
+                row.deltas,
+                row.policy,
+                row.checksum
+            ],
+        );
+        match inserted {
+            Ok(_) => {
+                self.last = Some((change.revision, sum));
+                Ok(())
+            }
+            Err(x) => {
+                // What is stored is read again before the next append.
+                self.last = None;
+                Err(e(x))
+            }
+        }
     }
 
-    fn changes_since(&self, revision: u64) -> Result<Vec<Change>, StoreError> {
-        rows(&self.conn, revision)
+    fn last_revision(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT MAX((SELECT revision FROM base WHERE id = 1), COALESCE((SELECT MAX(revision) FROM changes), 0))",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|r| r as u64)
+            .map_err(e)
+    }
+
+    fn changes_page(
+        &self,
+        revision: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for row in rows(&self.conn, revision, max_count.max(1) as i64)? {
+            bytes += row.bytes();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(row.change()?);
+        }
+        Ok(out)
     }
 }

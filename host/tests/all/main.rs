@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod cli;
+mod faults;
 mod service;
+mod soak;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -37,7 +39,7 @@ fn runtime(config: RuntimeConfig) -> Arc<Runtime> {
     Arc::new(Runtime::new(&wasm, &hash, config).expect("the runtime starts"))
 }
 
-fn snapshot() -> Snapshot {
+pub(crate) fn snapshot() -> Snapshot {
     let mut files: Vec<_> = std::fs::read_dir(root().join("policies"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -4,15 +4,16 @@
 
 use super::{artifact, block, root};
 use clearance_core::{Facts, FactsJson, Schema, Snapshot, Source};
-use clearance_host::service::{ConsoleFiles, ROUTES, Service, read_policies, router, with_console};
-use clearance_host::store::SqliteStore;
+use clearance_host::service::{
+    ConsoleFiles, ROUTES, Service, ServiceConfig, read_policies, router, with_console,
+};
 use clearance_host::{Runtime, RuntimeConfig};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const NOW: &str = "2026-05-01T10:00:00Z";
+pub(crate) const NOW: &str = "2026-05-01T10:00:00Z";
 
 fn demo_facts() -> Facts {
     let mut merged = FactsJson::default();
@@ -43,15 +44,15 @@ fn runtime() -> Arc<Runtime> {
 }
 
 /// A server on a loopback port over the store at `db`; returns its base URL.
-async fn serve(db: &Path) -> (String, Arc<Service>) {
+pub(crate) async fn serve(db: &Path) -> (String, Arc<Service>) {
     let policies = root().join("policies");
-    let store = SqliteStore::open(db).unwrap();
-    let service = Service::start(
+    let service = Service::open(
         runtime(),
         read_policies(&policies).unwrap(),
-        Box::new(store),
+        db,
         || Ok(demo_facts()),
         Some(policies),
+        ServiceConfig::default(),
     )
     .await
     .unwrap();
@@ -63,12 +64,18 @@ async fn serve(db: &Path) -> (String, Arc<Service>) {
     };
     let app = with_console(router(Arc::clone(&service)), &files);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = clearance_host::service::serve_with_limits(
+            listener,
+            app,
+            Default::default(),
+            std::future::pending(),
+        )
+        .await;
     });
     (format!("http://{addr}"), service)
 }
 
-fn temp_db(name: &str) -> PathBuf {
+pub(crate) fn temp_db(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("clearance-service-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -647,5 +654,260 @@ fn creating_an_event_applies_the_auto_assignment_rules() {
             .collect();
         assert_eq!(assigned.len(), 1);
         assert_eq!(assigned[0]["subject"], "organization:jetfix");
+    });
+}
+
+#[test]
+fn a_reloaded_policy_is_stored_and_a_restart_serves_it_with_the_writes_made_under_it() {
+    let db = temp_db("reload-restart");
+    let hangar = "type hangar {\n  label: string?\n  owner_org: organization\n  created_by: user\n  permission create = owner_org->internal & created_by\n  on create = create\n}\n";
+    let (reloaded_hash, revision) = block(async {
+        let (base, _s) = serve(&db).await;
+        let c = reqwest::Client::new();
+        let mut sources: Vec<Value> = read_policies(&root().join("policies"))
+            .unwrap()
+            .iter()
+            .map(|s| json!({ "name": s.name, "text": s.text }))
+            .collect();
+        sources.push(json!({ "name": "policies/hangar.policy", "text": hangar }));
+        let (status, answer) = post(
+            &c,
+            &format!("{base}/v1/policy/reload"),
+            json!({ "sources": sources }),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let add = |rel: &str, s: &str| json!({ "op": "add_tuple", "tuple": { "resource": "hangar:h1", "relation": rel, "subject": s } });
+        let w = json!({ "author": "user:occ_controller", "now": NOW, "deltas": [
+            { "op": "add_entity", "entity": { "type": "hangar", "id": "h1", "account": "skyways" } },
+            add("owner_org", "organization:skyways_occ"),
+            add("created_by", "user:occ_controller"),
+        ] });
+        let (status, written) = post(&c, &format!("{base}/v1/facts"), w).await;
+        assert_eq!(status, 200, "{written}");
+        assert_eq!(
+            written["revision"],
+            answer["revision"].as_u64().unwrap() + 1
+        );
+        (
+            answer["policy_hash"].as_str().unwrap().to_string(),
+            written["revision"].as_u64().unwrap(),
+        )
+    });
+    // The files on disk do not have the hangar type: the stored policy wins.
+    block(async {
+        let (base, s) = serve(&db).await;
+        let c = reqwest::Client::new();
+        let (_, rev) = get(&c, &format!("{base}/v1/revision")).await;
+        assert_eq!(rev["revision"], revision);
+        assert_eq!(rev["policy_hash"], reloaded_hash.as_str());
+        assert_eq!(s.policy_hash(), reloaded_hash);
+        let (_, facts) = get(&c, &format!("{base}/v1/facts")).await;
+        assert!(
+            facts["entities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["type"] == "hangar" && e["id"] == "h1")
+        );
+        // The policy change is in the change feed, with its hash.
+        let mut feed = c
+            .get(format!("{base}/v1/changes?since={}", revision - 2))
+            .send()
+            .await
+            .unwrap()
+            .bytes_stream();
+        let mut text = String::new();
+        while !text.contains(&format!("id: {revision}")) {
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), feed.next())
+                .await
+                .expect("the feed went quiet")
+                .unwrap()
+                .unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(text.contains(&reloaded_hash), "{text}");
+    });
+}
+
+#[test]
+fn every_rejection_has_the_api_error_shape_and_bodies_are_bounded() {
+    block(async {
+        let (base, _s) = serve(&temp_db("shapes")).await;
+        let c = reqwest::Client::new();
+        // Not JSON, wrong content type, too large, wrong method: each a JSON error.
+        let not_json = c
+            .post(format!("{base}/v1/check"))
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await
+            .unwrap();
+        let no_type = c
+            .post(format!("{base}/v1/check"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let method = c.delete(format!("{base}/v1/check")).send().await.unwrap();
+        let query = c
+            .get(format!("{base}/v1/changes?since=minus"))
+            .send()
+            .await
+            .unwrap();
+        for (r, status, code) in [
+            (not_json, 400, "request.malformed"),
+            (no_type, 415, "request.malformed"),
+            (method, 405, "route.method"),
+            (query, 400, "request.malformed"),
+        ] {
+            assert_eq!(r.status().as_u16(), status);
+            let body: Value = r.json().await.expect("a JSON error body");
+            assert_eq!(body["error"]["code"], code, "{body}");
+            assert_eq!(body["allowed"], false);
+        }
+        // A body past the limit is refused from its declared length, before it is read.
+        let addr = base.trim_start_matches("http://").to_string();
+        let answer = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"POST /v1/facts HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 5242880\r\nconnection: close\r\n\r\n").unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            text
+        })
+        .await
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("request.too_large"), "{answer}");
+    });
+}
+
+#[test]
+fn slow_and_surplus_connections_are_closed_not_held() {
+    use std::io::{Read, Write};
+    block(async {
+        let policies = root().join("policies");
+        let service = Service::open(
+            runtime(),
+            read_policies(&policies).unwrap(),
+            &temp_db("limits"),
+            || Ok(demo_facts()),
+            None,
+            ServiceConfig::default(),
+        )
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = clearance_host::service::ServerLimits {
+            header_timeout: std::time::Duration::from_secs(1),
+            max_connections: 50,
+            ..Default::default()
+        };
+        tokio::spawn(clearance_host::service::serve_with_limits(
+            listener,
+            router(service),
+            limits,
+            std::future::pending(),
+        ));
+        let outcome = tokio::task::spawn_blocking(move || {
+            // 200 connections that never finish their headers.
+            let mut held: Vec<std::net::TcpStream> = (0..200)
+                .map(|_| {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    let _ = s.write_all(b"GET /v1/revision HTTP/1.1\r\nHost: x\r\n");
+                    s
+                })
+                .collect();
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            let (mut closed, mut busy) = (0, 0);
+            for s in &mut held {
+                s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                    .unwrap();
+                let mut text = Vec::new();
+                match s.read_to_end(&mut text) {
+                    Ok(_) => closed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+                    Err(_) => {}
+                }
+                if String::from_utf8_lossy(&text).contains("host.busy") {
+                    busy += 1;
+                }
+            }
+            (closed, busy)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            outcome.0, 200,
+            "connections still held after the header timeout"
+        );
+        assert!(
+            outcome.1 >= 100,
+            "only {} surplus connections were told busy",
+            outcome.1
+        );
+        // And the server still answers.
+        let (status, _) = get(
+            &reqwest::Client::new(),
+            &format!("http://{addr}/v1/revision"),
+        )
+        .await;
+        assert_eq!(status, 200);
+    });
+}
+
+/// A policy whose evaluation would double forty times is refused before it runs, with
+/// where it is, by validation and by reload alike; compiling it does not hold up checks.
+#[test]
+fn an_exponential_policy_is_refused_at_validation_with_its_location() {
+    block(async {
+        let (base, _s) = serve(&temp_db("exponential")).await;
+        let c = reqwest::Client::new();
+        let mut text = String::from("type hangar {\n  keeper: user\n  permission p0 = keeper\n");
+        for k in 1..=40 {
+            text.push_str(&format!("  permission p{k} = p{} | p{}\n", k - 1, k - 1));
+        }
+        text.push_str("}\n");
+        let mut sources: Vec<Value> = read_policies(&root().join("policies"))
+            .unwrap()
+            .iter()
+            .map(|s| json!({ "name": s.name, "text": s.text }))
+            .collect();
+        sources.push(json!({ "name": "policies/hangar.policy", "text": text }));
+        let (_, before) = get(&c, &format!("{base}/v1/revision")).await;
+        for route in ["validate", "reload"] {
+            let (status, answer) = post(
+                &c,
+                &format!("{base}/v1/policy/{route}"),
+                json!({ "sources": sources }),
+            )
+            .await;
+            assert_eq!(status, 400, "{route}: {answer}");
+            assert_eq!(answer["error"]["code"], "policy.invalid");
+            let p40 = answer["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["message"].as_str().unwrap().contains("`hangar.p40`"))
+                .unwrap_or_else(|| panic!("{route}: no error for p40: {answer}"));
+            assert_eq!(p40["file"], "policies/hangar.policy");
+            assert_eq!(
+                (p40["line"].clone(), p40["col"].clone()),
+                (json!(43), json!(14))
+            );
+        }
+        let (_, after) = get(&c, &format!("{base}/v1/revision")).await;
+        assert_eq!(before, after, "a refused policy changed what is served");
+        let (_, d) = post(
+            &c,
+            &format!("{base}/v1/check"),
+            req("user:aeroserv_tech", "view", "event:aog_lhr"),
+        )
+        .await;
+        assert_eq!(d["allowed"], true);
     });
 }

@@ -1,0 +1,495 @@
+//! Faults, against the real `clearance serve` process on loopback: killed with SIGKILL in
+//! the middle of writes, its store changed behind its back or stripped of its
+//! write-ahead log, a compiled module planted in its cache. Each must end in the truth:
+//! every acknowledged write present and whole, nothing refused stored, a changed store
+//! refused with the revision named, a lost log never re-seeded, a planted module never
+//! run.
+
+use super::{artifact, block, root};
+use clearance_host::{Runtime, RuntimeConfig};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+const NOW: &str = "2026-05-01T10:00:00Z";
+
+/// A `clearance serve` process on a loopback port.
+struct Server {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("clearance-faults-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts the server on `db`; `Err` with everything it printed if it exits instead.
+fn start(db: &Path, extra: &[&str]) -> Result<Server, String> {
+    let root = root();
+    // `CLEARANCE_BIN` runs these faults against another build of the server.
+    let bin = std::env::var_os("CLEARANCE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_clearance")));
+    let mut child = Command::new(bin)
+        .current_dir(&root)
+        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+        .arg(db)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+            if let Some(rest) = line.split("API at http://").nth(1) {
+                let addr = rest.split('/').next().unwrap_or_default().to_string();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
+            return Ok(Server {
+                child,
+                base: format!("http://{addr}"),
+                log,
+            });
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            std::thread::sleep(Duration::from_millis(100));
+            return Err(log.lock().unwrap().clone());
+        }
+        assert!(Instant::now() < deadline, "the server did not start");
+    }
+}
+
+fn create_event(id: &str) -> Value {
+    let add = |rel: &str, s: &str| json!({ "op": "add_tuple", "tuple": { "resource": format!("event:{id}"), "relation": rel, "subject": s } });
+    json!([
+        { "op": "add_entity", "entity": { "type": "event", "id": id, "account": "skyways", "attrs": { "ends_at": "2026-05-03T00:00:00Z" } } },
+        add("station", "station:lhr"),
+        add("owner_org", "organization:skyways_occ"),
+        add("created_by", "user:occ_controller"),
+    ])
+}
+
+async fn facts(base: &str) -> Value {
+    reqwest::get(format!("{base}/v1/facts"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Event id -> the relations of the tuples that name it as their resource.
+fn events(facts: &Value) -> std::collections::HashMap<String, Vec<String>> {
+    let mut out: std::collections::HashMap<String, Vec<String>> = facts["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "event")
+        .map(|e| (e["id"].as_str().unwrap().to_string(), Vec::new()))
+        .collect();
+    for t in facts["tuples"].as_array().unwrap() {
+        if let Some(id) = t["resource"].as_str().unwrap().strip_prefix("event:")
+            && let Some(rels) = out.get_mut(id)
+        {
+            rels.push(t["relation"].as_str().unwrap().to_string());
+        }
+    }
+    out
+}
+
+/// Whether an event created by [`create_event`] is whole: its entity and its three
+/// tuples (the policy may derive more, EV5).
+fn whole(relations: Option<&Vec<String>>) -> bool {
+    relations.is_some_and(|r| {
+        ["station", "owner_org", "created_by"]
+            .iter()
+            .all(|x| r.iter().any(|y| y == x))
+    })
+}
+
+#[test]
+fn sigkill_during_writes_loses_no_acknowledged_write_and_stores_no_refused_one() {
+    let dir = temp_dir("sigkill");
+    let db = dir.join("facts.db");
+    let mut acked: Vec<String> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
+    let mut in_flight: Vec<String> = Vec::new();
+    for round in 0..20u64 {
+        let server = start(&db, &[]).unwrap_or_else(|log| panic!("round {round}: {log}"));
+        let base = server.base.clone();
+        let before = block(facts(&base));
+        let present = events(&before);
+        // Every acknowledged write so far is there, whole; nothing refused is.
+        for id in &acked {
+            assert!(
+                whole(present.get(id)),
+                "round {round}: acknowledged {id} is missing or half-applied"
+            );
+        }
+        for id in &refused {
+            assert!(
+                !present.contains_key(id),
+                "round {round}: refused {id} is stored"
+            );
+        }
+        for id in &in_flight {
+            assert!(
+                !present.contains_key(id) || whole(present.get(id)),
+                "round {round}: {id} is half-applied"
+            );
+        }
+        in_flight.clear();
+        // Two writers and four checkers, until the kill.
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcome = Arc::new(Mutex::new((Vec::new(), Vec::new(), Vec::new())));
+        let kill_after = Duration::from_millis(150 + (round * 137) % 500);
+        let pid = server.child.id();
+        block(async {
+            let c = reqwest::Client::new();
+            let mut tasks = Vec::new();
+            for w in 0..2 {
+                let (c, base, stop, outcome) = (
+                    c.clone(),
+                    base.clone(),
+                    Arc::clone(&stop),
+                    Arc::clone(&outcome),
+                );
+                tasks.push(tokio::spawn(async move {
+                    let mut k = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        k += 1;
+                        let id = format!("kill_{round}_{w}_{k}");
+                        outcome.lock().unwrap().2.push(id.clone());
+                        let sent = c
+                            .post(format!("{base}/v1/facts"))
+                            .json(&json!({ "author": "user:occ_controller", "now": NOW, "deltas": create_event(&id) }))
+                            .send()
+                            .await;
+                        let Ok(r) = sent else { break };
+                        let status = r.status().as_u16();
+                        let Ok(body) = r.json::<Value>().await else {
+                            break;
+                        };
+                        let mut o = outcome.lock().unwrap();
+                        o.2.retain(|x| x != &id);
+                        match status {
+                            200 => o.0.push(id),
+                            _ if body["error"]["code"] == "store.unknown" => o.2.push(id),
+                            _ => o.1.push(id),
+                        }
+                    }
+                }));
+            }
+            for k in 0..4 {
+                let (c, base, stop) = (c.clone(), base.clone(), Arc::clone(&stop));
+                tasks.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = c
+                            .post(format!("{base}/v1/check"))
+                            .json(&json!({ "principal": "user:aeroserv_tech", "action": "view", "resource": "event:aog_lhr", "now": NOW, "k": k }))
+                            .send()
+                            .await;
+                        if r.is_err() {
+                            break;
+                        }
+                    }
+                }));
+            }
+            tokio::time::sleep(kill_after).await;
+            Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        drop(server);
+        let (a, r, f) = std::mem::take(&mut *outcome.lock().unwrap());
+        acked.extend(a);
+        refused.extend(r);
+        in_flight.extend(f);
+    }
+    let server = start(&db, &[]).unwrap();
+    let present = events(&block(facts(&server.base)));
+    for id in &acked {
+        assert!(whole(present.get(id)), "acknowledged {id}");
+    }
+    for id in &refused {
+        assert!(!present.contains_key(id), "refused {id} is stored");
+    }
+    eprintln!(
+        "sigkill: 20 rounds, {} writes acknowledged and present, {} refused and absent",
+        acked.len(),
+        refused.len()
+    );
+    assert!(acked.len() >= 20, "too few writes to tell");
+}
+
+fn write_some(base: &str, n: usize) {
+    block(async {
+        let c = reqwest::Client::new();
+        for k in 0..n {
+            let r = c
+                .post(format!("{base}/v1/facts"))
+                .json(&json!({ "author": "user:occ_controller", "now": NOW, "deltas": create_event(&format!("w{k}")) }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    });
+}
+
+#[test]
+fn a_store_changed_behind_the_hosts_back_refuses_to_start_naming_the_revision() {
+    let dir = temp_dir("tamper");
+    let db = dir.join("facts.db");
+    let server = start(&db, &[]).unwrap();
+    write_some(&server.base, 3);
+    drop(server);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    // One changed character in a stored change.
+    let n = conn
+        .execute(
+            "UPDATE changes SET deltas = replace(deltas, 'station:lhr', 'station:lhx') WHERE revision = 2",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(conn);
+    let log = start(&db, &[]).err().expect("a changed change was served");
+    assert!(log.contains("revision 2"), "{log}");
+
+    // One changed digit in the base facts: an expiry moved by years.
+    let dir = temp_dir("tamper-base");
+    let db = dir.join("facts.db");
+    drop(start(&db, &[]).unwrap());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let facts: String = conn
+        .query_row("SELECT facts FROM base", [], |r| r.get(0))
+        .unwrap();
+    let i = facts.find("\"2026-").expect("a timestamp in the facts") + 1;
+    let mut changed = facts.clone();
+    changed.replace_range(i..i + 4, "2058");
+    conn.execute("UPDATE base SET facts = ?1", [changed])
+        .unwrap();
+    drop(conn);
+    let log = start(&db, &[])
+        .err()
+        .expect("changed base facts were served");
+    assert!(log.contains("base facts (revision 0)"), "{log}");
+}
+
+#[test]
+fn a_store_that_lost_its_log_is_never_seeded_again() {
+    let dir = temp_dir("wal");
+    let db = dir.join("facts.db");
+    let server = start(&db, &[]).unwrap();
+    write_some(&server.base, 2);
+    // A crash: no checkpoint, then the log is lost.
+    drop(server);
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    let _ = std::fs::remove_file(&wal);
+    match start(&db, &[]) {
+        Ok(server) => {
+            let log = server.log.lock().unwrap().clone();
+            assert!(
+                !log.contains("seeding") && !log.contains("created the store"),
+                "the store was seeded again: {log}"
+            );
+        }
+        Err(log) => assert!(log.contains("never seeded again"), "{log}"),
+    }
+    // A store file that holds nothing at all is refused, not seeded.
+    let empty = dir.join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let log = start(&empty, &[])
+        .err()
+        .expect("an empty store file was seeded");
+    assert!(log.contains("never seeded again"), "{log}");
+}
+
+#[test]
+fn a_planted_compiled_module_is_refused_and_compiled_again() {
+    let (wasm, hash) = artifact();
+    let cache = temp_dir("cwasm");
+    let config = || RuntimeConfig {
+        instances: 1,
+        cache_dir: Some(cache.clone()),
+        ..RuntimeConfig::default()
+    };
+    drop(Runtime::new(&wasm, &hash, config()).unwrap());
+    let genuine = cache.join(format!("{hash}.cwasm"));
+    assert!(genuine.exists(), "the host caches its compilation");
+    // Another module (the smallest valid one), compiled by the same engine settings,
+    // planted under the artifact's name.
+    let other = b"\0asm\x01\0\0\0".to_vec();
+    let other_hash = clearance_host::runtime::sha256_hex(&other);
+    drop(Runtime::new(&other, &other_hash, config()).unwrap());
+    std::fs::copy(cache.join(format!("{other_hash}.cwasm")), &genuine).unwrap();
+    let rt = Arc::new(Runtime::new(&wasm, &hash, config()).unwrap());
+    let snap = super::snapshot();
+    block(async {
+        rt.load_snapshot(snap.to_bytes().unwrap())
+            .await
+            .expect("the genuine module runs");
+        let d = rt
+            .call(json!({ "op": "check", "request": { "principal": "user:aeroserv_tech", "action": "view", "resource": "event:aog_lhr", "now": NOW } }).to_string())
+            .await
+            .unwrap();
+        assert_eq!(d["allowed"], true);
+    });
+    let recompiled = std::fs::read(&genuine).unwrap();
+    let planted = std::fs::read(cache.join(format!("{other_hash}.cwasm"))).unwrap();
+    assert_ne!(recompiled, planted, "the planted file was kept");
+}
+
+/// The resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Sets the title of an event to `size` copies of one character: a change whose event
+/// is `size` bytes.
+fn big_writes(base: &str, from: usize, n: usize, size: usize) {
+    block(async {
+        let c = reqwest::Client::new();
+        for k in from..from + n {
+            let title = char::from(b'a' + (k % 26) as u8).to_string().repeat(size);
+            let r = c
+                .post(format!("{base}/v1/facts"))
+                .json(&json!({ "author": "user:occ_controller", "now": NOW, "deltas": [{ "op": "set_attr", "entity": "event:aog_lhr", "attr": "title", "value": title }] }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    });
+}
+
+/// Opens the change feed from `since` over HTTP/1.0 (a body ended by the close, no
+/// chunks) and reads nothing yet.
+fn open_feed(base: &str, since: u64) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /v1/changes?since={since} HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+/// Reads a feed until it has been quiet for `quiet`: (event kind, id) in order.
+fn read_feed(mut s: std::net::TcpStream, quiet: Duration) -> Vec<(String, u64)> {
+    use std::io::Read;
+    s.set_read_timeout(Some(quiet)).unwrap();
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&text);
+    let mut out = Vec::new();
+    for event in text.split("\n\n") {
+        let kind = event.lines().find_map(|l| l.strip_prefix("event: "));
+        let id = event.lines().find_map(|l| l.strip_prefix("id: "));
+        if let (Some(kind), Some(id)) = (kind, id) {
+            out.push((kind.to_string(), id.trim().parse().unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_change_feed_pages_its_history_and_tells_a_follower_that_fell_behind() {
+    let dir = temp_dir("feed");
+    let db = dir.join("facts.db");
+    let server = start(&db, &["--feed-buffer", "4"]).unwrap();
+    let base = server.base.clone();
+    let pid = server.child.id();
+    // A history of 60 changes of 256 KB each (15 MB).
+    big_writes(&base, 0, 60, 256 << 10);
+    // Five followers from revision 0 that read nothing: each is served a page at a time,
+    // not the whole history at once.
+    let before = rss(pid);
+    let idle: Vec<_> = (0..5).map(|_| open_feed(&base, 0)).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let grown = rss(pid).saturating_sub(before);
+    eprintln!(
+        "feed: five followers from revision 0 grew the server by {} MB",
+        grown >> 20
+    );
+    assert!(
+        grown < 40 << 20,
+        "five followers of a 15 MB history took {} MB",
+        grown >> 20
+    );
+    drop(idle);
+    // A follower from revision 60 that does not read while 60 more big changes are
+    // made: once its socket is full it falls behind the live buffer (4 changes), and it
+    // is told so with a `reset` before anything is skipped.
+    let slow = open_feed(&base, 60);
+    std::thread::sleep(Duration::from_millis(300));
+    big_writes(&base, 60, 60, 256 << 10);
+    let events = read_feed(slow, Duration::from_secs(3));
+    assert!(
+        events.iter().any(|(k, _)| k == "reset"),
+        "no reset in {} events",
+        events.len()
+    );
+    let mut last = 60;
+    for (kind, id) in &events {
+        match kind.as_str() {
+            "change" => assert_eq!(*id, last + 1, "a change was skipped without a reset"),
+            "reset" => assert!(*id >= last),
+            other => panic!("unexpected event {other}"),
+        }
+        last = *id;
+    }
+    // Resuming from the last id seen (as an EventSource does with Last-Event-ID) gives
+    // exactly what came after.
+    let resumed = read_feed(open_feed(&base, 100), Duration::from_secs(2));
+    assert_eq!(
+        resumed.iter().map(|e| e.1).collect::<Vec<_>>(),
+        (101..=120).collect::<Vec<_>>()
+    );
+}
