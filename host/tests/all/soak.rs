@@ -297,7 +297,14 @@ fn a_mixed_load_never_fails_a_check_and_never_loses_or_invents_a_write() {
         }
 
         let tally = tally.lock().await;
-        eprintln!("soak: {secs} s on the demo world");
+        eprintln!(
+            "soak: {secs} s on {}",
+            if _service.is_some() {
+                "the demo world".to_string()
+            } else {
+                base.clone()
+            }
+        );
         for (kind, lat) in &tally.latencies {
             let mut lat = lat.clone();
             lat.sort_unstable();
@@ -318,8 +325,10 @@ fn a_mixed_load_never_fails_a_check_and_never_loses_or_invents_a_write() {
             .map(|(_, n)| n)
             .sum();
         assert_eq!(server_errors, 0, "answers 5xx: {:?}", tally.failures);
+        // Another server's world may be large enough that writes take seconds each.
+        let least = if _service.is_some() { 10 } else { 1 };
         assert!(
-            tally.acked.len() >= 10,
+            tally.acked.len() >= least,
             "only {} writes were acknowledged",
             tally.acked.len()
         );

@@ -1,0 +1,28 @@
+//! Writes a generated world (`small`, `medium` or `large`) as a facts file that
+//! `clearance serve --seed` reads: with the demo data's directory, the server then holds
+//! the demo accounts beside the generated ones, so a soak (`CLEARANCE_SOAK_URL`) drives
+//! the demo's principals in a world of that size.
+//!
+//! `cargo run --release -p clearance-benches --example world_json -- medium seeds/medium.json`
+
+use clearance_benches::{scales, world};
+
+fn main() -> Result<(), String> {
+    let mut args = std::env::args().skip(1);
+    let (Some(name), Some(out)) = (args.next(), args.next()) else {
+        return Err("usage: world_json SCALE OUT.json".into());
+    };
+    let scale = scales()
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| format!("no scale `{name}` (small, medium, large)"))?;
+    let w = world(scale, 7);
+    let text = serde_json::to_string(&w.facts.to_doc()).map_err(|e| e.to_string())?;
+    std::fs::write(&out, text).map_err(|e| format!("{out}: {e}"))?;
+    eprintln!(
+        "{out}: {} entities, {} tuples",
+        w.facts.entities.len(),
+        w.facts.tuples.len()
+    );
+    Ok(())
+}
