@@ -5,7 +5,7 @@
 //! refused with the revision named, a lost log never re-seeded, a planted module never
 //! run.
 
-use super::{artifact, block, root};
+use super::{artifact, block, create_event, root};
 use clearance_host::{Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -82,16 +82,6 @@ fn start(db: &Path, extra: &[&str]) -> Result<Server, String> {
         }
         assert!(Instant::now() < deadline, "the server did not start");
     }
-}
-
-fn create_event(id: &str) -> Value {
-    let add = |rel: &str, s: &str| json!({ "op": "add_tuple", "tuple": { "resource": format!("event:{id}"), "relation": rel, "subject": s } });
-    json!([
-        { "op": "add_entity", "entity": { "type": "event", "id": id, "account": "skyways", "attrs": { "ends_at": "2026-05-03T00:00:00Z" } } },
-        add("station", "station:lhr"),
-        add("owner_org", "organization:skyways_occ"),
-        add("created_by", "user:occ_controller"),
-    ])
 }
 
 async fn facts(base: &str) -> Value {
@@ -404,12 +394,17 @@ fn big_writes(base: &str, from: usize, n: usize, size: usize) {
 /// Opens the change feed from `since` over HTTP/1.0 (a body ended by the close, no
 /// chunks) and reads nothing yet.
 fn open_feed(base: &str, since: u64) -> std::net::TcpStream {
+    open_feed_with(base, &format!("?since={since}"), "")
+}
+
+/// Opens the change feed with a query and extra header lines (each ending in CRLF).
+fn open_feed_with(base: &str, query: &str, headers: &str) -> std::net::TcpStream {
     use std::io::Write;
     let addr = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "GET /v1/changes?since={since} HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+        "GET /v1/changes{query} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n"
     )
     .unwrap();
     s
@@ -485,9 +480,12 @@ fn the_change_feed_pages_its_history_and_tells_a_follower_that_fell_behind() {
         }
         last = *id;
     }
-    // Resuming from the last id seen (as an EventSource does with Last-Event-ID) gives
-    // exactly what came after.
-    let resumed = read_feed(open_feed(&base, 100), Duration::from_secs(2));
+    // Resuming from the last id seen, as an EventSource does with `Last-Event-ID` (which
+    // wins over the query), gives exactly what came after.
+    let resumed = read_feed(
+        open_feed_with(&base, "?since=3", "Last-Event-ID: 100\r\n"),
+        Duration::from_secs(2),
+    );
     assert_eq!(
         resumed.iter().map(|e| e.1).collect::<Vec<_>>(),
         (101..=120).collect::<Vec<_>>()

@@ -76,6 +76,18 @@ fn queries(s: &Snapshot, rs: &[Request]) -> Vec<u8> {
     b
 }
 
+/// The deltas of a write that creates an event with its station, owning organisation
+/// and creator, all or nothing (the soak and the fault tests write these).
+pub(crate) fn create_event(id: &str) -> serde_json::Value {
+    let add = |rel: &str, s: &str| serde_json::json!({ "op": "add_tuple", "tuple": { "resource": format!("event:{id}"), "relation": rel, "subject": s } });
+    serde_json::json!([
+        { "op": "add_entity", "entity": { "type": "event", "id": id, "account": "skyways", "attrs": { "ends_at": "2026-05-03T00:00:00Z" } } },
+        add("station", "station:lhr"),
+        add("owner_org", "organization:skyways_occ"),
+        add("created_by", "user:occ_controller"),
+    ])
+}
+
 fn block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -295,4 +307,91 @@ fn the_compiled_module_is_cached_by_artifact_hash() {
         assert!(d[0].allowed);
     });
     let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// Traps, many and at once, never leak a slot of the pool: every trapped instance is
+/// replaced, and afterwards every instance still decides.
+#[test]
+fn traps_at_once_never_leak_a_slot_of_the_pool() {
+    let rt = runtime(RuntimeConfig {
+        call_deadline: std::time::Duration::from_millis(5),
+        per_query: std::time::Duration::ZERO,
+        instances: 2,
+        ..RuntimeConfig::default()
+    });
+    let snap = snapshot();
+    let one = queries(
+        &snap,
+        &[request("user:aeroserv_tech", "view", "event:aog_lhr")],
+    );
+    let many: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * 1_000_000)
+        .collect();
+    block(async {
+        rt.load_snapshot(snap.to_bytes().unwrap()).await.unwrap();
+        for _ in 0..5 {
+            let calls: Vec<_> = (0..6)
+                .map(|_| {
+                    let (rt, many) = (Arc::clone(&rt), many.clone());
+                    tokio::spawn(async move { rt.check_or_deny(many).await })
+                })
+                .collect();
+            for c in calls {
+                let v = c.await.unwrap();
+                assert_eq!(v[0].error.as_ref().unwrap().code, "host.trap");
+            }
+        }
+        let traps = rt.stats().traps.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(traps, 30);
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (rt, one) = (Arc::clone(&rt), one.clone());
+                tokio::spawn(async move { rt.check_ids(one).await })
+            })
+            .collect();
+        for c in calls {
+            assert!(c.await.unwrap().unwrap()[0].allowed);
+        }
+    });
+}
+
+/// Back-pressure is a bounded queue and a clear 503, never a trap: with one instance
+/// busy and no room to wait, a caller is told `host.busy` at once.
+#[test]
+fn a_full_queue_answers_busy_never_a_trap() {
+    let rt = runtime(RuntimeConfig {
+        instances: 1,
+        queue: 0,
+        call_deadline: std::time::Duration::from_secs(2),
+        per_query: std::time::Duration::ZERO,
+        ..RuntimeConfig::default()
+    });
+    let snap = snapshot();
+    let one = queries(
+        &snap,
+        &[request("user:aeroserv_tech", "view", "event:aog_lhr")],
+    );
+    let many: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * 2_000_000)
+        .collect();
+    block(async {
+        rt.load_snapshot(snap.to_bytes().unwrap()).await.unwrap();
+        let long = {
+            let rt = Arc::clone(&rt);
+            tokio::spawn(async move { rt.check_or_deny(many).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let v = rt.check_or_deny(one.clone()).await;
+        let error = v[0].error.as_ref().expect("a busy answer");
+        assert_eq!(error.code, "host.busy", "{}", error.message);
+        assert!(!v[0].allowed);
+        let _ = long.await.unwrap();
+        assert!(rt.check_ids(one).await.unwrap()[0].allowed);
+    });
 }

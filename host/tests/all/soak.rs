@@ -6,8 +6,8 @@
 //! store's. About 30 s (`CLEARANCE_SOAK_SECS` sets another length); all traffic is to
 //! 127.0.0.1 and stops by itself.
 
-use super::block;
 use super::service::{NOW, serve, temp_db};
+use super::{block, create_event};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -44,18 +44,6 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-/// The deltas of one accepted write: a new event with its station, owning organisation
-/// and creator, all or nothing.
-fn create_event(id: &str) -> Value {
-    let add = |rel: &str, s: &str| json!({ "op": "add_tuple", "tuple": { "resource": format!("event:{id}"), "relation": rel, "subject": s } });
-    json!([
-        { "op": "add_entity", "entity": { "type": "event", "id": id, "account": "skyways", "attrs": { "ends_at": "2026-05-03T00:00:00Z" } } },
-        add("station", "station:lhr"),
-        add("owner_org", "organization:skyways_occ"),
-        add("created_by", "user:occ_controller"),
-    ])
 }
 
 #[test]
