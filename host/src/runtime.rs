@@ -522,6 +522,15 @@ impl Runtime {
         Ok(info)
     }
 
+    /// A typed call of the protocol (`clearance_core::protocol`) on the current snapshot.
+    pub async fn run(
+        self: &Arc<Self>,
+        call: &clearance_core::protocol::Call,
+    ) -> Result<serde_json::Value, HostError> {
+        let json = call.to_json().map_err(HostError::Module)?;
+        self.call(json).await
+    }
+
     /// A JSON call (see ARCHITECTURE.md) on the current snapshot.
     pub async fn call(self: &Arc<Self>, json: String) -> Result<serde_json::Value, HostError> {
         let deadline = ticks(self.config.call_deadline);

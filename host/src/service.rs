@@ -12,14 +12,17 @@
 use crate::runtime::{HostError, Runtime};
 use crate::store::{Change, FactStore, SqliteStore, StoreError, StoredPolicy};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use clearance_core::{Delta, ErrorData, Facts, FactsJson, Schema, Snapshot, Source, TimeValue};
+use clearance_core::protocol::Call;
+use clearance_core::{
+    Delta, ErrorData, Facts, FactsJson, Request, Schema, Snapshot, Source, TimeValue,
+};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -173,7 +176,7 @@ pub struct ApiJson<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(r) => Err(json_rejection(r)),
@@ -270,9 +273,27 @@ pub struct Service {
     config: ServiceConfig,
 }
 
-/// Reads every `*.policy` file of a directory, in name order.
+/// Reads every `*.policy` file of a directory, in name order, each named
+/// `policies/<file>` (the name its errors are reported under, and part of the policy
+/// hash, so a policy hashes alike wherever its directory is).
 pub fn read_policies(dir: &FsPath) -> Result<Vec<Source>, String> {
-    clearance_scenarios::policy_sources(dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "policy"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let name = p
+                .file_name()
+                .map(|n| format!("policies/{}", n.to_string_lossy()))
+                .ok_or_else(|| format!("{}: not a file", p.display()))?;
+            Ok(Source::new(name, text))
+        })
+        .collect()
 }
 
 /// The seconds since the epoch, by the server's clock.
@@ -667,7 +688,7 @@ pub fn router(service: Arc<Service>) -> Router {
 /// body without a declared length is cut at the limit as it is read).
 async fn declared_length(
     State(limit): State<usize>,
-    req: Request,
+    req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let declared = req
@@ -715,24 +736,57 @@ async fn at_least(s: &Service, body: &mut Value) -> Result<(), ApiError> {
     }
 }
 
-/// The body as a call of `op`: the body must be a JSON object.
-fn with_op(body: Value, name: &str) -> Result<Value, ApiError> {
-    match body {
-        Value::Object(mut map) => {
-            map.insert("op".into(), json!(name));
-            Ok(Value::Object(map))
-        }
-        _ => Err(ApiError::new(
+/// The body read as the typed fields of a call.
+fn typed<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    serde_json::from_value(body).map_err(|e| {
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "request.malformed",
-            "expected a JSON object",
+            format!("malformed request: {e}"),
             "see /v1/openapi.json",
-        )),
-    }
+        )
+    })
 }
 
-async fn op(s: &Service, call: Value) -> ApiResult {
-    Ok(Json(s.runtime.call(call.to_string()).await?))
+async fn op(s: &Service, call: Call) -> ApiResult {
+    Ok(Json(s.runtime.run(&call).await?))
+}
+
+/// `{requests: [...]}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    requests: Vec<Request>,
+}
+
+/// `{principal, resource, now}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionsBody {
+    principal: String,
+    resource: String,
+    now: TimeValue,
+}
+
+/// `{principal, action, type, now}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourcesBody {
+    principal: String,
+    action: String,
+    #[serde(rename = "type")]
+    ty: String,
+    now: TimeValue,
+}
+
+/// `{resource, action, now, account?}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalsBody {
+    resource: String,
+    action: String,
+    now: TimeValue,
+    account: Option<String>,
 }
 
 async fn revision(State(s): S) -> ApiResult {
@@ -744,33 +798,88 @@ async fn revision(State(s): S) -> ApiResult {
 
 async fn check(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
-    op(&s, json!({ "op": "check", "request": body })).await
+    op(
+        &s,
+        Call::Check {
+            request: typed(body)?,
+        },
+    )
+    .await
 }
 
 async fn check_batch(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
-    let requests = body.get("requests").cloned().unwrap_or(Value::Null);
-    op(&s, json!({ "op": "check_batch", "requests": requests })).await
+    let BatchBody { requests } = typed(body)?;
+    op(&s, Call::CheckBatch { requests }).await
 }
 
 async fn allowed_actions(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
-    op(&s, with_op(body, "allowed_actions")?).await
+    let ActionsBody {
+        principal,
+        resource,
+        now,
+    } = typed(body)?;
+    op(
+        &s,
+        Call::AllowedActions {
+            principal,
+            resource,
+            now,
+        },
+    )
+    .await
 }
 
 async fn resources(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
-    op(&s, with_op(body, "list_resources")?).await
+    let ResourcesBody {
+        principal,
+        action,
+        ty,
+        now,
+    } = typed(body)?;
+    op(
+        &s,
+        Call::ListResources {
+            principal,
+            action,
+            ty,
+            now,
+        },
+    )
+    .await
 }
 
 async fn principals(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
-    op(&s, with_op(body, "list_principals")?).await
+    let PrincipalsBody {
+        resource,
+        action,
+        now,
+        account,
+    } = typed(body)?;
+    op(
+        &s,
+        Call::ListPrincipals {
+            resource,
+            action,
+            now,
+            account,
+        },
+    )
+    .await
 }
 
 async fn explain(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
-    op(&s, json!({ "op": "explain", "request": body })).await
+    op(
+        &s,
+        Call::Explain {
+            request: typed(body)?,
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -785,7 +894,10 @@ async fn matrix(
 ) -> ApiResult {
     op(
         &s,
-        json!({ "op": "matrix", "matrix": matrix, "account": q.account }),
+        Call::Matrix {
+            matrix,
+            account: q.account,
+        },
     )
     .await
 }
@@ -821,7 +933,7 @@ struct ParityToken {
     /// The client-side decision itself: the request and its outcome. When the token is
     /// from an older revision, the host decides the request again and refuses the write if
     /// the outcome has changed since.
-    request: Option<Value>,
+    request: Option<Request>,
     allowed: Option<bool>,
 }
 
@@ -873,7 +985,9 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody) -> ApiResult {
         {
             let now = s
                 .runtime
-                .call(json!({ "op": "check", "request": request }).to_string())
+                .run(&Call::Check {
+                    request: request.clone(),
+                })
                 .await?;
             if now.get("allowed").and_then(Value::as_bool) != Some(allowed) {
                 return Err(ApiError::new(

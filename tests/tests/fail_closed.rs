@@ -390,7 +390,7 @@ fn a_long_chain_of_custom_roles_is_refused() {
 /// delta of an unknown kind or with the wrong fields, a timestamp of the wrong type.
 #[test]
 fn malformed_calls_and_deltas_are_refused_with_what_was_wrong() {
-    let mut engine = clearance::ops::Engine::default();
+    let mut engine = clearance_core::protocol::Session::default();
     let sources: Vec<serde_json::Value> = policy_sources(&root().join("policies"))
         .unwrap_or_else(|e| panic!("{e}"))
         .iter()

@@ -6,6 +6,7 @@ pub mod error;
 mod eval;
 pub mod facts;
 pub mod policy;
+pub mod protocol;
 pub mod snapshot;
 pub mod time;
 pub mod wire;

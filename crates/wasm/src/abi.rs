@@ -13,11 +13,11 @@
 #![allow(unsafe_code)]
 
 use crate::bindgen::framed;
-use crate::ops::Engine;
+use clearance_core::protocol::Session;
 use std::cell::RefCell;
 
 thread_local! {
-    static ENGINE: RefCell<Engine> = RefCell::new(Engine::default());
+    static SESSION: RefCell<Session> = RefCell::new(Session::default());
 }
 
 fn give(bytes: Vec<u8>) -> u64 {
@@ -70,7 +70,7 @@ pub unsafe extern "C" fn clr_call(ptr: u32, len: u32) -> u64 {
     // SAFETY: forwarded contract.
     let bytes = unsafe { input(ptr, len) };
     let text = String::from_utf8_lossy(bytes);
-    give(ENGINE.with(|e| e.borrow_mut().call(&text)).into_bytes())
+    give(SESSION.with(|e| e.borrow_mut().call(&text)).into_bytes())
 }
 
 /// Binary queries in, framed binary decisions out.
@@ -81,10 +81,10 @@ pub unsafe extern "C" fn clr_call(ptr: u32, len: u32) -> u64 {
 pub unsafe extern "C" fn clr_check(ptr: u32, len: u32) -> u64 {
     // SAFETY: forwarded contract.
     let bytes = unsafe { input(ptr, len) };
-    give(ENGINE.with(|e| e.borrow().check_ids(bytes)))
+    give(SESSION.with(|e| e.borrow().check_ids(bytes)))
 }
 
-/// Checks a write against an after-snapshot (see `Engine::authorize_against`).
+/// Checks a write against an after-snapshot (see `Session::authorize_against`).
 ///
 /// # Safety
 /// See [`input`].
@@ -93,7 +93,7 @@ pub unsafe extern "C" fn clr_authorize(ptr: u32, len: u32) -> u64 {
     // SAFETY: forwarded contract.
     let bytes = unsafe { input(ptr, len) };
     give(
-        ENGINE
+        SESSION
             .with(|e| e.borrow().authorize_against(bytes))
             .into_bytes(),
     )
@@ -108,7 +108,7 @@ pub unsafe extern "C" fn clr_load_snapshot(ptr: u32, len: u32) -> u64 {
     // SAFETY: forwarded contract.
     let bytes = unsafe { input(ptr, len) };
     give(
-        ENGINE
+        SESSION
             .with(|e| e.borrow_mut().load_snapshot(bytes))
             .into_bytes(),
     )
@@ -117,5 +117,5 @@ pub unsafe extern "C" fn clr_load_snapshot(ptr: u32, len: u32) -> u64 {
 /// The loaded snapshot's bytes, framed.
 #[unsafe(no_mangle)]
 pub extern "C" fn clr_snapshot() -> u64 {
-    give(ENGINE.with(|e| framed(e.borrow().snapshot_bytes())))
+    give(SESSION.with(|e| framed(e.borrow().snapshot_bytes())))
 }

@@ -1,7 +1,7 @@
 //! The JavaScript face: a `Clearance` class whose methods take and give strings (JSON),
 //! bytes and numbers, which keeps the module small and its TypeScript types exact.
 
-use crate::ops::{Call, Engine, SourceJson, err, framed_error};
+use clearance_core::protocol::{Call, Session, SourceJson, err, framed_error};
 use clearance_core::{Delta, ErrorData, FactsJson, Request, TimeValue};
 use serde::de::DeserializeOwned;
 use wasm_bindgen::prelude::*;
@@ -10,7 +10,7 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen]
 #[derive(Default)]
 pub struct Clearance {
-    engine: Engine,
+    session: Session,
 }
 
 fn time(now: &str) -> TimeValue {
@@ -31,7 +31,7 @@ impl Clearance {
     /// Runs a JSON call (`{"op": ...}`) and gives the JSON answer: `{"ok": ...}` or
     /// `{"error": {code, message, help}, "allowed": false}`.
     pub fn call(&mut self, json: &str) -> String {
-        self.engine.call(json)
+        self.session.call(json)
     }
 
     /// Compiles a policy set given as JSON `[{"name": ..., "text": ...}]`.
@@ -59,13 +59,13 @@ impl Clearance {
     /// Loads a snapshot from its bytes (policy included).
     #[wasm_bindgen(js_name = loadSnapshot)]
     pub fn load_snapshot(&mut self, bytes: &[u8]) -> String {
-        self.engine.load_snapshot(bytes)
+        self.session.load_snapshot(bytes)
     }
 
     /// The loaded snapshot's bytes (empty if none is loaded).
     #[wasm_bindgen(js_name = snapshotBytes)]
     pub fn snapshot_bytes(&self) -> Vec<u8> {
-        self.engine.snapshot_bytes().unwrap_or_default()
+        self.session.snapshot_bytes().unwrap_or_default()
     }
 
     /// Decides one request given as JSON.
@@ -85,7 +85,7 @@ impl Clearance {
     /// first byte is 1 and JSON follows, else it is 0 and the decisions follow.
     #[wasm_bindgen(js_name = checkIds)]
     pub fn check_ids(&self, queries: &[u8]) -> Vec<u8> {
-        self.engine.check_ids(queries)
+        self.session.check_ids(queries)
     }
 
     /// Checks a write (X4) against the snapshot of the facts after it: `write_json` is
@@ -95,13 +95,13 @@ impl Clearance {
         let mut input = (write_json.len() as u32).to_le_bytes().to_vec();
         input.extend_from_slice(write_json.as_bytes());
         input.extend_from_slice(after);
-        self.engine.authorize_against(&input)
+        self.session.authorize_against(&input)
     }
 
     /// The actions `principal` may take on `resource` at `now` (RFC 3339 or seconds).
     #[wasm_bindgen(js_name = allowedActions)]
     pub fn allowed_actions(&mut self, principal: &str, resource: &str, now: &str) -> String {
-        self.engine.answer(Call::AllowedActions {
+        self.session.answer(Call::AllowedActions {
             principal: principal.into(),
             resource: resource.into(),
             now: time(now),
@@ -111,7 +111,7 @@ impl Clearance {
     /// The resources of `type` on which `principal` may take `action` at `now`.
     #[wasm_bindgen(js_name = listResources)]
     pub fn list_resources(&mut self, principal: &str, action: &str, ty: &str, now: &str) -> String {
-        self.engine.answer(Call::ListResources {
+        self.session.answer(Call::ListResources {
             principal: principal.into(),
             action: action.into(),
             ty: ty.into(),
@@ -129,7 +129,7 @@ impl Clearance {
         now: &str,
         account: &str,
     ) -> String {
-        self.engine.answer(Call::ListPrincipals {
+        self.session.answer(Call::ListPrincipals {
             resource: resource.into(),
             action: action.into(),
             now: time(now),
@@ -144,7 +144,7 @@ impl Clearance {
 
     /// The access-rights matrix of `matrix`, as `account` (may be empty) sees it.
     pub fn matrix(&mut self, matrix: &str, account: &str) -> String {
-        self.engine.answer(Call::Matrix {
+        self.session.answer(Call::Matrix {
             matrix: matrix.into(),
             account: (!account.is_empty()).then(|| account.to_string()),
         })
@@ -155,7 +155,7 @@ impl Clearance {
     /// Reads the one JSON argument of a call as the type that call takes, and runs it.
     fn with<T: DeserializeOwned>(&mut self, arg: &str, call: impl FnOnce(T) -> Call) -> String {
         match serde_json::from_str(arg) {
-            Ok(v) => self.engine.answer(call(v)),
+            Ok(v) => self.session.answer(call(v)),
             Err(e) => err(&ErrorData {
                 code: "request.malformed".into(),
                 message: format!(

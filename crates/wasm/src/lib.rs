@@ -1,7 +1,7 @@
-//! The one WebAssembly module of Clearance. Two faces over the same operations
-//! ([`ops::Engine`]): a wasm-bindgen class for JavaScript and a raw ABI for wasmtime.
-//! No decision logic lives here; it all comes from `clearance-core`.
+//! The one WebAssembly module of Clearance. Two faces over one session of the core's
+//! call protocol ([`clearance_core::protocol::Session`]): a wasm-bindgen class for
+//! JavaScript and a raw ABI for wasmtime. Neither decides nor reads calls itself; it all
+//! comes from `clearance-core`.
 
 pub mod abi;
 pub mod bindgen;
-pub mod ops;

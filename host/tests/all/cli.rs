@@ -88,3 +88,56 @@ fn check_and_matrix_decide_through_the_module() {
     let (_, html) = clearance(&["matrix", "operations", "--format", "html"]);
     assert!(html.contains("<td class=\"write\">write</td>"));
 }
+
+/// An account's own roles come from facts, so their names are outside input: the HTML
+/// matrix escapes them and the CSV matrix quotes them (doubling their quotes).
+#[test]
+fn matrix_output_escapes_role_names_from_facts() {
+    let dir = std::env::temp_dir().join(format!("clearance-cli-escape-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/worlds/operations.json")).unwrap(),
+    )
+    .unwrap();
+    let name = "x<script>alert(1)</script>\"q,r";
+    doc["entities"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "type": "role", "id": name, "account": "skyline_charter",
+            "attrs": { "matrix": "operations", "cells": ["timeline:read"] }
+        }));
+    let facts = dir.join("facts.json");
+    std::fs::write(&facts, doc.to_string()).unwrap();
+    let args = |format: &str| {
+        vec![
+            "matrix".to_string(),
+            "operations".into(),
+            "--account".into(),
+            "skyline_charter".into(),
+            "--format".into(),
+            format.into(),
+            "--facts".into(),
+            facts.display().to_string(),
+        ]
+    };
+    let run = |format: &str| {
+        let a = args(format);
+        clearance(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (code, html) = run("html");
+    assert_eq!(code, 0, "{html}");
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(
+        html.contains("x&lt;script&gt;alert(1)&lt;/script&gt;&quot;q,r"),
+        "{html}"
+    );
+    let (code, csv) = run("csv");
+    assert_eq!(code, 0, "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("\"x<script>alert(1)</script>\"\"q,r\",")),
+        "{csv}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

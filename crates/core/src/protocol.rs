@@ -1,0 +1,1149 @@
+//! The call protocol of the module, in one place: the calls (read from JSON with one table
+//! of ops and their fields, and written to JSON by hosts that build them typed), the
+//! answers, and a [`Session`]: the state of one module instance (nothing, a policy,
+//! facts, or a snapshot) and the calls run on it. Every call takes and gives JSON (or the
+//! compact binary batch format of [`crate::wire`]), and every error comes back as data
+//! with `"allowed": false`, never as a panic or an allow.
+//!
+//! The module's two faces (`crates/wasm`: a wasm-bindgen class and a raw ABI) only adapt
+//! this to their calling conventions.
+
+use crate::facts::check_fields;
+use crate::wire::{QUERY_LEN, decode_query, encode_decision};
+use crate::{Delta, ErrorData, Facts, FactsJson, Request, Schema, Snapshot, Source, TimeValue};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use std::sync::Arc;
+
+/// The most requests one batch may carry.
+pub const MAX_BATCH: usize = 1 << 20;
+
+/// A policy source as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceJson {
+    /// The file name its errors are reported under.
+    pub name: String,
+    /// The policy text.
+    pub text: String,
+}
+
+/// A JSON call: `{"op": "...", ...}`; the fields are those of the matching core API.
+///
+/// Read in two steps, the `op` first and then the fields of that op, instead of through
+/// serde's internally tagged enums: those buffer every call into an intermediate tree and
+/// give every field type a second deserializer, which made this one parser the largest
+/// function of the module.
+#[allow(missing_docs)]
+#[derive(Debug, Clone)]
+pub enum Call {
+    /// Compiles a policy set; the facts loaded so far are rebuilt under it.
+    LoadPolicy { sources: Vec<SourceJson> },
+    /// Loads facts and builds the snapshot.
+    LoadFacts { facts: FactsJson },
+    /// Applies deltas, all or nothing.
+    ApplyDeltas { deltas: Vec<Delta> },
+    /// Decides one request.
+    Check { request: Request },
+    /// Decides many requests.
+    CheckBatch { requests: Vec<Request> },
+    /// The actions a principal may take on a resource.
+    AllowedActions {
+        principal: String,
+        resource: String,
+        now: TimeValue,
+    },
+    /// The resources of a type a principal may act on.
+    ListResources {
+        principal: String,
+        action: String,
+        ty: String,
+        now: TimeValue,
+    },
+    /// The principals who may act on a resource.
+    ListPrincipals {
+        resource: String,
+        action: String,
+        now: TimeValue,
+        account: Option<String>,
+    },
+    /// Decides and explains.
+    Explain { request: Request },
+    /// The access-rights matrix.
+    Matrix {
+        matrix: String,
+        account: Option<String>,
+    },
+    /// Requests resolved to the 24-byte binary queries, as lists of bytes; unresolvable
+    /// requests give their denial instead.
+    Resolve { requests: Vec<Request> },
+    /// Whether `author` may make `deltas` (X4), without applying them.
+    AuthorizeDeltas {
+        author: String,
+        now: TimeValue,
+        deltas: Vec<Delta>,
+    },
+    /// Applies `deltas` if `author` may make them: all or nothing.
+    Write {
+        author: String,
+        now: TimeValue,
+        deltas: Vec<Delta>,
+    },
+    /// What is loaded.
+    Info,
+    /// What the loaded policy declares: types, actions, write rules, matrices.
+    Schema,
+}
+
+/// An op: the name a call gives in `"op"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `load_policy`
+    LoadPolicy,
+    /// `load_facts`
+    LoadFacts,
+    /// `apply_deltas`
+    ApplyDeltas,
+    /// `check`
+    Check,
+    /// `check_batch`
+    CheckBatch,
+    /// `allowed_actions`
+    AllowedActions,
+    /// `list_resources`
+    ListResources,
+    /// `list_principals`
+    ListPrincipals,
+    /// `explain`
+    Explain,
+    /// `matrix`
+    Matrix,
+    /// `resolve`
+    Resolve,
+    /// `authorize_deltas`
+    AuthorizeDeltas,
+    /// `write`
+    Write,
+    /// `info`
+    Info,
+    /// `schema`
+    Schema,
+}
+
+/// An op's name and fields: what it requires and what it may carry besides.
+#[derive(Debug)]
+pub struct OpSpec {
+    /// The op.
+    pub op: Op,
+    /// Its name in JSON.
+    pub name: &'static str,
+    /// The fields it requires.
+    pub required: &'static [&'static str],
+    /// The fields it may carry.
+    pub optional: &'static [&'static str],
+}
+
+/// Every op with its fields, in the order the help text lists them: the one table the
+/// reader, the writer and the help text use.
+pub const OPS: &[OpSpec] = &[
+    OpSpec {
+        op: Op::LoadPolicy,
+        name: "load_policy",
+        required: &["sources"],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::LoadFacts,
+        name: "load_facts",
+        required: &["facts"],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::ApplyDeltas,
+        name: "apply_deltas",
+        required: &["deltas"],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::Check,
+        name: "check",
+        required: &["request"],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::CheckBatch,
+        name: "check_batch",
+        required: &["requests"],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::AllowedActions,
+        name: "allowed_actions",
+        required: &["principal", "resource", "now"],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::ListResources,
+        name: "list_resources",
+        required: &["principal", "action", "type", "now"],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::ListPrincipals,
+        name: "list_principals",
+        required: &["resource", "action", "now"],
+        optional: &["account"],
+    },
+    OpSpec {
+        op: Op::Explain,
+        name: "explain",
+        required: &["request"],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::Matrix,
+        name: "matrix",
+        required: &["matrix"],
+        optional: &["account"],
+    },
+    OpSpec {
+        op: Op::Resolve,
+        name: "resolve",
+        required: &["requests"],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::AuthorizeDeltas,
+        name: "authorize_deltas",
+        required: &["author", "now", "deltas"],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::Write,
+        name: "write",
+        required: &["author", "now", "deltas"],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::Info,
+        name: "info",
+        required: &[],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::Schema,
+        name: "schema",
+        required: &[],
+        optional: &[],
+    },
+];
+
+impl Op {
+    /// The op's row in [`OPS`] (every op has one; a test checks it).
+    pub fn spec(self) -> Option<&'static OpSpec> {
+        OPS.iter().find(|s| s.op == self)
+    }
+
+    /// The row of the op named `name`.
+    pub fn named(name: &str) -> Option<&'static OpSpec> {
+        OPS.iter().find(|s| s.name == name)
+    }
+}
+
+/// The ops' names, comma-separated, for help texts.
+pub fn op_names() -> String {
+    OPS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+}
+
+/// The fields every op may carry, each read only when its op names it. `op` itself is
+/// read here too, so an unknown field is still an error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields {
+    op: String,
+    sources: Option<Vec<SourceJson>>,
+    facts: Option<FactsJson>,
+    deltas: Option<Vec<Delta>>,
+    request: Option<Request>,
+    requests: Option<Vec<Request>>,
+    principal: Option<String>,
+    resource: Option<String>,
+    action: Option<String>,
+    #[serde(rename = "type")]
+    ty: Option<String>,
+    now: Option<TimeValue>,
+    account: Option<String>,
+    matrix: Option<String>,
+    author: Option<String>,
+}
+
+/// A required field that [`check_fields`] has seen present.
+fn present<T>(v: Option<T>, name: &str) -> Result<T, String> {
+    v.ok_or_else(|| format!("malformed call: no `{name}`"))
+}
+
+impl Call {
+    /// The call's op.
+    pub fn op(&self) -> Op {
+        match self {
+            Call::LoadPolicy { .. } => Op::LoadPolicy,
+            Call::LoadFacts { .. } => Op::LoadFacts,
+            Call::ApplyDeltas { .. } => Op::ApplyDeltas,
+            Call::Check { .. } => Op::Check,
+            Call::CheckBatch { .. } => Op::CheckBatch,
+            Call::AllowedActions { .. } => Op::AllowedActions,
+            Call::ListResources { .. } => Op::ListResources,
+            Call::ListPrincipals { .. } => Op::ListPrincipals,
+            Call::Explain { .. } => Op::Explain,
+            Call::Matrix { .. } => Op::Matrix,
+            Call::Resolve { .. } => Op::Resolve,
+            Call::AuthorizeDeltas { .. } => Op::AuthorizeDeltas,
+            Call::Write { .. } => Op::Write,
+            Call::Info => Op::Info,
+            Call::Schema => Op::Schema,
+        }
+    }
+
+    /// The call as JSON text, as [`Call::parse`] reads it.
+    pub fn to_json(&self) -> Result<String, ErrorData> {
+        serde_json::to_string(self).map_err(|e| {
+            error(
+                "request.malformed",
+                format!("the call cannot be written: {e}"),
+                "",
+            )
+        })
+    }
+
+    /// Reads a call; what is wrong (an unknown op, a field missing or not of that op)
+    /// is an error that names it.
+    pub fn parse(input: &str) -> Result<Call, String> {
+        let f: Fields = serde_json::from_str(input).map_err(|e| {
+            if e.line() == 0 {
+                format!("malformed call: {e}")
+            } else {
+                format!(
+                    "malformed call at line {} column {}: {e}",
+                    e.line(),
+                    e.column()
+                )
+            }
+        })?;
+        let Some(spec) = Op::named(&f.op) else {
+            return Err(format!(
+                "unknown op `{}`, expected one of {}",
+                f.op,
+                op_names()
+            ));
+        };
+        // The fields present, by name, so a field of another op is refused.
+        let given: [(&str, bool); 13] = [
+            ("sources", f.sources.is_some()),
+            ("facts", f.facts.is_some()),
+            ("deltas", f.deltas.is_some()),
+            ("request", f.request.is_some()),
+            ("requests", f.requests.is_some()),
+            ("principal", f.principal.is_some()),
+            ("resource", f.resource.is_some()),
+            ("action", f.action.is_some()),
+            ("type", f.ty.is_some()),
+            ("now", f.now.is_some()),
+            ("account", f.account.is_some()),
+            ("matrix", f.matrix.is_some()),
+            ("author", f.author.is_some()),
+        ];
+        check_fields(
+            &format!("`{}`", spec.name),
+            &given,
+            spec.required,
+            spec.optional,
+        )
+        .map_err(|e| format!("malformed call: {e}"))?;
+        Ok(match spec.op {
+            Op::LoadPolicy => Call::LoadPolicy {
+                sources: present(f.sources, "sources")?,
+            },
+            Op::LoadFacts => Call::LoadFacts {
+                facts: present(f.facts, "facts")?,
+            },
+            Op::ApplyDeltas => Call::ApplyDeltas {
+                deltas: present(f.deltas, "deltas")?,
+            },
+            Op::Check => Call::Check {
+                request: present(f.request, "request")?,
+            },
+            Op::Explain => Call::Explain {
+                request: present(f.request, "request")?,
+            },
+            Op::CheckBatch => Call::CheckBatch {
+                requests: present(f.requests, "requests")?,
+            },
+            Op::Resolve => Call::Resolve {
+                requests: present(f.requests, "requests")?,
+            },
+            Op::AllowedActions => Call::AllowedActions {
+                principal: present(f.principal, "principal")?,
+                resource: present(f.resource, "resource")?,
+                now: present(f.now, "now")?,
+            },
+            Op::ListResources => Call::ListResources {
+                principal: present(f.principal, "principal")?,
+                action: present(f.action, "action")?,
+                ty: present(f.ty, "type")?,
+                now: present(f.now, "now")?,
+            },
+            Op::ListPrincipals => Call::ListPrincipals {
+                resource: present(f.resource, "resource")?,
+                action: present(f.action, "action")?,
+                now: present(f.now, "now")?,
+                account: f.account,
+            },
+            Op::Matrix => Call::Matrix {
+                matrix: present(f.matrix, "matrix")?,
+                account: f.account,
+            },
+            Op::AuthorizeDeltas => Call::AuthorizeDeltas {
+                author: present(f.author, "author")?,
+                now: present(f.now, "now")?,
+                deltas: present(f.deltas, "deltas")?,
+            },
+            Op::Write => Call::Write {
+                author: present(f.author, "author")?,
+                now: present(f.now, "now")?,
+                deltas: present(f.deltas, "deltas")?,
+            },
+            Op::Info => Call::Info,
+            Op::Schema => Call::Schema,
+        })
+    }
+}
+
+/// Written as `{"op": name, field: value, ...}`: what [`Call::parse`] reads.
+impl Serialize for Call {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let spec = self
+            .op()
+            .spec()
+            .ok_or_else(|| serde::ser::Error::custom("an op without its row in OPS"))?;
+        let mut m = serializer.serialize_map(None)?;
+        m.serialize_entry("op", spec.name)?;
+        match self {
+            Call::LoadPolicy { sources } => m.serialize_entry("sources", sources)?,
+            Call::LoadFacts { facts } => m.serialize_entry("facts", facts)?,
+            Call::ApplyDeltas { deltas } => m.serialize_entry("deltas", deltas)?,
+            Call::Check { request } | Call::Explain { request } => {
+                m.serialize_entry("request", request)?
+            }
+            Call::CheckBatch { requests } | Call::Resolve { requests } => {
+                m.serialize_entry("requests", requests)?
+            }
+            Call::AllowedActions {
+                principal,
+                resource,
+                now,
+            } => {
+                m.serialize_entry("principal", principal)?;
+                m.serialize_entry("resource", resource)?;
+                m.serialize_entry("now", now)?;
+            }
+            Call::ListResources {
+                principal,
+                action,
+                ty,
+                now,
+            } => {
+                m.serialize_entry("principal", principal)?;
+                m.serialize_entry("action", action)?;
+                m.serialize_entry("type", ty)?;
+                m.serialize_entry("now", now)?;
+            }
+            Call::ListPrincipals {
+                resource,
+                action,
+                now,
+                account,
+            } => {
+                m.serialize_entry("resource", resource)?;
+                m.serialize_entry("action", action)?;
+                m.serialize_entry("now", now)?;
+                if let Some(a) = account {
+                    m.serialize_entry("account", a)?;
+                }
+            }
+            Call::Matrix { matrix, account } => {
+                m.serialize_entry("matrix", matrix)?;
+                if let Some(a) = account {
+                    m.serialize_entry("account", a)?;
+                }
+            }
+            Call::AuthorizeDeltas {
+                author,
+                now,
+                deltas,
+            }
+            | Call::Write {
+                author,
+                now,
+                deltas,
+            } => {
+                m.serialize_entry("author", author)?;
+                m.serialize_entry("now", now)?;
+                m.serialize_entry("deltas", deltas)?;
+            }
+            Call::Info | Call::Schema => {}
+        }
+        m.end()
+    }
+}
+
+/// What one module instance holds.
+#[derive(Default)]
+enum State {
+    /// Nothing yet.
+    #[default]
+    Empty,
+    /// A policy, no facts yet.
+    Policy(Arc<Schema>),
+    /// Facts under a policy, and their snapshot (which holds the policy).
+    Facts(Facts, Snapshot),
+    /// A snapshot loaded from its bytes: it decides, but holds no facts to apply deltas
+    /// to.
+    Snapshot(Snapshot),
+}
+
+/// One module instance's session: its state and the calls run on it. (A module
+/// instance has one; the wasm-bindgen class and the raw ABI each drive one.)
+#[derive(Default)]
+pub struct Session {
+    state: State,
+}
+
+fn error(code: &str, message: impl Into<String>, help: &str) -> ErrorData {
+    ErrorData {
+        code: code.into(),
+        message: message.into(),
+        help: help.into(),
+    }
+}
+
+fn not_loaded() -> ErrorData {
+    error(
+        "engine.not_loaded",
+        "no snapshot is loaded",
+        "load a policy and facts, or a snapshot, first",
+    )
+}
+
+/// An answer as JSON text. Answers are written straight from their types, not through
+/// `serde_json::Value`, which would give every answer type a second serializer.
+fn text<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// `{"ok": answer}`, from the answer's JSON text.
+pub fn ok(answer: &str) -> String {
+    format!("{{\"ok\":{answer}}}")
+}
+
+/// `{"allowed": false, "error": {code, message, help}}`.
+pub fn err(e: &ErrorData) -> String {
+    #[derive(Serialize)]
+    struct Refused<'a> {
+        allowed: bool,
+        error: &'a ErrorData,
+    }
+    text(&Refused {
+        allowed: false,
+        error: e,
+    })
+}
+
+/// What loading a policy answers.
+#[derive(Serialize)]
+struct PolicyLoaded {
+    policy_hash: String,
+}
+
+/// What is loaded.
+#[derive(Serialize)]
+struct Info {
+    core_version: &'static str,
+    entities: usize,
+    policy_hash: String,
+    revision: u64,
+    tuples: usize,
+}
+
+/// The actions a principal may take, or none with the denial that says why.
+#[derive(Serialize)]
+struct Actions {
+    actions: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    denied: Option<crate::DecisionView>,
+}
+
+/// A request resolved to its binary query, or its denial.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Resolved {
+    Query { query: Vec<u8> },
+    Denied { denied: crate::DecisionView },
+}
+
+/// Whether a write may be made: the revision it makes (and what it derives), or why not.
+#[derive(Serialize)]
+struct WriteAnswer {
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    derived: Option<Vec<Delta>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<crate::writes::WriteRefusal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revision: Option<u64>,
+}
+
+impl WriteAnswer {
+    fn refused(refusal: crate::writes::WriteRefusal) -> String {
+        text(&WriteAnswer {
+            allowed: false,
+            derived: None,
+            refusal: Some(refusal),
+            revision: None,
+        })
+    }
+}
+
+impl Session {
+    /// Runs a JSON call and gives the JSON answer.
+    pub fn call(&mut self, input: &str) -> String {
+        let call = match Call::parse(input) {
+            Ok(c) => c,
+            Err(message) => {
+                return err(&error(
+                    "request.malformed",
+                    message,
+                    &format!(
+                        "a call is a JSON object with an `op` ({}) and its fields",
+                        op_names()
+                    ),
+                ));
+            }
+        };
+        self.answer(call)
+    }
+
+    /// Runs a call already read: `{"ok": ...}` or the error.
+    pub fn answer(&mut self, call: Call) -> String {
+        match self.run(call) {
+            Ok(v) => ok(&v),
+            Err(e) => err(&e),
+        }
+    }
+
+    fn snapshot(&self) -> Result<&Snapshot, ErrorData> {
+        match &self.state {
+            State::Facts(_, s) | State::Snapshot(s) => Ok(s),
+            State::Empty | State::Policy(_) => Err(not_loaded()),
+        }
+    }
+
+    fn schema(&self) -> Option<&Arc<Schema>> {
+        match &self.state {
+            State::Empty => None,
+            State::Policy(schema) => Some(schema),
+            State::Facts(_, s) | State::Snapshot(s) => Some(&s.schema),
+        }
+    }
+
+    fn run(&mut self, call: Call) -> Result<String, ErrorData> {
+        Ok(match call {
+            Call::LoadPolicy { sources } => {
+                let sources: Vec<Source> = sources
+                    .into_iter()
+                    .map(|s| Source::new(s.name, s.text))
+                    .collect();
+                let schema = Arc::new(Schema::compile(&sources).map_err(ErrorData::from)?);
+                let hash = schema.hash_hex();
+                // Facts are rebuilt under the new policy. A snapshot loaded from bytes has
+                // no facts to rebuild: it goes, so nothing decides under the old policy
+                // while the session reports the new one.
+                self.state = match std::mem::take(&mut self.state) {
+                    State::Facts(facts, old) => {
+                        match Snapshot::build(Arc::clone(&schema), &facts) {
+                            Ok(snapshot) => State::Facts(facts, snapshot),
+                            Err(e) => {
+                                self.state = State::Facts(facts, old);
+                                return Err(ErrorData::from(e));
+                            }
+                        }
+                    }
+                    State::Empty | State::Policy(_) | State::Snapshot(_) => State::Policy(schema),
+                };
+                text(&PolicyLoaded { policy_hash: hash })
+            }
+            Call::LoadFacts { facts } => {
+                let schema = self.schema().cloned().ok_or_else(|| {
+                    error(
+                        "engine.no_policy",
+                        "no policy is loaded",
+                        "load a policy before facts",
+                    )
+                })?;
+                let facts = Facts::from_doc(facts).map_err(ErrorData::from)?;
+                let snap = Snapshot::build(schema, &facts).map_err(ErrorData::from)?;
+                let info = info(&snap);
+                self.state = State::Facts(facts, snap);
+                info
+            }
+            Call::ApplyDeltas { deltas } => {
+                let (next, snap) = self.next(&deltas)?;
+                let info = info(&snap);
+                self.state = State::Facts(next, snap);
+                info
+            }
+            Call::Check { request } => {
+                let s = self.snapshot()?;
+                text(&s.view(&s.check(&request), &request))
+            }
+            Call::CheckBatch { requests } => {
+                let s = self.snapshot()?;
+                if requests.len() > MAX_BATCH {
+                    return Err(too_large(requests.len()));
+                }
+                let views: Vec<_> = requests.iter().map(|r| s.view(&s.check(r), r)).collect();
+                text(&views)
+            }
+            Call::AllowedActions {
+                principal,
+                resource,
+                now,
+            } => {
+                let s = self.snapshot()?;
+                match s.allowed_actions(&principal, &resource, &now) {
+                    Ok(actions) => text(&Actions {
+                        actions,
+                        denied: None,
+                    }),
+                    Err(d) => {
+                        let req = Request {
+                            principal,
+                            action: String::new(),
+                            resource,
+                            target: None,
+                            now,
+                        };
+                        text(&Actions {
+                            actions: Vec::new(),
+                            denied: Some(s.view(&d, &req)),
+                        })
+                    }
+                }
+            }
+            Call::ListResources {
+                principal,
+                action,
+                ty,
+                now,
+            } => text(
+                &self
+                    .snapshot()?
+                    .list_resources(&principal, &action, &ty, &now)?,
+            ),
+            Call::ListPrincipals {
+                resource,
+                action,
+                now,
+                account,
+            } => text(&self.snapshot()?.list_principals(
+                &resource,
+                &action,
+                &now,
+                account.as_deref(),
+            )?),
+            Call::Explain { request } => text(&self.snapshot()?.explain(&request)),
+            Call::Matrix { matrix, account } => {
+                text(&self.snapshot()?.matrix(&matrix, account.as_deref())?)
+            }
+            Call::Resolve { requests } => {
+                let s = self.snapshot()?;
+                if requests.len() > MAX_BATCH {
+                    return Err(too_large(requests.len()));
+                }
+                let resolved: Vec<Resolved> = requests
+                    .iter()
+                    .map(|r| match s.resolve(r) {
+                        Ok(q) => {
+                            let mut query = Vec::with_capacity(QUERY_LEN);
+                            crate::wire::encode_query(&q, &mut query);
+                            Resolved::Query { query }
+                        }
+                        Err(d) => Resolved::Denied {
+                            denied: s.view(&d, r),
+                        },
+                    })
+                    .collect();
+                text(&resolved)
+            }
+            Call::AuthorizeDeltas {
+                author,
+                now,
+                deltas,
+            } => self.write(&author, &now, &deltas, false)?,
+            Call::Write {
+                author,
+                now,
+                deltas,
+            } => self.write(&author, &now, &deltas, true)?,
+            Call::Info => info(self.snapshot()?),
+            Call::Schema => match self.schema() {
+                Some(schema) => text(&schema.outline()),
+                None => {
+                    return Err(error(
+                        "engine.no_policy",
+                        "no policy is loaded",
+                        "load a policy first",
+                    ));
+                }
+            },
+        })
+    }
+
+    /// The facts and snapshot after `deltas`, all or nothing, from the loaded facts.
+    fn next(&self, deltas: &[Delta]) -> Result<(Facts, Snapshot), ErrorData> {
+        let (facts, schema) = match &self.state {
+            State::Facts(facts, s) => (facts, Arc::clone(&s.schema)),
+            State::Snapshot(_) => {
+                return Err(error(
+                    "engine.no_facts",
+                    "no facts are loaded (a snapshot loaded from bytes takes no deltas or writes)",
+                    "load facts first",
+                ));
+            }
+            State::Policy(_) => {
+                return Err(error(
+                    "engine.no_facts",
+                    "no facts are loaded",
+                    "load facts first",
+                ));
+            }
+            State::Empty => {
+                return Err(error(
+                    "engine.no_policy",
+                    "no policy is loaded",
+                    "load a policy and facts first",
+                ));
+            }
+        };
+        let next = facts.apply(deltas).map_err(ErrorData::from)?;
+        let snap = Snapshot::build(schema, &next).map_err(ErrorData::from)?;
+        Ok((next, snap))
+    }
+
+    /// Checks (and with `commit`, applies) a list of deltas made by `author`. A refusal is
+    /// an answer (`{"allowed": false, "refusal": ...}`), not an error.
+    fn write(
+        &mut self,
+        author: &str,
+        now: &TimeValue,
+        deltas: &[Delta],
+        commit: bool,
+    ) -> Result<String, ErrorData> {
+        let before = self.snapshot()?;
+        let (next, after) = self.next(deltas)?;
+        if let Err(refusal) = crate::writes::authorize_writes(before, &after, author, deltas, now) {
+            return Ok(WriteAnswer::refused(refusal));
+        }
+        let revision = after.revision;
+        if commit {
+            self.state = State::Facts(next, after);
+        }
+        Ok(text(&WriteAnswer {
+            allowed: true,
+            derived: None,
+            refusal: None,
+            revision: Some(revision),
+        }))
+    }
+
+    /// Checks a write (X4) against a snapshot of the facts after it, for hosts that keep
+    /// facts themselves: `input` is a little-endian `u32` length, that many bytes of JSON
+    /// `{"author", "now", "deltas"}`, then the after-snapshot's bytes. The loaded snapshot
+    /// is the before. A refusal is an answer, not an error.
+    pub fn authorize_against(&self, input: &[u8]) -> String {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct WriteJson {
+            author: String,
+            now: TimeValue,
+            deltas: Vec<Delta>,
+        }
+        let result = (|| {
+            let before = self.snapshot()?;
+            let malformed = |m: String| {
+                error(
+                    "request.malformed",
+                    m,
+                    "a length-prefixed JSON write, then the after-snapshot's bytes",
+                )
+            };
+            let (len, rest) = input
+                .split_first_chunk::<4>()
+                .ok_or_else(|| malformed("too short".into()))?;
+            let (json, after) = rest
+                .split_at_checked(u32::from_le_bytes(*len) as usize)
+                .ok_or_else(|| malformed("the JSON length is past the end".into()))?;
+            // As text, so the one JSON reader of calls reads writes too.
+            let json = std::str::from_utf8(json)
+                .map_err(|e| malformed(format!("malformed write: {e}")))?;
+            let w: WriteJson = serde_json::from_str(json)
+                .map_err(|e| malformed(format!("malformed write: {e}")))?;
+            let after = Snapshot::from_bytes(after).map_err(ErrorData::from)?;
+            Ok::<String, ErrorData>(
+                match crate::writes::authorize_writes(before, &after, &w.author, &w.deltas, &w.now)
+                {
+                    Ok(()) => {
+                        let derived =
+                            crate::writes::derive_on_create(&after, &w.author, &w.deltas, &w.now);
+                        text(&WriteAnswer {
+                            allowed: true,
+                            derived: Some(derived),
+                            refusal: None,
+                            revision: Some(after.revision),
+                        })
+                    }
+                    Err(r) => WriteAnswer::refused(r),
+                },
+            )
+        })();
+        match result {
+            Ok(v) => ok(&v),
+            Err(e) => err(&e),
+        }
+    }
+
+    /// Decides a batch of binary queries (`clearance_core::wire`), each query checked for
+    /// ids that exist first: `0` then the decisions, or `1` then the error as JSON. The
+    /// frame byte is written first, so the decisions are never moved to make room for it.
+    pub fn check_ids(&self, input: &[u8]) -> Vec<u8> {
+        let checked = (|| {
+            let s = self.snapshot()?;
+            if !input.len().is_multiple_of(QUERY_LEN) {
+                return Err(error(
+                    "request.malformed",
+                    format!(
+                        "a batch is a multiple of {QUERY_LEN} bytes, got {}",
+                        input.len()
+                    ),
+                    "encode each query with crate::wire::encode_query",
+                ));
+            }
+            let n = input.len() / QUERY_LEN;
+            if n > MAX_BATCH {
+                return Err(too_large(n));
+            }
+            Ok(s)
+        })();
+        let s = match checked {
+            Ok(s) => s,
+            Err(e) => return framed_error(&e),
+        };
+        // A decision is at least 10 bytes, 15 with one reason.
+        let mut out = Vec::with_capacity(1 + input.len() / QUERY_LEN * 16);
+        out.push(0);
+        for chunk in input.chunks_exact(QUERY_LEN) {
+            match decode_query(chunk) {
+                Some(q) => encode_decision(&s.decide_checked(&q), &mut out),
+                None => {
+                    return framed_error(&error("request.malformed", "unreadable query", ""));
+                }
+            }
+        }
+        out
+    }
+
+    /// Loads a snapshot from its bytes (policy included).
+    pub fn load_snapshot(&mut self, bytes: &[u8]) -> String {
+        match Snapshot::from_bytes(bytes) {
+            Ok(s) => {
+                let v = info(&s);
+                self.state = State::Snapshot(s);
+                ok(&v)
+            }
+            Err(e) => err(&ErrorData::from(e)),
+        }
+    }
+
+    /// The loaded snapshot's bytes.
+    pub fn snapshot_bytes(&self) -> Result<Vec<u8>, ErrorData> {
+        self.snapshot()?.to_bytes().map_err(ErrorData::from)
+    }
+}
+
+/// `1` then the error as JSON.
+pub fn framed_error(e: &ErrorData) -> Vec<u8> {
+    let mut b = vec![1];
+    b.extend_from_slice(err(e).as_bytes());
+    b
+}
+
+fn too_large(n: usize) -> ErrorData {
+    error(
+        "request.too_large",
+        format!("a batch of {n} requests is more than {MAX_BATCH}"),
+        "split the batch",
+    )
+}
+
+fn info(s: &Snapshot) -> String {
+    text(&Info {
+        core_version: env!("CARGO_PKG_VERSION"),
+        entities: s.names.len(),
+        policy_hash: s.schema.hash_hex(),
+        revision: s.revision,
+        tuples: s.tuple_count(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn every_op_has_one_row_and_round_trips_through_json() {
+        let now = TimeValue::Seconds(0);
+        let calls = [
+            Call::LoadPolicy {
+                sources: Vec::new(),
+            },
+            Call::LoadFacts {
+                facts: FactsJson::default(),
+            },
+            Call::ApplyDeltas { deltas: Vec::new() },
+            Call::Check {
+                request: Request {
+                    principal: "user:a".into(),
+                    action: "view".into(),
+                    resource: "event:e".into(),
+                    target: None,
+                    now: now.clone(),
+                },
+            },
+            Call::CheckBatch {
+                requests: Vec::new(),
+            },
+            Call::AllowedActions {
+                principal: "user:a".into(),
+                resource: "event:e".into(),
+                now: now.clone(),
+            },
+            Call::ListResources {
+                principal: "user:a".into(),
+                action: "view".into(),
+                ty: "event".into(),
+                now: now.clone(),
+            },
+            Call::ListPrincipals {
+                resource: "event:e".into(),
+                action: "view".into(),
+                now: now.clone(),
+                account: Some("x".into()),
+            },
+            Call::Explain {
+                request: Request {
+                    principal: "user:a".into(),
+                    action: "view".into(),
+                    resource: "event:e".into(),
+                    target: None,
+                    now: now.clone(),
+                },
+            },
+            Call::Matrix {
+                matrix: "operations".into(),
+                account: None,
+            },
+            Call::Resolve {
+                requests: Vec::new(),
+            },
+            Call::AuthorizeDeltas {
+                author: "user:a".into(),
+                now: now.clone(),
+                deltas: Vec::new(),
+            },
+            Call::Write {
+                author: "user:a".into(),
+                now,
+                deltas: Vec::new(),
+            },
+            Call::Info,
+            Call::Schema,
+        ];
+        assert_eq!(calls.len(), OPS.len());
+        for c in &calls {
+            let spec = c.op().spec().expect("a row");
+            assert_eq!(OPS.iter().filter(|s| s.op == c.op()).count(), 1);
+            let json = c.to_json().unwrap();
+            let back = Call::parse(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(back.op(), c.op(), "{}", spec.name);
+            assert_eq!(back.to_json().unwrap(), json);
+        }
+    }
+
+    /// A snapshot loaded from bytes, then another policy: nothing decides under the old
+    /// policy while the session reports the new one.
+    #[test]
+    fn a_policy_loaded_after_a_snapshot_replaces_it_whole() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut sources: Vec<SourceJson> = Vec::new();
+        let mut files: Vec<_> = std::fs::read_dir(root.join("policies"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "policy"))
+            .collect();
+        files.sort();
+        for f in files {
+            sources.push(SourceJson {
+                name: f.display().to_string(),
+                text: std::fs::read_to_string(&f).unwrap(),
+            });
+        }
+        let facts: FactsJson = serde_json::from_str(
+            &std::fs::read_to_string(root.join("tests/worlds/airline.json")).unwrap(),
+        )
+        .unwrap();
+        let check = || Call::Check {
+            request: Request {
+                principal: "user:aeroserv_tech".into(),
+                action: "view".into(),
+                resource: "event:aog_lhr".into(),
+                target: None,
+                now: TimeValue::Text("2026-05-01T10:00:00Z".into()),
+            },
+        };
+        let mut a = Session::default();
+        let loaded = a.answer(Call::LoadPolicy {
+            sources: sources.clone(),
+        });
+        assert!(loaded.starts_with("{\"ok\""), "{loaded}");
+        let loaded = a.answer(Call::LoadFacts { facts });
+        assert!(loaded.starts_with("{\"ok\""), "{loaded}");
+        assert!(a.answer(check()).contains("\"allowed\":true"));
+        let bytes = a.snapshot_bytes().unwrap();
+        let mut b = Session::default();
+        assert!(b.load_snapshot(&bytes).starts_with("{\"ok\""));
+        assert!(b.answer(check()).contains("\"allowed\":true"));
+        sources.push(SourceJson {
+            name: "hangar.policy".into(),
+            text: "type hangar {\n  keeper: user\n  permission edit = keeper\n}\n".into(),
+        });
+        let loaded = b.answer(Call::LoadPolicy { sources });
+        assert!(loaded.starts_with("{\"ok\""), "{loaded}");
+        // The old snapshot no longer decides, and nothing reports it.
+        let answer: serde_json::Value = serde_json::from_str(&b.answer(check())).unwrap();
+        assert_eq!(answer["error"]["code"], "engine.not_loaded", "{answer}");
+        let info: serde_json::Value = serde_json::from_str(&b.answer(Call::Info)).unwrap();
+        assert_eq!(info["error"]["code"], "engine.not_loaded", "{info}");
+        let outline = b.answer(Call::Schema);
+        assert!(outline.contains("hangar"), "{outline}");
+    }
+}

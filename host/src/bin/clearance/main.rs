@@ -1,0 +1,139 @@
+//! `clearance`: the server and its command line, a module per subcommand. `serve` runs
+//! the HTTP API on a store; `check`, `explain` and `matrix` decide through the same wasm
+//! module; `validate` checks policy files; `test` runs scenario files (natively, with the
+//! core the module is built from).
+
+mod common;
+mod decide;
+mod matrix;
+mod scenarios;
+mod serve;
+mod validate;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "clearance",
+    version,
+    about = "Access checks for aviation operations: one wasm module decides, everywhere"
+)]
+struct Cli {
+    /// The policy directory (`*.policy`).
+    #[arg(long, global = true, default_value = "policies")]
+    policies: PathBuf,
+    /// The wasm artifact (its SHA-256 is read from `<file>.sha256`, written by `cargo xtask wasm`).
+    #[arg(long, global = true, default_value = "web/pkg/clearance_bg.wasm")]
+    wasm: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (seeds the demo data on first start with no store).
+    Serve(serve::ServeArgs),
+    /// Decide one request.
+    Check(RequestArgs),
+    /// Decide one request and explain every failed check (or the granting path).
+    Explain(RequestArgs),
+    /// Print the access-rights matrix (roles x rows) of a matrix.
+    Matrix {
+        /// The matrix.
+        #[arg(default_value = "operations")]
+        matrix: String,
+        /// Show it as this account sees it (with its custom roles).
+        #[arg(long)]
+        account: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Facts (a JSON file or a directory of them).
+        #[arg(long, default_value = "tests/worlds")]
+        facts: PathBuf,
+    },
+    /// Check policy files; print every error as file:line:col.
+    Validate,
+    /// Run scenario files (a world, requests, expected decisions): pass and fail counts,
+    /// exit code 1 on any failure.
+    Test {
+        /// Scenario files or directories of them.
+        #[arg(default_value = "tests/scenarios")]
+        paths: Vec<PathBuf>,
+        /// Where the scenarios' worlds are.
+        #[arg(long, default_value = "tests/worlds")]
+        worlds: PathBuf,
+        /// Print every case, not only failures.
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct RequestArgs {
+    /// The principal, `type:id`.
+    principal: String,
+    /// The action.
+    action: String,
+    /// The resource, `type:id` or a page `matrix:row`.
+    resource: String,
+    /// The time of the request (RFC 3339); now if not given.
+    #[arg(long)]
+    now: Option<String>,
+    /// The target entity, for permissions that take one.
+    #[arg(long)]
+    target: Option<String>,
+    /// Facts (a JSON file or a directory of them).
+    #[arg(long, default_value = "tests/worlds")]
+    facts: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+    Html,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(t) => t,
+        Err(e) => return fail(&format!("cannot start tokio: {e}")),
+    };
+    match tokio.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("clearance: {message}");
+    ExitCode::from(2)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    match &cli.command {
+        Command::Validate => validate::run(&cli.policies),
+        Command::Test {
+            paths,
+            worlds,
+            verbose,
+        } => scenarios::run(&cli.policies, paths, worlds, *verbose),
+        Command::Check(args) => decide::run(&cli, args, false).await,
+        Command::Explain(args) => decide::run(&cli, args, true).await,
+        Command::Matrix {
+            matrix,
+            account,
+            format,
+            facts,
+        } => matrix::run(&cli, matrix, account.as_deref(), *format, facts).await,
+        Command::Serve(args) => serve::run(&cli, args).await,
+    }
+}
