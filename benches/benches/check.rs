@@ -7,6 +7,10 @@
 //! `CLEARANCE_BENCH_SCALES` picks the scales: `small`, `medium`, `large`, or a comma list;
 //! all three by default.
 
+// A benchmark: it indexes its own generated inputs, and criterion's macros define
+// undocumented functions; neither is reachable from outside input.
+#![allow(clippy::indexing_slicing, missing_docs)]
+
 use clearance_benches::{Scale, default_schema, percentiles, scales, snapshot, world};
 use clearance_core::{Delta, Request, Snapshot, TimeValue};
 use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, criterion_main};

@@ -4,6 +4,10 @@
 //! artifact's size. It also writes the medium world's snapshot and queries to
 //! `target/bench-js/` for the Node script of the JS path (`web/bench/js-path.mjs`).
 
+// A benchmark: it indexes its own generated inputs, and criterion's macros define
+// undocumented functions; neither is reachable from outside input.
+#![allow(clippy::indexing_slicing, missing_docs)]
+
 use clearance_benches::{default_schema, percentiles, query_batch, scales, snapshot, world};
 use clearance_core::wire::QUERY_LEN;
 use clearance_host::{Runtime, RuntimeConfig};

@@ -8,6 +8,10 @@
 //! (each directory holds a `clearance_bg.wasm` and its `.sha256`); `CLEARANCE_AB_SCALE`
 //! picks another world than `small`.
 
+// A benchmark: it indexes its own generated inputs, and criterion's macros define
+// undocumented functions; neither is reachable from outside input.
+#![allow(clippy::indexing_slicing, missing_docs)]
+
 use clearance_benches::{default_schema, query_batch, scales, snapshot, world};
 use clearance_host::runtime::{Runtime, RuntimeConfig};
 use std::hint::black_box;
