@@ -88,8 +88,8 @@ impl<'a> Graph<'a> {
     fn new(types: &'a [TypeDef]) -> Graph<'a> {
         let mut nodes = Vec::new();
         let mut starts = Vec::with_capacity(types.len());
-        for (t, td) in types.iter().enumerate() {
-            let ty = t as TypeId;
+        // A compiled schema has fewer than `TypeId::MAX` types, each with its id.
+        for (td, ty) in types.iter().zip(0..=TypeId::MAX) {
             let perms = nodes.len();
             nodes.extend(td.perms.iter().map(|p| Node {
                 ty,

@@ -93,6 +93,7 @@ impl Compiler {
                     return Expr::Const(false);
                 };
                 let mut scopes = Vec::new();
+                // `rid` is a row of `m`, just looked up.
                 let row_scopes = m
                     .rows
                     .get(rid as usize)
@@ -121,7 +122,7 @@ impl Compiler {
                 }
             }
             ast::Expr::Authorized { kind, scope } => {
-                let kid = self.literal(&kind.text);
+                let kid = self.literal(&kind.text, &kind.span);
                 let scope = scope.as_ref().and_then(|s| {
                     let (op, k) = self.operand(sc, s, None)?;
                     match typecheck::check_authorized_scope(s, &k) {
@@ -273,6 +274,7 @@ impl Compiler {
                 self.err(&next.span, format!("expected `{name}->{next}`: `->` follows a relation to a member of its subjects"));
                 return Expr::Const(false);
             }
+            // `r` is a relation of `td`, just looked up.
             let targets = td
                 .rels
                 .get(r as usize)
@@ -364,9 +366,10 @@ impl Compiler {
         match o {
             ast::Operand::Now(_) => Some((Operand::Now, Kind::Value(ValueType::Time))),
             ast::Operand::Int(i, _) => Some((Operand::Int(*i), Kind::Value(ValueType::Int))),
-            ast::Operand::Str(s, _) => {
-                Some((Operand::Str(self.literal(s)), Kind::Value(ValueType::Str)))
-            }
+            ast::Operand::Str(s, span) => Some((
+                Operand::Str(self.literal(s, span)),
+                Kind::Value(ValueType::Str),
+            )),
             ast::Operand::Bool(b, _) => Some((Operand::Bool(*b), Kind::Value(ValueType::Bool))),
             ast::Operand::Count(paths, span) => {
                 let mut rels = Vec::new();
@@ -400,11 +403,16 @@ impl Compiler {
             }
             ast::Operand::Path(p) => {
                 if p.rest.is_empty() {
+                    // An enum has at most 250 values (compiling refuses more), so its
+                    // index is a `u8`.
                     if let Some(Kind::Value(ValueType::Enum(values))) = other
-                        && let Some(i) = values.iter().position(|v| *v == p.head.text)
+                        && let Some(i) = values
+                            .iter()
+                            .position(|v| *v == p.head.text)
+                            .and_then(|i| u8::try_from(i).ok())
                     {
                         return Some((
-                            Operand::Enum(i as u8),
+                            Operand::Enum(i),
                             Kind::Value(ValueType::Enum(values.clone())),
                         ));
                     }

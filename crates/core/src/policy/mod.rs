@@ -11,6 +11,12 @@
 //! Each phase reports every error it finds, with its place, and the next phase goes on
 //! from what is left, so one compile reports as much as it can; a policy set with any
 //! error is refused.
+//!
+//! Ids have fixed widths, and a policy set past a limit is refused at the first item too
+//! many: at most 65,535 types, matrices, and per type attributes, relations,
+//! permissions, scopes and gates (`u16` ids); per matrix 65,535 rows and 31 actions; per
+//! row 255 scopes; 250 values per enum; and 4,294,967,295 rules, string literals and
+//! roles (`u32` ids).
 
 pub mod ast;
 mod cost;

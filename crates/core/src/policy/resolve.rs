@@ -2,6 +2,10 @@
 //! policy set and give each a dense id, then compile every permission, scope, gate, write
 //! rule and automatic relation over those ids. [`Compiler`] holds what the passes have
 //! declared so far and the errors they found.
+//!
+//! Each id is checked to fit its integer type: a policy set with more types, members,
+//! rows, matrices, rules or string literals than ids can name is refused at the first one
+//! too many, never given an id that another already has.
 
 use super::ast::{self, Decl, FieldType, Member, TypeDecl, WriteEvent};
 use super::expr::{RuleKind, RuleOwner, Scope};
@@ -36,6 +40,14 @@ pub(super) struct Compiler {
     pub(super) matrices: Vec<MatrixDef>,
     /// Matrix ids by name.
     pub(super) matrix_index: BTreeMap<String, u16>,
+    /// The limits already reported, so each is reported once.
+    limits_reported: BTreeSet<String>,
+}
+
+/// The id of the item after `len` others, if it is below `max`. The largest value of
+/// each id type is never an id (`u16::MAX` is evaluation's "no type").
+pub(super) fn next_id<I: TryFrom<usize> + PartialOrd>(len: usize, max: I) -> Option<I> {
+    I::try_from(len).ok().filter(|id| *id < max)
 }
 
 /// Names for an error message: "`a`, `b`", or "none".
@@ -78,25 +90,51 @@ impl Compiler {
         self.errors.push(PolicyError::new(span.clone(), msg));
     }
 
-    /// The id of a string literal.
-    pub(super) fn literal(&mut self, s: &str) -> StrId {
+    /// Refuses `name`, one item too many of `whole`, which takes at most `max` `items`;
+    /// only the first item past each limit is reported.
+    pub(super) fn too_many(&mut self, span: &Span, whole: &str, max: u64, items: &str, name: &str) {
+        if self.limits_reported.insert(format!("{whole} {items}")) {
+            self.err(
+                span,
+                format!("{whole} takes at most {max} {items}: `{name}` is one too many"),
+            );
+        }
+    }
+
+    /// The id of a string literal, written at `span`. Past the limit the literal is
+    /// refused and the id returned is a placeholder: the policy does not compile.
+    pub(super) fn literal(&mut self, s: &str, span: &Span) -> StrId {
         if let Some(id) = self.literal_index.get(s) {
             return *id;
         }
-        let id = self.literals.len() as StrId;
+        let Some(id) = next_id(self.literals.len(), StrId::MAX) else {
+            self.too_many(
+                span,
+                "a policy set",
+                StrId::MAX.into(),
+                "string literals",
+                s,
+            );
+            return 0;
+        };
         self.literals.push(s.to_string());
         self.literal_index.insert(s.to_string(), id);
         id
     }
 
-    /// A new rule.
+    /// A new rule. Past the limit the rule is refused and the id returned is a
+    /// placeholder: the policy does not compile.
     pub(super) fn rule(&mut self, owner: String, text: String, span: &Span) -> RuleId {
+        let Some(id) = next_id(self.rules.len(), RuleId::MAX) else {
+            self.too_many(span, "a policy set", RuleId::MAX.into(), "rules", &owner);
+            return 0;
+        };
         self.rules.push(Rule {
             owner,
             text,
             span: span.clone(),
         });
-        (self.rules.len() - 1) as RuleId
+        id
     }
 
     /// The one rule of an authorisation kind, shared by every control and `authorized`
@@ -116,6 +154,24 @@ impl Compiler {
 
     pub(super) fn type_name(&self, t: TypeId) -> &str {
         self.types.get(t as usize).map_or("?", |t| t.name.as_str())
+    }
+
+    /// The index of the next of a type's members of one kind (`items`, of which it has
+    /// `len`), or an error at `name` if the type has as many as indices can name.
+    fn next_member(
+        &mut self,
+        tid: TypeId,
+        len: impl Fn(&TypeDef) -> usize,
+        items: &str,
+        name: &ast::Name,
+    ) -> Option<u16> {
+        let td = self.types.get(tid as usize)?;
+        let id = next_id(len(td), u16::MAX);
+        if id.is_none() {
+            let whole = format!("type `{}`", td.name);
+            self.too_many(&name.span, &whole, u16::MAX.into(), items, &name.text);
+        }
+        id
     }
 
     /// Pass 0: the rules of the request's fields, ids `0..=4` in the order of
@@ -138,7 +194,16 @@ impl Compiler {
             let id = match self.type_index.get(&t.name.text) {
                 Some(id) => *id,
                 None => {
-                    let id = self.types.len() as TypeId;
+                    let Some(id) = next_id(self.types.len(), TypeId::MAX) else {
+                        self.too_many(
+                            &t.name.span,
+                            "a policy set",
+                            TypeId::MAX.into(),
+                            "types",
+                            &t.name.text,
+                        );
+                        continue;
+                    };
                     self.types.push(TypeDef {
                         name: t.name.text.clone(),
                         principal: false,
@@ -164,6 +229,7 @@ impl Compiler {
         }
         for reserved in RESERVED_TYPES {
             if let Some(id) = self.type_index.get(reserved) {
+                // Every type has the span of its first declaration.
                 let span = self
                     .type_spans
                     .get(*id as usize)
@@ -187,9 +253,9 @@ impl Compiler {
         let principal_types: Vec<TypeId> = self
             .types
             .iter()
-            .enumerate()
-            .filter(|(_, t)| t.principal)
-            .map(|(i, _)| i as TypeId)
+            .zip(0..=TypeId::MAX)
+            .filter(|(t, _)| t.principal)
+            .map(|(_, id)| id)
             .collect();
         for t in principal_types.iter().copied() {
             if let Some(td) = self.types.get_mut(t as usize) {
@@ -232,10 +298,13 @@ impl Compiler {
                         if *optional {
                             self.err(&name.span, format!("relation `{name}` cannot be optional: a relation is a set of tuples, possibly empty"));
                         }
+                        let Some(idx) = self.next_member(tid, |t| t.rels.len(), "relations", name)
+                        else {
+                            continue;
+                        };
                         let Some(td) = self.types.get_mut(tid as usize) else {
                             continue;
                         };
-                        let idx = td.rels.len() as u16;
                         td.rels.push(RelDef {
                             name: name.text.clone(),
                             targets,
@@ -258,10 +327,14 @@ impl Compiler {
                             }
                             FieldType::Entities(_) => continue,
                         };
+                        let Some(idx) =
+                            self.next_member(tid, |t| t.attrs.len(), "attributes", name)
+                        else {
+                            continue;
+                        };
                         let Some(td) = self.types.get_mut(tid as usize) else {
                             continue;
                         };
-                        let idx = td.attrs.len() as u16;
                         td.attrs.push(AttrDef {
                             name: name.text.clone(),
                             ty: vt,
@@ -348,10 +421,14 @@ impl Compiler {
                             },
                             None => None,
                         };
+                        let Some(idx) =
+                            self.next_member(tid, |t| t.perms.len(), "permissions", name)
+                        else {
+                            continue;
+                        };
                         let Some(td) = self.types.get_mut(tid as usize) else {
                             continue;
                         };
-                        let idx = td.perms.len() as u16;
                         td.perms.push(PermDef {
                             name: name.text.clone(),
                             target: target_ty,
@@ -361,10 +438,13 @@ impl Compiler {
                         self.add_member(tid, name, MemberRef::Perm(idx));
                     }
                     Member::Scope { name, .. } => {
+                        let Some(idx) = self.next_member(tid, |t| t.scopes.len(), "scopes", name)
+                        else {
+                            continue;
+                        };
                         let Some(td) = self.types.get_mut(tid as usize) else {
                             continue;
                         };
-                        let idx = td.scopes.len() as u16;
                         td.scopes.push(NamedRule {
                             name: name.text.clone(),
                             expr: Expr::Const(false),
@@ -377,13 +457,22 @@ impl Compiler {
                         if !principal {
                             self.err(&name.span, format!("gate `{name}` on `{}`: gates belong to principal types (`type {} principal {{...}}`)", t.name, t.name));
                         }
-                        let Some(td) = self.types.get_mut(tid as usize) else {
+                        let Some(td) = self.types.get(tid as usize) else {
                             continue;
                         };
                         if td.gates.iter().any(|g| g.name == name.text) {
                             self.err(&name.span, format!("gate `{name}` is declared twice"));
                             continue;
                         }
+                        if self
+                            .next_member(tid, |t| t.gates.len(), "gates", name)
+                            .is_none()
+                        {
+                            continue;
+                        }
+                        let Some(td) = self.types.get_mut(tid as usize) else {
+                            continue;
+                        };
                         td.gates.push(NamedRule {
                             name: name.text.clone(),
                             expr: Expr::Const(false),
@@ -613,6 +702,7 @@ impl Compiler {
         let member_id = match (event, member) {
             (WriteEvent::Add | WriteEvent::Remove, Some(m)) => match td.rel(&m.text) {
                 Some(r) => {
+                    // `r` is a relation of `td`, just looked up.
                     let targets = td
                         .rels
                         .get(r as usize)
@@ -737,7 +827,7 @@ impl Compiler {
             if r.operation && !levels {
                 self.err(&r.name.span, "`operation` rows belong to level matrices; in an action matrix use a row with actions");
             }
-            let feature = r.feature.as_ref().map(|f| self.literal(&f.text));
+            let feature = r.feature.as_ref().map(|f| self.literal(&f.text, &f.span));
             let mut text = String::from("row");
             if let Some(f) = &r.feature {
                 text.push_str(&format!(" feature {f}"));
@@ -746,8 +836,17 @@ impl Compiler {
                 text.push_str(" setup_only");
             }
             let rule = self.rule(format!("{}.{}", m.name, r.name), text, &r.name.span);
-            def.row_index
-                .insert(r.name.text.clone(), def.rows.len() as u16);
+            let Some(row) = next_id(def.rows.len(), u16::MAX) else {
+                let whole = format!("matrix `{}`", m.name);
+                self.too_many(&r.name.span, &whole, u16::MAX.into(), "rows", &r.name.text);
+                continue;
+            };
+            // A cell names a scope of its row by its index, a `u8`.
+            if let Some(s) = r.scopes.get(usize::from(u8::MAX)) {
+                let whole = format!("row `{}` of matrix `{}`", r.name, m.name);
+                self.too_many(&s.span, &whole, u8::MAX.into(), "scopes", &s.text);
+            }
+            def.row_index.insert(r.name.text.clone(), row);
             def.rows.push(RowDef {
                 name: r.name.text.clone(),
                 operation: r.operation,
@@ -772,7 +871,7 @@ impl Compiler {
                 );
                 continue;
             };
-            let kind = self.literal(&c.kind.text);
+            let kind = self.literal(&c.kind.text, &c.kind.span);
             let rule = self.kind_rule(&c.kind);
             def.controls.push(ControlDef {
                 row,
@@ -781,8 +880,17 @@ impl Compiler {
                 rule,
             });
         }
-        self.matrix_index
-            .insert(m.name.text.clone(), self.matrices.len() as u16);
+        let Some(id) = next_id(self.matrices.len(), u16::MAX) else {
+            self.too_many(
+                &m.name.span,
+                "a policy set",
+                u16::MAX.into(),
+                "matrices",
+                &m.name.text,
+            );
+            return;
+        };
+        self.matrix_index.insert(m.name.text.clone(), id);
         self.matrices.push(def);
     }
 }

@@ -5,8 +5,8 @@
 //! roles here and for custom roles in the snapshot.
 
 use super::ast::{self, Decl};
-use super::resolve::{Compiler, list};
-use super::types::{CellDef, LEVELS, MatrixDef, RoleDef, USE_BIT};
+use super::resolve::{Compiler, list, next_id};
+use super::types::{CellDef, LEVELS, MatrixDef, RoleDef, RowDef, USE_BIT};
 use crate::error::PolicyError;
 use std::collections::BTreeMap;
 
@@ -69,8 +69,8 @@ pub(super) fn compile_cell(m: &MatrixDef, cell: &ast::CellDecl) -> Result<CellDe
         .ok_or_else(|| PolicyError::new(cell.row.span.clone(), "unknown row"))?;
     let mut scopes = Vec::new();
     for s in &cell.scopes {
-        match r.scopes.iter().position(|x| *x == s.text) {
-            Some(i) => scopes.push(i as u8),
+        match scope_index(r, &s.text) {
+            Some(i) => scopes.push(i),
             None => {
                 return Err(PolicyError::new(
                     s.span.clone(),
@@ -147,8 +147,8 @@ pub(super) fn compile_cell(m: &MatrixDef, cell: &ast::CellDecl) -> Result<CellDe
             )
         })?;
         if level == 1 && scopes.is_empty() {
-            match r.scopes.iter().position(|x| x == "self") {
-                Some(i) => scopes.push(i as u8),
+            match scope_index(r, "self") {
+                Some(i) => scopes.push(i),
                 None => {
                     return Err(PolicyError::new(
                         cell.row.span.clone(),
@@ -187,8 +187,15 @@ pub(super) fn compile_cell(m: &MatrixDef, cell: &ast::CellDecl) -> Result<CellDe
             if v.text == "none" {
                 continue;
             }
-            match m.actions.iter().position(|a| *a == v.text) {
-                Some(i) => bits |= 1 << i,
+            // A matrix has at most 31 actions (compiling refuses more), so each has a bit.
+            match m
+                .actions
+                .iter()
+                .position(|a| *a == v.text)
+                .and_then(|i| u32::try_from(i).ok())
+                .and_then(|i| 1u32.checked_shl(i))
+            {
+                Some(bit) => bits |= bit,
                 None => {
                     return Err(PolicyError::new(
                         v.span.clone(),
@@ -218,6 +225,15 @@ pub(super) fn compile_cell(m: &MatrixDef, cell: &ast::CellDecl) -> Result<CellDe
     }
 }
 
+/// The index of scope `name` among a row's scopes. A row has at most 255 scopes
+/// (compiling refuses more), so the index is a `u8`.
+fn scope_index(r: &RowDef, name: &str) -> Option<u8> {
+    r.scopes
+        .iter()
+        .position(|x| x == name)
+        .and_then(|i| u8::try_from(i).ok())
+}
+
 impl Compiler {
     /// The roles of the policy files, each with the cells of the role it extends and its
     /// own written over them, and the roles by name.
@@ -239,8 +255,19 @@ impl Compiler {
         }
         let mut roles = Vec::new();
         let mut index = BTreeMap::new();
-        for r in done.into_iter().flatten() {
-            index.insert(r.name.clone(), roles.len() as u32);
+        for (r, d) in done.into_iter().zip(&decls) {
+            let Some(r) = r else { continue };
+            let Some(id) = next_id(roles.len(), u32::MAX) else {
+                self.too_many(
+                    &d.name.span,
+                    "a policy set",
+                    u32::MAX.into(),
+                    "roles",
+                    &d.name.text,
+                );
+                break;
+            };
+            index.insert(r.name.clone(), id);
             roles.push(r);
         }
         (roles, index)

@@ -135,6 +135,8 @@ impl Schema {
     /// and the matrices with their rows and roles. User interfaces build their pages and
     /// "why not?" lists from it.
     pub fn outline(&self) -> Outline {
+        // Every id of a compiled schema names one of its items, so no look-up below
+        // falls back to its empty default.
         let type_name = |t: TypeId| self.ty(t).map(|d| d.name.clone()).unwrap_or_default();
         let types = self
             .types

@@ -368,16 +368,17 @@ impl MatrixDef {
         if self.levels {
             match (r.operation, action) {
                 (true, "use") => Some(USE_BIT),
-                (false, a) if a != "use" => {
-                    LEVEL_ACTIONS.iter().position(|x| *x == a).map(|i| i as u8)
-                }
+                (false, a) if a != "use" => LEVEL_ACTIONS
+                    .iter()
+                    .position(|x| *x == a)
+                    .and_then(|i| u8::try_from(i).ok()),
                 _ => None,
             }
         } else {
             self.actions
                 .iter()
                 .position(|x| x == action)
-                .map(|i| i as u8)
+                .and_then(|i| u8::try_from(i).ok())
         }
     }
 
@@ -386,7 +387,12 @@ impl MatrixDef {
         match self.rows.get(row as usize) {
             Some(r) if self.levels && r.operation => 1 << USE_BIT,
             Some(_) if self.levels => 0b1111,
-            Some(_) => (1u32 << self.actions.len()) - 1,
+            // Every action's bit: a matrix takes at most 31 actions, and all 32 bits if
+            // it had more.
+            Some(_) => u32::try_from(self.actions.len())
+                .ok()
+                .and_then(|n| 1u32.checked_shl(n))
+                .map_or(u32::MAX, |b| b - 1),
             None => 0,
         }
     }
