@@ -488,8 +488,7 @@ impl<'a> Eval<'a> {
             return false;
         };
         if let Some(f) = r.feature {
-            let [features, _] = s.schema.builtins.account_attrs;
-            let on = match self.account_column(features) {
+            let on = match self.account_column(s.schema.builtins.account_attrs.features) {
                 Some(Column::Set(v)) => v
                     .get(self.local(self.account))
                     .is_some_and(|set| set.binary_search(&f).is_ok()),
@@ -505,8 +504,7 @@ impl<'a> Eval<'a> {
             }
         }
         if r.setup_only {
-            let [_, setup] = s.schema.builtins.account_attrs;
-            let on = match self.account_column(setup) {
+            let on = match self.account_column(s.schema.builtins.account_attrs.setup_mode) {
                 Some(Column::Bool(v)) => v.get(self.local(self.account)).is_some_and(|b| *b == 1),
                 _ => false,
             };
@@ -549,7 +547,7 @@ impl<'a> Eval<'a> {
     fn authorized(&mut self, kind: u32, scope: Option<u32>, rule: u32) -> bool {
         let s = self.s;
         let at = s.schema.builtins.authorization;
-        let [a_kind, a_from, a_until, a_scope, a_revoked] = s.schema.builtins.auth_attrs;
+        let attrs = s.schema.builtins.auth_attrs;
         let Some(td) = s.types.get(at as usize) else {
             return false;
         };
@@ -564,7 +562,7 @@ impl<'a> Eval<'a> {
         };
         for &aid in s.auth_by_holder.row(self.principal) {
             let l = self.local(aid);
-            let k = match col(a_kind) {
+            let k = match col(attrs.kind) {
                 Some(Column::Str(v)) => v.get(l).copied().unwrap_or(NONE_STR),
                 _ => NONE_STR,
             };
@@ -575,11 +573,12 @@ impl<'a> Eval<'a> {
                 Some(Column::Time(v)) => v.get(l).copied().unwrap_or(NONE_I64),
                 _ => NONE_I64,
             };
-            let (from, until) = (time(a_from), time(a_until));
-            let revoked = matches!(col(a_revoked), Some(Column::Bool(v)) if v.get(l) == Some(&1));
+            let (from, until) = (time(attrs.valid_from), time(attrs.valid_until));
+            let revoked =
+                matches!(col(attrs.revoked), Some(Column::Bool(v)) if v.get(l) == Some(&1));
             let in_scope = match scope {
                 None => true,
-                Some(x) => match col(a_scope) {
+                Some(x) => match col(attrs.scope) {
                     Some(Column::Set(v)) => v
                         .get(l)
                         .is_none_or(|set| set.is_empty() || set.binary_search(&x).is_ok()),

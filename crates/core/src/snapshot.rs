@@ -3,7 +3,7 @@
 
 use crate::error::FactsError;
 use crate::facts::Facts;
-use crate::policy::{CellDef, Schema, TypeId, ValueType, parse_cell};
+use crate::policy::{CellDef, RoleCells, Schema, TypeId, ValueType, parse_cell};
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -547,20 +547,10 @@ impl Snapshot {
         // Custom roles, per account: name -> index in `roles`.
         let mut custom: BTreeMap<(u32, String), usize> = BTreeMap::new();
         let role_ty = schema.builtins.role;
-        let role_def = schema
-            .ty(role_ty)
-            .ok_or_else(|| bad("facts.unknown_type", "role", "no role type".into()))?;
-        let (Some(a_matrix), Some(a_extends), Some(a_cells)) = (
-            role_def.attr("matrix"),
-            role_def.attr("extends"),
-            role_def.attr("cells"),
-        ) else {
-            return Err(bad(
-                "facts.unknown_type",
-                "role",
-                "the role type lacks its built-in attributes".into(),
-            ));
-        };
+        if schema.ty(role_ty).is_none() {
+            return Err(bad("facts.unknown_type", "role", "no role type".into()));
+        }
+        let a_matrix = schema.builtins.role_attrs.matrix;
         let entities = self
             .types
             .get(role_ty as usize)
@@ -600,14 +590,7 @@ impl Snapshot {
         for (id, local) in pending.clone() {
             let mut stack = Vec::new();
             self.resolve_custom(
-                id,
-                local,
-                &pending,
-                &custom,
-                &mut roles,
-                &mut done,
-                &mut stack,
-                (a_extends, a_cells),
+                id, local, &pending, &custom, &mut roles, &mut done, &mut stack,
             )?;
         }
         // Principals.
@@ -695,9 +678,9 @@ impl Snapshot {
         roles: &mut [AccountRole],
         done: &mut [bool],
         stack: &mut Vec<u32>,
-        attrs: (u16, u16),
     ) -> Result<usize, FactsError> {
         let role_ty = self.schema.builtins.role;
+        let attrs = self.schema.builtins.role_attrs;
         let name = self.names.get(id as usize).cloned().unwrap_or_default();
         let at = format!("entity `{name}`");
         let account = self.account_of(id).unwrap_or(0);
@@ -724,8 +707,8 @@ impl Snapshot {
         }
         stack.push(id);
         let matrix = roles.get(idx).map(|r| r.matrix).unwrap_or(0);
-        let mut cells: Vec<CellDef> = Vec::new();
-        if let Some(base) = self.str_attr(role_ty, attrs.0, local) {
+        let mut inherited: Vec<CellDef> = Vec::new();
+        if let Some(base) = self.str_attr(role_ty, attrs.extends, local) {
             // A custom role extends another custom role of its account, or a policy role.
             let base_idx = if base != role_name {
                 match custom.get(&(account, base.clone())) {
@@ -736,9 +719,7 @@ impl Snapshot {
                             .copied()
                             .find(|(i, _)| self.names.get(*i as usize) == Some(&key))
                             .ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
-                        Some(self.resolve_custom(
-                            bid, blocal, pending, custom, roles, done, stack, attrs,
-                        )?)
+                        Some(self.resolve_custom(bid, blocal, pending, custom, roles, done, stack)?)
                     }
                     None => None,
                 }
@@ -768,14 +749,14 @@ impl Snapshot {
                     format!("role `{base}` is of another matrix"),
                 ));
             }
-            cells = b.cells;
+            inherited = b.cells;
         }
         // Without `extends`, a custom role starts from no cells; one with a policy role's
         // name replaces that role for its account.
         let written: Vec<String> = match self
             .types
             .get(role_ty as usize)
-            .and_then(|t| t.columns.get(attrs.1 as usize))
+            .and_then(|t| t.columns.get(attrs.cells as usize))
         {
             Some(Column::Set(v)) => v
                 .get(local)
@@ -787,7 +768,7 @@ impl Snapshot {
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
-        let mut seen = Vec::new();
+        let mut cells = RoleCells::extending(inherited);
         for text in &written {
             let cat = format!("{at} cell `{text}`");
             let decl =
@@ -796,22 +777,16 @@ impl Snapshot {
                 .schema
                 .compile_cell(matrix, &decl)
                 .map_err(|e| bad("facts.invalid_role", &cat, e.message))?;
-            if seen.contains(&cell.row) {
+            if cells.write(cell).is_err() {
                 return Err(bad(
                     "facts.invalid_role",
                     &cat,
                     "the row appears twice in the role".into(),
                 ));
             }
-            seen.push(cell.row);
-            cells.retain(|c| c.row != cell.row);
-            if cell.page != 0 {
-                cells.push(cell);
-            }
         }
-        cells.sort_by_key(|c| c.row);
         if let Some(r) = roles.get_mut(idx) {
-            r.cells = cells;
+            r.cells = cells.into_cells();
         }
         if let Some(d) = done.get_mut(idx) {
             *d = true;

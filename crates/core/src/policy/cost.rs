@@ -19,7 +19,8 @@
 //! The costs are memoised per rule and remaining depth, so the check is linear in the
 //! size of the policy (times [`EVAL_DEPTH_LIMIT`]).
 
-use super::{Expr, PolicyError, Rule, RuleId, TypeDef, TypeId};
+use super::types::{Expr, NamedRule, Rule, RuleId, TypeDef, TypeId};
+use crate::error::PolicyError;
 
 /// The most rule nodes one permission, scope or gate may visit in one check, counting
 /// every referenced rule at each place it is used (see the module documentation).
@@ -66,11 +67,19 @@ struct Node<'a> {
     rule: RuleId,
 }
 
+/// The node indices at which a type's permissions, scopes and gates start: its nodes
+/// are its permissions, then its scopes, then its gates, in order.
+struct Starts {
+    perms: usize,
+    scopes: usize,
+    gates: usize,
+}
+
 /// The rules of a compiled policy and the references between them.
 struct Graph<'a> {
     nodes: Vec<Node<'a>>,
-    /// For each type, the node index of its first permission, first scope, first gate.
-    starts: Vec<[usize; 3]>,
+    /// For each type, where its nodes start.
+    starts: Vec<Starts>,
     /// For each node, the nodes it references, and whether through a `->` step.
     refs: Vec<Vec<(usize, bool)>>,
 }
@@ -79,8 +88,8 @@ impl<'a> Graph<'a> {
     fn new(types: &'a [TypeDef]) -> Graph<'a> {
         let mut nodes = Vec::new();
         let mut starts = Vec::with_capacity(types.len());
-        for (t, td) in types.iter().enumerate() {
-            let ty = t as TypeId;
+        // A compiled schema has fewer than `TypeId::MAX` types, each with its id.
+        for (td, ty) in types.iter().zip(0..=TypeId::MAX) {
             let perms = nodes.len();
             nodes.extend(td.perms.iter().map(|p| Node {
                 ty,
@@ -89,7 +98,7 @@ impl<'a> Graph<'a> {
                 rule: p.rule,
             }));
             let scopes = nodes.len();
-            let named = |r: &'a super::NamedRule| Node {
+            let named = |r: &'a NamedRule| Node {
                 ty,
                 target: None,
                 expr: &r.expr,
@@ -98,7 +107,11 @@ impl<'a> Graph<'a> {
             nodes.extend(td.scopes.iter().map(named));
             let gates = nodes.len();
             nodes.extend(td.gates.iter().map(named));
-            starts.push([perms, scopes, gates]);
+            starts.push(Starts {
+                perms,
+                scopes,
+                gates,
+            });
         }
         let mut g = Graph {
             nodes,
@@ -119,14 +132,14 @@ impl<'a> Graph<'a> {
 
     /// The node of permission `i` of type `t`.
     fn perm(&self, t: TypeId, i: u16) -> Option<usize> {
-        let [perms, scopes, _] = *self.starts.get(t as usize)?;
-        Some(perms + i as usize).filter(|n| *n < scopes)
+        let s = self.starts.get(t as usize)?;
+        Some(s.perms + i as usize).filter(|n| *n < s.scopes)
     }
 
     /// The node of scope `i` of type `t`.
     fn scope(&self, t: TypeId, i: u16) -> Option<usize> {
-        let [_, scopes, gates] = *self.starts.get(t as usize)?;
-        Some(scopes + i as usize).filter(|n| *n < gates)
+        let s = self.starts.get(t as usize)?;
+        Some(s.scopes + i as usize).filter(|n| *n < s.gates)
     }
 
     /// The references of `e`, evaluated on an entity of type `cur` (whose target, for a
