@@ -23,6 +23,33 @@ fn snapshot() -> &'static Snapshot {
     })
 }
 
+/// The sources of the default policies, which the fuzzing mutates: a missing or empty
+/// `policies/` fails the test instead of fuzzing nothing.
+fn default_sources() -> &'static [Source] {
+    static SOURCES: OnceLock<Vec<Source>> = OnceLock::new();
+    SOURCES.get_or_init(|| {
+        let sources = policy_sources().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!sources.is_empty(), "policies/ holds no policy");
+        sources
+    })
+}
+
+/// The airline world as JSON text, which the fuzzing mutates: a missing, empty or
+/// broken file fails the test instead of fuzzing nothing.
+fn airline_text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        let path = root().join("tests/worlds/airline.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!text.trim().is_empty(), "{} is empty", path.display());
+        if let Err(e) = Facts::from_json(&text) {
+            panic!("{}: {e}", path.display());
+        }
+        text
+    })
+}
+
 fn errors_of(text: &str) -> Vec<String> {
     match Schema::compile(&[Source::new("t.policy", text)]) {
         Ok(_) => Vec::new(),
@@ -284,8 +311,8 @@ proptest! {
     /// Random mutations of the default policies either load or give located errors.
     #[test]
     fn mutated_policies_never_panic(file in 0usize..8, edits in proptest::collection::vec((any::<usize>(), any::<usize>(), any::<u8>()), 1..6)) {
-        let sources = policy_sources().unwrap_or_default();
-        let i = file % sources.len().max(1);
+        let sources = default_sources();
+        let i = file % sources.len();
         let mutated: Vec<Source> = sources.iter().enumerate().map(|(j, s)| if j == i { Source::new(s.name.clone(), mutate(&s.text, &edits)) } else { s.clone() }).collect();
         if let Err(errors) = Schema::compile(&mutated) {
             prop_assert!(!errors.0.is_empty());
@@ -298,8 +325,7 @@ proptest! {
     /// Random mutations of a world either load and decide, or give a coded error.
     #[test]
     fn mutated_worlds_never_panic(edits in proptest::collection::vec((any::<usize>(), any::<usize>(), any::<u8>()), 1..4)) {
-        let text = std::fs::read_to_string(root().join("tests/worlds/airline.json")).unwrap_or_default();
-        let mutated = mutate(&text, &edits);
+        let mutated = mutate(airline_text(), &edits);
         match Facts::from_json(&mutated).and_then(|f| Snapshot::build(schema(), &f)) {
             Ok(s) => {
                 let names = s.names.clone();
