@@ -1,5 +1,6 @@
 //! Conventions the code base keeps, checked: the core stays pure, every module says what
-//! it is for, nothing is left half-done, and the project speaks only of itself.
+//! it is for, nothing is left half-done, tests never pass on a missing input, and the
+//! project speaks only of itself.
 
 use clearance_tests::root;
 use std::collections::{BTreeMap, BTreeSet};
@@ -285,4 +286,37 @@ fn no_leftovers_and_no_foreign_names() {
             f.display()
         );
     }
+}
+
+/// A test never reads its input with a default for when it is missing: a fixture that is
+/// not there would be an empty input, and the test would pass on nothing.
+#[test]
+fn tests_never_default_a_missing_input() {
+    let mut sources = Vec::new();
+    for dir in ["tests", "crates/core/tests", "host/tests"] {
+        sources.extend(files(dir, &["rs"]));
+    }
+    // Spelled in pieces so this file does not match itself.
+    let default = [".unwrap_or", "_default()"].concat();
+    let reads = [
+        "read_to_string(",
+        "fs::read(",
+        "read_dir(",
+        "policy_sources(",
+    ];
+    let mut found = Vec::new();
+    for f in sources {
+        // Statements, roughly: split at `;` and where a block opens or closes a line.
+        let text = read(&f).replace("{\n", ";").replace("\n}", ";");
+        for statement in text.split(';') {
+            if statement.contains(&default) && reads.iter().any(|r| statement.contains(r)) {
+                found.push(format!("{}: {}", f.display(), statement.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "inputs read with a default, so a missing file passes the test:\n{}",
+        found.join("\n")
+    );
 }
