@@ -224,31 +224,53 @@ fn the_purity_rule_sees_through_other_crates() {
 }
 
 /// Every Rust source file opens with a `//!` line saying what it is for (or is a crate
-/// root that includes its README).
+/// root that includes its README), and so does every JS and TS module of `web/`, with a
+/// comment (after its `#!` line, if it has one).
 #[test]
 fn every_module_says_what_it_is_for() {
     let mut sources = Vec::new();
-    for dir in ["crates", "tests", "benches", "xtask"] {
+    for dir in ["crates", "host", "tests", "benches", "xtask"] {
         sources.extend(files(dir, &["rs"]));
     }
+    let mut found = Vec::new();
     for f in sources {
         let text = read(&f);
         let first = text.lines().next().unwrap_or_default();
-        assert!(
-            first.starts_with("//!") || first.starts_with("#![doc = include_str!"),
-            "{} does not open with a `//!` line",
-            f.display()
-        );
+        if !(first.starts_with("//!") || first.starts_with("#![doc = include_str!")) {
+            found.push(format!("{} does not open with a `//!` line", f.display()));
+        }
     }
+    let scripts = files("web", &["js", "mjs", "ts"]);
+    assert!(!scripts.is_empty());
+    for f in scripts {
+        let text = read(&f);
+        let first = text
+            .lines()
+            .find(|l| !l.starts_with("#!"))
+            .unwrap_or_default();
+        if !(first.starts_with("//") || first.starts_with("/*")) {
+            found.push(format!(
+                "{} does not open with a comment saying what it is for",
+                f.display()
+            ));
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
 }
 
 /// No half-done work is committed, and the project speaks only of itself.
 #[test]
 fn no_leftovers_and_no_foreign_names() {
     let mut all = Vec::new();
-    for dir in ["crates", "tests", "benches", "xtask", "policies", "docs"] {
-        all.extend(files(dir, &["rs", "policy", "toml", "json", "md"]));
+    for dir in [
+        "crates", "host", "tests", "benches", "xtask", "policies", "docs",
+    ] {
+        all.extend(files(dir, &["rs", "policy", "toml", "json", "md", "snap"]));
     }
+    all.extend(files(
+        "web",
+        &["js", "mjs", "ts", "html", "css", "json", "md"],
+    ));
     for name in ["README.md", "ARCHITECTURE.md", "BENCHMARKS.md"] {
         all.push(root().join(name));
     }
@@ -265,27 +287,24 @@ fn no_leftovers_and_no_foreign_names() {
     .collect();
     let marker = ["TO", "DO"].concat();
     let paths = [["/wo", "rk/"].concat(), ["/ro", "ot/"].concat()];
+    let mut found = Vec::new();
     for f in all {
         let text = read(&f);
         let lower = text.to_lowercase();
-        for n in &foreign {
-            assert!(
-                !lower.contains(n.as_str()),
-                "{} names another product",
-                f.display()
-            );
+        if foreign.iter().any(|n| lower.contains(n.as_str())) {
+            found.push(format!("{} names another product", f.display()));
         }
-        assert!(
-            !text.contains(&marker),
-            "{} has a {marker}: finish it or file an issue",
-            f.display()
-        );
-        assert!(
-            !paths.iter().any(|p| text.contains(p.as_str())),
-            "{} names a machine path",
-            f.display()
-        );
+        if text.contains(&marker) {
+            found.push(format!(
+                "{} has a {marker}: finish it or file an issue",
+                f.display()
+            ));
+        }
+        if paths.iter().any(|p| text.contains(p.as_str())) {
+            found.push(format!("{} names a machine path", f.display()));
+        }
     }
+    assert!(found.is_empty(), "{}", found.join("\n"));
 }
 
 /// A test never reads its input with a default for when it is missing: a fixture that is
