@@ -1,6 +1,7 @@
 //! The core's behaviour tests, in one binary (wasmtime's `tests/all` pattern): scenario
-//! files naming requirements, properties over generated worlds, fail-closed inputs and
-//! the cost bound. They build against the core and the scenario runner only, so a change
+//! files naming requirements, properties over generated worlds, fail-closed inputs, the
+//! cost bound, and snapshots (insta) of the policy error text and the shipped policies'
+//! outline. They build against the core and the scenario runner only, so a change
 //! to the compiler is tested without building the host (`cargo test -p clearance-core`).
 
 #![allow(
@@ -12,7 +13,9 @@
 
 mod fail_closed;
 mod generate;
+mod outline;
 mod policy_cost;
+mod policy_errors;
 mod properties;
 mod scenarios;
 
