@@ -1,7 +1,6 @@
-//! Shared helpers of the test suite: loading the default policies, worlds and scenario
-//! files, and running a scenario case against a snapshot.
+//! Shared helpers of the cross-runtime tests: loading the default policies, worlds and
+//! scenario files, and running the parity suite.
 
-pub mod generate;
 pub mod parity;
 
 use clearance_core::{Facts, Schema};
@@ -35,24 +34,6 @@ pub fn world(name: &str) -> Result<Facts, String> {
 /// Every scenario file of `tests/scenarios/`, with its file name.
 pub fn scenario_files() -> Result<Vec<(String, ScenarioFile)>, String> {
     clearance_scenarios::load_dir(&root().join("tests/scenarios"))
-}
-
-/// The requirement IDs of `docs/requirements.md`.
-pub fn requirement_ids() -> Result<Vec<String>, String> {
-    let path = root().join("docs/requirements.md");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.strip_prefix("- "))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|id| {
-            let letters = id.trim_end_matches(|c: char| c.is_ascii_digit());
-            !letters.is_empty()
-                && letters.len() < id.len()
-                && letters.chars().all(|c| c.is_ascii_uppercase())
-        })
-        .map(str::to_string)
-        .collect())
 }
 
 /// The repository README's examples, compiled as doctests.

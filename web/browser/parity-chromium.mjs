@@ -42,7 +42,7 @@ function server(work) {
       }
       const rel = normalize(url.pathname).replace(/^[/\\]+/, '');
       if (rel.startsWith('..')) throw new Error('outside');
-      const file = /^work\/job\d+\.(snapshot|queries)$/.test(rel) ? join(work, rel.slice(5)) : join(web, rel);
+      const file = /^jobs\/job\d+\.(snapshot|queries)$/.test(rel) ? join(work, rel.slice(5)) : join(web, rel);
       const body = await readFile(file);
       res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' }).end(body);
     } catch {
@@ -59,9 +59,9 @@ async function decideAll({ jobs, chunk }) {
   let decisions = 0;
   const bytes = async (path) => new Uint8Array(await (await fetch(path)).arrayBuffer());
   for (let i = 0; i < jobs; i++) {
-    const loaded = engine.loadSnapshot(await bytes(`/work/job${i}.snapshot`));
+    const loaded = engine.loadSnapshot(await bytes(`/jobs/job${i}.snapshot`));
     if (c.isError(loaded)) return { error: { ...loaded.error, message: `job ${i}: ${loaded.error.message}` } };
-    const queries = await bytes(`/work/job${i}.queries`);
+    const queries = await bytes(`/jobs/job${i}.queries`);
     const parts = [];
     for (let at = 0; at < queries.length; at += chunk * c.QUERY_LEN) {
       const raw = engine.checkIdsRaw(queries.subarray(at, Math.min(queries.length, at + chunk * c.QUERY_LEN)));

@@ -10,9 +10,9 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test    the whole test suite: formatting, lints, the core built for wasm32,
-          unit, scenario, property and fail-closed tests, the JS package's tests and
-          types, the console in Chromium, Clearance and Cedar deciding alike, doctests,
-          benches run once, and the parity suite
+          unit, scenario, property, fail-closed and snapshot tests, the JS package's
+          tests and types, the console in Chromium, Clearance and Cedar deciding alike,
+          doctests, benches run once, and the parity suite
   wasm    build the one wasm artifact into web/pkg/ (glue, .d.ts, clearance_bg.wasm)
           and print its SHA-256
   repro   build it twice, from two checkout paths, and compare the bytes
@@ -128,14 +128,21 @@ fn test() -> Result<(), String> {
     reproducible()?;
     run("node tests", "node", &["--test", "web/test/"], &[])?;
     // One profile and one feature set (`--workspace` everywhere), so wasmtime is built
-    // once (release). `--all-targets`
-    // also runs each benchmark once, as a test, on the small world. The parity suite runs
-    // on its own below, to show its figures.
+    // once (release). This runs the core's behaviour tests (`crates/core/tests/all`), the
+    // host's, and `tests/` (tidy, the module's JSON boundary, parity's quick test);
+    // `--all-targets` also runs each benchmark once, as a test, on the small world. The
+    // parity suite runs on its own below, to show its figures. A snapshot that differs
+    // from its committed file fails the step, whatever INSTA_UPDATE the caller has set
+    // (`no`: insta writes nothing; update with `INSTA_UPDATE=always cargo test ...`).
     run(
         "tests",
         "cargo",
         &["test", "--workspace", "--release", "--all-targets"],
-        &[("CLEARANCE_BENCH_SCALES", "small")],
+        &[
+            ("CLEARANCE_BENCH_SCALES", "small"),
+            ("INSTA_UPDATE", "no"),
+            ("INSTA_FORCE_PASS", "0"),
+        ],
     )?;
     run(
         "types of the JS package",

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod cli;
 mod faults;
+mod openapi;
 mod service;
 mod soak;
 

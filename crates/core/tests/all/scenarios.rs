@@ -1,7 +1,7 @@
 //! Runs every scenario file against the default policies, and checks that every
 //! requirement has a scenario.
 
-use clearance_tests::{default_schema, requirement_ids, root, scenario_files};
+use crate::{default_schema, requirement_ids, root, scenario_files};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[test]

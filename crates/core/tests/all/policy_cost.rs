@@ -3,16 +3,8 @@
 //! deadline (2^42 rule nodes); the compiler now refuses every permission, scope and gate
 //! whose expanded cost or nesting is over the bound, with the place it is defined.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 use clearance_core::policy::{EVAL_DEPTH_LIMIT, MAX_RULE_COST, MAX_RULE_DEPTH};
 use clearance_core::{Facts, Request, Schema, Snapshot, Source, TimeValue};
-use std::path::Path;
 use std::sync::Arc;
 
 fn compile(text: &str) -> Result<Schema, Vec<String>> {
@@ -287,21 +279,8 @@ fn evaluation_stops_at_the_depth_limit_the_costs_assume() {
 /// Every shipped policy still compiles, well under both bounds; prints the figures.
 #[test]
 fn shipped_policies_compile_under_the_bounds() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "policy"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
-    let sources: Vec<Source> = files
-        .iter()
-        .map(|p| {
-            let name = format!("policies/{}", p.file_name().unwrap().to_string_lossy());
-            Source::new(name, std::fs::read_to_string(p).unwrap())
-        })
-        .collect();
+    let sources = crate::policy_sources().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!sources.is_empty());
     let schema = Schema::compile(&sources).unwrap_or_else(|e| panic!("{e}"));
     let costs = schema.rule_costs();
     let owner = |c: &clearance_core::policy::RuleCost| schema.rule(c.rule).unwrap().owner.clone();

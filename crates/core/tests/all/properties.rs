@@ -1,9 +1,9 @@
 //! Invariants over generated worlds under the default policies: tenancy, gates,
 //! agreement of every listing with `check`, and snapshots that survive serialisation.
 
+use crate::default_schema;
+use crate::generate::{EPOCH, SPREAD, World, WorldSize, world};
 use clearance_core::{Facts, Request, Schema, Snapshot, TimeValue};
-use clearance_tests::default_schema;
-use clearance_tests::generate::{EPOCH, SPREAD, World, WorldSize, world};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
