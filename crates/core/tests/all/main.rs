@@ -11,12 +11,15 @@
     clippy::indexing_slicing
 )]
 
+mod compiled_digest;
 mod fail_closed;
 mod generate;
 mod outline;
 mod policy_cost;
 mod policy_errors;
+mod policy_limits;
 mod properties;
+mod protocol;
 mod scenarios;
 
 use clearance_core::{Facts, Schema, Source};

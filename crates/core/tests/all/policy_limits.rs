@@ -3,13 +3,6 @@
 //! too many, with its place. The compiler used to narrow counts with `as`, so that the
 //! 65,537th attribute of a type got id 0, the first attribute's, and the policy compiled.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 use clearance_core::{Schema, Source};
 
 fn compile(text: &str) -> Result<Schema, Vec<String>> {

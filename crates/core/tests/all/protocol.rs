@@ -1,13 +1,6 @@
 //! The call protocol: every op has one row and its calls round-trip through JSON; a
 //! session's state is one of its kinds, never a policy of one and a snapshot of another.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 use clearance_core::protocol::{Call, OPS, Session, SourceJson};
 use clearance_core::{FactsJson, Request, TimeValue};
 

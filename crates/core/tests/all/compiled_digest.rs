@@ -4,13 +4,6 @@
 //! pinned. A change that alters either changes what a decision names or what a snapshot
 //! holds, so it is not a refactor: update the digests only with a change of behaviour.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 use clearance_core::facts::FactsJson;
 use clearance_core::{Facts, Schema, Snapshot, Source};
 use sha2::{Digest, Sha256};
