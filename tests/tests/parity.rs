@@ -3,6 +3,9 @@
 //! same module in Node, must give byte-identical decisions (allow/deny, every reason code
 //! and rule, valid_until), with every wasm runtime reporting the built artifact's hash.
 
+// A test: a failed expectation panics, as tests do.
+#![allow(clippy::panic)]
+
 use clearance_benches::{MEDIUM, world as bench_world};
 use clearance_core::Snapshot;
 use clearance_tests::parity::{self, Job};

@@ -2,6 +2,9 @@
 //! it is for, nothing is left half-done, tests never pass on a missing input, and the
 //! project speaks only of itself.
 
+// A test: a failed check panics, as tests do.
+#![allow(clippy::panic)]
+
 use clearance_tests::root;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

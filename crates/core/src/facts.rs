@@ -426,14 +426,3 @@ impl Facts {
         Ok(f)
     }
 }
-
-/// Reads a list of deltas from JSON text.
-pub fn deltas_from_json(text: &str) -> Result<Vec<Delta>, FactsError> {
-    serde_json::from_str(text).map_err(|e| {
-        FactsError::new(
-            "facts.malformed",
-            format!("line {} column {}", e.line(), e.column()),
-            format!("malformed deltas JSON: {e}"),
-        )
-    })
-}

@@ -43,7 +43,7 @@ pub fn authorize_writes(
     let created: BTreeSet<String> = deltas
         .iter()
         .filter_map(|d| match d {
-            Delta::AddEntity { entity } => Some(format!("{}:{}", entity.ty, entity.id)),
+            Delta::AddEntity { entity } => Some(crate::facts::entity_key(&entity.ty, &entity.id)),
             _ => None,
         })
         .collect();
@@ -57,7 +57,7 @@ pub fn authorize_writes(
         let (snap, entity, event, member, subject) = match d {
             Delta::AddEntity { entity } => (
                 after,
-                format!("{}:{}", entity.ty, entity.id),
+                crate::facts::entity_key(&entity.ty, &entity.id),
                 WriteEvent::Create,
                 None,
                 None,
@@ -196,7 +196,7 @@ pub fn derive_on_create(
         let Delta::AddEntity { entity } = d else {
             continue;
         };
-        let key = format!("{}:{}", entity.ty, entity.id);
+        let key = crate::facts::entity_key(&entity.ty, &entity.id);
         let Some(id) = after.entity(&key) else {
             continue;
         };
