@@ -130,7 +130,7 @@ fn main() {
             }
         }
         lat.sort_by(|a, b| a.total_cmp(b));
-        let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
+        let pct = |p: f64| clearance_benches::percentile(&lat, p);
         println!(
                         "report http batch_checks_per_s={batch_rate:.0} single_checks_per_s={single_rate:.0} single_rps=1000 single_requests={} failed={failed} single_p50_ms={:.3} single_p99_ms={:.3} single_max_ms={:.3}",
             lat.len(),

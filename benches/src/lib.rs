@@ -74,12 +74,17 @@ pub fn scales() -> Vec<Scale> {
 /// The median and the 99th percentile of `v`.
 pub fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
-    let at = |p: f64| {
-        v.get(((v.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    (at(0.5), at(0.99))
+    (percentile(&v, 0.5), percentile(&v, 0.99))
+}
+
+/// The `p` quantile (0 to 1) of `sorted` by nearest rank below; 0 when it is empty.
+// The rank is in `0..sorted.len()`: a float index into the samples.
+#[allow(clippy::cast_possible_truncation)]
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p) as usize)
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// The default policies of the repository, compiled.

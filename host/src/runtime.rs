@@ -209,7 +209,7 @@ pub struct Stats {
 const TICK: Duration = Duration::from_millis(1);
 
 fn ticks(d: Duration) -> u64 {
-    (d.as_micros() / TICK.as_micros()).max(1) as u64
+    u64::try_from((d.as_micros() / TICK.as_micros()).max(1)).unwrap_or(u64::MAX)
 }
 
 impl Drop for Runtime {
@@ -554,7 +554,9 @@ impl Runtime {
         let deadline = ticks(self.config.load_deadline);
         self.with_worker(true, move |w| {
             w.store.set_epoch_deadline(deadline);
-            let mut input = (write_json.len() as u32).to_le_bytes().to_vec();
+            let len = u32::try_from(write_json.len())
+                .map_err(|_| HostError::Protocol("a write of more than 4 GiB".into()))?;
+            let mut input = len.to_le_bytes().to_vec();
             input.extend_from_slice(write_json.as_bytes());
             input.extend_from_slice(&after);
             let answer = w.exchange(|w, p, l| w.authorize.call(&mut w.store, (p, l)), &input)?;
@@ -568,7 +570,8 @@ impl Runtime {
         self: &Arc<Self>,
         queries: Vec<u8>,
     ) -> Result<Vec<WireDecision>, HostError> {
-        let n = (queries.len() / clearance_core::wire::QUERY_LEN) as u32;
+        // Only the deadline depends on `n`, and it saturates.
+        let n = u32::try_from(queries.len() / clearance_core::wire::QUERY_LEN).unwrap_or(u32::MAX);
         let deadline = ticks(
             self.config
                 .call_deadline

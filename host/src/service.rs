@@ -298,10 +298,12 @@ pub fn read_policies(dir: &FsPath) -> Result<Vec<Source>, String> {
 
 /// The seconds since the epoch, by the server's clock.
 pub fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    // A clock set before 1970 gives a negative time, not a made-up one.
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => secs(d),
+        Err(e) => secs(e.duration()).saturating_neg(),
+    }
 }
 
 /// A policy as the store keeps it.

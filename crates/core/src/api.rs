@@ -74,6 +74,25 @@ pub struct MatrixRole {
 }
 
 impl Snapshot {
+    /// The type definition of entity `e`; `None` for an id that names no entity, so a
+    /// forged id finds no rule rather than the rules of the first type.
+    #[inline]
+    fn def_of(&self, e: u32) -> Option<&crate::policy::TypeDef> {
+        self.type_of(e).and_then(|t| self.schema.ty(t))
+    }
+
+    /// The entities of type `t` in account `account`; none for an id that is not an
+    /// account.
+    pub(crate) fn members(&self, account: u32, t: usize) -> &[u32] {
+        if self.type_of(account) != Some(self.schema.builtins.account) {
+            return &[];
+        }
+        self.local_of(account)
+            .and_then(|al| self.account_members.get(al as usize))
+            .and_then(|a| a.get(t))
+            .map_or(&[], Vec::as_slice)
+    }
+
     fn decision(&self, allowed: bool, reasons: SmallVec<[Reason; 2]>, until: i64) -> Decision {
         Decision {
             allowed,
@@ -104,8 +123,7 @@ impl Snapshot {
         let mut wants_target = None;
         match resource {
             Some(Resource::Entity(e)) => {
-                let t = self.type_of(e).unwrap_or(0);
-                match self.schema.ty(t).and_then(|td| {
+                match self.def_of(e).and_then(|td| {
                     td.perm(&r.action)
                         .map(|i| (i, td.perms.get(i as usize).and_then(|p| p.target)))
                 }) {
@@ -127,11 +145,10 @@ impl Snapshot {
             },
             None => {}
         }
-        if let Some(p) = principal {
-            let t = self.type_of(p).unwrap_or(0);
-            if !self.schema.ty(t).is_some_and(|td| td.principal) {
-                deny(Code::PrincipalInvalid, field::PRINCIPAL);
-            }
+        if let Some(p) = principal
+            && !self.def_of(p).is_some_and(|td| td.principal)
+        {
+            deny(Code::PrincipalInvalid, field::PRINCIPAL);
         }
         let target = match (&r.target, wants_target) {
             (None, None) => None,
@@ -183,24 +200,22 @@ impl Snapshot {
     /// and to fit together first, so a forged query is a denial, never a wrong answer.
     pub fn decide_checked(&self, q: &Query) -> Decision {
         let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
-        let n = self.names.len() as u32;
+        let exists = |e: u32| self.ent(e).is_some();
         let is_principal = |e: u32| {
             self.type_of(e)
                 .and_then(|t| self.schema.ty(t))
                 .is_some_and(|t| t.principal)
         };
-        if q.principal >= n {
+        if !exists(q.principal) {
             reasons.push(Reason {
                 code: Code::EntityUnknown,
                 rule: field::PRINCIPAL,
             });
         }
         let wants_target = match q.resource {
-            Resource::Entity(e) if e < n => {
-                let t = self.type_of(e).unwrap_or(0);
+            Resource::Entity(e) if exists(e) => {
                 match self
-                    .schema
-                    .ty(t)
+                    .def_of(e)
                     .and_then(|td| td.perms.get(q.action as usize))
                 {
                     Some(p) => p.target.map(Some),
@@ -239,7 +254,7 @@ impl Snapshot {
                 }
             },
         };
-        if q.principal < n && !is_principal(q.principal) {
+        if exists(q.principal) && !is_principal(q.principal) {
             reasons.push(Reason {
                 code: Code::PrincipalInvalid,
                 rule: field::PRINCIPAL,
@@ -324,9 +339,8 @@ impl Snapshot {
     /// Runs gates, tenancy and the permission. `Ok(rule)` allows by `rule`; `Err(Some(r))`
     /// is an early denial with one reason; `Err(None)` a denial by the permission.
     fn evaluate(&self, ev: &mut Eval<'_>, q: &Query) -> Result<u32, Option<Reason>> {
-        let pt = self.type_of(q.principal).unwrap_or(0);
         let schema = &*self.schema;
-        let ptd = schema.ty(pt).ok_or(None)?;
+        let ptd = self.def_of(q.principal).ok_or(None)?;
         for g in &ptd.gates {
             if !ev.eval(&g.expr, q.principal) {
                 return Err(Some(Reason {
@@ -359,9 +373,8 @@ impl Snapshot {
         }
         match q.resource {
             Resource::Entity(e) => {
-                let rt = self.type_of(e).unwrap_or(0);
-                let perm = schema
-                    .ty(rt)
+                let perm = self
+                    .def_of(e)
                     .and_then(|td| td.perms.get(q.action as usize))
                     .ok_or(None)?;
                 if ev.eval(&perm.expr, e) {
@@ -376,7 +389,11 @@ impl Snapshot {
                     .get(matrix as usize)
                     .and_then(|m| m.rows.get(row as usize))
                     .map_or(0, |r| r.rule);
-                if ev.matrix(matrix, row, q.action as u8, None, rule) {
+                // A page's action is a bit of its row; a forged wider one denies.
+                let Ok(bit) = u8::try_from(q.action) else {
+                    return Err(None);
+                };
+                if ev.matrix(matrix, row, bit, None, rule) {
                     Ok(rule)
                 } else {
                     Err(None)
@@ -450,19 +467,16 @@ impl Snapshot {
     /// The checkable actions of a resource (an entity or a page), without targets.
     pub fn action_names(&self, resource: &str) -> Vec<String> {
         match self.resource(resource) {
-            Some(Resource::Entity(e)) => {
-                let t = self.type_of(e).unwrap_or(0);
-                self.schema
-                    .ty(t)
-                    .map(|td| {
-                        td.perms
-                            .iter()
-                            .filter(|p| p.target.is_none())
-                            .map(|p| p.name.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            }
+            Some(Resource::Entity(e)) => self
+                .def_of(e)
+                .map(|td| {
+                    td.perms
+                        .iter()
+                        .filter(|p| p.target.is_none())
+                        .map(|p| p.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
             Some(Resource::Page { matrix, row }) => match self.schema.matrices.get(matrix as usize)
             {
                 Some(m) => {
@@ -500,13 +514,14 @@ impl Snapshot {
                 .matrices
                 .get(mi as usize)
                 .ok_or_else(|| request_error("unknown matrix"))?;
-            for (ri, r) in m.rows.iter().enumerate() {
-                if let Some(bit) = m.action_bit(ri as u16, action) {
+            // The compiler gives rows `u16` ids, so the zip visits every row.
+            for (ri, r) in (0..=u16::MAX).zip(&m.rows) {
+                if let Some(bit) = m.action_bit(ri, action) {
                     let q = Query {
                         principal: p,
                         resource: Resource::Page {
                             matrix: mi,
-                            row: ri as u16,
+                            row: ri,
                         },
                         action: bit as u16,
                         target: None,
@@ -538,15 +553,10 @@ impl Snapshot {
                 "`{ty}.{action}` takes a target and cannot be listed"
             )));
         }
-        let acct = self.account_of(p).unwrap_or(0);
-        let al = self.local_of(acct).unwrap_or(0) as usize;
-        let members = self
-            .account_members
-            .get(al)
-            .and_then(|a| a.get(t as usize))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        for &e in members {
+        let acct = self
+            .account_of(p)
+            .ok_or_else(|| request_error("unknown principal"))?;
+        for &e in self.members(acct, t as usize) {
             let q = Query {
                 principal: p,
                 resource: Resource::Entity(e),
@@ -576,10 +586,8 @@ impl Snapshot {
             .ok_or_else(|| request_error(&format!("unknown resource `{resource}`")))?;
         let action_id = match res {
             Resource::Entity(e) => {
-                let t = self.type_of(e).unwrap_or(0);
                 let td = self
-                    .schema
-                    .ty(t)
+                    .def_of(e)
                     .ok_or_else(|| request_error("unknown type"))?;
                 let i = td.perm(action).ok_or_else(|| {
                     request_error(&format!("`{}` has no action `{action}`", td.name))
@@ -621,18 +629,11 @@ impl Snapshot {
         };
         let mut out = Vec::new();
         for acct in accounts {
-            let al = self.local_of(acct).unwrap_or(0) as usize;
             for (t, td) in self.schema.types.iter().enumerate() {
                 if !td.principal {
                     continue;
                 }
-                let members = self
-                    .account_members
-                    .get(al)
-                    .and_then(|a| a.get(t))
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
-                for &p in members {
+                for &p in self.members(acct, t) {
                     let q = Query {
                         principal: p,
                         resource: res,

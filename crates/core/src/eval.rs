@@ -145,8 +145,16 @@ impl<'a> Eval<'a> {
     }
 
     #[inline]
-    fn local(&self, e: u32) -> usize {
-        self.s.local_of(e).unwrap_or(0) as usize
+    fn local(&self, e: u32) -> u32 {
+        // An id that names no entity has no row: `u32::MAX` lies past the end of every
+        // column and relation, so each lookup on it finds nothing (a denial) rather than
+        // the facts of entity 0.
+        self.s.local_of(e).unwrap_or(u32::MAX)
+    }
+
+    #[inline]
+    fn row(&self, e: u32) -> usize {
+        self.local(e) as usize
     }
 
     #[inline]
@@ -298,7 +306,7 @@ impl<'a> Eval<'a> {
 
     fn member(&mut self, cur: u32, rel: u16, rule: u32) -> bool {
         let t = self.ty(cur);
-        let local = self.local(cur) as u32;
+        let local = self.local(cur);
         let Some(csr) = self
             .s
             .types
@@ -330,7 +338,7 @@ impl<'a> Eval<'a> {
 
     fn arrow(&mut self, cur: u32, rel: u16, bodies: &[(u16, Expr)], rule: u32) -> bool {
         let t = self.ty(cur);
-        let local = self.local(cur) as u32;
+        let local = self.local(cur);
         let s = self.s;
         let Some(csr) = s
             .types
@@ -417,7 +425,7 @@ impl<'a> Eval<'a> {
         let gs = s
             .types
             .get(pt as usize)
-            .and_then(|td| td.grants.get(self.local(self.principal)))
+            .and_then(|td| td.grants.get(self.row(self.principal)))
             .and_then(|g| s.grant_sets.get(*g as usize))
             .and_then(|g| g.matrices.get(m as usize));
         let explain = self.explaining();
@@ -490,7 +498,7 @@ impl<'a> Eval<'a> {
         if let Some(f) = r.feature {
             let on = match self.account_column(s.schema.builtins.account_attrs.features) {
                 Some(Column::Set(v)) => v
-                    .get(self.local(self.account))
+                    .get(self.row(self.account))
                     .is_some_and(|set| set.binary_search(&f).is_ok()),
                 _ => false,
             };
@@ -505,7 +513,7 @@ impl<'a> Eval<'a> {
         }
         if r.setup_only {
             let on = match self.account_column(s.schema.builtins.account_attrs.setup_mode) {
-                Some(Column::Bool(v)) => v.get(self.local(self.account)).is_some_and(|b| *b == 1),
+                Some(Column::Bool(v)) => v.get(self.row(self.account)).is_some_and(|b| *b == 1),
                 _ => false,
             };
             if !on {
@@ -561,7 +569,7 @@ impl<'a> Eval<'a> {
             _ => 0,
         };
         for &aid in s.auth_by_holder.row(self.principal) {
-            let l = self.local(aid);
+            let l = self.row(aid);
             let k = match col(attrs.kind) {
                 Some(Column::Str(v)) => v.get(l).copied().unwrap_or(NONE_STR),
                 _ => NONE_STR,
@@ -626,7 +634,7 @@ impl<'a> Eval<'a> {
             .get(self.ty(e) as usize)?
             .rels
             .get(rel as usize)?;
-        for pos in csr.range(self.local(e) as u32) {
+        for pos in csr.range(self.local(e)) {
             let exp = csr.expiry(pos);
             if self.now < exp {
                 self.note(exp);
@@ -645,7 +653,7 @@ impl<'a> Eval<'a> {
         else {
             return;
         };
-        for pos in csr.range(self.local(e) as u32) {
+        for pos in csr.range(self.local(e)) {
             let exp = csr.expiry(pos);
             if self.now < exp {
                 self.note(exp);
@@ -680,7 +688,7 @@ impl<'a> Eval<'a> {
                 if self.ty(e) != attr.0 {
                     return Val::None;
                 }
-                let l = self.local(e);
+                let l = self.row(e);
                 let s = self.s;
                 match s
                     .types

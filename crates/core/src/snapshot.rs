@@ -55,9 +55,15 @@ impl Csr {
     /// The range of row `i`.
     #[inline]
     pub fn range(&self, i: u32) -> std::ops::Range<usize> {
-        let a = self.offsets.get(i as usize).copied().unwrap_or(0) as usize;
-        let b = self.offsets.get(i as usize + 1).copied().unwrap_or(0) as usize;
-        a..b.max(a)
+        let i = i as usize;
+        // A row past the end (an id that names no entity) is empty.
+        match (
+            self.offsets.get(i),
+            i.checked_add(1).and_then(|j| self.offsets.get(j)),
+        ) {
+            (Some(&a), Some(&b)) => a as usize..(b as usize).max(a as usize),
+            _ => 0..0,
+        }
     }
 
     /// The subjects of row `i`.
@@ -80,11 +86,10 @@ impl Csr {
                 *o += 1;
             }
         }
-        for i in 1..offsets.len() {
-            let prev = offsets.get(i - 1).copied().unwrap_or(0);
-            if let Some(o) = offsets.get_mut(i) {
-                *o += prev;
-            }
+        let mut total = 0;
+        for o in &mut offsets {
+            total += *o;
+            *o = total;
         }
         let any_expiry = edges.iter().any(|e| e.2 != NEVER);
         let subjects = edges.iter().map(|e| e.1).collect();
@@ -237,15 +242,31 @@ struct Interner {
 }
 
 impl Interner {
-    fn id(&mut self, s: &str) -> u32 {
+    fn id(&mut self, s: &str) -> Result<u32, String> {
         if let Some(i) = self.index.get(s) {
-            return *i;
+            return Ok(*i);
         }
-        let i = self.strings.len() as u32;
+        let i = u32::try_from(self.strings.len())
+            .ok()
+            .filter(|i| *i < MAX_IDS)
+            .ok_or_else(|| format!("more than {MAX_IDS} distinct strings"))?;
         self.strings.push(s.to_string());
         self.index.insert(s.to_string(), i);
-        i
+        Ok(i)
     }
+}
+
+/// The most entities, and the most distinct strings, one snapshot holds: ids are `u32`,
+/// with room above for sentinels.
+const MAX_IDS: u32 = u32::MAX / 2;
+
+/// Entity index `i` as an id. Every caller indexes entities of a snapshot (or grant sets,
+/// at most one per entity), and `build` and `from_bytes` refuse more than [`MAX_IDS`]
+/// entities, so the index always fits.
+#[allow(clippy::cast_possible_truncation)]
+#[inline]
+fn id32(i: usize) -> u32 {
+    i as u32
 }
 
 fn bad(code: &str, at: &str, msg: String) -> FactsError {
@@ -264,10 +285,12 @@ impl Snapshot {
             index: FxHashMap::default(),
         };
         for l in &schema.literals {
-            strings.id(l);
+            strings
+                .id(l)
+                .map_err(|m| bad("facts.too_large", "policy literals", m))?;
         }
         let n = facts.entities.len();
-        if n >= u32::MAX as usize / 2 {
+        if n >= MAX_IDS as usize {
             return Err(bad(
                 "facts.too_large",
                 "entities",
@@ -294,11 +317,11 @@ impl Snapshot {
                     ),
                 ));
             };
-            let id = names.len() as u32;
+            let id = id32(names.len());
             let td = types
                 .get_mut(t as usize)
                 .ok_or_else(|| bad("facts.unknown_type", &at, "type out of range".into()))?;
-            ent_local.push(td.entities.len() as u32);
+            ent_local.push(id32(td.entities.len()));
             td.entities.push(id);
             ent_type.push(t);
             index.insert(CompactString::from(key.as_str()), id);
@@ -342,9 +365,8 @@ impl Snapshot {
                 })
                 .collect();
         }
-        for (id, (key, e)) in facts.entities.iter().enumerate() {
-            let t = ent_type.get(id).copied().unwrap_or(0);
-            let local = ent_local.get(id).copied().unwrap_or(0) as usize;
+        for ((key, e), (&t, &local)) in facts.entities.iter().zip(ent_type.iter().zip(&ent_local)) {
+            let local = local as usize;
             let Some(def) = schema.types.get(t as usize) else {
                 continue;
             };
@@ -411,8 +433,18 @@ impl Snapshot {
                     "the tuple names an unknown entity".into(),
                 ));
             };
-            let rt = ent_type.get(rid as usize).copied().unwrap_or(0);
-            let st = ent_type.get(sid as usize).copied().unwrap_or(0);
+            // `index` and the per-entity vectors are filled together, one entry per entity.
+            let (Some(&rt), Some(&st), Some(&local)) = (
+                ent_type.get(rid as usize),
+                ent_type.get(sid as usize),
+                ent_local.get(rid as usize),
+            ) else {
+                return Err(bad(
+                    "facts.internal",
+                    &at,
+                    "an entity without a type".into(),
+                ));
+            };
             let def = schema
                 .ty(rt)
                 .ok_or_else(|| bad("facts.unknown_type", &at, String::new()))?;
@@ -459,7 +491,6 @@ impl Snapshot {
                     ),
                 ));
             }
-            let local = ent_local.get(rid as usize).copied().unwrap_or(0);
             let mut expiry = exp.unwrap_or(NEVER);
             if let Some(u) = rd.until
                 && let Some(Column::Time(v)) = types
@@ -490,7 +521,7 @@ impl Snapshot {
             && let Some(holder) = def.rel("holder").and_then(|h| td.rels.get(h as usize))
         {
             for (local, &aid) in td.entities.iter().enumerate() {
-                for &h in holder.row(local as u32) {
+                for &h in holder.row(id32(local)) {
                     auth_edges.push((h, aid, NEVER));
                 }
             }
@@ -501,11 +532,19 @@ impl Snapshot {
             .get(account_ty as usize)
             .map_or(0, |t| t.entities.len());
         let mut account_members = vec![vec![Vec::new(); schema.types.len()]; n_accounts];
-        for (id, &a) in ent_account.iter().enumerate() {
-            let al = ent_local.get(a as usize).copied().unwrap_or(0) as usize;
-            let t = ent_type.get(id).copied().unwrap_or(0) as usize;
-            if let Some(v) = account_members.get_mut(al).and_then(|x| x.get_mut(t)) {
-                v.push(id as u32);
+        for (id, (&a, &t)) in ent_account.iter().zip(&ent_type).enumerate() {
+            let Some(&al) = ent_local.get(a as usize) else {
+                return Err(bad(
+                    "facts.internal",
+                    "accounts",
+                    "an unknown account".into(),
+                ));
+            };
+            if let Some(v) = account_members
+                .get_mut(al as usize)
+                .and_then(|x| x.get_mut(t as usize))
+            {
+                v.push(id32(id));
             }
         }
         let mut snap = Snapshot {
@@ -532,6 +571,12 @@ impl Snapshot {
     }
 
     /// Resolves custom roles and every principal's roles into shared grant sets.
+    /// The account of entity `id`, which `build` gave every entity it holds.
+    fn account_or_err(&self, id: u32, at: &str) -> Result<u32, FactsError> {
+        self.account_of(id)
+            .ok_or_else(|| bad("facts.internal", at, "an entity without an account".into()))
+    }
+
     fn compile_roles(&mut self) -> Result<(), FactsError> {
         let schema = Arc::clone(&self.schema);
         let mut roles: Vec<AccountRole> = schema
@@ -574,7 +619,7 @@ impl Snapshot {
                     ),
                 ));
             };
-            let account = self.account_of(id).unwrap_or(0);
+            let account = self.account_or_err(id, &at)?;
             let idx = roles.len();
             roles.push(AccountRole {
                 name: role_name.clone(),
@@ -610,7 +655,7 @@ impl Snapshot {
                 .unwrap_or_default();
             let mut grants = Vec::with_capacity(ids.len());
             for (local, &id) in ids.iter().enumerate() {
-                let account = self.account_of(id).unwrap_or(0);
+                let account = self.account_or_err(id, "roles")?;
                 let names: Vec<String> = match self
                     .types
                     .get(t)
@@ -651,7 +696,7 @@ impl Snapshot {
                 let gid = match set_index.get(&held) {
                     Some(g) => *g,
                     None => {
-                        let g = sets.len() as u32;
+                        let g = id32(sets.len());
                         sets.push(grant_set(&schema, &roles, &held));
                         set_index.insert(held, g);
                         g
@@ -683,7 +728,7 @@ impl Snapshot {
         let attrs = self.schema.builtins.role_attrs;
         let name = self.names.get(id as usize).cloned().unwrap_or_default();
         let at = format!("entity `{name}`");
-        let account = self.account_of(id).unwrap_or(0);
+        let account = self.account_or_err(id, &at)?;
         let role_name = name.strip_prefix("role:").unwrap_or(&name).to_string();
         let idx = *custom
             .get(&(account, role_name.clone()))
@@ -706,7 +751,10 @@ impl Snapshot {
             ));
         }
         stack.push(id);
-        let matrix = roles.get(idx).map(|r| r.matrix).unwrap_or(0);
+        let matrix = roles
+            .get(idx)
+            .map(|r| r.matrix)
+            .ok_or_else(|| bad("facts.internal", &at, "a custom role out of range".into()))?;
         let mut inherited: Vec<CellDef> = Vec::new();
         if let Some(base) = self.str_attr(role_ty, attrs.extends, local) {
             // A custom role extends another custom role of its account, or a policy role.
@@ -874,17 +922,22 @@ impl Snapshot {
         s.schema = Schema::compile(&s.schema.sources)
             .map(Arc::new)
             .map_err(|e| malformed(format!("its policy does not compile: {e}")))?;
+        if s.names.len() >= MAX_IDS as usize || s.strings.len() >= MAX_IDS as usize {
+            return Err(malformed(format!(
+                "more than {MAX_IDS} entities or strings"
+            )));
+        }
         s.string_index = s
             .strings
             .iter()
             .enumerate()
-            .map(|(i, x)| (x.clone(), i as u32))
+            .map(|(i, x)| (x.clone(), id32(i)))
             .collect();
         s.index = s
             .names
             .iter()
             .enumerate()
-            .map(|(i, x)| (CompactString::from(x.as_str()), i as u32))
+            .map(|(i, x)| (CompactString::from(x.as_str()), id32(i)))
             .collect();
         Ok(s)
     }
@@ -939,7 +992,7 @@ fn set_value(
         (Column::Str(c), _) => {
             let s = v.as_str().ok_or_else(mismatch)?;
             if let Some(x) = c.get_mut(i) {
-                *x = strings.id(s);
+                *x = strings.id(s)?;
             }
         }
         (Column::Time(c), _) => {
@@ -958,14 +1011,14 @@ fn set_value(
                 format!("unknown value `{s}`: expected one of {}", values.join(", "))
             })?;
             if let Some(x) = c.get_mut(i) {
-                *x = p as u8;
+                *x = u8::try_from(p).map_err(|_| format!("enum value `{s}` past 255"))?;
             }
         }
         (Column::Set(c), _) => {
             let arr = v.as_array().ok_or_else(mismatch)?;
             let mut ids = Vec::with_capacity(arr.len());
             for item in arr {
-                ids.push(strings.id(item.as_str().ok_or_else(mismatch)?));
+                ids.push(strings.id(item.as_str().ok_or_else(mismatch)?)?);
             }
             ids.sort_unstable();
             ids.dedup();

@@ -28,6 +28,7 @@ pub fn encode_query(q: &Query, out: &mut Vec<u8>) {
     out.extend_from_slice(&resource.to_le_bytes());
     out.extend_from_slice(&q.action.to_le_bytes());
     out.extend_from_slice(&u16::from(q.target.is_some()).to_le_bytes());
+    // Without a target, its four bytes are zero padding behind the flag above.
     out.extend_from_slice(&q.target.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&q.now.to_le_bytes());
 }
@@ -83,9 +84,11 @@ pub fn decode_query(b: &[u8]) -> Option<Query> {
 /// Appends the encoding of `d`.
 pub fn encode_decision(d: &Decision, out: &mut Vec<u8>) {
     out.push(u8::from(d.allowed));
-    let n = d.reasons.len().min(255);
-    out.push(n as u8);
-    for r in d.reasons.iter().take(n) {
+    // The count is one byte; a decision never has more than a few reasons, and one with
+    // more is cut at 255 (the first reason, the one that decided, always stays).
+    let n = u8::try_from(d.reasons.len()).unwrap_or(u8::MAX);
+    out.push(n);
+    for r in d.reasons.iter().take(usize::from(n)) {
         out.push(r.code as u8);
         out.extend_from_slice(&r.rule.to_le_bytes());
     }
@@ -181,7 +184,7 @@ mod tests {
             assert_eq!(*c as u8 as usize, i);
             assert_eq!(Code::from_u8(*c as u8), Some(*c));
         }
-        assert_eq!(Code::from_u8(Code::ALL.len() as u8), None);
+        assert_eq!(Code::from_u8(u8::try_from(Code::ALL.len()).unwrap()), None);
     }
 
     #[test]

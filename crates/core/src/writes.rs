@@ -203,21 +203,16 @@ pub fn derive_on_create(
         let Some(td) = after.type_of(id).and_then(|t| after.schema.ty(t)) else {
             continue;
         };
-        let account = after.account_of(id).unwrap_or(0);
-        let account_local = after.local_of(account).unwrap_or(0) as usize;
+        let Some(account) = after.account_of(id) else {
+            continue;
+        };
         for &(rel, perm) in &td.autos {
             let (Some(r), Some(p)) = (td.rels.get(rel as usize), td.perms.get(perm as usize))
             else {
                 continue;
             };
             let Some(target_ty) = p.target else { continue };
-            let candidates = after
-                .account_members
-                .get(account_local)
-                .and_then(|a| a.get(target_ty as usize))
-                .cloned()
-                .unwrap_or_default();
-            for c in candidates {
+            for &c in after.members(account, target_ty as usize) {
                 let subject = after.name(c).to_string();
                 let present = deltas.iter().any(|x| matches!(x, Delta::AddTuple { tuple } if tuple.resource == key && tuple.relation == r.name && tuple.subject == subject));
                 if present {

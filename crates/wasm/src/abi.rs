@@ -41,6 +41,8 @@ unsafe fn input<'a>(ptr: u32, len: u32) -> &'a [u8] {
 
 /// Allocates `len` bytes for the host to write into.
 #[unsafe(no_mangle)]
+// The ABI is for wasm32, whose addresses are 32 bits: a pointer always fits in `u32`.
+#[allow(clippy::cast_possible_truncation)]
 pub extern "C" fn clr_alloc(len: u32) -> u32 {
     let boxed = vec![0u8; len as usize].into_boxed_slice();
     Box::into_raw(boxed) as *mut u8 as usize as u32

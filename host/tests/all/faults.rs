@@ -379,7 +379,9 @@ fn big_writes(base: &str, from: usize, n: usize, size: usize) {
     block(async {
         let c = reqwest::Client::new();
         for k in from..from + n {
-            let title = char::from(b'a' + (k % 26) as u8).to_string().repeat(size);
+            let title = char::from(b"abcdefghijklmnopqrstuvwxyz"[k % 26])
+                .to_string()
+                .repeat(size);
             let r = c
                 .post(format!("{base}/v1/facts"))
                 .json(&json!({ "author": "user:occ_controller", "now": NOW, "deltas": [{ "op": "set_attr", "entity": "event:aog_lhr", "attr": "title", "value": title }] }))

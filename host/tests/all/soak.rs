@@ -38,6 +38,12 @@ fn soak_secs() -> u64 {
         .unwrap_or(30)
 }
 
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+// The rank is in `0..sorted.len()`: a float index into the samples.
+#[allow(clippy::cast_possible_truncation)]
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -127,7 +133,7 @@ fn a_mixed_load_never_fails_a_check_and_never_loses_or_invents_a_write() {
                         Arc::clone(&tally),
                         "check",
                         status,
-                        t.elapsed().as_micros() as u64,
+                        micros(t.elapsed()),
                         &body,
                     )
                     .await;
@@ -166,7 +172,7 @@ fn a_mixed_load_never_fails_a_check_and_never_loses_or_invents_a_write() {
                         Arc::clone(&tally),
                         "batch",
                         status,
-                        t.elapsed().as_micros() as u64,
+                        micros(t.elapsed()),
                         &body,
                     )
                     .await;
@@ -206,7 +212,7 @@ fn a_mixed_load_never_fails_a_check_and_never_loses_or_invents_a_write() {
                         Arc::clone(&tally),
                         "write",
                         status,
-                        t.elapsed().as_micros() as u64,
+                        micros(t.elapsed()),
                         &body,
                     )
                     .await;

@@ -156,10 +156,11 @@ pub fn lex(file: &str, text: &str) -> Result<Vec<Token>, PolicyError> {
         let rest = text.get(i..).unwrap_or("");
         match PUNCT.iter().find(|p| rest.starts_with(**p)) {
             Some(p) => {
+                // Punctuation is ASCII: one char per byte, one column per char.
                 for _ in 0..p.len() {
                     chars.next();
+                    col += 1;
                 }
-                col += p.len() as u32;
                 out.push(Token {
                     tok: Tok::Punct(p),
                     span: start,

@@ -93,9 +93,5 @@ pub async fn loaded(cli: &Cli, facts_path: &Path) -> Result<Arc<Runtime>, String
 
 /// The server's clock, as RFC 3339.
 pub fn now_text() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    clearance_core::time::format(secs)
+    clearance_core::time::format(clearance_host::service::now_seconds())
 }
