@@ -1,6 +1,6 @@
 /**
  * The JavaScript face of Clearance: the one WebAssembly module, loaded and wrapped in an
- * `Engine` that takes and gives plain objects. Engine methods never throw: they give their
+ * `Session` that takes and gives plain objects. Session methods never throw: they give their
  * `ok` value or a `Denial`.
  */
 
@@ -158,13 +158,13 @@ export type Resolved = { query: Uint8Array } | { denied: DecisionView };
 /** Binary input: bytes, a buffer, or a view of one. */
 export type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView;
 
-/** One engine on one module instance. */
-export class Engine {
-  /** A new, empty engine on `module`; prefer `new module.Engine()`. */
+/** One session on one module instance. */
+export class Session {
+  /** A new, empty session on `module`; prefer `new module.Session()`. */
   constructor(module: ClearanceModule);
   /** The hex SHA-256 of the module's bytes. */
   readonly moduleHash: string;
-  /** Whether the engine can still answer. */
+  /** Whether the session can still answer. */
   readonly usable: boolean;
   /** Any JSON call (`{op: ...}`). */
   call(call: object | string): unknown;
@@ -202,9 +202,9 @@ export class Engine {
   explain(request: Request | string): Explanation | Denial;
   /** The access-rights matrix as an account sees it. */
   matrix(matrix: string, account?: string): AccessMatrix | Denial;
-  /** Frees the engine now; later calls are denials. */
+  /** Frees the session now; later calls are denials. */
   free(): void;
-  /** Frees the engine (for `using`). */
+  /** Frees the session (for `using`). */
   [Symbol.dispose](): void;
 }
 
@@ -214,8 +214,8 @@ export interface ClearanceModule {
   readonly moduleHash: string;
   /** The error that made this instance unusable, or null. */
   readonly poisoned: ErrorData | null;
-  /** Engines on this instance: `new module.Engine()`. */
-  readonly Engine: new () => Engine;
+  /** Sessions on this instance: `new module.Session()`. */
+  readonly Session: new () => Session;
 }
 
 /** Loads the module in Node (default: `pkg/clearance_bg.wasm` next to index.js). */

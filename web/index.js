@@ -3,13 +3,13 @@
  *
  * The JavaScript face of Clearance: loads the one WebAssembly module (the bytes of
  * `pkg/clearance_bg.wasm`, reporting their SHA-256) and wraps the wasm-bindgen glue in an
- * `Engine` that takes and gives plain objects.
+ * `Session` that takes and gives plain objects.
  *
- * Errors are data. An engine method never throws: it gives its `ok` value, or a denial
+ * Errors are data. A session method never throws: it gives its `ok` value, or a denial
  * `{allowed: false, error: {code, message, help}}`. A trap inside the module (a
  * `WebAssembly.RuntimeError`) is a denial with the code `wasm.trap`, and it leaves the
- * module instance unusable: every later call of every engine on that instance is a denial
- * with the code `engine.poisoned`. Load the module again for a fresh instance; each load
+ * module instance unusable: every later call of every session on that instance is a denial
+ * with the code `instance.poisoned`. Load the module again for a fresh instance; each load
  * is an instance of its own, which lives as long as the process, so load once and share.
  *
  * This file imports nothing at the top level, so it runs unchanged in browsers and Node.
@@ -124,7 +124,7 @@ const instances = new WeakMap();
  * Lifetimes of the glue's objects. The glue frees an object from a FinalizationRegistry
  * of its own when the object is collected; on a poisoned instance that call traps again,
  * outside any caller, and takes the process down. So every glue object stays reachable:
- * from its Engine while it lives, from `reclaim` (which frees it once the Engine is
+ * from its Session while it lives, from `reclaim` (which frees it once the Session is
  * collected, through the glue's `free`, which also unregisters it from the glue's
  * registry), and, once its instance is poisoned, from `quarantine` for good. The
  * instance's memory lives as long as the process anyway (an imported ES module is never
@@ -178,13 +178,12 @@ export function fromGlue(glue, moduleHash) {
     get poisoned() {
       return state.poison;
     },
-    Engine: null,
-  };
-  module.Engine = class Engine extends BaseEngine {
-    /** A new, empty engine on this module instance. */
-    constructor() {
-      super(module);
-    }
+    /** A session bound to this module instance: `new module.Session()`. */
+    Session: class extends Session {
+      constructor() {
+        super(module);
+      }
+    },
   };
   instances.set(module, state);
   return Object.freeze(module);
@@ -300,11 +299,11 @@ function unframe(framed) {
 }
 
 /**
- * One engine: a policy, facts or a snapshot, and the decisions made on them. Create it
- * with `new module.Engine()` (or `new Engine(module)`) on a module from `loadNode` or
+ * One session: a policy, facts or a snapshot, and the decisions made on them. Create it
+ * with `new module.Session()` (or `new Session(module)`) on a module from `loadNode` or
  * `loadBrowser`. Every method gives its `ok` value or a denial; none throws.
  */
-class BaseEngine {
+export class Session {
   #state;
   #raw = null;
   #freed = false;
@@ -314,7 +313,7 @@ class BaseEngine {
    */
   constructor(module) {
     const state = instances.get(module);
-    if (state === undefined) throw new TypeError('clearance: an Engine needs a module from loadNode(), loadBrowser() or fromGlue()');
+    if (state === undefined) throw new TypeError('clearance: a Session needs a module from loadNode(), loadBrowser() or fromGlue()');
     this.#state = state;
     if (state.poison === null) {
       try {
@@ -331,7 +330,7 @@ class BaseEngine {
     return this.#state.moduleHash;
   }
 
-  /** Whether the engine can still answer (not freed, its module instance not poisoned). */
+  /** Whether the session can still answer (not freed, its module instance not poisoned). */
   get usable() {
     return !this.#freed && this.#state.poison === null && this.#raw !== null;
   }
@@ -340,9 +339,9 @@ class BaseEngine {
   #run(f) {
     const poison = this.#state.poison;
     if (poison !== null) {
-      return deny('engine.poisoned', `the module instance is unusable since an earlier error (${poison.code}: ${poison.message})`, 'load the module again and build a new engine');
+      return deny('instance.poisoned', `the module instance is unusable since an earlier error (${poison.code}: ${poison.message})`, 'load the module again and build a new session');
     }
-    if (this.#freed || this.#raw === null) return deny('engine.freed', 'the engine was freed', 'build a new engine');
+    if (this.#freed || this.#raw === null) return deny('session.freed', 'the session was freed', 'build a new session');
     try {
       return f(this.#raw);
     } catch (e) {
@@ -593,7 +592,7 @@ class BaseEngine {
     return this.#run((raw) => answer(raw.matrix(matrix, acct)));
   }
 
-  /** Frees the engine's memory in the module now; later calls are denials. */
+  /** Frees the session's memory in the module now; later calls are denials. */
   free() {
     if (this.#freed) return;
     this.#freed = true;
@@ -605,13 +604,12 @@ class BaseEngine {
     }
   }
 
-  /** Frees the engine (for `using`). */
+  /** Frees the session (for `using`). */
   [Symbol.dispose]() {
     this.free();
   }
 }
 
-export { BaseEngine as Engine };
 
 /** An unsigned integer of `bits` bits, or a TypeError naming `what`. */
 function unsigned(value, bits, what) {

@@ -42,23 +42,23 @@ let t = performance.now();
 const module = await loadNode();
 const compiled = performance.now() - t;
 t = performance.now();
-const engine = new module.Engine();
-const info = must(engine.loadSnapshot(snapshot));
+const session = new module.Session();
+const info = must(session.loadSnapshot(snapshot));
 const load = performance.now() - t;
 
 // Binary batches: the whole query file per call, repeated.
 const n = queries.length / QUERY_LEN;
-must(engine.checkIdsRaw(queries));
+must(session.checkIdsRaw(queries));
 const rounds = 20;
 t = performance.now();
-for (let i = 0; i < rounds; i++) must(engine.checkIdsRaw(queries));
+for (let i = 0; i < rounds; i++) must(session.checkIdsRaw(queries));
 const batchMs = (performance.now() - t) / rounds;
 
 // Single checks by name: JSON in, JSON out, one call each.
-for (const r of requests.slice(0, 200)) engine.check(r);
+for (const r of requests.slice(0, 200)) session.check(r);
 const per = requests.map((r) => {
   const s = performance.now();
-  for (let i = 0; i < 8; i++) engine.check(r);
+  for (let i = 0; i < 8; i++) session.check(r);
   return ((performance.now() - s) / 8) * 1e3;
 });
 
@@ -66,4 +66,4 @@ const wasmBytes = statSync(fileURLToPath(new URL('../pkg/clearance_bg.wasm', imp
 console.log(`report js-path node=${process.version} module_bytes=${wasmBytes} module_sha256=${module.moduleHash.slice(0, 12)} compile_ms=${compiled.toFixed(1)} load_snapshot_ms=${load.toFixed(1)} entities=${info.entities} tuples=${info.tuples}`);
 console.log(`report js-path batch: ${n} queries in ${batchMs.toFixed(2)} ms = ${(n / batchMs / 1e3).toFixed(2)} M checks/s (${((batchMs * 1e6) / n).toFixed(0)} ns per check)`);
 console.log(`report js-path check by name (JSON): p50 ${pct(per, 0.5).toFixed(2)} us, p99 ${pct(per, 0.99).toFixed(2)} us over ${per.length} requests`);
-engine.free();
+session.free();

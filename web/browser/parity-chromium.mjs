@@ -55,16 +55,16 @@ function server(work) {
 async function decideAll({ jobs, chunk }) {
   const c = await import('/index.js');
   const module = await c.loadBrowser('/pkg/clearance_bg.wasm');
-  const engine = new module.Engine();
+  const session = new module.Session();
   let decisions = 0;
   const bytes = async (path) => new Uint8Array(await (await fetch(path)).arrayBuffer());
   for (let i = 0; i < jobs; i++) {
-    const loaded = engine.loadSnapshot(await bytes(`/jobs/job${i}.snapshot`));
+    const loaded = session.loadSnapshot(await bytes(`/jobs/job${i}.snapshot`));
     if (c.isError(loaded)) return { error: { ...loaded.error, message: `job ${i}: ${loaded.error.message}` } };
     const queries = await bytes(`/jobs/job${i}.queries`);
     const parts = [];
     for (let at = 0; at < queries.length; at += chunk * c.QUERY_LEN) {
-      const raw = engine.checkIdsRaw(queries.subarray(at, Math.min(queries.length, at + chunk * c.QUERY_LEN)));
+      const raw = session.checkIdsRaw(queries.subarray(at, Math.min(queries.length, at + chunk * c.QUERY_LEN)));
       if (c.isError(raw)) return { error: { ...raw.error, message: `job ${i}: ${raw.error.message}` } };
       parts.push(raw);
     }
@@ -72,7 +72,7 @@ async function decideAll({ jobs, chunk }) {
     if (!put.ok) return { error: { code: 'runner.io', message: `job ${i}: the decisions were not taken (${put.status})`, help: '' } };
     decisions += queries.length / c.QUERY_LEN;
   }
-  engine.free();
+  session.free();
   return { module_sha256: module.moduleHash, decisions, jobs, browser: navigator.userAgent.match(/Chrome\/[\d.]+/)?.[0] ?? navigator.userAgent };
 }
 

@@ -43,7 +43,7 @@ function h(tag, attrs = {}, ...children) {
 
 const state = {
   module: null,
-  engine: null,
+  session: null,
   host: null,
   personas: [],
   principal: null,
@@ -156,7 +156,7 @@ async function boot() {
   state.host = host.body;
   setClock(parseTime(params.get('now') ?? personas.body.now ?? '') ?? Math.floor(Date.now() / 1000));
   state.module = await loadBrowser('/pkg/clearance_bg.wasm');
-  state.engine = new state.module.Engine();
+  state.session = new state.module.Session();
   const select = $('#persona');
   for (const p of state.personas) select.append(h('option', { value: p.principal }, `${p.label} (${p.principal})`));
   select.addEventListener('change', () => signIn(select.value));
@@ -209,12 +209,12 @@ async function signIn(who) {
     notice('refusal', code(slice.body.error?.code ?? 'slice.failed'), ` ${slice.body.error?.message ?? ''}`);
     return;
   }
-  const engine = state.engine;
-  const policy = engine.loadPolicy(slice.body.policy);
+  const session = state.session;
+  const policy = session.loadPolicy(slice.body.policy);
   if (isError(policy)) throw new Error(policy.error.message);
-  const info = engine.loadFacts(slice.body.facts);
+  const info = session.loadFacts(slice.body.facts);
   if (isError(info)) throw new Error(info.error.message);
-  const outline = engine.schema();
+  const outline = session.schema();
   if (isError(outline)) throw new Error(outline.error.message);
   state.slice = slice.body;
   state.outline = outline;
@@ -260,7 +260,7 @@ function gateReasons(who) {
   const t = typeOutline(who.split(':')[0]);
   const a = t?.actions.find((x) => !x.target);
   if (!a) return null;
-  const d = state.engine.check({ principal: who, action: a.name, resource: who, now: now() });
+  const d = state.session.check({ principal: who, action: a.name, resource: who, now: now() });
   if (isError(d)) return [{ code: d.error.code, message: d.error.message }];
   const gates = d.allowed ? [] : d.reasons.filter((r) => r.code.startsWith('gate.') || r.code.startsWith('principal.'));
   return gates.length ? gates : null;
@@ -279,7 +279,7 @@ function renderCountdowns() {
   const box = $('#countdowns');
   const items = [];
   for (const e of entities('event')) {
-    const d = state.engine.check(request('view', `event:${e.id}`));
+    const d = state.session.check(request('view', `event:${e.id}`));
     if (!isError(d) && d.allowed && d.valid_until) {
       const until = parseTime(d.valid_until);
       items.push(h('div', { class: 'countdown', 'data-resource': `event:${e.id}`, 'data-until': until },
@@ -324,7 +324,7 @@ function recordsPage(page) {
     const rows = [];
     for (const e of list) {
       const key = `${type}:${e.id}`;
-      const answer = state.engine.allowedActions(principal(), key, now());
+      const answer = state.session.allowedActions(principal(), key, now());
       const allowed = isError(answer) ? [] : answer.actions;
       const visible = view === null ? !(answer.denied) : allowed.includes(view);
       if (!visible && !state.whyNot) continue;
@@ -352,7 +352,7 @@ function recordRow(t, e, key, allowed, visible, view) {
   }
   const until = [];
   if (visible && view) {
-    const d = state.engine.check(request(view, key));
+    const d = state.session.check(request(view, key));
     if (!isError(d) && d.valid_until) until.push(h('div', { class: 'until' }, `decision holds until ${d.valid_until}`));
   }
   return h('tr', { class: visible ? 'record' : 'record hidden-row', 'data-resource': key },
@@ -381,7 +381,7 @@ function actionButton(t, e, key, action) {
 
 /** A hidden action, shown by "why not?" with the reasons the module gives. */
 function whyNot(t, key, action) {
-  const x = state.engine.explain(request(action, key));
+  const x = state.session.explain(request(action, key));
   const reasons = isError(x) ? [{ code: x.error.code, message: x.error.message }] : x.decision.reasons;
   const w = writeFor(t, action);
   const e = entityByKey(key);
@@ -392,7 +392,7 @@ function whyNot(t, key, action) {
 }
 
 function explainAllowed(action, key) {
-  const x = state.engine.explain(request(action, key));
+  const x = state.session.explain(request(action, key));
   if (isError(x)) {
     notice('refusal', code(x.error.code), ` ${x.error.message}`);
     return;
@@ -409,7 +409,7 @@ function detailRow(t, e, key) {
   for (const a of t.actions.filter((x) => x.target)) {
     const w = t.writes.find((x) => x.action === a.name && x.change === 'add');
     const candidates = entities(a.target).filter((c) => {
-      const d = state.engine.check(request(a.name, key, `${a.target}:${c.id}`));
+      const d = state.session.check(request(a.name, key, `${a.target}:${c.id}`));
       return !isError(d) && d.allowed;
     });
     if (candidates.length === 0) continue;
@@ -490,7 +490,7 @@ function matrixPage() {
   // The matrix of the persona's own roles first.
   const matrices = [...state.outline.matrices].sort((a, b) => Number(b.roles.some((r) => mine.has(r))) - Number(a.roles.some((r) => mine.has(r))));
   for (const m of matrices) {
-    const answer = state.engine.matrix(m.name, state.slice.account);
+    const answer = state.session.matrix(m.name, state.slice.account);
     if (isError(answer)) {
       out.push(h('p', { class: 'empty' }, `${m.name}: ${answer.error.message}`));
       continue;
@@ -517,7 +517,7 @@ function reviewPage() {
   const rows = [];
   for (const m of state.outline.matrices) {
     for (const row of m.rows) {
-      const answer = state.engine.allowedActions(who, `${m.name}:${row}`, now());
+      const answer = state.session.allowedActions(who, `${m.name}:${row}`, now());
       if (isError(answer) || answer.actions.length === 0) continue;
       rows.push(h('tr', {}, h('td', {}, `page ${m.name}:${row}`), h('td', {}, answer.actions.join(', '))));
     }
@@ -525,7 +525,7 @@ function reviewPage() {
   for (const t of state.outline.types) {
     if (entities(t.name).length === 0) continue;
     for (const a of t.actions.filter((x) => !x.target)) {
-      const list = state.engine.listResources(who, a.name, t.name, now());
+      const list = state.session.listResources(who, a.name, t.name, now());
       if (isError(list) || list.length === 0) continue;
       rows.push(h('tr', {}, h('td', {}, `${a.name} ${t.name}`), h('td', {}, list.map((k) => label(entityByKey(k) ?? { id: k })).join(', '))));
     }

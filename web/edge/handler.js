@@ -5,7 +5,7 @@
  * beforehand with `loadSlice`.
  *
  * It fails closed: a missing principal is 401, an unknown route 404, and anything that is not
- * a clean allow from the engine (a denial, an engine error, a throw, a malformed answer) is
+ * a clean allow from the session (a denial, a session error, a throw, a malformed answer) is
  * 403. The principal header is trusted as given: set it in a layer that authenticates the
  * caller (and strips any client-sent copy), never straight from the client.
  */
@@ -13,7 +13,7 @@
 /** The default `max-age` of an allow whose decision has no `valid_until`, in seconds. */
 export const DEFAULT_MAX_AGE = 60;
 
-/** An error as data, like the engine's: `{code, message, help}`. */
+/** An error as data, like the session's: `{code, message, help}`. */
 function errorData(code, message, help = '') {
   return { code, message, help };
 }
@@ -95,13 +95,13 @@ export function maxAge(validUntil, now, fallback = DEFAULT_MAX_AGE) {
   return Math.max(0, Math.floor((until - at) / 1000));
 }
 
-/** Whether an engine answer is a clean allow (anything else is a deny). */
+/** Whether a session answer is a clean allow (anything else is a deny). */
 function isAllow(decision) {
   return decision !== null && typeof decision === 'object' && decision.allowed === true && !decision.error
     && Array.isArray(decision.reasons);
 }
 
-/** The reason codes of an engine answer, whatever its shape. */
+/** The reason codes of a session answer, whatever its shape. */
 function reasonCodes(decision) {
   if (decision === null || typeof decision !== 'object' || !Array.isArray(decision.reasons)) return [];
   return decision.reasons.map((r) => (r && typeof r.code === 'string' ? r.code : 'unknown'));
@@ -113,9 +113,9 @@ function decisionUpstream(_request, { action, resource, decision }) {
 }
 
 /**
- * A `fetch(request) → Response` handler gating requests with `engine` alone.
+ * A `fetch(request) → Response` handler gating requests with `session` alone.
  *
- * - `engine`: a loaded `Engine` (see `loadSlice`), or anything with `check(request)`.
+ * - `session`: a loaded `Session` (see `loadSlice`), or anything with `check(request)`.
  * - `principalHeader`: the header naming the principal (`type:id`).
  * - `now`: the time of a decision (RFC 3339 text or epoch seconds), called per request.
  * - `routes`: `[{method, pattern, action, resource}]`; `pattern` like `/events/:id`,
@@ -130,15 +130,15 @@ function decisionUpstream(_request, { action, resource, decision }) {
  * shared cache must not serve it to another.
  */
 export function createHandler({
-  engine,
+  session,
   principalHeader = 'x-clearance-principal',
   now = () => new Date().toISOString(),
   routes,
   upstream = decisionUpstream,
   defaultMaxAge = DEFAULT_MAX_AGE,
 } = {}) {
-  if (engine === null || typeof engine !== 'object' || typeof engine.check !== 'function') {
-    throw new TypeError('createHandler needs an engine with a check method');
+  if (session === null || typeof session !== 'object' || typeof session.check !== 'function') {
+    throw new TypeError('createHandler needs a session with a check method');
   }
   if (!Array.isArray(routes)) throw new TypeError('createHandler needs routes: [{method, pattern, action, resource}]');
   if (typeof upstream !== 'function') throw new TypeError('upstream must be a function of the request');
@@ -172,7 +172,7 @@ export function createHandler({
       return refuse(401, [], errorData('request.unauthenticated', `the header \`${principalHeader}\` is missing`, 'name the principal as `type:id`'));
     }
 
-    // Everything from here on fails closed: no path to an allow but a clean engine allow.
+    // Everything from here on fails closed: no path to an allow but a clean session allow.
     let resource;
     let at;
     let decision;
@@ -182,15 +182,15 @@ export function createHandler({
         return refuse(403, [], errorData('edge.resource', 'the route gave no resource', 'a route\'s resource must give `type:id`'));
       }
       at = now();
-      decision = engine.check({ principal, action: route.action, resource, now: at });
+      decision = session.check({ principal, action: route.action, resource, now: at });
     } catch (e) {
-      return refuse(403, [], errorData('edge.error', `the check failed: ${e && e.message ? e.message : String(e)}`, 'the request is denied; check the engine and the routes'));
+      return refuse(403, [], errorData('edge.error', `the check failed: ${e && e.message ? e.message : String(e)}`, 'the request is denied; check the session and the routes'));
     }
     if (!isAllow(decision)) {
       const error = decision && typeof decision === 'object' && decision.error ? decision.error : undefined;
       const reasons = reasonCodes(decision);
       if (!error && reasons.length === 0 && !(decision && decision.allowed === false)) {
-        return refuse(403, [], errorData('edge.malformed', 'the engine gave no decision', 'the request is denied; check the engine'));
+        return refuse(403, [], errorData('edge.malformed', 'the session gave no decision', 'the request is denied; check the session'));
       }
       return refuse(403, reasons, error);
     }
@@ -213,11 +213,11 @@ export function createHandler({
 }
 
 /**
- * Loads a principal slice (`GET /v1/slice/{principal}`, as text or parsed) into `engine`:
- * its policy, then its facts. Gives the engine's info, or a denial (`{allowed: false,
- * error}`) like the engine's methods; after a denial, do not serve with this engine.
+ * Loads a principal slice (`GET /v1/slice/{principal}`, as text or parsed) into `session`:
+ * its policy, then its facts. Gives the session's info, or a denial (`{allowed: false,
+ * error}`) like the session's methods; after a denial, do not serve with this session.
  */
-export function loadSlice(engine, sliceJson) {
+export function loadSlice(session, sliceJson) {
   let slice = sliceJson;
   if (typeof slice === 'string') {
     try {
@@ -229,7 +229,7 @@ export function loadSlice(engine, sliceJson) {
   if (slice === null || typeof slice !== 'object' || !Array.isArray(slice.policy) || slice.facts === null || typeof slice.facts !== 'object') {
     return { allowed: false, error: errorData('slice.invalid', 'a slice needs `policy: [{name, text}]` and `facts`', 'give the body of GET /v1/slice/{principal}') };
   }
-  const policy = engine.loadPolicy(slice.policy);
+  const policy = session.loadPolicy(slice.policy);
   if (policy.error) return policy;
   if (typeof slice.policy_hash === 'string' && policy.policy_hash !== slice.policy_hash) {
     return {
@@ -237,7 +237,7 @@ export function loadSlice(engine, sliceJson) {
       error: errorData('slice.policy_mismatch', `the policy compiled to ${policy.policy_hash}, the slice says ${slice.policy_hash}`, 'the module and the server differ; use the module of the server\'s version'),
     };
   }
-  const facts = engine.loadFacts(slice.facts);
+  const facts = session.loadFacts(slice.facts);
   if (facts.error) return facts;
-  return engine.info();
+  return session.info();
 }

@@ -32,11 +32,11 @@ test('loadBrowser fetches, hashes and runs the module', async () => {
   const module = await loadBrowser(`${base}/clearance_bg.wasm`);
   assert.equal(module.moduleHash, readFileSync(WASM_SHA256_URL, 'utf8').trim().split(/\s+/)[0]);
   assert.equal(module.moduleHash, (await loadNode()).moduleHash);
-  const engine = new module.Engine();
-  engine.loadPolicy(policySources());
-  engine.loadFacts(worldText('airline'));
-  assert.equal(engine.check(req('user:aeroserv_tech', 'view', 'event:aog_lhr')).allowed, true);
-  assert.deepEqual(engine.check(req('user:former_controller', 'view', 'event:aog_lhr')).reasons.map((r) => r.code), ['gate.active']);
+  const session = new module.Session();
+  session.loadPolicy(policySources());
+  session.loadFacts(worldText('airline'));
+  assert.equal(session.check(req('user:aeroserv_tech', 'view', 'event:aog_lhr')).allowed, true);
+  assert.deepEqual(session.check(req('user:former_controller', 'view', 'event:aog_lhr')).reasons.map((r) => r.code), ['gate.active']);
 });
 
 test('loadBrowser rejects when the fetch fails', async () => {

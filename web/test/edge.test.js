@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { loadNode } from '../index.js';
 import { createHandler, loadSlice, maxAge } from '../edge/handler.js';
-import { NOW, codes, loadedEngine, policySources, worldText } from './fixtures.js';
+import { NOW, codes, loadedSession, policySources, worldText } from './fixtures.js';
 
 const ORIGIN = 'https://edge.example';
 
@@ -60,7 +60,7 @@ function maxAgeOf(response) {
 
 describe('the edge handler on a slice', () => {
   let module;
-  let engine;
+  let session;
   let slice;
   let info;
   const realFetch = globalThis.fetch;
@@ -73,14 +73,14 @@ describe('the edge handler on a slice', () => {
       throw new Error('no network call expected');
     };
     module = await loadNode();
-    engine = new module.Engine();
+    session = new module.Session();
     slice = buildSlice('user:aeroserv_tech', 'skyways');
-    info = loadSlice(engine, JSON.stringify(slice));
+    info = loadSlice(session, JSON.stringify(slice));
   });
 
   after(() => {
     globalThis.fetch = realFetch;
-    engine.free();
+    session.free();
   });
 
   test('loadSlice loads the slice and gives the info', () => {
@@ -96,11 +96,11 @@ describe('the edge handler on a slice', () => {
 
   test('loadSlice checks the policy hash the slice carries', async () => {
     const m = await loadNode();
-    const e = new m.Engine();
+    const e = new m.Session();
     const bad = loadSlice(e, { ...slice, policy_hash: '0'.repeat(64) });
     assert.equal(bad.allowed, false);
     assert.equal(bad.error.code, 'slice.policy_mismatch');
-    const good = loadSlice(new m.Engine(), { ...slice, policy_hash: info.policy_hash });
+    const good = loadSlice(new m.Session(), { ...slice, policy_hash: info.policy_hash });
     assert.equal(good.error, undefined);
     assert.equal(loadSlice(e, '{not json').error.code, 'slice.invalid');
     assert.equal(loadSlice(e, { facts: {} }).error.code, 'slice.invalid');
@@ -108,7 +108,7 @@ describe('the edge handler on a slice', () => {
   });
 
   test('the slice decides as the whole world for the account\'s principals', async () => {
-    const { engine: whole } = await loadedEngine('airline');
+    const { session: whole } = await loadedSession('airline');
     const keys = slice.facts.entities.map((e) => `${e.type}:${e.id}`);
     const principals = keys.filter((k) => k.startsWith('user:') || k.startsWith('invitee:'));
     const events = keys.filter((k) => k.startsWith('event:'));
@@ -118,7 +118,7 @@ describe('the edge handler on a slice', () => {
       for (const resource of events) {
         for (const action of ['view', 'message', 'update']) {
           const r = { principal, action, resource, now: NOW };
-          const a = engine.check(r);
+          const a = session.check(r);
           const b = whole.check(r);
           assert.deepEqual(
             [a.allowed, codes(a), a.valid_until],
@@ -135,7 +135,7 @@ describe('the edge handler on a slice', () => {
 
   test('gates requests with the module alone', async () => {
     const upstream = upstreamSpy();
-    const handle = createHandler({ engine, now: () => NOW, routes: ROUTES, upstream });
+    const handle = createHandler({ session, now: () => NOW, routes: ROUTES, upstream });
 
     // An assigned contractor technician may view the event.
     const ok = await handle(request('/events/aog_lhr', 'user:aeroserv_tech'));
@@ -173,7 +173,7 @@ describe('the edge handler on a slice', () => {
   });
 
   test('the default upstream answers the decision', async () => {
-    const handle = createHandler({ engine, now: () => NOW, routes: ROUTES });
+    const handle = createHandler({ session, now: () => NOW, routes: ROUTES });
     const guest = await handle(request('/events/aog_lhr', 'invitee:g_sms'));
     assert.equal(guest.status, 200);
     assert.deepEqual(await guest.json(), {
@@ -194,7 +194,7 @@ describe('the edge handler on a slice', () => {
 
   test('refuses a missing principal, an unknown route, and other accounts', async () => {
     const upstream = upstreamSpy();
-    const handle = createHandler({ engine, now: () => NOW, routes: ROUTES, upstream });
+    const handle = createHandler({ session, now: () => NOW, routes: ROUTES, upstream });
 
     const anon = await handle(request('/events/aog_lhr', undefined));
     assert.equal(anon.status, 401);
@@ -228,17 +228,17 @@ describe('the edge handler on a slice', () => {
     assert.equal(fetchCalls, 0);
   });
 
-  test('fails closed on an erroring engine, never 200', async () => {
-    // A real engine that can no longer answer (freed), and stand-ins for a poisoned instance,
+  test('fails closed on an erroring session, never 200', async () => {
+    // A real session that can no longer answer (freed), and stand-ins for a poisoned instance,
     // a throw and a malformed answer.
     const m = await loadNode();
-    const freed = new m.Engine();
+    const freed = new m.Session();
     assert.equal(loadSlice(freed, slice).error, undefined);
     freed.free();
-    const engines = {
+    const sessions = {
       freed,
       poisoned: {
-        check: () => ({ allowed: false, error: { code: 'engine.poisoned', message: 'the module instance is unusable', help: '' } }),
+        check: () => ({ allowed: false, error: { code: 'instance.poisoned', message: 'the module instance is unusable', help: '' } }),
       },
       throwing: {
         check: () => {
@@ -249,9 +249,9 @@ describe('the edge handler on a slice', () => {
       empty: { check: () => undefined },
       noReasons: { check: () => ({ allowed: true }) },
     };
-    for (const [name, e] of Object.entries(engines)) {
+    for (const [name, e] of Object.entries(sessions)) {
       const upstream = upstreamSpy();
-      const handle = createHandler({ engine: e, now: () => NOW, routes: ROUTES, upstream });
+      const handle = createHandler({ session: e, now: () => NOW, routes: ROUTES, upstream });
       const res = await handle(request('/events/aog_lhr', 'user:aeroserv_tech'));
       assert.equal(res.status, 403, name);
       const body = await res.json();
@@ -259,14 +259,14 @@ describe('the edge handler on a slice', () => {
       assert.equal(typeof body.error?.code, 'string', name);
       assert.equal(upstream.calls.length, 0, name);
     }
-    const poisoned = await (await createHandler({ engine: engines.poisoned, routes: ROUTES })(request('/events/x', 'user:a'))).json();
-    assert.equal(poisoned.error.code, 'engine.poisoned');
-    const freedBody = await (await createHandler({ engine: freed, routes: ROUTES })(request('/events/x', 'user:a'))).json();
-    assert.equal(freedBody.error.code, 'engine.freed');
+    const poisoned = await (await createHandler({ session: sessions.poisoned, routes: ROUTES })(request('/events/x', 'user:a'))).json();
+    assert.equal(poisoned.error.code, 'instance.poisoned');
+    const freedBody = await (await createHandler({ session: freed, routes: ROUTES })(request('/events/x', 'user:a'))).json();
+    assert.equal(freedBody.error.code, 'session.freed');
 
     // A route whose resource function throws is a deny too.
     const handle = createHandler({
-      engine,
+      session,
       now: () => NOW,
       routes: [{ method: 'GET', pattern: '/boom/:id', action: 'view', resource: () => { throw new Error('bad'); } }],
     });
@@ -276,8 +276,8 @@ describe('the edge handler on a slice', () => {
 
   test('rejects a malformed setup', () => {
     assert.throws(() => createHandler({ routes: ROUTES }), TypeError);
-    assert.throws(() => createHandler({ engine, routes: [{ method: 'GET', pattern: 'events', action: 'view', resource: (p) => p }] }), TypeError);
-    assert.throws(() => createHandler({ engine }), TypeError);
+    assert.throws(() => createHandler({ session, routes: [{ method: 'GET', pattern: 'events', action: 'view', resource: (p) => p }] }), TypeError);
+    assert.throws(() => createHandler({ session }), TypeError);
   });
 
   test('maxAge counts whole seconds, never below zero', () => {

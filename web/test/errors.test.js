@@ -6,8 +6,8 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { before, describe, test } from 'node:test';
-import { Engine, QUERY_LEN, encodeQueries, fromGlue, isError, loadNode } from '../index.js';
-import { NOW, WASM_URL, loadedEngine, policySources, req } from './fixtures.js';
+import { Session, QUERY_LEN, encodeQueries, fromGlue, isError, loadNode } from '../index.js';
+import { NOW, WASM_URL, loadedSession, policySources, req } from './fixtures.js';
 
 const EVENT = 'event:aog_lhr';
 
@@ -27,78 +27,78 @@ function assertNoAllow(answer) {
 }
 
 describe('bad input', () => {
-  let engine;
+  let session;
   before(async () => {
-    ({ engine } = await loadedEngine('airline'));
+    ({ session } = await loadedSession('airline'));
   });
 
   test('garbage snapshot bytes are refused and the loaded snapshot keeps serving', () => {
-    const info = engine.info();
-    assertDenial(engine.loadSnapshot(Uint8Array.from([1, 2, 3])), 'snapshot.malformed');
-    assertDenial(engine.loadSnapshot(new Uint8Array(0)), 'snapshot.malformed');
-    const real = engine.snapshotBytes();
+    const info = session.info();
+    assertDenial(session.loadSnapshot(Uint8Array.from([1, 2, 3])), 'snapshot.malformed');
+    assertDenial(session.loadSnapshot(new Uint8Array(0)), 'snapshot.malformed');
+    const real = session.snapshotBytes();
     const flipped = real.slice(0, real.length - 7);
-    assertDenial(engine.loadSnapshot(flipped), 'snapshot.malformed');
-    assertDenial(engine.loadSnapshot('snapshot'), 'request.malformed');
-    assertDenial(engine.loadSnapshot(null), 'request.malformed');
-    assert.deepEqual(engine.info(), info);
-    assert.equal(engine.check(req('user:aeroserv_tech', 'view', EVENT)).allowed, true);
+    assertDenial(session.loadSnapshot(flipped), 'snapshot.malformed');
+    assertDenial(session.loadSnapshot('snapshot'), 'request.malformed');
+    assertDenial(session.loadSnapshot(null), 'request.malformed');
+    assert.deepEqual(session.info(), info);
+    assert.equal(session.check(req('user:aeroserv_tech', 'view', EVENT)).allowed, true);
   });
 
   test('malformed JSON strings are refused', () => {
-    assertDenial(engine.check('{"principal": '), 'request.malformed');
-    assertDenial(engine.checkBatch('[{]'), 'request.malformed');
-    assertDenial(engine.explain('not json'), 'request.malformed');
-    assertDenial(engine.loadFacts('{'), 'request.malformed');
-    assertDenial(engine.loadPolicy('[{"name": "a.policy"'), 'request.malformed');
-    assertDenial(engine.applyDeltas('[,]'), 'request.malformed');
-    assertDenial(engine.resolve('[{'), 'request.malformed');
-    assertDenial(engine.call('{"op": "check"'), 'request.malformed');
-    assertDenial(engine.call({ op: 'launch' }), 'request.malformed');
-    assertDenial(engine.check({ ...req('user:aeroserv_tech', 'view', EVENT), extra: true }), 'request.malformed');
-    assert.equal(engine.info().revision, 0, 'nothing was applied');
+    assertDenial(session.check('{"principal": '), 'request.malformed');
+    assertDenial(session.checkBatch('[{]'), 'request.malformed');
+    assertDenial(session.explain('not json'), 'request.malformed');
+    assertDenial(session.loadFacts('{'), 'request.malformed');
+    assertDenial(session.loadPolicy('[{"name": "a.policy"'), 'request.malformed');
+    assertDenial(session.applyDeltas('[,]'), 'request.malformed');
+    assertDenial(session.resolve('[{'), 'request.malformed');
+    assertDenial(session.call('{"op": "check"'), 'request.malformed');
+    assertDenial(session.call({ op: 'launch' }), 'request.malformed');
+    assertDenial(session.check({ ...req('user:aeroserv_tech', 'view', EVENT), extra: true }), 'request.malformed');
+    assert.equal(session.info().revision, 0, 'nothing was applied');
   });
 
   test('values that are not JSON are refused before the module', () => {
     const cyclic = {};
     cyclic.self = cyclic;
-    assertDenial(engine.check(cyclic), 'request.malformed');
-    assertDenial(engine.check({ ...req('user:aeroserv_tech', 'view', EVENT), now: 1n }), 'request.malformed');
-    assertDenial(engine.check(undefined), 'request.malformed');
-    assertDenial(engine.allowedActions('user:aeroserv_tech', EVENT, 1.5), 'request.malformed');
-    assertDenial(engine.allowedActions(1, 2, 3), 'request.malformed');
-    assertDenial(engine.listResources('user:aeroserv_tech', 'view', null, NOW), 'request.malformed');
-    assertDenial(engine.listPrincipals(EVENT, 'view', NOW, 7), 'request.malformed');
-    assertDenial(engine.matrix(undefined), 'request.malformed');
-    assertDenial(engine.checkIds([0, 0, 0]), 'request.malformed');
+    assertDenial(session.check(cyclic), 'request.malformed');
+    assertDenial(session.check({ ...req('user:aeroserv_tech', 'view', EVENT), now: 1n }), 'request.malformed');
+    assertDenial(session.check(undefined), 'request.malformed');
+    assertDenial(session.allowedActions('user:aeroserv_tech', EVENT, 1.5), 'request.malformed');
+    assertDenial(session.allowedActions(1, 2, 3), 'request.malformed');
+    assertDenial(session.listResources('user:aeroserv_tech', 'view', null, NOW), 'request.malformed');
+    assertDenial(session.listPrincipals(EVENT, 'view', NOW, 7), 'request.malformed');
+    assertDenial(session.matrix(undefined), 'request.malformed');
+    assertDenial(session.checkIds([0, 0, 0]), 'request.malformed');
   });
 
   test('unknown names are denials', () => {
-    const d = engine.check(req('user:nobody', 'view', EVENT));
+    const d = session.check(req('user:nobody', 'view', EVENT));
     assert.equal(d.allowed, false);
     assert.equal(d.reasons[0].code, 'entity.unknown');
-    assert.equal(engine.check(req('user:aeroserv_tech', 'view', 'event:nope')).allowed, false);
-    assert.equal(engine.check(req('user:aeroserv_tech', 'fly', EVENT)).reasons[0].code, 'action.unknown');
-    assert.equal(engine.check(req('user:aeroserv_tech', 'view', EVENT, 'yesterday')).reasons[0].code, 'request.invalid');
-    assertDenial(engine.listResources('user:nobody', 'view', 'event', NOW), 'request.invalid');
-    assertDenial(engine.listResources('user:aeroserv_tech', 'view', 'spaceship', NOW), 'request.invalid');
-    assertDenial(engine.listPrincipals('event:nope', 'view', NOW), 'request.invalid');
-    assertDenial(engine.matrix('nope'), 'request.invalid');
-    assertDenial(engine.matrix('operations', 'no_such_account'));
+    assert.equal(session.check(req('user:aeroserv_tech', 'view', 'event:nope')).allowed, false);
+    assert.equal(session.check(req('user:aeroserv_tech', 'fly', EVENT)).reasons[0].code, 'action.unknown');
+    assert.equal(session.check(req('user:aeroserv_tech', 'view', EVENT, 'yesterday')).reasons[0].code, 'request.invalid');
+    assertDenial(session.listResources('user:nobody', 'view', 'event', NOW), 'request.invalid');
+    assertDenial(session.listResources('user:aeroserv_tech', 'view', 'spaceship', NOW), 'request.invalid');
+    assertDenial(session.listPrincipals('event:nope', 'view', NOW), 'request.invalid');
+    assertDenial(session.matrix('nope'), 'request.invalid');
+    assertDenial(session.matrix('operations', 'no_such_account'));
   });
 
   test('more than 1 << 20 queries is too large', () => {
-    assertDenial(engine.checkIds(new Uint8Array(((1 << 20) + 1) * QUERY_LEN)), 'request.too_large');
-    assertDenial(engine.checkIdsRaw(new Uint8Array(((1 << 20) + 1) * QUERY_LEN)), 'request.too_large');
+    assertDenial(session.checkIds(new Uint8Array(((1 << 20) + 1) * QUERY_LEN)), 'request.too_large');
+    assertDenial(session.checkIdsRaw(new Uint8Array(((1 << 20) + 1) * QUERY_LEN)), 'request.too_large');
   });
 
   test('a query buffer that is not a multiple of 24 bytes is malformed', () => {
-    for (const n of [1, 23, 25, 47]) assertDenial(engine.checkIds(new Uint8Array(n)), 'request.malformed');
-    assert.deepEqual(engine.checkIds(new Uint8Array(0)), []);
+    for (const n of [1, 23, 25, 47]) assertDenial(session.checkIds(new Uint8Array(n)), 'request.malformed');
+    assert.deepEqual(session.checkIds(new Uint8Array(0)), []);
   });
 
   test('forged ids are denials, never allows', () => {
-    const [{ query }] = engine.resolve([req('user:aeroserv_tech', 'view', EVENT)]);
+    const [{ query }] = session.resolve([req('user:aeroserv_tech', 'view', EVENT)]);
     const good = new DataView(query.buffer);
     const base = { principal: good.getUint32(0, true), resource: good.getUint32(4, true), action: 0, now: 1777629600 };
     const forged = [
@@ -110,13 +110,13 @@ describe('bad input', () => {
       { ...base, target: 0 },
       { ...base, principal: base.resource },
     ];
-    const decisions = engine.checkIds(encodeQueries(forged));
+    const decisions = session.checkIds(encodeQueries(forged));
     assert.equal(decisions.length, forged.length);
     decisions.forEach((d, i) => {
       assert.equal(d.allowed, false, JSON.stringify(forged[i]));
       assert.ok(d.reasons.length > 0);
     });
-    assert.equal(engine.checkIds(query)[0].allowed, true, 'the unforged query allows');
+    assert.equal(session.checkIds(query)[0].allowed, true, 'the unforged query allows');
   });
 
   test('random query bytes never throw and never allow an unknown principal', () => {
@@ -131,8 +131,8 @@ describe('bad input', () => {
     const bytes = new Uint8Array(n * QUERY_LEN);
     const words = new DataView(bytes.buffer);
     for (let i = 0; i < bytes.length; i += 4) words.setUint32(i, random());
-    const entities = engine.info().entities;
-    const decisions = engine.checkIds(bytes);
+    const entities = session.info().entities;
+    const decisions = session.checkIds(bytes);
     assert.equal(decisions.length, n);
     decisions.forEach((d, i) => {
       if (words.getUint32(i * QUERY_LEN, true) >= entities) assert.equal(d.allowed, false);
@@ -140,17 +140,17 @@ describe('bad input', () => {
   });
 
   test('policies and facts that do not load are errors, and change nothing', async () => {
-    const fresh = new (await loadNode()).Engine();
-    assertDenial(fresh.check(req('user:aeroserv_tech', 'view', EVENT)), 'engine.not_loaded');
-    assertDenial(fresh.snapshotBytes(), 'engine.not_loaded');
-    assertDenial(fresh.info(), 'engine.not_loaded');
-    assertDenial(fresh.checkIds(new Uint8Array(QUERY_LEN)), 'engine.not_loaded');
-    assertDenial(fresh.loadFacts({ revision: 0, entities: [], tuples: [] }), 'engine.no_policy');
+    const fresh = new (await loadNode()).Session();
+    assertDenial(fresh.check(req('user:aeroserv_tech', 'view', EVENT)), 'session.not_loaded');
+    assertDenial(fresh.snapshotBytes(), 'session.not_loaded');
+    assertDenial(fresh.info(), 'session.not_loaded');
+    assertDenial(fresh.checkIds(new Uint8Array(QUERY_LEN)), 'session.not_loaded');
+    assertDenial(fresh.loadFacts({ revision: 0, entities: [], tuples: [] }), 'session.no_policy');
     assertDenial(fresh.loadPolicy([{ name: 'x.policy', text: 'type foo { relation bar: nope }' }]), 'policy.invalid');
     assertDenial(fresh.loadPolicy([{ name: 'x.policy' }]), 'request.malformed');
     fresh.loadPolicy(policySources());
     assertDenial(fresh.loadFacts({ revision: 0, entities: [{ type: 'spaceship', id: 'x', account: 'a', attrs: {} }], tuples: [] }), 'facts.unknown_type');
-    assertDenial(fresh.info(), 'engine.not_loaded');
+    assertDenial(fresh.info(), 'session.not_loaded');
   });
 
   test('no method throws or allows on any garbage argument', () => {
@@ -171,31 +171,31 @@ describe('bad input', () => {
           call[pos] = g;
           let answer;
           assert.doesNotThrow(() => {
-            answer = engine[method](...call);
+            answer = session[method](...call);
           }, `${method} arg ${pos} = ${String(g).slice(0, 20)}`);
           assertNoAllow(answer);
         }
       }
     }
-    assert.equal(engine.check(req('user:aeroserv_tech', 'view', EVENT)).allowed, true, 'the engine still works');
+    assert.equal(session.check(req('user:aeroserv_tech', 'view', EVENT)).allowed, true, 'the session still works');
   });
 
-  test('a freed engine denies', async () => {
-    const { engine: e } = await loadedEngine('airline');
+  test('a freed session denies', async () => {
+    const { session: e } = await loadedSession('airline');
     e.free();
     e.free();
     assert.equal(e.usable, false);
-    assertDenial(e.check(req('user:aeroserv_tech', 'view', EVENT)), 'engine.freed');
-    assertDenial(e.snapshotBytes(), 'engine.freed');
+    assertDenial(e.check(req('user:aeroserv_tech', 'view', EVENT)), 'session.freed');
+    assertDenial(e.snapshotBytes(), 'session.freed');
   });
 
-  test('an Engine needs a loaded module', () => {
-    assert.throws(() => new Engine({}), TypeError);
+  test('a Session needs a loaded module', () => {
+    assert.throws(() => new Session({}), TypeError);
   });
 });
 
 describe('a trap inside the module', () => {
-  test('is a wasm.trap denial, then poisons every engine of the instance', async () => {
+  test('is a wasm.trap denial, then poisons every session of the instance', async () => {
     // An instance of our own, so the test can exhaust its memory: a 4 GiB wasm32 memory
     // grown to the limit from outside leaves the module's allocator nothing, and the next
     // allocation aborts, which is the `unreachable` trap.
@@ -203,9 +203,9 @@ describe('a trap inside the module', () => {
     const glue = await import(new URL('../pkg/clearance.js?instance=trap-test', import.meta.url).href);
     const exports = glue.initSync({ module: bytes });
     const module = fromGlue(glue, 'trap-test');
-    const engine = new module.Engine();
-    const bystander = new module.Engine();
-    assert.ok(!isError(engine.loadPolicy(policySources())));
+    const session = new module.Session();
+    const bystander = new module.Session();
+    assert.ok(!isError(session.loadPolicy(policySources())));
     for (let pages = 1 << 16; pages >= 1; pages >>= 1) {
       try {
         for (;;) exports.memory.grow(pages);
@@ -213,19 +213,19 @@ describe('a trap inside the module', () => {
         // Fewer than `pages` pages are left below the limit.
       }
     }
-    const trapped = engine.check(req('x'.repeat(1 << 24), 'view', EVENT));
+    const trapped = session.check(req('x'.repeat(1 << 24), 'view', EVENT));
     assertDenial(trapped, 'wasm.trap');
     assert.equal(module.poisoned.code, 'wasm.trap');
-    assert.equal(engine.usable, false);
-    assertDenial(engine.check(req('user:aeroserv_tech', 'view', EVENT)), 'engine.poisoned');
-    assertDenial(engine.checkIds(new Uint8Array(QUERY_LEN)), 'engine.poisoned');
-    assertDenial(engine.snapshotBytes(), 'engine.poisoned');
-    assertDenial(bystander.info(), 'engine.poisoned');
-    assertDenial(new module.Engine().info(), 'engine.poisoned');
-    engine.free();
+    assert.equal(session.usable, false);
+    assertDenial(session.check(req('user:aeroserv_tech', 'view', EVENT)), 'instance.poisoned');
+    assertDenial(session.checkIds(new Uint8Array(QUERY_LEN)), 'instance.poisoned');
+    assertDenial(session.snapshotBytes(), 'instance.poisoned');
+    assertDenial(bystander.info(), 'instance.poisoned');
+    assertDenial(new module.Session().info(), 'instance.poisoned');
+    session.free();
 
     // Other instances are untouched, and a new one loads.
-    const { engine: fresh } = await loadedEngine('airline');
+    const { session: fresh } = await loadedSession('airline');
     assert.equal(fresh.check(req('user:aeroserv_tech', 'view', EVENT)).allowed, true);
   });
 });
@@ -235,26 +235,26 @@ describe('input that nests deeply', () => {
   const deep = (depth) => [{ name: 'deep.policy', text: `type thing {\n  owner: thing\n  permission view = ${'('.repeat(depth)}owner${')'.repeat(depth)}\n}\n` }];
 
   test('a shallow nesting loads', async () => {
-    const engine = new (await loadNode()).Engine();
-    assert.ok(!isError(engine.loadPolicy(deep(50))));
+    const session = new (await loadNode()).Session();
+    assert.ok(!isError(session.loadPolicy(deep(50))));
   });
 
   test('a deep nesting is an error (today a trap of the module), never a throw or an allow', async () => {
     // The policy parser recurses once per parenthesis, without a limit; 1000 levels
     // overflow the module's stack. A located policy.invalid error is the intended answer.
     const module = await loadNode();
-    const engine = new module.Engine();
-    const answer = engine.loadPolicy(deep(1000));
+    const session = new module.Session();
+    const answer = session.loadPolicy(deep(1000));
     assertDenial(answer);
     assert.ok(['policy.invalid', 'wasm.trap'].includes(answer.error.code), answer.error.code);
-    if (answer.error.code === 'wasm.trap') assertDenial(engine.info(), 'engine.poisoned');
+    if (answer.error.code === 'wasm.trap') assertDenial(session.info(), 'instance.poisoned');
   });
 
-  test('engines of a trapped instance are collected without calling into it', async () => {
+  test('sessions of a trapped instance are collected without calling into it', async () => {
     // The glue frees its objects from a finalizer; on a trapped instance that call would
     // trap again, uncaught, and end the process. The child traps an instance (by stack
     // overflow when the parser still recurses unboundedly, else by exhausting its memory),
-    // drops its engines and collects them.
+    // drops its sessions and collects them.
     const script = `
       import { readFileSync } from 'node:fs';
       const index = process.env.CLEARANCE_INDEX;
@@ -263,13 +263,13 @@ describe('input that nests deeply', () => {
       const exports = glue.initSync({ module: readFileSync(new URL('./pkg/clearance_bg.wasm', index)) });
       const module = fromGlue(glue, 'gc-child');
       function trap() {
-        const engines = [new module.Engine(), new module.Engine(), new module.Engine()];
-        engines[2].free();
+        const sessions = [new module.Session(), new module.Session(), new module.Session()];
+        sessions[2].free();
         const text = 'type thing {\\n  owner: thing\\n  permission view = ' + '('.repeat(1000) + 'owner' + ')'.repeat(1000) + '\\n}\\n';
-        let answer = engines[0].loadPolicy([{ name: 'deep.policy', text }]);
+        let answer = sessions[0].loadPolicy([{ name: 'deep.policy', text }]);
         if (answer.error?.code !== 'wasm.trap') {
           for (let pages = 1 << 16; pages >= 1; pages >>= 1) { try { for (;;) exports.memory.grow(pages); } catch {} }
-          answer = engines[1].check({ principal: 'x'.repeat(1 << 24), action: 'a', resource: 'b', now: 0 });
+          answer = sessions[1].check({ principal: 'x'.repeat(1 << 24), action: 'a', resource: 'b', now: 0 });
         }
         return answer.error.code;
       }

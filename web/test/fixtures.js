@@ -1,5 +1,5 @@
 /**
- * Shared fixtures of the tests: the default policies, the worlds and engines loaded with
+ * Shared fixtures of the tests: the default policies, the worlds and sessions loaded with
  * them. Paths are relative to this file, so the tests run from any directory.
  */
 
@@ -35,17 +35,17 @@ export function req(principal, action, resource, now = NOW, target = undefined) 
 }
 
 /**
- * A fresh module instance and an engine with the default policies and the world `name`;
+ * A fresh module instance and a session with the default policies and the world `name`;
  * throws if either does not load (a test fixture, not the API under test).
  */
-export async function loadedEngine(name = 'airline') {
+export async function loadedSession(name = 'airline') {
   const module = await loadNode();
-  const engine = new module.Engine();
-  const policy = engine.loadPolicy(policySources());
+  const session = new module.Session();
+  const policy = session.loadPolicy(policySources());
   if (policy.error) throw new Error(`policy: ${policy.error.message}`);
-  const facts = engine.loadFacts(worldText(name));
+  const facts = session.loadFacts(worldText(name));
   if (facts.error) throw new Error(`facts: ${facts.error.message}`);
-  return { module, engine };
+  return { module, session };
 }
 
 /** The reason codes of a decision view. */

@@ -38,7 +38,7 @@ function fail(code, message, help = '') {
   throw new RunError({ code, message, help });
 }
 
-/** Gives the value of an engine call, or throws its error. */
+/** Gives the value of a session call, or throws its error. */
 function must(answer) {
   if (isError(answer)) throw new RunError(answer.error);
   return answer;
@@ -75,15 +75,15 @@ async function run(argv) {
   const snapshot = await read(values.snapshot, 'snapshot');
   const queries = await read(values.queries, 'queries');
   const module = await loadNode(values.wasm).catch((e) => fail('runner.module', `cannot load the module: ${e.message}`));
-  const engine = new module.Engine();
-  must(engine.loadSnapshot(snapshot));
-  const info = must(engine.info());
+  const session = new module.Session();
+  must(session.loadSnapshot(snapshot));
+  const info = must(session.info());
   const step = CHUNK * QUERY_LEN;
   const parts = [];
   let decisions = 0;
   for (let at = 0; at < queries.length; at += step) {
     const chunk = queries.subarray(at, Math.min(at + step, queries.length));
-    const raw = must(engine.checkIdsRaw(chunk));
+    const raw = must(session.checkIdsRaw(chunk));
     const n = decodeDecisions(raw)?.length;
     if (n !== chunk.length / QUERY_LEN) {
       fail('runner.decisions', `the module gave ${n ?? 'undecodable'} decisions for ${chunk.length / QUERY_LEN} queries at byte ${at}`);
@@ -96,7 +96,7 @@ async function run(argv) {
   } catch (e) {
     fail('runner.io', `cannot write ${values.out}: ${e.message}`);
   }
-  engine.free();
+  session.free();
   return { module_sha256: module.moduleHash, decisions, policy_hash: info.policy_hash, revision: info.revision };
 }
 

@@ -1,5 +1,5 @@
 // The parity runner as the Rust parity suite runs it: a snapshot and queries on disk, the
-// runner in a child process, and its decision bytes compared with the engine's own.
+// runner in a child process, and its decision bytes compared with the session's own.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { QUERY_LEN, decodeDecisions, encodeQueries } from '../index.js';
-import { loadedEngine, req } from './fixtures.js';
+import { loadedSession, req } from './fixtures.js';
 
 const RUNNER = fileURLToPath(new URL('./parity-runner.mjs', import.meta.url));
 const CHUNK = 65536;
@@ -32,23 +32,23 @@ async function runner(args) {
 describe('parity-runner.mjs', () => {
   let dir;
   let module;
-  let engine;
+  let session;
   let queries;
   const file = (name) => join(dir, name);
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'clearance-parity-'));
-    ({ module, engine } = await loadedEngine('airline'));
+    ({ module, session } = await loadedSession('airline'));
     // Revision 1, so the runner has to report the snapshot's own revision.
-    engine.applyDeltas([{ op: 'add_tuple', tuple: { resource: 'event:aog_lhr', relation: 'assigned', subject: 'organization:jetfix' } }]);
-    await writeFile(file('snapshot.bin'), engine.snapshotBytes());
+    session.applyDeltas([{ op: 'add_tuple', tuple: { resource: 'event:aog_lhr', relation: 'assigned', subject: 'organization:jetfix' } }]);
+    await writeFile(file('snapshot.bin'), session.snapshotBytes());
     const requests = [];
     for (const principal of ['user:aeroserv_tech', 'user:jetfix_tech', 'invitee:g_sms', 'user:former_controller', 'user:occ_controller', 'user:lhr_tech']) {
       for (const action of ['view', 'update', 'message']) {
         for (const now of ['2026-05-01T10:00:00Z', '2026-05-01T19:00:00Z', 1777629600]) requests.push(req(principal, action, 'event:aog_lhr', now));
       }
     }
-    const resolved = engine.resolve(requests).filter((r) => r.query).map((r) => r.query);
+    const resolved = session.resolve(requests).filter((r) => r.query).map((r) => r.query);
     assert.ok(resolved.length > 40);
     // More than one chunk, with forged queries mixed in.
     const n = CHUNK + 4321;
@@ -60,15 +60,15 @@ describe('parity-runner.mjs', () => {
   });
 
   after(async () => {
-    engine.free();
+    session.free();
     await rm(dir, { recursive: true, force: true });
   });
 
-  test('writes the decisions the engine makes and reports one JSON line', async () => {
+  test('writes the decisions the session makes and reports one JSON line', async () => {
     const { code, lines } = await runner(['--snapshot', file('snapshot.bin'), '--queries', file('queries.bin'), '--out', file('decisions.bin')]);
     assert.equal(code, 0, lines.join('\n'));
     assert.equal(lines.length, 1);
-    const info = engine.info();
+    const info = session.info();
     assert.deepEqual(JSON.parse(lines[0]), {
       module_sha256: module.moduleHash,
       decisions: queries.length / QUERY_LEN,
@@ -76,7 +76,7 @@ describe('parity-runner.mjs', () => {
       revision: 1,
     });
     const written = new Uint8Array(await readFile(file('decisions.bin')));
-    assert.deepEqual(written, engine.checkIdsRaw(queries));
+    assert.deepEqual(written, session.checkIdsRaw(queries));
     const decisions = decodeDecisions(written);
     assert.equal(decisions.length, queries.length / QUERY_LEN);
     assert.equal(decisions[7].allowed, false);

@@ -5,21 +5,21 @@
 import {
   CODES, PAGE, QUERY_LEN, decodeDecisions, decodeQueries, encodeQueries, isError, loadBrowser, loadNode,
 } from '../index.js';
-import type { AccessMatrix, ClearanceModule, DecisionView, Denial, Engine, Outline, Request } from '../index.js';
+import type { AccessMatrix, ClearanceModule, DecisionView, Denial, Session, Outline, Request } from '../index.js';
 
 export async function usage(): Promise<void> {
   const module: ClearanceModule = await loadNode();
   const browser: ClearanceModule = await loadBrowser('/pkg/clearance_bg.wasm');
-  const engine: Engine = new module.Engine();
+  const session: Session = new module.Session();
   const hash: string = browser.moduleHash;
 
-  const loaded = engine.loadPolicy([{ name: 'a.policy', text: 'type user principal {}' }]);
+  const loaded = session.loadPolicy([{ name: 'a.policy', text: 'type user principal {}' }]);
   if (!isError(loaded)) {
     const policyHash: string = loaded.policy_hash;
     void policyHash;
   }
   const request: Request = { principal: 'user:a', action: 'view', resource: 'event:e', now: '2026-05-01T10:00:00Z' };
-  const decision: DecisionView | Denial = engine.check(request);
+  const decision: DecisionView | Denial = session.check(request);
   if (isError(decision)) {
     const code: string = decision.error.code;
     const allowed: false = decision.allowed;
@@ -30,7 +30,7 @@ export async function usage(): Promise<void> {
     void codes; void until;
   }
 
-  const outline = engine.schema();
+  const outline = session.schema();
   if (!isError(outline)) {
     const o: Outline = outline;
     const writes = o.types.flatMap((t) => t.writes.map((w) => `${w.change} ${w.member ?? ''} = ${w.action}`));
@@ -38,12 +38,12 @@ export async function usage(): Promise<void> {
     void writes; void rows;
   }
 
-  const actions = engine.allowedActions('user:a', 'event:e', 0);
+  const actions = session.allowedActions('user:a', 'event:e', 0);
   if (!isError(actions)) {
     const names: string[] = actions.actions;
     void names;
   }
-  const matrix = engine.matrix('operations', 'acme');
+  const matrix = session.matrix('operations', 'acme');
   if (!isError(matrix)) {
     const m: AccessMatrix = matrix;
     const cells: string[][] = m.roles.map((r) => r.cells);
@@ -59,13 +59,13 @@ export async function usage(): Promise<void> {
   void back; void decisions; void page; void len; void first; void hash;
 
   // @ts-expect-error: a request needs a time
-  engine.check({ principal: 'user:a', action: 'view', resource: 'event:e' });
+  session.check({ principal: 'user:a', action: 'view', resource: 'event:e' });
   // @ts-expect-error: a check may be a denial, which has no reasons
-  const unchecked: string = engine.check(request).reasons[0].code;
+  const unchecked: string = session.check(request).reasons[0].code;
   // @ts-expect-error: a write outline's change is one of five words
   const change: WriteChange = 'rename';
   void unchecked; void change;
-  engine.free();
+  session.free();
 }
 
 type WriteChange = import('../index.js').WriteOutline['change'];

@@ -528,7 +528,7 @@ fn error(code: &str, message: impl Into<String>, help: &str) -> ErrorData {
 
 fn not_loaded() -> ErrorData {
     error(
-        "engine.not_loaded",
+        "session.not_loaded",
         "no snapshot is loaded",
         "load a policy and facts, or a snapshot, first",
     )
@@ -684,7 +684,7 @@ impl Session {
             Call::LoadFacts { facts } => {
                 let schema = self.schema().cloned().ok_or_else(|| {
                     error(
-                        "engine.no_policy",
+                        "session.no_policy",
                         "no policy is loaded",
                         "load a policy before facts",
                     )
@@ -799,7 +799,7 @@ impl Session {
                 Some(schema) => text(&schema.outline()),
                 None => {
                     return Err(error(
-                        "engine.no_policy",
+                        "session.no_policy",
                         "no policy is loaded",
                         "load a policy first",
                     ));
@@ -814,21 +814,21 @@ impl Session {
             State::Facts(facts, s) => (facts, Arc::clone(&s.schema)),
             State::Snapshot(_) => {
                 return Err(error(
-                    "engine.no_facts",
+                    "session.no_facts",
                     "no facts are loaded (a snapshot loaded from bytes takes no deltas or writes)",
                     "load facts first",
                 ));
             }
             State::Policy(_) => {
                 return Err(error(
-                    "engine.no_facts",
+                    "session.no_facts",
                     "no facts are loaded",
                     "load facts first",
                 ));
             }
             State::Empty => {
                 return Err(error(
-                    "engine.no_policy",
+                    "session.no_policy",
                     "no policy is loaded",
                     "load a policy and facts first",
                 ));

@@ -22,7 +22,7 @@ fn time(now: &str) -> TimeValue {
 
 #[wasm_bindgen]
 impl Clearance {
-    /// An empty engine.
+    /// An empty session.
     #[wasm_bindgen(constructor)]
     pub fn new() -> Clearance {
         Clearance::default()

@@ -454,14 +454,14 @@ fn snapshots_of_another_format_or_with_a_broken_policy_are_refused() {
 /// delta of an unknown kind or with the wrong fields, a timestamp of the wrong type.
 #[test]
 fn malformed_calls_and_deltas_are_refused_with_what_was_wrong() {
-    let mut engine = clearance_core::protocol::Session::default();
+    let mut session = clearance_core::protocol::Session::default();
     let sources: Vec<serde_json::Value> = policy_sources()
         .unwrap_or_else(|e| panic!("{e}"))
         .iter()
         .map(|s| serde_json::json!({ "name": s.name, "text": s.text }))
         .collect();
     let loaded =
-        engine.call(&serde_json::json!({ "op": "load_policy", "sources": sources }).to_string());
+        session.call(&serde_json::json!({ "op": "load_policy", "sources": sources }).to_string());
     assert!(loaded.starts_with("{\"ok\""), "{loaded}");
     let world: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("tests/worlds/airline.json"))
@@ -469,7 +469,7 @@ fn malformed_calls_and_deltas_are_refused_with_what_was_wrong() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let loaded =
-        engine.call(&serde_json::json!({ "op": "load_facts", "facts": world }).to_string());
+        session.call(&serde_json::json!({ "op": "load_facts", "facts": world }).to_string());
     assert!(loaded.starts_with("{\"ok\""), "{loaded}");
     let cases: &[(&str, &str)] = &[
         (
@@ -514,7 +514,7 @@ fn malformed_calls_and_deltas_are_refused_with_what_was_wrong() {
     ];
     for (call, says) in cases {
         let answer: serde_json::Value =
-            serde_json::from_str(&engine.call(call)).unwrap_or_else(|e| panic!("{e}"));
+            serde_json::from_str(&session.call(call)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(answer["allowed"], false, "{call}: {answer}");
         assert_eq!(
             answer["error"]["code"], "request.malformed",
@@ -524,12 +524,12 @@ fn malformed_calls_and_deltas_are_refused_with_what_was_wrong() {
         assert!(message.contains(says), "{call}: {message}");
     }
     // `"value": null` is present (it clears the attribute), not missing.
-    let cleared = engine.call(
+    let cleared = session.call(
         r#"{"op":"apply_deltas","deltas":[{"op":"set_attr","entity":"user:former_controller","attr":"email","value":null}]}"#,
     );
     assert!(!cleared.contains("needs the field"), "{cleared}");
     // And a well-formed delta applies.
-    let applied = engine.call(
+    let applied = session.call(
         r#"{"op":"apply_deltas","deltas":[{"op":"set_attr","entity":"user:former_controller","attr":"email","value":"f@skyways.example"}]}"#,
     );
     assert!(applied.starts_with("{\"ok\""), "{applied}");

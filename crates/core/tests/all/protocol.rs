@@ -135,9 +135,9 @@ fn a_policy_loaded_after_a_snapshot_replaces_it_whole() {
     assert!(loaded.starts_with("{\"ok\""), "{loaded}");
     // The old snapshot no longer decides, and nothing reports it.
     let answer: serde_json::Value = serde_json::from_str(&b.answer(check())).unwrap();
-    assert_eq!(answer["error"]["code"], "engine.not_loaded", "{answer}");
+    assert_eq!(answer["error"]["code"], "session.not_loaded", "{answer}");
     let info: serde_json::Value = serde_json::from_str(&b.answer(Call::Info)).unwrap();
-    assert_eq!(info["error"]["code"], "engine.not_loaded", "{info}");
+    assert_eq!(info["error"]["code"], "session.not_loaded", "{info}");
     let outline = b.answer(Call::Schema);
     assert!(outline.contains("hangar"), "{outline}");
 }

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { before, describe, test } from 'node:test';
 import { decodeQueries, encodeQueries, isError, loadNode } from '../index.js';
-import { NOW, WASM_SHA256_URL, WASM_URL, codes, loadedEngine, policySources, req, worldText } from './fixtures.js';
+import { NOW, WASM_SHA256_URL, WASM_URL, codes, loadedSession, policySources, req, worldText } from './fixtures.js';
 
 const EVENT = 'event:aog_lhr';
 
@@ -31,9 +31,9 @@ const REQUESTS = [
 
 describe('the airline world', () => {
   let module;
-  let engine;
+  let session;
   before(async () => {
-    ({ module, engine } = await loadedEngine('airline'));
+    ({ module, session } = await loadedSession('airline'));
   });
 
   test('moduleHash is the SHA-256 of the module and matches the build', () => {
@@ -42,11 +42,11 @@ describe('the airline world', () => {
     assert.match(module.moduleHash, /^[0-9a-f]{64}$/);
     assert.equal(module.moduleHash, recorded);
     assert.equal(module.moduleHash, computed);
-    assert.equal(engine.moduleHash, recorded);
+    assert.equal(session.moduleHash, recorded);
   });
 
   test('info reports what is loaded', () => {
-    const info = engine.info();
+    const info = session.info();
     assert.equal(info.revision, 0);
     assert.equal(info.entities, 86);
     assert.match(info.policy_hash, /^[0-9a-f]{64}$/);
@@ -54,97 +54,97 @@ describe('the airline world', () => {
   });
 
   test('a contractor technician assigned to the event may view it', () => {
-    const d = engine.check(req('user:aeroserv_tech', 'view', EVENT));
+    const d = session.check(req('user:aeroserv_tech', 'view', EVENT));
     assert.equal(d.allowed, true);
     assert.deepEqual(codes(d), ['granted']);
     assert.equal(d.reasons[0].rule, 'event.view');
     assert.equal(d.valid_until, undefined);
-    assert.equal(d.policy_hash, engine.info().policy_hash);
+    assert.equal(d.policy_hash, session.info().policy_hash);
   });
 
   test('a contractor technician not assigned may not, with every failed check', () => {
-    const d = engine.check(req('user:jetfix_tech', 'view', EVENT));
+    const d = session.check(req('user:jetfix_tech', 'view', EVENT));
     assert.equal(d.allowed, false);
     assert.deepEqual(codes(d), ['relation.missing', 'relation.missing', 'relation.missing']);
     assert.ok(d.reasons.every((r) => r.rule === 'event.view' && /^events\.policy:\d+:\d+$/.test(r.at)));
   });
 
   test('a guest with an expiring invitation is allowed until it expires', () => {
-    const d = engine.check(req('invitee:g_sms', 'view', EVENT));
+    const d = session.check(req('invitee:g_sms', 'view', EVENT));
     assert.equal(d.allowed, true);
     assert.equal(d.valid_until, '2026-05-01T18:00:00Z');
-    const later = engine.check(req('invitee:g_sms', 'view', EVENT, '2026-05-01T19:00:00Z'));
+    const later = session.check(req('invitee:g_sms', 'view', EVENT, '2026-05-01T19:00:00Z'));
     assert.equal(later.allowed, false);
     assert.equal(codes(later).at(-1), 'relation.expired');
   });
 
   test('a deactivated user is stopped by the gate', () => {
-    const d = engine.check(req('user:former_controller', 'view', EVENT));
+    const d = session.check(req('user:former_controller', 'view', EVENT));
     assert.equal(d.allowed, false);
     assert.deepEqual(codes(d), ['gate.active']);
   });
 
   test('an unknown principal is a structural denial', () => {
-    const d = engine.check(req('user:nobody', 'view', EVENT));
+    const d = session.check(req('user:nobody', 'view', EVENT));
     assert.equal(d.allowed, false);
     assert.deepEqual(d.reasons.map((r) => [r.code, r.rule]), [['entity.unknown', 'request.principal']]);
   });
 
   test('now may be seconds as well as RFC 3339', () => {
-    assert.equal(engine.check(req('user:aeroserv_tech', 'view', EVENT, 1777629600)).allowed, true);
+    assert.equal(session.check(req('user:aeroserv_tech', 'view', EVENT, 1777629600)).allowed, true);
   });
 
   test('a batch decides like single checks, in order', () => {
-    const batch = engine.checkBatch(REQUESTS);
+    const batch = session.checkBatch(REQUESTS);
     assert.equal(batch.length, REQUESTS.length);
-    batch.forEach((d, i) => assert.deepEqual(d, engine.check(REQUESTS[i]), JSON.stringify(REQUESTS[i])));
+    batch.forEach((d, i) => assert.deepEqual(d, session.check(REQUESTS[i]), JSON.stringify(REQUESTS[i])));
   });
 
   test('allowedActions lists the actions on the event', () => {
-    const { actions, denied } = engine.allowedActions('user:aeroserv_tech', EVENT, NOW);
+    const { actions, denied } = session.allowedActions('user:aeroserv_tech', EVENT, NOW);
     assert.ok(actions.includes('view'));
     assert.equal(denied, undefined);
-    for (const a of actions) assert.equal(engine.check(req('user:aeroserv_tech', a, EVENT)).allowed, true, a);
-    assert.deepEqual(engine.allowedActions('user:jetfix_tech', EVENT, NOW).actions, []);
-    assert.deepEqual(engine.allowedActions('user:former_controller', EVENT, '1777629600').actions, []);
+    for (const a of actions) assert.equal(session.check(req('user:aeroserv_tech', a, EVENT)).allowed, true, a);
+    assert.deepEqual(session.allowedActions('user:jetfix_tech', EVENT, NOW).actions, []);
+    assert.deepEqual(session.allowedActions('user:former_controller', EVENT, '1777629600').actions, []);
   });
 
   test('allowedActions of an unknown principal gives no actions and the denial', () => {
-    const a = engine.allowedActions('user:nobody', EVENT, NOW);
+    const a = session.allowedActions('user:nobody', EVENT, NOW);
     assert.deepEqual(a.actions, []);
     assert.equal(a.denied.allowed, false);
     assert.deepEqual(codes(a.denied), ['entity.unknown']);
   });
 
   test('listResources lists the events a principal may view', () => {
-    assert.deepEqual(engine.listResources('user:aeroserv_tech', 'view', 'event', NOW), [EVENT]);
-    assert.deepEqual(engine.listResources('user:jetfix_tech', 'view', 'event', NOW).includes(EVENT), false);
-    const occ = engine.listResources('user:occ_controller', 'view', 'event', NOW);
-    for (const e of occ) assert.equal(engine.check(req('user:occ_controller', 'view', e)).allowed, true, e);
+    assert.deepEqual(session.listResources('user:aeroserv_tech', 'view', 'event', NOW), [EVENT]);
+    assert.deepEqual(session.listResources('user:jetfix_tech', 'view', 'event', NOW).includes(EVENT), false);
+    const occ = session.listResources('user:occ_controller', 'view', 'event', NOW);
+    for (const e of occ) assert.equal(session.check(req('user:occ_controller', 'view', e)).allowed, true, e);
   });
 
   test('listPrincipals agrees with check', () => {
-    const who = engine.listPrincipals(EVENT, 'view', NOW);
+    const who = session.listPrincipals(EVENT, 'view', NOW);
     assert.ok(who.includes('user:aeroserv_tech'));
     assert.ok(who.includes('invitee:g_sms'));
     assert.ok(!who.includes('user:jetfix_tech'));
     assert.ok(!who.includes('user:former_controller'));
-    for (const p of who) assert.equal(engine.check(req(p, 'view', EVENT)).allowed, true, p);
-    assert.ok(!engine.listPrincipals(EVENT, 'view', '2026-05-01T19:00:00Z').includes('invitee:g_sms'));
+    for (const p of who) assert.equal(session.check(req(p, 'view', EVENT)).allowed, true, p);
+    assert.ok(!session.listPrincipals(EVENT, 'view', '2026-05-01T19:00:00Z').includes('invitee:g_sms'));
   });
 
   test('explain gives the decision and, for an allow, the checks that held', () => {
-    const allow = engine.explain(req('user:aeroserv_tech', 'view', EVENT));
-    assert.deepEqual(allow.decision, engine.check(req('user:aeroserv_tech', 'view', EVENT)));
+    const allow = session.explain(req('user:aeroserv_tech', 'view', EVENT));
+    assert.deepEqual(allow.decision, session.check(req('user:aeroserv_tech', 'view', EVENT)));
     assert.ok(allow.held.length > 0);
     assert.ok(allow.held.every((r) => r.code === 'granted'));
-    const deny = engine.explain(req('user:jetfix_tech', 'view', EVENT));
+    const deny = session.explain(req('user:jetfix_tech', 'view', EVENT));
     assert.equal(deny.decision.allowed, false);
     assert.deepEqual(deny.held, []);
   });
 
   test('matrix("operations") gives one cell per row for every role', () => {
-    const m = engine.matrix('operations');
+    const m = session.matrix('operations');
     assert.equal(m.matrix, 'operations');
     assert.equal(m.levels, true);
     assert.ok(m.rows.includes('dispatch') && m.rows.includes('crew_app'));
@@ -153,16 +153,16 @@ describe('the airline world', () => {
       assert.equal(role.cells.length, m.rows.length, role.name);
       assert.equal(role.custom, false);
     }
-    assert.deepEqual(engine.matrix('operations', 'skyways'), m, 'skyways has no custom roles');
+    assert.deepEqual(session.matrix('operations', 'skyways'), m, 'skyways has no custom roles');
   });
 
   test('resolved queries decided with checkIds agree with check', () => {
-    const resolved = engine.resolve(REQUESTS);
+    const resolved = session.resolve(REQUESTS);
     assert.equal(resolved.length, REQUESTS.length);
     const asked = [];
     resolved.forEach((r, i) => {
       if ('denied' in r) {
-        assert.deepEqual(r.denied, engine.check(REQUESTS[i]), 'an unresolvable request carries its denial');
+        assert.deepEqual(r.denied, session.check(REQUESTS[i]), 'an unresolvable request carries its denial');
         assert.equal(r.denied.allowed, false);
       } else {
         assert.equal(r.query.length, 24);
@@ -171,10 +171,10 @@ describe('the airline world', () => {
     });
     assert.deepEqual(resolved.filter((r) => 'denied' in r).length, 3, 'unknown principal, unknown action, bad time');
     const queries = new Uint8Array(asked.flatMap((i) => [...resolved[i].query]));
-    const decisions = engine.checkIds(queries);
+    const decisions = session.checkIds(queries);
     assert.equal(decisions.length, asked.length);
     decisions.forEach((d, k) => {
-      const view = engine.check(REQUESTS[asked[k]]);
+      const view = session.check(REQUESTS[asked[k]]);
       const label = JSON.stringify(REQUESTS[asked[k]]);
       assert.equal(d.allowed, view.allowed, label);
       assert.deepEqual(d.reasons.map((r) => r.code), codes(view).map((c) => (c.startsWith('gate.') ? 'gate' : c)), label);
@@ -185,28 +185,28 @@ describe('the airline world', () => {
 
   test('the JSON call face answers like the methods', () => {
     const r = req('user:aeroserv_tech', 'view', EVENT);
-    assert.deepEqual(engine.call({ op: 'check', request: r }), engine.check(r));
-    assert.deepEqual(engine.call(JSON.stringify({ op: 'info' })), engine.info());
-    const [{ query }] = engine.call({ op: 'resolve', requests: [r] });
+    assert.deepEqual(session.call({ op: 'check', request: r }), session.check(r));
+    assert.deepEqual(session.call(JSON.stringify({ op: 'info' })), session.info());
+    const [{ query }] = session.call({ op: 'resolve', requests: [r] });
     assert.ok(Array.isArray(query) && query.length === 24);
   });
 
-  test('a snapshot round trip decides the same on a new engine and a new instance', async () => {
-    const bytes = engine.snapshotBytes();
+  test('a snapshot round trip decides the same on a new session and a new instance', async () => {
+    const bytes = session.snapshotBytes();
     assert.ok(bytes instanceof Uint8Array && bytes.length > 0);
-    const same = new module.Engine();
-    const other = new (await loadNode()).Engine();
+    const same = new module.Session();
+    const other = new (await loadNode()).Session();
     for (const e of [same, other]) {
       const info = e.loadSnapshot(bytes);
-      assert.deepEqual(info, engine.info());
-      assert.deepEqual(e.checkBatch(REQUESTS), engine.checkBatch(REQUESTS));
+      assert.deepEqual(info, session.info());
+      assert.deepEqual(e.checkBatch(REQUESTS), session.checkBatch(REQUESTS));
       assert.deepEqual(e.snapshotBytes(), bytes, 'snapshot bytes are deterministic');
-      assert.deepEqual(e.matrix('operations'), engine.matrix('operations'));
+      assert.deepEqual(e.matrix('operations'), session.matrix('operations'));
     }
-    const queries = encodeQueries(decodeQueries(new Uint8Array(engine.resolve(REQUESTS).flatMap((r) => (r.query ? [...r.query] : [])))));
-    assert.deepEqual(other.checkIdsRaw(queries), engine.checkIdsRaw(queries));
+    const queries = encodeQueries(decodeQueries(new Uint8Array(session.resolve(REQUESTS).flatMap((r) => (r.query ? [...r.query] : [])))));
+    assert.deepEqual(other.checkIdsRaw(queries), session.checkIdsRaw(queries));
     // A snapshot carries no facts, so it takes no deltas.
-    assert.equal(other.applyDeltas([]).error.code, 'engine.no_facts');
+    assert.equal(other.applyDeltas([]).error.code, 'session.no_facts');
     same.free();
     other.free();
   });
@@ -214,66 +214,66 @@ describe('the airline world', () => {
 
 describe('deltas', () => {
   test('reactivating a user bumps the revision and lets them through the gate', async () => {
-    const { engine } = await loadedEngine('airline');
+    const { session } = await loadedSession('airline');
     const r = req('user:former_controller', 'view', EVENT);
-    assert.equal(engine.check(r).allowed, false);
-    const info = engine.applyDeltas([{ op: 'set_attr', entity: 'user:former_controller', attr: 'status', value: 'active' }]);
+    assert.equal(session.check(r).allowed, false);
+    const info = session.applyDeltas([{ op: 'set_attr', entity: 'user:former_controller', attr: 'status', value: 'active' }]);
     assert.equal(info.revision, 1);
-    const d = engine.check(r);
+    const d = session.check(r);
     assert.equal(d.allowed, true);
     assert.equal(d.revision, 1);
   });
 
   test('a failed delta list changes nothing', async () => {
-    const { engine } = await loadedEngine('airline');
-    const before = engine.snapshotBytes();
-    const bad = engine.applyDeltas([
+    const { session } = await loadedSession('airline');
+    const before = session.snapshotBytes();
+    const bad = session.applyDeltas([
       { op: 'set_attr', entity: 'user:former_controller', attr: 'status', value: 'active' },
       { op: 'set_attr', entity: 'user:nobody', attr: 'status', value: 'active' },
     ]);
     assert.equal(bad.allowed, false);
     assert.equal(bad.error.code, 'facts.unknown_entity');
-    assert.equal(engine.info().revision, 0);
-    assert.deepEqual(engine.snapshotBytes(), before);
-    assert.equal(engine.check(req('user:former_controller', 'view', EVENT)).allowed, false);
+    assert.equal(session.info().revision, 0);
+    assert.deepEqual(session.snapshotBytes(), before);
+    assert.equal(session.check(req('user:former_controller', 'view', EVENT)).allowed, false);
   });
 
   test('loading another policy rebuilds the facts under it', async () => {
-    const { engine } = await loadedEngine('airline');
-    const hash = engine.info().policy_hash;
+    const { session } = await loadedSession('airline');
+    const hash = session.info().policy_hash;
     const sources = policySources();
     sources[0] = { ...sources[0], text: `${sources[0].text}\n` };
-    const loaded = engine.loadPolicy(sources);
+    const loaded = session.loadPolicy(sources);
     assert.ok(!isError(loaded));
     assert.notEqual(loaded.policy_hash, hash);
-    assert.equal(engine.info().policy_hash, loaded.policy_hash);
-    assert.equal(engine.check(req('user:aeroserv_tech', 'view', EVENT)).allowed, true);
+    assert.equal(session.info().policy_hash, loaded.policy_hash);
+    assert.equal(session.check(req('user:aeroserv_tech', 'view', EVENT)).allowed, true);
   });
 });
 
 describe('pages', () => {
   test('a page request resolves to a PAGE query that decides like check', async () => {
-    const { engine } = await loadedEngine('operations');
+    const { session } = await loadedSession('operations');
     const requests = [req('user:a_crew', 'read', 'operations:crew_app'), req('user:a_crew', 'write', 'operations:settings')];
-    const resolved = engine.resolve(requests);
+    const resolved = session.resolve(requests);
     const queries = new Uint8Array(resolved.flatMap((r) => [...r.query]));
     const decoded = decodeQueries(queries);
     for (const q of decoded) assert.equal(typeof q.resource, 'object', 'a page, not an entity');
-    const matrix = engine.matrix('operations');
+    const matrix = session.matrix('operations');
     assert.equal(decoded[0].resource.row, matrix.rows.indexOf('crew_app'));
     assert.deepEqual(encodeQueries(decoded), queries);
-    const views = requests.map((r) => engine.check(r));
+    const views = requests.map((r) => session.check(r));
     assert.deepEqual(views.map((v) => v.allowed), [true, false]);
-    assert.deepEqual(engine.checkIds(queries).map((d) => d.allowed), [true, false]);
-    assert.deepEqual(engine.checkIds(queries)[1].reasons.map((r) => r.code), codes(views[1]));
-    assert.deepEqual(engine.allowedActions('user:a_crew', 'operations:crew_app', NOW).actions, ['own', 'limited', 'read', 'write']);
-    assert.ok(engine.listPrincipals('operations:crew_app', 'read', NOW, 'skyline_charter').includes('user:a_crew'));
+    assert.deepEqual(session.checkIds(queries).map((d) => d.allowed), [true, false]);
+    assert.deepEqual(session.checkIds(queries)[1].reasons.map((r) => r.code), codes(views[1]));
+    assert.deepEqual(session.allowedActions('user:a_crew', 'operations:crew_app', NOW).actions, ['own', 'limited', 'read', 'write']);
+    assert.ok(session.listPrincipals('operations:crew_app', 'read', NOW, 'skyline_charter').includes('user:a_crew'));
   });
 
   test('worlds load from their JSON text as well as objects', async () => {
     const module = await loadNode();
-    const a = new module.Engine();
-    const b = new module.Engine();
+    const a = new module.Session();
+    const b = new module.Session();
     a.loadPolicy(policySources());
     b.loadPolicy(JSON.stringify(policySources()));
     assert.deepEqual(a.loadFacts(worldText('maintenance')), b.loadFacts(JSON.parse(worldText('maintenance'))));
@@ -282,10 +282,10 @@ describe('pages', () => {
 });
 
 test('schema outlines the policy: actions, write rules and matrices', async () => {
-  const { engine } = await loadedEngine('airline');
-  const outline = engine.schema();
+  const { session } = await loadedSession('airline');
+  const outline = session.schema();
   assert.equal(isError(outline), false);
-  assert.equal(outline.policy_hash, engine.info().policy_hash);
+  assert.equal(outline.policy_hash, session.info().policy_hash);
   const event = outline.types.find((t) => t.name === 'event');
   assert.deepEqual(event.actions.find((a) => a.name === 'assign'), { name: 'assign', target: 'organization' });
   assert.ok(event.writes.some((w) => w.change === 'set' && w.member === 'title' && w.action === 'update'));
@@ -296,6 +296,6 @@ test('schema outlines the policy: actions, write rules and matrices', async () =
   assert.equal(ops.levels, true);
   assert.ok(ops.rows.includes('dispatch') && ops.operations.includes('grant_access'));
   assert.ok(ops.roles.includes('dispatch_external'));
-  const empty = new (await loadNode()).Engine();
-  assert.equal(empty.schema().error.code, 'engine.no_policy');
+  const empty = new (await loadNode()).Session();
+  assert.equal(empty.schema().error.code, 'session.no_policy');
 });
