@@ -315,6 +315,52 @@ impl Call {
         })
     }
 
+    /// Reads the one JSON argument of a one-argument op (`load_policy`, `load_facts`,
+    /// `apply_deltas`, `check`, `check_batch`, `explain`, `resolve`) as that op's call.
+    ///
+    /// Not generic on purpose: the JSON readers of the core's types are compiled once,
+    /// here, for [`Call::parse`] and for every face of the module. A face that called
+    /// `serde_json::from_str::<T>` itself would compile its own copy of each reader
+    /// (generics are instantiated per crate, and LTO does not merge the copies).
+    pub fn from_arg(op: Op, arg: &str) -> Result<Call, serde_json::Error> {
+        Ok(match op {
+            Op::LoadPolicy => Call::LoadPolicy {
+                sources: serde_json::from_str(arg)?,
+            },
+            Op::LoadFacts => Call::LoadFacts {
+                facts: serde_json::from_str(arg)?,
+            },
+            Op::ApplyDeltas => Call::ApplyDeltas {
+                deltas: serde_json::from_str(arg)?,
+            },
+            Op::Check => Call::Check {
+                request: serde_json::from_str(arg)?,
+            },
+            Op::Explain => Call::Explain {
+                request: serde_json::from_str(arg)?,
+            },
+            Op::CheckBatch => Call::CheckBatch {
+                requests: serde_json::from_str(arg)?,
+            },
+            Op::Resolve => Call::Resolve {
+                requests: serde_json::from_str(arg)?,
+            },
+            Op::AllowedActions
+            | Op::ListResources
+            | Op::ListPrincipals
+            | Op::Matrix
+            | Op::AuthorizeDeltas
+            | Op::Write
+            | Op::Info
+            | Op::Schema => {
+                return Err(serde::de::Error::custom(format!(
+                    "`{}` does not take one JSON argument",
+                    op.spec().map_or("?", |s| s.name)
+                )));
+            }
+        })
+    }
+
     /// Reads a call; what is wrong (an unknown op, a field missing or not of that op)
     /// is an error that names it.
     pub fn parse(input: &str) -> Result<Call, String> {

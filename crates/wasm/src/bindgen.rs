@@ -1,9 +1,8 @@
 //! The JavaScript face: a `Clearance` class whose methods take and give strings (JSON),
 //! bytes and numbers, which keeps the module small and its TypeScript types exact.
 
-use clearance_core::protocol::{Call, Session, SourceJson, err, framed_error};
-use clearance_core::{Delta, ErrorData, FactsJson, Request, TimeValue};
-use serde::de::DeserializeOwned;
+use clearance_core::protocol::{Call, Op, Session, err, framed_error};
+use clearance_core::{ErrorData, TimeValue};
 use wasm_bindgen::prelude::*;
 
 /// One engine: a policy, facts or a snapshot, and the decisions made on them.
@@ -37,23 +36,19 @@ impl Clearance {
     /// Compiles a policy set given as JSON `[{"name": ..., "text": ...}]`.
     #[wasm_bindgen(js_name = loadPolicy)]
     pub fn load_policy(&mut self, sources_json: &str) -> String {
-        self.with(sources_json, |sources: Vec<SourceJson>| Call::LoadPolicy {
-            sources,
-        })
+        self.with(sources_json, Op::LoadPolicy)
     }
 
     /// Loads facts (the JSON facts document) and builds the snapshot.
     #[wasm_bindgen(js_name = loadFacts)]
     pub fn load_facts(&mut self, facts_json: &str) -> String {
-        self.with(facts_json, |facts: FactsJson| Call::LoadFacts { facts })
+        self.with(facts_json, Op::LoadFacts)
     }
 
     /// Applies a JSON list of deltas, all or nothing.
     #[wasm_bindgen(js_name = applyDeltas)]
     pub fn apply_deltas(&mut self, deltas_json: &str) -> String {
-        self.with(deltas_json, |deltas: Vec<Delta>| Call::ApplyDeltas {
-            deltas,
-        })
+        self.with(deltas_json, Op::ApplyDeltas)
     }
 
     /// Loads a snapshot from its bytes (policy included).
@@ -70,15 +65,13 @@ impl Clearance {
 
     /// Decides one request given as JSON.
     pub fn check(&mut self, request_json: &str) -> String {
-        self.with(request_json, |request: Request| Call::Check { request })
+        self.with(request_json, Op::Check)
     }
 
     /// Decides a JSON list of requests.
     #[wasm_bindgen(js_name = checkBatch)]
     pub fn check_batch(&mut self, requests_json: &str) -> String {
-        self.with(requests_json, |requests: Vec<Request>| Call::CheckBatch {
-            requests,
-        })
+        self.with(requests_json, Op::CheckBatch)
     }
 
     /// Decides binary queries (24 bytes each) and gives binary decisions; on an error, the
@@ -141,7 +134,7 @@ impl Clearance {
 
     /// Decides and explains one request given as JSON.
     pub fn explain(&mut self, request_json: &str) -> String {
-        self.with(request_json, |request: Request| Call::Explain { request })
+        self.with(request_json, Op::Explain)
     }
 
     /// The access-rights matrix of `matrix`, as `account` (may be empty) sees it.
@@ -154,10 +147,11 @@ impl Clearance {
 }
 
 impl Clearance {
-    /// Reads the one JSON argument of a call as the type that call takes, and runs it.
-    fn with<T: DeserializeOwned>(&mut self, arg: &str, call: impl FnOnce(T) -> Call) -> String {
-        match serde_json::from_str(arg) {
-            Ok(v) => self.session.answer(call(v)),
+    /// Reads the one JSON argument of a call as the type that call takes (in the core,
+    /// so its JSON readers are not compiled a second time in this crate), and runs it.
+    fn with(&mut self, arg: &str, op: Op) -> String {
+        match Call::from_arg(op, arg) {
+            Ok(call) => self.session.answer(call),
             Err(e) => err(&ErrorData {
                 code: "request.malformed".into(),
                 message: format!(
