@@ -155,6 +155,9 @@ pub struct ServiceConfig {
     pub max_deltas: usize,
     /// The most requests one batch may carry.
     pub max_batch: usize,
+    /// Requests a second each caller (a key, or a user) may make, with as many at once;
+    /// past it the caller is answered 429 with `retry-after`. `None`: no limit.
+    pub rate_limit: Option<std::num::NonZeroU32>,
     /// Seconds added to the system clock where the server's clock decides (user
     /// decisions and writes): 0, except for a demo whose data is dated (`--demo-time`).
     /// Token lifetimes and change times always use the system clock.
@@ -176,6 +179,7 @@ impl Default for ServiceConfig {
             max_deltas: 10_000,
             max_batch: 10_000,
             clock_offset: 0,
+            rate_limit: None,
         }
     }
 }
@@ -186,6 +190,8 @@ pub struct ApiError {
     status: StatusCode,
     data: ErrorData,
     extra: Option<Value>,
+    /// Seconds to wait before retrying (`retry-after`); 503 answers default to 1.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -198,6 +204,7 @@ impl ApiError {
                 help: help.into(),
             },
             extra: None,
+            retry_after: None,
         }
     }
 
@@ -206,6 +213,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             data,
             extra: None,
+            retry_after: None,
         }
     }
 
@@ -245,6 +253,7 @@ impl From<HostError> for ApiError {
             status,
             data: e.data(),
             extra: None,
+            retry_after: None,
         }
     }
 }
@@ -256,10 +265,15 @@ impl IntoResponse for ApiError {
             obj.extend(extra);
         }
         let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry = match (self.retry_after, self.status) {
+            (Some(s), _) => Some(s),
+            (None, StatusCode::SERVICE_UNAVAILABLE) => Some(1),
+            _ => None,
+        };
+        if let Some(s) = retry {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         response
     }
@@ -306,35 +320,58 @@ impl FromRequestParts<Arc<Service>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &Arc<Service>) -> Result<Self, ApiError> {
-        let value = match parts.headers.get(header::AUTHORIZATION) {
-            Some(v) => Some(v.to_str().map_err(|_| {
-                ApiError::from(AuthError {
-                    code: "auth.invalid",
-                    message: "the Authorization header is not text".into(),
-                })
-            })?),
-            None => None,
-        };
-        let credential = crate::auth::bearer(value)?;
-        if credential.starts_with("clr_") {
-            return Ok(s.live_keys().verify(credential)?);
+        let caller = authenticate(parts, s)?;
+        if let Some(limiter) = &s.limiter
+            && let Err(until) = limiter.check_key(&caller.name())
+        {
+            let wait = until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "auth.rate_limited",
+                format!(
+                    "{} made more than {} requests a second",
+                    caller.name(),
+                    s.config.rate_limit.map_or(0, std::num::NonZeroU32::get)
+                ),
+                "wait for retry-after, then send fewer, or batch them",
+            );
+            e.retry_after = Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX));
+            return Err(e);
         }
-        let Some(tokens) = &s.config.tokens else {
-            return Err(ApiError::from(AuthError {
-                code: "auth.invalid",
-                message: "this host accepts service keys only (no user token issuer is configured)"
-                    .into(),
-            }));
-        };
-        let principal = tokens.verify(credential, now_seconds())?;
-        if !s.served().facts.entities.contains_key(&principal) {
-            return Err(ApiError::from(AuthError {
-                code: "auth.invalid",
-                message: format!("the token names `{principal}`, which does not exist"),
-            }));
-        }
-        Ok(Caller::User { principal })
+        Ok(caller)
     }
+}
+
+/// The caller a request's credential proves.
+fn authenticate(parts: &Parts, s: &Service) -> Result<Caller, ApiError> {
+    let value = match parts.headers.get(header::AUTHORIZATION) {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::from(AuthError {
+                code: "auth.invalid",
+                message: "the Authorization header is not text".into(),
+            })
+        })?),
+        None => None,
+    };
+    let credential = crate::auth::bearer(value)?;
+    if credential.starts_with("clr_") {
+        return Ok(s.live_keys().verify(credential)?);
+    }
+    let Some(tokens) = &s.config.tokens else {
+        return Err(ApiError::from(AuthError {
+            code: "auth.invalid",
+            message: "this host accepts service keys only (no user token issuer is configured)"
+                .into(),
+        }));
+    };
+    let principal = tokens.verify(credential, now_seconds())?;
+    if !s.served().facts.entities.contains_key(&principal) {
+        return Err(ApiError::from(AuthError {
+            code: "auth.invalid",
+            message: format!("the token names `{principal}`, which does not exist"),
+        }));
+    }
+    Ok(Caller::User { principal })
 }
 
 /// What a caller may touch, checked against the facts being served.
@@ -549,6 +586,8 @@ pub struct Service {
     config: ServiceConfig,
     /// The live service keys, read again from the store every `keys_refresh`.
     keys: RwLock<Arc<Keys>>,
+    /// Requests per caller, when limited.
+    limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 /// Reads every `*.policy` file of a directory, in name order, each named
@@ -683,6 +722,9 @@ impl Service {
             .await
             .map_err(|e| e.to_string())??
         };
+        let limiter = config
+            .rate_limit
+            .map(|n| governor::RateLimiter::dashmap(governor::Quota::per_second(n)));
         let service = Arc::new(Service {
             runtime,
             writer: Mutex::new(()),
@@ -695,6 +737,7 @@ impl Service {
             needs_resync: AtomicBool::new(false),
             policy_dir,
             config,
+            limiter,
             keys: RwLock::new(Arc::new(Keys::new(keys))),
         });
         // Keys are read again from the store periodically, for as long as the service
@@ -707,6 +750,11 @@ impl Service {
                 let Some(s) = weak.upgrade() else { return };
                 if let Err(e) = s.refresh_keys().await {
                     eprintln!("clearance: reading the service keys: {e}");
+                }
+                // Callers whose budget is full again are forgotten.
+                if let Some(l) = &s.limiter {
+                    l.retain_recent();
+                    l.shrink_to_fit();
                 }
             }
         });

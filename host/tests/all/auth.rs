@@ -606,6 +606,50 @@ fn keys_act_within_their_scope_and_accounts() {
 }
 
 #[test]
+fn a_caller_past_its_rate_is_told_to_wait_and_others_are_not() {
+    block(async {
+        let db = temp_db("auth-rate");
+        let config = ServiceConfig {
+            rate_limit: std::num::NonZeroU32::new(5),
+            ..config()
+        };
+        let (base, service) = serve_config(&db, config).await;
+        add_key(&db, SERVICE_SKYWAYS, Scope::Service, &["skyways"]);
+        service.refresh_keys().await.unwrap();
+        let busy = client_with(SERVICE_SKYWAYS);
+        let mut limited = None;
+        for _ in 0..20 {
+            let r = busy
+                .get(format!("{base}/v1/revision"))
+                .send()
+                .await
+                .unwrap();
+            if r.status().as_u16() == 429 {
+                limited = Some(r);
+                break;
+            }
+        }
+        let r = limited.expect("20 requests at once at a rate of 5 a second were all served");
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(wait >= 1);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "auth.rate_limited");
+        // Another caller has a budget of its own.
+        let other = client_with(ADMIN);
+        assert_eq!(
+            call(&other, "get", &format!("{base}/v1/revision"), None)
+                .await
+                .0,
+            200
+        );
+    });
+}
+
+#[test]
 fn a_revoked_key_stops_working() {
     block(async {
         let db = temp_db("auth-revoke");
@@ -689,4 +733,87 @@ fn a_user_follows_the_changes_of_its_own_account_only() {
         }
         assert!(seen.contains("blue_probe"), "{seen}");
     });
+}
+
+/// `serve --demo`: an admin key made and printed once, a token issuer for the principals
+/// of the facts whose tokens act like any user token, and the demo's dated clock.
+#[test]
+fn the_demo_issues_tokens_that_act_as_their_user_at_the_demo_time() {
+    let dir = std::env::temp_dir().join(format!("clearance-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server =
+        super::faults::start(&dir.join("facts.db"), &["--demo", "--demo-time", NOW]).unwrap();
+    let log = server.log.lock().unwrap().clone();
+    let key = log
+        .split("created an admin key (shown once): ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the demo prints its admin key")
+        .to_string();
+    let base = server.base.clone();
+    block(async {
+        let admin = client_with(&key);
+        assert_eq!(
+            call(&admin, "get", &format!("{base}/v1/facts"), None)
+                .await
+                .0,
+            200
+        );
+        let anonymous = reqwest::Client::new();
+        let (status, answer) = call(
+            &anonymous,
+            "post",
+            &format!("{base}/demo/token"),
+            Some(json!({ "principal": "user:aeroserv_tech" })),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let tech = client_with(answer["token"].as_str().unwrap());
+        // The event ended long before today but not at the demo's time: the server's
+        // clock is the demo's.
+        let (status, d) = call(
+            &tech,
+            "post",
+            &format!("{base}/v1/check"),
+            Some(check_body("user:aeroserv_tech", false)),
+        )
+        .await;
+        assert_eq!((status, d["allowed"].as_bool()), (200, Some(true)), "{d}");
+        assert_eq!(
+            call(
+                &tech,
+                "get",
+                &format!("{base}/v1/slice/user:occ_controller"),
+                None
+            )
+            .await
+            .0,
+            403
+        );
+        // No token for what is not a principal of the facts.
+        let (status, _) = call(
+            &anonymous,
+            "post",
+            &format!("{base}/demo/token"),
+            Some(json!({ "principal": "account:skyways" })),
+        )
+        .await;
+        assert_eq!(status, 404);
+    });
+    drop(server);
+    // Without --demo there is no issuer.
+    let plain = super::faults::start(&dir.join("facts.db"), &[]).unwrap();
+    block(async {
+        let (status, _) = call(
+            &reqwest::Client::new(),
+            "post",
+            &format!("{}/demo/token", plain.base),
+            Some(json!({ "principal": "user:aeroserv_tech" })),
+        )
+        .await;
+        assert_eq!(status, 404);
+    });
+    drop(plain);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 const NOW: &str = "2026-05-01T10:00:00Z";
 
 /// A `clearance serve` process on a loopback port.
-struct Server {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<String>>,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) log: Arc<Mutex<String>>,
 }
 
 impl Drop for Server {
@@ -39,7 +39,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// Starts the server on `db`; `Err` with everything it printed if it exits instead.
-fn start(db: &Path, extra: &[&str]) -> Result<Server, String> {
+pub(crate) fn start(db: &Path, extra: &[&str]) -> Result<Server, String> {
     let root = root();
     // `CLEARANCE_BIN` runs these faults against another build of the server.
     let bin = std::env::var_os("CLEARANCE_BIN")

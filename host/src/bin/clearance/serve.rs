@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// The principal type the claim names an id of.
     #[arg(long, default_value = "user")]
     pub token_principal_type: String,
+    /// Requests a second each caller (a key or a user) may make, with as many at once;
+    /// past it: 429 with `retry-after`. 0: no limit.
+    #[arg(long, default_value_t = 5000)]
+    pub rate_limit: u32,
 }
 
 /// Serves until SIGINT.
@@ -95,6 +99,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         token_audience,
         token_claim,
         token_principal_type,
+        rate_limit,
     } = args;
     let issuer = if *demo {
         Some(Arc::new(DemoIssuer::new()?))
@@ -154,6 +159,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
             tokens,
             demo: issuer,
             clock_offset,
+            rate_limit: std::num::NonZeroU32::new(*rate_limit),
             ..ServiceConfig::default()
         },
     )
