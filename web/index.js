@@ -13,6 +13,38 @@
  * is an instance of its own, which lives as long as the process, so load once and share.
  *
  * This file imports nothing at the top level, so it runs unchanged in browsers and Node.
+ * Its public types are those of `index.d.ts`, which the JSDoc below imports.
+ */
+
+/**
+ * @import { AccessMatrix, Bytes, ClearanceModule, DecisionView, Denial, ErrorData, Explanation, Info, Outline, Query, Request, Resolved, Source, Time, WireDecision } from './index.js'
+ */
+
+/**
+ * The namespace of the glue (`pkg/clearance.js`, written by wasm-bindgen).
+ *
+ * @typedef {typeof import('./pkg/clearance.js')} Glue
+ */
+
+/**
+ * One session object of the glue.
+ *
+ * @typedef {import('./pkg/clearance.js').Clearance} RawSession
+ */
+
+/**
+ * The public face of a session, as `index.d.ts` declares it; `Session` implements it.
+ *
+ * @typedef {import('./index.js').Session} SessionApi
+ */
+
+/**
+ * The state of one module instance, shared by its sessions.
+ *
+ * @typedef {object} InstanceState
+ * @property {Glue} glue the initialised glue
+ * @property {string} moduleHash the hex SHA-256 of the module's bytes
+ * @property {ErrorData | null} poison the error that made the instance unusable, or null
  */
 
 const GLUE_URL = './pkg/clearance.js';
@@ -64,13 +96,19 @@ let glueImports = 0;
  * Imports a fresh copy of the glue. The glue keeps its instance in module-level state and
  * initialises once, so a new instance (after a trap, or for isolation) needs a new module
  * record, which a distinct URL gives.
+ *
+ * @returns {Promise<Glue>}
  */
 async function freshGlue() {
   glueImports += 1;
   return import(new URL(`${GLUE_URL}?instance=${glueImports}`, import.meta.url).href);
 }
 
-/** Lower-case hex of bytes. */
+/**
+ * Lower-case hex of bytes.
+ *
+ * @param {Uint8Array} bytes
+ */
 function hex(bytes) {
   let out = '';
   for (const b of bytes) out += b.toString(16).padStart(2, '0');
@@ -101,7 +139,7 @@ export async function loadNode(wasmPath) {
  * glue instance. Compiling and instantiating are asynchronous, as browsers require for
  * modules of this size on the main thread. Rejects if the fetch fails.
  *
- * @param {string | URL | Request} [url] where to fetch the module
+ * @param {string | URL | globalThis.Request} [url] where to fetch the module
  * @returns {Promise<ClearanceModule>}
  */
 export async function loadBrowser(url) {
@@ -117,7 +155,11 @@ export async function loadBrowser(url) {
   return fromGlue(glue, moduleHash);
 }
 
-/** The internal state of each module instance, keyed by its `ClearanceModule`. */
+/**
+ * The internal state of each module instance, keyed by its `ClearanceModule`.
+ *
+ * @type {WeakMap<ClearanceModule, InstanceState>}
+ */
 const instances = new WeakMap();
 
 /**
@@ -129,11 +171,19 @@ const instances = new WeakMap();
  * registry), and, once its instance is poisoned, from `quarantine` for good. The
  * instance's memory lives as long as the process anyway (an imported ES module is never
  * unloaded).
+ *
+ * @type {Set<RawSession>}
  */
 const quarantine = new Set();
+/** @type {FinalizationRegistry<{raw: RawSession, state: InstanceState}>} */
 const reclaim = new FinalizationRegistry(({ raw, state }) => release(raw, state));
 
-/** Frees a glue object, or quarantines it if its instance is unusable. */
+/**
+ * Frees a glue object, or quarantines it if its instance is unusable.
+ *
+ * @param {RawSession} raw
+ * @param {InstanceState} state
+ */
 function release(raw, state) {
   if (state.poison === null) {
     try {
@@ -150,6 +200,10 @@ function release(raw, state) {
  * Marks an instance unusable after an exception inside the module; gives the denial. A
  * `WebAssembly.RuntimeError`, or the host's stack overflow while the module runs, is a
  * trap; anything else is `wasm.error`. Either leaves the instance in an unknown state.
+ *
+ * @param {InstanceState} state
+ * @param {unknown} e what was thrown
+ * @returns {Denial}
  */
 function poisonInstance(state, e) {
   const trap = e instanceof WebAssembly.RuntimeError || (e instanceof RangeError && /call stack/i.test(e.message));
@@ -171,7 +225,9 @@ function poisonInstance(state, e) {
  * @returns {ClearanceModule}
  */
 export function fromGlue(glue, moduleHash) {
-  const state = { glue, moduleHash, poison: null };
+  /** @type {InstanceState} */
+  const state = { glue: /** @type {Glue} */ (glue), moduleHash, poison: null };
+  /** @type {ClearanceModule} */
   const module = {
     moduleHash,
     /** The error that made this instance unusable, or null. */
@@ -195,6 +251,7 @@ export function fromGlue(glue, moduleHash) {
  * @param {string} code
  * @param {string} message
  * @param {string} [help]
+ * @returns {Denial}
  */
 function deny(code, message, help = '') {
   return { allowed: false, error: { code, message, help } };
@@ -204,61 +261,108 @@ function deny(code, message, help = '') {
  * Whether a method's answer is a denial with an error (rather than its `ok` value).
  *
  * @param {unknown} answer
- * @returns {boolean}
+ * @returns {answer is Denial}
  */
 export function isError(answer) {
-  return answer !== null && typeof answer === 'object' && !Array.isArray(answer) && answer.allowed === false && typeof answer.error === 'object' && answer.error !== null;
+  return answer !== null && typeof answer === 'object' && !Array.isArray(answer) && 'allowed' in answer && answer.allowed === false && 'error' in answer && typeof answer.error === 'object' && answer.error !== null;
 }
 
+/**
+ * The message of what was thrown, which may be anything: an object's `message` (an
+ * Error's), else the value itself as text (`null` included).
+ *
+ * @param {unknown} e
+ */
+function thrownMessage(e) {
+  if (e === null || (typeof e !== 'object' && typeof e !== 'function')) return String(e);
+  return `${/** @type {{message?: unknown}} */ (e).message}`;
+}
+
+/**
+ * @param {string} message
+ * @param {string} [help]
+ */
 function malformed(message, help = '') {
   return deny('request.malformed', message, help);
 }
 
+/** @param {string} message */
 function badAnswer(message) {
   return deny('wasm.bad_answer', `the module gave an answer that cannot be read: ${message}`, 'this is a bug in the module or its glue; report it');
 }
 
-/** An error object from the module, kept to its three fields. */
+/**
+ * An error object from the module, kept to its three fields.
+ *
+ * @param {{code?: unknown, message?: unknown, help?: unknown}} e
+ * @returns {ErrorData}
+ */
 function errorData(e) {
   return { code: String(e.code ?? ''), message: String(e.message ?? ''), help: String(e.help ?? '') };
 }
 
-/** Reads a JSON answer of the module: its `ok` value, or a denial. */
+/**
+ * Reads a JSON answer of the module: its `ok` value, or a denial. The type of the `ok`
+ * value, `T`, is the one the caller expects (from its declared return type): the module's
+ * protocol fixes each call's answer, and no checker sees across the JSON.
+ *
+ * @template T
+ * @param {string} text
+ * @returns {T | Denial}
+ */
 function answer(text) {
+  /** @type {unknown} */
   let v;
   try {
     v = JSON.parse(text);
   } catch (e) {
-    return badAnswer(`not JSON (${e.message})`);
+    return badAnswer(`not JSON (${thrownMessage(e)})`);
   }
   if (v !== null && typeof v === 'object') {
-    if (v.error !== null && typeof v.error === 'object') return { allowed: false, error: errorData(v.error) };
-    if (v.ok !== undefined && v.ok !== null) return v.ok;
+    if ('error' in v && v.error !== null && typeof v.error === 'object') return { allowed: false, error: errorData(v.error) };
+    if ('ok' in v && v.ok !== undefined && v.ok !== null) return /** @type {T} */ (v.ok);
   }
   return badAnswer('neither `ok` nor `error`');
 }
 
-/** A decision answer: a decision view (an object with a boolean `allowed`) or a denial. */
+/**
+ * A decision answer: a decision view (an object with a boolean `allowed`) or a denial.
+ *
+ * @param {unknown} v
+ * @returns {DecisionView | Denial}
+ */
 function decision(v) {
   if (isError(v)) return v;
-  if (v === null || typeof v !== 'object' || typeof v.allowed !== 'boolean') return badAnswer('not a decision');
-  return v;
+  if (v === null || typeof v !== 'object' || !('allowed' in v) || typeof v.allowed !== 'boolean') return badAnswer('not a decision');
+  // The module's answer to a check, with its boolean `allowed`: a decision view.
+  return /** @type {DecisionView} */ (v);
 }
 
-/** JSON text of an argument: strings pass as they are (the module reports bad JSON). */
+/**
+ * JSON text of an argument: strings pass as they are (the module reports bad JSON).
+ *
+ * @param {unknown} value
+ * @param {string} what the argument, for the denial
+ * @returns {{text: string} | {denial: Denial}}
+ */
 function jsonText(value, what) {
   if (typeof value === 'string') return { text: value };
   let text;
   try {
     text = JSON.stringify(value);
   } catch (e) {
-    return { denial: malformed(`${what} cannot be written as JSON: ${e.message}`, `pass ${what} as plain data or JSON text`) };
+    return { denial: malformed(`${what} cannot be written as JSON: ${thrownMessage(e)}`, `pass ${what} as plain data or JSON text`) };
   }
   if (typeof text !== 'string') return { denial: malformed(`${what} is missing`, `pass ${what} as plain data or JSON text`) };
   return { text };
 }
 
-/** Checks that every named argument is a string; the first that is not gives a denial. */
+/**
+ * Checks that every named argument is a string; the first that is not gives a denial.
+ *
+ * @param {{[name: string]: unknown}} args
+ * @returns {Denial | null}
+ */
 function strings(args) {
   for (const [name, value] of Object.entries(args)) {
     if (typeof value !== 'string') return malformed(`\`${name}\` must be a string, got ${describe(value)}`);
@@ -266,20 +370,34 @@ function strings(args) {
   return null;
 }
 
-/** `now` as the text the module reads: RFC 3339, or whole seconds. */
+/**
+ * `now` as the text the module reads: RFC 3339, or whole seconds.
+ *
+ * @param {unknown} now
+ * @returns {string | null}
+ */
 function timeText(now) {
   if (typeof now === 'string') return now;
   if (typeof now === 'bigint' || (typeof now === 'number' && Number.isInteger(now))) return String(now);
   return null;
 }
 
+/**
+ * @param {unknown} value
+ * @returns {string}
+ */
 function describe(value) {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   return typeof value;
 }
 
-/** Bytes as a Uint8Array over the same memory, or null if `value` is not binary. */
+/**
+ * Bytes as a Uint8Array over the same memory, or null if `value` is not binary.
+ *
+ * @param {unknown} value
+ * @returns {Uint8Array | null}
+ */
 function asBytes(value) {
   if (value instanceof Uint8Array) return value;
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
@@ -287,7 +405,12 @@ function asBytes(value) {
   return null;
 }
 
-/** Splits a framed answer (`0` then payload, or `1` then JSON): the payload or a denial. */
+/**
+ * Splits a framed answer (`0` then payload, or `1` then JSON): the payload or a denial.
+ *
+ * @param {unknown} framed
+ * @returns {Uint8Array | Denial}
+ */
 function unframe(framed) {
   if (!(framed instanceof Uint8Array) || framed.length === 0) return badAnswer('an empty framed answer');
   if (framed[0] === 0) return framed.subarray(1);
@@ -302,9 +425,13 @@ function unframe(framed) {
  * One session: a policy, facts or a snapshot, and the decisions made on them. Create it
  * with `new module.Session()` (or `new Session(module)`) on a module from `loadNode` or
  * `loadBrowser`. Every method gives its `ok` value or a denial; none throws.
+ *
+ * @implements {SessionApi}
  */
 export class Session {
+  /** @type {InstanceState} */
   #state;
+  /** @type {RawSession | null} */
   #raw = null;
   #freed = false;
 
@@ -335,7 +462,13 @@ export class Session {
     return !this.#freed && this.#state.poison === null && this.#raw !== null;
   }
 
-  /** Runs `f` on the glue object, turning any exception into a denial. */
+  /**
+   * Runs `f` on the glue object, turning any exception into a denial.
+   *
+   * @template T
+   * @param {(raw: RawSession) => T} f
+   * @returns {T | Denial}
+   */
   #run(f) {
     const poison = this.#state.poison;
     if (poison !== null) {
@@ -349,10 +482,19 @@ export class Session {
     }
   }
 
-  /** Runs a glue method that takes one JSON argument and answers JSON. */
+  /**
+   * Runs a glue method that takes one JSON argument and answers JSON; `T` is the type of
+   * its `ok` value (see `answer`).
+   *
+   * @template T
+   * @param {'call' | 'loadPolicy' | 'loadFacts' | 'applyDeltas' | 'check' | 'checkBatch' | 'explain'} method
+   * @param {unknown} value
+   * @param {string} what the argument, for a denial
+   * @returns {T | Denial}
+   */
   #json(method, value, what) {
     const arg = jsonText(value, what);
-    if (arg.denial) return arg.denial;
+    if ('denial' in arg) return arg.denial;
     return this.#run((raw) => answer(raw[method](arg.text)));
   }
 
@@ -361,6 +503,7 @@ export class Session {
    * denial. Takes the call as an object or as JSON text.
    *
    * @param {object | string} call
+   * @returns {unknown}
    */
   call(call) {
     return this.#json('call', call, 'the call');
@@ -369,7 +512,7 @@ export class Session {
   /**
    * Compiles a policy set; facts loaded so far are rebuilt under it.
    *
-   * @param {Array<{name: string, text: string}> | string} sources
+   * @param {Source[] | string} sources
    * @returns {{policy_hash: string} | Denial}
    */
   loadPolicy(sources) {
@@ -389,7 +532,7 @@ export class Session {
   /**
    * Applies a list of deltas, all or nothing (the revision goes up by one).
    *
-   * @param {Array<object> | string} deltas
+   * @param {object[] | string} deltas
    * @returns {Info | Denial}
    */
   applyDeltas(deltas) {
@@ -399,7 +542,7 @@ export class Session {
   /**
    * Loads a snapshot from its bytes (policy included).
    *
-   * @param {Uint8Array | ArrayBuffer | ArrayBufferView} bytes
+   * @param {Bytes} bytes
    * @returns {Info | Denial}
    */
   loadSnapshot(bytes) {
@@ -426,7 +569,8 @@ export class Session {
    * @returns {Info | Denial}
    */
   info() {
-    return this.call({ op: 'info' });
+    // The module's answer to `info`.
+    return /** @type {Info | Denial} */ (this.call({ op: 'info' }));
   }
 
   /**
@@ -436,7 +580,8 @@ export class Session {
    * @returns {Outline | Denial}
    */
   schema() {
-    return this.call({ op: 'schema' });
+    // The module's answer to `schema`.
+    return /** @type {Outline | Denial} */ (this.call({ op: 'schema' }));
   }
 
   /**
@@ -452,10 +597,11 @@ export class Session {
   /**
    * Decides a list of requests (at most 1 << 20), in order.
    *
-   * @param {Array<Request> | string} requests
+   * @param {Request[] | string} requests
    * @returns {DecisionView[] | Denial}
    */
   checkBatch(requests) {
+    /** @type {unknown} */
     const v = this.#json('checkBatch', requests, 'the requests');
     if (isError(v)) return v;
     if (!Array.isArray(v)) return badAnswer('not a list of decisions');
@@ -467,16 +613,17 @@ export class Session {
    * Resolves requests to their 24-byte binary queries: one entry per request, either
    * `{query: Uint8Array}` or `{denied: DecisionView}` for a request that cannot resolve.
    *
-   * @param {Array<Request> | string} requests
-   * @returns {Array<{query: Uint8Array} | {denied: DecisionView}> | Denial}
+   * @param {Request[] | string} requests
+   * @returns {Resolved[] | Denial}
    */
   resolve(requests) {
+    /** @type {unknown} */
     let list = requests;
     if (typeof requests === 'string') {
       try {
         list = JSON.parse(requests);
       } catch (e) {
-        return malformed(`malformed JSON: ${e.message}`, 'pass a JSON list of requests');
+        return malformed(`malformed JSON: ${thrownMessage(e)}`, 'pass a JSON list of requests');
       }
     }
     const v = this.call({ op: 'resolve', requests: list });
@@ -489,7 +636,7 @@ export class Session {
    * Decides binary queries (`encodeQueries`, or the queries of `resolve`) and gives the
    * raw decision bytes of `clearance_core::wire`, without the frame byte.
    *
-   * @param {Uint8Array | ArrayBuffer | ArrayBufferView} queries
+   * @param {Bytes} queries
    * @returns {Uint8Array | Denial}
    */
   checkIdsRaw(queries) {
@@ -503,7 +650,7 @@ export class Session {
   /**
    * Decides binary queries and gives the decoded decisions, one per query.
    *
-   * @param {Uint8Array | ArrayBuffer | ArrayBufferView} queries
+   * @param {Bytes} queries
    * @returns {WireDecision[] | Denial}
    */
   checkIds(queries) {
@@ -511,7 +658,8 @@ export class Session {
     if (isError(raw)) return raw;
     const decisions = decodeDecisions(raw);
     if (decisions === null) return badAnswer('undecodable decisions');
-    const n = asBytes(queries).length / QUERY_LEN;
+    // checkIdsRaw decided them, so the queries are bytes.
+    const n = /** @type {Uint8Array} */ (asBytes(queries)).length / QUERY_LEN;
     if (decisions.length !== n) return badAnswer(`${decisions.length} decisions for ${n} queries`);
     return decisions;
   }
@@ -522,13 +670,14 @@ export class Session {
    *
    * @param {string} principal
    * @param {string} resource an entity or a page `matrix:row`
-   * @param {string | number | bigint} now RFC 3339 or seconds since the epoch
+   * @param {Time | bigint} now RFC 3339 or seconds since the epoch
    * @returns {{actions: string[], denied?: DecisionView} | Denial}
    */
   allowedActions(principal, resource, now) {
-    const t = timeText(now);
-    const bad = strings({ principal, resource }) ?? (t === null ? malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`) : null);
+    const bad = strings({ principal, resource });
     if (bad) return bad;
+    const t = timeText(now);
+    if (t === null) return malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`);
     return this.#run((raw) => answer(raw.allowedActions(principal, resource, t)));
   }
 
@@ -538,13 +687,14 @@ export class Session {
    * @param {string} principal
    * @param {string} action
    * @param {string} type
-   * @param {string | number | bigint} now
+   * @param {Time | bigint} now
    * @returns {string[] | Denial}
    */
   listResources(principal, action, type, now) {
-    const t = timeText(now);
-    const bad = strings({ principal, action, type }) ?? (t === null ? malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`) : null);
+    const bad = strings({ principal, action, type });
     if (bad) return bad;
+    const t = timeText(now);
+    if (t === null) return malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`);
     return this.#run((raw) => answer(raw.listResources(principal, action, type, t)));
   }
 
@@ -554,15 +704,16 @@ export class Session {
    *
    * @param {string} resource
    * @param {string} action
-   * @param {string | number | bigint} now
+   * @param {Time | bigint} now
    * @param {string} [account]
    * @returns {string[] | Denial}
    */
   listPrincipals(resource, action, now, account) {
-    const t = timeText(now);
     const acct = account ?? '';
-    const bad = strings({ resource, action, account: acct }) ?? (t === null ? malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`) : null);
+    const bad = strings({ resource, action, account: acct });
     if (bad) return bad;
+    const t = timeText(now);
+    if (t === null) return malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`);
     return this.#run((raw) => answer(raw.listPrincipals(resource, action, t, acct)));
   }
 
@@ -611,7 +762,14 @@ export class Session {
 }
 
 
-/** An unsigned integer of `bits` bits, or a TypeError naming `what`. */
+/**
+ * An unsigned integer of `bits` bits, or a TypeError naming `what`.
+ *
+ * @param {number} value
+ * @param {number} bits
+ * @param {string} what
+ * @returns {number}
+ */
 function unsigned(value, bits, what) {
   if (!Number.isInteger(value) || value < 0 || value >= 2 ** bits) {
     throw new TypeError(`clearance: ${what} must be an integer in 0..2^${bits}, got ${String(value)}`);
@@ -619,7 +777,13 @@ function unsigned(value, bits, what) {
   return value;
 }
 
-/** An i64 as a BigInt, or a TypeError naming `what`. */
+/**
+ * An i64 as a BigInt, or a TypeError naming `what`.
+ *
+ * @param {number | bigint} value
+ * @param {string} what
+ * @returns {bigint}
+ */
 function int64(value, what) {
   let v;
   if (typeof value === 'bigint') v = value;
@@ -629,7 +793,12 @@ function int64(value, what) {
   return v;
 }
 
-/** A BigInt as a Number when exact, else as it is. */
+/**
+ * A BigInt as a Number when exact, else as it is.
+ *
+ * @param {bigint} v
+ * @returns {number | bigint}
+ */
 function exact(v) {
   const n = Number(v);
   return Number.isSafeInteger(n) ? n : v;
@@ -663,12 +832,13 @@ export function encodeQueries(queries) {
     } else {
       throw new TypeError(`clearance: ${what}.resource must be an entity id or {matrix, row}`);
     }
-    const hasTarget = q.target !== undefined && q.target !== null;
+    const target = q.target;
+    const hasTarget = target !== undefined && target !== null;
     view.setUint32(at, unsigned(q.principal, 32, `${what}.principal`), true);
     view.setUint32(at + 4, resource, true);
     view.setUint16(at + 8, unsigned(q.action, 16, `${what}.action`), true);
     view.setUint16(at + 10, hasTarget ? 1 : 0, true);
-    view.setUint32(at + 12, hasTarget ? unsigned(q.target, 32, `${what}.target`) : 0, true);
+    view.setUint32(at + 12, hasTarget ? unsigned(target, 32, `${what}.target`) : 0, true);
     view.setBigInt64(at + 16, int64(q.now, `${what}.now`), true);
   });
   return out;
@@ -679,7 +849,7 @@ export function encodeQueries(queries) {
  * a multiple of 24. `now` is a Number when exact, else a BigInt; `target` is null when the
  * flag is off.
  *
- * @param {Uint8Array | ArrayBuffer | ArrayBufferView} bytes
+ * @param {Bytes} bytes
  * @returns {Query[] | null}
  */
 export function decodeQueries(bytes) {
@@ -709,7 +879,7 @@ export function decodeQueries(bytes) {
  * `valid_until` seconds as a Number (null for i64::MIN, "none"); null if the bytes are
  * truncated or carry an unknown code.
  *
- * @param {Uint8Array | ArrayBuffer | ArrayBufferView} bytes
+ * @param {Bytes} bytes
  * @returns {WireDecision[] | null}
  */
 export function decodeDecisions(bytes) {

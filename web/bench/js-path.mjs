@@ -13,14 +13,29 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { QUERY_LEN, isError, loadNode } from '../index.js';
 
+/** @import { Denial, Request } from '../index.js' */
+
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const dir = process.argv[2] ?? join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'bench-js');
 
+/**
+ * The value of a session call; throws its error.
+ *
+ * @template T
+ * @param {T | Denial} answer
+ * @returns {T}
+ */
 function must(answer) {
   if (isError(answer)) throw new Error(`${answer.error.code}: ${answer.error.message}`);
   return answer;
 }
 
+/**
+ * The `p` quantile of `values` (nearest rank below).
+ *
+ * @param {number[]} values
+ * @param {number} p
+ */
 function pct(values, p) {
   const v = [...values].sort((a, b) => a - b);
   return v[Math.floor((v.length - 1) * p)];
@@ -28,13 +43,14 @@ function pct(values, p) {
 
 let snapshot;
 let queries;
+/** @type {Request[]} */
 let requests;
 try {
   snapshot = readFileSync(join(dir, 'medium.snapshot'));
   queries = readFileSync(join(dir, 'medium.queries'));
   requests = JSON.parse(readFileSync(join(dir, 'medium.requests.json'), 'utf8'));
 } catch (e) {
-  console.error(`js-path: ${e.message}; run \`cargo bench -p clearance-benches --bench runtimes\` first`);
+  console.error(`js-path: ${e instanceof Error ? e.message : String(e)}; run \`cargo bench -p clearance-benches --bench runtimes\` first`);
   process.exit(1);
 }
 

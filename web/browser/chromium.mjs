@@ -49,6 +49,7 @@ export async function startHost() {
   const dir = mkdtempSync(join(tmpdir(), 'clearance-console-'));
   const child = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data', join(dir, 'store.db')], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
+  /** @type {string} */
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`the host did not start in 60 s:\n${log}`)), 60_000);
     child.stderr.on('data', (chunk) => {

@@ -6,11 +6,31 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { present } from '../test/fixtures.js';
 import { ROOT, launch, startHost } from './chromium.mjs';
+
+/**
+ * @import { Browser, Page } from 'playwright-core'
+ * @import { AccessMatrix, Explanation } from '../index.js'
+ */
+
+/**
+ * An entity of a principal slice, as much of it as these tests read.
+ *
+ * @typedef {{type: string, id: string, attrs: {[name: string]: string}}} SliceEntity
+ */
+
+/**
+ * A principal slice (`GET /v1/slice/{principal}`), as much of it as these tests read.
+ *
+ * @typedef {{facts: {entities: SliceEntity[]}}} Slice
+ */
 
 const NOW = '2026-05-01T10:00:00Z';
 
+/** @type {Awaited<ReturnType<typeof startHost>>} */
 let host;
+/** @type {Browser} */
 let browser;
 
 before(async () => {
@@ -23,9 +43,15 @@ after(async () => {
   await host?.stop();
 });
 
-/** Opens the console signed in as `persona` on `page` (a console page id). */
+/**
+ * Opens the console signed in as `persona` on `page` (a console page id).
+ *
+ * @param {string} persona
+ * @param {{now?: string, page?: string, whyNot?: boolean}} [options]
+ */
 async function open(persona, options = {}) {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  /** @type {string[]} */
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   const params = new URLSearchParams({ persona, now: options.now ?? NOW, page: options.page ?? 'events' });
@@ -36,22 +62,40 @@ async function open(persona, options = {}) {
   return page;
 }
 
-/** The rows the page shows: resource → the actions on its buttons. */
+/**
+ * The rows the page shows: resource → the actions on its buttons.
+ *
+ * @param {Page} page
+ */
 function shown(page) {
   return page.$$eval('tr.record:not(.hidden-row)', (trs) => Object.fromEntries(trs.map((tr) => [
     tr.dataset.resource,
-    [...tr.querySelectorAll('button.action')].map((b) => b.dataset.action).sort(),
+    [...tr.querySelectorAll('button.action')].map((b) => /** @type {HTMLButtonElement} */ (b).dataset.action).sort(),
   ])));
 }
 
+/**
+ * Calls the host's API: GET `path`, or POST `body` to it.
+ *
+ * @param {string} path
+ * @param {unknown} [body]
+ */
 async function api(path, body) {
   const response = await fetch(`${host.url}${path}`, body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   return { status: response.status, body: await response.json() };
 }
 
-/** The host's answer for every record of some types in the persona's account. */
+/**
+ * The host's answer for every record of some types in the persona's account.
+ *
+ * @param {string} persona
+ * @param {string[]} types
+ * @param {{[type: string]: string}} viewOf the action that shows a record, by type
+ */
 async function hostView(persona, types, viewOf) {
+  /** @type {Slice} */
   const slice = (await api(`/v1/slice/${persona}`)).body;
+  /** @type {{[resource: string]: string[]}} */
   const out = {};
   for (const e of slice.facts.entities.filter((x) => types.includes(x.type))) {
     const resource = `${e.type}:${e.id}`;
@@ -62,16 +106,17 @@ async function hostView(persona, types, viewOf) {
   return out;
 }
 
+/** @type {{[type: string]: string}} */
 const VIEW = { event: 'view', aircraft: 'read', squawk: 'read', squawk_message: 'read', maintenance_entry: 'read', tracking_item: 'read', flight: 'view', ops_aircraft: 'view', person: 'view' };
 
 describe('the console', () => {
   test('runs the host\'s module and lists every persona', async () => {
     const page = await open('user:occ_controller');
-    const status = await page.textContent('#status');
+    const status = present(await page.textContent('#status'));
     assert.match(status, /the same bytes as the host/);
     const revision = (await api('/v1/revision')).body;
     assert.ok(status.includes(revision.module_hash.slice(0, 12)));
-    const personas = await page.$$eval('#persona option', (os) => os.map((o) => o.value));
+    const personas = await page.$$eval('#persona option', (os) => os.map((o) => /** @type {HTMLOptionElement} */ (o).value));
     assert.equal(personas.length, 13);
     for (const p of personas) assert.equal((await api(`/v1/slice/${p}`)).status, 200, `${p} is in the demo data`);
     await page.close();
@@ -97,7 +142,7 @@ describe('the console', () => {
   test('every persona sees what the host decides, on every page', async () => {
     const personas = JSON.parse(await (await fetch(`${host.url}/console/personas.json`)).text()).personas;
     for (const { principal } of personas) {
-      for (const [id, types] of [['events', ['event']], ['records', ['aircraft', 'squawk', 'squawk_message', 'maintenance_entry', 'tracking_item']], ['flights', ['flight', 'ops_aircraft', 'person']]]) {
+      for (const [id, types] of /** @type {Array<[string, string[]]>} */ ([['events', ['event']], ['records', ['aircraft', 'squawk', 'squawk_message', 'maintenance_entry', 'tracking_item']], ['flights', ['flight', 'ops_aircraft', 'person']]])) {
         const page = await open(principal, { page: id });
         assert.deepEqual(await shown(page), await hostView(principal, types, VIEW), `${principal} on ${id}`);
         await page.close();
@@ -116,7 +161,8 @@ describe('the console', () => {
 
   test('"why not?" shows hidden actions with the module\'s reasons', async () => {
     const page = await open('user:aeroserv_tech', { whyNot: true });
-    const why = await page.$eval('tr[data-resource="event:aog_lhr"] [data-hidden-action="close"]', (el) => [...el.querySelectorAll('.reason')].map((r) => r.dataset.code));
+    const why = await page.$eval('tr[data-resource="event:aog_lhr"] [data-hidden-action="close"]', (el) => [...el.querySelectorAll('.reason')].map((r) => /** @type {HTMLElement} */ (r).dataset.code));
+    /** @type {Explanation} */
     const host = (await api('/v1/explain', { principal: 'user:aeroserv_tech', action: 'close', resource: 'event:aog_lhr', now: NOW })).body;
     assert.ok(why.length > 0);
     assert.deepEqual(why, host.decision.reasons.map((r) => r.code));
@@ -130,7 +176,7 @@ describe('the console', () => {
     for (const [persona, reason] of [['user:former_controller', 'gate.active'], ['user:new_planner', 'gate.invitation_accepted']]) {
       const page = await open(persona);
       const codes = await page.$$eval('#gate .reason', (rs) => rs.map((r) => r.dataset.code));
-      assert.ok(codes.length > 0 && codes.every((c) => c.startsWith('gate.')), `${persona}: ${codes}`);
+      assert.ok(codes.length > 0 && codes.every((c) => c !== undefined && c.startsWith('gate.')), `${persona}: ${codes}`);
       assert.ok(codes.includes(reason), `${persona}: ${codes}`);
       assert.deepEqual(await shown(page), {});
       await page.close();
@@ -140,9 +186,9 @@ describe('the console', () => {
   test('a guest\'s access counts down and ends with the invitation', async () => {
     const page = await open('invitee:g_sms');
     assert.deepEqual(Object.keys(await shown(page)), ['event:aog_lhr']);
-    const left = await page.textContent('.countdown[data-resource="event:aog_lhr"] .left');
+    const left = present(await page.textContent('.countdown[data-resource="event:aog_lhr"] .left'));
     // The SMS invitation ends at 18:00, eight hours after the console's clock started.
-    const [hh, mm, ss] = left.match(/^(\d\d)h (\d\d)m (\d\d)s$/).slice(1).map(Number);
+    const [hh, mm, ss] = present(left.match(/^(\d\d)h (\d\d)m (\d\d)s$/)).slice(1).map(Number);
     const seconds = hh * 3600 + mm * 60 + ss;
     assert.ok(seconds <= 8 * 3600 && seconds > 8 * 3600 - 60, left);
     await page.close();
@@ -156,9 +202,11 @@ describe('the console', () => {
   test('the access-rights matrix is the host\'s, colour-coded by level', async () => {
     const page = await open('user:a_administrator', { page: 'matrix' });
     const cells = await page.$$eval('section[data-matrix="operations"] tr[data-role]', (trs) => Object.fromEntries(trs.map((tr) => [tr.dataset.role, [...tr.querySelectorAll('td')].map((td) => td.textContent)])));
+    /** @type {AccessMatrix} */
     const host = (await api('/v1/matrix/operations?account=skyline_charter')).body;
     assert.equal(Object.keys(cells).length, host.roles.length);
     for (const role of host.roles) assert.deepEqual(cells[role.name], role.cells.map((c) => c || '—'), role.name);
+    /** @param {string} sel */
     const colour = (sel) => page.$eval(sel, (el) => getComputedStyle(el).backgroundColor);
     const read = await colour('td.lvl-read');
     const write = await colour('td.lvl-write');
@@ -174,11 +222,13 @@ describe('the console', () => {
     const page = await open('user:a_administrator', { page: 'review' });
     await page.selectOption('#review-user', 'user:a_crew');
     await page.waitForSelector('table[data-review="user:a_crew"]');
-    const text = await page.textContent('table[data-review="user:a_crew"]');
+    const text = present(await page.textContent('table[data-review="user:a_crew"]'));
     const flights = (await api('/v1/resources', { principal: 'user:a_crew', action: 'view', type: 'flight', now: NOW })).body;
     assert.ok(flights.length > 0);
     for (const f of flights) {
-      const number = (await api(`/v1/slice/user:a_crew`)).body.facts.entities.find((e) => `${e.type}:${e.id}` === f).attrs.number;
+      /** @type {Slice} */
+      const crew = (await api(`/v1/slice/user:a_crew`)).body;
+      const number = present(crew.facts.entities.find((e) => `${e.type}:${e.id}` === f)).attrs.number;
       assert.ok(text.includes(number), `${f} (${number}) is in the review`);
     }
     assert.match(text, /page operations:crew_app/);
@@ -189,8 +239,9 @@ describe('the console', () => {
     const page = await open('user:pilot_own_sq', { page: 'records' });
     await page.click('tr[data-resource="squawk:sq_radio"] button[data-action="update"]');
     await page.waitForSelector('#notice[data-code="written"]');
+    /** @type {Slice} */
     const slice = (await api('/v1/slice/user:pilot_own_sq')).body;
-    assert.match(slice.facts.entities.find((e) => e.id === 'sq_radio').attrs.title, /\(edited /);
+    assert.match(present(slice.facts.entities.find((e) => e.id === 'sq_radio')).attrs.title, /\(edited /);
     if (process.env.CLEARANCE_SCREENSHOTS) await page.screenshot({ path: join(ROOT, 'docs/console-records.png'), fullPage: false });
     await page.close();
   });
@@ -200,7 +251,7 @@ describe('the console', () => {
     await page.click('tr[data-resource="squawk:sq_brakes"] [data-hidden-action="update"] button[data-try]');
     await page.waitForSelector('#notice[data-kind="refusal"]');
     assert.equal(await page.getAttribute('#notice', 'data-code'), 'write.denied');
-    assert.match(await page.textContent('#notice'), /refused/);
+    assert.match(present(await page.textContent('#notice')), /refused/);
     await page.close();
   });
 

@@ -21,13 +21,20 @@ import { parseArgs } from 'node:util';
 import { ROOT, launch } from './chromium.mjs';
 
 const USAGE = 'usage: node web/browser/parity-chromium.mjs --work <dir> --jobs <n>';
+/** @type {{[extension: string]: string}} */
 const TYPES = { '.js': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html' };
 
-/** Serves `web/` read-only, the work directory's inputs, and takes the decisions back. */
+/**
+ * Serves `web/` read-only, the work directory's inputs, and takes the decisions back.
+ *
+ * @param {string} work
+ */
 function server(work) {
   const web = join(ROOT, 'web');
   return createServer(async (req, res) => {
     try {
+      // A server's requests always have a URL.
+      if (req.url === undefined) throw new Error('a request without a URL');
       const url = new URL(req.url, 'http://localhost');
       if (req.method === 'PUT' && /^\/out\/job\d+$/.test(url.pathname)) {
         const chunks = [];
@@ -51,24 +58,31 @@ function server(work) {
   });
 }
 
-/** Runs inside the page: decides every job, sends the decisions back. */
+/**
+ * Runs inside the page: decides every job, sends the decisions back.
+ *
+ * @param {{jobs: number, chunk: number}} options
+ */
 async function decideAll({ jobs, chunk }) {
   const c = await import('/index.js');
   const module = await c.loadBrowser('/pkg/clearance_bg.wasm');
   const session = new module.Session();
   let decisions = 0;
+  /** @param {string} path */
   const bytes = async (path) => new Uint8Array(await (await fetch(path)).arrayBuffer());
   for (let i = 0; i < jobs; i++) {
     const loaded = session.loadSnapshot(await bytes(`/jobs/job${i}.snapshot`));
     if (c.isError(loaded)) return { error: { ...loaded.error, message: `job ${i}: ${loaded.error.message}` } };
     const queries = await bytes(`/jobs/job${i}.queries`);
+    /** @type {Uint8Array[]} */
     const parts = [];
     for (let at = 0; at < queries.length; at += chunk * c.QUERY_LEN) {
       const raw = session.checkIdsRaw(queries.subarray(at, Math.min(queries.length, at + chunk * c.QUERY_LEN)));
       if (c.isError(raw)) return { error: { ...raw.error, message: `job ${i}: ${raw.error.message}` } };
       parts.push(raw);
     }
-    const put = await fetch(`/out/job${i}`, { method: 'PUT', body: new Blob(parts) });
+    // The module's answers are copies in the page's own memory (no SharedArrayBuffer).
+    const put = await fetch(`/out/job${i}`, { method: 'PUT', body: new Blob(/** @type {Uint8Array<ArrayBuffer>[]} */ (parts)) });
     if (!put.ok) return { error: { code: 'runner.io', message: `job ${i}: the decisions were not taken (${put.status})`, help: '' } };
     decisions += queries.length / c.QUERY_LEN;
   }
@@ -76,23 +90,31 @@ async function decideAll({ jobs, chunk }) {
   return { module_sha256: module.moduleHash, decisions, jobs, browser: navigator.userAgent.match(/Chrome\/[\d.]+/)?.[0] ?? navigator.userAgent };
 }
 
+/**
+ * Runs on command-line arguments; gives the summary line's object.
+ *
+ * @param {string[]} argv the arguments after the script
+ */
 async function run(argv) {
   let values;
   try {
     ({ values } = parseArgs({ args: argv, options: { work: { type: 'string' }, jobs: { type: 'string' } }, strict: true }));
   } catch (e) {
-    return { error: { code: 'runner.usage', message: e.message, help: USAGE } };
+    return { error: { code: 'runner.usage', message: e instanceof Error ? e.message : String(e), help: USAGE } };
   }
   const jobs = Number(values.jobs);
   if (!values.work || !Number.isInteger(jobs) || jobs < 0) return { error: { code: 'runner.usage', message: '--work and --jobs are required', help: USAGE } };
   const http = server(values.work);
-  await new Promise((resolve) => http.listen(0, '127.0.0.1', resolve));
+  await new Promise((resolve) => http.listen(0, '127.0.0.1', () => resolve(undefined)));
   const browser = await launch();
   try {
+    const address = http.address();
+    if (address === null || typeof address === 'string') throw new Error('the server has no TCP port');
     const page = await browser.newPage();
+    /** @type {string[]} */
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`http://127.0.0.1:${http.address().port}/`);
+    await page.goto(`http://127.0.0.1:${address.port}/`);
     const result = await page.evaluate(decideAll, { jobs, chunk: 65536 });
     if (errors.length && !result.error) return { error: { code: 'runner.page', message: errors.join('; '), help: '' } };
     return result;

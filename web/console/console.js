@@ -4,7 +4,71 @@
 
 import { isError, loadBrowser } from '/index.js';
 
-/** The pages of the console and the record types each one lists. */
+/**
+ * @import { ClearanceModule, Outline, Request, Session, Source, TypeOutline, WriteOutline } from '/index.js'
+ */
+
+/**
+ * A persona of personas.json.
+ *
+ * @typedef {{principal: string, label: string, note?: string}} Persona
+ */
+
+/**
+ * An entity of a facts document (docs/facts-format.md).
+ *
+ * @typedef {{type: string, id: string, account?: string, attrs?: {[name: string]: unknown}}} Entity
+ */
+
+/**
+ * A tuple of a facts document: `resource` has `relation` to `subject`, until `expires`.
+ *
+ * @typedef {{resource: string, relation: string, subject: string, expires?: string}} Tuple
+ */
+
+/**
+ * A principal slice (`GET /v1/slice/{principal}`): the policy, and the facts of the
+ * principal's account.
+ *
+ * @typedef {object} Slice
+ * @property {string} principal
+ * @property {string} account
+ * @property {number} revision
+ * @property {string} policy_hash
+ * @property {Source[]} policy
+ * @property {{revision: number, entities: Entity[], tuples: Tuple[]}} facts
+ */
+
+/**
+ * The host's revision (`GET /v1/revision`).
+ *
+ * @typedef {{revision: number, policy_hash: string, module_hash: string}} HostRevision
+ */
+
+/**
+ * A page of the console: a page of records, of the `types` it lists, or one of its own.
+ *
+ * @typedef {{id: string, title: string, types: string[]} | {id: 'matrix' | 'review', title: string}} Page
+ */
+
+/**
+ * A reason as the console shows it: a decision's, or an error's code and message.
+ *
+ * @typedef {{code: string, message: string, at?: string}} ShownReason
+ */
+
+/**
+ * The value of an attribute of `h`: `on…` attributes are event listeners; `null`,
+ * `undefined` and `false` leave the attribute out, `true` sets it empty.
+ *
+ * @typedef {string | number | boolean | null | undefined | ((event: Event) => void)} Attr
+ */
+
+/**
+ * The pages of the console and the record types each one lists.
+ *
+ * @type {Page[]}
+ */
 const PAGES = [
   { id: 'events', title: 'Events', types: ['event'] },
   { id: 'records', title: 'Aircraft records', types: ['aircraft', 'squawk', 'squawk_message', 'maintenance_entry', 'tracking_item'] },
@@ -15,7 +79,11 @@ const PAGES = [
   { id: 'review', title: 'Access review' },
 ];
 
-/** Names for the record types. */
+/**
+ * Names for the record types.
+ *
+ * @type {{[type: string]: string}}
+ */
 const TYPE_TITLES = {
   event: 'Events', aircraft: 'Aircraft', squawk: 'Squawks', squawk_message: 'Messages',
   maintenance_entry: 'Maintenance entries', tracking_item: 'Tracking items', flight: 'Flights',
@@ -23,15 +91,31 @@ const TYPE_TITLES = {
   stock_item: 'Stock', purchase_order: 'Purchase orders', user: 'Users', invitee: 'Guests',
 };
 
-const $ = (selector) => document.querySelector(selector);
+/**
+ * An element of the page. Every selector the console asks for names an HTML element of
+ * index.html.
+ *
+ * @param {string} selector
+ */
+const $ = (selector) => /** @type {HTMLElement} */ (document.querySelector(selector));
 
-/** Creates an element with attributes and children. */
+/** The clock input of the page. */
+const clockInput = () => /** @type {HTMLInputElement} */ ($('#clock'));
+
+/**
+ * Creates an element with attributes and children.
+ *
+ * @param {string} tag
+ * @param {{[name: string]: Attr}} [attrs]
+ * @param {...unknown} children nodes, or values shown as text (arrays are flattened once)
+ */
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
-    else if (k === 'class') el.className = v;
+    // An `on…` attribute is a listener (see Attr).
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), /** @type {(event: Event) => void} */ (v));
+    else if (k === 'class') el.className = String(v);
     else el.setAttribute(k, v === true ? '' : String(v));
   }
   for (const c of children.flat()) {
@@ -41,6 +125,28 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/**
+ * The console's state. `module`, `session` and `host` are set by boot() before anything
+ * else runs; `principal`, `slice` and `outline` once a persona is signed in, before the
+ * page first renders.
+ *
+ * @type {{
+ *   module: ClearanceModule | null,
+ *   session: Session | null,
+ *   host: HostRevision | null,
+ *   personas: Persona[],
+ *   principal: string | null,
+ *   slice: Slice | null,
+ *   outline: Outline | null,
+ *   page: string,
+ *   whyNot: boolean,
+ *   latest: number,
+ *   clock: {start: number, at: number},
+ *   open: string | null,
+ *   reviewUser: string | null,
+ *   timer: ReturnType<typeof setInterval> | null,
+ * }}
+ */
 const state = {
   module: null,
   session: null,
@@ -58,24 +164,51 @@ const state = {
   timer: null,
 };
 
+/**
+ * A part of the state that boot() or signIn() has loaded; throws if it has not. The page
+ * renders, and so decides, only once a persona's slice is loaded.
+ *
+ * @template T
+ * @param {T | null} value
+ * @param {string} what
+ * @returns {T}
+ */
+function loaded(value, what) {
+  if (value === null) throw new Error(`the console has not loaded ${what} yet`);
+  return value;
+}
+
+const wasmModule = () => loaded(state.module, 'the module');
+const session = () => loaded(state.session, 'the module');
+const host = () => loaded(state.host, 'the host\'s revision');
+const slice = () => loaded(state.slice, 'a slice');
+const outline = () => loaded(state.outline, 'a slice');
+
 /** The console's clock in seconds: starts at the demo time and runs in real time. */
 function now() {
   return Math.floor(state.clock.start + (Date.now() - state.clock.at) / 1000);
 }
 
+/** @param {number} seconds */
 function setClock(seconds) {
   state.clock = { start: seconds, at: Date.now() };
 }
 
+/** @param {number} seconds */
 function iso(seconds) {
   return new Date(seconds * 1000).toISOString().replace('.000Z', 'Z');
 }
 
+/**
+ * @param {string} text
+ * @returns {number | null}
+ */
 function parseTime(text) {
   const ms = Date.parse(text);
   return Number.isNaN(ms) ? null : Math.floor(ms / 1000);
 }
 
+/** @param {number} seconds */
 function duration(seconds) {
   const s = Math.max(0, seconds);
   const d = Math.floor(s / 86400);
@@ -84,6 +217,12 @@ function duration(seconds) {
   return `${d > 0 ? `${d}d ` : ''}${hh}h ${mm}m ${ss}s`;
 }
 
+/**
+ * Fetches `url` and reads its JSON body (an error of the console's own if it is not JSON).
+ *
+ * @param {string} url
+ * @param {RequestInit} [init]
+ */
 async function json(url, init) {
   const response = await fetch(url, init);
   let body;
@@ -95,6 +234,11 @@ async function json(url, init) {
   return { ok: response.ok, status: response.status, body };
 }
 
+/**
+ * @param {HTMLElement} el
+ * @param {string} kind
+ * @param {...(Node | string)} content
+ */
 function show(el, kind, ...content) {
   el.hidden = false;
   el.className = `banner ${kind}`;
@@ -102,45 +246,71 @@ function show(el, kind, ...content) {
   el.replaceChildren(...content);
 }
 
+/**
+ * @param {string} kind
+ * @param {...(Node | string)} content
+ */
 function notice(kind, ...content) {
   show($('#notice'), kind, ...content);
 }
 
+/** @param {string} text */
 function code(text) {
   return h('span', { class: 'code' }, text);
 }
 
-/** Reasons of a denial as text: `code — message` each. */
+/**
+ * Reasons of a denial as text: `code — message` each.
+ *
+ * @param {ShownReason[]} reasons
+ */
 function reasonList(reasons) {
   return reasons.map((r) => h('div', { class: 'reason', 'data-code': r.code }, code(r.code), ' ', r.message, r.at ? h('span', { class: 'id' }, ` (${r.at})`) : null));
 }
 
 // --- The slice and the facts it holds ---------------------------------------------------
 
+/** @param {string} type */
 function entities(type) {
-  return state.slice.facts.entities.filter((e) => e.type === type);
+  return slice().facts.entities.filter((e) => e.type === type);
 }
 
+/**
+ * What to call an entity: its title, number, name... or its id.
+ *
+ * @param {{id: string, attrs?: {[name: string]: unknown}}} e
+ * @returns {unknown}
+ */
 function label(e) {
   const a = e.attrs ?? {};
   return a.title ?? a.number ?? a.registration ?? a.name ?? a.email ?? a.address ?? e.id;
 }
 
+/** @param {string} key `type:id` */
 function entityByKey(key) {
   const [type, ...rest] = key.split(':');
   const id = rest.join(':');
-  return state.slice.facts.entities.find((e) => e.type === type && e.id === id);
+  return slice().facts.entities.find((e) => e.type === type && e.id === id);
 }
 
+/** @param {string} type */
 function typeOutline(type) {
-  return state.outline.types.find((t) => t.name === type);
+  return outline().types.find((t) => t.name === type);
 }
 
 function principal() {
-  return state.principal;
+  return loaded(state.principal, 'a persona');
 }
 
+/**
+ * A request of the signed-in persona, now.
+ *
+ * @param {string} action
+ * @param {string} resource
+ * @param {string} [target]
+ */
 function request(action, resource, target) {
+  /** @type {Request} */
   const r = { principal: principal(), action, resource, now: now() };
   if (target) r.target = target;
   return r;
@@ -157,14 +327,15 @@ async function boot() {
   setClock(parseTime(params.get('now') ?? personas.body.now ?? '') ?? Math.floor(Date.now() / 1000));
   state.module = await loadBrowser('/pkg/clearance_bg.wasm');
   state.session = new state.module.Session();
-  const select = $('#persona');
+  const select = /** @type {HTMLSelectElement} */ ($('#persona'));
   for (const p of state.personas) select.append(h('option', { value: p.principal }, `${p.label} (${p.principal})`));
   select.addEventListener('change', () => signIn(select.value));
-  $('#why-not').addEventListener('change', (e) => {
-    state.whyNot = e.target.checked;
+  const whyNot = /** @type {HTMLInputElement} */ ($('#why-not'));
+  whyNot.addEventListener('change', () => {
+    state.whyNot = whyNot.checked;
     render();
   });
-  const clock = $('#clock');
+  const clock = clockInput();
   clock.addEventListener('change', () => {
     const t = parseTime(clock.value);
     if (t === null) {
@@ -176,7 +347,7 @@ async function boot() {
   });
   state.page = params.get('page') ?? 'events';
   state.whyNot = params.has('why-not');
-  $('#why-not').checked = state.whyNot;
+  whyNot.checked = state.whyNot;
   follow();
   const first = params.get('persona') ?? state.personas[0]?.principal;
   select.value = first;
@@ -193,33 +364,39 @@ function follow() {
     state.latest = Math.max(state.latest, change.revision);
     if (state.slice && change.revision > state.slice.revision) {
       show($('#stale'), 'stale', `Revision ${change.revision} is on the host (by ${change.author}); this page decides on revision ${state.slice.revision}. `,
-        h('button', { onclick: () => signIn(state.principal) }, 'Refresh'));
+        h('button', { onclick: () => signIn(principal()) }, 'Refresh'));
     }
   });
 }
 
-/** Signs in as a persona: fetches its principal slice and loads it into the module. */
+/**
+ * Signs in as a persona: fetches its principal slice and loads it into the module.
+ *
+ * @param {string} who
+ */
 async function signIn(who) {
   state.principal = who;
   state.open = null;
   state.reviewUser = null;
   $('#stale').hidden = true;
-  const slice = await json(`/v1/slice/${encodeURIComponent(who)}`);
-  if (!slice.ok) {
-    notice('refusal', code(slice.body.error?.code ?? 'slice.failed'), ` ${slice.body.error?.message ?? ''}`);
+  const answer = await json(`/v1/slice/${encodeURIComponent(who)}`);
+  if (!answer.ok) {
+    notice('refusal', code(answer.body.error?.code ?? 'slice.failed'), ` ${answer.body.error?.message ?? ''}`);
     return;
   }
-  const session = state.session;
-  const policy = session.loadPolicy(slice.body.policy);
+  /** @type {Slice} */
+  const loadedSlice = answer.body;
+  const s = session();
+  const policy = s.loadPolicy(loadedSlice.policy);
   if (isError(policy)) throw new Error(policy.error.message);
-  const info = session.loadFacts(slice.body.facts);
+  const info = s.loadFacts(loadedSlice.facts);
   if (isError(info)) throw new Error(info.error.message);
-  const outline = session.schema();
-  if (isError(outline)) throw new Error(outline.error.message);
-  state.slice = slice.body;
-  state.outline = outline;
+  const schema = s.schema();
+  if (isError(schema)) throw new Error(schema.error.message);
+  state.slice = loadedSlice;
+  state.outline = schema;
   // A change announced while the slice was on its way may already be in it.
-  if (state.latest <= state.slice.revision) $('#stale').hidden = true;
+  if (state.latest <= loadedSlice.revision) $('#stale').hidden = true;
   document.body.dataset.principal = who;
   document.body.dataset.revision = String(info.revision);
   render();
@@ -228,16 +405,18 @@ async function signIn(who) {
 // --- Rendering -------------------------------------------------------------------------
 
 function render() {
-  $('#clock').value = iso(now());
+  clockInput().value = iso(now());
+  // Nothing is shown before a persona's slice is loaded (the controls can change before).
+  if (state.slice === null) return;
   const persona = state.personas.find((p) => p.principal === state.principal);
-  const same = state.module.moduleHash === state.host.module_hash;
+  const same = wasmModule().moduleHash === host().module_hash;
   $('#status').replaceChildren(
-    `${persona?.label ?? state.principal} · account `, code(state.slice.account),
-    ' · revision ', code(String(state.slice.revision)),
-    ' · policy ', code(state.slice.policy_hash.slice(0, 12)),
-    ' · module ', code(state.module.moduleHash.slice(0, 12)),
+    `${persona?.label ?? state.principal} · account `, code(slice().account),
+    ' · revision ', code(String(slice().revision)),
+    ' · policy ', code(slice().policy_hash.slice(0, 12)),
+    ' · module ', code(wasmModule().moduleHash.slice(0, 12)),
     same ? ' (the same bytes as the host)' : h('strong', {}, ' (NOT the host\'s module: decisions may differ)'),
-    ` · ${state.slice.facts.entities.length} entities decided in the page`,
+    ` · ${slice().facts.entities.length} entities decided in the page`,
   );
   renderGate();
   renderCountdowns();
@@ -251,16 +430,21 @@ function render() {
   const main = $('#page');
   if (page.id === 'matrix') main.replaceChildren(...matrixPage());
   else if (page.id === 'review') main.replaceChildren(...reviewPage());
-  else main.replaceChildren(...recordsPage(page));
+  else if ('types' in page) main.replaceChildren(...recordsPage(page));
   $('#footer').textContent = 'Every button above was decided in this page by the wasm module; the host decides every write again with the same bytes.';
 }
 
-/** Why every check of `who` is denied (deactivated, invitation pending), or null. */
+/**
+ * Why every check of `who` is denied (deactivated, invitation pending), or null.
+ *
+ * @param {string} who
+ * @returns {ShownReason[] | null}
+ */
 function gateReasons(who) {
   const t = typeOutline(who.split(':')[0]);
   const a = t?.actions.find((x) => !x.target);
   if (!a) return null;
-  const d = state.session.check({ principal: who, action: a.name, resource: who, now: now() });
+  const d = session().check({ principal: who, action: a.name, resource: who, now: now() });
   if (isError(d)) return [{ code: d.error.code, message: d.error.message }];
   const gates = d.allowed ? [] : d.reasons.filter((r) => r.code.startsWith('gate.') || r.code.startsWith('principal.'));
   return gates.length ? gates : null;
@@ -279,9 +463,11 @@ function renderCountdowns() {
   const box = $('#countdowns');
   const items = [];
   for (const e of entities('event')) {
-    const d = state.session.check(request('view', `event:${e.id}`));
+    const d = session().check(request('view', `event:${e.id}`));
     if (!isError(d) && d.allowed && d.valid_until) {
       const until = parseTime(d.valid_until);
+      // The module writes `valid_until` in RFC 3339, which always parses.
+      if (until === null) continue;
       items.push(h('div', { class: 'countdown', 'data-resource': `event:${e.id}`, 'data-until': until },
         'Your access to ', h('em', {}, label(e)), ' ends in ', h('strong', { class: 'left' }, duration(until - now())),
         h('span', { class: 'until' }, ` (at ${iso(until)})`)));
@@ -295,25 +481,38 @@ function tick() {
   if (!state.slice) return;
   let expired = false;
   for (const el of document.querySelectorAll('[data-until]')) {
-    const left = Number(el.dataset.until) - now();
+    const left = Number(el.getAttribute('data-until')) - now();
     const text = el.querySelector('.left');
     if (text) text.textContent = duration(left);
     if (left <= 0) expired = true;
   }
   if (expired) render();
-  else $('#clock').value = document.activeElement === $('#clock') ? $('#clock').value : iso(now());
+  else {
+    const clock = clockInput();
+    clock.value = document.activeElement === clock ? clock.value : iso(now());
+  }
 }
 
-/** The action that names the record's read permission, if the type has one. */
+/**
+ * The action that names the record's read permission, if the type has one.
+ *
+ * @param {TypeOutline} t
+ */
 function viewAction(t) {
   return t.actions.find((a) => !a.target && (a.name === 'view' || a.name === 'read'))?.name ?? null;
 }
 
-/** The write rule behind an action on a type: `set <attr>` or `delete`. */
+/**
+ * The write rule behind an action on a type: `set <attr>` or `delete`.
+ *
+ * @param {TypeOutline} t
+ * @param {string} action
+ */
 function writeFor(t, action) {
   return t.writes.find((w) => w.action === action && (w.change === 'set' || w.change === 'delete')) ?? null;
 }
 
+/** @param {{title: string, types: string[]}} page */
 function recordsPage(page) {
   const sections = [];
   for (const type of page.types) {
@@ -324,9 +523,9 @@ function recordsPage(page) {
     const rows = [];
     for (const e of list) {
       const key = `${type}:${e.id}`;
-      const answer = state.session.allowedActions(principal(), key, now());
+      const answer = session().allowedActions(principal(), key, now());
       const allowed = isError(answer) ? [] : answer.actions;
-      const visible = view === null ? !(answer.denied) : allowed.includes(view);
+      const visible = view === null ? !isError(answer) && !answer.denied : allowed.includes(view);
       if (!visible && !state.whyNot) continue;
       rows.push(recordRow(t, e, key, allowed, visible, view));
       if (state.open === key && visible) rows.push(detailRow(t, e, key));
@@ -337,22 +536,33 @@ function recordsPage(page) {
         ? h('table', {}, h('tr', {}, h('th', {}, 'Record'), h('th', {}, 'Actions you may take')), rows)
         : h('p', { class: 'empty' }, 'Nothing here you may see.')));
   }
-  if (sections.length === 0) sections.push(h('p', { class: 'empty' }, `No ${page.title.toLowerCase()} in account ${state.slice.account}.`));
+  if (sections.length === 0) sections.push(h('p', { class: 'empty' }, `No ${page.title.toLowerCase()} in account ${slice().account}.`));
   return sections;
 }
 
+/**
+ * A record's row: its name and key, and a button per allowed action (with "why not?", a
+ * line per other action).
+ *
+ * @param {TypeOutline} t
+ * @param {Entity} e
+ * @param {string} key `type:id` of `e`
+ * @param {string[]} allowed
+ * @param {boolean} visible
+ * @param {string | null} view
+ */
 function recordRow(t, e, key, allowed, visible, view) {
   const buttons = allowed.map((action) => actionButton(t, e, key, action));
   const cells = [h('div', {}, buttons)];
   if (state.whyNot) {
     for (const a of t.actions) {
       if (a.target || allowed.includes(a.name)) continue;
-      cells.push(whyNot(t, key, a.name));
+      cells.push(whyNot(t, e, key, a.name));
     }
   }
   const until = [];
   if (visible && view) {
-    const d = state.session.check(request(view, key));
+    const d = session().check(request(view, key));
     if (!isError(d) && d.valid_until) until.push(h('div', { class: 'until' }, `decision holds until ${d.valid_until}`));
   }
   return h('tr', { class: visible ? 'record' : 'record hidden-row', 'data-resource': key },
@@ -360,6 +570,12 @@ function recordRow(t, e, key, allowed, visible, view) {
     h('td', {}, cells));
 }
 
+/**
+ * @param {TypeOutline} t
+ * @param {Entity} e
+ * @param {string} key
+ * @param {string} action
+ */
 function actionButton(t, e, key, action) {
   const w = writeFor(t, action);
   if (w) {
@@ -379,41 +595,59 @@ function actionButton(t, e, key, action) {
   }, action);
 }
 
-/** A hidden action, shown by "why not?" with the reasons the module gives. */
-function whyNot(t, key, action) {
-  const x = state.session.explain(request(action, key));
+/**
+ * A hidden action, shown by "why not?" with the reasons the module gives.
+ *
+ * @param {TypeOutline} t
+ * @param {Entity} e
+ * @param {string} key `type:id` of `e`
+ * @param {string} action
+ */
+function whyNot(t, e, key, action) {
+  const x = session().explain(request(action, key));
   const reasons = isError(x) ? [{ code: x.error.code, message: x.error.message }] : x.decision.reasons;
   const w = writeFor(t, action);
-  const e = entityByKey(key);
   return h('div', { class: 'why', 'data-hidden-action': action },
     h('span', { class: 'hidden-action' }, action), ' ',
     reasonList(reasons),
     w ? h('button', { 'data-try': action, onclick: () => doWrite(t, e, key, action, w, false) }, 'try anyway (the host decides)') : null);
 }
 
+/**
+ * @param {string} action
+ * @param {string} key
+ */
 function explainAllowed(action, key) {
-  const x = state.session.explain(request(action, key));
+  const x = session().explain(request(action, key));
   if (isError(x)) {
     notice('refusal', code(x.error.code), ` ${x.error.message}`);
     return;
   }
-  notice('ok', h('strong', {}, `${action} on ${key} is allowed`), ` (decided in the page at revision ${x.decision.revision}). Granted by:`, reasonList(x.held));
+  notice('ok', h('strong', {}, `${action} on ${key} is allowed`), ` (decided in the page at revision ${x.decision.revision}). Granted by:`, ...reasonList(x.held));
 }
 
-/** Details of an open record: its facts, and the actions about a second record. */
+/**
+ * Details of an open record: its facts, and the actions about a second record.
+ *
+ * @param {TypeOutline} t
+ * @param {Entity} e
+ * @param {string} key `type:id` of `e`
+ */
 function detailRow(t, e, key) {
-  const facts = state.slice.facts.tuples.filter((x) => x.resource === key)
+  const facts = slice().facts.tuples.filter((x) => x.resource === key)
     .map((x) => h('div', { class: 'id' }, `${x.relation} → ${x.subject}${x.expires ? ` (until ${x.expires})` : ''}`));
   const attrs = Object.entries(e.attrs ?? {}).map(([k, v]) => h('div', { class: 'id' }, `${k} = ${JSON.stringify(v)}`));
   const targeted = [];
-  for (const a of t.actions.filter((x) => x.target)) {
+  for (const a of t.actions) {
+    const target = a.target;
+    if (!target) continue;
     const w = t.writes.find((x) => x.action === a.name && x.change === 'add');
-    const candidates = entities(a.target).filter((c) => {
-      const d = state.session.check(request(a.name, key, `${a.target}:${c.id}`));
+    const candidates = entities(target).filter((c) => {
+      const d = session().check(request(a.name, key, `${target}:${c.id}`));
       return !isError(d) && d.allowed;
     });
     if (candidates.length === 0) continue;
-    const select = h('select', { 'data-target-for': a.name }, candidates.map((c) => h('option', { value: `${a.target}:${c.id}` }, label(c))));
+    const select = /** @type {HTMLSelectElement} */ (h('select', { 'data-target-for': a.name }, candidates.map((c) => h('option', { value: `${target}:${c.id}` }, label(c)))));
     targeted.push(h('div', {}, `${a.name}: `, select, w
       ? h('button', { class: 'action write', 'data-action': a.name, onclick: () => doAdd(key, a.name, w, select.value) }, `${w.change} ${w.member}`)
       : null));
@@ -423,6 +657,16 @@ function detailRow(t, e, key) {
 
 // --- Writes ------------------------------------------------------------------------------
 
+/**
+ * Sets an attribute of a record (a demo edit) or deletes it, through the host.
+ *
+ * @param {TypeOutline} t
+ * @param {Entity} e
+ * @param {string} key `type:id` of `e`
+ * @param {string} action
+ * @param {WriteOutline} w the `set` or `delete` rule of `action`
+ * @param {boolean} allowedInPage
+ */
 async function doWrite(t, e, key, action, w, allowedInPage) {
   const deltas = w.change === 'delete'
     ? [{ op: 'remove_entity', entity: key }]
@@ -430,28 +674,48 @@ async function doWrite(t, e, key, action, w, allowedInPage) {
   await post(deltas, request(action, key), allowedInPage);
 }
 
+/**
+ * Adds a tuple from a record to a target, through the host.
+ *
+ * @param {string} key
+ * @param {string} action
+ * @param {WriteOutline} w the `add` rule of `action`
+ * @param {string} target
+ */
 async function doAdd(key, action, w, target) {
   await post([{ op: 'add_tuple', tuple: { resource: key, relation: w.member, subject: target } }], request(action, key, target), true);
 }
 
-/** The new value of an attribute for a demo edit. */
+/**
+ * The new value of an attribute for a demo edit.
+ *
+ * @param {Entity} e
+ * @param {string | null} attr the attribute a `set` rule names (a `set` rule always names one)
+ */
 function editedValue(e, attr) {
-  const old = e.attrs?.[attr];
-  if (typeof old === 'string' && parseTime(old) !== null && /\d{4}-\d{2}-\d{2}T/.test(old)) return iso(parseTime(old) + 1800);
+  const old = attr === null ? undefined : e.attrs?.[attr];
+  const time = typeof old === 'string' ? parseTime(old) : null;
+  if (typeof old === 'string' && time !== null && /\d{4}-\d{2}-\d{2}T/.test(old)) return iso(time + 1800);
   const base = typeof old === 'string' ? old.replace(/ \(edited [^)]*\)$/, '') : String(old ?? '');
   return `${base} (edited ${iso(now()).slice(11, 16)})`;
 }
 
-/** Sends a write with the parity token of the page's decision; shows the host's answer. */
+/**
+ * Sends a write with the parity token of the page's decision; shows the host's answer.
+ *
+ * @param {object[]} deltas
+ * @param {Request} req the request the page decided
+ * @param {boolean} allowedInPage
+ */
 async function post(deltas, req, allowedInPage) {
   const body = {
     author: principal(),
     now: now(),
     deltas,
     parity: {
-      module_hash: state.module.moduleHash,
-      policy_hash: state.slice.policy_hash,
-      revision: state.slice.revision,
+      module_hash: wasmModule().moduleHash,
+      policy_hash: slice().policy_hash,
+      revision: slice().revision,
       request: req,
       allowed: allowedInPage,
     },
@@ -461,7 +725,7 @@ async function post(deltas, req, allowedInPage) {
     const err = answer.body.error ?? { code: 'write.failed', message: `HTTP ${answer.status}` };
     const reasons = answer.body.refusal?.reasons ?? [];
     notice('refusal', h('strong', {}, 'The host refused the write: '), code(err.code), ` ${err.message}`,
-      err.help ? h('div', { class: 'id' }, err.help) : null, reasonList(reasons));
+      ...(err.help ? [h('div', { class: 'id' }, err.help)] : []), ...reasonList(reasons));
     $('#notice').dataset.code = err.code;
     return;
   }
@@ -472,6 +736,10 @@ async function post(deltas, req, allowedInPage) {
 
 // --- Access rights matrix (OP7) and access review (MX11) --------------------------------
 
+/**
+ * @param {string} cell
+ * @param {boolean} levels
+ */
 function levelClass(cell, levels) {
   if (!cell || cell === 'none') return 'lvl-none';
   if (!levels) return 'lvl-actions';
@@ -479,18 +747,30 @@ function levelClass(cell, levels) {
   return `lvl-${['none', 'own', 'limited', 'read', 'write', 'use'].includes(word) ? word : 'none'}`;
 }
 
+/**
+ * The roles of a user entity (`attrs.roles`), none if it has none.
+ *
+ * @param {Entity | undefined} e
+ * @returns {string[]}
+ */
+function rolesOf(e) {
+  const roles = e?.attrs?.roles ?? [];
+  // The policy declares `roles` a set of strings, so the core loads no other value.
+  return /** @type {string[]} */ (roles);
+}
+
 function myRoles() {
   const me = entityByKey(principal());
-  return new Set(me?.attrs?.roles ?? []);
+  return new Set(rolesOf(me));
 }
 
 function matrixPage() {
   const out = [];
   const mine = myRoles();
   // The matrix of the persona's own roles first.
-  const matrices = [...state.outline.matrices].sort((a, b) => Number(b.roles.some((r) => mine.has(r))) - Number(a.roles.some((r) => mine.has(r))));
+  const matrices = [...outline().matrices].sort((a, b) => Number(b.roles.some((r) => mine.has(r))) - Number(a.roles.some((r) => mine.has(r))));
   for (const m of matrices) {
-    const answer = state.session.matrix(m.name, state.slice.account);
+    const answer = session().matrix(m.name, slice().account);
     if (isError(answer)) {
       out.push(h('p', { class: 'empty' }, `${m.name}: ${answer.error.message}`));
       continue;
@@ -512,20 +792,20 @@ function matrixPage() {
 function reviewPage() {
   const users = entities('user');
   const who = state.reviewUser ?? (users.some((u) => `user:${u.id}` === principal()) ? principal() : `user:${users[0]?.id}`);
-  const select = h('select', { id: 'review-user', onchange: (e) => { state.reviewUser = e.target.value; render(); } },
-    users.map((u) => h('option', { value: `user:${u.id}`, selected: `user:${u.id}` === who }, `${u.id} (${(u.attrs?.roles ?? []).join(', ') || 'no roles'})`)));
+  const select = h('select', { id: 'review-user', onchange: (e) => { state.reviewUser = /** @type {HTMLSelectElement} */ (e.target).value; render(); } },
+    users.map((u) => h('option', { value: `user:${u.id}`, selected: `user:${u.id}` === who }, `${u.id} (${rolesOf(u).join(', ') || 'no roles'})`)));
   const rows = [];
-  for (const m of state.outline.matrices) {
+  for (const m of outline().matrices) {
     for (const row of m.rows) {
-      const answer = state.session.allowedActions(who, `${m.name}:${row}`, now());
+      const answer = session().allowedActions(who, `${m.name}:${row}`, now());
       if (isError(answer) || answer.actions.length === 0) continue;
       rows.push(h('tr', {}, h('td', {}, `page ${m.name}:${row}`), h('td', {}, answer.actions.join(', '))));
     }
   }
-  for (const t of state.outline.types) {
+  for (const t of outline().types) {
     if (entities(t.name).length === 0) continue;
     for (const a of t.actions.filter((x) => !x.target)) {
-      const list = state.session.listResources(who, a.name, t.name, now());
+      const list = session().listResources(who, a.name, t.name, now());
       if (isError(list) || list.length === 0) continue;
       rows.push(h('tr', {}, h('td', {}, `${a.name} ${t.name}`), h('td', {}, list.map((k) => label(entityByKey(k) ?? { id: k })).join(', '))));
     }
@@ -533,7 +813,7 @@ function reviewPage() {
   const gate = gateReasons(who);
   return [
     h('section', { class: 'type' },
-      h('h2', {}, `Access review of account ${state.slice.account}: who can do what`),
+      h('h2', {}, `Access review of account ${slice().account}: who can do what`),
       h('p', {}, 'User ', select),
       gate ? h('div', { class: 'banner refusal' }, reasonList(gate)) : null,
       rows.length ? h('table', { 'data-review': who }, h('tr', {}, h('th', {}, 'may'), h('th', {}, 'on')), rows) : h('p', { class: 'empty' }, 'This user may do nothing.')),

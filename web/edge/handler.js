@@ -10,15 +10,95 @@
  * caller (and strips any client-sent copy), never straight from the client.
  */
 
+/**
+ * @import { DecisionView, Denial, ErrorData, Info, Request as CheckRequest, Session, Time } from '../index.js'
+ */
+
+/**
+ * What the handler needs of a session: `check`. Its answer is used only if it is a clean
+ * allow, so it may be anything.
+ *
+ * @typedef {{check(request: CheckRequest): unknown}} Checker
+ */
+
+/**
+ * The parameters of a matched route, by name (`/events/:id` gives `id`).
+ *
+ * @typedef {{[name: string]: string}} Params
+ */
+
+/**
+ * A route: requests with `method` whose path matches `pattern` are checked for `action` on
+ * the resource `resource(params)` gives (`type:id`).
+ *
+ * @typedef {object} Route
+ * @property {string} method
+ * @property {string} pattern a path like `/events/:id`
+ * @property {string} action
+ * @property {(params: Params) => string} resource
+ */
+
+/**
+ * A route ready to match: its method in upper case, its pattern in segments.
+ *
+ * @typedef {object} CompiledRoute
+ * @property {string} method
+ * @property {Array<{param: string} | {literal: string}>} parts
+ * @property {string} action
+ * @property {(params: Params) => string} resource
+ */
+
+/**
+ * What the upstream is told of an allowed request.
+ *
+ * @typedef {object} UpstreamContext
+ * @property {string} principal
+ * @property {string} action
+ * @property {string} resource
+ * @property {Params} params
+ * @property {DecisionView} decision the session's allow
+ */
+
+/**
+ * Serves an allowed request.
+ *
+ * @typedef {(request: Request, context: UpstreamContext) => Response | Promise<Response>} Upstream
+ */
+
+/**
+ * The options of `createHandler`; `session` and `routes` are required.
+ *
+ * @typedef {object} HandlerOptions
+ * @property {Checker} session
+ * @property {string} [principalHeader]
+ * @property {() => Time} [now]
+ * @property {Route[]} routes
+ * @property {Upstream} [upstream]
+ * @property {number} [defaultMaxAge]
+ */
+
 /** The default `max-age` of an allow whose decision has no `valid_until`, in seconds. */
 export const DEFAULT_MAX_AGE = 60;
 
-/** An error as data, like the session's: `{code, message, help}`. */
+/**
+ * An error as data, like the session's: `{code, message, help}`.
+ *
+ * @param {string} code
+ * @param {string} message
+ * @param {string} [help]
+ * @returns {ErrorData}
+ */
 function errorData(code, message, help = '') {
   return { code, message, help };
 }
 
-/** A JSON response. */
+/**
+ * A JSON response.
+ *
+ * @param {number} status
+ * @param {unknown} body
+ * @param {{[name: string]: string}} [headers]
+ */
 function json(status, body, headers = {}) {
   return new Response(JSON.stringify(body), {
     status,
@@ -26,19 +106,36 @@ function json(status, body, headers = {}) {
   });
 }
 
-/** A refusal: `{allowed: false, reasons, error?}`, never cached. */
+/**
+ * A refusal: `{allowed: false, reasons, error?}`, never cached.
+ *
+ * @param {number} status
+ * @param {string[]} reasons
+ * @param {unknown} [error] the handler's error, or the session's as it gave it
+ */
 function refuse(status, reasons, error) {
+  /** @type {{allowed: false, reasons: string[], error?: unknown}} */
   const body = { allowed: false, reasons };
   if (error) body.error = error;
   return json(status, body, { 'cache-control': 'no-store' });
 }
 
-/** Splits a path into its segments (no empty ones, so `/a//b/` is `a`, `b`). */
+/**
+ * Splits a path into its segments (no empty ones, so `/a//b/` is `a`, `b`).
+ *
+ * @param {string} path
+ */
 function segments(path) {
   return path.split('/').filter((s) => s !== '');
 }
 
-/** Compiles a route; throws a TypeError on a malformed one (a setup error, not a request). */
+/**
+ * Compiles a route; throws a TypeError on a malformed one (a setup error, not a request).
+ *
+ * @param {Route} route
+ * @param {number} i
+ * @returns {CompiledRoute}
+ */
 function compileRoute(route, i) {
   if (route === null || typeof route !== 'object') throw new TypeError(`routes[${i}] must be an object`);
   const { method, pattern, action, resource } = route;
@@ -53,14 +150,22 @@ function compileRoute(route, i) {
   return { method: method.toUpperCase(), parts, action, resource };
 }
 
-/** The params of `path` under a compiled route, or null if it does not match. */
+/**
+ * The params of `path` under a compiled route, or null if it does not match.
+ *
+ * @param {CompiledRoute} route
+ * @param {string} method
+ * @param {string[]} pathParts
+ * @returns {Params | null}
+ */
 function matchRoute(route, method, pathParts) {
   if (route.method !== method || route.parts.length !== pathParts.length) return null;
+  /** @type {Params} */
   const params = Object.create(null);
   for (let i = 0; i < route.parts.length; i++) {
     const part = route.parts[i];
     const seg = pathParts[i];
-    if (part.literal !== undefined) {
+    if ('literal' in part) {
       if (part.literal !== seg) return null;
       continue;
     }
@@ -75,7 +180,11 @@ function matchRoute(route, method, pathParts) {
   return params;
 }
 
-/** A time (RFC 3339 text or seconds since the epoch) in milliseconds, or NaN. */
+/**
+ * A time (RFC 3339 text or seconds since the epoch) in milliseconds, or NaN.
+ *
+ * @param {unknown} time
+ */
 function millis(time) {
   if (typeof time === 'number') return time * 1000;
   if (typeof time === 'bigint') return Number(time) * 1000;
@@ -86,6 +195,11 @@ function millis(time) {
 /**
  * The `max-age` of an allow: the whole seconds from `now` until `validUntil`, at least 0;
  * `fallback` when the decision has no `valid_until` or a time does not parse.
+ *
+ * @param {Time | bigint | null | undefined} validUntil
+ * @param {Time | bigint} now
+ * @param {number} [fallback]
+ * @returns {number}
  */
 export function maxAge(validUntil, now, fallback = DEFAULT_MAX_AGE) {
   if (validUntil === undefined || validUntil === null) return fallback;
@@ -95,19 +209,33 @@ export function maxAge(validUntil, now, fallback = DEFAULT_MAX_AGE) {
   return Math.max(0, Math.floor((until - at) / 1000));
 }
 
-/** Whether a session answer is a clean allow (anything else is a deny). */
+/**
+ * Whether a session answer is a clean allow (anything else is a deny).
+ *
+ * @param {unknown} decision
+ * @returns {decision is DecisionView}
+ */
 function isAllow(decision) {
-  return decision !== null && typeof decision === 'object' && decision.allowed === true && !decision.error
-    && Array.isArray(decision.reasons);
+  return decision !== null && typeof decision === 'object' && 'allowed' in decision && decision.allowed === true
+    && !('error' in decision && decision.error) && 'reasons' in decision && Array.isArray(decision.reasons);
 }
 
-/** The reason codes of a session answer, whatever its shape. */
+/**
+ * The reason codes of a session answer, whatever its shape.
+ *
+ * @param {unknown} decision
+ * @returns {string[]}
+ */
 function reasonCodes(decision) {
-  if (decision === null || typeof decision !== 'object' || !Array.isArray(decision.reasons)) return [];
+  if (decision === null || typeof decision !== 'object' || !('reasons' in decision) || !Array.isArray(decision.reasons)) return [];
   return decision.reasons.map((r) => (r && typeof r.code === 'string' ? r.code : 'unknown'));
 }
 
-/** The default upstream: the decision itself, as a 200. */
+/**
+ * The default upstream: the decision itself, as a 200.
+ *
+ * @type {Upstream}
+ */
 function decisionUpstream(_request, { action, resource, decision }) {
   return json(200, { allowed: true, action, resource, valid_until: decision.valid_until ?? null });
 }
@@ -128,6 +256,9 @@ function decisionUpstream(_request, { action, resource, decision }) {
  * An allow carries `cache-control: private, max-age=N` (N: the seconds until the decision's
  * `valid_until`) and `vary` on the principal header: it is one principal's answer, so a
  * shared cache must not serve it to another.
+ *
+ * @param {HandlerOptions} options
+ * @returns {(request: Request) => Promise<Response>}
  */
 export function createHandler({
   session,
@@ -136,7 +267,8 @@ export function createHandler({
   routes,
   upstream = decisionUpstream,
   defaultMaxAge = DEFAULT_MAX_AGE,
-} = {}) {
+  // No options at all: the checks below throw their TypeError.
+} = /** @type {HandlerOptions} */ ({})) {
   if (session === null || typeof session !== 'object' || typeof session.check !== 'function') {
     throw new TypeError('createHandler needs a session with a check method');
   }
@@ -154,18 +286,19 @@ export function createHandler({
     }
     const method = String(request.method || 'GET').toUpperCase();
     const pathParts = segments(url.pathname);
-    let route = null;
-    let params = null;
+    /** @type {{route: CompiledRoute, params: Params} | null} */
+    let match = null;
     for (const r of compiled) {
-      params = matchRoute(r, method, pathParts);
+      const params = matchRoute(r, method, pathParts);
       if (params !== null) {
-        route = r;
+        match = { route: r, params };
         break;
       }
     }
-    if (route === null) {
+    if (match === null) {
       return refuse(404, [], errorData('route.unknown', `no route for ${method} ${url.pathname}`, 'see the routes the handler was made with'));
     }
+    const { route, params } = match;
 
     const principal = (request.headers.get(principalHeader) ?? '').trim();
     if (principal === '') {
@@ -184,12 +317,12 @@ export function createHandler({
       at = now();
       decision = session.check({ principal, action: route.action, resource, now: at });
     } catch (e) {
-      return refuse(403, [], errorData('edge.error', `the check failed: ${e && e.message ? e.message : String(e)}`, 'the request is denied; check the session and the routes'));
+      return refuse(403, [], errorData('edge.error', `the check failed: ${thrownText(e)}`, 'the request is denied; check the session and the routes'));
     }
     if (!isAllow(decision)) {
-      const error = decision && typeof decision === 'object' && decision.error ? decision.error : undefined;
+      const error = decision && typeof decision === 'object' && 'error' in decision && decision.error ? decision.error : undefined;
       const reasons = reasonCodes(decision);
-      if (!error && reasons.length === 0 && !(decision && decision.allowed === false)) {
+      if (!error && reasons.length === 0 && !(decision && typeof decision === 'object' && 'allowed' in decision && decision.allowed === false)) {
         return refuse(403, [], errorData('edge.malformed', 'the session gave no decision', 'the request is denied; check the session'));
       }
       return refuse(403, reasons, error);
@@ -199,7 +332,7 @@ export function createHandler({
     try {
       response = await upstream(request, { principal, action: route.action, resource, params: { ...params }, decision });
     } catch (e) {
-      return json(502, { error: errorData('edge.upstream', `the upstream failed: ${e && e.message ? e.message : String(e)}`) }, { 'cache-control': 'no-store' });
+      return json(502, { error: errorData('edge.upstream', `the upstream failed: ${thrownText(e)}`) }, { 'cache-control': 'no-store' });
     }
     if (!(response instanceof Response)) {
       return json(502, { error: errorData('edge.upstream', 'the upstream gave no Response') }, { 'cache-control': 'no-store' });
@@ -213,9 +346,22 @@ export function createHandler({
 }
 
 /**
+ * What was thrown, as text: its `message` if it has a truthy one, else the value itself.
+ *
+ * @param {unknown} e
+ */
+function thrownText(e) {
+  return e && (typeof e === 'object' || typeof e === 'function') && 'message' in e && e.message ? e.message : String(e);
+}
+
+/**
  * Loads a principal slice (`GET /v1/slice/{principal}`, as text or parsed) into `session`:
  * its policy, then its facts. Gives the session's info, or a denial (`{allowed: false,
  * error}`) like the session's methods; after a denial, do not serve with this session.
+ *
+ * @param {Session} session
+ * @param {unknown} sliceJson the slice, as JSON text or parsed
+ * @returns {Info | Denial}
  */
 export function loadSlice(session, sliceJson) {
   let slice = sliceJson;
@@ -223,21 +369,21 @@ export function loadSlice(session, sliceJson) {
     try {
       slice = JSON.parse(slice);
     } catch (e) {
-      return { allowed: false, error: errorData('slice.invalid', `the slice is not JSON: ${e.message}`, 'give the body of GET /v1/slice/{principal}') };
+      return { allowed: false, error: errorData('slice.invalid', `the slice is not JSON: ${thrownText(e)}`, 'give the body of GET /v1/slice/{principal}') };
     }
   }
-  if (slice === null || typeof slice !== 'object' || !Array.isArray(slice.policy) || slice.facts === null || typeof slice.facts !== 'object') {
+  if (slice === null || typeof slice !== 'object' || !('policy' in slice) || !Array.isArray(slice.policy) || !('facts' in slice) || slice.facts === null || typeof slice.facts !== 'object') {
     return { allowed: false, error: errorData('slice.invalid', 'a slice needs `policy: [{name, text}]` and `facts`', 'give the body of GET /v1/slice/{principal}') };
   }
   const policy = session.loadPolicy(slice.policy);
-  if (policy.error) return policy;
-  if (typeof slice.policy_hash === 'string' && policy.policy_hash !== slice.policy_hash) {
+  if ('error' in policy) return policy;
+  if ('policy_hash' in slice && typeof slice.policy_hash === 'string' && policy.policy_hash !== slice.policy_hash) {
     return {
       allowed: false,
       error: errorData('slice.policy_mismatch', `the policy compiled to ${policy.policy_hash}, the slice says ${slice.policy_hash}`, 'the module and the server differ; use the module of the server\'s version'),
     };
   }
   const facts = session.loadFacts(slice.facts);
-  if (facts.error) return facts;
+  if ('error' in facts) return facts;
   return session.info();
 }

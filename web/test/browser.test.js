@@ -6,9 +6,11 @@ import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { after, before, test } from 'node:test';
 import { loadBrowser, loadNode } from '../index.js';
-import { WASM_SHA256_URL, WASM_URL, policySources, req, worldText } from './fixtures.js';
+import { WASM_SHA256_URL, WASM_URL, codes, policySources, req, worldText } from './fixtures.js';
 
+/** @type {import('node:http').Server} */
 let server;
+/** @type {string} */
 let base;
 
 before(async () => {
@@ -22,8 +24,10 @@ before(async () => {
       response.end();
     }
   });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  base = `http://127.0.0.1:${server.address().port}`;
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === 'object', 'the server listens on a TCP port');
+  base = `http://127.0.0.1:${address.port}`;
 });
 
 after(() => new Promise((resolve) => server.close(resolve)));
@@ -36,7 +40,7 @@ test('loadBrowser fetches, hashes and runs the module', async () => {
   session.loadPolicy(policySources());
   session.loadFacts(worldText('airline'));
   assert.equal(session.check(req('user:aeroserv_tech', 'view', 'event:aog_lhr')).allowed, true);
-  assert.deepEqual(session.check(req('user:former_controller', 'view', 'event:aog_lhr')).reasons.map((r) => r.code), ['gate.active']);
+  assert.deepEqual(codes(session.check(req('user:former_controller', 'view', 'event:aog_lhr'))), ['gate.active']);
 });
 
 test('loadBrowser rejects when the fetch fails', async () => {

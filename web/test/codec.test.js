@@ -4,10 +4,16 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { CODES, PAGE, QUERY_LEN, decodeDecisions, decodeQueries, encodeQueries } from '../index.js';
+import { invalid, present } from './fixtures.js';
 
 const I64_MAX = (1n << 63n) - 1n;
 
-/** Little-endian bytes of an unsigned integer of `n` bytes. */
+/**
+ * Little-endian bytes of an unsigned integer of `n` bytes.
+ *
+ * @param {number | bigint} value
+ * @param {number} n
+ */
 function le(value, n) {
   const out = [];
   let v = BigInt.asUintN(n * 8, BigInt(value));
@@ -47,13 +53,13 @@ describe('queries', () => {
   });
 
   test('a BigInt now that fits a Number decodes as a Number', () => {
-    const [q] = decodeQueries(encodeQueries([{ principal: 1, resource: 2, action: 0, now: 1777629600n }]));
+    const [q] = present(decodeQueries(encodeQueries([{ principal: 1, resource: 2, action: 0, now: 1777629600n }])));
     assert.equal(q.now, 1777629600);
   });
 
   test('decoding needs a whole number of queries', () => {
     assert.equal(decodeQueries(new Uint8Array(25)), null);
-    assert.equal(decodeQueries('not bytes'), null);
+    assert.equal(decodeQueries(invalid('not bytes')), null);
     assert.deepEqual(decodeQueries(new Uint8Array(0)), []);
   });
 
@@ -71,15 +77,21 @@ describe('queries', () => {
       { ...ok, now: 1n << 63n },
       { ...ok, now: '2026-05-01T10:00:00Z' },
     ]) {
-      assert.throws(() => encodeQueries([bad]), TypeError, JSON.stringify(bad, (_, v) => (typeof v === 'bigint' ? `${v}n` : v)));
+      assert.throws(() => encodeQueries(invalid([bad])), TypeError, JSON.stringify(bad, (_, v) => (typeof v === 'bigint' ? `${v}n` : v)));
     }
-    assert.throws(() => encodeQueries('queries'), TypeError);
-    assert.throws(() => encodeQueries([null]), TypeError);
+    assert.throws(() => encodeQueries(invalid('queries')), TypeError);
+    assert.throws(() => encodeQueries(invalid([null])), TypeError);
   });
 });
 
 describe('decisions', () => {
-  /** The bytes wire::encode_decision writes. */
+  /**
+   * The bytes wire::encode_decision writes.
+   *
+   * @param {boolean} allowed
+   * @param {Array<[number, number]>} reasons `[code, rule]` each
+   * @param {number | bigint} until
+   */
   function decisionBytes(allowed, reasons, until) {
     return [allowed ? 1 : 0, reasons.length, ...reasons.flatMap(([code, rule]) => [code, ...le(rule, 4)]), ...le(until, 8)];
   }
@@ -101,7 +113,7 @@ describe('decisions', () => {
   });
 
   test('only the byte 1 is an allow', () => {
-    const [d] = decodeDecisions(Uint8Array.from(decisionBytes(true, [], NONE).map((b, i) => (i === 0 ? 2 : b))));
+    const [d] = present(decodeDecisions(Uint8Array.from(decisionBytes(true, [], NONE).map((b, i) => (i === 0 ? 2 : b)))));
     assert.equal(d.allowed, false);
   });
 
@@ -117,7 +129,7 @@ describe('decisions', () => {
     }
     assert.equal(decodeDecisions(Uint8Array.from(decisionBytes(false, [[CODES.length, 3]], NONE))), null);
     assert.deepEqual(decodeDecisions(new Uint8Array(0)), []);
-    assert.equal(decodeDecisions([1, 0]), null, 'not bytes');
+    assert.equal(decodeDecisions(invalid([1, 0])), null, 'not bytes');
   });
 
   test('the code table matches Code::ALL', () => {

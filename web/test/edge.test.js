@@ -3,17 +3,39 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { loadNode } from '../index.js';
+import { isError, loadNode } from '../index.js';
 import { createHandler, loadSlice, maxAge } from '../edge/handler.js';
-import { NOW, codes, loadedSession, policySources, worldText } from './fixtures.js';
+import { NOW, codes, errorOf, invalid, loadedSession, ok, policySources, present, worldText } from './fixtures.js';
+
+/**
+ * @import { ClearanceModule, Denial, Info, Session, Source } from '../index.js'
+ * @import { Route, UpstreamContext } from '../edge/handler.js'
+ */
+
+/**
+ * A facts document, as much of it as these tests read.
+ *
+ * @typedef {{revision: number, entities: Array<{type: string, id: string, account?: string}>, tuples: Array<{resource: string}>}} Facts
+ */
+
+/**
+ * A principal slice (`GET /v1/slice/{principal}`).
+ *
+ * @typedef {{principal: string, account: string, revision: number, policy: Source[], facts: Facts}} Slice
+ */
 
 const ORIGIN = 'https://edge.example';
 
 /**
  * The slice of `account` as `GET /v1/slice/{principal}` gives it (host/src/service.rs):
  * the entities whose account (or own id, for accounts) is `account`, the tuples on them.
+ *
+ * @param {string} principal
+ * @param {string} account
+ * @returns {Slice}
  */
 function buildSlice(principal, account) {
+  /** @type {Facts} */
   const world = JSON.parse(worldText('airline'));
   const entities = world.entities.filter((e) => (e.account ?? e.id) === account);
   const keys = new Set(entities.map((e) => `${e.type}:${e.id}`));
@@ -27,12 +49,19 @@ function buildSlice(principal, account) {
   };
 }
 
+/** @type {Route[]} */
 const ROUTES = [
   { method: 'GET', pattern: '/events/:id', action: 'view', resource: (p) => `event:${p.id}` },
   { method: 'POST', pattern: '/events/:id/messages', action: 'message', resource: (p) => `event:${p.id}` },
 ];
 
-/** A request to `path` as `principal` (no header when undefined). */
+/**
+ * A request to `path` as `principal` (no header when undefined).
+ *
+ * @param {string} path
+ * @param {string | undefined} principal
+ * @param {string} [method]
+ */
 function request(path, principal, method = 'GET') {
   const headers = principal === undefined ? {} : { 'x-clearance-principal': principal };
   return new Request(`${ORIGIN}${path}`, { method, headers });
@@ -40,7 +69,12 @@ function request(path, principal, method = 'GET') {
 
 /** An upstream that counts its calls and answers 200. */
 function upstreamSpy() {
+  /** @type {Array<{url: string, principal: string, action: string, resource: string}>} */
   const calls = [];
+  /**
+   * @param {Request} req
+   * @param {UpstreamContext} ctx
+   */
   const fn = async (req, ctx) => {
     calls.push({ url: req.url, principal: ctx.principal, action: ctx.action, resource: ctx.resource });
     return new Response(JSON.stringify({ from: 'upstream', resource: ctx.resource }), {
@@ -52,16 +86,24 @@ function upstreamSpy() {
   return fn;
 }
 
-/** The `max-age` of a response, or null. */
+/**
+ * The `max-age` of a response, or null.
+ *
+ * @param {Response} response
+ */
 function maxAgeOf(response) {
   const m = /(?:^|[\s,])max-age=(\d+)/.exec(response.headers.get('cache-control') ?? '');
   return m ? Number(m[1]) : null;
 }
 
 describe('the edge handler on a slice', () => {
+  /** @type {ClearanceModule} */
   let module;
+  /** @type {Session} */
   let session;
+  /** @type {Slice} */
   let slice;
+  /** @type {Info | Denial} */
   let info;
   const realFetch = globalThis.fetch;
   let fetchCalls = 0;
@@ -84,7 +126,7 @@ describe('the edge handler on a slice', () => {
   });
 
   test('loadSlice loads the slice and gives the info', () => {
-    assert.equal(info.error, undefined, JSON.stringify(info));
+    assert.ok(!isError(info), JSON.stringify(info));
     assert.equal(info.entities, slice.facts.entities.length);
     assert.equal(info.tuples, slice.facts.tuples.length);
     assert.equal(info.revision, 0);
@@ -98,12 +140,13 @@ describe('the edge handler on a slice', () => {
     const m = await loadNode();
     const e = new m.Session();
     const bad = loadSlice(e, { ...slice, policy_hash: '0'.repeat(64) });
+    assert.ok(isError(bad));
     assert.equal(bad.allowed, false);
     assert.equal(bad.error.code, 'slice.policy_mismatch');
-    const good = loadSlice(new m.Session(), { ...slice, policy_hash: info.policy_hash });
-    assert.equal(good.error, undefined);
-    assert.equal(loadSlice(e, '{not json').error.code, 'slice.invalid');
-    assert.equal(loadSlice(e, { facts: {} }).error.code, 'slice.invalid');
+    const good = loadSlice(new m.Session(), { ...slice, policy_hash: ok(info).policy_hash });
+    assert.ok(!isError(good));
+    assert.equal(errorOf(loadSlice(e, '{not json')).code, 'slice.invalid');
+    assert.equal(errorOf(loadSlice(e, { facts: {} })).code, 'slice.invalid');
     e.free();
   });
 
@@ -118,8 +161,8 @@ describe('the edge handler on a slice', () => {
       for (const resource of events) {
         for (const action of ['view', 'message', 'update']) {
           const r = { principal, action, resource, now: NOW };
-          const a = session.check(r);
-          const b = whole.check(r);
+          const a = ok(session.check(r));
+          const b = ok(whole.check(r));
           assert.deepEqual(
             [a.allowed, codes(a), a.valid_until],
             [b.allowed, codes(b), b.valid_until],
@@ -141,9 +184,9 @@ describe('the edge handler on a slice', () => {
     const ok = await handle(request('/events/aog_lhr', 'user:aeroserv_tech'));
     assert.equal(ok.status, 200);
     assert.deepEqual(await ok.json(), { from: 'upstream', resource: 'event:aog_lhr' });
-    assert.match(ok.headers.get('cache-control'), /max-age=\d+/);
-    assert.match(ok.headers.get('cache-control'), /\bprivate\b/);
-    assert.match(ok.headers.get('vary'), /x-clearance-principal/);
+    assert.match(present(ok.headers.get('cache-control')), /max-age=\d+/);
+    assert.match(present(ok.headers.get('cache-control')), /\bprivate\b/);
+    assert.match(present(ok.headers.get('vary')), /x-clearance-principal/);
 
     // A technician of another contractor may not.
     const no = await handle(request('/events/aog_lhr', 'user:jetfix_tech'));
@@ -233,7 +276,7 @@ describe('the edge handler on a slice', () => {
     // a throw and a malformed answer.
     const m = await loadNode();
     const freed = new m.Session();
-    assert.equal(loadSlice(freed, slice).error, undefined);
+    assert.ok(!isError(loadSlice(freed, slice)));
     freed.free();
     const sessions = {
       freed,
@@ -275,9 +318,9 @@ describe('the edge handler on a slice', () => {
   });
 
   test('rejects a malformed setup', () => {
-    assert.throws(() => createHandler({ routes: ROUTES }), TypeError);
-    assert.throws(() => createHandler({ session, routes: [{ method: 'GET', pattern: 'events', action: 'view', resource: (p) => p }] }), TypeError);
-    assert.throws(() => createHandler({ session }), TypeError);
+    assert.throws(() => createHandler(invalid({ routes: ROUTES })), TypeError);
+    assert.throws(() => createHandler({ session, routes: [invalid({ method: 'GET', pattern: 'events', action: 'view', resource: (/** @type {unknown} */ p) => p })] }), TypeError);
+    assert.throws(() => createHandler(invalid({ session })), TypeError);
   });
 
   test('maxAge counts whole seconds, never below zero', () => {

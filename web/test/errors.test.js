@@ -7,11 +7,19 @@ import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { before, describe, test } from 'node:test';
 import { Session, QUERY_LEN, encodeQueries, fromGlue, isError, loadNode } from '../index.js';
-import { NOW, WASM_URL, loadedSession, policySources, req } from './fixtures.js';
+import { NOW, WASM_URL, invalid, loadedSession, ok, policySources, present, req } from './fixtures.js';
+
+/** @import { Denial, Session as SessionApi } from '../index.js' */
 
 const EVENT = 'event:aog_lhr';
 
-/** Asserts a denial with an error of `code` (any code if not given). */
+/**
+ * Asserts a denial with an error of `code` (any code if not given).
+ *
+ * @param {unknown} answer
+ * @param {string} [code]
+ * @returns {asserts answer is Denial}
+ */
 function assertDenial(answer, code) {
   assert.ok(isError(answer), `expected a denial, got ${JSON.stringify(answer)?.slice(0, 300)}`);
   assert.equal(answer.allowed, false);
@@ -20,13 +28,18 @@ function assertDenial(answer, code) {
   if (code !== undefined) assert.equal(answer.error.code, code, answer.error.message);
 }
 
-/** Asserts that nothing in an answer is an allow. */
+/**
+ * Asserts that nothing in an answer is an allow.
+ *
+ * @param {unknown} answer
+ */
 function assertNoAllow(answer) {
   const text = JSON.stringify(answer, (_, v) => (v instanceof Uint8Array ? [...v] : v)) ?? '';
   assert.ok(!text.includes('"allowed":true'), text.slice(0, 300));
 }
 
 describe('bad input', () => {
+  /** @type {SessionApi} */
   let session;
   before(async () => {
     ({ session } = await loadedSession('airline'));
@@ -36,11 +49,11 @@ describe('bad input', () => {
     const info = session.info();
     assertDenial(session.loadSnapshot(Uint8Array.from([1, 2, 3])), 'snapshot.malformed');
     assertDenial(session.loadSnapshot(new Uint8Array(0)), 'snapshot.malformed');
-    const real = session.snapshotBytes();
+    const real = ok(session.snapshotBytes());
     const flipped = real.slice(0, real.length - 7);
     assertDenial(session.loadSnapshot(flipped), 'snapshot.malformed');
-    assertDenial(session.loadSnapshot('snapshot'), 'request.malformed');
-    assertDenial(session.loadSnapshot(null), 'request.malformed');
+    assertDenial(session.loadSnapshot(invalid('snapshot')), 'request.malformed');
+    assertDenial(session.loadSnapshot(invalid(null)), 'request.malformed');
     assert.deepEqual(session.info(), info);
     assert.equal(session.check(req('user:aeroserv_tech', 'view', EVENT)).allowed, true);
   });
@@ -55,31 +68,31 @@ describe('bad input', () => {
     assertDenial(session.resolve('[{'), 'request.malformed');
     assertDenial(session.call('{"op": "check"'), 'request.malformed');
     assertDenial(session.call({ op: 'launch' }), 'request.malformed');
-    assertDenial(session.check({ ...req('user:aeroserv_tech', 'view', EVENT), extra: true }), 'request.malformed');
-    assert.equal(session.info().revision, 0, 'nothing was applied');
+    assertDenial(session.check(invalid({ ...req('user:aeroserv_tech', 'view', EVENT), extra: true })), 'request.malformed');
+    assert.equal(ok(session.info()).revision, 0, 'nothing was applied');
   });
 
   test('values that are not JSON are refused before the module', () => {
     const cyclic = {};
     cyclic.self = cyclic;
-    assertDenial(session.check(cyclic), 'request.malformed');
-    assertDenial(session.check({ ...req('user:aeroserv_tech', 'view', EVENT), now: 1n }), 'request.malformed');
-    assertDenial(session.check(undefined), 'request.malformed');
+    assertDenial(session.check(invalid(cyclic)), 'request.malformed');
+    assertDenial(session.check(invalid({ ...req('user:aeroserv_tech', 'view', EVENT), now: 1n })), 'request.malformed');
+    assertDenial(session.check(invalid(undefined)), 'request.malformed');
     assertDenial(session.allowedActions('user:aeroserv_tech', EVENT, 1.5), 'request.malformed');
-    assertDenial(session.allowedActions(1, 2, 3), 'request.malformed');
-    assertDenial(session.listResources('user:aeroserv_tech', 'view', null, NOW), 'request.malformed');
-    assertDenial(session.listPrincipals(EVENT, 'view', NOW, 7), 'request.malformed');
-    assertDenial(session.matrix(undefined), 'request.malformed');
-    assertDenial(session.checkIds([0, 0, 0]), 'request.malformed');
+    assertDenial(session.allowedActions(invalid(1), invalid(2), 3), 'request.malformed');
+    assertDenial(session.listResources('user:aeroserv_tech', 'view', invalid(null), NOW), 'request.malformed');
+    assertDenial(session.listPrincipals(EVENT, 'view', NOW, invalid(7)), 'request.malformed');
+    assertDenial(session.matrix(invalid(undefined)), 'request.malformed');
+    assertDenial(session.checkIds(invalid([0, 0, 0])), 'request.malformed');
   });
 
   test('unknown names are denials', () => {
-    const d = session.check(req('user:nobody', 'view', EVENT));
+    const d = ok(session.check(req('user:nobody', 'view', EVENT)));
     assert.equal(d.allowed, false);
     assert.equal(d.reasons[0].code, 'entity.unknown');
     assert.equal(session.check(req('user:aeroserv_tech', 'view', 'event:nope')).allowed, false);
-    assert.equal(session.check(req('user:aeroserv_tech', 'fly', EVENT)).reasons[0].code, 'action.unknown');
-    assert.equal(session.check(req('user:aeroserv_tech', 'view', EVENT, 'yesterday')).reasons[0].code, 'request.invalid');
+    assert.equal(ok(session.check(req('user:aeroserv_tech', 'fly', EVENT))).reasons[0].code, 'action.unknown');
+    assert.equal(ok(session.check(req('user:aeroserv_tech', 'view', EVENT, 'yesterday'))).reasons[0].code, 'request.invalid');
     assertDenial(session.listResources('user:nobody', 'view', 'event', NOW), 'request.invalid');
     assertDenial(session.listResources('user:aeroserv_tech', 'view', 'spaceship', NOW), 'request.invalid');
     assertDenial(session.listPrincipals('event:nope', 'view', NOW), 'request.invalid');
@@ -98,7 +111,9 @@ describe('bad input', () => {
   });
 
   test('forged ids are denials, never allows', () => {
-    const [{ query }] = session.resolve([req('user:aeroserv_tech', 'view', EVENT)]);
+    const [resolved] = ok(session.resolve([req('user:aeroserv_tech', 'view', EVENT)]));
+    assert.ok('query' in resolved);
+    const { query } = resolved;
     const good = new DataView(query.buffer);
     const base = { principal: good.getUint32(0, true), resource: good.getUint32(4, true), action: 0, now: 1777629600 };
     const forged = [
@@ -110,13 +125,13 @@ describe('bad input', () => {
       { ...base, target: 0 },
       { ...base, principal: base.resource },
     ];
-    const decisions = session.checkIds(encodeQueries(forged));
+    const decisions = ok(session.checkIds(encodeQueries(forged)));
     assert.equal(decisions.length, forged.length);
     decisions.forEach((d, i) => {
       assert.equal(d.allowed, false, JSON.stringify(forged[i]));
       assert.ok(d.reasons.length > 0);
     });
-    assert.equal(session.checkIds(query)[0].allowed, true, 'the unforged query allows');
+    assert.equal(ok(session.checkIds(query))[0].allowed, true, 'the unforged query allows');
   });
 
   test('random query bytes never throw and never allow an unknown principal', () => {
@@ -131,8 +146,8 @@ describe('bad input', () => {
     const bytes = new Uint8Array(n * QUERY_LEN);
     const words = new DataView(bytes.buffer);
     for (let i = 0; i < bytes.length; i += 4) words.setUint32(i, random());
-    const entities = session.info().entities;
-    const decisions = session.checkIds(bytes);
+    const entities = ok(session.info()).entities;
+    const decisions = ok(session.checkIds(bytes));
     assert.equal(decisions.length, n);
     decisions.forEach((d, i) => {
       if (words.getUint32(i * QUERY_LEN, true) >= entities) assert.equal(d.allowed, false);
@@ -147,7 +162,7 @@ describe('bad input', () => {
     assertDenial(fresh.checkIds(new Uint8Array(QUERY_LEN)), 'session.not_loaded');
     assertDenial(fresh.loadFacts({ revision: 0, entities: [], tuples: [] }), 'session.no_policy');
     assertDenial(fresh.loadPolicy([{ name: 'x.policy', text: 'type foo { relation bar: nope }' }]), 'policy.invalid');
-    assertDenial(fresh.loadPolicy([{ name: 'x.policy' }]), 'request.malformed');
+    assertDenial(fresh.loadPolicy(invalid([{ name: 'x.policy' }])), 'request.malformed');
     fresh.loadPolicy(policySources());
     assertDenial(fresh.loadFacts({ revision: 0, entities: [{ type: 'spaceship', id: 'x', account: 'a', attrs: {} }], tuples: [] }), 'facts.unknown_type');
     assertDenial(fresh.info(), 'session.not_loaded');
@@ -155,8 +170,9 @@ describe('bad input', () => {
 
   test('no method throws or allows on any garbage argument', () => {
     const garbage = [undefined, null, 0, -1, NaN, 1n, true, '', '{', '[]', '{}', 'x'.repeat(10000), {}, [], [1, 2], new Uint8Array(5), new ArrayBuffer(24), Symbol('s'), () => 1];
-    const methods = ['call', 'loadSnapshot', 'check', 'checkBatch', 'resolve', 'checkIds', 'checkIdsRaw', 'explain', 'allowedActions', 'listResources', 'listPrincipals', 'matrix'];
+    const methods = /** @type {const} */ (['call', 'loadSnapshot', 'check', 'checkBatch', 'resolve', 'checkIds', 'checkIdsRaw', 'explain', 'allowedActions', 'listResources', 'listPrincipals', 'matrix']);
     const valid = { principal: 'user:aeroserv_tech', resource: EVENT, action: 'view', type: 'event', now: NOW };
+    /** @type {{[method: string]: unknown[]}} */
     const args = {
       allowedActions: [valid.principal, valid.resource, valid.now],
       listResources: [valid.principal, valid.action, valid.type, valid.now],
@@ -169,9 +185,11 @@ describe('bad input', () => {
         for (const g of garbage) {
           const call = [...(args[method] ?? [undefined])];
           call[pos] = g;
+          /** @type {unknown} */
           let answer;
           assert.doesNotThrow(() => {
-            answer = session[method](...call);
+            // Any method, with any arguments: the cast drops their types.
+            answer = /** @type {(...args: unknown[]) => unknown} */ (session[method])(...call);
           }, `${method} arg ${pos} = ${String(g).slice(0, 20)}`);
           assertNoAllow(answer);
         }
@@ -190,7 +208,7 @@ describe('bad input', () => {
   });
 
   test('a Session needs a loaded module', () => {
-    assert.throws(() => new Session({}), TypeError);
+    assert.throws(() => new Session(invalid({})), TypeError);
   });
 });
 
@@ -200,6 +218,7 @@ describe('a trap inside the module', () => {
     // grown to the limit from outside leaves the module's allocator nothing, and the next
     // allocation aborts, which is the `unreachable` trap.
     const bytes = readFileSync(WASM_URL);
+    /** @type {typeof import('../pkg/clearance.js')} */
     const glue = await import(new URL('../pkg/clearance.js?instance=trap-test', import.meta.url).href);
     const exports = glue.initSync({ module: bytes });
     const module = fromGlue(glue, 'trap-test');
@@ -215,7 +234,7 @@ describe('a trap inside the module', () => {
     }
     const trapped = session.check(req('x'.repeat(1 << 24), 'view', EVENT));
     assertDenial(trapped, 'wasm.trap');
-    assert.equal(module.poisoned.code, 'wasm.trap');
+    assert.equal(present(module.poisoned).code, 'wasm.trap');
     assert.equal(session.usable, false);
     assertDenial(session.check(req('user:aeroserv_tech', 'view', EVENT)), 'instance.poisoned');
     assertDenial(session.checkIds(new Uint8Array(QUERY_LEN)), 'instance.poisoned');
@@ -231,7 +250,11 @@ describe('a trap inside the module', () => {
 });
 
 describe('input that nests deeply', () => {
-  /** A policy whose one permission nests `depth` parentheses. */
+  /**
+   * A policy whose one permission nests `depth` parentheses.
+   *
+   * @param {number} depth
+   */
   const deep = (depth) => [{ name: 'deep.policy', text: `type thing {\n  owner: thing\n  permission view = ${'('.repeat(depth)}owner${')'.repeat(depth)}\n}\n` }];
 
   test('a shallow nesting loads', async () => {
@@ -280,6 +303,7 @@ describe('input that nests deeply', () => {
       }
       console.log(JSON.stringify({ code, poisoned: module.poisoned?.code ?? null }));
     `;
+    /** @type {{[name: string]: string | undefined}} */
     const env = { ...process.env, CLEARANCE_INDEX: new URL('../index.js', import.meta.url).href };
     delete env.NODE_TEST_CONTEXT;
     const { stdout } = await promisify(execFile)(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { env });

@@ -3,8 +3,11 @@
  * them. Paths are relative to this file, so the tests run from any directory.
  */
 
+import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
-import { loadNode } from '../index.js';
+import { isError, loadNode } from '../index.js';
+
+/** @import { DecisionView, Denial, ErrorData, Request, Time } from '../index.js' */
 
 const POLICIES = new URL('../../policies/', import.meta.url);
 const WORLDS = new URL('../../tests/worlds/', import.meta.url);
@@ -24,12 +27,25 @@ export function policySources() {
     .map((name) => ({ name, text: readFileSync(new URL(name, POLICIES), 'utf8') }));
 }
 
-/** The facts document of `tests/worlds/<name>.json`, as text. */
+/**
+ * The facts document of `tests/worlds/<name>.json`, as text.
+ *
+ * @param {string} name
+ */
 export function worldText(name) {
   return readFileSync(new URL(`${name}.json`, WORLDS), 'utf8');
 }
 
-/** A request at `now` (the baseline unless given). */
+/**
+ * A request at `now` (the baseline unless given).
+ *
+ * @param {string} principal
+ * @param {string} action
+ * @param {string} resource
+ * @param {Time} [now]
+ * @param {string} [target]
+ * @returns {Request}
+ */
 export function req(principal, action, resource, now = NOW, target = undefined) {
   return target === undefined ? { principal, action, resource, now } : { principal, action, resource, target, now };
 }
@@ -42,13 +58,63 @@ export async function loadedSession(name = 'airline') {
   const module = await loadNode();
   const session = new module.Session();
   const policy = session.loadPolicy(policySources());
-  if (policy.error) throw new Error(`policy: ${policy.error.message}`);
+  if (isError(policy)) throw new Error(`policy: ${policy.error.message}`);
   const facts = session.loadFacts(worldText(name));
-  if (facts.error) throw new Error(`facts: ${facts.error.message}`);
+  if (isError(facts)) throw new Error(`facts: ${facts.error.message}`);
   return { module, session };
 }
 
-/** The reason codes of a decision view. */
+/**
+ * The reason codes of a decision view (an assertion fails on a denial).
+ *
+ * @param {DecisionView | Denial} decision
+ */
 export function codes(decision) {
-  return decision.reasons.map((r) => r.code);
+  return ok(decision).reasons.map((r) => r.code);
+}
+
+/**
+ * The `ok` value of a session's answer; an assertion fails on a denial.
+ *
+ * @template T
+ * @param {T | Denial} answer
+ * @returns {T}
+ */
+export function ok(answer) {
+  if (isError(answer)) assert.fail(`expected a value, got a denial: ${JSON.stringify(answer)}`);
+  return answer;
+}
+
+/**
+ * A value that must be there; an assertion fails on null or undefined.
+ *
+ * @template T
+ * @param {T | null | undefined} value
+ * @returns {T}
+ */
+export function present(value) {
+  if (value === null || value === undefined) assert.fail(`expected a value, got ${value}`);
+  return value;
+}
+
+/**
+ * The error of a denial; an assertion fails on anything else.
+ *
+ * @param {unknown} answer
+ * @returns {ErrorData}
+ */
+export function errorOf(answer) {
+  if (!isError(answer)) assert.fail(`expected a denial, got ${JSON.stringify(answer)}`);
+  return answer.error;
+}
+
+/**
+ * A value given where the types forbid it, as JavaScript callers may: the tests of bad
+ * input pass them on purpose, to see them refused at run time.
+ *
+ * @param {unknown} value
+ * @returns {never}
+ */
+export function invalid(value) {
+  return /** @type {never} */ (value);
 }

@@ -18,6 +18,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { QUERY_LEN, decodeDecisions, isError, loadNode } from '../index.js';
 
+/** @import { Denial, ErrorData } from '../index.js' */
+
 /** The most queries decided in one call. */
 const CHUNK = 65536;
 
@@ -26,7 +28,7 @@ const USAGE = 'usage: node web/test/parity-runner.mjs --snapshot <snapshot.bin> 
 /** An error carried to the single JSON line of a failed run. */
 class RunError extends Error {
   /**
-   * @param {{code: string, message: string, help: string}} data
+   * @param {ErrorData} data
    */
   constructor(data) {
     super(data.message);
@@ -34,21 +36,48 @@ class RunError extends Error {
   }
 }
 
+/**
+ * Ends the run with an error.
+ *
+ * @param {string} code
+ * @param {string} message
+ * @param {string} [help]
+ * @returns {never}
+ */
 function fail(code, message, help = '') {
   throw new RunError({ code, message, help });
 }
 
-/** Gives the value of a session call, or throws its error. */
+/**
+ * The message of what was thrown.
+ *
+ * @param {unknown} e
+ */
+function messageOf(e) {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * Gives the value of a session call, or throws its error.
+ *
+ * @template T
+ * @param {T | Denial} answer
+ * @returns {T}
+ */
 function must(answer) {
   if (isError(answer)) throw new RunError(answer.error);
   return answer;
 }
 
+/**
+ * @param {string} path
+ * @param {string} what
+ */
 async function read(path, what) {
   try {
     return await readFile(path);
   } catch (e) {
-    return fail('runner.io', `cannot read the ${what} ${path}: ${e.message}`);
+    return fail('runner.io', `cannot read the ${what} ${path}: ${messageOf(e)}`);
   }
 }
 
@@ -67,14 +96,17 @@ async function run(argv) {
       allowPositionals: false,
     }));
   } catch (e) {
-    fail('runner.usage', e.message, USAGE);
+    fail('runner.usage', messageOf(e), USAGE);
   }
-  for (const name of ['snapshot', 'queries', 'out']) {
-    if (!values[name]) fail('runner.usage', `--${name} is required`, USAGE);
-  }
-  const snapshot = await read(values.snapshot, 'snapshot');
-  const queries = await read(values.queries, 'queries');
-  const module = await loadNode(values.wasm).catch((e) => fail('runner.module', `cannot load the module: ${e.message}`));
+  const parsed = values;
+  /** @param {'snapshot' | 'queries' | 'out'} name */
+  const required = (name) => parsed[name] || fail('runner.usage', `--${name} is required`, USAGE);
+  const snapshotPath = required('snapshot');
+  const queriesPath = required('queries');
+  const outPath = required('out');
+  const snapshot = await read(snapshotPath, 'snapshot');
+  const queries = await read(queriesPath, 'queries');
+  const module = await loadNode(values.wasm).catch((e) => fail('runner.module', `cannot load the module: ${messageOf(e)}`));
   const session = new module.Session();
   must(session.loadSnapshot(snapshot));
   const info = must(session.info());
@@ -92,9 +124,9 @@ async function run(argv) {
     parts.push(raw);
   }
   try {
-    await writeFile(values.out, Buffer.concat(parts));
+    await writeFile(outPath, Buffer.concat(parts));
   } catch (e) {
-    fail('runner.io', `cannot write ${values.out}: ${e.message}`);
+    fail('runner.io', `cannot write ${outPath}: ${messageOf(e)}`);
   }
   session.free();
   return { module_sha256: module.moduleHash, decisions, policy_hash: info.policy_hash, revision: info.revision };

@@ -10,12 +10,25 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { QUERY_LEN, decodeDecisions, encodeQueries } from '../index.js';
-import { loadedSession, req } from './fixtures.js';
+import { loadedSession, ok, present, req } from './fixtures.js';
+
+/** @import { ClearanceModule, Request, Session } from '../index.js' */
+
+/**
+ * What `promisify(execFile)` rejects with when the child fails: its exit code (a number;
+ * a string for a spawn error) and its output.
+ *
+ * @typedef {Error & {code?: number | string, stdout: string}} ExecFailure
+ */
 
 const RUNNER = fileURLToPath(new URL('./parity-runner.mjs', import.meta.url));
 const CHUNK = 65536;
 
-/** Runs the runner; gives its exit code and its stdout lines. */
+/**
+ * Runs the runner; gives its exit code and its stdout lines.
+ *
+ * @param {string[]} args
+ */
 async function runner(args) {
   // The child is a command, not a test: keep the test runner's marker out of its env.
   const env = { ...process.env };
@@ -24,16 +37,22 @@ async function runner(args) {
     const { stdout } = await promisify(execFile)(process.execPath, [RUNNER, ...args], { env, maxBuffer: 1 << 20 });
     return { code: 0, lines: stdout.split('\n').filter(Boolean) };
   } catch (e) {
-    if (typeof e.code !== 'number') throw e;
-    return { code: e.code, lines: e.stdout.split('\n').filter(Boolean) };
+    const failure = /** @type {ExecFailure} */ (e);
+    if (typeof failure.code !== 'number') throw e;
+    return { code: failure.code, lines: failure.stdout.split('\n').filter(Boolean) };
   }
 }
 
 describe('parity-runner.mjs', () => {
+  /** @type {string} */
   let dir;
+  /** @type {ClearanceModule} */
   let module;
+  /** @type {Session} */
   let session;
+  /** @type {Uint8Array} */
   let queries;
+  /** @param {string} name */
   const file = (name) => join(dir, name);
 
   before(async () => {
@@ -41,14 +60,15 @@ describe('parity-runner.mjs', () => {
     ({ module, session } = await loadedSession('airline'));
     // Revision 1, so the runner has to report the snapshot's own revision.
     session.applyDeltas([{ op: 'add_tuple', tuple: { resource: 'event:aog_lhr', relation: 'assigned', subject: 'organization:jetfix' } }]);
-    await writeFile(file('snapshot.bin'), session.snapshotBytes());
+    await writeFile(file('snapshot.bin'), ok(session.snapshotBytes()));
+    /** @type {Request[]} */
     const requests = [];
     for (const principal of ['user:aeroserv_tech', 'user:jetfix_tech', 'invitee:g_sms', 'user:former_controller', 'user:occ_controller', 'user:lhr_tech']) {
       for (const action of ['view', 'update', 'message']) {
         for (const now of ['2026-05-01T10:00:00Z', '2026-05-01T19:00:00Z', 1777629600]) requests.push(req(principal, action, 'event:aog_lhr', now));
       }
     }
-    const resolved = session.resolve(requests).filter((r) => r.query).map((r) => r.query);
+    const resolved = ok(session.resolve(requests)).flatMap((r) => ('query' in r ? [r.query] : []));
     assert.ok(resolved.length > 40);
     // More than one chunk, with forged queries mixed in.
     const n = CHUNK + 4321;
@@ -68,7 +88,7 @@ describe('parity-runner.mjs', () => {
     const { code, lines } = await runner(['--snapshot', file('snapshot.bin'), '--queries', file('queries.bin'), '--out', file('decisions.bin')]);
     assert.equal(code, 0, lines.join('\n'));
     assert.equal(lines.length, 1);
-    const info = session.info();
+    const info = ok(session.info());
     assert.deepEqual(JSON.parse(lines[0]), {
       module_sha256: module.moduleHash,
       decisions: queries.length / QUERY_LEN,
@@ -77,7 +97,7 @@ describe('parity-runner.mjs', () => {
     });
     const written = new Uint8Array(await readFile(file('decisions.bin')));
     assert.deepEqual(written, session.checkIdsRaw(queries));
-    const decisions = decodeDecisions(written);
+    const decisions = present(decodeDecisions(written));
     assert.equal(decisions.length, queries.length / QUERY_LEN);
     assert.equal(decisions[7].allowed, false);
     assert.equal(decisions[CHUNK + 1].allowed, false);
@@ -95,6 +115,7 @@ describe('parity-runner.mjs', () => {
   test('errors are one JSON line and exit code 1, and nothing is written', async () => {
     await writeFile(file('garbage.bin'), Uint8Array.from([1, 2, 3, 4, 5]));
     await writeFile(file('ragged.bin'), queries.subarray(0, QUERY_LEN * 3 + 5));
+    /** @type {Array<[string[], string]>} */
     const cases = [
       [['--snapshot', file('garbage.bin'), '--queries', file('queries.bin'), '--out', file('e1.bin')], 'snapshot.malformed'],
       [['--snapshot', file('snapshot.bin'), '--queries', file('ragged.bin'), '--out', file('e2.bin')], 'request.malformed'],

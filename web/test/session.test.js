@@ -6,7 +6,9 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { before, describe, test } from 'node:test';
 import { decodeQueries, encodeQueries, isError, loadNode } from '../index.js';
-import { NOW, WASM_SHA256_URL, WASM_URL, codes, loadedSession, policySources, req, worldText } from './fixtures.js';
+import { NOW, WASM_SHA256_URL, WASM_URL, codes, errorOf, loadedSession, ok, policySources, present, req, worldText } from './fixtures.js';
+
+/** @import { ClearanceModule, Request, Session } from '../index.js' */
 
 const EVENT = 'event:aog_lhr';
 
@@ -30,7 +32,9 @@ const REQUESTS = [
 ];
 
 describe('the airline world', () => {
+  /** @type {ClearanceModule} */
   let module;
+  /** @type {Session} */
   let session;
   before(async () => {
     ({ module, session } = await loadedSession('airline'));
@@ -46,7 +50,7 @@ describe('the airline world', () => {
   });
 
   test('info reports what is loaded', () => {
-    const info = session.info();
+    const info = ok(session.info());
     assert.equal(info.revision, 0);
     assert.equal(info.entities, 86);
     assert.match(info.policy_hash, /^[0-9a-f]{64}$/);
@@ -59,14 +63,14 @@ describe('the airline world', () => {
     assert.deepEqual(codes(d), ['granted']);
     assert.equal(d.reasons[0].rule, 'event.view');
     assert.equal(d.valid_until, undefined);
-    assert.equal(d.policy_hash, session.info().policy_hash);
+    assert.equal(d.policy_hash, ok(session.info()).policy_hash);
   });
 
   test('a contractor technician not assigned may not, with every failed check', () => {
-    const d = session.check(req('user:jetfix_tech', 'view', EVENT));
+    const d = ok(session.check(req('user:jetfix_tech', 'view', EVENT)));
     assert.equal(d.allowed, false);
     assert.deepEqual(codes(d), ['relation.missing', 'relation.missing', 'relation.missing']);
-    assert.ok(d.reasons.every((r) => r.rule === 'event.view' && /^events\.policy:\d+:\d+$/.test(r.at)));
+    assert.ok(d.reasons.every((r) => r.rule === 'event.view' && /^events\.policy:\d+:\d+$/.test(String(r.at))));
   });
 
   test('a guest with an expiring invitation is allowed until it expires', () => {
@@ -85,7 +89,7 @@ describe('the airline world', () => {
   });
 
   test('an unknown principal is a structural denial', () => {
-    const d = session.check(req('user:nobody', 'view', EVENT));
+    const d = ok(session.check(req('user:nobody', 'view', EVENT)));
     assert.equal(d.allowed, false);
     assert.deepEqual(d.reasons.map((r) => [r.code, r.rule]), [['entity.unknown', 'request.principal']]);
   });
@@ -95,56 +99,57 @@ describe('the airline world', () => {
   });
 
   test('a batch decides like single checks, in order', () => {
-    const batch = session.checkBatch(REQUESTS);
+    const batch = ok(session.checkBatch(REQUESTS));
     assert.equal(batch.length, REQUESTS.length);
     batch.forEach((d, i) => assert.deepEqual(d, session.check(REQUESTS[i]), JSON.stringify(REQUESTS[i])));
   });
 
   test('allowedActions lists the actions on the event', () => {
-    const { actions, denied } = session.allowedActions('user:aeroserv_tech', EVENT, NOW);
+    const { actions, denied } = ok(session.allowedActions('user:aeroserv_tech', EVENT, NOW));
     assert.ok(actions.includes('view'));
     assert.equal(denied, undefined);
     for (const a of actions) assert.equal(session.check(req('user:aeroserv_tech', a, EVENT)).allowed, true, a);
-    assert.deepEqual(session.allowedActions('user:jetfix_tech', EVENT, NOW).actions, []);
-    assert.deepEqual(session.allowedActions('user:former_controller', EVENT, '1777629600').actions, []);
+    assert.deepEqual(ok(session.allowedActions('user:jetfix_tech', EVENT, NOW)).actions, []);
+    assert.deepEqual(ok(session.allowedActions('user:former_controller', EVENT, '1777629600')).actions, []);
   });
 
   test('allowedActions of an unknown principal gives no actions and the denial', () => {
-    const a = session.allowedActions('user:nobody', EVENT, NOW);
+    const a = ok(session.allowedActions('user:nobody', EVENT, NOW));
     assert.deepEqual(a.actions, []);
-    assert.equal(a.denied.allowed, false);
-    assert.deepEqual(codes(a.denied), ['entity.unknown']);
+    const denied = present(a.denied);
+    assert.equal(denied.allowed, false);
+    assert.deepEqual(codes(denied), ['entity.unknown']);
   });
 
   test('listResources lists the events a principal may view', () => {
     assert.deepEqual(session.listResources('user:aeroserv_tech', 'view', 'event', NOW), [EVENT]);
-    assert.deepEqual(session.listResources('user:jetfix_tech', 'view', 'event', NOW).includes(EVENT), false);
-    const occ = session.listResources('user:occ_controller', 'view', 'event', NOW);
+    assert.deepEqual(ok(session.listResources('user:jetfix_tech', 'view', 'event', NOW)).includes(EVENT), false);
+    const occ = ok(session.listResources('user:occ_controller', 'view', 'event', NOW));
     for (const e of occ) assert.equal(session.check(req('user:occ_controller', 'view', e)).allowed, true, e);
   });
 
   test('listPrincipals agrees with check', () => {
-    const who = session.listPrincipals(EVENT, 'view', NOW);
+    const who = ok(session.listPrincipals(EVENT, 'view', NOW));
     assert.ok(who.includes('user:aeroserv_tech'));
     assert.ok(who.includes('invitee:g_sms'));
     assert.ok(!who.includes('user:jetfix_tech'));
     assert.ok(!who.includes('user:former_controller'));
     for (const p of who) assert.equal(session.check(req(p, 'view', EVENT)).allowed, true, p);
-    assert.ok(!session.listPrincipals(EVENT, 'view', '2026-05-01T19:00:00Z').includes('invitee:g_sms'));
+    assert.ok(!ok(session.listPrincipals(EVENT, 'view', '2026-05-01T19:00:00Z')).includes('invitee:g_sms'));
   });
 
   test('explain gives the decision and, for an allow, the checks that held', () => {
-    const allow = session.explain(req('user:aeroserv_tech', 'view', EVENT));
+    const allow = ok(session.explain(req('user:aeroserv_tech', 'view', EVENT)));
     assert.deepEqual(allow.decision, session.check(req('user:aeroserv_tech', 'view', EVENT)));
     assert.ok(allow.held.length > 0);
     assert.ok(allow.held.every((r) => r.code === 'granted'));
-    const deny = session.explain(req('user:jetfix_tech', 'view', EVENT));
+    const deny = ok(session.explain(req('user:jetfix_tech', 'view', EVENT)));
     assert.equal(deny.decision.allowed, false);
     assert.deepEqual(deny.held, []);
   });
 
   test('matrix("operations") gives one cell per row for every role', () => {
-    const m = session.matrix('operations');
+    const m = ok(session.matrix('operations'));
     assert.equal(m.matrix, 'operations');
     assert.equal(m.levels, true);
     assert.ok(m.rows.includes('dispatch') && m.rows.includes('crew_app'));
@@ -157,8 +162,9 @@ describe('the airline world', () => {
   });
 
   test('resolved queries decided with checkIds agree with check', () => {
-    const resolved = session.resolve(REQUESTS);
+    const resolved = ok(session.resolve(REQUESTS));
     assert.equal(resolved.length, REQUESTS.length);
+    /** @type {number[]} */
     const asked = [];
     resolved.forEach((r, i) => {
       if ('denied' in r) {
@@ -170,29 +176,34 @@ describe('the airline world', () => {
       }
     });
     assert.deepEqual(resolved.filter((r) => 'denied' in r).length, 3, 'unknown principal, unknown action, bad time');
-    const queries = new Uint8Array(asked.flatMap((i) => [...resolved[i].query]));
-    const decisions = session.checkIds(queries);
+    const queries = new Uint8Array(asked.flatMap((i) => {
+      const r = resolved[i];
+      assert.ok('query' in r);
+      return [...r.query];
+    }));
+    const decisions = ok(session.checkIds(queries));
     assert.equal(decisions.length, asked.length);
     decisions.forEach((d, k) => {
-      const view = session.check(REQUESTS[asked[k]]);
+      const view = ok(session.check(REQUESTS[asked[k]]));
       const label = JSON.stringify(REQUESTS[asked[k]]);
       assert.equal(d.allowed, view.allowed, label);
       assert.deepEqual(d.reasons.map((r) => r.code), codes(view).map((c) => (c.startsWith('gate.') ? 'gate' : c)), label);
       assert.equal(d.valid_until, view.valid_until === undefined ? null : Date.parse(view.valid_until) / 1000, label);
     });
-    assert.deepEqual(encodeQueries(decodeQueries(queries)), queries, 'the JS codec reproduces the module\'s queries');
+    assert.deepEqual(encodeQueries(present(decodeQueries(queries))), queries, 'the JS codec reproduces the module\'s queries');
   });
 
   test('the JSON call face answers like the methods', () => {
     const r = req('user:aeroserv_tech', 'view', EVENT);
     assert.deepEqual(session.call({ op: 'check', request: r }), session.check(r));
     assert.deepEqual(session.call(JSON.stringify({ op: 'info' })), session.info());
-    const [{ query }] = session.call({ op: 'resolve', requests: [r] });
+    // The wire form of a resolved query: its bytes as a list of numbers.
+    const [{ query }] = /** @type {Array<{query: unknown}>} */ (session.call({ op: 'resolve', requests: [r] }));
     assert.ok(Array.isArray(query) && query.length === 24);
   });
 
   test('a snapshot round trip decides the same on a new session and a new instance', async () => {
-    const bytes = session.snapshotBytes();
+    const bytes = ok(session.snapshotBytes());
     assert.ok(bytes instanceof Uint8Array && bytes.length > 0);
     const same = new module.Session();
     const other = new (await loadNode()).Session();
@@ -203,10 +214,10 @@ describe('the airline world', () => {
       assert.deepEqual(e.snapshotBytes(), bytes, 'snapshot bytes are deterministic');
       assert.deepEqual(e.matrix('operations'), session.matrix('operations'));
     }
-    const queries = encodeQueries(decodeQueries(new Uint8Array(session.resolve(REQUESTS).flatMap((r) => (r.query ? [...r.query] : [])))));
+    const queries = encodeQueries(present(decodeQueries(new Uint8Array(ok(session.resolve(REQUESTS)).flatMap((r) => ('query' in r ? [...r.query] : []))))));
     assert.deepEqual(other.checkIdsRaw(queries), session.checkIdsRaw(queries));
     // A snapshot carries no facts, so it takes no deltas.
-    assert.equal(other.applyDeltas([]).error.code, 'session.no_facts');
+    assert.equal(errorOf(other.applyDeltas([])).code, 'session.no_facts');
     same.free();
     other.free();
   });
@@ -217,7 +228,7 @@ describe('deltas', () => {
     const { session } = await loadedSession('airline');
     const r = req('user:former_controller', 'view', EVENT);
     assert.equal(session.check(r).allowed, false);
-    const info = session.applyDeltas([{ op: 'set_attr', entity: 'user:former_controller', attr: 'status', value: 'active' }]);
+    const info = ok(session.applyDeltas([{ op: 'set_attr', entity: 'user:former_controller', attr: 'status', value: 'active' }]));
     assert.equal(info.revision, 1);
     const d = session.check(r);
     assert.equal(d.allowed, true);
@@ -231,22 +242,23 @@ describe('deltas', () => {
       { op: 'set_attr', entity: 'user:former_controller', attr: 'status', value: 'active' },
       { op: 'set_attr', entity: 'user:nobody', attr: 'status', value: 'active' },
     ]);
+    assert.ok(isError(bad));
     assert.equal(bad.allowed, false);
     assert.equal(bad.error.code, 'facts.unknown_entity');
-    assert.equal(session.info().revision, 0);
+    assert.equal(ok(session.info()).revision, 0);
     assert.deepEqual(session.snapshotBytes(), before);
     assert.equal(session.check(req('user:former_controller', 'view', EVENT)).allowed, false);
   });
 
   test('loading another policy rebuilds the facts under it', async () => {
     const { session } = await loadedSession('airline');
-    const hash = session.info().policy_hash;
+    const hash = ok(session.info()).policy_hash;
     const sources = policySources();
     sources[0] = { ...sources[0], text: `${sources[0].text}\n` };
     const loaded = session.loadPolicy(sources);
     assert.ok(!isError(loaded));
     assert.notEqual(loaded.policy_hash, hash);
-    assert.equal(session.info().policy_hash, loaded.policy_hash);
+    assert.equal(ok(session.info()).policy_hash, loaded.policy_hash);
     assert.equal(session.check(req('user:aeroserv_tech', 'view', EVENT)).allowed, true);
   });
 });
@@ -255,19 +267,24 @@ describe('pages', () => {
   test('a page request resolves to a PAGE query that decides like check', async () => {
     const { session } = await loadedSession('operations');
     const requests = [req('user:a_crew', 'read', 'operations:crew_app'), req('user:a_crew', 'write', 'operations:settings')];
-    const resolved = session.resolve(requests);
-    const queries = new Uint8Array(resolved.flatMap((r) => [...r.query]));
-    const decoded = decodeQueries(queries);
+    const resolved = ok(session.resolve(requests));
+    const queries = new Uint8Array(resolved.flatMap((r) => {
+      assert.ok('query' in r, 'a page request resolves');
+      return [...r.query];
+    }));
+    const decoded = present(decodeQueries(queries));
     for (const q of decoded) assert.equal(typeof q.resource, 'object', 'a page, not an entity');
-    const matrix = session.matrix('operations');
-    assert.equal(decoded[0].resource.row, matrix.rows.indexOf('crew_app'));
+    const matrix = ok(session.matrix('operations'));
+    const page = decoded[0].resource;
+    assert.ok(typeof page === 'object');
+    assert.equal(page.row, matrix.rows.indexOf('crew_app'));
     assert.deepEqual(encodeQueries(decoded), queries);
     const views = requests.map((r) => session.check(r));
     assert.deepEqual(views.map((v) => v.allowed), [true, false]);
-    assert.deepEqual(session.checkIds(queries).map((d) => d.allowed), [true, false]);
-    assert.deepEqual(session.checkIds(queries)[1].reasons.map((r) => r.code), codes(views[1]));
-    assert.deepEqual(session.allowedActions('user:a_crew', 'operations:crew_app', NOW).actions, ['own', 'limited', 'read', 'write']);
-    assert.ok(session.listPrincipals('operations:crew_app', 'read', NOW, 'skyline_charter').includes('user:a_crew'));
+    assert.deepEqual(ok(session.checkIds(queries)).map((d) => d.allowed), [true, false]);
+    assert.deepEqual(ok(session.checkIds(queries))[1].reasons.map((r) => r.code), codes(views[1]));
+    assert.deepEqual(ok(session.allowedActions('user:a_crew', 'operations:crew_app', NOW)).actions, ['own', 'limited', 'read', 'write']);
+    assert.ok(ok(session.listPrincipals('operations:crew_app', 'read', NOW, 'skyline_charter')).includes('user:a_crew'));
   });
 
   test('worlds load from their JSON text as well as objects', async () => {
@@ -284,18 +301,18 @@ describe('pages', () => {
 test('schema outlines the policy: actions, write rules and matrices', async () => {
   const { session } = await loadedSession('airline');
   const outline = session.schema();
-  assert.equal(isError(outline), false);
-  assert.equal(outline.policy_hash, session.info().policy_hash);
-  const event = outline.types.find((t) => t.name === 'event');
+  assert.ok(!isError(outline));
+  assert.equal(outline.policy_hash, ok(session.info()).policy_hash);
+  const event = present(outline.types.find((t) => t.name === 'event'));
   assert.deepEqual(event.actions.find((a) => a.name === 'assign'), { name: 'assign', target: 'organization' });
   assert.ok(event.writes.some((w) => w.change === 'set' && w.member === 'title' && w.action === 'update'));
   assert.ok(event.writes.some((w) => w.change === 'add' && w.member === 'guest' && w.action === 'invite_guest'));
-  const squawk = outline.types.find((t) => t.name === 'squawk');
+  const squawk = present(outline.types.find((t) => t.name === 'squawk'));
   assert.ok(squawk.writes.some((w) => w.change === 'delete' && w.member === null && w.action === 'delete'));
-  const ops = outline.matrices.find((m) => m.name === 'operations');
+  const ops = present(outline.matrices.find((m) => m.name === 'operations'));
   assert.equal(ops.levels, true);
   assert.ok(ops.rows.includes('dispatch') && ops.operations.includes('grant_access'));
   assert.ok(ops.roles.includes('dispatch_external'));
   const empty = new (await loadNode()).Session();
-  assert.equal(empty.schema().error.code, 'session.no_policy');
+  assert.equal(errorOf(empty.schema()).code, 'session.no_policy');
 });

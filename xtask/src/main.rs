@@ -156,6 +156,16 @@ fn test() -> Result<(), String> {
         &[],
     )?;
     run(
+        "types of the JS package's JavaScript (checkJs)",
+        "node",
+        &[
+            "web/node_modules/typescript/bin/tsc",
+            "-p",
+            "web/tsconfig.checkjs.json",
+        ],
+        &[],
+    )?;
+    run(
         "the console in Chromium",
         "node",
         &["--test", "web/browser/"],
