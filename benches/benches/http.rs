@@ -56,13 +56,31 @@ fn main() {
             eprintln!("the service does not start");
             return;
         };
+        // Every /v1 call names its caller: an admin key, added to the store the bench made.
+        let key = clearance_host::auth::new_key(clearance_host::auth::Scope::Admin, &[], "bench", 0);
+        let added = key.as_ref().map_err(String::clone).and_then(|k| {
+            use clearance_host::store::FactStore;
+            clearance_host::store::SqliteStore::open(&db)
+                .and_then(|mut st| st.add_key(&k.stored))
+                .map_err(|e| e.to_string())
+        });
+        let (Ok(key), Ok(())) = (key, added) else {
+            eprintln!("the bench's key was not stored");
+            return;
+        };
+        if service.refresh_keys().await.is_err() {
+            return;
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        let Ok(bearer) = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.token)) else { return };
+        headers.insert(reqwest::header::AUTHORIZATION, bearer);
         let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else { return };
         let Ok(addr) = listener.local_addr() else { return };
         tokio::spawn(async move {
             let _ = serve(listener, service).await;
         });
         let base = format!("http://{addr}/v1");
-        let client = reqwest::Client::new();
+        let Ok(client) = reqwest::Client::builder().default_headers(headers).build() else { return };
         const PRINCIPALS: [&str; 6] = ["user:aeroserv_tech", "user:jetfix_tech", "user:occ_controller", "invitee:g_sms", "user:former_controller", "user:mech_full"];
         const RESOURCES: [&str; 5] = ["event:aog_lhr", "event:unassigned_jfk", "event:aog_cdg", "aircraft:g_skya", "squawk:sq_brakes"];
         fn request(i: usize) -> Value {

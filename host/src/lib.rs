@@ -4,6 +4,7 @@
 //! store, writes validated by the policy, the change feed and principal slices. Decisions
 //! come only from the module.
 
+pub mod auth;
 pub mod openapi;
 pub mod runtime;
 pub mod service;

@@ -64,21 +64,26 @@ fn describe(method: &str, path: &str) -> (&'static str, &'static str) {
 /// The OpenAPI 3.1 document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for (method, path) in ROUTES {
+    for route in ROUTES {
+        let (method, path) = (route.method, route.path);
         let (summary, body) = describe(method, path);
+        let open = path == "/v1/openapi.json";
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         if let Some(obj) = entry.as_object_mut() {
             obj.insert(
                 method.to_string(),
                 json!({
                     "summary": summary,
-                    "description": format!("Body: {body}. Errors are {{code, message, help}} with \"allowed\": false."),
+                    "description": format!("Body: {body}. Who may call it: {}. Errors are {{code, message, help}} with \"allowed\": false.", route.who),
+                    "security": if open { json!([]) } else { json!([{ "bearer": [] }]) },
                     "responses": {
                         "200": { "description": "the answer" },
                         "400": { "description": "bad input; nothing was written" },
-                        "403": { "description": "a write the policy refuses, with the refusal" },
+                        "401": { "description": "no credentials, or credentials that are not valid (auth.missing, auth.invalid)" },
+                        "403": { "description": "a caller not scoped to it (auth.forbidden), or a write the policy refuses, with the refusal" },
                         "409": { "description": "a stale parity token" },
-                        "503": { "description": "the asked revision is not here yet" }
+                        "413": { "description": "a body, batch or write past its limit" },
+                        "503": { "description": "the asked revision is not here yet, or the host is busy" }
                     }
                 }),
             );
@@ -88,5 +93,6 @@ pub fn document() -> Value {
         "openapi": "3.1.0",
         "info": { "title": "Clearance", "version": env!("CARGO_PKG_VERSION"), "description": "Access checks for aviation operations, decided by the one wasm module" },
         "paths": paths,
+        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "a service key (clr_<id>_<secret>, from `clearance keys create`) or a user token (a JWT from the configured issuer)" } } },
     })
 }

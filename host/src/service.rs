@@ -9,6 +9,7 @@
 //! back from the store: stored means acknowledged, not stored means refused, and nothing
 //! wedges. A policy reload is a change like any other, stored with its sources.
 
+use crate::auth::{AuthError, Caller, DemoIssuer, Keys, Scope, TokenVerifier};
 use crate::runtime::{HostError, Runtime};
 use crate::store::{Change, FactStore, SqliteStore, StoreError, StoredPolicy};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -34,23 +35,96 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Mutex, broadcast, watch};
 
-/// Every route of the API: method and path, as the OpenAPI document lists them.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/v1/revision"),
-    ("post", "/v1/check"),
-    ("post", "/v1/check/batch"),
-    ("post", "/v1/allowed-actions"),
-    ("post", "/v1/resources"),
-    ("post", "/v1/principals"),
-    ("post", "/v1/explain"),
-    ("get", "/v1/matrix/{matrix}"),
-    ("get", "/v1/facts"),
-    ("post", "/v1/facts"),
-    ("get", "/v1/changes"),
-    ("get", "/v1/slice/{principal}"),
-    ("post", "/v1/policy/validate"),
-    ("post", "/v1/policy/reload"),
-    ("get", "/v1/openapi.json"),
+/// One route of the API: its method, its path and who may call it.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// `get` or `post`.
+    pub method: &'static str,
+    /// The path, with `{parameters}`.
+    pub path: &'static str,
+    /// Who may call it, as the OpenAPI document says.
+    pub who: &'static str,
+}
+
+const DECIDERS: &str = "an admin key; a service or read key of the principal's account; a user token for itself only, decided at the server's clock (a `now` is refused)";
+
+/// Every route of the API, as the router serves them and the OpenAPI document lists them.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "get",
+        path: "/v1/revision",
+        who: "any authenticated caller",
+    },
+    Route {
+        method: "post",
+        path: "/v1/check",
+        who: DECIDERS,
+    },
+    Route {
+        method: "post",
+        path: "/v1/check/batch",
+        who: DECIDERS,
+    },
+    Route {
+        method: "post",
+        path: "/v1/allowed-actions",
+        who: DECIDERS,
+    },
+    Route {
+        method: "post",
+        path: "/v1/resources",
+        who: DECIDERS,
+    },
+    Route {
+        method: "post",
+        path: "/v1/principals",
+        who: "an admin key; a service or read key of the resource's account (users may not list other principals)",
+    },
+    Route {
+        method: "post",
+        path: "/v1/explain",
+        who: DECIDERS,
+    },
+    Route {
+        method: "get",
+        path: "/v1/matrix/{matrix}",
+        who: "an admin key; a service or read key of `account`; a user token for its own account",
+    },
+    Route {
+        method: "get",
+        path: "/v1/facts",
+        who: "an admin key (every account, or `account`); a service key of `account`",
+    },
+    Route {
+        method: "post",
+        path: "/v1/facts",
+        who: "an admin key (as any author; `now` only when importing, recorded); a service key on behalf of an author of its accounts (recorded as made through the key); a user token as itself",
+    },
+    Route {
+        method: "get",
+        path: "/v1/changes",
+        who: "an admin key (every change); a service key (the changes of its accounts); a user token (the changes of its account)",
+    },
+    Route {
+        method: "get",
+        path: "/v1/slice/{principal}",
+        who: "an admin key; a service key of the principal's account; a user token for itself",
+    },
+    Route {
+        method: "post",
+        path: "/v1/policy/validate",
+        who: "an admin key",
+    },
+    Route {
+        method: "post",
+        path: "/v1/policy/reload",
+        who: "an admin key",
+    },
+    Route {
+        method: "get",
+        path: "/v1/openapi.json",
+        who: "anyone, without credentials",
+    },
 ];
 
 /// How the service bounds its work and its followers.
@@ -69,6 +143,25 @@ pub struct ServiceConfig {
     /// Start on the policy files even when the store holds another policy, after
     /// checking every stored fact against them; the adoption is stored as a change.
     pub adopt_policy: bool,
+    /// How user tokens are verified; without it only service keys are accepted.
+    pub tokens: Option<Arc<TokenVerifier>>,
+    /// The demo token issuer (`serve --demo` only): `POST /demo/token` gives a token for
+    /// a user of the facts.
+    pub demo: Option<Arc<DemoIssuer>>,
+    /// How often the service keys are read again from the store (a new or revoked key
+    /// takes effect within this).
+    pub keys_refresh: Duration,
+    /// The most deltas one write may carry.
+    pub max_deltas: usize,
+    /// The most requests one batch may carry.
+    pub max_batch: usize,
+    /// Requests a second each caller (a key, or a user) may make, with as many at once;
+    /// past it the caller is answered 429 with `retry-after`. `None`: no limit.
+    pub rate_limit: Option<std::num::NonZeroU32>,
+    /// Seconds added to the system clock where the server's clock decides (user
+    /// decisions and writes): 0, except for a demo whose data is dated (`--demo-time`).
+    /// Token lifetimes and change times always use the system clock.
+    pub clock_offset: i64,
 }
 
 impl Default for ServiceConfig {
@@ -78,8 +171,15 @@ impl Default for ServiceConfig {
             feed_page: 256,
             feed_page_bytes: 1 << 20,
             max_subscribers: 1024,
-            body_limit: 4 << 20,
+            body_limit: 1 << 20,
             adopt_policy: false,
+            tokens: None,
+            demo: None,
+            keys_refresh: Duration::from_secs(1),
+            max_deltas: 10_000,
+            max_batch: 10_000,
+            clock_offset: 0,
+            rate_limit: None,
         }
     }
 }
@@ -90,6 +190,8 @@ pub struct ApiError {
     status: StatusCode,
     data: ErrorData,
     extra: Option<Value>,
+    /// Seconds to wait before retrying (`retry-after`); 503 answers default to 1.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -102,6 +204,7 @@ impl ApiError {
                 help: help.into(),
             },
             extra: None,
+            retry_after: None,
         }
     }
 
@@ -110,6 +213,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             data,
             extra: None,
+            retry_after: None,
         }
     }
 
@@ -149,6 +253,7 @@ impl From<HostError> for ApiError {
             status,
             data: e.data(),
             extra: None,
+            retry_after: None,
         }
     }
 }
@@ -160,13 +265,221 @@ impl IntoResponse for ApiError {
             obj.extend(extra);
         }
         let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry = match (self.retry_after, self.status) {
+            (Some(s), _) => Some(s),
+            (None, StatusCode::SERVICE_UNAVAILABLE) => Some(1),
+            _ => None,
+        };
+        if let Some(s) = retry {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         response
     }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            e.code,
+            e.message,
+            "send `Authorization: Bearer <credential>`: a service key (clearance keys create) or a user token from the configured issuer",
+        )
+    }
+}
+
+fn admin_only(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(forbidden("this route needs an admin key"))
+    }
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "auth.forbidden",
+        message,
+        "nothing was decided, written or revealed; ask with a credential scoped to it",
+    )
+}
+
+/// `account:<id>` for an account id or key.
+fn account_key(a: &str) -> String {
+    if a.starts_with("account:") {
+        a.to_string()
+    } else {
+        format!("account:{a}")
+    }
+}
+
+impl FromRequestParts<Arc<Service>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<Service>) -> Result<Self, ApiError> {
+        let caller = authenticate(parts, s)?;
+        if let Some(limiter) = &s.limiter
+            && let Err(until) = limiter.check_key(&caller.name())
+        {
+            let wait = until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "auth.rate_limited",
+                format!(
+                    "{} made more than {} requests a second",
+                    caller.name(),
+                    s.config.rate_limit.map_or(0, std::num::NonZeroU32::get)
+                ),
+                "wait for retry-after, then send fewer, or batch them",
+            );
+            e.retry_after = Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX));
+            return Err(e);
+        }
+        Ok(caller)
+    }
+}
+
+/// The caller a request's credential proves.
+fn authenticate(parts: &Parts, s: &Service) -> Result<Caller, ApiError> {
+    let value = match parts.headers.get(header::AUTHORIZATION) {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::from(AuthError {
+                code: "auth.invalid",
+                message: "the Authorization header is not text".into(),
+            })
+        })?),
+        None => None,
+    };
+    let credential = crate::auth::bearer(value)?;
+    if credential.starts_with("clr_") {
+        return Ok(s.live_keys().verify(credential)?);
+    }
+    let Some(tokens) = &s.config.tokens else {
+        return Err(ApiError::from(AuthError {
+            code: "auth.invalid",
+            message: "this host accepts service keys only (no user token issuer is configured)"
+                .into(),
+        }));
+    };
+    let principal = tokens.verify(credential, now_seconds())?;
+    if !s.served().facts.entities.contains_key(&principal) {
+        return Err(ApiError::from(AuthError {
+            code: "auth.invalid",
+            message: format!("the token names `{principal}`, which does not exist"),
+        }));
+    }
+    Ok(Caller::User { principal })
+}
+
+/// What a caller may touch, checked against the facts being served.
+struct Access<'a> {
+    caller: &'a Caller,
+    served: &'a Served,
+}
+
+impl Access<'_> {
+    /// The account of an entity, `account:<id>`.
+    fn account_of(&self, entity: &str) -> Option<String> {
+        self.served
+            .facts
+            .entities
+            .get(entity)
+            .map(|e| account_key(&e.account))
+    }
+
+    /// Whether a key's accounts hold `account`.
+    fn scoped(accounts: &[String], account: Option<&str>) -> bool {
+        account.is_some_and(|a| accounts.iter().any(|x| x == a))
+    }
+
+    /// Deciding, listing or explaining for `principal`.
+    fn decide_for(&self, principal: &str) -> Result<(), ApiError> {
+        match self.caller {
+            Caller::Key {
+                scope: Scope::Admin,
+                ..
+            } => Ok(()),
+            Caller::Key { accounts, .. } => {
+                if Self::scoped(accounts, self.account_of(principal).as_deref()) {
+                    Ok(())
+                } else {
+                    Err(forbidden(format!(
+                        "`{principal}` is not a principal of this key's accounts"
+                    )))
+                }
+            }
+            Caller::User { principal: me } => {
+                if me == principal {
+                    Ok(())
+                } else {
+                    Err(forbidden(format!(
+                        "a user token decides only for itself (`{me}`), not for `{principal}`"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Reading the data of `account` (`account:<id>`); users only their own.
+    fn read_account(&self, account: Option<&str>, users: bool) -> Result<(), ApiError> {
+        let ok = match self.caller {
+            Caller::Key {
+                scope: Scope::Admin,
+                ..
+            } => true,
+            Caller::Key { accounts, .. } => Self::scoped(accounts, account),
+            Caller::User { principal } => {
+                users && account.is_some() && self.account_of(principal).as_deref() == account
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(forbidden(match account {
+                Some(a) => format!("`{a}` is not an account of this caller"),
+                None => "name an `account` of this caller".to_string(),
+            }))
+        }
+    }
+}
+
+/// The server's clock decides for users: a `now` of theirs is refused, and the server's
+/// is put in its place. Keys may pass `now` (replay, tests).
+fn server_clock(caller: &Caller, request: &mut Value, now: i64) -> Result<(), ApiError> {
+    if !matches!(caller, Caller::User { .. }) {
+        return Ok(());
+    }
+    let Some(obj) = request.as_object_mut() else {
+        return Ok(());
+    };
+    if obj.contains_key("now") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "request.now_not_allowed",
+            "a user token is decided at the server's clock: leave `now` out",
+            "",
+        ));
+    }
+    obj.insert("now".into(), Value::from(now));
+    Ok(())
+}
+
+/// The `principal` field of a request body.
+fn principal_of(body: &Value) -> Result<String, ApiError> {
+    body.get("principal")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "request.malformed",
+                "missing field `principal`",
+                "see /v1/openapi.json",
+            )
+        })
 }
 
 /// A JSON body, read within the body limit; a bad one is an [`ApiError`] in the API's
@@ -271,6 +584,10 @@ pub struct Service {
     needs_resync: AtomicBool,
     policy_dir: Option<PathBuf>,
     config: ServiceConfig,
+    /// The live service keys, read again from the store every `keys_refresh`.
+    keys: RwLock<Arc<Keys>>,
+    /// Requests per caller, when limited.
+    limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 /// Reads every `*.policy` file of a directory, in name order, each named
@@ -396,7 +713,19 @@ impl Service {
             .map_err(|e| e.to_string())?;
         let (changes, _) = broadcast::channel(config.feed_buffer.max(1));
         let (revision, _) = watch::channel(served.revision);
-        Ok(Arc::new(Service {
+        let keys = {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || {
+                let store = store.lock().map_err(|e| e.to_string())?;
+                store.keys().map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())??
+        };
+        let limiter = config
+            .rate_limit
+            .map(|n| governor::RateLimiter::dashmap(governor::Quota::per_second(n)));
+        let service = Arc::new(Service {
             runtime,
             writer: Mutex::new(()),
             served: RwLock::new(Arc::new(served)),
@@ -408,7 +737,55 @@ impl Service {
             needs_resync: AtomicBool::new(false),
             policy_dir,
             config,
-        }))
+            limiter,
+            keys: RwLock::new(Arc::new(Keys::new(keys))),
+        });
+        // Keys are read again from the store periodically, for as long as the service
+        // lives: `clearance keys create|revoke` on the same store takes effect meanwhile.
+        let weak = Arc::downgrade(&service);
+        let every = service.config.keys_refresh.max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(s) = weak.upgrade() else { return };
+                if let Err(e) = s.refresh_keys().await {
+                    eprintln!("clearance: reading the service keys: {e}");
+                }
+                // Callers whose budget is full again are forgotten.
+                if let Some(l) = &s.limiter {
+                    l.retain_recent();
+                    l.shrink_to_fit();
+                }
+            }
+        });
+        Ok(service)
+    }
+
+    /// The server's clock for decisions and writes (seconds).
+    pub fn clock(&self) -> i64 {
+        now_seconds().saturating_add(self.config.clock_offset)
+    }
+
+    /// Reads the service keys again from the store now.
+    pub async fn refresh_keys(&self) -> Result<(), StoreError> {
+        let all = self.with_store(|st| st.keys()).await?;
+        match self.keys.write() {
+            Ok(mut k) => *k = Arc::new(Keys::new(all)),
+            Err(p) => *p.into_inner() = Arc::new(Keys::new(all)),
+        }
+        Ok(())
+    }
+
+    /// How many live service keys the service knows.
+    pub fn key_count(&self) -> usize {
+        self.live_keys().len()
+    }
+
+    fn live_keys(&self) -> Arc<Keys> {
+        match self.keys.read() {
+            Ok(k) => Arc::clone(&k),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
     }
 
     /// The current revision.
@@ -615,6 +992,8 @@ fn replay(
                 at: now_seconds(),
                 deltas: Vec::new(),
                 policy: Some(file_policy.clone()),
+                via: None,
+                accounts: Some(Vec::new()),
             };
             store.append(&change).map_err(|e| e.to_string())?;
             eprintln!(
@@ -657,7 +1036,8 @@ pub fn router(service: Arc<Service>) -> Router {
             "see /v1/openapi.json",
         )
     };
-    Router::new()
+    let demo = service.config.demo.is_some();
+    let routes = Router::new()
         .route("/v1/revision", get(revision))
         .route("/v1/check", post(check))
         .route("/v1/check/batch", post(check_batch))
@@ -671,7 +1051,13 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/slice/{principal}", get(slice))
         .route("/v1/policy/validate", post(validate))
         .route("/v1/policy/reload", post(reload))
-        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/openapi.json", get(openapi));
+    let routes = if demo {
+        routes.route("/demo/token", post(demo_token))
+    } else {
+        routes
+    };
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -684,6 +1070,50 @@ pub fn router(service: Arc<Service>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(limit, declared_length))
         .with_state(service)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoTokenBody {
+    principal: String,
+}
+
+/// The demo issuer (`serve --demo` only): a token for a principal of the facts, valid
+/// for an hour, signed by a key made at start-up and verified like any other.
+async fn demo_token(State(s): S, ApiJson(body): ApiJson<DemoTokenBody>) -> ApiResult {
+    let Some(issuer) = &s.config.demo else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route.unknown",
+            "no demo issuer runs here",
+            "",
+        ));
+    };
+    let served = s.served();
+    let principal = body.principal;
+    let is_principal = served.facts.entities.get(&principal).is_some_and(|e| {
+        served
+            .schema
+            .type_id(&e.ty)
+            .and_then(|t| served.schema.ty(t))
+            .is_some_and(|t| t.principal)
+    });
+    if !is_principal {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "entity.unknown",
+            format!("no principal `{principal}`"),
+            "name a principal of the demo data, as `type:id`",
+        ));
+    }
+    let now = now_seconds();
+    let ttl = 3600;
+    let token = issuer
+        .token(&principal, now, ttl)
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({ "token": token, "principal": principal, "expires": now + ttl }),
+    ))
 }
 
 /// Refuses a body whose declared length is past the limit before reading any of it (a
@@ -791,14 +1221,27 @@ struct PrincipalsBody {
     account: Option<String>,
 }
 
-async fn revision(State(s): S) -> ApiResult {
+async fn revision(State(s): S, _caller: Caller) -> ApiResult {
     let served = s.served();
     Ok(Json(
         json!({ "revision": served.revision, "policy_hash": served.schema.hash_hex(), "module_hash": s.runtime.module_hash() }),
     ))
 }
 
-async fn check(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
+/// The checks every decision route makes before deciding: the caller may decide for the
+/// body's principal, and a user's `now` is the server's.
+fn gate_decision(s: &Service, caller: &Caller, body: &mut Value) -> Result<(), ApiError> {
+    let served = s.served();
+    Access {
+        caller,
+        served: &served,
+    }
+    .decide_for(&principal_of(body)?)?;
+    server_clock(caller, body, s.clock())
+}
+
+async fn check(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
+    gate_decision(&s, &caller, &mut body)?;
     at_least(&s, &mut body).await?;
     op(
         &s,
@@ -809,13 +1252,35 @@ async fn check(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     .await
 }
 
-async fn check_batch(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
+async fn check_batch(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
+    if let Some(list) = body.get_mut("requests").and_then(Value::as_array_mut) {
+        if list.len() > s.config.max_batch {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request.too_many",
+                format!(
+                    "{} requests in one batch; the limit is {}",
+                    list.len(),
+                    s.config.max_batch
+                ),
+                "split the batch",
+            ));
+        }
+        for r in list.iter_mut() {
+            gate_decision(&s, &caller, r)?;
+        }
+    }
     let BatchBody { requests } = typed(body)?;
     op(&s, Call::CheckBatch { requests }).await
 }
 
-async fn allowed_actions(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
+async fn allowed_actions(
+    State(s): S,
+    caller: Caller,
+    ApiJson(mut body): ApiJson<Value>,
+) -> ApiResult {
+    gate_decision(&s, &caller, &mut body)?;
     at_least(&s, &mut body).await?;
     let ActionsBody {
         principal,
@@ -833,7 +1298,8 @@ async fn allowed_actions(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiR
     .await
 }
 
-async fn resources(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
+async fn resources(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
+    gate_decision(&s, &caller, &mut body)?;
     at_least(&s, &mut body).await?;
     let ResourcesBody {
         principal,
@@ -853,7 +1319,7 @@ async fn resources(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult 
     .await
 }
 
-async fn principals(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
+async fn principals(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
     at_least(&s, &mut body).await?;
     let PrincipalsBody {
         resource,
@@ -861,6 +1327,18 @@ async fn principals(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult
         now,
         account,
     } = typed(body)?;
+    // Who may do something names other principals: keys only, for the resource's account.
+    {
+        let served = s.served();
+        let access = Access {
+            caller: &caller,
+            served: &served,
+        };
+        let of = access
+            .account_of(&resource)
+            .or_else(|| account.as_deref().map(account_key));
+        access.read_account(of.as_deref(), false)?;
+    }
     op(
         &s,
         Call::ListPrincipals {
@@ -873,7 +1351,8 @@ async fn principals(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult
     .await
 }
 
-async fn explain(State(s): S, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
+async fn explain(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
+    gate_decision(&s, &caller, &mut body)?;
     at_least(&s, &mut body).await?;
     op(
         &s,
@@ -891,9 +1370,19 @@ struct AccountQuery {
 
 async fn matrix(
     State(s): S,
+    caller: Caller,
     ApiPath(matrix): ApiPath<String>,
     ApiQuery(q): ApiQuery<AccountQuery>,
 ) -> ApiResult {
+    {
+        let served = s.served();
+        Access {
+            caller: &caller,
+            served: &served,
+        }
+        .read_account(q.account.as_deref().map(account_key).as_deref(), true)
+        .or_else(|e| if caller.is_admin() { Ok(()) } else { Err(e) })?;
+    }
     op(
         &s,
         Call::Matrix {
@@ -904,14 +1393,61 @@ async fn matrix(
     .await
 }
 
-async fn facts(State(s): S) -> ApiResult {
+async fn facts(State(s): S, caller: Caller, ApiQuery(q): ApiQuery<AccountQuery>) -> ApiResult {
     let served = s.served();
+    let account = q.account.as_deref().map(account_key);
+    if !(caller.is_admin() && account.is_none()) {
+        if !matches!(
+            caller,
+            Caller::Key {
+                scope: Scope::Admin | Scope::Service,
+                ..
+            }
+        ) {
+            return Err(forbidden(
+                "the facts are read with an admin or service key; a user reads its slice",
+            ));
+        }
+        Access {
+            caller: &caller,
+            served: &served,
+        }
+        .read_account(account.as_deref(), false)?;
+    }
     blocking(move || {
-        serde_json::to_value(served.facts.to_doc())
+        let facts = match account {
+            None => served.facts.to_doc(),
+            Some(a) => account_facts(&served, &a, served.revision),
+        };
+        serde_json::to_value(facts)
             .map(Json)
             .map_err(|e| ApiError::internal(e.to_string()))
     })
     .await
+}
+
+/// The facts of one account (`account:<id>`): its entities and the tuples on them.
+fn account_facts(served: &Served, account: &str, revision: u64) -> FactsJson {
+    let doc = served.facts.to_doc();
+    let entities: Vec<_> = doc
+        .entities
+        .into_iter()
+        .filter(|e| account_key(e.account.as_deref().unwrap_or(&e.id)) == account)
+        .collect();
+    let keys: std::collections::BTreeSet<String> = entities
+        .iter()
+        .map(|e| clearance_core::facts::entity_key(&e.ty, &e.id))
+        .collect();
+    let tuples = doc
+        .tuples
+        .into_iter()
+        .filter(|t| keys.contains(&t.resource))
+        .collect();
+    FactsJson {
+        revision,
+        entities,
+        tuples,
+    }
 }
 
 /// A write: who makes it, the deltas, when, and optionally the parity token of the
@@ -919,7 +1455,9 @@ async fn facts(State(s): S) -> ApiResult {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WriteBody {
-    author: String,
+    /// Who the write is by: a user token's own principal (which it may leave out), or
+    /// the principal a key writes on behalf of.
+    author: Option<String>,
     deltas: Vec<Delta>,
     now: Option<TimeValue>,
     parity: Option<ParityToken>,
@@ -939,20 +1477,137 @@ struct ParityToken {
     allowed: Option<bool>,
 }
 
-async fn write(State(s): S, body: Result<Json<WriteBody>, JsonRejection>) -> ApiResult {
+/// A write's author and how it was made, once the caller may make it.
+struct Authored {
+    author: String,
+    via: Option<String>,
+    /// The accounts a key may write to; `None` for an admin (every account).
+    accounts: Option<Vec<String>>,
+}
+
+fn authorise_write(s: &Service, caller: &Caller, body: &WriteBody) -> Result<Authored, ApiError> {
+    if body.deltas.len() > s.config.max_deltas {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request.too_many",
+            format!(
+                "{} deltas in one write; the limit is {}",
+                body.deltas.len(),
+                s.config.max_deltas
+            ),
+            "split the write; nothing was written",
+        ));
+    }
+    let served = s.served();
+    let access = Access {
+        caller,
+        served: &served,
+    };
+    match caller {
+        Caller::User { principal } => {
+            if body.now.is_some() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "request.now_not_allowed",
+                    "a write is checked at the server's clock: leave `now` out",
+                    "only an admin key importing facts may set `now`; nothing was written",
+                ));
+            }
+            match &body.author {
+                Some(a) if a != principal => Err(forbidden(format!(
+                    "a user token writes only as itself (`{principal}`), not as `{a}`; nothing was written"
+                ))),
+                _ => Ok(Authored {
+                    author: principal.clone(),
+                    via: None,
+                    accounts: access.account_of(principal).map(|a| vec![a]),
+                }),
+            }
+        }
+        Caller::Key {
+            id,
+            scope,
+            accounts,
+        } => {
+            let author = body.author.clone().ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "request.malformed",
+                    "a write with a key names its `author`, the principal it is made for",
+                    "nothing was written",
+                )
+            })?;
+            match scope {
+                Scope::Admin => Ok(Authored {
+                    via: Some(match &body.now {
+                        Some(now) => format!("key:{id} import at {}", json!(now)),
+                        None => format!("key:{id}"),
+                    }),
+                    author,
+                    accounts: None,
+                }),
+                Scope::Service if body.now.is_none() => {
+                    access.decide_for(&author)?;
+                    Ok(Authored {
+                        author,
+                        via: Some(format!("key:{id}")),
+                        accounts: Some(accounts.clone()),
+                    })
+                }
+                Scope::Service => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "request.now_not_allowed",
+                    "a write is checked at the server's clock: leave `now` out",
+                    "only an admin key importing facts may set `now`; nothing was written",
+                )),
+                Scope::Read => Err(forbidden("a read key decides only; it cannot write")),
+            }
+        }
+    }
+}
+
+/// The accounts whose facts `deltas` touch, from the facts before and after them.
+fn touched_accounts(before: &Facts, after: &Facts, deltas: &[Delta]) -> Vec<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut see = |key: &str| {
+        if let Some(e) = after.entities.get(key).or_else(|| before.entities.get(key)) {
+            out.insert(account_key(&e.account));
+        }
+    };
+    for d in deltas {
+        match d {
+            Delta::AddEntity { entity } => {
+                see(&clearance_core::facts::entity_key(&entity.ty, &entity.id));
+            }
+            Delta::RemoveEntity { entity } | Delta::SetAttr { entity, .. } => see(entity),
+            Delta::AddTuple { tuple } | Delta::RemoveTuple { tuple } => {
+                see(&tuple.resource);
+                see(&tuple.subject);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+async fn write(
+    State(s): S,
+    caller: Caller,
+    body: Result<Json<WriteBody>, JsonRejection>,
+) -> ApiResult {
     let Json(body) = body.map_err(|e| {
         let mut err = json_rejection(e);
-        err.data.help = "a write is {author, deltas, now?, parity?}; nothing was written".into();
+        err.data.help = "a write is {author?, deltas, now?, parity?}; nothing was written".into();
         err
     })?;
+    let authored = authorise_write(&s, &caller, &body)?;
     // A task of its own: a client hanging up cannot stop a write between the store and
     // memory.
-    tokio::spawn(async move { apply_write(&s, body).await })
+    tokio::spawn(async move { apply_write(&s, body, authored).await })
         .await
         .map_err(|e| ApiError::internal(format!("the write's task failed: {e}")))?
 }
 
-async fn apply_write(s: &Arc<Service>, body: WriteBody) -> ApiResult {
+async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> ApiResult {
     let _writer = s.writer.lock().await;
     s.resync().await?;
     let served = s.served();
@@ -1004,7 +1659,7 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody) -> ApiResult {
             }
         }
     }
-    let now = body.now.unwrap_or(TimeValue::Seconds(now_seconds()));
+    let now = body.now.unwrap_or(TimeValue::Seconds(s.clock()));
     let deltas = Arc::new(body.deltas);
     let (next, after_bytes) = {
         let (facts, schema, deltas) = (
@@ -1014,7 +1669,7 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody) -> ApiResult {
         );
         blocking(move || build_next(&facts, &schema, &deltas)).await?
     };
-    let request = json!({ "author": body.author, "now": now, "deltas": *deltas });
+    let request = json!({ "author": authored.author, "now": now, "deltas": *deltas });
     let verdict = s
         .runtime
         .authorize(request.to_string(), after_bytes.clone())
@@ -1054,15 +1709,25 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody) -> ApiResult {
         );
         blocking(move || build_next(&facts, &schema, &all)).await?
     };
+    let accounts = touched_accounts(&served.facts, &next, &all);
+    if let Some(mine) = &authored.accounts
+        && let Some(other) = accounts.iter().find(|a| !mine.contains(a))
+    {
+        return Err(forbidden(format!(
+            "the write touches `{other}`, which is not an account of this caller; nothing was written"
+        )));
+    }
     // Proven loadable before it is stored.
     let prepared = s.runtime.prepare(after_bytes).await?;
     let revision = next.revision;
     let change = Change {
         revision,
-        author: body.author,
+        author: authored.author,
         at: now_seconds(),
         deltas: all,
         policy: None,
+        via: authored.via,
+        accounts: Some(accounts),
     };
     s.commit(
         change,
@@ -1092,14 +1757,17 @@ fn build_next(
 }
 
 fn change_json(c: &Change) -> Value {
-    match &c.policy {
-        Some(p) => {
-            json!({ "revision": c.revision, "author": c.author, "at": c.at, "deltas": c.deltas, "policy_hash": p.hash })
+    let mut v =
+        json!({ "revision": c.revision, "author": c.author, "at": c.at, "deltas": c.deltas });
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(p) = &c.policy {
+            obj.insert("policy_hash".into(), Value::from(p.hash.clone()));
         }
-        None => {
-            json!({ "revision": c.revision, "author": c.author, "at": c.at, "deltas": c.deltas })
+        if let Some(via) = &c.via {
+            obj.insert("via".into(), Value::from(via.clone()));
         }
     }
+    v
 }
 
 #[derive(Deserialize)]
@@ -1131,7 +1799,20 @@ struct Feed {
     /// The last revision sent.
     after: u64,
     phase: Phase,
+    /// The accounts the follower may see; `None` for an admin, who sees every change.
+    filter: Option<Vec<String>>,
     _subscriber: Subscriber,
+}
+
+/// Whether a follower scoped to `filter` sees change `c`: a policy change concerns every
+/// follower; a change of facts, those of the accounts it touches; a change stored before
+/// the store recorded its accounts, only an admin.
+fn visible(filter: Option<&[String]>, c: &Change) -> bool {
+    match (filter, &c.policy, &c.accounts) {
+        (None, _, _) | (Some(_), Some(_), _) => true,
+        (Some(mine), None, Some(touched)) => touched.iter().any(|a| mine.contains(a)),
+        (Some(_), None, None) => false,
+    }
 }
 
 fn change_event(c: &Change) -> Event {
@@ -1171,8 +1852,14 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                     Ok(page) if page.is_empty() => f.phase = Phase::Live,
                     Ok(page) => {
                         f.after = page.last().map_or(f.after, |c| c.revision);
-                        let events = page.iter().map(|c| Ok(change_event(c))).collect();
-                        return Some((events, f));
+                        let events: Vec<_> = page
+                            .iter()
+                            .filter(|c| visible(f.filter.as_deref(), c))
+                            .map(|c| Ok(change_event(c)))
+                            .collect();
+                        if !events.is_empty() {
+                            return Some((events, f));
+                        }
                     }
                     Err(e) => {
                         f.phase = Phase::Done;
@@ -1190,7 +1877,9 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                 Ok(c) if c.revision > f.after + 1 => f.phase = Phase::Paging,
                 Ok(c) => {
                     f.after = c.revision;
-                    return Some((vec![Ok(change_event(&c))], f));
+                    if visible(f.filter.as_deref(), &c) {
+                        return Some((vec![Ok(change_event(&c))], f));
+                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     let revision = f.service.revision();
@@ -1210,9 +1899,38 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
 
 async fn changes(
     State(s): S,
+    caller: Caller,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<Since>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // An admin follows every change; a service key its accounts'; a user its account's.
+    let filter = match &caller {
+        Caller::Key {
+            scope: Scope::Admin,
+            ..
+        } => None,
+        Caller::Key {
+            scope: Scope::Service,
+            accounts,
+            ..
+        } => Some(accounts.clone()),
+        Caller::Key {
+            scope: Scope::Read, ..
+        } => {
+            return Err(forbidden(
+                "a read key decides only; it cannot follow changes",
+            ));
+        }
+        Caller::User { principal } => {
+            let served = s.served();
+            let account = Access {
+                caller: &caller,
+                served: &served,
+            }
+            .account_of(principal);
+            Some(account.into_iter().collect())
+        }
+    };
     // A reconnecting EventSource says where it was; that wins over the query.
     let last_event = match headers.get("last-event-id") {
         Some(v) => Some(
@@ -1271,6 +1989,7 @@ async fn changes(
         rx,
         after,
         phase: Phase::Paging,
+        filter,
         _subscriber: subscriber,
     };
     let events = stream::iter(first).chain(stream::unfold(feed, feed_step).flat_map(stream::iter));
@@ -1280,8 +1999,22 @@ async fn changes(
 /// The facts that can influence a principal's decisions: its account's, and nothing of
 /// any other account (tenancy is structural, so nothing outside the account can matter),
 /// with the policy to load them under.
-async fn slice(State(s): S, ApiPath(principal): ApiPath<String>) -> ApiResult {
+async fn slice(State(s): S, caller: Caller, ApiPath(principal): ApiPath<String>) -> ApiResult {
     let served = s.served();
+    if matches!(
+        caller,
+        Caller::Key {
+            scope: Scope::Read,
+            ..
+        }
+    ) {
+        return Err(forbidden("a read key decides only; it cannot fetch facts"));
+    }
+    Access {
+        caller: &caller,
+        served: &served,
+    }
+    .decide_for(&principal)?;
     blocking(move || {
         let Some(p) = served.facts.entities.get(&principal) else {
             return Err(ApiError::new(
@@ -1352,7 +2085,8 @@ fn sources_of(body: PolicyBody) -> Option<Vec<Source>> {
     })
 }
 
-async fn validate(ApiJson(body): ApiJson<PolicyBody>) -> ApiResult {
+async fn validate(caller: Caller, ApiJson(body): ApiJson<PolicyBody>) -> ApiResult {
+    admin_only(&caller)?;
     let sources = sources_of(body).unwrap_or_default();
     blocking(move || {
         let schema = Schema::compile(&sources).map_err(policy_errors)?;
@@ -1366,7 +2100,8 @@ async fn validate(ApiJson(body): ApiJson<PolicyBody>) -> ApiResult {
 /// Replaces the policy atomically: the new one must compile and every fact must hold under
 /// it; otherwise it is refused with its errors and the old one keeps serving. An accepted
 /// policy is stored as a change (its sources and hash), so a restart serves it.
-async fn reload(State(s): S, ApiJson(body): ApiJson<PolicyBody>) -> ApiResult {
+async fn reload(State(s): S, caller: Caller, ApiJson(body): ApiJson<PolicyBody>) -> ApiResult {
+    admin_only(&caller)?;
     let sources = match sources_of(body) {
         Some(list) => list,
         None => match &s.policy_dir {
@@ -1427,6 +2162,8 @@ async fn apply_reload(s: &Arc<Service>, sources: Vec<Source>) -> ApiResult {
             hash: hash.clone(),
             sources: sources.clone(),
         }),
+        via: None,
+        accounts: Some(Vec::new()),
     };
     s.commit(
         change,

@@ -46,6 +46,33 @@ pub struct Change {
     pub deltas: Vec<Delta>,
     /// The new policy, for a policy change.
     pub policy: Option<StoredPolicy>,
+    /// The credential that made it when that is not the author itself: a service key
+    /// writing on the author's behalf (`key:<id>`), or an admin import.
+    pub via: Option<String>,
+    /// The accounts whose facts it touches (`account:<id>`), so a follower scoped to some
+    /// accounts sees only their changes. `None` for a change stored before the store
+    /// recorded them (only an admin follows those); a policy change concerns every
+    /// follower whatever it holds here.
+    pub accounts: Option<Vec<String>>,
+}
+
+/// A service key as stored: never the secret, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The public part of the key, which names it.
+    pub id: String,
+    /// The SHA-256 of the secret part, lowercase hex.
+    pub hash: String,
+    /// `admin`, `service` or `read`.
+    pub scope: String,
+    /// The accounts a `service` or `read` key is for (none for `admin`).
+    pub accounts: Vec<String>,
+    /// What the key is for, as its creator described it.
+    pub label: String,
+    /// When it was created (seconds).
+    pub created: i64,
+    /// When it was revoked (seconds), if it was.
+    pub revoked: Option<i64>,
 }
 
 /// What a store holds: the base, the policy it was stored under (none for a store from
@@ -77,11 +104,17 @@ pub trait FactStore: Send {
         max_count: usize,
         max_bytes: usize,
     ) -> Result<Vec<Change>, StoreError>;
+    /// Every service key, revoked ones included.
+    fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    /// Stores a new key; fails if its id is taken.
+    fn add_key(&mut self, key: &StoredKey) -> Result<(), StoreError>;
+    /// Marks a key revoked at `at`; answers whether a live key of that id was there.
+    fn revoke_key(&mut self, id: &str, at: i64) -> Result<bool, StoreError>;
 }
 
 /// The store format this host writes (SQLite's `user_version`). Version 1, from before
 /// the store checked itself or kept its policy, had no `user_version`; it is migrated.
-pub const FORMAT: i64 = 2;
+pub const FORMAT: i64 = 3;
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
@@ -109,15 +142,31 @@ fn base_checksum(revision: u64, facts: &str, policy: Option<&str>) -> String {
 }
 
 fn change_checksum(prev: &str, row: &Row) -> String {
-    hash_fields(&[
-        b"clearance.change.v2",
+    let revision = row.revision.to_le_bytes();
+    let at = row.at.to_le_bytes();
+    let common: [&[u8]; 6] = [
         prev.as_bytes(),
-        &row.revision.to_le_bytes(),
+        &revision,
         row.author.as_bytes(),
-        &row.at.to_le_bytes(),
+        &at,
         row.deltas.as_bytes(),
         row.policy.as_deref().unwrap_or("").as_bytes(),
-    ])
+    ];
+    match (&row.via, &row.accounts) {
+        // A change from before format 3 hashes as in format 2, so older chains verify.
+        (None, None) => hash_fields(&[&[b"clearance.change.v2".as_slice()], &common[..]].concat()),
+        (via, accounts) => hash_fields(
+            &[
+                &[b"clearance.change.v3".as_slice()],
+                &common[..],
+                &[
+                    via.as_deref().unwrap_or("").as_bytes(),
+                    accounts.as_deref().unwrap_or("").as_bytes(),
+                ],
+            ]
+            .concat(),
+        ),
+    }
 }
 
 /// A change as stored.
@@ -127,6 +176,8 @@ struct Row {
     at: i64,
     deltas: String,
     policy: Option<String>,
+    via: Option<String>,
+    accounts: Option<String>,
     checksum: Option<String>,
 }
 
@@ -139,6 +190,13 @@ impl Row {
             deltas: serde_json::to_string(&c.deltas).map_err(e)?,
             policy: c
                 .policy
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(e)?,
+            via: c.via.clone(),
+            accounts: c
+                .accounts
                 .as_ref()
                 .map(serde_json::to_string)
                 .transpose()
@@ -160,11 +218,21 @@ impl Row {
                 .map(serde_json::from_str)
                 .transpose()
                 .map_err(|x| at(x.to_string()))?,
+            via: self.via.clone(),
+            accounts: self
+                .accounts
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|x| at(x.to_string()))?,
         })
     }
 
     fn bytes(&self) -> usize {
-        self.deltas.len() + self.policy.as_ref().map_or(0, String::len) + self.author.len()
+        self.deltas.len()
+            + self.policy.as_ref().map_or(0, String::len)
+            + self.author.len()
+            + self.via.as_ref().map_or(0, String::len)
     }
 }
 
@@ -173,14 +241,17 @@ const SCHEMA: &str = "
                        facts TEXT NOT NULL, policy TEXT, checksum TEXT NOT NULL);
     CREATE TABLE changes (revision INTEGER PRIMARY KEY, author TEXT NOT NULL,
                           at INTEGER NOT NULL, deltas TEXT NOT NULL, policy TEXT,
-                          checksum TEXT NOT NULL);
+                          checksum TEXT NOT NULL, via TEXT, accounts TEXT);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL, scope TEXT NOT NULL,
+                       accounts TEXT NOT NULL, label TEXT NOT NULL, created INTEGER NOT NULL,
+                       revoked INTEGER);
 ";
 
 fn rows(conn: &Connection, since: u64, limit: i64) -> Result<Vec<Row>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT revision, author, at, deltas, policy, checksum FROM changes
+            "SELECT revision, author, at, deltas, policy, checksum, via, accounts FROM changes
              WHERE revision > ?1 ORDER BY revision LIMIT ?2",
         )
         .map_err(e)?;
@@ -193,6 +264,8 @@ fn rows(conn: &Connection, since: u64, limit: i64) -> Result<Vec<Row>, StoreErro
                 deltas: r.get(3)?,
                 policy: r.get(4)?,
                 checksum: r.get(5)?,
+                via: r.get(6)?,
+                accounts: r.get(7)?,
             })
         })
         .map_err(e)?;
@@ -294,6 +367,14 @@ impl SqliteStore {
             FORMAT => {}
             0 if has_table(&conn, "base")? && has_table(&conn, "changes")? => {
                 migrate_from_1(&mut conn)?;
+                migrate_from_2(&mut conn)?;
+                eprintln!(
+                    "clearance: migrated the store at {} to format {FORMAT}",
+                    path.display()
+                );
+            }
+            2 => {
+                migrate_from_2(&mut conn)?;
                 eprintln!(
                     "clearance: migrated the store at {} to format {FORMAT}",
                     path.display()
@@ -350,6 +431,22 @@ fn migrate_from_1(conn: &mut Connection) -> Result<(), StoreError> {
             .map_err(e)?;
         }
     }
+    tx.pragma_update(None, "user_version", 2).map_err(e)?;
+    tx.commit().map_err(e)
+}
+
+/// Format 2 to 3: who a change was made through (`via`), the accounts it touches, and
+/// the service keys. Changes stored before have neither (an admin follows them).
+fn migrate_from_2(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(e)?;
+    tx.execute_batch(
+        "ALTER TABLE changes ADD COLUMN via TEXT;
+         ALTER TABLE changes ADD COLUMN accounts TEXT;
+         CREATE TABLE keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL, scope TEXT NOT NULL,
+                            accounts TEXT NOT NULL, label TEXT NOT NULL,
+                            created INTEGER NOT NULL, revoked INTEGER);",
+    )
+    .map_err(e)?;
     tx.pragma_update(None, "user_version", FORMAT).map_err(e)?;
     tx.commit().map_err(e)
 }
@@ -461,14 +558,16 @@ impl FactStore for SqliteStore {
         let sum = change_checksum(&prev, &row);
         row.checksum = Some(sum.clone());
         let inserted = self.conn.execute(
-            "INSERT INTO changes (revision, author, at, deltas, policy, checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO changes (revision, author, at, deltas, policy, checksum, via, accounts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 row.revision as i64,
                 row.author,
                 row.at,
                 row.deltas,
                 row.policy,
-                row.checksum
+                row.checksum,
+                row.via,
+                row.accounts
             ],
         );
         match inserted {
@@ -511,5 +610,58 @@ impl FactStore for SqliteStore {
             out.push(row.change()?);
         }
         Ok(out)
+    }
+
+    fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, hash, scope, accounts, label, created, revoked FROM keys ORDER BY created, id",
+            )
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    StoredKey {
+                        id: r.get(0)?,
+                        hash: r.get(1)?,
+                        scope: r.get(2)?,
+                        accounts: Vec::new(),
+                        label: r.get(4)?,
+                        created: r.get(5)?,
+                        revoked: r.get(6)?,
+                    },
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(e)?;
+        rows.map(|row| {
+            let (mut key, accounts) = row.map_err(e)?;
+            key.accounts = serde_json::from_str(&accounts)
+                .map_err(|x| StoreError(format!("key {}: its accounts: {x}", key.id)))?;
+            Ok(key)
+        })
+        .collect()
+    }
+
+    fn add_key(&mut self, key: &StoredKey) -> Result<(), StoreError> {
+        let accounts = serde_json::to_string(&key.accounts).map_err(e)?;
+        self.conn
+            .execute(
+                "INSERT INTO keys (id, hash, scope, accounts, label, created, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![key.id, key.hash, key.scope, accounts, key.label, key.created, key.revoked],
+            )
+            .map(|_| ())
+            .map_err(e)
+    }
+
+    fn revoke_key(&mut self, id: &str, at: i64) -> Result<bool, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE keys SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL",
+                params![id, at],
+            )
+            .map(|n| n > 0)
+            .map_err(e)
     }
 }

@@ -38,16 +38,20 @@ export function hostBinary() {
   return join(target, 'release', 'clearance');
 }
 
+/** The demo data's time: the host's clock for decisions and writes starts there. */
+export const DEMO_TIME = '2026-05-01T10:00:00Z';
+
 /**
- * Starts `clearance serve` on a free port with a new store; resolves when it listens.
+ * Starts `clearance serve --demo` on a free port with a new store (its clock at the demo
+ * data's time); resolves when it listens, with the admin key the demo made.
  *
- * @returns {Promise<{url: string, stop: () => Promise<void>, log: () => string}>}
+ * @returns {Promise<{url: string, adminKey: string, stop: () => Promise<void>, log: () => string}>}
  */
 export async function startHost() {
   const bin = hostBinary();
   if (!existsSync(bin)) throw new Error(`no host binary at ${bin}: build it with \`cargo build --release --workspace\``);
   const dir = mkdtempSync(join(tmpdir(), 'clearance-console-'));
-  const child = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data', join(dir, 'store.db')], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(bin, ['serve', '--addr', '127.0.0.1:0', '--data', join(dir, 'store.db'), '--demo', '--demo-time', DEMO_TIME], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   /** @type {string} */
   const url = await new Promise((resolve, reject) => {
@@ -65,8 +69,11 @@ export async function startHost() {
       reject(new Error(`the host exited (${code}) before listening:\n${log}`));
     });
   });
+  const key = /created an admin key \(shown once\): (clr_\S+)/.exec(log);
+  if (key === null) throw new Error(`the demo host printed no admin key:\n${log}`);
   return {
     url,
+    adminKey: key[1],
     log: () => log,
     stop: async () => {
       if (child.exitCode === null) {

@@ -81,7 +81,11 @@ function shown(page) {
  * @param {unknown} [body]
  */
 async function api(path, body) {
-  const response = await fetch(`${host.url}${path}`, body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const authorization = `Bearer ${host.adminKey}`;
+  const init = body === undefined
+    ? { headers: { authorization } }
+    : { method: 'POST', headers: { 'content-type': 'application/json', authorization }, body: JSON.stringify(body) };
+  const response = await fetch(`${host.url}${path}`, init);
   return { status: response.status, body: await response.json() };
 }
 

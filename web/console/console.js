@@ -145,6 +145,8 @@ function h(tag, attrs = {}, ...children) {
  *   open: string | null,
  *   reviewUser: string | null,
  *   timer: ReturnType<typeof setInterval> | null,
+ *   token: string | null,
+ *   feed: AbortController | null,
  * }}
  */
 const state = {
@@ -162,6 +164,8 @@ const state = {
   open: null,
   reviewUser: null,
   timer: null,
+  token: null,
+  feed: null,
 };
 
 /**
@@ -223,8 +227,11 @@ function duration(seconds) {
  * @param {string} url
  * @param {RequestInit} [init]
  */
-async function json(url, init) {
-  const response = await fetch(url, init);
+async function json(url, init = {}) {
+  // The host's API names its caller: the signed-in persona's token, from the demo issuer.
+  const headers = new Headers(init.headers);
+  if (state.token !== null && url.startsWith('/v1/')) headers.set('authorization', `Bearer ${state.token}`);
+  const response = await fetch(url, { ...init, headers });
   let body;
   try {
     body = await response.json();
@@ -320,9 +327,13 @@ function request(action, resource, target) {
 
 async function boot() {
   const params = new URLSearchParams(location.search);
-  const [personas, host] = await Promise.all([json('/console/personas.json'), json('/v1/revision')]);
+  const personas = await json('/console/personas.json');
   if (!personas.ok) throw new Error('cannot read /console/personas.json');
   state.personas = personas.body.personas;
+  const first = params.get('persona') ?? state.personas[0]?.principal;
+  await token(first);
+  const host = await json('/v1/revision');
+  if (!host.ok) throw new Error(`cannot read /v1/revision: ${host.body.error?.message ?? host.status}`);
   state.host = host.body;
   setClock(parseTime(params.get('now') ?? personas.body.now ?? '') ?? Math.floor(Date.now() / 1000));
   state.module = await loadBrowser('/pkg/clearance_bg.wasm');
@@ -348,25 +359,71 @@ async function boot() {
   state.page = params.get('page') ?? 'events';
   state.whyNot = params.has('why-not');
   whyNot.checked = state.whyNot;
-  follow();
-  const first = params.get('persona') ?? state.personas[0]?.principal;
   select.value = first;
   await signIn(first);
   state.timer = setInterval(tick, 1000);
 }
 
-/** Follows the host's change feed: a newer revision makes the page's decisions stale. */
-function follow() {
-  if (typeof EventSource === 'undefined') return;
-  const source = new EventSource('/v1/changes');
-  source.addEventListener('change', (e) => {
-    const change = JSON.parse(e.data);
-    state.latest = Math.max(state.latest, change.revision);
-    if (state.slice && change.revision > state.slice.revision) {
-      show($('#stale'), 'stale', `Revision ${change.revision} is on the host (by ${change.author}); this page decides on revision ${state.slice.revision}. `,
-        h('button', { onclick: () => signIn(principal()) }, 'Refresh'));
+/**
+ * Gets a token for `who` from the demo issuer (a host started with `--demo`). A real
+ * deployment signs users in through its identity provider instead.
+ *
+ * @param {string} who
+ */
+async function token(who) {
+  state.token = null;
+  const answer = await json('/demo/token', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ principal: who }) });
+  if (!answer.ok) throw new Error(`no token for ${who}: ${answer.body.error?.message ?? answer.status}`);
+  state.token = answer.body.token;
+}
+
+/**
+ * Follows the host's change feed as the signed-in persona (the changes of its account): a
+ * newer revision makes the page's decisions stale. Server-sent events read through fetch,
+ * since an EventSource cannot send the token.
+ */
+async function follow() {
+  state.feed?.abort();
+  const controller = new AbortController();
+  state.feed = controller;
+  try {
+    const since = state.slice === null ? '' : `?since=${state.slice.revision}`;
+    const response = await fetch(`/v1/changes${since}`, { headers: { authorization: `Bearer ${state.token}` }, signal: controller.signal });
+    if (!response.ok || response.body === null) return;
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let event = 'message';
+        let data = '';
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event:')) event = line.slice(6).trim();
+          else if (line.startsWith('data:')) data += line.slice(5).trim();
+        }
+        if (event === 'change') changed(JSON.parse(data));
+      }
     }
-  });
+  } catch {
+    // Aborted by the next sign-in, or the host went away: the page keeps deciding.
+  }
+}
+
+/**
+ * A change on the host: the page is stale if it decides on an older revision.
+ *
+ * @param {{revision: number, author: string}} change
+ */
+function changed(change) {
+  state.latest = Math.max(state.latest, change.revision);
+  if (state.slice && change.revision > state.slice.revision) {
+    show($('#stale'), 'stale', `Revision ${change.revision} is on the host (by ${change.author}); this page decides on revision ${state.slice.revision}. `,
+      h('button', { onclick: () => signIn(principal()) }, 'Refresh'));
+  }
 }
 
 /**
@@ -379,6 +436,12 @@ async function signIn(who) {
   state.open = null;
   state.reviewUser = null;
   $('#stale').hidden = true;
+  try {
+    await token(who);
+  } catch (e) {
+    notice('refusal', code('auth.failed'), ` ${e instanceof Error ? e.message : String(e)}`);
+    return;
+  }
   const answer = await json(`/v1/slice/${encodeURIComponent(who)}`);
   if (!answer.ok) {
     notice('refusal', code(answer.body.error?.code ?? 'slice.failed'), ` ${answer.body.error?.message ?? ''}`);
@@ -400,6 +463,7 @@ async function signIn(who) {
   document.body.dataset.principal = who;
   document.body.dataset.revision = String(info.revision);
   render();
+  void follow();
 }
 
 // --- Rendering -------------------------------------------------------------------------
@@ -708,9 +772,9 @@ function editedValue(e, attr) {
  * @param {boolean} allowedInPage
  */
 async function post(deltas, req, allowedInPage) {
+  // The host checks a write at its own clock, as the signed-in user (its token).
   const body = {
     author: principal(),
-    now: now(),
     deltas,
     parity: {
       module_hash: wasmModule().moduleHash,

@@ -16,8 +16,9 @@ commands:
   wasm    build the one wasm artifact into web/pkg/ (glue, .d.ts, clearance_bg.wasm)
           and print its SHA-256
   repro   build it twice, from two checkout paths, and compare the bytes
-  serve   build the artifact, then run `clearance serve` (the demo data on an embedded
-          store, seeded on first start); arguments after `serve` go to it
+  serve   build the artifact, then run `clearance serve --demo` (the demo data on an
+          embedded store, seeded on first start; a token issuer for the console's
+          personas; an admin key printed once); arguments after `serve` go to it
   bench   the criterion benchmarks (small, medium and large worlds; CLEARANCE_BENCH_SCALES
           picks some), then the JS path in Node
   cedar   Clearance and Cedar on the same world and requests: every decision compared,
@@ -40,6 +41,11 @@ fn main() -> ExitCode {
                 "clearance",
                 "--",
                 "serve",
+                // The demo: its token issuer for the console's personas, and the clock
+                // at the demo data's time.
+                "--demo",
+                "--demo-time",
+                "2026-05-01T10:00:00Z",
             ];
             cargo.extend(rest);
             run("the server", "cargo", &cargo, &[])

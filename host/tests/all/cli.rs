@@ -141,3 +141,86 @@ fn matrix_output_escapes_role_names_from_facts() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn keys_are_created_once_listed_without_secrets_and_revoked() {
+    let dir = std::env::temp_dir().join(format!("clearance-cli-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("facts.db");
+    let sources = clearance_host::service::read_policies(&root().join("policies")).unwrap();
+    let policy = clearance_host::service::stored_policy(&sources).unwrap();
+    clearance_host::store::SqliteStore::open_or_create(&db, || {
+        Ok((clearance_core::Facts::default(), policy))
+    })
+    .unwrap();
+    let data = db.to_str().unwrap();
+    let (code, token) = clearance(&[
+        "keys",
+        "--data",
+        data,
+        "create",
+        "--scope",
+        "service",
+        "--account",
+        "skyways",
+        "--label",
+        "the app",
+    ]);
+    assert_eq!(code, 0);
+    let token = token.trim().to_string();
+    assert!(token.starts_with("clr_"), "{token}");
+    let id = token
+        .trim_start_matches("clr_")
+        .split('_')
+        .next()
+        .unwrap()
+        .to_string();
+    let secret = token.rsplit('_').next().unwrap().to_string();
+    let (code, list) = clearance(&["keys", "--data", data, "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        list.contains(&id)
+            && list.contains("service")
+            && list.contains("account:skyways")
+            && list.contains("live")
+            && list.contains("the app"),
+        "{list}"
+    );
+    assert!(!list.contains(&secret), "the list shows a secret");
+    // An admin key names no account; a service key names some.
+    assert_ne!(
+        clearance(&[
+            "keys",
+            "--data",
+            data,
+            "create",
+            "--scope",
+            "admin",
+            "--account",
+            "skyways"
+        ])
+        .0,
+        0
+    );
+    assert_ne!(
+        clearance(&["keys", "--data", data, "create", "--scope", "service"]).0,
+        0
+    );
+    assert_ne!(
+        clearance(&["keys", "--data", data, "create", "--scope", "root"]).0,
+        0
+    );
+    assert_eq!(clearance(&["keys", "--data", data, "revoke", &id]).0, 0);
+    assert!(
+        clearance(&["keys", "--data", data, "list"])
+            .1
+            .contains("revoked")
+    );
+    assert_ne!(
+        clearance(&["keys", "--data", data, "revoke", &id]).0,
+        0,
+        "revoked twice"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

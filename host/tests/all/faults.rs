@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 const NOW: &str = "2026-05-01T10:00:00Z";
 
 /// A `clearance serve` process on a loopback port.
-struct Server {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<String>>,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) log: Arc<Mutex<String>>,
 }
 
 impl Drop for Server {
@@ -39,7 +39,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// Starts the server on `db`; `Err` with everything it printed if it exits instead.
-fn start(db: &Path, extra: &[&str]) -> Result<Server, String> {
+pub(crate) fn start(db: &Path, extra: &[&str]) -> Result<Server, String> {
     let root = root();
     // `CLEARANCE_BIN` runs these faults against another build of the server.
     let bin = std::env::var_os("CLEARANCE_BIN")
@@ -70,11 +70,21 @@ fn start(db: &Path, extra: &[&str]) -> Result<Server, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
-            return Ok(Server {
-                child,
-                base: format!("http://{addr}"),
-                log,
+            let base = format!("http://{addr}");
+            // The test's admin key joins the store; the server reads it within a second.
+            super::add_key(db, super::ADMIN, clearance_host::auth::Scope::Admin, &[]);
+            block(async {
+                let c = super::admin();
+                for _ in 0..100 {
+                    let r = c.get(format!("{base}/v1/revision")).send().await;
+                    if r.is_ok_and(|r| r.status().is_success()) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                panic!("the server never accepted the admin key");
             });
+            return Ok(Server { child, base, log });
         }
         if let Ok(Some(_)) = child.try_wait() {
             std::thread::sleep(Duration::from_millis(100));
@@ -85,7 +95,9 @@ fn start(db: &Path, extra: &[&str]) -> Result<Server, String> {
 }
 
 async fn facts(base: &str) -> Value {
-    reqwest::get(format!("{base}/v1/facts"))
+    super::admin()
+        .get(format!("{base}/v1/facts"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -160,7 +172,7 @@ fn sigkill_during_writes_loses_no_acknowledged_write_and_stores_no_refused_one()
         let kill_after = Duration::from_millis(150 + (round * 137) % 500);
         let pid = server.child.id();
         block(async {
-            let c = reqwest::Client::new();
+            let c = super::admin();
             let mut tasks = Vec::new();
             for w in 0..2 {
                 let (c, base, stop, outcome) = (
@@ -244,7 +256,7 @@ fn sigkill_during_writes_loses_no_acknowledged_write_and_stores_no_refused_one()
 
 fn write_some(base: &str, n: usize) {
     block(async {
-        let c = reqwest::Client::new();
+        let c = super::admin();
         for k in 0..n {
             let r = c
                 .post(format!("{base}/v1/facts"))
@@ -377,7 +389,7 @@ fn rss(pid: u32) -> u64 {
 /// is `size` bytes.
 fn big_writes(base: &str, from: usize, n: usize, size: usize) {
     block(async {
-        let c = reqwest::Client::new();
+        let c = super::admin();
         for k in from..from + n {
             let title = char::from(b"abcdefghijklmnopqrstuvwxyz"[k % 26])
                 .to_string()
@@ -406,7 +418,8 @@ fn open_feed_with(base: &str, query: &str, headers: &str) -> std::net::TcpStream
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "GET /v1/changes{query} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n"
+        "GET /v1/changes{query} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n{headers}\r\n",
+        super::ADMIN
     )
     .unwrap();
     s

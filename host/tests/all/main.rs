@@ -10,15 +10,50 @@
 
 use clearance_core::wire::{QUERY_LEN, encode_query};
 use clearance_core::{Facts, Request, Schema, Snapshot, Source, TimeValue};
+use clearance_host::auth::{Scope, stored_key};
 use clearance_host::{HostError, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod auth;
 mod cli;
 mod faults;
 mod openapi;
 mod service;
 mod soak;
+
+/// The admin key of every test server (added to its store when the server starts).
+pub(crate) const ADMIN: &str = "clr_00000000000000ad_test-admin-secret-not-for-production-use";
+
+/// Adds a key to the store at `db` (once: a key already there is left as it is).
+pub(crate) fn add_key(db: &Path, token: &str, scope: Scope, accounts: &[&str]) {
+    use clearance_host::store::FactStore;
+    let accounts: Vec<String> = accounts.iter().map(|a| a.to_string()).collect();
+    let key = stored_key(token, scope, &accounts, "test", 0).unwrap();
+    let mut store = clearance_host::store::SqliteStore::open(db).unwrap();
+    if !store.keys().unwrap().iter().any(|k| k.id == key.id) {
+        store.add_key(&key).unwrap();
+    }
+}
+
+/// An HTTP client that sends `token` with every request.
+pub(crate) fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap()
+}
+
+/// An HTTP client with the admin key.
+pub(crate) fn admin() -> reqwest::Client {
+    client_with(ADMIN)
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -45,6 +45,11 @@ fn runtime() -> Arc<Runtime> {
 
 /// A server on a loopback port over the store at `db`; returns its base URL.
 pub(crate) async fn serve(db: &Path) -> (String, Arc<Service>) {
+    serve_config(db, ServiceConfig::default()).await
+}
+
+/// A server as [`serve`], with `config`.
+pub(crate) async fn serve_config(db: &Path, config: ServiceConfig) -> (String, Arc<Service>) {
     let policies = root().join("policies");
     let service = Service::open(
         runtime(),
@@ -52,10 +57,12 @@ pub(crate) async fn serve(db: &Path) -> (String, Arc<Service>) {
         db,
         || Ok(demo_facts()),
         Some(policies),
-        ServiceConfig::default(),
+        config,
     )
     .await
     .unwrap();
+    super::add_key(db, super::ADMIN, clearance_host::auth::Scope::Admin, &[]);
+    service.refresh_keys().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let files = ConsoleFiles {
@@ -102,7 +109,7 @@ fn req(p: &str, a: &str, r: &str) -> Value {
 fn the_console_is_served_with_the_hosts_own_module() {
     block(async {
         let (base, s) = serve(&temp_db("console")).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let page = c.get(format!("{base}/")).send().await.unwrap();
         assert_eq!(page.status().as_u16(), 200);
         assert!(page.text().await.unwrap().contains("operations console"));
@@ -144,7 +151,7 @@ fn the_console_is_served_with_the_hosts_own_module() {
 fn every_route_answers_and_the_openapi_document_lists_exactly_them() {
     block(async {
         let (base, _s) = serve(&temp_db("routes")).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let (_, doc) = get(&c, &format!("{base}/v1/openapi.json")).await;
         let mut listed: Vec<(String, String)> = Vec::new();
         for (path, methods) in doc["paths"].as_object().unwrap() {
@@ -155,17 +162,17 @@ fn every_route_answers_and_the_openapi_document_lists_exactly_them() {
         listed.sort();
         let mut routes: Vec<(String, String)> = ROUTES
             .iter()
-            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .map(|r| (r.method.to_string(), r.path.to_string()))
             .collect();
         routes.sort();
         assert_eq!(listed, routes);
-        for (method, path) in ROUTES {
+        for &clearance_host::service::Route { method, path, .. } in ROUTES {
             let url = format!(
                 "{base}{}",
                 path.replace("{matrix}", "operations")
                     .replace("{principal}", "user:occ_controller")
             );
-            let status = if *method == "get" {
+            let status = if method == "get" {
                 if path.contains("changes") {
                     c.get(&url).send().await.unwrap().status().as_u16()
                 } else {
@@ -187,7 +194,7 @@ fn every_route_answers_and_the_openapi_document_lists_exactly_them() {
 fn decisions_through_the_server_match_the_core() {
     block(async {
         let (base, _s) = serve(&temp_db("decide")).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let (status, d) = post(
             &c,
             &format!("{base}/v1/check"),
@@ -247,7 +254,7 @@ fn decisions_through_the_server_match_the_core() {
 fn refused_writes_say_why_and_write_nothing() {
     block(async {
         let (base, _s) = serve(&temp_db("writes")).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let facts = format!("{base}/v1/facts");
         let write =
             |author: &str, deltas: Value| json!({ "author": author, "now": NOW, "deltas": deltas });
@@ -399,7 +406,7 @@ fn refused_writes_say_why_and_write_nothing() {
 fn a_policy_reload_with_an_error_is_refused_and_the_old_policy_keeps_serving() {
     block(async {
         let (base, _s) = serve(&temp_db("reload")).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let (_, before) = get(&c, &format!("{base}/v1/revision")).await;
         let mut sources: Vec<Value> = read_policies(&root().join("policies"))
             .unwrap()
@@ -453,7 +460,7 @@ fn a_policy_reload_with_an_error_is_refused_and_the_old_policy_keeps_serving() {
 fn the_change_feed_streams_every_change_from_a_revision_on() {
     block(async {
         let (base, _s) = serve(&temp_db("feed")).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let w = json!({ "author": "user:occ_controller", "now": NOW, "deltas": [{ "op": "remove_tuple", "tuple": { "resource": "event:aog_lhr", "relation": "guest", "subject": "invitee:g_email" } }] });
         assert_eq!(post(&c, &format!("{base}/v1/facts"), w).await.0, 200);
         let mut feed = c
@@ -486,7 +493,7 @@ fn the_change_feed_streams_every_change_from_a_revision_on() {
 fn a_slice_decides_exactly_as_the_server_and_holds_no_other_account() {
     block(async {
         let (base, service) = serve(&temp_db("slice")).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let principal = "user:aeroserv_tech";
         let (_, slice) = get(&c, &format!("{base}/v1/slice/{principal}")).await;
         let account = slice["account"].as_str().unwrap().to_string();
@@ -596,13 +603,13 @@ fn a_restart_keeps_every_acknowledged_write() {
     let w = json!({ "author": "user:occ_controller", "now": NOW, "deltas": [{ "op": "add_tuple", "tuple": { "resource": "event:unassigned_jfk", "relation": "assigned", "subject": "organization:jetfix" } }] });
     tokio.block_on(async {
         let (base, _s) = serve(&db).await;
-        let (status, _) = post(&reqwest::Client::new(), &format!("{base}/v1/facts"), w).await;
+        let (status, _) = post(&super::admin(), &format!("{base}/v1/facts"), w).await;
         assert_eq!(status, 200);
     });
     drop(tokio);
     block(async {
         let (base, _s) = serve(&db).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let (_, rev) = get(&c, &format!("{base}/v1/revision")).await;
         assert_eq!(rev["revision"], 1);
         let (_, d) = post(
@@ -619,7 +626,7 @@ fn a_restart_keeps_every_acknowledged_write() {
 fn creating_an_event_applies_the_auto_assignment_rules() {
     block(async {
         let (base, _s) = serve(&temp_db("auto")).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let add = |r: &str, rel: &str, s: &str| json!({ "op": "add_tuple", "tuple": { "resource": r, "relation": rel, "subject": s } });
         let create = json!({ "author": "user:occ_controller", "now": NOW, "deltas": [
             { "op": "add_entity", "entity": { "type": "event", "id": "aog_dub", "account": "skyways", "attrs": { "ends_at": "2026-05-03T00:00:00Z" } } },
@@ -663,7 +670,7 @@ fn a_reloaded_policy_is_stored_and_a_restart_serves_it_with_the_writes_made_unde
     let hangar = "type hangar {\n  label: string?\n  owner_org: organization\n  created_by: user\n  permission create = owner_org->internal & created_by\n  on create = create\n}\n";
     let (reloaded_hash, revision) = block(async {
         let (base, _s) = serve(&db).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let mut sources: Vec<Value> = read_policies(&root().join("policies"))
             .unwrap()
             .iter()
@@ -697,7 +704,7 @@ fn a_reloaded_policy_is_stored_and_a_restart_serves_it_with_the_writes_made_unde
     // The files on disk do not have the hangar type: the stored policy wins.
     block(async {
         let (base, s) = serve(&db).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let (_, rev) = get(&c, &format!("{base}/v1/revision")).await;
         assert_eq!(rev["revision"], revision);
         assert_eq!(rev["policy_hash"], reloaded_hash.as_str());
@@ -734,7 +741,7 @@ fn a_reloaded_policy_is_stored_and_a_restart_serves_it_with_the_writes_made_unde
 fn every_rejection_has_the_api_error_shape_and_bodies_are_bounded() {
     block(async {
         let (base, _s) = serve(&temp_db("shapes")).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         // Not JSON, wrong content type, too large, wrong method: each a JSON error.
         let not_json = c
             .post(format!("{base}/v1/check"))
@@ -790,16 +797,19 @@ fn slow_and_surplus_connections_are_closed_not_held() {
     use std::io::{Read, Write};
     block(async {
         let policies = root().join("policies");
+        let db = temp_db("limits");
         let service = Service::open(
             runtime(),
             read_policies(&policies).unwrap(),
-            &temp_db("limits"),
+            &db,
             || Ok(demo_facts()),
             None,
             ServiceConfig::default(),
         )
         .await
         .unwrap();
+        super::add_key(&db, super::ADMIN, clearance_host::auth::Scope::Admin, &[]);
+        service.refresh_keys().await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = clearance_host::service::ServerLimits {
@@ -851,11 +861,7 @@ fn slow_and_surplus_connections_are_closed_not_held() {
             outcome.1
         );
         // And the server still answers.
-        let (status, _) = get(
-            &reqwest::Client::new(),
-            &format!("http://{addr}/v1/revision"),
-        )
-        .await;
+        let (status, _) = get(&super::admin(), &format!("http://{addr}/v1/revision")).await;
         assert_eq!(status, 200);
     });
 }
@@ -866,7 +872,7 @@ fn slow_and_surplus_connections_are_closed_not_held() {
 fn an_exponential_policy_is_refused_at_validation_with_its_location() {
     block(async {
         let (base, _s) = serve(&temp_db("exponential")).await;
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let mut text = String::from("type hangar {\n  keeper: user\n  permission p0 = keeper\n");
         for k in 1..=40 {
             text.push_str(&format!("  permission p{k} = p{} | p{}\n", k - 1, k - 1));

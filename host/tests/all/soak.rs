@@ -38,6 +38,12 @@ fn soak_secs() -> u64 {
         .unwrap_or(30)
 }
 
+/// The key the soak sends: the test admin key, or `CLEARANCE_SOAK_KEY` for another
+/// server (`CLEARANCE_SOAK_URL`).
+fn soak_key() -> String {
+    std::env::var("CLEARANCE_SOAK_KEY").unwrap_or_else(|_| super::ADMIN.to_string())
+}
+
 fn micros(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -70,7 +76,9 @@ fn a_mixed_load_never_fails_a_check_and_never_loses_or_invents_a_write() {
             }
         };
         let served_revision = |base: String| async move {
-            let r: Value = reqwest::get(format!("{base}/v1/revision"))
+            let r: Value = super::client_with(&soak_key())
+                .get(format!("{base}/v1/revision"))
+                .send()
                 .await
                 .unwrap()
                 .json()
@@ -81,10 +89,7 @@ fn a_mixed_load_never_fails_a_check_and_never_loses_or_invents_a_write() {
         let secs = soak_secs();
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Mutex::new(Tally::default()));
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()
-            .unwrap();
+        let client = super::client_with(&soak_key());
         let checks = [
             ("user:aeroserv_tech", "view", "event:aog_lhr"),
             ("user:jetfix_tech", "view", "event:aog_lhr"),
@@ -329,7 +334,7 @@ fn a_mixed_load_never_fails_a_check_and_never_loses_or_invents_a_write() {
 
         // The books: every acknowledged write is there, whole, at the revision it was
         // acknowledged with; no refused write is.
-        let c = reqwest::Client::new();
+        let c = super::admin();
         let facts: Value = c
             .get(format!("{base}/v1/facts"))
             .send()

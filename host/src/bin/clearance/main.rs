@@ -1,10 +1,11 @@
 //! `clearance`: the server and its command line, a module per subcommand. `serve` runs
 //! the HTTP API on a store; `check`, `explain` and `matrix` decide through the same wasm
 //! module; `validate` checks policy files; `test` runs scenario files (natively, with the
-//! core the module is built from).
+//! core the module is built from); `keys` manages a store's service keys.
 
 mod common;
 mod decide;
+mod keys;
 mod matrix;
 mod scenarios;
 mod serve;
@@ -35,6 +36,14 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (seeds the demo data on first start with no store).
     Serve(serve::ServeArgs),
+    /// Manage the service keys of a store.
+    Keys {
+        /// The SQLite fact store.
+        #[arg(long, default_value = "clearance.db")]
+        data: PathBuf,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Decide one request.
     Check(RequestArgs),
     /// Decide one request and explain every failed check (or the granting path).
@@ -135,5 +144,6 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             facts,
         } => matrix::run(&cli, matrix, account.as_deref(), *format, facts).await,
         Command::Serve(args) => serve::run(&cli, args).await,
+        Command::Keys { data, command } => keys::run(data, command),
     }
 }

@@ -3,9 +3,12 @@
 use crate::Cli;
 use crate::common::{load_facts, runtime, sources};
 use clearance_host::RuntimeConfig;
+use clearance_host::auth::{DemoIssuer, Scope, TokenRules, TokenVerifier, new_key};
 use clearance_host::service::{self, ServerLimits, Service, ServiceConfig};
+use clearance_host::store::{FactStore, SqliteStore};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What `serve` takes.
@@ -46,6 +49,34 @@ pub struct ServeArgs {
     /// further behind gets a `reset` event.
     #[arg(long, default_value_t = 1024)]
     pub feed_buffer: usize,
+    /// Demo mode: runs a token issuer for the principals of the facts (`POST
+    /// /demo/token`, a key made at start-up) and, on a store without keys, creates an
+    /// admin key and prints it. Never for real data.
+    #[arg(long)]
+    pub demo: bool,
+    /// With `--demo`: the server's clock for decisions and writes starts at this time
+    /// (RFC 3339), for demo data that is dated.
+    #[arg(long, requires = "demo")]
+    pub demo_time: Option<String>,
+    /// Verify user tokens against the public keys of this JWKS file.
+    #[arg(long, requires_all = ["token_issuer", "token_audience"], conflicts_with = "demo")]
+    pub jwks: Option<PathBuf>,
+    /// The issuer (`iss`) user tokens must name.
+    #[arg(long)]
+    pub token_issuer: Option<String>,
+    /// The audience (`aud`) user tokens must name.
+    #[arg(long)]
+    pub token_audience: Option<String>,
+    /// The claim that names the principal.
+    #[arg(long, default_value = "sub")]
+    pub token_claim: String,
+    /// The principal type the claim names an id of.
+    #[arg(long, default_value = "user")]
+    pub token_principal_type: String,
+    /// Requests a second each caller (a key or a user) may make, with as many at once;
+    /// past it: 429 with `retry-after`. 0: no limit.
+    #[arg(long, default_value_t = 5000)]
+    pub rate_limit: u32,
 }
 
 /// Serves until SIGINT.
@@ -61,7 +92,40 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         queue,
         max_connections,
         feed_buffer,
+        demo,
+        demo_time,
+        jwks,
+        token_issuer,
+        token_audience,
+        token_claim,
+        token_principal_type,
+        rate_limit,
     } = args;
+    let issuer = if *demo {
+        Some(Arc::new(DemoIssuer::new()?))
+    } else {
+        None
+    };
+    let tokens = match (&issuer, jwks) {
+        (Some(i), _) => Some(Arc::new(TokenVerifier::new(&i.jwks, i.rules.clone())?)),
+        (None, Some(path)) => Some(Arc::new(TokenVerifier::from_file(
+            path,
+            TokenRules {
+                issuer: token_issuer.clone().unwrap_or_default(),
+                audience: token_audience.clone().unwrap_or_default(),
+                claim: token_claim.clone(),
+                principal_type: Some(token_principal_type.clone()),
+                ..TokenRules::default()
+            },
+        )?)),
+        (None, None) => None,
+    };
+    let clock_offset = match demo_time {
+        Some(t) => clearance_core::time::parse(t)
+            .map_err(|m| format!("--demo-time: {m}"))?
+            .saturating_sub(service::now_seconds()),
+        None => 0,
+    };
     let cache = cache_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.cache", data.display())));
@@ -92,6 +156,10 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         ServiceConfig {
             adopt_policy: *adopt_policy,
             feed_buffer: *feed_buffer,
+            tokens,
+            demo: issuer,
+            clock_offset,
+            rate_limit: std::num::NonZeroU32::new(*rate_limit),
             ..ServiceConfig::default()
         },
     )
@@ -101,6 +169,33 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         service.revision(),
         t.elapsed().as_millis()
     );
+    if *demo {
+        eprintln!(
+            "clearance: DEMO MODE: POST /demo/token {{\"principal\": \"user:…\"}} gives a user token for any principal of the facts (a key made at start-up); never serve real data like this"
+        );
+        if service.key_count() == 0 {
+            let key = new_key(Scope::Admin, &[], "demo admin", service::now_seconds())?;
+            let stored = key.stored.clone();
+            let data = data.clone();
+            tokio::task::spawn_blocking(move || {
+                SqliteStore::open(&data)
+                    .and_then(|mut st| st.add_key(&stored))
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            service.refresh_keys().await.map_err(|e| e.to_string())?;
+            eprintln!(
+                "clearance: DEMO MODE: created an admin key (shown once): {}",
+                key.token
+            );
+        }
+    } else if service.key_count() == 0 {
+        eprintln!(
+            "clearance: the store has no service keys: every /v1 call needs one; create one with `clearance keys create --scope admin --data {}`",
+            data.display()
+        );
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("{addr}: {e}"))?;

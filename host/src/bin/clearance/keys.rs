@@ -1,0 +1,84 @@
+//! `clearance keys create|list|revoke`: the service keys of a store. A key's secret is
+//! printed once, at creation; the store keeps only its SHA-256. A running host picks up a
+//! new or revoked key within its refresh interval (a second by default).
+
+use clearance_host::auth::{Scope, new_key};
+use clearance_host::service::now_seconds;
+use clearance_host::store::{FactStore, SqliteStore};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// What `keys` does.
+#[derive(clap::Subcommand)]
+pub enum KeysCommand {
+    /// Creates a key and prints it, once.
+    Create {
+        /// `admin` (the policy, every account), `service` (decisions and writes on behalf
+        /// of the principals of its accounts) or `read` (decisions for its accounts).
+        #[arg(long)]
+        scope: String,
+        /// An account the key is for (`service` and `read`; repeat for several).
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        /// What the key is for.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Lists the keys (never their secrets).
+    List,
+    /// Revokes a key by its id.
+    Revoke {
+        /// The key's id (the part after `clr_`, before the second `_`).
+        id: String,
+    },
+}
+
+/// Runs a `keys` subcommand on the store at `data`.
+pub fn run(data: &Path, command: &KeysCommand) -> Result<ExitCode, String> {
+    let mut store = SqliteStore::open(data).map_err(|e| e.to_string())?;
+    match command {
+        KeysCommand::Create {
+            scope,
+            accounts,
+            label,
+        } => {
+            let scope = Scope::parse(scope)
+                .ok_or_else(|| format!("scope `{scope}`: expected admin, service or read"))?;
+            let key = new_key(scope, accounts, label, now_seconds())?;
+            store.add_key(&key.stored).map_err(|e| e.to_string())?;
+            eprintln!(
+                "clearance: created {} key {} (shown once; the store keeps only its hash)",
+                scope.as_str(),
+                key.stored.id
+            );
+            println!("{}", key.token);
+        }
+        KeysCommand::List => {
+            for k in store.keys().map_err(|e| e.to_string())? {
+                let state = match k.revoked {
+                    Some(at) => format!("revoked {}", clearance_core::time::format(at)),
+                    None => "live".into(),
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    k.id,
+                    k.scope,
+                    k.accounts.join(","),
+                    clearance_core::time::format(k.created),
+                    state,
+                    k.label
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if !store
+                .revoke_key(id, now_seconds())
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("no live key `{id}`"));
+            }
+            eprintln!("clearance: revoked key {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

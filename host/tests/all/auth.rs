@@ -1,0 +1,819 @@
+//! Who is asking, over real HTTP on loopback: every route refuses a caller without
+//! credentials or with a token that is expired, forged, for another audience or
+//! unsigned; a user decides, writes and reads only as itself and at the server's clock;
+//! keys act within their scope and accounts; nothing refused is written or revealed.
+
+use super::service::{NOW, serve_config, temp_db};
+use super::{ADMIN, add_key, block, client_with, root};
+use clearance_host::auth::{Scope, TokenRules, TokenVerifier};
+use clearance_host::service::{ROUTES, ServiceConfig};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const ISSUER: &str = "https://idp.test";
+const AUDIENCE: &str = "clearance-test";
+const SERVICE_SKYWAYS: &str = "clr_5e5e5e5e5e5e5e5e_service-key-of-skyways-for-the-tests-only";
+const SERVICE_BLUEAIR: &str = "clr_b1b1b1b1b1b1b1b1_service-key-of-blueair-for-the-tests-only";
+const READ_SKYWAYS: &str = "clr_4e4e4e4e4e4e4e4e_read-key-of-skyways-for-the-tests-only-xx";
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(root().join("host/tests/fixtures/tokens").join(name)).unwrap()
+}
+
+fn now() -> i64 {
+    clearance_host::service::now_seconds()
+}
+
+fn claims(sub: &str) -> Value {
+    json!({ "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now(), "nbf": now() - 5, "exp": now() + 600 })
+}
+
+fn sign(alg: Algorithm, kid: &str, key: &EncodingKey, claims: &Value) -> String {
+    let mut h = Header::new(alg);
+    h.kid = Some(kid.into());
+    jsonwebtoken::encode(&h, claims, key).unwrap()
+}
+
+fn ed_key() -> EncodingKey {
+    EncodingKey::from_ed_der(&fixture("ed25519.der"))
+}
+
+/// A valid user token, signed by the Ed25519 test key.
+fn user(sub: &str) -> String {
+    sign(Algorithm::EdDSA, "test-eddsa", &ed_key(), &claims(sub))
+}
+
+fn b64(v: &Value) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+/// Tokens that must be refused, each with what is wrong with it.
+fn bad_tokens() -> Vec<(&'static str, String)> {
+    let sub = "occ_controller";
+    let mut expired = claims(sub);
+    expired["exp"] = json!(now() - 3600);
+    let mut early = claims(sub);
+    early["nbf"] = json!(now() + 3600);
+    let mut other_aud = claims(sub);
+    other_aud["aud"] = json!("another-service");
+    let mut other_iss = claims(sub);
+    other_iss["iss"] = json!("https://evil.test");
+    let mut no_exp = claims(sub);
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let forger = EncodingKey::from_ed_der(&fixture("forger-ed25519.der"));
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({ "alg": "none", "typ": "JWT", "kid": "test-eddsa" })),
+        b64(&claims(sub))
+    );
+    // HMAC keyed with the RSA key's public modulus: a public key must never verify HMAC.
+    let jwks: Value = serde_json::from_slice(&fixture("jwks.json")).unwrap();
+    let modulus = jwks["keys"][1]["n"].as_str().unwrap().to_string();
+    let hmac = sign(
+        Algorithm::HS256,
+        "test-rs256",
+        &EncodingKey::from_secret(modulus.as_bytes()),
+        &claims(sub),
+    );
+    vec![
+        ("malformed", "not.a.token".to_string()),
+        (
+            "expired",
+            sign(Algorithm::EdDSA, "test-eddsa", &ed_key(), &expired),
+        ),
+        (
+            "not yet valid",
+            sign(Algorithm::EdDSA, "test-eddsa", &ed_key(), &early),
+        ),
+        (
+            "wrong signature",
+            sign(Algorithm::EdDSA, "test-eddsa", &forger, &claims(sub)),
+        ),
+        (
+            "unknown kid",
+            sign(Algorithm::EdDSA, "nobody", &ed_key(), &claims(sub)),
+        ),
+        (
+            "wrong audience",
+            sign(Algorithm::EdDSA, "test-eddsa", &ed_key(), &other_aud),
+        ),
+        (
+            "wrong issuer",
+            sign(Algorithm::EdDSA, "test-eddsa", &ed_key(), &other_iss),
+        ),
+        (
+            "no exp",
+            sign(Algorithm::EdDSA, "test-eddsa", &ed_key(), &no_exp),
+        ),
+        ("alg none", none),
+        ("HMAC with a public key", hmac),
+        (
+            "a key of no store",
+            "clr_0123456789abcdef_no-such-key-was-ever-created-here".into(),
+        ),
+    ]
+}
+
+fn config() -> ServiceConfig {
+    let verifier = TokenVerifier::from_file(
+        &root().join("host/tests/fixtures/tokens/jwks.json"),
+        TokenRules {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            ..TokenRules::default()
+        },
+    )
+    .unwrap();
+    ServiceConfig {
+        tokens: Some(Arc::new(verifier)),
+        ..ServiceConfig::default()
+    }
+}
+
+/// A server with user tokens configured and a service and a read key for `skyways`
+/// and a service key for `blueair`.
+async fn server(name: &str) -> (String, Arc<clearance_host::service::Service>) {
+    let db = temp_db(name);
+    let (base, service) = serve_config(&db, config()).await;
+    add_key(&db, SERVICE_SKYWAYS, Scope::Service, &["skyways"]);
+    add_key(&db, SERVICE_BLUEAIR, Scope::Service, &["blueair"]);
+    add_key(&db, READ_SKYWAYS, Scope::Read, &["skyways"]);
+    service.refresh_keys().await.unwrap();
+    (base, service)
+}
+
+async fn call(c: &reqwest::Client, method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    let r = match (method, body) {
+        ("get", _) => c.get(url).send().await.unwrap(),
+        (_, Some(b)) => c.post(url).json(&b).send().await.unwrap(),
+        (_, None) => c.post(url).json(&json!({})).send().await.unwrap(),
+    };
+    let status = r.status().as_u16();
+    if url.contains("/v1/changes") && status == 200 {
+        return (status, Value::Null);
+    }
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn url(base: &str, path: &str) -> String {
+    format!(
+        "{base}{}",
+        path.replace("{matrix}", "operations")
+            .replace("{principal}", "user:occ_controller")
+    )
+}
+
+#[test]
+fn every_route_but_the_document_refuses_missing_and_bad_credentials() {
+    block(async {
+        let (base, service) = server("auth-bad").await;
+        let before = service.revision();
+        let anonymous = reqwest::Client::new();
+        for route in ROUTES {
+            let u = url(&base, route.path);
+            let (status, body) = call(&anonymous, route.method, &u, None).await;
+            if route.path == "/v1/openapi.json" {
+                assert_eq!(status, 200, "the document is open");
+                continue;
+            }
+            assert_eq!(
+                status, 401,
+                "{} {} without credentials: {body}",
+                route.method, route.path
+            );
+            assert_eq!(body["error"]["code"], "auth.missing", "{body}");
+            assert_eq!(body["allowed"], false);
+            for (what, token) in bad_tokens() {
+                let (status, body) = call(&client_with(&token), route.method, &u, None).await;
+                assert_eq!(
+                    status, 401,
+                    "{} {} with a token {what}: {body}",
+                    route.method, route.path
+                );
+                assert_eq!(body["error"]["code"], "auth.invalid", "{what}: {body}");
+            }
+        }
+        // A scheme other than Bearer, and a header that is not text.
+        let basic = reqwest::Client::new()
+            .get(format!("{base}/v1/revision"))
+            .header("authorization", format!("Basic {ADMIN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(basic.status().as_u16(), 401);
+        assert_eq!(
+            service.revision(),
+            before,
+            "a refused caller wrote something"
+        );
+    });
+}
+
+#[test]
+fn each_algorithm_of_the_jwks_verifies_and_names_its_principal() {
+    let verifier = TokenVerifier::from_file(
+        &root().join("host/tests/fixtures/tokens/jwks.json"),
+        TokenRules {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            ..TokenRules::default()
+        },
+    )
+    .unwrap();
+    let es = EncodingKey::from_ec_der(&fixture("es256.der"));
+    let rs = EncodingKey::from_rsa_der(&fixture("rs256.der"));
+    for (alg, kid, key) in [
+        (Algorithm::ES256, "test-es256", &es),
+        (Algorithm::RS256, "test-rs256", &rs),
+        (Algorithm::EdDSA, "test-eddsa", &ed_key()),
+    ] {
+        let token = sign(alg, kid, key, &claims("ana"));
+        assert_eq!(
+            verifier.verify(&token, now()),
+            Ok("user:ana".to_string()),
+            "{alg:?}"
+        );
+        // The key of one algorithm does not verify a token claiming another.
+        let swapped = sign(alg, "test-eddsa", key, &claims("ana"));
+        if alg != Algorithm::EdDSA {
+            assert!(
+                verifier.verify(&swapped, now()).is_err(),
+                "{alg:?} under the EdDSA kid"
+            );
+        }
+    }
+    for (what, token) in bad_tokens() {
+        assert!(
+            verifier.verify(&token, now()).is_err(),
+            "a token {what} was accepted"
+        );
+    }
+    // The server's clock decides expiry: a token valid now is expired an hour later.
+    assert!(verifier.verify(&user("ana"), now() + 3600).is_err());
+    // A JWKS with a symmetric key, or an Ed25519 key of the wrong length, is refused.
+    let oct =
+        serde_json::from_value(json!({ "keys": [{ "kty": "oct", "k": "c2VjcmV0", "kid": "s" }] }))
+            .unwrap();
+    assert!(
+        TokenVerifier::new(
+            &oct,
+            TokenRules {
+                issuer: ISSUER.into(),
+                audience: AUDIENCE.into(),
+                ..TokenRules::default()
+            }
+        )
+        .is_err()
+    );
+    let short = serde_json::from_value(
+        json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": "AAAA", "kid": "short" }] }),
+    )
+    .unwrap();
+    assert!(
+        TokenVerifier::new(
+            &short,
+            TokenRules {
+                issuer: ISSUER.into(),
+                audience: AUDIENCE.into(),
+                ..TokenRules::default()
+            }
+        )
+        .is_err()
+    );
+}
+
+fn check_body(principal: &str, now: bool) -> Value {
+    let mut b = json!({ "principal": principal, "action": "view", "resource": "event:aog_lhr" });
+    if now {
+        b["now"] = json!(NOW);
+    }
+    b
+}
+
+#[test]
+fn a_user_token_acts_only_as_itself_and_at_the_servers_clock() {
+    block(async {
+        let (base, service) = server("auth-user").await;
+        let me = client_with(&user("occ_controller"));
+        // Its own decision, at the server's clock.
+        let (status, body) = call(
+            &me,
+            "post",
+            &format!("{base}/v1/check"),
+            Some(check_body("user:occ_controller", false)),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["allowed"].is_boolean());
+        // A `now` of its own is refused.
+        let (status, body) = call(
+            &me,
+            "post",
+            &format!("{base}/v1/check"),
+            Some(check_body("user:occ_controller", true)),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("request.now_not_allowed"))
+        );
+        // Deciding, listing and explaining for another principal are refused.
+        for (path, body) in [
+            ("/v1/check", check_body("user:aeroserv_tech", false)),
+            ("/v1/explain", check_body("user:aeroserv_tech", false)),
+            (
+                "/v1/allowed-actions",
+                json!({ "principal": "user:aeroserv_tech", "resource": "event:aog_lhr" }),
+            ),
+            (
+                "/v1/resources",
+                json!({ "principal": "user:aeroserv_tech", "action": "view", "type": "event" }),
+            ),
+            (
+                "/v1/check/batch",
+                json!({ "requests": [check_body("user:occ_controller", false), check_body("user:aeroserv_tech", false)] }),
+            ),
+            (
+                "/v1/principals",
+                json!({ "resource": "event:aog_lhr", "action": "view", "now": NOW }),
+            ),
+            ("/v1/policy/validate", json!({ "sources": [] })),
+            ("/v1/policy/reload", json!({})),
+        ] {
+            let (status, answer) = call(&me, "post", &format!("{base}{path}"), Some(body)).await;
+            assert_eq!(status, 403, "{path}: {answer}");
+            assert_eq!(answer["error"]["code"], "auth.forbidden", "{path}");
+        }
+        // Slices: its own, not another's; the facts are not for users.
+        assert_eq!(
+            call(
+                &me,
+                "get",
+                &format!("{base}/v1/slice/user:occ_controller"),
+                None
+            )
+            .await
+            .0,
+            200
+        );
+        assert_eq!(
+            call(
+                &me,
+                "get",
+                &format!("{base}/v1/slice/user:aeroserv_tech"),
+                None
+            )
+            .await
+            .0,
+            403
+        );
+        assert_eq!(
+            call(&me, "get", &format!("{base}/v1/facts"), None).await.0,
+            403
+        );
+        // Writes: as another author, or with a `now`, are refused and store nothing.
+        let before = service.revision();
+        let deltas = super::create_event("auth_probe");
+        let (status, answer) = call(
+            &me,
+            "post",
+            &format!("{base}/v1/facts"),
+            Some(json!({ "author": "user:aog_desk", "deltas": deltas })),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (403, Some("auth.forbidden")),
+            "{answer}"
+        );
+        let (status, answer) = call(
+            &me,
+            "post",
+            &format!("{base}/v1/facts"),
+            Some(json!({ "deltas": deltas, "now": NOW })),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("request.now_not_allowed")),
+            "{answer}"
+        );
+        assert_eq!(service.revision(), before, "a refused write was stored");
+        let facts = call(
+            &client_with(ADMIN),
+            "get",
+            &format!("{base}/v1/facts"),
+            None,
+        )
+        .await
+        .1;
+        assert!(
+            !facts["entities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["id"] == "auth_probe"),
+            "a refused write is in the facts"
+        );
+        // A token for a principal that does not exist is no caller.
+        let ghost = client_with(&user("nobody_here"));
+        assert_eq!(
+            call(&ghost, "get", &format!("{base}/v1/revision"), None)
+                .await
+                .0,
+            401
+        );
+    });
+}
+
+#[test]
+fn keys_act_within_their_scope_and_accounts() {
+    block(async {
+        let (base, service) = server("auth-keys").await;
+        let skyways = client_with(SERVICE_SKYWAYS);
+        let blueair = client_with(SERVICE_BLUEAIR);
+        let read = client_with(READ_SKYWAYS);
+        // A service key decides for its accounts' principals (with a `now` of its own).
+        let ok = call(
+            &skyways,
+            "post",
+            &format!("{base}/v1/check"),
+            Some(check_body("user:occ_controller", true)),
+        )
+        .await;
+        assert_eq!(ok.0, 200, "{}", ok.1);
+        // Not for another account's, nor their slice or facts.
+        let (status, answer) = call(
+            &blueair,
+            "post",
+            &format!("{base}/v1/check"),
+            Some(check_body("user:occ_controller", true)),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (403, Some("auth.forbidden"))
+        );
+        assert_eq!(
+            call(
+                &blueair,
+                "get",
+                &format!("{base}/v1/slice/user:occ_controller"),
+                None
+            )
+            .await
+            .0,
+            403
+        );
+        assert_eq!(
+            call(
+                &blueair,
+                "get",
+                &format!("{base}/v1/facts?account=skyways"),
+                None
+            )
+            .await
+            .0,
+            403
+        );
+        assert_eq!(
+            call(&blueair, "get", &format!("{base}/v1/facts"), None)
+                .await
+                .0,
+            403
+        );
+        // Its own account's facts hold that account only.
+        let (status, facts) = call(
+            &skyways,
+            "get",
+            &format!("{base}/v1/facts?account=skyways"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let entities = facts["entities"].as_array().unwrap();
+        assert!(!entities.is_empty());
+        assert!(
+            entities
+                .iter()
+                .all(|e| e["account"] == "skyways" || e["id"] == "skyways"),
+            "another account's entity leaked"
+        );
+        // Policy routes need an admin key.
+        assert_eq!(
+            call(
+                &skyways,
+                "post",
+                &format!("{base}/v1/policy/reload"),
+                Some(json!({}))
+            )
+            .await
+            .0,
+            403
+        );
+        // A read key decides, and does nothing else.
+        assert_eq!(
+            call(
+                &read,
+                "post",
+                &format!("{base}/v1/check"),
+                Some(check_body("user:occ_controller", true))
+            )
+            .await
+            .0,
+            200
+        );
+        assert_eq!(
+            call(
+                &read,
+                "get",
+                &format!("{base}/v1/slice/user:occ_controller"),
+                None
+            )
+            .await
+            .0,
+            403
+        );
+        assert_eq!(
+            call(&read, "get", &format!("{base}/v1/changes"), None)
+                .await
+                .0,
+            403
+        );
+        let before = service.revision();
+        let w = json!({ "author": "user:occ_controller", "deltas": super::create_event("by_read_key") });
+        assert_eq!(
+            call(&read, "post", &format!("{base}/v1/facts"), Some(w))
+                .await
+                .0,
+            403
+        );
+        // A service key writes on behalf of an author of its account, recorded as such;
+        // for an author of another account it is refused.
+        let w = json!({ "author": "user:occ_controller", "deltas": super::create_event("by_blueair_key") });
+        assert_eq!(
+            call(&blueair, "post", &format!("{base}/v1/facts"), Some(w))
+                .await
+                .0,
+            403
+        );
+        assert_eq!(service.revision(), before, "a refused write was stored");
+        let w = json!({ "author": "user:occ_controller", "deltas": super::create_event("by_service_key") });
+        let (status, answer) = call(&skyways, "post", &format!("{base}/v1/facts"), Some(w)).await;
+        assert_eq!(status, 200, "{answer}");
+        let revision = answer["revision"].as_u64().unwrap();
+        let mut feed = client_with(ADMIN)
+            .get(format!("{base}/v1/changes?since={}", revision - 1))
+            .send()
+            .await
+            .unwrap();
+        let chunk = String::from_utf8(feed.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+        assert!(
+            chunk.contains("\"via\":\"key:5e5e5e5e5e5e5e5e\""),
+            "{chunk}"
+        );
+        assert!(
+            chunk.contains("\"author\":\"user:occ_controller\""),
+            "{chunk}"
+        );
+        // A write with a `now` needs an admin key.
+        let w = json!({ "author": "user:occ_controller", "deltas": super::create_event("dated"), "now": NOW });
+        assert_eq!(
+            call(
+                &skyways,
+                "post",
+                &format!("{base}/v1/facts"),
+                Some(w.clone())
+            )
+            .await
+            .0,
+            400
+        );
+        assert_eq!(
+            call(
+                &client_with(ADMIN),
+                "post",
+                &format!("{base}/v1/facts"),
+                Some(w)
+            )
+            .await
+            .0,
+            200
+        );
+    });
+}
+
+#[test]
+fn a_caller_past_its_rate_is_told_to_wait_and_others_are_not() {
+    block(async {
+        let db = temp_db("auth-rate");
+        let config = ServiceConfig {
+            rate_limit: std::num::NonZeroU32::new(5),
+            ..config()
+        };
+        let (base, service) = serve_config(&db, config).await;
+        add_key(&db, SERVICE_SKYWAYS, Scope::Service, &["skyways"]);
+        service.refresh_keys().await.unwrap();
+        let busy = client_with(SERVICE_SKYWAYS);
+        let mut limited = None;
+        for _ in 0..20 {
+            let r = busy
+                .get(format!("{base}/v1/revision"))
+                .send()
+                .await
+                .unwrap();
+            if r.status().as_u16() == 429 {
+                limited = Some(r);
+                break;
+            }
+        }
+        let r = limited.expect("20 requests at once at a rate of 5 a second were all served");
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(wait >= 1);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "auth.rate_limited");
+        // Another caller has a budget of its own.
+        let other = client_with(ADMIN);
+        assert_eq!(
+            call(&other, "get", &format!("{base}/v1/revision"), None)
+                .await
+                .0,
+            200
+        );
+    });
+}
+
+#[test]
+fn a_revoked_key_stops_working() {
+    block(async {
+        let db = temp_db("auth-revoke");
+        let (base, service) = serve_config(&db, config()).await;
+        add_key(&db, SERVICE_SKYWAYS, Scope::Service, &["skyways"]);
+        service.refresh_keys().await.unwrap();
+        let c = client_with(SERVICE_SKYWAYS);
+        assert_eq!(
+            call(&c, "get", &format!("{base}/v1/revision"), None)
+                .await
+                .0,
+            200
+        );
+        {
+            use clearance_host::store::FactStore;
+            let mut store = clearance_host::store::SqliteStore::open(&db).unwrap();
+            assert!(store.revoke_key("5e5e5e5e5e5e5e5e", now()).unwrap());
+        }
+        // The periodic refresh picks the revocation up within its interval.
+        let mut status = 200;
+        for _ in 0..60 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            status = call(&c, "get", &format!("{base}/v1/revision"), None)
+                .await
+                .0;
+            if status == 401 {
+                break;
+            }
+        }
+        assert_eq!(status, 401, "a revoked key still works");
+    });
+}
+
+#[test]
+fn a_user_follows_the_changes_of_its_own_account_only() {
+    block(async {
+        let (base, _service) = server("auth-feed").await;
+        let admin = client_with(ADMIN);
+        let start = call(&admin, "get", &format!("{base}/v1/revision"), None)
+            .await
+            .1["revision"]
+            .as_u64()
+            .unwrap();
+        // A change in blueair, then one in skyways.
+        let add = |rel: &str, s: &str| json!({ "op": "add_tuple", "tuple": { "resource": "event:blue_probe", "relation": rel, "subject": s } });
+        let blue = json!({ "author": "user:blue_controller", "deltas": [
+            { "op": "add_entity", "entity": { "type": "event", "id": "blue_probe", "account": "blueair", "attrs": { "ends_at": "2026-05-03T00:00:00Z" } } },
+            add("station", "station:ams"),
+            add("owner_org", "organization:blueair_occ"),
+            add("created_by", "user:blue_controller"),
+        ], "now": NOW });
+        let (s1, a1) = call(&admin, "post", &format!("{base}/v1/facts"), Some(blue)).await;
+        let sky = json!({ "author": "user:occ_controller", "deltas": super::create_event("feed_probe"), "now": NOW });
+        let (s2, a2) = call(&admin, "post", &format!("{base}/v1/facts"), Some(sky)).await;
+        assert_eq!((s1, s2), (200, 200), "{a1} {a2}");
+        let mut feed = client_with(&user("occ_controller"))
+            .get(format!("{base}/v1/changes?since={start}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(feed.status().as_u16(), 200);
+        let text = String::from_utf8(feed.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+        assert!(
+            text.contains("feed_probe"),
+            "its own account's change is missing: {text}"
+        );
+        assert!(
+            !text.contains("blue_probe"),
+            "another account's change was revealed: {text}"
+        );
+        // An admin follows both.
+        let mut all = admin
+            .get(format!("{base}/v1/changes?since={start}"))
+            .send()
+            .await
+            .unwrap();
+        let mut seen = String::new();
+        while !seen.contains("feed_probe") {
+            let chunk = all.chunk().await.unwrap().unwrap();
+            seen.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        assert!(seen.contains("blue_probe"), "{seen}");
+    });
+}
+
+/// `serve --demo`: an admin key made and printed once, a token issuer for the principals
+/// of the facts whose tokens act like any user token, and the demo's dated clock.
+#[test]
+fn the_demo_issues_tokens_that_act_as_their_user_at_the_demo_time() {
+    let dir = std::env::temp_dir().join(format!("clearance-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server =
+        super::faults::start(&dir.join("facts.db"), &["--demo", "--demo-time", NOW]).unwrap();
+    let log = server.log.lock().unwrap().clone();
+    let key = log
+        .split("created an admin key (shown once): ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the demo prints its admin key")
+        .to_string();
+    let base = server.base.clone();
+    block(async {
+        let admin = client_with(&key);
+        assert_eq!(
+            call(&admin, "get", &format!("{base}/v1/facts"), None)
+                .await
+                .0,
+            200
+        );
+        let anonymous = reqwest::Client::new();
+        let (status, answer) = call(
+            &anonymous,
+            "post",
+            &format!("{base}/demo/token"),
+            Some(json!({ "principal": "user:aeroserv_tech" })),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let tech = client_with(answer["token"].as_str().unwrap());
+        // The event ended long before today but not at the demo's time: the server's
+        // clock is the demo's.
+        let (status, d) = call(
+            &tech,
+            "post",
+            &format!("{base}/v1/check"),
+            Some(check_body("user:aeroserv_tech", false)),
+        )
+        .await;
+        assert_eq!((status, d["allowed"].as_bool()), (200, Some(true)), "{d}");
+        assert_eq!(
+            call(
+                &tech,
+                "get",
+                &format!("{base}/v1/slice/user:occ_controller"),
+                None
+            )
+            .await
+            .0,
+            403
+        );
+        // No token for what is not a principal of the facts.
+        let (status, _) = call(
+            &anonymous,
+            "post",
+            &format!("{base}/demo/token"),
+            Some(json!({ "principal": "account:skyways" })),
+        )
+        .await;
+        assert_eq!(status, 404);
+    });
+    drop(server);
+    // Without --demo there is no issuer.
+    let plain = super::faults::start(&dir.join("facts.db"), &[]).unwrap();
+    block(async {
+        let (status, _) = call(
+            &reqwest::Client::new(),
+            "post",
+            &format!("{}/demo/token", plain.base),
+            Some(json!({ "principal": "user:aeroserv_tech" })),
+        )
+        .await;
+        assert_eq!(status, 404);
+    });
+    drop(plain);
+    let _ = std::fs::remove_dir_all(&dir);
+}
