@@ -250,8 +250,16 @@ fn each_algorithm_of_the_jwks_verifies_and_names_its_principal() {
             "a token {what} was accepted"
         );
     }
-    // The server's clock decides expiry: a token valid now is expired an hour later.
-    assert!(verifier.verify(&user("ana"), now() + 3600).is_err());
+    // The server's clock decides expiry: a token valid now is expired an hour later, also
+    // once it is remembered as verified.
+    let token = user("ana");
+    assert!(verifier.verify(&token, now()).is_ok());
+    assert!(verifier.verify(&token, now()).is_ok());
+    assert_eq!(
+        verifier.verify(&token, now() + 3600).map_err(|e| e.code),
+        Err("auth.invalid")
+    );
+    assert!(verifier.verify(&token, now() + 3600).is_err());
     // A JWKS with a symmetric key, or an Ed25519 key of the wrong length, is refused.
     let oct =
         serde_json::from_value(json!({ "keys": [{ "kty": "oct", "k": "c2VjcmV0", "kid": "s" }] }))
