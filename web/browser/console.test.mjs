@@ -256,6 +256,9 @@ describe('the console', () => {
     await page.waitForSelector('#notice[data-kind="refusal"]');
     assert.equal(await page.getAttribute('#notice', 'data-code'), 'write.denied');
     assert.match(present(await page.textContent('#notice')), /refused/);
+    // The host's denial, with every failed check, is shown with the refusal.
+    const reasons = await page.$$eval('#notice .reason', (els) => els.map((e) => e.getAttribute('data-code')));
+    assert.ok(reasons.length > 0, 'the refusal shows none of the host\'s reasons');
     await page.close();
   });
 

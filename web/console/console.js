@@ -787,7 +787,8 @@ async function post(deltas, req, allowedInPage) {
   const answer = await json('/v1/facts', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   if (!answer.ok) {
     const err = answer.body.error ?? { code: 'write.failed', message: `HTTP ${answer.status}` };
-    const reasons = answer.body.refusal?.reasons ?? [];
+    // A refusal by the policy carries the denial, with every failed check.
+    const reasons = answer.body.refusal?.decision?.reasons ?? [];
     notice('refusal', h('strong', {}, 'The host refused the write: '), code(err.code), ` ${err.message}`,
       ...(err.help ? [h('div', { class: 'id' }, err.help)] : []), ...reasonList(reasons));
     $('#notice').dataset.code = err.code;
