@@ -1503,6 +1503,11 @@ fn authorise_write(s: &Service, caller: &Caller, body: &WriteBody) -> Result<Aut
         caller,
         served: &served,
     };
+    // The parity token's decision is decided again: only for a principal the caller may
+    // decide for, or a write would answer whether another principal is allowed.
+    if let Some(request) = body.parity.as_ref().and_then(|p| p.request.as_ref()) {
+        access.decide_for(&request.principal)?;
+    }
     match caller {
         Caller::User { principal } => {
             if body.now.is_some() {

@@ -408,6 +408,16 @@ fn a_user_token_acts_only_as_itself_and_at_the_servers_clock() {
             (400, Some("request.now_not_allowed")),
             "{answer}"
         );
+        // A parity token about another principal would tell whether it is allowed.
+        let probe = json!({ "deltas": deltas, "parity": {
+            "module_hash": service.module_hash(), "policy_hash": service.policy_hash(), "revision": 0,
+            "request": check_body("user:aeroserv_tech", true), "allowed": true } });
+        let (status, answer) = call(&me, "post", &format!("{base}/v1/facts"), Some(probe)).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (403, Some("auth.forbidden")),
+            "{answer}"
+        );
         assert_eq!(service.revision(), before, "a refused write was stored");
         let facts = call(
             &client_with(ADMIN),
