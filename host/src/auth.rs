@@ -219,6 +219,11 @@ impl Keys {
         self.0.is_empty()
     }
 
+    /// Whether a key of this id is live.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.0.contains_key(id)
+    }
+
     /// The caller a service key names, or why not.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let rest = token

@@ -1480,12 +1480,22 @@ struct ParityToken {
 /// A write's author and how it was made, once the caller may make it.
 struct Authored {
     author: String,
+    /// A user's write: its parity decision is made again at the server's clock.
+    user: bool,
     via: Option<String>,
     /// The accounts a key may write to; `None` for an admin (every account).
     accounts: Option<Vec<String>>,
 }
 
 fn authorise_write(s: &Service, caller: &Caller, body: &WriteBody) -> Result<Authored, ApiError> {
+    if body.deltas.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "request.empty",
+            "a write with no deltas changes nothing",
+            "nothing was written",
+        ));
+    }
     if body.deltas.len() > s.config.max_deltas {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -1524,6 +1534,7 @@ fn authorise_write(s: &Service, caller: &Caller, body: &WriteBody) -> Result<Aut
                 ))),
                 _ => Ok(Authored {
                     author: principal.clone(),
+                    user: true,
                     via: None,
                     accounts: access.account_of(principal).map(|a| vec![a]),
                 }),
@@ -1544,6 +1555,7 @@ fn authorise_write(s: &Service, caller: &Caller, body: &WriteBody) -> Result<Aut
             })?;
             match scope {
                 Scope::Admin => Ok(Authored {
+                    user: false,
                     via: Some(match &body.now {
                         Some(now) => format!("key:{id} import at {}", json!(now)),
                         None => format!("key:{id}"),
@@ -1555,6 +1567,7 @@ fn authorise_write(s: &Service, caller: &Caller, body: &WriteBody) -> Result<Aut
                     access.decide_for(&author)?;
                     Ok(Authored {
                         author,
+                        user: false,
                         via: Some(format!("key:{id}")),
                         accounts: Some(accounts.clone()),
                     })
@@ -1645,12 +1658,11 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> A
         if let (Some(request), Some(allowed)) = (&p.request, p.allowed)
             && p.revision < served.revision
         {
-            let now = s
-                .runtime
-                .run(&Call::Check {
-                    request: request.clone(),
-                })
-                .await?;
+            let mut request = request.clone();
+            if authored.user {
+                request.now = TimeValue::Seconds(s.clock());
+            }
+            let now = s.runtime.run(&Call::Check { request }).await?;
             if now.get("allowed").and_then(Value::as_bool) != Some(allowed) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -1806,6 +1818,8 @@ struct Feed {
     phase: Phase,
     /// The accounts the follower may see; `None` for an admin, who sees every change.
     filter: Option<Vec<String>>,
+    /// The key the follower proved itself with: the stream ends once it is revoked.
+    key: Option<String>,
     _subscriber: Subscriber,
 }
 
@@ -1837,10 +1851,25 @@ fn reset_event(revision: u64, after: u64, reason: &str) -> Event {
         )
 }
 
+/// The last event of a feed whose key was revoked (and the feed marked done), if it was.
+fn revoked(f: &mut Feed) -> Option<Event> {
+    let id = f.key.as_ref()?;
+    if matches!(f.phase, Phase::Done) || f.service.live_keys().is_live(id) {
+        return None;
+    }
+    f.phase = Phase::Done;
+    Some(Event::default().event("error").data(
+        json!({ "code": "auth.invalid", "message": "the key this feed was opened with was revoked", "help": "follow again with a live credential" }).to_string(),
+    ))
+}
+
 /// The next events of a feed: a page from the store while catching up, then each new
 /// change; a `reset` when the follower fell further behind than the live buffer holds.
 async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)> {
     loop {
+        if let Some(end) = revoked(&mut f) {
+            return Some((vec![Ok(end)], f));
+        }
         match f.phase {
             Phase::Done => return None,
             Phase::Paging => {
@@ -1882,6 +1911,10 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                 Ok(c) if c.revision > f.after + 1 => f.phase = Phase::Paging,
                 Ok(c) => {
                     f.after = c.revision;
+                    // The key may have been revoked while the follower waited.
+                    if let Some(end) = revoked(&mut f) {
+                        return Some((vec![Ok(end)], f));
+                    }
                     if visible(f.filter.as_deref(), &c) {
                         return Some((vec![Ok(change_event(&c))], f));
                     }
@@ -1995,6 +2028,10 @@ async fn changes(
         after,
         phase: Phase::Paging,
         filter,
+        key: match &caller {
+            Caller::Key { id, .. } => Some(id.clone()),
+            Caller::User { .. } => None,
+        },
         _subscriber: subscriber,
     };
     let events = stream::iter(first).chain(stream::unfold(feed, feed_step).flat_map(stream::iter));

@@ -596,6 +596,18 @@ fn keys_act_within_their_scope_and_accounts() {
             chunk.contains("\"author\":\"user:occ_controller\""),
             "{chunk}"
         );
+        // A write of nothing is refused, not stored as a revision.
+        let (status, answer) = call(
+            &skyways,
+            "post",
+            &format!("{base}/v1/facts"),
+            Some(json!({ "author": "user:occ_controller", "deltas": [] })),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("request.empty"))
+        );
         // A write with a `now` needs an admin key.
         let w = json!({ "author": "user:occ_controller", "deltas": super::create_event("dated"), "now": NOW });
         assert_eq!(
@@ -681,6 +693,9 @@ fn a_revoked_key_stops_working() {
                 .0,
             200
         );
+        // A feed opened with the key before it is revoked.
+        let mut feed = c.get(format!("{base}/v1/changes")).send().await.unwrap();
+        assert_eq!(feed.status().as_u16(), 200);
         {
             use clearance_host::store::FactStore;
             let mut store = clearance_host::store::SqliteStore::open(&db).unwrap();
@@ -698,6 +713,30 @@ fn a_revoked_key_stops_working() {
             }
         }
         assert_eq!(status, 401, "a revoked key still works");
+        // The open feed ends rather than deliver the next change of its account.
+        add_key(&db, ADMIN, Scope::Admin, &[]);
+        service.refresh_keys().await.unwrap();
+        let w = json!({ "author": "user:occ_controller", "deltas": super::create_event("after_revoke"), "now": NOW });
+        assert_eq!(
+            call(
+                &client_with(ADMIN),
+                "post",
+                &format!("{base}/v1/facts"),
+                Some(w)
+            )
+            .await
+            .0,
+            200
+        );
+        let mut text = String::new();
+        while let Ok(Some(chunk)) = feed.chunk().await {
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        assert!(text.contains("auth.invalid"), "{text}");
+        assert!(
+            !text.contains("after_revoke"),
+            "a revoked key's feed delivered a change: {text}"
+        );
     });
 }
 
