@@ -176,6 +176,48 @@ pub fn authorize_writes(
                 decision: Some(Box::new(snap.view(&decision, &request))),
             });
         }
+        // A new principal's roles grant access: given at creation, they need the rule that
+        // setting them later needs (`on set roles`), not only the rule for creating.
+        if let Delta::AddEntity { entity: e } = d
+            && td.principal
+            && e.attrs
+                .get("roles")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|roles| !roles.is_empty())
+        {
+            let Some(rule) = td.write_rule(WriteEvent::Set, td.attr("roles")) else {
+                return Err(refuse(
+                    index,
+                    "write.no_rule",
+                    format!(
+                        "no rule of the policy permits creating {what} with roles: declare `on set roles` on `{}`",
+                        td.name
+                    ),
+                ));
+            };
+            let Some(perm) = td.perms.get(rule.perm as usize) else {
+                return Err(refuse(index, "write.invalid", "unknown permission".into()));
+            };
+            let request = Request {
+                principal: author.to_string(),
+                action: perm.name.clone(),
+                resource: entity.clone(),
+                target: None,
+                now: now.clone(),
+            };
+            let decision = snap.check(&request);
+            if !decision.allowed {
+                return Err(WriteRefusal {
+                    index,
+                    code: "write.denied".into(),
+                    message: format!(
+                        "`{author}` may not give {what} roles: `{}.{}` denies it",
+                        td.name, perm.name
+                    ),
+                    decision: Some(Box::new(snap.view(&decision, &request))),
+                });
+            }
+        }
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ mod policy_limits;
 mod properties;
 mod protocol;
 mod scenarios;
+mod writes;
 
 use clearance_core::{Facts, Schema, Source};
 use clearance_scenarios::ScenarioFile;
