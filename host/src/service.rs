@@ -2067,26 +2067,7 @@ async fn slice(State(s): S, caller: Caller, ApiPath(principal): ApiPath<String>)
             ));
         };
         let account = p.account.clone();
-        let doc = served.facts.to_doc();
-        let entities: Vec<_> = doc
-            .entities
-            .into_iter()
-            .filter(|e| e.account.as_deref().unwrap_or(&e.id) == account)
-            .collect();
-        let keys: std::collections::BTreeSet<String> = entities
-            .iter()
-            .map(|e| format!("{}:{}", e.ty, e.id))
-            .collect();
-        let tuples = doc
-            .tuples
-            .into_iter()
-            .filter(|t| keys.contains(&t.resource))
-            .collect();
-        let facts = FactsJson {
-            revision: served.revision,
-            entities,
-            tuples,
-        };
+        let facts = account_facts(&served, &account_key(&account), served.revision);
         let policy: Vec<Value> = served
             .sources
             .iter()

@@ -154,28 +154,19 @@ pub fn authorize_writes(
                 ),
             ));
         };
-        let Some(perm) = td.perms.get(rule.perm as usize) else {
-            return Err(refuse(index, "write.invalid", "unknown permission".into()));
+        let change = Change {
+            snap,
+            td,
+            author,
+            entity: &entity,
+            now,
+            index,
         };
-        let request = Request {
-            principal: author.to_string(),
-            action: perm.name.clone(),
-            resource: entity.clone(),
-            target: perm.target.and(subject.clone()),
-            now: now.clone(),
-        };
-        let decision = snap.check(&request);
-        if !decision.allowed {
-            return Err(WriteRefusal {
-                index,
-                code: "write.denied".into(),
-                message: format!(
-                    "`{author}` may not make this change to {what}: `{}.{}` denies it",
-                    td.name, perm.name
-                ),
-                decision: Some(Box::new(snap.view(&decision, &request))),
-            });
-        }
+        change.permitted(
+            rule.perm,
+            subject.clone(),
+            &format!("make this change to {what}"),
+        )?;
         // A new principal's roles grant access: given at creation, they need the rule that
         // setting them later needs (`on set roles`), not only the rule for creating.
         if let Delta::AddEntity { entity: e } = d
@@ -195,31 +186,60 @@ pub fn authorize_writes(
                     ),
                 ));
             };
-            let Some(perm) = td.perms.get(rule.perm as usize) else {
-                return Err(refuse(index, "write.invalid", "unknown permission".into()));
-            };
-            let request = Request {
-                principal: author.to_string(),
-                action: perm.name.clone(),
-                resource: entity.clone(),
-                target: None,
-                now: now.clone(),
-            };
-            let decision = snap.check(&request);
-            if !decision.allowed {
-                return Err(WriteRefusal {
-                    index,
-                    code: "write.denied".into(),
-                    message: format!(
-                        "`{author}` may not give {what} roles: `{}.{}` denies it",
-                        td.name, perm.name
-                    ),
-                    decision: Some(Box::new(snap.view(&decision, &request))),
-                });
-            }
+            change.permitted(rule.perm, None, &format!("give {what} roles"))?;
         }
     }
     Ok(())
+}
+
+/// One change of a write, about to be judged by a permission of its entity's type.
+struct Change<'a> {
+    snap: &'a Snapshot,
+    td: &'a crate::policy::TypeDef,
+    author: &'a str,
+    entity: &'a str,
+    now: &'a TimeValue,
+    index: usize,
+}
+
+impl Change<'_> {
+    /// Whether the author holds permission `perm` on the entity (with `target` when the
+    /// permission takes one); `doing` says what the author tried, for the refusal.
+    fn permitted(
+        &self,
+        perm: u16,
+        target: Option<String>,
+        doing: &str,
+    ) -> Result<(), WriteRefusal> {
+        let Some(p) = self.td.perms.get(perm as usize) else {
+            return Err(WriteRefusal {
+                index: self.index,
+                code: "write.invalid".into(),
+                message: "unknown permission".into(),
+                decision: None,
+            });
+        };
+        let request = Request {
+            principal: self.author.to_string(),
+            action: p.name.clone(),
+            resource: self.entity.to_string(),
+            target: p.target.and(target),
+            now: self.now.clone(),
+        };
+        let decision = self.snap.check(&request);
+        if decision.allowed {
+            return Ok(());
+        }
+        Err(WriteRefusal {
+            index: self.index,
+            code: "write.denied".into(),
+            message: format!(
+                "`{}` may not {doing}: `{}.{}` denies it",
+                self.author, self.td.name, p.name
+            ),
+            decision: Some(Box::new(self.snap.view(&decision, &request))),
+        })
+    }
 }
 
 /// The tuples the policy adds by itself when `deltas` create entities (`auto add` rules,
