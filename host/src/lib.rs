@@ -8,6 +8,7 @@ pub mod auth;
 pub mod openapi;
 pub mod runtime;
 pub mod service;
+pub mod signer;
 pub mod store;
 
 pub use runtime::{HostError, Runtime, RuntimeConfig, Verdict};

@@ -11,6 +11,7 @@
 
 use crate::auth::{AuthError, Caller, DemoIssuer, Keys, Scope, TokenVerifier};
 use crate::runtime::{HostError, Runtime};
+use crate::signer::SliceSigner;
 use crate::store::{Change, FactStore, SqliteStore, StoreError, StoredPolicy};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
@@ -111,6 +112,11 @@ pub const ROUTES: &[Route] = &[
         who: "an admin key; a service key of the principal's account; a user token for itself",
     },
     Route {
+        method: "get",
+        path: "/v1/slice-keys",
+        who: "anyone, without credentials (the public keys that verify slices)",
+    },
+    Route {
         method: "post",
         path: "/v1/policy/validate",
         who: "an admin key",
@@ -158,6 +164,11 @@ pub struct ServiceConfig {
     /// Requests a second each caller (a key, or a user) may make, with as many at once;
     /// past it the caller is answered 429 with `retry-after`. `None`: no limit.
     pub rate_limit: Option<std::num::NonZeroU32>,
+    /// The key slices are signed with; without one a key is made at start-up (its public
+    /// half is served at `GET /v1/slice-keys`).
+    pub slice_signer: Option<Arc<SliceSigner>>,
+    /// How long a signed slice may be loaded after it is issued.
+    pub slice_ttl: Duration,
     /// Seconds added to the system clock where the server's clock decides (user
     /// decisions and writes): 0, except for a demo whose data is dated (`--demo-time`).
     /// Token lifetimes and change times always use the system clock.
@@ -180,6 +191,8 @@ impl Default for ServiceConfig {
             max_batch: 10_000,
             clock_offset: 0,
             rate_limit: None,
+            slice_signer: None,
+            slice_ttl: Duration::from_secs(900),
         }
     }
 }
@@ -446,6 +459,47 @@ impl Access<'_> {
     }
 }
 
+/// A user reads nothing for itself (its slice, the access-rights matrix, its account's
+/// changes) unless it passes the gates of its type at the server's clock, as each of its
+/// requests does first: an invited user who has not accepted, a deactivated user, a
+/// removed one are refused with the gate's code. Keys have no gates.
+async fn user_gates(s: &Service, caller: &Caller) -> Result<(), ApiError> {
+    let Caller::User { principal } = caller else {
+        return Ok(());
+    };
+    let call = Call::Gates {
+        principal: principal.clone(),
+        now: TimeValue::Seconds(s.clock()),
+    };
+    let answer = s.runtime.run(&call).await?;
+    let view: clearance_core::DecisionView = serde_json::from_value(answer).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "host.protocol",
+            format!("unreadable answer to `gates`: {e}"),
+            "the module and the host disagree on the protocol",
+        )
+    })?;
+    if view.allowed {
+        return Ok(());
+    }
+    let (code, message) = view.reasons.first().map_or_else(
+        || {
+            (
+                "auth.forbidden".to_string(),
+                "the caller's gates failed".to_string(),
+            )
+        },
+        |r| (r.code.clone(), r.message.clone()),
+    );
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        &code,
+        format!("`{principal}` may read nothing yet: {message}"),
+        "nothing was revealed; the principal passes its gates before it reads anything",
+    ))
+}
+
 /// The server's clock decides for users: a `now` of theirs is refused, and the server's
 /// is put in its place. Keys may pass `now` (replay, tests).
 fn server_clock(caller: &Caller, request: &mut Value, now: i64) -> Result<(), ApiError> {
@@ -588,6 +642,8 @@ pub struct Service {
     keys: RwLock<Arc<Keys>>,
     /// Requests per caller, when limited.
     limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+    /// Signs every slice served.
+    signer: Arc<SliceSigner>,
 }
 
 /// Reads every `*.policy` file of a directory, in name order, each named
@@ -722,6 +778,10 @@ impl Service {
             .await
             .map_err(|e| e.to_string())??
         };
+        let signer = match &config.slice_signer {
+            Some(s) => Arc::clone(s),
+            None => Arc::new(SliceSigner::generate()?),
+        };
         let limiter = config
             .rate_limit
             .map(|n| governor::RateLimiter::dashmap(governor::Quota::per_second(n)));
@@ -739,6 +799,7 @@ impl Service {
             config,
             limiter,
             keys: RwLock::new(Arc::new(Keys::new(keys))),
+            signer,
         });
         // Keys are read again from the store periodically, for as long as the service
         // lives: `clearance keys create|revoke` on the same store takes effect meanwhile.
@@ -1049,6 +1110,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/facts", get(facts).post(write))
         .route("/v1/changes", get(changes))
         .route("/v1/slice/{principal}", get(slice))
+        .route("/v1/slice-keys", get(slice_keys))
         .route("/v1/policy/validate", post(validate))
         .route("/v1/policy/reload", post(reload))
         .route("/v1/openapi.json", get(openapi));
@@ -1383,6 +1445,7 @@ async fn matrix(
         .read_account(q.account.as_deref().map(account_key).as_deref(), true)
         .or_else(|e| if caller.is_admin() { Ok(()) } else { Err(e) })?;
     }
+    user_gates(&s, &caller).await?;
     op(
         &s,
         Call::Matrix {
@@ -1820,6 +1883,8 @@ struct Feed {
     filter: Option<Vec<String>>,
     /// The key the follower proved itself with: the stream ends once it is revoked.
     key: Option<String>,
+    /// The user following its account: the stream ends once it fails its gates.
+    user: Option<String>,
     _subscriber: Subscriber,
 }
 
@@ -1863,6 +1928,22 @@ fn revoked(f: &mut Feed) -> Option<Event> {
     ))
 }
 
+/// Ends a user's feed once the user fails its gates (deactivated, removed, its
+/// invitation taken back), before anything more is sent.
+async fn gated(f: &mut Feed) -> Option<Event> {
+    let principal = f.user.clone()?;
+    if matches!(f.phase, Phase::Done) {
+        return None;
+    }
+    let e = user_gates(&f.service, &Caller::User { principal })
+        .await
+        .err()?;
+    f.phase = Phase::Done;
+    Some(Event::default().event("error").data(
+        json!({ "code": e.data.code, "message": e.data.message, "help": e.data.help }).to_string(),
+    ))
+}
+
 /// The next events of a feed: a page from the store while catching up, then each new
 /// change; a `reset` when the follower fell further behind than the live buffer holds.
 async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)> {
@@ -1892,6 +1973,9 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                             .map(|c| Ok(change_event(c)))
                             .collect();
                         if !events.is_empty() {
+                            if let Some(end) = gated(&mut f).await {
+                                return Some((vec![Ok(end)], f));
+                            }
                             return Some((events, f));
                         }
                     }
@@ -1916,6 +2000,9 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                         return Some((vec![Ok(end)], f));
                     }
                     if visible(f.filter.as_deref(), &c) {
+                        if let Some(end) = gated(&mut f).await {
+                            return Some((vec![Ok(end)], f));
+                        }
                         return Some((vec![Ok(change_event(&c))], f));
                     }
                 }
@@ -1969,6 +2056,7 @@ async fn changes(
             Some(account.into_iter().collect())
         }
     };
+    user_gates(&s, &caller).await?;
     // A reconnecting EventSource says where it was; that wins over the query.
     let last_event = match headers.get("last-event-id") {
         Some(v) => Some(
@@ -2032,6 +2120,10 @@ async fn changes(
             Caller::Key { id, .. } => Some(id.clone()),
             Caller::User { .. } => None,
         },
+        user: match &caller {
+            Caller::User { principal } => Some(principal.clone()),
+            Caller::Key { .. } => None,
+        },
         _subscriber: subscriber,
     };
     let events = stream::iter(first).chain(stream::unfold(feed, feed_step).flat_map(stream::iter));
@@ -2057,6 +2149,8 @@ async fn slice(State(s): S, caller: Caller, ApiPath(principal): ApiPath<String>)
         served: &served,
     }
     .decide_for(&principal)?;
+    user_gates(&s, &caller).await?;
+    let (signer, ttl) = (Arc::clone(&s.signer), s.config.slice_ttl);
     blocking(move || {
         let Some(p) = served.facts.entities.get(&principal) else {
             return Err(ApiError::new(
@@ -2073,11 +2167,19 @@ async fn slice(State(s): S, caller: Caller, ApiPath(principal): ApiPath<String>)
             .iter()
             .map(|s| json!({ "name": s.name, "text": s.text }))
             .collect();
-        Ok(Json(
-            json!({ "principal": principal, "account": account, "revision": served.revision, "policy_hash": served.schema.hash_hex(), "policy": policy, "facts": facts }),
-        ))
+        // Issued and expiring by the wall clock (not a demo's dated one): the expiry
+        // bounds how long a copy is trusted where it is loaded.
+        let issued = now_seconds();
+        let expires = issued.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        let slice = json!({ "principal": principal, "account": account, "revision": served.revision, "policy_hash": served.schema.hash_hex(), "issued": issued, "expires": expires, "policy": policy, "facts": facts });
+        Ok(Json(signer.sign(slice.to_string())))
     })
     .await
+}
+
+/// The public keys that verify slices, as a JWKS.
+async fn slice_keys(State(s): S) -> Json<Value> {
+    Json(s.signer.jwks())
 }
 
 #[derive(Deserialize)]

@@ -402,6 +402,35 @@ impl Snapshot {
         }
     }
 
+    /// Whether `principal` passes the gates of its type at `now` (an invited user who has
+    /// not accepted, a deactivated user, a revoked guest do not): what a caller must pass
+    /// before it reads anything for itself, as every request passes them first. Allowed
+    /// when every gate holds; else denied with the first failing gate, or with the
+    /// reason the principal or `now` is unusable.
+    pub fn gates(&self, principal: &str, now: &TimeValue) -> Decision {
+        let deny = |code, rule| {
+            let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
+            reasons.push(Reason { code, rule });
+            self.decision(false, reasons, NEVER)
+        };
+        let Ok(at) = now.seconds() else {
+            return deny(Code::RequestInvalid, field::NOW);
+        };
+        let Some(p) = self.entity(principal) else {
+            return deny(Code::EntityUnknown, field::PRINCIPAL);
+        };
+        let Some(ptd) = self.def_of(p).filter(|td| td.principal) else {
+            return deny(Code::PrincipalInvalid, field::PRINCIPAL);
+        };
+        let mut ev = Eval::new(self, p, None, at, Mode::Decide);
+        for g in &ptd.gates {
+            if !ev.eval(&g.expr, p) {
+                return deny(Code::Gate, g.rule);
+            }
+        }
+        self.decision(true, SmallVec::new(), NEVER)
+    }
+
     /// Decides a request given by names.
     pub fn check(&self, r: &Request) -> Decision {
         match self.resolve(r) {

@@ -47,6 +47,8 @@ pub enum Call {
     Check { request: Request },
     /// Decides many requests.
     CheckBatch { requests: Vec<Request> },
+    /// Whether a principal passes its gates.
+    Gates { principal: String, now: TimeValue },
     /// The actions a principal may take on a resource.
     AllowedActions {
         principal: String,
@@ -108,6 +110,8 @@ pub enum Op {
     Check,
     /// `check_batch`
     CheckBatch,
+    /// `gates`
+    Gates,
     /// `allowed_actions`
     AllowedActions,
     /// `list_resources`
@@ -174,6 +178,12 @@ pub const OPS: &[OpSpec] = &[
         op: Op::CheckBatch,
         name: "check_batch",
         required: &["requests"],
+        optional: &[],
+    },
+    OpSpec {
+        op: Op::Gates,
+        name: "gates",
+        required: &["principal", "now"],
         optional: &[],
     },
     OpSpec {
@@ -291,6 +301,7 @@ impl Call {
             Call::ApplyDeltas { .. } => Op::ApplyDeltas,
             Call::Check { .. } => Op::Check,
             Call::CheckBatch { .. } => Op::CheckBatch,
+            Call::Gates { .. } => Op::Gates,
             Call::AllowedActions { .. } => Op::AllowedActions,
             Call::ListResources { .. } => Op::ListResources,
             Call::ListPrincipals { .. } => Op::ListPrincipals,
@@ -345,7 +356,8 @@ impl Call {
             Op::Resolve => Call::Resolve {
                 requests: serde_json::from_str(arg)?,
             },
-            Op::AllowedActions
+            Op::Gates
+            | Op::AllowedActions
             | Op::ListResources
             | Op::ListPrincipals
             | Op::Matrix
@@ -427,6 +439,10 @@ impl Call {
             Op::Resolve => Call::Resolve {
                 requests: present(f.requests, "requests")?,
             },
+            Op::Gates => Call::Gates {
+                principal: present(f.principal, "principal")?,
+                now: present(f.now, "now")?,
+            },
             Op::AllowedActions => Call::AllowedActions {
                 principal: present(f.principal, "principal")?,
                 resource: present(f.resource, "resource")?,
@@ -482,6 +498,10 @@ impl Serialize for Call {
             }
             Call::CheckBatch { requests } | Call::Resolve { requests } => {
                 m.serialize_entry("requests", requests)?
+            }
+            Call::Gates { principal, now } => {
+                m.serialize_entry("principal", principal)?;
+                m.serialize_entry("now", now)?;
             }
             Call::AllowedActions {
                 principal,
@@ -758,6 +778,18 @@ impl Session {
                 }
                 let views: Vec<_> = requests.iter().map(|r| s.view(&s.check(r), r)).collect();
                 text(&views)
+            }
+            Call::Gates { principal, now } => {
+                let s = self.snapshot()?;
+                let d = s.gates(&principal, &now);
+                let req = Request {
+                    resource: principal.clone(),
+                    principal,
+                    action: String::new(),
+                    target: None,
+                    now,
+                };
+                text(&s.view(&d, &req))
             }
             Call::AllowedActions {
                 principal,

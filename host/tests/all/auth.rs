@@ -792,6 +792,57 @@ fn a_user_follows_the_changes_of_its_own_account_only() {
     });
 }
 
+/// A user reads nothing for itself until it passes its gates at the server's clock: an
+/// invited user who has not accepted and a deactivated one get no slice, no matrix and
+/// no change feed, and an open feed ends once its user is deactivated.
+#[test]
+fn a_user_failing_its_gates_reads_nothing() {
+    block(async {
+        let (base, _service) = server("auth-gates").await;
+        for (who, code) in [
+            ("new_planner", "gate.invitation_accepted"),
+            ("former_controller", "gate.active"),
+        ] {
+            let c = client_with(&user(who));
+            for path in [
+                format!("/v1/slice/user:{who}"),
+                "/v1/matrix/operations?account=skyways".to_string(),
+                "/v1/changes".to_string(),
+            ] {
+                let (status, answer) = call(&c, "get", &format!("{base}{path}"), None).await;
+                assert_eq!(status, 403, "{who} {path}: {answer}");
+                assert_eq!(answer["error"]["code"], code, "{who} {path}: {answer}");
+                assert!(answer.get("facts").is_none() && answer.get("roles").is_none());
+            }
+        }
+        // Passing its gates, the same user reads; deactivated, its open feed ends.
+        let admin = client_with(ADMIN);
+        let c = client_with(&user("a_crew"));
+        let slice = call(&c, "get", &format!("{base}/v1/slice/user:a_crew"), None).await;
+        assert_eq!(slice.0, 200, "{}", slice.1);
+        let mut feed = c.get(format!("{base}/v1/changes")).send().await.unwrap();
+        assert_eq!(feed.status().as_u16(), 200);
+        let off = json!({ "author": "user:a_accountable_manager", "now": NOW, "deltas": [
+            { "op": "set_attr", "entity": "user:a_crew", "attr": "status", "value": "deactivated" } ] });
+        let (status, answer) = call(&admin, "post", &format!("{base}/v1/facts"), Some(off)).await;
+        assert_eq!(status, 200, "{answer}");
+        let mut seen = String::new();
+        while let Some(chunk) =
+            tokio::time::timeout(std::time::Duration::from_secs(10), feed.chunk())
+                .await
+                .expect("the feed neither ended nor sent anything")
+                .unwrap()
+        {
+            seen.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        assert!(seen.contains("gate.active"), "{seen}");
+        assert!(
+            !seen.contains("\"revision\""),
+            "a change was sent to a deactivated user: {seen}"
+        );
+    });
+}
+
 /// `serve --demo`: an admin key made and printed once, a token issuer for the principals
 /// of the facts whose tokens act like any user token, and the demo's dated clock.
 #[test]

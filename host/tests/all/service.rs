@@ -489,13 +489,63 @@ fn the_change_feed_streams_every_change_from_a_revision_on() {
     });
 }
 
+/// Whether the signature of a signed slice holds for `text` under the host's published
+/// slice keys (`GET /v1/slice-keys`).
+async fn slice_signature_holds(
+    c: &reqwest::Client,
+    base: &str,
+    text: &str,
+    signed: &Value,
+) -> bool {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (status, jwks) = get(c, &format!("{base}/v1/slice-keys")).await;
+    assert_eq!(status, 200, "{jwks}");
+    assert_eq!(signed["alg"], "EdDSA");
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == signed["key_id"])
+        .expect("the slice's key is published");
+    let x: [u8; 32] = b64
+        .decode(jwk["x"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap();
+    let sig = b64.decode(signed["signature"].as_str().unwrap()).unwrap();
+    let sig = ed25519_dalek::Signature::from_slice(&sig).unwrap();
+    let message = format!("{}{text}", clearance_host::signer::DOMAIN);
+    key.verify_strict(message.as_bytes(), &sig).is_ok()
+}
+
+/// The slice a signed envelope carries, once its signature is checked.
+pub(crate) async fn verified_slice(c: &reqwest::Client, base: &str, signed: &Value) -> Value {
+    let text = signed["slice"].as_str().expect("a signed slice");
+    assert!(
+        slice_signature_holds(c, base, text, signed).await,
+        "the slice's signature does not hold"
+    );
+    serde_json::from_str(text).unwrap()
+}
+
 #[test]
 fn a_slice_decides_exactly_as_the_server_and_holds_no_other_account() {
     block(async {
         let (base, service) = serve(&temp_db("slice")).await;
         let c = super::admin();
         let principal = "user:aeroserv_tech";
-        let (_, slice) = get(&c, &format!("{base}/v1/slice/{principal}")).await;
+        let (_, signed) = get(&c, &format!("{base}/v1/slice/{principal}")).await;
+        let slice = verified_slice(&c, &base, &signed).await;
+        assert_eq!(slice["principal"], principal);
+        let ttl = slice["expires"].as_i64().unwrap() - slice["issued"].as_i64().unwrap();
+        assert_eq!(ttl, 900, "{slice}");
+        // One changed character of the slice, or another key, and it no longer verifies.
+        let text = signed["slice"].as_str().unwrap();
+        let tampered = text.replacen("aeroserv_tech", "aeroserv_lead", 1);
+        assert!(!slice_signature_holds(&c, &base, &tampered, &signed).await);
+        assert!(slice_signature_holds(&c, &base, text, &signed).await);
         let account = slice["account"].as_str().unwrap().to_string();
         let facts: FactsJson = serde_json::from_value(slice["facts"].clone()).unwrap();
         assert!(

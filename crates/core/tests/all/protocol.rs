@@ -27,6 +27,10 @@ fn every_op_has_one_row_and_round_trips_through_json() {
         Call::CheckBatch {
             requests: Vec::new(),
         },
+        Call::Gates {
+            principal: "user:a".into(),
+            now: now.clone(),
+        },
         Call::AllowedActions {
             principal: "user:a".into(),
             resource: "event:e".into(),
@@ -140,4 +144,69 @@ fn a_policy_loaded_after_a_snapshot_replaces_it_whole() {
     assert_eq!(info["error"]["code"], "session.not_loaded", "{info}");
     let outline = b.answer(Call::Schema);
     assert!(outline.contains("hangar"), "{outline}");
+}
+
+/// `gates`: whether a principal passes the gates of its type, the first failing one
+/// named as a check would name it; an unknown principal, an entity of no principal type
+/// and an unreadable time are denials too.
+#[test]
+fn gates_name_the_first_gate_a_principal_fails() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut files: Vec<_> = std::fs::read_dir(root.join("policies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "policy"))
+        .collect();
+    files.sort();
+    let sources = files
+        .iter()
+        .map(|f| SourceJson {
+            name: f.display().to_string(),
+            text: std::fs::read_to_string(f).unwrap(),
+        })
+        .collect();
+    let facts: FactsJson = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/worlds/airline.json")).unwrap(),
+    )
+    .unwrap();
+    let mut s = Session::default();
+    assert!(
+        s.answer(Call::LoadPolicy { sources })
+            .starts_with("{\"ok\"")
+    );
+    assert!(s.answer(Call::LoadFacts { facts }).starts_with("{\"ok\""));
+    let now = TimeValue::Text("2026-05-01T10:00:00Z".into());
+    let gates = |s: &mut Session, principal: &str, now: &TimeValue| -> serde_json::Value {
+        let answer = s.answer(Call::Gates {
+            principal: principal.into(),
+            now: now.clone(),
+        });
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        v["ok"].clone()
+    };
+    for (who, allowed, code) in [
+        ("user:occ_controller", true, None),
+        ("user:new_planner", false, Some("gate.invitation_accepted")),
+        (
+            "user:resent_engineer",
+            false,
+            Some("gate.invitation_accepted"),
+        ),
+        ("user:former_controller", false, Some("gate.active")),
+        ("invitee:g_revoked", false, Some("gate.not_revoked")),
+        ("invitee:g_email", true, None),
+        ("user:nobody", false, Some("entity.unknown")),
+        ("event:aog_lhr", false, Some("principal.invalid")),
+    ] {
+        let v = gates(&mut s, who, &now);
+        assert_eq!(v["allowed"], allowed, "{who}: {v}");
+        assert_eq!(v["reasons"][0]["code"].as_str(), code, "{who}: {v}");
+    }
+    let v = gates(
+        &mut s,
+        "user:occ_controller",
+        &TimeValue::Text("yesterday".into()),
+    );
+    assert_eq!(v["allowed"], false, "{v}");
+    assert_eq!(v["reasons"][0]["code"], "request.invalid", "{v}");
 }

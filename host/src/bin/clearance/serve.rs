@@ -5,6 +5,7 @@ use crate::common::{load_facts, runtime, sources};
 use clearance_host::RuntimeConfig;
 use clearance_host::auth::{DemoIssuer, Scope, TokenRules, TokenVerifier, new_key};
 use clearance_host::service::{self, ServerLimits, Service, ServiceConfig};
+use clearance_host::signer::SliceSigner;
 use clearance_host::store::{FactStore, SqliteStore};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,13 @@ pub struct ServeArgs {
     /// past it: 429 with `retry-after`. 0: no limit.
     #[arg(long, default_value_t = 5000)]
     pub rate_limit: u32,
+    /// The Ed25519 private key (PKCS#8 DER) slices are signed with. Without it a key is
+    /// made at start-up; either way its public half is served at `GET /v1/slice-keys`.
+    #[arg(long)]
+    pub slice_key: Option<PathBuf>,
+    /// Seconds a signed slice may be loaded after it is issued.
+    #[arg(long, default_value_t = 900)]
+    pub slice_ttl: u64,
 }
 
 /// Serves until SIGINT.
@@ -100,7 +108,13 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         token_claim,
         token_principal_type,
         rate_limit,
+        slice_key,
+        slice_ttl,
     } = args;
+    let slice_signer = match slice_key {
+        Some(path) => Some(Arc::new(SliceSigner::from_file(path)?)),
+        None => None,
+    };
     let issuer = if *demo {
         Some(Arc::new(DemoIssuer::new()?))
     } else {
@@ -160,6 +174,8 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
             demo: issuer,
             clock_offset,
             rate_limit: std::num::NonZeroU32::new(*rate_limit),
+            slice_signer,
+            slice_ttl: std::time::Duration::from_secs(*slice_ttl),
             ..ServiceConfig::default()
         },
     )
