@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 
 /// A reason with its stable code and a message a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ReasonView {
     /// The stable code, e.g. `relation.missing` or `gate.active`.
     pub code: String,
@@ -26,6 +27,7 @@ pub struct ReasonView {
 
 /// A decision as data for a boundary (JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DecisionView {
     /// Allow or deny.
     pub allowed: bool,
@@ -42,6 +44,7 @@ pub struct DecisionView {
 
 /// A full explanation: the decision, and for an allow the rules that held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Explanation {
     /// The decision with every failed check (deny) or the granting rule (allow).
     pub decision: DecisionView,
@@ -51,6 +54,7 @@ pub struct Explanation {
 
 /// The access-rights matrix of one matrix: roles × rows with their cells.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AccessMatrix {
     /// The matrix.
     pub matrix: String,
@@ -64,6 +68,7 @@ pub struct AccessMatrix {
 
 /// One role's line of the access-rights matrix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MatrixRole {
     /// The role.
     pub name: String,

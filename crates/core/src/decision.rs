@@ -7,6 +7,7 @@ use smallvec::SmallVec;
 
 /// A request as written in JSON: names, not ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     /// The principal, `type:id`.

@@ -80,6 +80,7 @@ impl FactsError {
 
 /// Any error the core reports, as data for a boundary: `{code, message, help}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[error("{code}: {message}")]
 pub struct ErrorData {
     /// A stable code, e.g. `policy.invalid`, `facts.unknown_entity`, `request.invalid`.

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 /// An entity as written in facts and deltas.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EntityJson {
     /// Its type.
@@ -26,6 +27,7 @@ pub struct EntityJson {
 
 /// A relationship tuple as written in facts and deltas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TupleJson {
     /// The entity, `type:id`.
@@ -41,6 +43,7 @@ pub struct TupleJson {
 
 /// The facts file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FactsJson {
     /// The revision of these facts.
@@ -57,7 +60,10 @@ pub struct FactsJson {
 /// One change: `{"op": "add_entity" | "remove_entity" | "set_attr" | "add_tuple" |
 /// "remove_tuple", ...}` with that op's fields.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "op", rename_all = "snake_case")]
+// Read through `DeltaFields`, which takes no other field.
+#[cfg_attr(feature = "schema", schemars(deny_unknown_fields))]
 pub enum Delta {
     /// Adds an entity.
     AddEntity {

@@ -640,12 +640,17 @@ struct Info {
     tuples: usize,
 }
 
-/// The actions a principal may take, or none with the denial that says why.
+/// What `allowed_actions` answers: the actions a principal may take, or none with the
+/// denial that says why.
 #[derive(Serialize)]
-struct Actions {
-    actions: Vec<String>,
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Actions {
+    /// The actions the principal may take on the resource.
+    pub actions: Vec<String>,
+    /// Why it may take none, when the request itself is denied (an unknown entity, a
+    /// failed gate, another account).
     #[serde(skip_serializing_if = "Option::is_none")]
-    denied: Option<crate::DecisionView>,
+    pub denied: Option<crate::DecisionView>,
 }
 
 /// A request resolved to its binary query, or its denial.

@@ -5,10 +5,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// A timestamp as written in JSON or TOML: RFC 3339 text or seconds since the epoch.
-///
-/// Read by a visitor of its own rather than serde's untagged enums, which buffer the value
-/// first and cost the wasm module a second deserializer per format.
+// Read by a visitor of its own rather than serde's untagged enums, which buffer the value
+// first and cost the wasm module a second deserializer per format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum TimeValue {
     /// Seconds since the Unix epoch.

@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 
 /// Why a list of deltas was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WriteRefusal {
     /// The index of the first refused delta.
     pub index: usize,
