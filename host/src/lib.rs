@@ -6,7 +6,9 @@
 
 pub mod auth;
 pub mod openapi;
+pub mod routes;
 pub mod runtime;
+pub mod schemas;
 pub mod service;
 pub mod signer;
 pub mod store;

@@ -1,98 +1,284 @@
-//! The OpenAPI document of the service, built from the same route list the router uses
-//! (a test checks that every listed route answers).
+//! The OpenAPI 3.1 document of the service, made from the route table it is given: every
+//! route with who may call it, its body and answer as JSON Schemas generated from the
+//! Rust types (draft 2020-12, shared ones under `components/schemas`), and the error
+//! statuses it can give.
+//!
+//! Bodies are described as the host reads them and answers as it writes them: answers
+//! list every field they always carry as required, and no field besides.
 
-use crate::service::ROUTES;
+use crate::routes::{Answer, Callers, Deployment, Input, Route};
+use crate::schemas::ErrorAnswer;
+use schemars::generate::SchemaSettings;
+use schemars::{Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
-fn describe(method: &str, path: &str) -> (&'static str, &'static str) {
-    match (method, path) {
-        ("get", "/v1/revision") => ("The current revision, policy hash and module hash", "none"),
-        ("post", "/v1/check") => (
-            "Decide one request",
-            "a request {principal, action, resource, target?, now, min_revision?}",
-        ),
-        ("post", "/v1/check/batch") => (
-            "Decide many requests",
-            "{requests: [request], min_revision?}",
-        ),
-        ("post", "/v1/allowed-actions") => (
-            "Every action a principal may take on a resource",
-            "{principal, resource, now}",
-        ),
-        ("post", "/v1/resources") => (
-            "The resources of a type a principal may act on",
-            "{principal, action, type, now}",
-        ),
-        ("post", "/v1/principals") => (
-            "The principals who may act on a resource",
-            "{resource, action, now, account?}",
-        ),
-        ("post", "/v1/explain") => (
-            "Decide and explain: every failed check, or the granting path",
-            "a request",
-        ),
-        ("get", "/v1/matrix/{matrix}") => (
-            "The access-rights matrix: roles x rows with levels",
-            "query: account?",
-        ),
-        ("get", "/v1/facts") => ("Every fact, at the current revision", "none"),
-        ("post", "/v1/facts") => (
-            "Apply deltas, if the policy allows their author to make them",
-            "{author, deltas, now?, parity?: {module_hash, policy_hash, revision, request?, allowed?}}",
-        ),
-        ("get", "/v1/changes") => (
-            "Server-sent events: every change after a revision",
-            "query: since?",
-        ),
-        ("get", "/v1/slice/{principal}") => (
-            "The facts that can influence a principal's decisions, with the policy",
-            "none",
-        ),
-        ("post", "/v1/policy/validate") => (
-            "Compile a policy set without loading it",
-            "{sources: [{name, text}]}",
-        ),
-        ("post", "/v1/policy/reload") => (
-            "Replace the policy atomically (refused with its errors if it does not load)",
-            "{sources?: [{name, text}]}",
-        ),
-        ("get", "/v1/openapi.json") => ("This document", "none"),
-        _ => ("", ""),
+const SCHEMAS: &str = "/components/schemas";
+const REF_PREFIX: &str = "#/components/schemas/";
+
+fn generator(settings: SchemaSettings) -> SchemaGenerator {
+    settings
+        .with(|s| {
+            s.definitions_path = SCHEMAS.into();
+            s.meta_schema = None;
+        })
+        .into_generator()
+}
+
+/// The OpenAPI 3.1 document of `routes` as a server of `deployment` serves them.
+pub fn document<S>(routes: &[Route<S>], deployment: Deployment) -> Value {
+    // Bodies as serde reads them, answers as serde writes them: a field with a default is
+    // optional in a body, and one always written is required in an answer.
+    let mut bodies = generator(SchemaSettings::draft2020_12().for_deserialize());
+    let mut answers = generator(SchemaSettings::draft2020_12().for_serialize());
+    let error = closed(answers.subschema_for::<ErrorAnswer>().to_value());
+    let mut paths = Map::new();
+    for route in routes.iter().filter(|r| r.is_served(deployment)) {
+        let operation = operation(route, deployment, &mut bodies, &mut answers, &error);
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| json!({}));
+        if let Some(methods) = entry.as_object_mut() {
+            methods.insert(route.method.as_str().to_string(), operation);
+        }
+    }
+    let answer_schemas: Map<String, Value> = answers
+        .take_definitions(true)
+        .into_iter()
+        .map(|(name, schema)| (name, closed(schema)))
+        .collect();
+    let (schemas, renamed) = merge(answer_schemas, bodies.take_definitions(true));
+    let mut paths = Value::Object(paths);
+    rename_refs_in_bodies(&mut paths, &renamed);
+    json!({
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
+        "info": {
+            "title": "Clearance",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Callers checks for aviation operations, decided by the one wasm module. Every error is {error: {code, message, help}, allowed: false}.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a service key (clr_<id>_<secret>, from `clearance keys create`) or a user token (a JWT from the configured issuer)",
+                },
+            },
+        },
+    })
+}
+
+/// One operation: summary, who, parameters, body, answer and errors.
+fn operation<S>(
+    route: &Route<S>,
+    deployment: Deployment,
+    bodies: &mut SchemaGenerator,
+    answers: &mut SchemaGenerator,
+    error: &Value,
+) -> Value {
+    let mut op = Map::new();
+    op.insert(
+        "operationId".into(),
+        Value::from(operation_id(route.method.as_str(), route.path)),
+    );
+    op.insert("summary".into(), Value::from(route.summary));
+    op.insert(
+        "description".into(),
+        Value::from(format!("Who may call it: {}.", route.who)),
+    );
+    op.insert(
+        "security".into(),
+        match route.callers {
+            Callers::Anyone => json!([]),
+            Callers::Authenticated => json!([{ "bearer": [] }]),
+        },
+    );
+    let mut parameters: Vec<Value> = path_parameters(route.path)
+        .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+        .collect();
+    match route.input {
+        Input::Nothing => {}
+        Input::Body(schema) => {
+            op.insert(
+                "requestBody".into(),
+                json!({ "required": true, "content": { "application/json": { "schema": schema(bodies).to_value() } } }),
+            );
+        }
+        Input::Query(schema) => parameters.extend(query_parameters(&schema(bodies))),
+    }
+    if !parameters.is_empty() {
+        op.insert("parameters".into(), Value::Array(parameters));
+    }
+    let mut responses = Map::new();
+    let ok = match route.answer {
+        Answer::Json(schema) => json!({
+            "description": "the answer",
+            "content": { "application/json": { "schema": closed(schema(answers).to_value()) } },
+        }),
+        Answer::Events(events) => {
+            let data: Map<String, Value> = events
+                .iter()
+                .map(|(name, schema)| (name.to_string(), closed(schema(answers).to_value())))
+                .collect();
+            json!({
+                "description": format!(
+                    "server-sent events ({}); each event's data is JSON of the schema `x-event-data` gives for its name",
+                    events.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
+                "content": { "text/event-stream": { "schema": { "type": "string" }, "x-event-data": data } },
+            })
+        }
+    };
+    responses.insert("200".into(), ok);
+    for failure in route.errors(deployment) {
+        let key = failure.status.to_string();
+        match responses
+            .get_mut(&key)
+            .and_then(|r| r.get_mut("description"))
+        {
+            Some(Value::String(text)) => {
+                text.push_str("; ");
+                text.push_str(failure.when);
+            }
+            _ => {
+                responses.insert(
+                    key,
+                    json!({ "description": failure.when, "content": { "application/json": { "schema": error } } }),
+                );
+            }
+        }
+    }
+    op.insert("responses".into(), Value::Object(responses));
+    Value::Object(op)
+}
+
+/// `post /v1/check/batch` → `post_v1_check_batch`.
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_string();
+    for part in path.split(|c: char| !c.is_ascii_alphanumeric()) {
+        if !part.is_empty() {
+            id.push('_');
+            id.push_str(part);
+        }
+    }
+    id
+}
+
+/// The `{names}` of a path.
+fn path_parameters(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|part| part.strip_prefix('{').and_then(|p| p.strip_suffix('}')))
+}
+
+/// An object schema's properties as query parameters.
+fn query_parameters(schema: &Schema) -> Vec<Value> {
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|properties| {
+            properties
+                .iter()
+                .map(|(name, property)| {
+                    let mut parameter = json!({ "name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": property });
+                    if let (Some(text), Some(p)) = (
+                        property.get("description").cloned(),
+                        parameter.as_object_mut(),
+                    ) {
+                        p.insert("description".into(), text);
+                    }
+                    parameter
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An answer's schema with no field besides those it lists: every object schema that
+/// names its properties and says nothing of others gets `additionalProperties: false`.
+fn closed(mut schema: Value) -> Value {
+    close(&mut schema);
+    schema
+}
+
+fn close(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            if object.contains_key("properties") && !object.contains_key("additionalProperties") {
+                object.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            object.values_mut().for_each(close);
+        }
+        Value::Array(items) => items.iter_mut().for_each(close),
+        _ => {}
     }
 }
 
-/// The OpenAPI 3.1 document.
-pub fn document() -> Value {
-    let mut paths = Map::new();
-    for route in ROUTES {
-        let (method, path) = (route.method, route.path);
-        let (summary, body) = describe(method, path);
-        let open = path == "/v1/openapi.json";
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        if let Some(obj) = entry.as_object_mut() {
-            obj.insert(
-                method.to_string(),
-                json!({
-                    "summary": summary,
-                    "description": format!("Body: {body}. Who may call it: {}. Errors are {{code, message, help}} with \"allowed\": false.", route.who),
-                    "security": if open { json!([]) } else { json!([{ "bearer": [] }]) },
-                    "responses": {
-                        "200": { "description": "the answer" },
-                        "400": { "description": "bad input; nothing was written" },
-                        "401": { "description": "no credentials, or credentials that are not valid (auth.missing, auth.invalid)" },
-                        "403": { "description": "a caller not scoped to it (auth.forbidden), or a write the policy refuses, with the refusal" },
-                        "409": { "description": "a stale parity token" },
-                        "413": { "description": "a body, batch or write past its limit" },
-                        "503": { "description": "the asked revision is not here yet, or the host is busy" }
-                    }
-                }),
-            );
+/// The shared schemas of answers and bodies in one map. A type read and written alike
+/// has one schema; one whose body schema differs from its answer schema keeps the answer
+/// schema under its name and the body schema as `<name>Input` (the second map gives the
+/// renames, for the bodies' references).
+fn merge(
+    mut answers: Map<String, Value>,
+    bodies: Map<String, Value>,
+) -> (Map<String, Value>, Vec<(String, String)>) {
+    let renamed: Vec<(String, String)> = bodies
+        .iter()
+        .filter(|(name, schema)| answers.get(*name).is_some_and(|a| a != *schema))
+        .map(|(name, _)| (name.clone(), format!("{name}Input")))
+        .collect();
+    for (name, mut schema) in bodies {
+        rename_refs(&mut schema, &renamed);
+        let name = renamed
+            .iter()
+            .find(|(from, _)| *from == name)
+            .map_or(name, |(_, to)| to.clone());
+        answers.entry(name).or_insert(schema);
+    }
+    (answers, renamed)
+}
+
+/// Points the references of the request bodies in `paths` at the renamed schemas.
+fn rename_refs_in_bodies(paths: &mut Value, renamed: &[(String, String)]) {
+    if renamed.is_empty() {
+        return;
+    }
+    let Some(paths) = paths.as_object_mut() else {
+        return;
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|methods| methods.values_mut())
+    {
+        if let Some(body) = operation.get_mut("requestBody") {
+            rename_refs(body, renamed);
+        }
+        if let Some(parameters) = operation.get_mut("parameters") {
+            rename_refs(parameters, renamed);
         }
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": { "title": "Clearance", "version": env!("CARGO_PKG_VERSION"), "description": "Access checks for aviation operations, decided by the one wasm module" },
-        "paths": paths,
-        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "a service key (clr_<id>_<secret>, from `clearance keys create`) or a user token (a JWT from the configured issuer)" } } },
-    })
+}
+
+fn rename_refs(value: &mut Value, renamed: &[(String, String)]) {
+    match value {
+        Value::Object(object) => {
+            if let Some(Value::String(target)) = object.get_mut("$ref")
+                && let Some(name) = target.strip_prefix(REF_PREFIX)
+                && let Some((_, to)) = renamed.iter().find(|(from, _)| from == name)
+            {
+                *target = format!("{REF_PREFIX}{to}");
+            }
+            object.values_mut().for_each(|v| rename_refs(v, renamed));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rename_refs(v, renamed)),
+        _ => {}
+    }
 }

@@ -10,7 +10,11 @@
 //! wedges. A policy reload is a change like any other, stored with its sources.
 
 use crate::auth::{AuthError, Caller, DemoIssuer, Keys, Scope, TokenVerifier};
+use crate::routes::{
+    Answer, Availability, Callers, Deployment, Failure, Input, Method, Route, inline, named,
+};
 use crate::runtime::{HostError, Runtime};
+use crate::schemas::{self, MinRevision, ServerClock};
 use crate::signer::SliceSigner;
 use crate::store::{Change, FactStore, SqliteStore, StoreError, StoredPolicy};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -19,13 +23,15 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::on;
 use axum::{Json, Router};
 use clearance_core::protocol::Call;
 use clearance_core::{
-    Delta, ErrorData, Facts, FactsJson, Request, Schema, Snapshot, Source, TimeValue,
+    AccessMatrix, DecisionView, Delta, ErrorData, Explanation, Facts, FactsJson, Request, Schema,
+    Snapshot, Source, TimeValue,
 };
 use futures_util::stream::{self, Stream, StreamExt};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -36,100 +42,351 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Mutex, broadcast, watch};
 
-/// One route of the API: its method, its path and who may call it.
-#[derive(Debug, Clone, Copy)]
-pub struct Route {
-    /// `get` or `post`.
-    pub method: &'static str,
-    /// The path, with `{parameters}`.
-    pub path: &'static str,
-    /// Who may call it, as the OpenAPI document says.
-    pub who: &'static str,
-}
-
 const DECIDERS: &str = "an admin key; a service or read key of the principal's account; a user token for itself only, decided at the server's clock (a `now` is refused)";
 
-/// Every route of the API, as the router serves them and the OpenAPI document lists them.
-pub const ROUTES: &[Route] = &[
+const FORBIDDEN: Failure = Failure {
+    status: 403,
+    when: "a caller not scoped to it (auth.forbidden), or a user failing its gates (gate.*)",
+};
+const INTERNAL: Failure = Failure {
+    status: 500,
+    when: "the host failed (host.internal, host.trap, host.protocol); nothing was written",
+};
+const BUSY: Failure = Failure {
+    status: 503,
+    when: "every instance is busy (host.busy); retry after retry-after",
+};
+const WAITED: Failure = Failure {
+    status: 503,
+    when: "`min_revision` did not come within 2 s (revision.unavailable), or every instance is busy (host.busy)",
+};
+const BAD_REQUEST: Failure = Failure {
+    status: 400,
+    when: "a request the module refuses (request.invalid, request.now_not_allowed)",
+};
+/// The errors of a route that decides.
+const DECIDING: &[Failure] = &[BAD_REQUEST, FORBIDDEN, INTERNAL, WAITED];
+
+/// Every route of the API: the router serves exactly these (authenticating those that
+/// need a credential) and the OpenAPI document describes exactly these.
+pub const ROUTES: &[Route<Arc<Service>>] = &[
     Route {
-        method: "get",
+        method: Method::Get,
         path: "/v1/revision",
+        summary: "The current revision, policy hash and module hash",
         who: "any authenticated caller",
+        callers: Callers::Authenticated,
+        input: Input::Nothing,
+        answer: Answer::Json(named::<schemas::Revision>),
+        failures: &[],
+        availability: Availability::Always,
+        handler: |m| on(m, revision),
     },
     Route {
-        method: "post",
+        method: Method::Post,
         path: "/v1/check",
+        summary: "Decide one request",
         who: DECIDERS,
+        callers: Callers::Authenticated,
+        input: Input::Body(inline::<MinRevision<ServerClock<Request>>>),
+        answer: Answer::Json(named::<DecisionView>),
+        failures: DECIDING,
+        availability: Availability::Always,
+        handler: |m| on(m, check),
     },
     Route {
-        method: "post",
+        method: Method::Post,
         path: "/v1/check/batch",
+        summary: "Decide many requests, in order",
         who: DECIDERS,
+        callers: Callers::Authenticated,
+        input: Input::Body(inline::<MinRevision<BatchBody>>),
+        answer: Answer::Json(named::<Vec<DecisionView>>),
+        failures: &[
+            BAD_REQUEST,
+            FORBIDDEN,
+            Failure {
+                status: 413,
+                when: "more requests than a batch may carry (request.too_many)",
+            },
+            INTERNAL,
+            WAITED,
+        ],
+        availability: Availability::Always,
+        handler: |m| on(m, check_batch),
     },
     Route {
-        method: "post",
+        method: Method::Post,
         path: "/v1/allowed-actions",
+        summary: "Every action a principal may take on a resource",
         who: DECIDERS,
+        callers: Callers::Authenticated,
+        input: Input::Body(inline::<MinRevision<ServerClock<ActionsBody>>>),
+        answer: Answer::Json(named::<clearance_core::protocol::Actions>),
+        failures: DECIDING,
+        availability: Availability::Always,
+        handler: |m| on(m, allowed_actions),
     },
     Route {
-        method: "post",
+        method: Method::Post,
         path: "/v1/resources",
+        summary: "The resources of a type (or the rows of a matrix) a principal may act on",
         who: DECIDERS,
+        callers: Callers::Authenticated,
+        input: Input::Body(inline::<MinRevision<ServerClock<ResourcesBody>>>),
+        answer: Answer::Json(named::<Vec<String>>),
+        failures: DECIDING,
+        availability: Availability::Always,
+        handler: |m| on(m, resources),
     },
     Route {
-        method: "post",
+        method: Method::Post,
         path: "/v1/principals",
+        summary: "The principals who may act on a resource",
         who: "an admin key; a service or read key of the resource's account (users may not list other principals)",
+        callers: Callers::Authenticated,
+        input: Input::Body(inline::<MinRevision<PrincipalsBody>>),
+        answer: Answer::Json(named::<Vec<String>>),
+        failures: &[
+            Failure {
+                status: 400,
+                when: "a request the module refuses (request.invalid)",
+            },
+            FORBIDDEN,
+            INTERNAL,
+            WAITED,
+        ],
+        availability: Availability::Always,
+        handler: |m| on(m, principals),
     },
     Route {
-        method: "post",
+        method: Method::Post,
         path: "/v1/explain",
+        summary: "Decide and explain: every failed check, or the granting path",
         who: DECIDERS,
+        callers: Callers::Authenticated,
+        input: Input::Body(inline::<MinRevision<ServerClock<Request>>>),
+        answer: Answer::Json(named::<Explanation>),
+        failures: DECIDING,
+        availability: Availability::Always,
+        handler: |m| on(m, explain),
     },
     Route {
-        method: "get",
+        method: Method::Get,
         path: "/v1/matrix/{matrix}",
+        summary: "The access-rights matrix: roles x rows with their cells",
         who: "an admin key; a service or read key of `account`; a user token for its own account",
+        callers: Callers::Authenticated,
+        input: Input::Query(inline::<AccountQuery>),
+        answer: Answer::Json(named::<AccessMatrix>),
+        failures: &[
+            Failure {
+                status: 400,
+                when: "an unknown matrix or account (request.invalid)",
+            },
+            FORBIDDEN,
+            INTERNAL,
+            BUSY,
+        ],
+        availability: Availability::Always,
+        handler: |m| on(m, matrix),
     },
     Route {
-        method: "get",
+        method: Method::Get,
         path: "/v1/facts",
+        summary: "Every fact (or one account's), at the current revision",
         who: "an admin key (every account, or `account`); a service key of `account`",
+        callers: Callers::Authenticated,
+        input: Input::Query(inline::<AccountQuery>),
+        answer: Answer::Json(named::<FactsJson>),
+        failures: &[
+            Failure {
+                status: 403,
+                when: "a caller not scoped to the account, or not a key that reads facts (auth.forbidden)",
+            },
+            INTERNAL,
+        ],
+        availability: Availability::Always,
+        handler: |m| on(m, facts),
     },
     Route {
-        method: "post",
+        method: Method::Post,
         path: "/v1/facts",
+        summary: "Apply deltas, if the policy allows their author to make them",
         who: "an admin key (as any author; `now` only when importing, recorded); a service key on behalf of an author of its accounts (recorded as made through the key); a user token as itself",
+        callers: Callers::Authenticated,
+        input: Input::Body(named::<WriteBody>),
+        answer: Answer::Json(named::<schemas::Written>),
+        failures: &[
+            Failure {
+                status: 400,
+                when: "deltas that do not apply (facts.*), none at all (request.empty), a `now` not allowed (request.now_not_allowed); nothing was written",
+            },
+            Failure {
+                status: 403,
+                when: "the policy refuses the write (write.denied, write.no_rule, write.invalid, with `refusal`), or a caller not scoped to the author or an account it touches (auth.forbidden); nothing was written",
+            },
+            Failure {
+                status: 409,
+                when: "a parity token from another module or policy (parity.stale), from the future (parity.future), or whose decision no longer holds (parity.outcome_changed); nothing was written",
+            },
+            Failure {
+                status: 413,
+                when: "more deltas than a write may carry (request.too_many)",
+            },
+            INTERNAL,
+            Failure {
+                status: 503,
+                when: "the store failed (store.failed) or every instance is busy (host.busy); nothing was written",
+            },
+        ],
+        availability: Availability::Always,
+        handler: |m| on(m, write),
     },
     Route {
-        method: "get",
+        method: Method::Get,
         path: "/v1/changes",
+        summary: "Server-sent events: every change after a revision",
         who: "an admin key (every change); a service key (the changes of its accounts); a user token (the changes of its account)",
+        callers: Callers::Authenticated,
+        input: Input::Query(inline::<Since>),
+        answer: Answer::Events(&[
+            ("change", named::<schemas::ChangeEvent>),
+            ("reset", named::<schemas::ResetEvent>),
+            ("error", named::<ErrorData>),
+        ]),
+        failures: &[
+            Failure {
+                status: 400,
+                when: "a `Last-Event-ID` that is not a revision (request.malformed)",
+            },
+            FORBIDDEN,
+            Failure {
+                status: 409,
+                when: "a revision ahead of the host's (revision.future)",
+            },
+            INTERNAL,
+            Failure {
+                status: 503,
+                when: "as many followers as the host takes (host.busy), or every instance is busy",
+            },
+        ],
+        availability: Availability::Always,
+        handler: |m| on(m, changes),
     },
     Route {
-        method: "get",
+        method: Method::Get,
         path: "/v1/slice/{principal}",
+        summary: "The facts that can influence a principal's decisions, with the policy, signed",
         who: "an admin key; a service key of the principal's account; a user token for itself",
+        callers: Callers::Authenticated,
+        input: Input::Nothing,
+        answer: Answer::Json(named::<schemas::SignedSlice>),
+        failures: &[
+            FORBIDDEN,
+            Failure {
+                status: 400,
+                when: "a principal that is not text (request.malformed)",
+            },
+            Failure {
+                status: 404,
+                when: "no such principal (entity.unknown)",
+            },
+            INTERNAL,
+            BUSY,
+        ],
+        availability: Availability::Always,
+        handler: |m| on(m, slice),
     },
     Route {
-        method: "get",
+        method: Method::Get,
         path: "/v1/slice-keys",
+        summary: "The public keys that verify slices, as a JWKS",
         who: "anyone, without credentials (the public keys that verify slices)",
+        callers: Callers::Anyone,
+        input: Input::Nothing,
+        answer: Answer::Json(named::<schemas::SliceKeys>),
+        failures: &[],
+        availability: Availability::Always,
+        handler: |m| on(m, slice_keys),
     },
     Route {
-        method: "post",
+        method: Method::Post,
         path: "/v1/policy/validate",
+        summary: "Compile a policy set without loading it",
         who: "an admin key",
+        callers: Callers::Authenticated,
+        input: Input::Body(named::<PolicyBody>),
+        answer: Answer::Json(named::<schemas::Validated>),
+        failures: &[
+            Failure {
+                status: 400,
+                when: "a policy set that does not compile (policy.invalid, with `errors`)",
+            },
+            Failure {
+                status: 403,
+                when: "not an admin key (auth.forbidden)",
+            },
+            INTERNAL,
+        ],
+        availability: Availability::Always,
+        handler: |m| on(m, validate),
     },
     Route {
-        method: "post",
+        method: Method::Post,
         path: "/v1/policy/reload",
+        summary: "Replace the policy atomically (refused with its errors if it does not load)",
         who: "an admin key",
+        callers: Callers::Authenticated,
+        input: Input::Body(named::<PolicyBody>),
+        answer: Answer::Json(named::<schemas::Reloaded>),
+        failures: &[
+            Failure {
+                status: 400,
+                when: "a policy set that does not compile or that a fact breaks (policy.invalid with `errors`, facts.*), or no sources and no policy directory (policy.missing, policy.unreadable)",
+            },
+            Failure {
+                status: 403,
+                when: "not an admin key (auth.forbidden)",
+            },
+            INTERNAL,
+            Failure {
+                status: 503,
+                when: "the store failed (store.failed) or every instance is busy (host.busy)",
+            },
+        ],
+        availability: Availability::Always,
+        handler: |m| on(m, reload),
     },
     Route {
-        method: "get",
+        method: Method::Get,
         path: "/v1/openapi.json",
+        summary: "This document",
         who: "anyone, without credentials",
+        callers: Callers::Anyone,
+        input: Input::Nothing,
+        answer: Answer::Json(named::<schemas::OpenApiDocument>),
+        failures: &[],
+        availability: Availability::Always,
+        handler: |m| on(m, openapi),
+    },
+    Route {
+        method: Method::Post,
+        path: "/demo/token",
+        summary: "A token for a user of the demo data, valid for an hour",
+        who: "anyone, without credentials (`serve --demo` only)",
+        callers: Callers::Anyone,
+        input: Input::Body(named::<DemoTokenBody>),
+        answer: Answer::Json(named::<schemas::DemoToken>),
+        failures: &[
+            Failure {
+                status: 404,
+                when: "no principal of that name (entity.unknown)",
+            },
+            INTERNAL,
+        ],
+        availability: Availability::Demo,
+        handler: |m| on(m, demo_token),
     },
 ];
 
@@ -329,35 +586,60 @@ fn account_key(a: &str) -> String {
     }
 }
 
+/// The caller [`authenticated`] proved: a handler that takes one is served only behind it.
 impl FromRequestParts<Arc<Service>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, s: &Arc<Service>) -> Result<Self, ApiError> {
-        let caller = authenticate(parts, s)?;
-        if let Some(limiter) = &s.limiter
-            && let Err(until) = limiter.check_key(&caller.name())
-        {
-            let wait = until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "auth.rate_limited",
-                format!(
-                    "{} made more than {} requests a second",
-                    caller.name(),
-                    s.config.rate_limit.map_or(0, std::num::NonZeroU32::get)
-                ),
-                "wait for retry-after, then send fewer, or batch them",
-            );
-            e.retry_after = Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX));
-            return Err(e);
-        }
-        Ok(caller)
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<Service>) -> Result<Self, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::internal("this route is served without a credential, yet it needs a caller")
+        })
     }
 }
 
+/// Authenticates the routes of the table that need a credential: the caller its
+/// credential proves, within its rate limit, is handed to the handler; any other request
+/// is answered 401 (or 429) before the handler runs.
+async fn authenticated(
+    State(s): S,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match admit(req.headers(), &s) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The caller a request's credential proves, if it is within its rate limit.
+fn admit(headers: &HeaderMap, s: &Service) -> Result<Caller, ApiError> {
+    let caller = authenticate(headers, s)?;
+    if let Some(limiter) = &s.limiter
+        && let Err(until) = limiter.check_key(&caller.name())
+    {
+        let wait = until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "auth.rate_limited",
+            format!(
+                "{} made more than {} requests a second",
+                caller.name(),
+                s.config.rate_limit.map_or(0, std::num::NonZeroU32::get)
+            ),
+            "wait for retry-after, then send fewer, or batch them",
+        );
+        e.retry_after = Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX));
+        return Err(e);
+    }
+    Ok(caller)
+}
+
 /// The caller a request's credential proves.
-fn authenticate(parts: &Parts, s: &Service) -> Result<Caller, ApiError> {
-    let value = match parts.headers.get(header::AUTHORIZATION) {
+fn authenticate(headers: &HeaderMap, s: &Service) -> Result<Caller, ApiError> {
+    let value = match headers.get(header::AUTHORIZATION) {
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::from(AuthError {
                 code: "auth.invalid",
@@ -1085,10 +1367,12 @@ fn replay(
     ))
 }
 
-/// The router of the API, with the body limit and the API's error shape for unknown
-/// routes and methods.
+/// The router of the API: every route of [`ROUTES`] this service serves, those that need
+/// a credential behind [`authenticated`]; the body limit, and the API's error shape for
+/// unknown routes and methods.
 pub fn router(service: Arc<Service>) -> Router {
     let limit = service.config.body_limit;
+    let deployment = service.deployment();
     let not_found = || async {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -1097,28 +1381,18 @@ pub fn router(service: Arc<Service>) -> Router {
             "see /v1/openapi.json",
         )
     };
-    let demo = service.config.demo.is_some();
-    let routes = Router::new()
-        .route("/v1/revision", get(revision))
-        .route("/v1/check", post(check))
-        .route("/v1/check/batch", post(check_batch))
-        .route("/v1/allowed-actions", post(allowed_actions))
-        .route("/v1/resources", post(resources))
-        .route("/v1/principals", post(principals))
-        .route("/v1/explain", post(explain))
-        .route("/v1/matrix/{matrix}", get(matrix))
-        .route("/v1/facts", get(facts).post(write))
-        .route("/v1/changes", get(changes))
-        .route("/v1/slice/{principal}", get(slice))
-        .route("/v1/slice-keys", get(slice_keys))
-        .route("/v1/policy/validate", post(validate))
-        .route("/v1/policy/reload", post(reload))
-        .route("/v1/openapi.json", get(openapi));
-    let routes = if demo {
-        routes.route("/demo/token", post(demo_token))
-    } else {
-        routes
-    };
+    let mut routes = Router::new();
+    for route in ROUTES.iter().filter(|r| r.is_served(deployment)) {
+        let handler = (route.handler)(route.method.filter());
+        let handler = match route.callers {
+            Callers::Anyone => handler,
+            Callers::Authenticated => handler.route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&service),
+                authenticated,
+            )),
+        };
+        routes = routes.route(route.path, handler);
+    }
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
@@ -1134,9 +1408,26 @@ pub fn router(service: Arc<Service>) -> Router {
         .with_state(service)
 }
 
-#[derive(Deserialize)]
+impl Service {
+    /// What this service serves: whether a rate limit is set and the demo issuer runs.
+    pub fn deployment(&self) -> Deployment {
+        Deployment {
+            rate_limited: self.config.rate_limit.is_some(),
+            demo: self.config.demo.is_some(),
+        }
+    }
+
+    /// The OpenAPI document of the routes this service serves.
+    pub fn document(&self) -> Value {
+        crate::openapi::document(ROUTES, self.deployment())
+    }
+}
+
+/// `{principal}`: the user a demo token is for.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DemoTokenBody {
+    /// The principal, `user:<id>`.
     principal: String,
 }
 
@@ -1173,9 +1464,11 @@ async fn demo_token(State(s): S, ApiJson(body): ApiJson<DemoTokenBody>) -> ApiRe
     let token = issuer
         .token(&principal, now, ttl)
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({ "token": token, "principal": principal, "expires": now + ttl }),
-    ))
+    answer(schemas::DemoToken {
+        token,
+        principal,
+        expires: now + ttl,
+    })
 }
 
 /// Refuses a body whose declared length is past the limit before reading any of it (a
@@ -1247,47 +1540,69 @@ async fn op(s: &Service, call: Call) -> ApiResult {
 }
 
 /// `{requests: [...]}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
+    /// The requests, decided in order.
+    #[schemars(with = "Vec<ServerClock<Request>>")]
     requests: Vec<Request>,
 }
 
 /// `{principal, resource, now}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ActionsBody {
+    /// The principal, `type:id`.
     principal: String,
+    /// The resource, `type:id`, or a page `matrix:row`.
     resource: String,
+    /// The time of the request.
     now: TimeValue,
 }
 
 /// `{principal, action, type, now}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ResourcesBody {
+    /// The principal, `type:id`.
     principal: String,
+    /// The action.
     action: String,
+    /// The entity type, or a matrix (its rows are listed).
     #[serde(rename = "type")]
     ty: String,
+    /// The time of the request.
     now: TimeValue,
 }
 
 /// `{resource, action, now, account?}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PrincipalsBody {
+    /// The resource, `type:id`, or a page `matrix:row`.
     resource: String,
+    /// The action.
     action: String,
+    /// The time of the request.
     now: TimeValue,
+    /// For a page: only this account's principals.
     account: Option<String>,
 }
 
 async fn revision(State(s): S, _caller: Caller) -> ApiResult {
     let served = s.served();
-    Ok(Json(
-        json!({ "revision": served.revision, "policy_hash": served.schema.hash_hex(), "module_hash": s.runtime.module_hash() }),
-    ))
+    answer(schemas::Revision {
+        revision: served.revision,
+        policy_hash: served.schema.hash_hex(),
+        module_hash: s.runtime.module_hash().to_string(),
+    })
+}
+
+/// An answer of the host's own, as JSON.
+fn answer<T: serde::Serialize>(value: T) -> ApiResult {
+    serde_json::to_value(value)
+        .map(Json)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// The checks every decision route makes before deciding: the caller may decide for the
@@ -1425,8 +1740,10 @@ async fn explain(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value>)
     .await
 }
 
-#[derive(Deserialize)]
+/// `?account=`.
+#[derive(Deserialize, JsonSchema)]
 struct AccountQuery {
+    /// An account's id: only its data.
     account: Option<String>,
 }
 
@@ -1515,28 +1832,35 @@ fn account_facts(served: &Served, account: &str, revision: u64) -> FactsJson {
 
 /// A write: who makes it, the deltas, when, and optionally the parity token of the
 /// client-side decision it relied on.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct WriteBody {
     /// Who the write is by: a user token's own principal (which it may leave out), or
     /// the principal a key writes on behalf of.
     author: Option<String>,
+    /// The changes, applied all or nothing.
     deltas: Vec<Delta>,
+    /// When the write is made: only an admin key importing facts sets it.
     now: Option<TimeValue>,
+    /// The client-side decision the write relied on.
     parity: Option<ParityToken>,
 }
 
 /// What a client-side decision was made on.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ParityToken {
+    /// The module that decided (hex SHA-256).
     module_hash: String,
+    /// The policy it decided with (hex SHA-256).
     policy_hash: String,
+    /// The revision it decided at.
     revision: u64,
     /// The client-side decision itself: the request and its outcome. When the token is
     /// from an older revision, the host decides the request again and refuses the write if
     /// the outcome has changed since.
     request: Option<Request>,
+    /// The client-side decision's outcome.
     allowed: Option<bool>,
 }
 
@@ -1820,7 +2144,10 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> A
         },
     )
     .await?;
-    Ok(Json(json!({ "allowed": true, "revision": revision })))
+    answer(schemas::Written {
+        allowed: true,
+        revision,
+    })
 }
 
 /// The facts after `deltas` and their snapshot's bytes.
@@ -1850,8 +2177,10 @@ fn change_json(c: &Change) -> Value {
     v
 }
 
-#[derive(Deserialize)]
+/// `?since=`.
+#[derive(Deserialize, JsonSchema)]
 struct Since {
+    /// Follow from after this revision (default: the current one).
     since: Option<u64>,
 }
 
@@ -2182,16 +2511,22 @@ async fn slice_keys(State(s): S) -> Json<Value> {
     Json(s.signer.jwks())
 }
 
-#[derive(Deserialize)]
+/// `{sources?}`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PolicyBody {
+    /// The policy's sources; for a reload, without them the policy directory is read
+    /// again.
     sources: Option<Vec<SourceBody>>,
 }
 
-#[derive(Deserialize)]
+/// A policy source.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SourceBody {
+    /// The file name its errors are reported under.
     name: String,
+    /// The policy text.
     text: String,
 }
 
@@ -2215,9 +2550,10 @@ async fn validate(caller: Caller, ApiJson(body): ApiJson<PolicyBody>) -> ApiResu
     let sources = sources_of(body).unwrap_or_default();
     blocking(move || {
         let schema = Schema::compile(&sources).map_err(policy_errors)?;
-        Ok(Json(
-            json!({ "valid": true, "policy_hash": schema.hash_hex() }),
-        ))
+        answer(schemas::Validated {
+            valid: true,
+            policy_hash: schema.hash_hex(),
+        })
     })
     .await
 }
@@ -2301,13 +2637,15 @@ async fn apply_reload(s: &Arc<Service>, sources: Vec<Source>) -> ApiResult {
         },
     )
     .await?;
-    Ok(Json(
-        json!({ "reloaded": true, "policy_hash": hash, "revision": revision }),
-    ))
+    answer(schemas::Reloaded {
+        reloaded: true,
+        policy_hash: hash,
+        revision,
+    })
 }
 
-async fn openapi() -> Json<Value> {
-    Json(crate::openapi::document())
+async fn openapi(State(s): S) -> Json<Value> {
+    Json(s.document())
 }
 
 /// Where the operations console's files are: `web/` (the page under `console/`, the
