@@ -29,6 +29,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -144,6 +145,9 @@ pub struct ServiceConfig {
     pub feed_page_bytes: usize,
     /// Followers of the change feed at once; one more is answered `host.busy`.
     pub max_subscribers: usize,
+    /// Followers of the change feed one caller (a key or a user) may hold at once, so one
+    /// caller cannot take every place.
+    pub max_feeds_per_caller: usize,
     /// The largest request body, in bytes.
     pub body_limit: usize,
     /// Start on the policy files even when the store holds another policy, after
@@ -182,6 +186,7 @@ impl Default for ServiceConfig {
             feed_page: 256,
             feed_page_bytes: 1 << 20,
             max_subscribers: 1024,
+            max_feeds_per_caller: 16,
             body_limit: 1 << 20,
             adopt_policy: false,
             tokens: None,
@@ -644,6 +649,8 @@ pub struct Service {
     limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
     /// Signs every slice served.
     signer: Arc<SliceSigner>,
+    /// Open change feeds per caller.
+    feeds: Arc<std::sync::Mutex<HashMap<String, usize>>>,
 }
 
 /// Reads every `*.policy` file of a directory, in name order, each named
@@ -800,6 +807,7 @@ impl Service {
             limiter,
             keys: RwLock::new(Arc::new(Keys::new(keys))),
             signer,
+            feeds: Arc::default(),
         });
         // Keys are read again from the store periodically, for as long as the service
         // lives: `clearance keys create|revoke` on the same store takes effect meanwhile.
@@ -1864,6 +1872,45 @@ impl Drop for Subscriber {
     }
 }
 
+/// Counts one caller's follower of the change feed while its stream lives.
+struct CallerFeed {
+    feeds: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    caller: String,
+}
+
+impl CallerFeed {
+    /// Takes a place for `caller`, unless it holds `limit` already (then `Err` with the
+    /// count it holds).
+    fn take(
+        feeds: &Arc<std::sync::Mutex<HashMap<String, usize>>>,
+        caller: String,
+        limit: usize,
+    ) -> Result<CallerFeed, usize> {
+        let mut map = feeds.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(caller.clone()).or_insert(0);
+        if *n >= limit {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(CallerFeed {
+            feeds: Arc::clone(feeds),
+            caller,
+        })
+    }
+}
+
+impl Drop for CallerFeed {
+    fn drop(&mut self) {
+        let mut map = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.caller) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.caller);
+            }
+        }
+    }
+}
+
 enum Phase {
     /// Reading stored changes after `after`, a page at a time.
     Paging,
@@ -1885,6 +1932,7 @@ struct Feed {
     key: Option<String>,
     /// The user following its account: the stream ends once it fails its gates.
     user: Option<String>,
+    _own: CallerFeed,
     _subscriber: Subscriber,
 }
 
@@ -2084,6 +2132,18 @@ async fn changes(
             "follow from a revision this host has",
         ));
     }
+    let own =
+        CallerFeed::take(&s.feeds, caller.name(), s.config.max_feeds_per_caller).map_err(|n| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "feed.too_many",
+                format!(
+                    "this caller follows {n} feeds already; the limit is {}",
+                    s.config.max_feeds_per_caller
+                ),
+                "close a feed first: one feed carries every change the caller may see",
+            )
+        })?;
     let count = s.subscribers.fetch_add(1, Ordering::AcqRel);
     let subscriber = Subscriber(Arc::clone(&s.subscribers));
     if count >= s.config.max_subscribers {
@@ -2124,6 +2184,7 @@ async fn changes(
             Caller::User { principal } => Some(principal.clone()),
             Caller::Key { .. } => None,
         },
+        _own: own,
         _subscriber: subscriber,
     };
     let events = stream::iter(first).chain(stream::unfold(feed, feed_step).flat_map(stream::iter));

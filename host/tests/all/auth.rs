@@ -174,10 +174,13 @@ fn every_route_but_the_document_refuses_missing_and_bad_credentials() {
         for route in ROUTES {
             let u = url(&base, route.path);
             let (status, body) = call(&anonymous, route.method, &u, None).await;
-            if route.path == "/v1/openapi.json" {
-                assert_eq!(status, 200, "the document is open");
+            // Public documents: the API's, and the keys that verify slices.
+            if ["/v1/openapi.json", "/v1/slice-keys"].contains(&route.path) {
+                assert!(route.who.starts_with("anyone"), "{}", route.path);
+                assert_eq!(status, 200, "{} is open", route.path);
                 continue;
             }
+            assert!(!route.who.starts_with("anyone"), "{} says anyone", route.path);
             assert_eq!(
                 status, 401,
                 "{} {} without credentials: {body}",
@@ -840,6 +843,61 @@ fn a_user_failing_its_gates_reads_nothing() {
             !seen.contains("\"revision\""),
             "a change was sent to a deactivated user: {seen}"
         );
+    });
+}
+
+/// One caller cannot take every place on the change feed: past its own limit it is
+/// told so (429), while another caller still follows, and a closed feed frees its place.
+#[test]
+fn one_caller_holds_a_bounded_number_of_feeds() {
+    block(async {
+        let db = temp_db("auth-feeds");
+        let (base, _service) = serve_config(
+            &db,
+            ServiceConfig {
+                max_feeds_per_caller: 2,
+                ..config()
+            },
+        )
+        .await;
+        let me = client_with(&user("occ_controller"));
+        let open = |c: reqwest::Client| {
+            let url = format!("{base}/v1/changes");
+            async move { c.get(url).send().await.unwrap() }
+        };
+        let first = open(me.clone()).await;
+        let second = open(me.clone()).await;
+        assert_eq!(
+            (first.status().as_u16(), second.status().as_u16()),
+            (200, 200)
+        );
+        let third = open(me.clone()).await;
+        assert_eq!(third.status().as_u16(), 429);
+        let answer: Value = third.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], "feed.too_many", "{answer}");
+        let other = open(client_with(&user("aog_desk"))).await;
+        assert_eq!(
+            other.status().as_u16(),
+            200,
+            "another caller is not held up"
+        );
+        drop(first);
+        // The server sees the closed stream at its next write at the latest (a keep-alive
+        // every 15 s); ask until then.
+        let mut again = open(me.clone()).await;
+        for _ in 0..400 {
+            if again.status().as_u16() == 200 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            again = open(me.clone()).await;
+        }
+        assert_eq!(
+            again.status().as_u16(),
+            200,
+            "a closed feed's place is given back"
+        );
+        drop(second);
     });
 }
 
