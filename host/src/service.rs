@@ -1447,6 +1447,7 @@ fn account_facts(served: &Served, account: &str, revision: u64) -> FactsJson {
         revision,
         entities,
         tuples,
+        omitted: Default::default(),
     }
 }
 

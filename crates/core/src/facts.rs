@@ -52,6 +52,11 @@ pub struct FactsJson {
     /// Tuples.
     #[serde(default)]
     pub tuples: Vec<TupleJson>,
+    /// Attributes these facts leave out, by type name: a principal slice omits what no
+    /// rule reads for that principal, and a snapshot then accepts an entity of the type
+    /// without a listed attribute even where the policy requires it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub omitted: BTreeMap<String, Vec<String>>,
 }
 
 /// One change: `{"op": "add_entity" | "remove_entity" | "set_attr" | "add_tuple" |
@@ -230,6 +235,8 @@ pub struct Facts {
     pub entities: BTreeMap<String, EntityRecord>,
     /// Tuples, with their expiry in seconds.
     pub tuples: BTreeMap<TupleKey, Option<i64>>,
+    /// Attributes left out, by type name ([`FactsJson::omitted`]).
+    pub omitted: BTreeMap<String, Vec<String>>,
 }
 
 /// `type:id` of an entity.
@@ -254,6 +261,7 @@ impl Facts {
     pub fn from_doc(doc: FactsJson) -> Result<Facts, FactsError> {
         let mut f = Facts {
             revision: doc.revision,
+            omitted: doc.omitted,
             ..Facts::default()
         };
         for (i, e) in doc.entities.into_iter().enumerate() {
@@ -293,6 +301,7 @@ impl Facts {
                     expires: exp.map(TimeValue::Seconds),
                 })
                 .collect(),
+            omitted: self.omitted.clone(),
         }
     }
 
