@@ -13,9 +13,10 @@
 //! Only the host slices; the module decides on slices but never makes one.
 
 use crate::error::FactsError;
-use crate::facts::{EntityJson, Facts, FactsJson, TupleJson};
+use crate::facts::{EntityJson, Facts, FactsJson, TupleJson, TupleKey};
 use crate::policy::{Base, Expr, Operand, Schema, TypeId};
 use crate::time::TimeValue;
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// On which entities the policy reads an attribute.
@@ -301,39 +302,40 @@ impl Reads {
             ));
         }
         let account = p.account.as_str();
-        let in_account = |key: &str| {
-            facts
-                .entities
-                .get(key)
-                .is_some_and(|e| e.account == account)
-        };
-        let b = &schema.builtins;
-        let auth_name = schema.ty(b.authorization).map_or("", |t| t.name.as_str());
-        // The authorisations the principal holds, as the snapshot finds them: every
-        // `holder` tuple naming it, expired or not.
-        let held: BTreeSet<&str> = facts
-            .tuples
-            .keys()
-            .filter(|(r, rel, s)| {
-                s == principal
-                    && rel == "holder"
-                    && facts.entities.get(r).is_some_and(|e| e.ty == auth_name)
-            })
-            .map(|(r, _, _)| r.as_str())
-            .collect();
-        let mut entities = Vec::new();
-        let mut present: BTreeSet<TypeId> = BTreeSet::new();
+        // The account's entities with their types.
+        let mut members: FxHashMap<&str, TypeId> = FxHashMap::default();
+        let mut in_account = Vec::new();
         for (key, e) in &facts.entities {
             if e.account != account {
                 continue;
             }
-            let Some((t, td)) = schema.type_id(&e.ty).and_then(|t| Some((t, schema.ty(t)?))) else {
+            let Some(t) = schema.type_id(&e.ty) else {
                 return Err(FactsError::new(
                     "facts.unknown_type",
                     format!("entity `{key}`"),
                     format!("unknown type `{}`", e.ty),
                 ));
             };
+            members.insert(key.as_str(), t);
+            in_account.push((key, e, t));
+        }
+        let b = &schema.builtins;
+        // The authorisations the principal holds, as the snapshot finds them: every
+        // `holder` tuple naming it, expired or not.
+        let held: BTreeSet<&str> = in_account
+            .iter()
+            .filter(|(key, _, t)| {
+                *t == b.authorization
+                    && tuples_of(facts, key)
+                        .any(|((_, rel, s), _)| rel == "holder" && s == principal)
+            })
+            .map(|(key, _, _)| key.as_str())
+            .collect();
+        let mut entities = Vec::with_capacity(in_account.len());
+        let mut tuples = Vec::new();
+        let mut present: BTreeSet<TypeId> = BTreeSet::new();
+        for &(key, e, t) in &in_account {
+            let Some(td) = schema.ty(t) else { continue };
             present.insert(t);
             let keep = |name: &str| match td.attr(name).map(|a| self.attr_read(t, a)) {
                 Some(AttrRead::Any) => true,
@@ -352,30 +354,20 @@ impl Reads {
                     .map(|(name, v)| (name.clone(), v.clone()))
                     .collect(),
             });
-        }
-        let mut tuples = Vec::new();
-        for ((r, rel, s), exp) in &facts.tuples {
-            if !in_account(r) || !in_account(s) {
-                continue;
-            }
-            let read = facts
-                .entities
-                .get(r)
-                .and_then(|e| schema.type_id(&e.ty))
-                .and_then(|t| Some((t, schema.ty(t)?.rel(rel)?)))
-                .map_or(RelRead::Unread, |(t, i)| self.rel_read(t, i));
-            let keep = match read {
-                RelRead::Any => true,
-                RelRead::Principal => s == principal,
-                RelRead::Unread => false,
-            };
-            if keep {
-                tuples.push(TupleJson {
-                    resource: r.clone(),
-                    relation: rel.clone(),
-                    subject: s.clone(),
-                    expires: exp.map(TimeValue::Seconds),
-                });
+            for ((r, rel, s), exp) in tuples_of(facts, key) {
+                let keep = match td.rel(rel).map(|i| self.rel_read(t, i)) {
+                    Some(RelRead::Any) => true,
+                    Some(RelRead::Principal) => s == principal,
+                    Some(RelRead::Unread) | None => false,
+                };
+                if keep && members.contains_key(s.as_str()) {
+                    tuples.push(TupleJson {
+                        resource: r.clone(),
+                        relation: rel.clone(),
+                        subject: s.clone(),
+                        expires: exp.map(TimeValue::Seconds),
+                    });
+                }
             }
         }
         let mut omitted = BTreeMap::new();
@@ -410,4 +402,15 @@ pub fn principal_slice(
     principal: &str,
 ) -> Result<FactsJson, FactsError> {
     Reads::of(schema).slice(schema, facts, principal)
+}
+
+/// The tuples on entity `key`, found as a range: facts order tuples by their entity.
+fn tuples_of<'a>(
+    facts: &'a Facts,
+    key: &'a str,
+) -> impl Iterator<Item = (&'a TupleKey, &'a Option<i64>)> {
+    facts
+        .tuples
+        .range((key.to_string(), String::new(), String::new())..)
+        .take_while(move |((r, _, _), _)| r == key)
 }
