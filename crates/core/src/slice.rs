@@ -17,6 +17,7 @@ use crate::facts::{EntityJson, Facts, FactsJson, TupleJson, TupleKey};
 use crate::policy::{Base, Expr, Operand, Schema, TypeId};
 use crate::time::TimeValue;
 use rustc_hash::FxHashMap;
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// On which entities the policy reads an attribute.
@@ -373,15 +374,15 @@ impl Reads {
         let mut omitted = BTreeMap::new();
         for t in present {
             let Some(td) = schema.ty(t) else { continue };
-            let names: Vec<String> = td
+            let names: Vec<Value> = td
                 .attrs
                 .iter()
                 .zip(0..=u16::MAX)
                 .filter(|(_, a)| self.attr_read(t, *a) != AttrRead::Any)
-                .map(|(ad, _)| ad.name.clone())
+                .map(|(ad, _)| Value::String(ad.name.clone()))
                 .collect();
             if !names.is_empty() {
-                omitted.insert(td.name.clone(), names);
+                omitted.insert(td.name.clone(), Value::Array(names));
             }
         }
         Ok(FactsJson {

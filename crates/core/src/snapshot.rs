@@ -398,13 +398,12 @@ impl Snapshot {
                 set_value(col, local, &ad.ty, v, &mut strings)
                     .map_err(|m| bad("facts.invalid_value", &at, m))?;
             }
-            // Attributes the facts say they leave out (a principal slice's) may be absent.
-            let omitted = facts.omitted.get(&def.name).map_or(&[][..], Vec::as_slice);
             for (a, ad) in def.attrs.iter().enumerate() {
                 if ad.optional
                     || matches!(ad.ty, ValueType::StrSet)
                     || e.attrs.contains_key(&ad.name)
-                    || omitted.contains(&ad.name)
+                    // Attributes the facts leave out (a principal slice's) may be absent.
+                    || facts.omits(&def.name, &ad.name)
                 {
                     continue;
                 }

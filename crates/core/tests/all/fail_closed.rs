@@ -204,7 +204,8 @@ fn bad_facts_are_refused_with_the_item_and_the_reason() {
 }
 
 /// A required attribute may be absent only where the facts list it as `omitted` for its
-/// type (as a principal slice does), and the listing survives the JSON round trip.
+/// type (as a principal slice does), a listing is an array of names, and it survives the
+/// JSON round trip.
 #[test]
 fn omitted_attributes_may_be_absent() {
     let entities = r#"[{"type":"account","id":"a"},
@@ -220,8 +221,12 @@ fn omitted_attributes_may_be_absent() {
             .code,
         "facts.missing_attribute"
     );
+    assert_eq!(
+        build(r#","omitted":{"user":"status"}"#).unwrap_err().code,
+        "facts.invalid_value"
+    );
     let facts = build(r#","omitted":{"user":["email","status"]}"#).unwrap();
-    assert_eq!(facts.omitted["user"], ["email", "status"]);
+    assert!(facts.omits("user", "status") && !facts.omits("user", "invitation"));
     assert_eq!(Facts::from_doc(facts.to_doc()).unwrap(), facts);
 }
 
