@@ -1518,6 +1518,7 @@ fn account_facts(served: &Served, account: &str, revision: u64) -> FactsJson {
         revision,
         entities,
         tuples,
+        omitted: Default::default(),
     }
 }
 
