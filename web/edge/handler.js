@@ -5,17 +5,20 @@
  * beforehand with `loadSlice`.
  *
  * The caller is named by a user token in `Authorization: Bearer …`, verified here by the
- * host's rules (see `token.js`); no header or body field names a principal.
+ * host's rules (see `token.js`); no header or body field names a principal. The slice is
+ * verified too: `loadSlice` loads only a slice signed by a key of the host's
+ * `GET /v1/slice-keys`, for the expected principal, not expired.
  *
  * It fails closed: a missing credential is 401 `auth.missing`, a bad one 401 `auth.invalid`,
  * an unknown route 404, and anything that is not a clean allow from the session (a denial, a
  * session error, a throw, a malformed answer) is 403.
  */
 
+import { isError, verifySlice } from '../index.js';
 import { bearer } from './token.js';
 
 /**
- * @import { DecisionView, Denial, ErrorData, Info, Request as CheckRequest, Session, Time } from '../index.js'
+ * @import { DecisionView, Denial, ErrorData, Info, Request as CheckRequest, Session, SliceOptions, Time } from '../index.js'
  * @import { Proof, TokenVerifier } from './token.js'
  */
 
@@ -371,29 +374,27 @@ function thrownText(e) {
 }
 
 /**
- * Loads a principal slice (`GET /v1/slice/{principal}`, as text or parsed) into `session`:
- * its policy, then its facts. Gives the session's info, or a denial (`{allowed: false,
- * error}`) like the session's methods; after a denial, do not serve with this session.
+ * Verifies a signed principal slice (the body of `GET /v1/slice/{principal}`, as text or
+ * parsed) with `verifySlice` (its signature by a key of `options.keys`, the JWKS of
+ * `GET /v1/slice-keys`; its principal, if `options.principal` is given; its expiry at
+ * `options.now`), then loads it into `session`: its policy, checked against the slice's
+ * `policy_hash`, then its facts. Gives the session's info, or a denial (`{allowed: false,
+ * error}`) like the session's methods, with the codes `slice.no_keys`, `slice.unsigned`,
+ * `slice.unknown_key`, `slice.bad_signature`, `slice.invalid`, `slice.wrong_principal`,
+ * `slice.expired` or `slice.policy_mismatch`, or the session's own. Nothing is loaded from
+ * a slice that does not verify; after a denial from loading, do not serve with this session.
  *
  * @param {Session} session
- * @param {unknown} sliceJson the slice, as JSON text or parsed
- * @returns {Info | Denial}
+ * @param {unknown} signed the signed slice, as JSON text or parsed
+ * @param {SliceOptions} options
+ * @returns {Promise<Info | Denial>}
  */
-export function loadSlice(session, sliceJson) {
-  let slice = sliceJson;
-  if (typeof slice === 'string') {
-    try {
-      slice = JSON.parse(slice);
-    } catch (e) {
-      return { allowed: false, error: errorData('slice.invalid', `the slice is not JSON: ${thrownText(e)}`, 'give the body of GET /v1/slice/{principal}') };
-    }
-  }
-  if (slice === null || typeof slice !== 'object' || !('policy' in slice) || !Array.isArray(slice.policy) || !('facts' in slice) || slice.facts === null || typeof slice.facts !== 'object') {
-    return { allowed: false, error: errorData('slice.invalid', 'a slice needs `policy: [{name, text}]` and `facts`', 'give the body of GET /v1/slice/{principal}') };
-  }
+export async function loadSlice(session, signed, options) {
+  const slice = await verifySlice(signed, options);
+  if (isError(slice)) return slice;
   const policy = session.loadPolicy(slice.policy);
   if ('error' in policy) return policy;
-  if ('policy_hash' in slice && typeof slice.policy_hash === 'string' && policy.policy_hash !== slice.policy_hash) {
+  if (policy.policy_hash !== slice.policy_hash) {
     return {
       allowed: false,
       error: errorData('slice.policy_mismatch', `the policy compiled to ${policy.policy_hash}, the slice says ${slice.policy_hash}`, 'the module and the server differ; use the module of the server\'s version'),

@@ -1,6 +1,6 @@
-// The edge-function example (edge/handler.js): a principal slice built the way the server
-// builds it, loaded with loadSlice, and requests gated by the module alone, each naming its
-// caller by a user token the handler verifies.
+// The edge-function example (edge/handler.js): a principal slice built and signed the way
+// the server does it, loaded with loadSlice, and requests gated by the module alone, each
+// naming its caller by a user token the handler verifies.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -8,7 +8,7 @@ import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { isError, loadNode } from '../index.js';
 import { createHandler, loadSlice, maxAge } from '../edge/handler.js';
 import { createTokenVerifier } from '../edge/token.js';
-import { NOW, codes, errorOf, invalid, loadedSession, ok, policySources, present, worldText } from './fixtures.js';
+import { NOW, codes, errorOf, invalid, loadedSession, ok, policySources, present, sliceSigner, worldText } from './fixtures.js';
 
 /**
  * @import { ClearanceModule, Denial, Info, Request as CheckRequest, Session, Source } from '../index.js'
@@ -23,9 +23,9 @@ import { NOW, codes, errorOf, invalid, loadedSession, ok, policySources, present
  */
 
 /**
- * A principal slice (`GET /v1/slice/{principal}`).
+ * A principal slice (`GET /v1/slice/{principal}`, the text it signs).
  *
- * @typedef {{principal: string, account: string, revision: number, policy: Source[], facts: Facts}} Slice
+ * @typedef {{principal: string, account: string, revision: number, policy_hash: string, issued: number, expires: number, policy: Source[], facts: Facts}} Slice
  */
 
 const ORIGIN = 'https://edge.example';
@@ -34,22 +34,28 @@ const AUDIENCE = 'edge-test';
 
 /**
  * The slice of `account` as `GET /v1/slice/{principal}` gives it (host/src/service.rs):
- * the entities whose account (or own id, for accounts) is `account`, the tuples on them.
+ * the entities whose account (or own id, for accounts) is `account`, the tuples on them;
+ * issued now, for an hour.
  *
  * @param {string} principal
  * @param {string} account
+ * @param {string} policyHash
  * @returns {Slice}
  */
-function buildSlice(principal, account) {
+function buildSlice(principal, account, policyHash) {
   /** @type {Facts} */
   const world = JSON.parse(worldText('airline'));
   const entities = world.entities.filter((e) => (e.account ?? e.id) === account);
   const keys = new Set(entities.map((e) => `${e.type}:${e.id}`));
   const tuples = world.tuples.filter((t) => keys.has(t.resource));
+  const issued = Math.floor(Date.now() / 1000);
   return {
     principal,
     account,
     revision: world.revision,
+    policy_hash: policyHash,
+    issued,
+    expires: issued + 3600,
     policy: policySources(),
     facts: { revision: world.revision, entities, tuples },
   };
@@ -147,6 +153,8 @@ describe('the edge handler on a slice', () => {
   let slice;
   /** @type {Info | Denial} */
   let info;
+  /** @type {Awaited<ReturnType<typeof sliceSigner>>} */
+  let signer;
   /** @type {TokenVerifier} */
   let tokens;
   const realFetch = globalThis.fetch;
@@ -160,8 +168,12 @@ describe('the edge handler on a slice', () => {
     };
     module = await loadNode();
     session = new module.Session();
-    slice = buildSlice('user:aeroserv_tech', 'skyways');
-    info = loadSlice(session, JSON.stringify(slice));
+    const scratch = new module.Session();
+    const policyHash = ok(scratch.loadPolicy(policySources())).policy_hash;
+    scratch.free();
+    slice = buildSlice('user:aeroserv_tech', 'skyways', policyHash);
+    signer = await sliceSigner();
+    info = await loadSlice(session, JSON.stringify(await signer.sign(slice)), { keys: signer.keys, principal: 'user:aeroserv_tech' });
     idp = await tokenIssuer();
     tokens = await createTokenVerifier({ jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE, principalType: null });
   });
@@ -176,7 +188,7 @@ describe('the edge handler on a slice', () => {
     assert.equal(info.entities, slice.facts.entities.length);
     assert.equal(info.tuples, slice.facts.tuples.length);
     assert.equal(info.revision, 0);
-    assert.match(info.policy_hash, /^[0-9a-f]{64}$/);
+    assert.equal(info.policy_hash, slice.policy_hash);
     // Only skyways: blueair's entities are not in the slice.
     assert.ok(slice.facts.entities.every((e) => (e.account ?? e.id) === 'skyways'));
     assert.ok(!slice.facts.entities.some((e) => e.id === 'blue_pilot'));
@@ -185,14 +197,16 @@ describe('the edge handler on a slice', () => {
   test('loadSlice checks the policy hash the slice carries', async () => {
     const m = await loadNode();
     const e = new m.Session();
-    const bad = loadSlice(e, { ...slice, policy_hash: '0'.repeat(64) });
+    const options = { keys: signer.keys };
+    const bad = await loadSlice(e, await signer.sign({ ...slice, policy_hash: '0'.repeat(64) }), options);
     assert.ok(isError(bad));
     assert.equal(bad.allowed, false);
     assert.equal(bad.error.code, 'slice.policy_mismatch');
-    const good = loadSlice(new m.Session(), { ...slice, policy_hash: ok(info).policy_hash });
+    const good = await loadSlice(new m.Session(), await signer.sign(slice), options);
     assert.ok(!isError(good));
-    assert.equal(errorOf(loadSlice(e, '{not json')).code, 'slice.invalid');
-    assert.equal(errorOf(loadSlice(e, { facts: {} })).code, 'slice.invalid');
+    assert.equal(errorOf(await loadSlice(e, '{not json', options)).code, 'slice.invalid');
+    assert.equal(errorOf(await loadSlice(e, await signer.sign('{not json'), options)).code, 'slice.invalid');
+    assert.equal(errorOf(await loadSlice(e, await signer.sign({ facts: {} }), options)).code, 'slice.invalid');
     e.free();
   });
 
@@ -370,7 +384,7 @@ describe('the edge handler on a slice', () => {
     // a throw and a malformed answer.
     const m = await loadNode();
     const freed = new m.Session();
-    assert.ok(!isError(loadSlice(freed, slice)));
+    assert.ok(!isError(await loadSlice(freed, await signer.sign(slice), { keys: signer.keys })));
     freed.free();
     const sessions = {
       freed,
