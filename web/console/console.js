@@ -430,21 +430,44 @@ function changed(change) {
 }
 
 /**
- * A refusal to sign in, with its code on the notice. Nothing is decided in the page after
- * it: what the page showed was decided on another persona's slice.
+ * Empties the page when no slice is loaded: what it showed was decided on another
+ * persona's slice, so nothing is shown or decided until one is.
+ *
+ * @param {string} status
+ */
+function unload(status) {
+  state.feed?.abort();
+  state.slice = null;
+  state.outline = null;
+  for (const id of ['#pages', '#page', '#countdowns']) $(id).replaceChildren();
+  $('#gate').hidden = true;
+  $('#status').replaceChildren(status);
+}
+
+/**
+ * A refusal to sign in, with its code on the notice.
  *
  * @param {string} errorCode
  * @param {string} message
  */
 function refuseSignIn(errorCode, message) {
-  state.slice = null;
-  state.outline = null;
+  unload('No slice is loaded: nothing is decided in the page.');
   delete document.body.dataset.principal;
-  for (const id of ['#pages', '#page', '#countdowns']) $(id).replaceChildren();
-  $('#gate').hidden = true;
-  $('#status').replaceChildren('No slice is loaded: nothing is decided in the page.');
   notice('refusal', code(errorCode), ` ${message}`);
   $('#notice').dataset.code = errorCode;
+}
+
+/**
+ * A persona the host lets read nothing, since it fails a gate of its type (a deactivated
+ * user, an invitation not accepted): signed in, and told why every action is denied.
+ *
+ * @param {string} who
+ * @param {ShownReason} reason the host's refusal of the slice
+ */
+function gated(who, reason) {
+  unload(`${who} may read nothing: the host refuses its slice.`);
+  show($('#gate'), 'refusal', h('strong', {}, 'Every action is denied. '), ...reasonList([reason]));
+  document.body.dataset.principal = who;
 }
 
 /**
@@ -467,7 +490,9 @@ async function signIn(who) {
   }
   const [answer, keys] = await Promise.all([json(`/v1/slice/${encodeURIComponent(who)}`), json('/v1/slice-keys')]);
   if (!answer.ok) {
-    refuseSignIn(answer.body.error?.code ?? 'slice.failed', answer.body.error?.message ?? '');
+    const error = { code: String(answer.body.error?.code ?? 'slice.failed'), message: String(answer.body.error?.message ?? answer.status) };
+    if (answer.status === 403 && error.code.startsWith('gate.')) gated(who, error);
+    else refuseSignIn(error.code, error.message);
     return;
   }
   if (!keys.ok) {
