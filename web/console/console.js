@@ -1,8 +1,9 @@
 // The operations console: the one wasm module runs in the page on the signed-in persona's
-// principal slice, and decides every button the page shows. Writes go to the host, which
-// decides them again with the same module and refuses stale parity tokens.
+// principal slice, and decides every button the page shows. The slice is loaded only once
+// its signature verifies with the host's slice keys. Writes go to the host, which decides
+// them again with the same module and refuses stale parity tokens.
 
-import { isError, loadBrowser } from '/index.js';
+import { isError, loadBrowser, verifySlice } from '/index.js';
 
 /**
  * @import { ClearanceModule, Outline, Request, Session, Source, TypeOutline, WriteOutline } from '/index.js'
@@ -27,14 +28,16 @@ import { isError, loadBrowser } from '/index.js';
  */
 
 /**
- * A principal slice (`GET /v1/slice/{principal}`): the policy, and the facts of the
- * principal's account.
+ * A principal slice (`GET /v1/slice/{principal}`, once verified): the policy, and the facts
+ * of the principal's account.
  *
  * @typedef {object} Slice
  * @property {string} principal
  * @property {string} account
  * @property {number} revision
  * @property {string} policy_hash
+ * @property {number} issued
+ * @property {number} expires
  * @property {Source[]} policy
  * @property {{revision: number, entities: Entity[], tuples: Tuple[]}} facts
  */
@@ -427,7 +430,50 @@ function changed(change) {
 }
 
 /**
- * Signs in as a persona: fetches its principal slice and loads it into the module.
+ * Empties the page when no slice is loaded: what it showed was decided on another
+ * persona's slice, so nothing is shown or decided until one is.
+ *
+ * @param {string} status
+ */
+function unload(status) {
+  state.feed?.abort();
+  state.slice = null;
+  state.outline = null;
+  for (const id of ['#pages', '#page', '#countdowns']) $(id).replaceChildren();
+  $('#gate').hidden = true;
+  $('#status').replaceChildren(status);
+}
+
+/**
+ * A refusal to sign in, with its code on the notice.
+ *
+ * @param {string} errorCode
+ * @param {string} message
+ */
+function refuseSignIn(errorCode, message) {
+  unload('No slice is loaded: nothing is decided in the page.');
+  delete document.body.dataset.principal;
+  notice('refusal', code(errorCode), ` ${message}`);
+  $('#notice').dataset.code = errorCode;
+}
+
+/**
+ * A persona the host lets read nothing, since it fails a gate of its type (a deactivated
+ * user, an invitation not accepted): signed in, and told why every action is denied.
+ *
+ * @param {string} who
+ * @param {ShownReason} reason the host's refusal of the slice
+ */
+function gated(who, reason) {
+  unload(`${who} may read nothing: the host refuses its slice.`);
+  show($('#gate'), 'refusal', h('strong', {}, 'Every action is denied. '), ...reasonList([reason]));
+  document.body.dataset.principal = who;
+}
+
+/**
+ * Signs in as a persona: fetches its signed principal slice and the host's slice keys, and
+ * loads the slice into the module only if its signature verifies, for this persona, and it
+ * has not expired (by the system clock: the page's clock is the decisions' only).
  *
  * @param {string} who
  */
@@ -442,13 +488,23 @@ async function signIn(who) {
     notice('refusal', code('auth.failed'), ` ${e instanceof Error ? e.message : String(e)}`);
     return;
   }
-  const answer = await json(`/v1/slice/${encodeURIComponent(who)}`);
+  const [answer, keys] = await Promise.all([json(`/v1/slice/${encodeURIComponent(who)}`), json('/v1/slice-keys')]);
   if (!answer.ok) {
-    notice('refusal', code(answer.body.error?.code ?? 'slice.failed'), ` ${answer.body.error?.message ?? ''}`);
+    const error = { code: String(answer.body.error?.code ?? 'slice.failed'), message: String(answer.body.error?.message ?? answer.status) };
+    if (answer.status === 403 && error.code.startsWith('gate.')) gated(who, error);
+    else refuseSignIn(error.code, error.message);
     return;
   }
-  /** @type {Slice} */
-  const loadedSlice = answer.body;
+  if (!keys.ok) {
+    refuseSignIn('slice.no_keys', `the host's slice keys (GET /v1/slice-keys) could not be read: ${keys.body.error?.message ?? keys.status}`);
+    return;
+  }
+  const verified = await verifySlice(answer.body, { keys: keys.body, principal: who });
+  if (isError(verified)) {
+    refuseSignIn(verified.error.code, verified.error.message);
+    return;
+  }
+  const loadedSlice = /** @type {Slice} */ (verified);
   const s = session();
   const policy = s.loadPolicy(loadedSlice.policy);
   if (isError(policy)) throw new Error(policy.error.message);
