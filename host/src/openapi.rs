@@ -45,7 +45,7 @@ fn describe(method: &str, path: &str) -> (&'static str, &'static str) {
             "query: since?",
         ),
         ("get", "/v1/slice/{principal}") => (
-            "The facts that can influence a principal's decisions, with the policy",
+            "The facts that can influence a principal's decisions, with the policy, signed",
             "none",
         ),
         ("post", "/v1/policy/validate") => (
@@ -56,6 +56,7 @@ fn describe(method: &str, path: &str) -> (&'static str, &'static str) {
             "Replace the policy atomically (refused with its errors if it does not load)",
             "{sources?: [{name, text}]}",
         ),
+        ("get", "/v1/slice-keys") => ("The public keys (a JWKS) that verify signed slices", "none"),
         ("get", "/v1/openapi.json") => ("This document", "none"),
         _ => ("", ""),
     }
@@ -67,7 +68,7 @@ pub fn document() -> Value {
     for route in ROUTES {
         let (method, path) = (route.method, route.path);
         let (summary, body) = describe(method, path);
-        let open = path == "/v1/openapi.json";
+        let open = route.who.starts_with("anyone");
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         if let Some(obj) = entry.as_object_mut() {
             obj.insert(

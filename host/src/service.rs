@@ -2192,9 +2192,9 @@ async fn changes(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-/// The facts that can influence a principal's decisions: its account's, and nothing of
-/// any other account (tenancy is structural, so nothing outside the account can matter),
-/// with the policy to load them under.
+/// The facts that can influence a principal's decisions, with the policy to load them
+/// under, signed: of its account only (tenancy is structural, so nothing outside the
+/// account can matter), and of that only what the policy reads for this principal.
 async fn slice(State(s): S, caller: Caller, ApiPath(principal): ApiPath<String>) -> ApiResult {
     let served = s.served();
     if matches!(
@@ -2223,7 +2223,12 @@ async fn slice(State(s): S, caller: Caller, ApiPath(principal): ApiPath<String>)
             ));
         };
         let account = p.account.clone();
-        let facts = account_facts(&served, &account_key(&account), served.revision);
+        // Only what the policy reads when it decides for this principal (core's
+        // `principal_slice`): other users' emails, guests' addresses, others' roles and
+        // authorisations stay on the server.
+        let mut facts = clearance_core::principal_slice(&served.schema, &served.facts, &principal)
+            .map_err(|e| ApiError::bad(ErrorData::from(e)))?;
+        facts.revision = served.revision;
         let policy: Vec<Value> = served
             .sources
             .iter()

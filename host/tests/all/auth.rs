@@ -180,7 +180,11 @@ fn every_route_but_the_document_refuses_missing_and_bad_credentials() {
                 assert_eq!(status, 200, "{} is open", route.path);
                 continue;
             }
-            assert!(!route.who.starts_with("anyone"), "{} says anyone", route.path);
+            assert!(
+                !route.who.starts_with("anyone"),
+                "{} says anyone",
+                route.path
+            );
             assert_eq!(
                 status, 401,
                 "{} {} without credentials: {body}",
