@@ -274,17 +274,14 @@ describe('the console', () => {
   });
 
   test('the access review lists what a user may do, as the host does', async () => {
-    const page = await open('user:a_administrator', { page: 'review' });
-    await page.selectOption('#review-user', 'user:a_crew');
+    const page = await open('user:a_crew', { page: 'review' });
     await page.waitForSelector('table[data-review="user:a_crew"]');
     const text = present(await page.textContent('table[data-review="user:a_crew"]'));
     const flights = (await api('/v1/resources', { principal: 'user:a_crew', action: 'view', type: 'flight', now: NOW })).body;
     assert.ok(flights.length > 0);
-    for (const f of flights) {
-      const crew = await sliceOf('user:a_crew');
-      const number = present(crew.facts.entities.find((e) => `${e.type}:${e.id}` === f)).attrs.number;
-      assert.ok(text.includes(number), `${f} (${number}) is in the review`);
-    }
+    // Flight numbers are read by no rule, so the slice leaves them out: the review names
+    // each flight by its id.
+    for (const f of flights) assert.ok(text.includes(f.split(':')[1]), `${f} is in the review`);
     assert.match(text, /page operations:crew_app/);
     await page.close();
   });
@@ -293,8 +290,9 @@ describe('the console', () => {
     const page = await open('user:pilot_own_sq', { page: 'records' });
     await page.click('tr[data-resource="squawk:sq_radio"] button[data-action="update"]');
     await page.waitForSelector('#notice[data-code="written"]');
-    const slice = await sliceOf('user:pilot_own_sq');
-    assert.match(present(slice.facts.entities.find((e) => e.id === 'sq_radio')).attrs.title, /\(edited /);
+    // Titles are read by no rule, so the host's facts show the edit, not the slice.
+    const facts = (await api('/v1/facts?account=skyways')).body;
+    assert.match(present(facts.entities.find((/** @type {{id: string}} */ e) => e.id === 'sq_radio')).attrs.title, /\(edited /);
     if (process.env.CLEARANCE_SCREENSHOTS) await page.screenshot({ path: join(ROOT, 'docs/console-records.png'), fullPage: false });
     await page.close();
   });

@@ -146,7 +146,6 @@ function h(tag, attrs = {}, ...children) {
  *   latest: number,
  *   clock: {start: number, at: number},
  *   open: string | null,
- *   reviewUser: string | null,
  *   timer: ReturnType<typeof setInterval> | null,
  *   token: string | null,
  *   feed: AbortController | null,
@@ -165,7 +164,6 @@ const state = {
   latest: 0,
   clock: { start: 0, at: 0 },
   open: null,
-  reviewUser: null,
   timer: null,
   token: null,
   feed: null,
@@ -480,7 +478,6 @@ function gated(who, reason) {
 async function signIn(who) {
   state.principal = who;
   state.open = null;
-  state.reviewUser = null;
   $('#stale').hidden = true;
   try {
     await token(who);
@@ -911,10 +908,12 @@ function matrixPage() {
 }
 
 function reviewPage() {
-  const users = entities('user');
-  const who = state.reviewUser ?? (users.some((u) => `user:${u.id}` === principal()) ? principal() : `user:${users[0]?.id}`);
-  const select = h('select', { id: 'review-user', onchange: (e) => { state.reviewUser = /** @type {HTMLSelectElement} */ (e.target).value; render(); } },
-    users.map((u) => h('option', { value: `user:${u.id}`, selected: `user:${u.id}` === who }, `${u.id} (${rolesOf(u).join(', ') || 'no roles'})`)));
+  // A slice holds only what decides for its own principal (others' roles and
+  // authorisations stay on the host), so the page reviews the signed-in user; other
+  // users are reviewed with a service key through /v1/allowed-actions and /v1/resources.
+  const me = entityByKey(principal());
+  const who = principal();
+  const select = h('strong', { id: 'review-user' }, `${me?.id ?? who} (${rolesOf(me).join(', ') || 'no roles'})`);
   const rows = [];
   for (const m of outline().matrices) {
     for (const row of m.rows) {
@@ -934,8 +933,8 @@ function reviewPage() {
   const gate = gateReasons(who);
   return [
     h('section', { class: 'type' },
-      h('h2', {}, `Access review of account ${slice().account}: who can do what`),
-      h('p', {}, 'User ', select),
+      h('h2', {}, `Access review in account ${slice().account}: what you can do`),
+      h('p', {}, 'User ', select, ' (a slice holds only its own user\'s access; review others with a service key through the API)'),
       gate ? h('div', { class: 'banner refusal' }, reasonList(gate)) : null,
       rows.length ? h('table', { 'data-review': who }, h('tr', {}, h('th', {}, 'may'), h('th', {}, 'on')), rows) : h('p', { class: 'empty' }, 'This user may do nothing.')),
   ];
