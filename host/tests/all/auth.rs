@@ -905,6 +905,177 @@ fn one_caller_holds_a_bounded_number_of_feeds() {
     });
 }
 
+/// Every route against the callers that must be refused and the one that may ask: a
+/// user of another account, a user acting as another, a service key of another account,
+/// and the right user or key. Each refusal is a 403 `auth.forbidden` that reveals
+/// nothing, and none of them writes anything.
+#[test]
+fn every_route_refuses_the_wrong_caller_and_answers_the_right_one() {
+    block(async {
+        let (base, service) = server("auth-matrix").await;
+        let me = "user:occ_controller";
+        let own = client_with(&user("occ_controller"));
+        let impersonator = client_with(&user("aeroserv_tech"));
+        let stranger = client_with(&user("blue_controller"));
+        let other_key = client_with(SERVICE_BLUEAIR);
+        let right_key = client_with(SERVICE_SKYWAYS);
+        let request = |now: bool| check_body(me, now);
+        // (method, path, body for a user, body for a key, user may, key may)
+        let routes: Vec<(&str, String, Option<Value>, Option<Value>, bool, bool)> = vec![
+            (
+                "post",
+                "/v1/check".into(),
+                Some(request(false)),
+                Some(request(true)),
+                true,
+                true,
+            ),
+            (
+                "post",
+                "/v1/check/batch".into(),
+                Some(json!({ "requests": [request(false)] })),
+                Some(json!({ "requests": [request(true)] })),
+                true,
+                true,
+            ),
+            (
+                "post",
+                "/v1/allowed-actions".into(),
+                Some(json!({ "principal": me, "resource": "event:aog_lhr" })),
+                Some(json!({ "principal": me, "resource": "event:aog_lhr", "now": NOW })),
+                true,
+                true,
+            ),
+            (
+                "post",
+                "/v1/resources".into(),
+                Some(json!({ "principal": me, "action": "view", "type": "event" })),
+                Some(json!({ "principal": me, "action": "view", "type": "event", "now": NOW })),
+                true,
+                true,
+            ),
+            (
+                "post",
+                "/v1/principals".into(),
+                Some(json!({ "resource": "event:aog_lhr", "action": "view", "now": NOW })),
+                Some(json!({ "resource": "event:aog_lhr", "action": "view", "now": NOW })),
+                false,
+                true,
+            ),
+            (
+                "post",
+                "/v1/explain".into(),
+                Some(request(false)),
+                Some(request(true)),
+                true,
+                true,
+            ),
+            ("get", format!("/v1/slice/{me}"), None, None, true, true),
+            (
+                "get",
+                "/v1/facts?account=skyways".into(),
+                None,
+                None,
+                false,
+                true,
+            ),
+            (
+                "post",
+                "/v1/facts".into(),
+                Some(json!({ "author": me, "deltas": super::create_event("matrix_probe") })),
+                Some(json!({ "author": me, "deltas": super::create_event("matrix_probe") })),
+                true,
+                true,
+            ),
+            (
+                "post",
+                "/v1/policy/validate".into(),
+                Some(json!({ "sources": [] })),
+                Some(json!({ "sources": [] })),
+                false,
+                false,
+            ),
+            (
+                "post",
+                "/v1/policy/reload".into(),
+                Some(json!({})),
+                Some(json!({})),
+                false,
+                false,
+            ),
+        ];
+        let before = service.revision();
+        for (method, path, user_body, key_body, user_may, key_may) in &routes {
+            let url = format!("{base}{path}");
+            let wrong = [
+                ("a user acting as another", &impersonator, user_body, true),
+                ("a user of another account", &stranger, user_body, true),
+                (
+                    "a service key of another account",
+                    &other_key,
+                    key_body,
+                    true,
+                ),
+                (
+                    "the right user, where users may not",
+                    &own,
+                    user_body,
+                    !user_may,
+                ),
+                (
+                    "the right key, where service keys may not",
+                    &right_key,
+                    key_body,
+                    !key_may,
+                ),
+            ];
+            for (who, client, body, refused) in wrong {
+                if !refused {
+                    continue;
+                }
+                let (status, answer) = call(client, method, &url, body.clone()).await;
+                assert_eq!(status, 403, "{method} {path} by {who}: {answer}");
+                assert_eq!(
+                    answer["error"]["code"], "auth.forbidden",
+                    "{method} {path} by {who}: {answer}"
+                );
+                assert_eq!(answer["allowed"], false);
+                let keys: Vec<&String> = answer.as_object().unwrap().keys().collect();
+                assert_eq!(
+                    keys,
+                    ["allowed", "error"],
+                    "{method} {path} by {who} reveals more: {answer}"
+                );
+            }
+        }
+        assert_eq!(service.revision(), before, "a refused caller wrote");
+        // The right callers are answered (a write by each, so two revisions).
+        for (method, path, user_body, key_body, user_may, key_may) in &routes {
+            let url = format!("{base}{path}");
+            for (who, client, body, may) in [
+                ("the user itself", &own, user_body, user_may),
+                ("its account's key", &right_key, key_body, key_may),
+            ] {
+                if !may {
+                    continue;
+                }
+                let mut body = body.clone();
+                if let Some(b) = body.as_mut().filter(|_| path == "/v1/facts") {
+                    let id = if who == "the user itself" {
+                        "matrix_user"
+                    } else {
+                        "matrix_key"
+                    };
+                    b["deltas"] = super::create_event(id);
+                }
+                let (status, answer) = call(client, method, &url, body).await;
+                assert_eq!(status, 200, "{method} {path} by {who}: {answer}");
+            }
+        }
+        assert_eq!(service.revision(), before + 2);
+    });
+}
+
 /// `serve --demo`: an admin key made and printed once, a token issuer for the principals
 /// of the facts whose tokens act like any user token, and the demo's dated clock.
 #[test]
