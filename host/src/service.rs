@@ -362,6 +362,14 @@ impl FromRequestParts<Arc<Service>> for Caller {
 
 /// The caller a request's credential proves.
 fn authenticate(parts: &Parts, s: &Service) -> Result<Caller, ApiError> {
+    // Two credentials are no credential: which one a proxy or a framework reads is not
+    // for the caller to choose.
+    if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return Err(ApiError::from(AuthError {
+            code: "auth.invalid",
+            message: "more than one Authorization header".into(),
+        }));
+    }
     let value = match parts.headers.get(header::AUTHORIZATION) {
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::from(AuthError {
@@ -1948,11 +1956,40 @@ fn visible(filter: Option<&[String]>, c: &Change) -> bool {
     }
 }
 
-fn change_event(c: &Change) -> Event {
+/// A change as its follower sees it. A user sees that its account changed (revision,
+/// author, time, the entities touched) but not the deltas, whose values a minimal slice
+/// leaves out (other users' emails, guests' addresses), nor the key that made it: it
+/// fetches its slice again.
+fn change_event(c: &Change, user: bool) -> Event {
+    let data = if user {
+        let mut touched = std::collections::BTreeSet::new();
+        for d in &c.deltas {
+            match d {
+                Delta::AddEntity { entity } => {
+                    touched.insert(clearance_core::facts::entity_key(&entity.ty, &entity.id));
+                }
+                Delta::RemoveEntity { entity } | Delta::SetAttr { entity, .. } => {
+                    touched.insert(entity.clone());
+                }
+                Delta::AddTuple { tuple } | Delta::RemoveTuple { tuple } => {
+                    touched.insert(tuple.resource.clone());
+                    touched.insert(tuple.subject.clone());
+                }
+            }
+        }
+        let mut v =
+            json!({ "revision": c.revision, "author": c.author, "at": c.at, "entities": touched });
+        if let (Some(p), Some(obj)) = (&c.policy, v.as_object_mut()) {
+            obj.insert("policy_hash".into(), Value::from(p.hash.clone()));
+        }
+        v
+    } else {
+        change_json(c)
+    };
     Event::default()
         .event("change")
         .id(c.revision.to_string())
-        .data(change_json(c).to_string())
+        .data(data.to_string())
 }
 
 fn reset_event(revision: u64, after: u64, reason: &str) -> Event {
@@ -2019,7 +2056,7 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                         let events: Vec<_> = page
                             .iter()
                             .filter(|c| visible(f.filter.as_deref(), c))
-                            .map(|c| Ok(change_event(c)))
+                            .map(|c| Ok(change_event(c, f.user.is_some())))
                             .collect();
                         if !events.is_empty() {
                             if let Some(end) = gated(&mut f).await {
@@ -2052,7 +2089,7 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                         if let Some(end) = gated(&mut f).await {
                             return Some((vec![Ok(end)], f));
                         }
-                        return Some((vec![Ok(change_event(&c))], f));
+                        return Some((vec![Ok(change_event(&c, f.user.is_some()))], f));
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
