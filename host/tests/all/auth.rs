@@ -924,6 +924,17 @@ fn one_caller_holds_a_bounded_number_of_feeds() {
     });
 }
 
+/// A route of the caller matrix: method, path, the body a user sends, the body a key
+/// sends, whether the user itself may call it, whether its account's service key may.
+type MatrixRoute = (
+    &'static str,
+    String,
+    Option<Value>,
+    Option<Value>,
+    bool,
+    bool,
+);
+
 /// Every route against the callers that must be refused and the one that may ask: a
 /// user of another account, a user acting as another, a service key of another account,
 /// and the right user or key. Each refusal is a 403 `auth.forbidden` that reveals
@@ -940,7 +951,7 @@ fn every_route_refuses_the_wrong_caller_and_answers_the_right_one() {
         let right_key = client_with(SERVICE_SKYWAYS);
         let request = |now: bool| check_body(me, now);
         // (method, path, body for a user, body for a key, user may, key may)
-        let routes: Vec<(&str, String, Option<Value>, Option<Value>, bool, bool)> = vec![
+        let routes: Vec<MatrixRoute> = vec![
             (
                 "post",
                 "/v1/check".into(),
