@@ -233,6 +233,67 @@ export function decodeQueries(bytes: Bytes): Query[] | null;
 /** Decodes decisions; null if the bytes are truncated or carry an unknown code. */
 export function decodeDecisions(bytes: Bytes): WireDecision[] | null;
 
+/** A public key of a JWKS, as much of it as the package reads. */
+export interface Jwk {
+  kty: string;
+  kid?: string;
+  alg?: string;
+  use?: string;
+  crv?: string;
+  x?: string;
+  [member: string]: unknown;
+}
+
+/** A JWK set: `GET /v1/slice-keys`. */
+export interface Jwks {
+  keys: Jwk[];
+}
+
+/** A principal slice: the policy, and the facts of the principal's account. */
+export interface Slice {
+  principal: string;
+  account: string;
+  revision: number;
+  policy_hash: string;
+  /** When the host signed it, in seconds since the epoch. */
+  issued: number;
+  /** When it stops being loadable, in seconds since the epoch. */
+  expires: number;
+  policy: Source[];
+  /** A facts document (docs/facts-format.md). */
+  facts: { [member: string]: unknown };
+}
+
+/** A signed slice: `GET /v1/slice/{principal}`. */
+export interface SignedSlice {
+  /** The slice's JSON text, exactly as signed. */
+  slice: string;
+  alg: 'EdDSA';
+  key_id: string;
+  /** Base64url (no padding) Ed25519 signature of `SLICE_CONTEXT + slice`. */
+  signature: string;
+}
+
+/** How a signed slice is verified. */
+export interface SliceOptions {
+  /** The host's slice keys (`GET /v1/slice-keys`); without them nothing verifies. */
+  keys: Jwks;
+  /** The time of the expiry check: a Date or seconds since the epoch (default: now). */
+  now?: Date | number;
+  /** The principal the slice must be for. */
+  principal?: string;
+}
+
+/**
+ * Verifies a signed slice (a `SignedSlice`, or its JSON text) by a key of `options.keys`: the slice, or a
+ * denial (`slice.no_keys`, `slice.unsigned`, `slice.unknown_key`, `slice.bad_signature`,
+ * `slice.invalid`, `slice.wrong_principal`, `slice.expired`).
+ */
+export function verifySlice(signed: unknown, options: SliceOptions): Promise<Slice | Denial>;
+
+/** What a slice's signature covers first: the signed bytes are `SLICE_CONTEXT + slice`. */
+export const SLICE_CONTEXT: 'clearance.slice.v1\n';
+
 /** The size of an encoded query. */
 export const QUERY_LEN: 24;
 /** The bit that marks a page in an encoded resource. */

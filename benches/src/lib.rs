@@ -242,6 +242,7 @@ pub fn world(scale: Scale, seed: u64) -> World {
         revision: 1,
         entities: b.entities,
         tuples: b.tuples,
+        omitted: BTreeMap::new(),
     };
     let facts = match Facts::from_doc(doc) {
         Ok(f) => f,

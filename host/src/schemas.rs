@@ -117,6 +117,34 @@ pub struct ChangeEvent {
     pub via: Option<String>,
 }
 
+/// A `change` event: the whole change for a key, what changed for a user.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Changed {
+    /// For a key: the change with its deltas.
+    Change(ChangeEvent),
+    /// For a user: that its account changed.
+    Account(AccountChangeEvent),
+}
+
+/// A `change` event as a user's feed gives it: that its account changed, not the deltas
+/// (whose values its slice may leave out), nor the key that made it; it fetches its
+/// slice again.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct AccountChangeEvent {
+    /// The revision the change made (also the event's id).
+    pub revision: u64,
+    /// Who made it: a principal, or `operator` for a policy.
+    pub author: String,
+    /// When it was stored, in seconds since the epoch.
+    pub at: i64,
+    /// The entities the change touched, `type:id`.
+    pub entities: Vec<String>,
+    /// The hash of the policy a reload made current.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_hash: Option<String>,
+}
+
 /// A `reset` event of `GET /v1/changes`: changes were skipped.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ResetEvent {

@@ -35,6 +35,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -251,7 +252,7 @@ pub const ROUTES: &[Route<Arc<Service>>] = &[
         callers: Callers::Authenticated,
         input: Input::Query(inline::<Since>),
         answer: Answer::Events(&[
-            ("change", named::<schemas::ChangeEvent>),
+            ("change", named::<schemas::Changed>),
             ("reset", named::<schemas::ResetEvent>),
             ("error", named::<ErrorData>),
         ]),
@@ -264,6 +265,10 @@ pub const ROUTES: &[Route<Arc<Service>>] = &[
             Failure {
                 status: 409,
                 when: "a revision ahead of the host's (revision.future)",
+            },
+            Failure {
+                status: 429,
+                when: "the caller holds as many feeds as one caller may (feed.too_many)",
             },
             INTERNAL,
             Failure {
@@ -286,7 +291,7 @@ pub const ROUTES: &[Route<Arc<Service>>] = &[
             FORBIDDEN,
             Failure {
                 status: 400,
-                when: "a principal that is not text (request.malformed)",
+                when: "a principal that is not text (request.malformed), or facts its slice cannot be cut from (facts.*)",
             },
             Failure {
                 status: 404,
@@ -401,6 +406,9 @@ pub struct ServiceConfig {
     pub feed_page_bytes: usize,
     /// Followers of the change feed at once; one more is answered `host.busy`.
     pub max_subscribers: usize,
+    /// Followers of the change feed one caller (a key or a user) may hold at once, so one
+    /// caller cannot take every place.
+    pub max_feeds_per_caller: usize,
     /// The largest request body, in bytes.
     pub body_limit: usize,
     /// Start on the policy files even when the store holds another policy, after
@@ -439,6 +447,7 @@ impl Default for ServiceConfig {
             feed_page: 256,
             feed_page_bytes: 1 << 20,
             max_subscribers: 1024,
+            max_feeds_per_caller: 16,
             body_limit: 1 << 20,
             adopt_policy: false,
             tokens: None,
@@ -639,6 +648,14 @@ fn admit(headers: &HeaderMap, s: &Service) -> Result<Caller, ApiError> {
 
 /// The caller a request's credential proves.
 fn authenticate(headers: &HeaderMap, s: &Service) -> Result<Caller, ApiError> {
+    // Two credentials are no credential: which one a proxy or a framework reads is not
+    // for the caller to choose.
+    if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return Err(ApiError::from(AuthError {
+            code: "auth.invalid",
+            message: "more than one Authorization header".into(),
+        }));
+    }
     let value = match headers.get(header::AUTHORIZATION) {
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::from(AuthError {
@@ -926,6 +943,8 @@ pub struct Service {
     limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
     /// Signs every slice served.
     signer: Arc<SliceSigner>,
+    /// Open change feeds per caller.
+    feeds: Arc<std::sync::Mutex<HashMap<String, usize>>>,
 }
 
 /// Reads every `*.policy` file of a directory, in name order, each named
@@ -1082,6 +1101,7 @@ impl Service {
             limiter,
             keys: RwLock::new(Arc::new(Keys::new(keys))),
             signer,
+            feeds: Arc::default(),
         });
         // Keys are read again from the store periodically, for as long as the service
         // lives: `clearance keys create|revoke` on the same store takes effect meanwhile.
@@ -1827,6 +1847,7 @@ fn account_facts(served: &Served, account: &str, revision: u64) -> FactsJson {
         revision,
         entities,
         tuples,
+        omitted: Default::default(),
     }
 }
 
@@ -2193,6 +2214,45 @@ impl Drop for Subscriber {
     }
 }
 
+/// Counts one caller's follower of the change feed while its stream lives.
+struct CallerFeed {
+    feeds: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    caller: String,
+}
+
+impl CallerFeed {
+    /// Takes a place for `caller`, unless it holds `limit` already (then `Err` with the
+    /// count it holds).
+    fn take(
+        feeds: &Arc<std::sync::Mutex<HashMap<String, usize>>>,
+        caller: String,
+        limit: usize,
+    ) -> Result<CallerFeed, usize> {
+        let mut map = feeds.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(caller.clone()).or_insert(0);
+        if *n >= limit {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(CallerFeed {
+            feeds: Arc::clone(feeds),
+            caller,
+        })
+    }
+}
+
+impl Drop for CallerFeed {
+    fn drop(&mut self) {
+        let mut map = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.caller) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.caller);
+            }
+        }
+    }
+}
+
 enum Phase {
     /// Reading stored changes after `after`, a page at a time.
     Paging,
@@ -2214,6 +2274,7 @@ struct Feed {
     key: Option<String>,
     /// The user following its account: the stream ends once it fails its gates.
     user: Option<String>,
+    _own: CallerFeed,
     _subscriber: Subscriber,
 }
 
@@ -2228,11 +2289,40 @@ fn visible(filter: Option<&[String]>, c: &Change) -> bool {
     }
 }
 
-fn change_event(c: &Change) -> Event {
+/// A change as its follower sees it. A user sees that its account changed (revision,
+/// author, time, the entities touched) but not the deltas, whose values a minimal slice
+/// leaves out (other users' emails, guests' addresses), nor the key that made it: it
+/// fetches its slice again.
+fn change_event(c: &Change, user: bool) -> Event {
+    let data = if user {
+        let mut touched = std::collections::BTreeSet::new();
+        for d in &c.deltas {
+            match d {
+                Delta::AddEntity { entity } => {
+                    touched.insert(clearance_core::facts::entity_key(&entity.ty, &entity.id));
+                }
+                Delta::RemoveEntity { entity } | Delta::SetAttr { entity, .. } => {
+                    touched.insert(entity.clone());
+                }
+                Delta::AddTuple { tuple } | Delta::RemoveTuple { tuple } => {
+                    touched.insert(tuple.resource.clone());
+                    touched.insert(tuple.subject.clone());
+                }
+            }
+        }
+        let mut v =
+            json!({ "revision": c.revision, "author": c.author, "at": c.at, "entities": touched });
+        if let (Some(p), Some(obj)) = (&c.policy, v.as_object_mut()) {
+            obj.insert("policy_hash".into(), Value::from(p.hash.clone()));
+        }
+        v
+    } else {
+        change_json(c)
+    };
     Event::default()
         .event("change")
         .id(c.revision.to_string())
-        .data(change_json(c).to_string())
+        .data(data.to_string())
 }
 
 fn reset_event(revision: u64, after: u64, reason: &str) -> Event {
@@ -2299,7 +2389,7 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                         let events: Vec<_> = page
                             .iter()
                             .filter(|c| visible(f.filter.as_deref(), c))
-                            .map(|c| Ok(change_event(c)))
+                            .map(|c| Ok(change_event(c, f.user.is_some())))
                             .collect();
                         if !events.is_empty() {
                             if let Some(end) = gated(&mut f).await {
@@ -2332,7 +2422,7 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                         if let Some(end) = gated(&mut f).await {
                             return Some((vec![Ok(end)], f));
                         }
-                        return Some((vec![Ok(change_event(&c))], f));
+                        return Some((vec![Ok(change_event(&c, f.user.is_some()))], f));
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -2413,6 +2503,18 @@ async fn changes(
             "follow from a revision this host has",
         ));
     }
+    let own =
+        CallerFeed::take(&s.feeds, caller.name(), s.config.max_feeds_per_caller).map_err(|n| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "feed.too_many",
+                format!(
+                    "this caller follows {n} feeds already; the limit is {}",
+                    s.config.max_feeds_per_caller
+                ),
+                "close a feed first: one feed carries every change the caller may see",
+            )
+        })?;
     let count = s.subscribers.fetch_add(1, Ordering::AcqRel);
     let subscriber = Subscriber(Arc::clone(&s.subscribers));
     if count >= s.config.max_subscribers {
@@ -2453,15 +2555,16 @@ async fn changes(
             Caller::User { principal } => Some(principal.clone()),
             Caller::Key { .. } => None,
         },
+        _own: own,
         _subscriber: subscriber,
     };
     let events = stream::iter(first).chain(stream::unfold(feed, feed_step).flat_map(stream::iter));
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-/// The facts that can influence a principal's decisions: its account's, and nothing of
-/// any other account (tenancy is structural, so nothing outside the account can matter),
-/// with the policy to load them under.
+/// The facts that can influence a principal's decisions, with the policy to load them
+/// under, signed: of its account only (tenancy is structural, so nothing outside the
+/// account can matter), and of that only what the policy reads for this principal.
 async fn slice(State(s): S, caller: Caller, ApiPath(principal): ApiPath<String>) -> ApiResult {
     let served = s.served();
     if matches!(
@@ -2490,7 +2593,12 @@ async fn slice(State(s): S, caller: Caller, ApiPath(principal): ApiPath<String>)
             ));
         };
         let account = p.account.clone();
-        let facts = account_facts(&served, &account_key(&account), served.revision);
+        // Only what the policy reads when it decides for this principal (core's
+        // `principal_slice`): other users' emails, guests' addresses, others' roles and
+        // authorisations stay on the server.
+        let mut facts = clearance_core::principal_slice(&served.schema, &served.facts, &principal)
+            .map_err(|e| ApiError::bad(ErrorData::from(e)))?;
+        facts.revision = served.revision;
         let policy: Vec<Value> = served
             .sources
             .iter()

@@ -1,8 +1,9 @@
 // The operations console: the one wasm module runs in the page on the signed-in persona's
-// principal slice, and decides every button the page shows. Writes go to the host, which
-// decides them again with the same module and refuses stale parity tokens.
+// principal slice, and decides every button the page shows. The slice is loaded only once
+// its signature verifies with the host's slice keys. Writes go to the host, which decides
+// them again with the same module and refuses stale parity tokens.
 
-import { isError, loadBrowser } from '/index.js';
+import { isError, loadBrowser, verifySlice } from '/index.js';
 
 /**
  * @import { ClearanceModule, Outline, Request, Session, Source, TypeOutline, WriteOutline } from '/index.js'
@@ -27,14 +28,16 @@ import { isError, loadBrowser } from '/index.js';
  */
 
 /**
- * A principal slice (`GET /v1/slice/{principal}`): the policy, and the facts of the
- * principal's account.
+ * A principal slice (`GET /v1/slice/{principal}`, once verified): the policy, and the facts
+ * of the principal's account.
  *
  * @typedef {object} Slice
  * @property {string} principal
  * @property {string} account
  * @property {number} revision
  * @property {string} policy_hash
+ * @property {number} issued
+ * @property {number} expires
  * @property {Source[]} policy
  * @property {{revision: number, entities: Entity[], tuples: Tuple[]}} facts
  */
@@ -143,7 +146,6 @@ function h(tag, attrs = {}, ...children) {
  *   latest: number,
  *   clock: {start: number, at: number},
  *   open: string | null,
- *   reviewUser: string | null,
  *   timer: ReturnType<typeof setInterval> | null,
  *   token: string | null,
  *   feed: AbortController | null,
@@ -162,7 +164,6 @@ const state = {
   latest: 0,
   clock: { start: 0, at: 0 },
   open: null,
-  reviewUser: null,
   timer: null,
   token: null,
   feed: null,
@@ -427,14 +428,56 @@ function changed(change) {
 }
 
 /**
- * Signs in as a persona: fetches its principal slice and loads it into the module.
+ * Empties the page when no slice is loaded: what it showed was decided on another
+ * persona's slice, so nothing is shown or decided until one is.
+ *
+ * @param {string} status
+ */
+function unload(status) {
+  state.feed?.abort();
+  state.slice = null;
+  state.outline = null;
+  for (const id of ['#pages', '#page', '#countdowns']) $(id).replaceChildren();
+  $('#gate').hidden = true;
+  $('#status').replaceChildren(status);
+}
+
+/**
+ * A refusal to sign in, with its code on the notice.
+ *
+ * @param {string} errorCode
+ * @param {string} message
+ */
+function refuseSignIn(errorCode, message) {
+  unload('No slice is loaded: nothing is decided in the page.');
+  delete document.body.dataset.principal;
+  notice('refusal', code(errorCode), ` ${message}`);
+  $('#notice').dataset.code = errorCode;
+}
+
+/**
+ * A persona the host lets read nothing, since it fails a gate of its type (a deactivated
+ * user, an invitation not accepted): signed in, and told why every action is denied.
+ *
+ * @param {string} who
+ * @param {ShownReason} reason the host's refusal of the slice
+ */
+function gated(who, reason) {
+  unload(`${who} may read nothing: the host refuses its slice.`);
+  show($('#gate'), 'refusal', h('strong', {}, 'Every action is denied. '), ...reasonList([reason]));
+  document.body.dataset.principal = who;
+}
+
+/**
+ * Signs in as a persona: fetches its signed principal slice and the host's slice keys, and
+ * loads the slice into the module only if its signature verifies, for this persona, and it
+ * has not expired (by the system clock: the page's clock is the decisions' only).
  *
  * @param {string} who
  */
 async function signIn(who) {
   state.principal = who;
   state.open = null;
-  state.reviewUser = null;
   $('#stale').hidden = true;
   try {
     await token(who);
@@ -442,13 +485,23 @@ async function signIn(who) {
     notice('refusal', code('auth.failed'), ` ${e instanceof Error ? e.message : String(e)}`);
     return;
   }
-  const answer = await json(`/v1/slice/${encodeURIComponent(who)}`);
+  const [answer, keys] = await Promise.all([json(`/v1/slice/${encodeURIComponent(who)}`), json('/v1/slice-keys')]);
   if (!answer.ok) {
-    notice('refusal', code(answer.body.error?.code ?? 'slice.failed'), ` ${answer.body.error?.message ?? ''}`);
+    const error = { code: String(answer.body.error?.code ?? 'slice.failed'), message: String(answer.body.error?.message ?? answer.status) };
+    if (answer.status === 403 && error.code.startsWith('gate.')) gated(who, error);
+    else refuseSignIn(error.code, error.message);
     return;
   }
-  /** @type {Slice} */
-  const loadedSlice = answer.body;
+  if (!keys.ok) {
+    refuseSignIn('slice.no_keys', `the host's slice keys (GET /v1/slice-keys) could not be read: ${keys.body.error?.message ?? keys.status}`);
+    return;
+  }
+  const verified = await verifySlice(answer.body, { keys: keys.body, principal: who });
+  if (isError(verified)) {
+    refuseSignIn(verified.error.code, verified.error.message);
+    return;
+  }
+  const loadedSlice = /** @type {Slice} */ (verified);
   const s = session();
   const policy = s.loadPolicy(loadedSlice.policy);
   if (isError(policy)) throw new Error(policy.error.message);
@@ -855,10 +908,12 @@ function matrixPage() {
 }
 
 function reviewPage() {
-  const users = entities('user');
-  const who = state.reviewUser ?? (users.some((u) => `user:${u.id}` === principal()) ? principal() : `user:${users[0]?.id}`);
-  const select = h('select', { id: 'review-user', onchange: (e) => { state.reviewUser = /** @type {HTMLSelectElement} */ (e.target).value; render(); } },
-    users.map((u) => h('option', { value: `user:${u.id}`, selected: `user:${u.id}` === who }, `${u.id} (${rolesOf(u).join(', ') || 'no roles'})`)));
+  // A slice holds only what decides for its own principal (others' roles and
+  // authorisations stay on the host), so the page reviews the signed-in user; other
+  // users are reviewed with a service key through /v1/allowed-actions and /v1/resources.
+  const me = entityByKey(principal());
+  const who = principal();
+  const select = h('strong', { id: 'review-user' }, `${me?.id ?? who} (${rolesOf(me).join(', ') || 'no roles'})`);
   const rows = [];
   for (const m of outline().matrices) {
     for (const row of m.rows) {
@@ -878,8 +933,8 @@ function reviewPage() {
   const gate = gateReasons(who);
   return [
     h('section', { class: 'type' },
-      h('h2', {}, `Access review of account ${slice().account}: who can do what`),
-      h('p', {}, 'User ', select),
+      h('h2', {}, `Access review in account ${slice().account}: what you can do`),
+      h('p', {}, 'User ', select, ' (a slice holds only its own user\'s access; review others with a service key through the API)'),
       gate ? h('div', { class: 'banner refusal' }, reasonList(gate)) : null,
       rows.length ? h('table', { 'data-review': who }, h('tr', {}, h('th', {}, 'may'), h('th', {}, 'on')), rows) : h('p', { class: 'empty' }, 'This user may do nothing.')),
   ];

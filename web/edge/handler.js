@@ -4,14 +4,22 @@
  * server call per request), from a principal slice (`GET /v1/slice/{principal}`) loaded
  * beforehand with `loadSlice`.
  *
- * It fails closed: a missing principal is 401, an unknown route 404, and anything that is not
- * a clean allow from the session (a denial, a session error, a throw, a malformed answer) is
- * 403. The principal header is trusted as given: set it in a layer that authenticates the
- * caller (and strips any client-sent copy), never straight from the client.
+ * The caller is named by a user token in `Authorization: Bearer …`, verified here by the
+ * host's rules (see `token.js`); no header or body field names a principal. The slice is
+ * verified too: `loadSlice` loads only a slice signed by a key of the host's
+ * `GET /v1/slice-keys`, for the expected principal, not expired.
+ *
+ * It fails closed: a missing credential is 401 `auth.missing`, a bad one 401 `auth.invalid`,
+ * an unknown route 404, and anything that is not a clean allow from the session (a denial, a
+ * session error, a throw, a malformed answer) is 403.
  */
 
+import { isError, verifySlice } from '../index.js';
+import { bearer } from './token.js';
+
 /**
- * @import { DecisionView, Denial, ErrorData, Info, Request as CheckRequest, Session, Time } from '../index.js'
+ * @import { DecisionView, Denial, ErrorData, Info, Request as CheckRequest, Session, SliceOptions, Time } from '../index.js'
+ * @import { Proof, TokenVerifier } from './token.js'
  */
 
 /**
@@ -66,11 +74,11 @@
  */
 
 /**
- * The options of `createHandler`; `session` and `routes` are required.
+ * The options of `createHandler`; `session`, `tokens` and `routes` are required.
  *
  * @typedef {object} HandlerOptions
  * @property {Checker} session
- * @property {string} [principalHeader]
+ * @property {TokenVerifier} tokens
  * @property {() => Time} [now]
  * @property {Route[]} routes
  * @property {Upstream} [upstream]
@@ -244,7 +252,8 @@ function decisionUpstream(_request, { action, resource, decision }) {
  * A `fetch(request) → Response` handler gating requests with `session` alone.
  *
  * - `session`: a loaded `Session` (see `loadSlice`), or anything with `check(request)`.
- * - `principalHeader`: the header naming the principal (`type:id`).
+ * - `tokens`: the verifier of user tokens (`createTokenVerifier` of `token.js`); the token of
+ *   `Authorization: Bearer …` names the principal.
  * - `now`: the time of a decision (RFC 3339 text or epoch seconds), called per request.
  * - `routes`: `[{method, pattern, action, resource}]`; `pattern` like `/events/:id`,
  *   `resource` a function of the params giving `type:id`. The first match wins.
@@ -254,15 +263,15 @@ function decisionUpstream(_request, { action, resource, decision }) {
  * - `defaultMaxAge`: the `max-age` of an allow without `valid_until` (60).
  *
  * An allow carries `cache-control: private, max-age=N` (N: the seconds until the decision's
- * `valid_until`) and `vary` on the principal header: it is one principal's answer, so a
- * shared cache must not serve it to another.
+ * `valid_until`) and `vary: authorization`: it is one principal's answer, so a shared cache
+ * must not serve it to another.
  *
  * @param {HandlerOptions} options
  * @returns {(request: Request) => Promise<Response>}
  */
 export function createHandler({
   session,
-  principalHeader = 'x-clearance-principal',
+  tokens,
   now = () => new Date().toISOString(),
   routes,
   upstream = decisionUpstream,
@@ -271,6 +280,9 @@ export function createHandler({
 } = /** @type {HandlerOptions} */ ({})) {
   if (session === null || typeof session !== 'object' || typeof session.check !== 'function') {
     throw new TypeError('createHandler needs a session with a check method');
+  }
+  if (tokens === null || typeof tokens !== 'object' || typeof tokens.verify !== 'function') {
+    throw new TypeError('createHandler needs tokens: a verifier of user tokens (createTokenVerifier)');
   }
   if (!Array.isArray(routes)) throw new TypeError('createHandler needs routes: [{method, pattern, action, resource}]');
   if (typeof upstream !== 'function') throw new TypeError('upstream must be a function of the request');
@@ -300,10 +312,17 @@ export function createHandler({
     }
     const { route, params } = match;
 
-    const principal = (request.headers.get(principalHeader) ?? '').trim();
-    if (principal === '') {
-      return refuse(401, [], errorData('request.unauthenticated', `the header \`${principalHeader}\` is missing`, 'name the principal as `type:id`'));
+    const credential = bearer(request.headers.get('authorization'));
+    if ('error' in credential) return refuse(401, [], credential.error);
+    /** @type {Proof} */
+    let proof;
+    try {
+      proof = await tokens.verify(credential.credential);
+    } catch (e) {
+      proof = { error: errorData('auth.invalid', `the token could not be checked: ${thrownText(e)}`, 'send a user token from the configured issuer') };
     }
+    if ('error' in proof) return refuse(401, [], proof.error);
+    const { principal } = proof;
 
     // Everything from here on fails closed: no path to an allow but a clean session allow.
     let resource;
@@ -340,7 +359,7 @@ export function createHandler({
     // A copy, since a fetched response's headers may be immutable.
     const out = new Response(response.body, response);
     out.headers.set('cache-control', `private, max-age=${maxAge(decision.valid_until, at, defaultMaxAge)}`);
-    out.headers.append('vary', principalHeader);
+    out.headers.append('vary', 'authorization');
     return out;
   };
 }
@@ -355,29 +374,27 @@ function thrownText(e) {
 }
 
 /**
- * Loads a principal slice (`GET /v1/slice/{principal}`, as text or parsed) into `session`:
- * its policy, then its facts. Gives the session's info, or a denial (`{allowed: false,
- * error}`) like the session's methods; after a denial, do not serve with this session.
+ * Verifies a signed principal slice (the body of `GET /v1/slice/{principal}`, as text or
+ * parsed) with `verifySlice` (its signature by a key of `options.keys`, the JWKS of
+ * `GET /v1/slice-keys`; its principal, if `options.principal` is given; its expiry at
+ * `options.now`), then loads it into `session`: its policy, checked against the slice's
+ * `policy_hash`, then its facts. Gives the session's info, or a denial (`{allowed: false,
+ * error}`) like the session's methods, with the codes `slice.no_keys`, `slice.unsigned`,
+ * `slice.unknown_key`, `slice.bad_signature`, `slice.invalid`, `slice.wrong_principal`,
+ * `slice.expired` or `slice.policy_mismatch`, or the session's own. Nothing is loaded from
+ * a slice that does not verify; after a denial from loading, do not serve with this session.
  *
  * @param {Session} session
- * @param {unknown} sliceJson the slice, as JSON text or parsed
- * @returns {Info | Denial}
+ * @param {unknown} signed the signed slice, as JSON text or parsed
+ * @param {SliceOptions} options
+ * @returns {Promise<Info | Denial>}
  */
-export function loadSlice(session, sliceJson) {
-  let slice = sliceJson;
-  if (typeof slice === 'string') {
-    try {
-      slice = JSON.parse(slice);
-    } catch (e) {
-      return { allowed: false, error: errorData('slice.invalid', `the slice is not JSON: ${thrownText(e)}`, 'give the body of GET /v1/slice/{principal}') };
-    }
-  }
-  if (slice === null || typeof slice !== 'object' || !('policy' in slice) || !Array.isArray(slice.policy) || !('facts' in slice) || slice.facts === null || typeof slice.facts !== 'object') {
-    return { allowed: false, error: errorData('slice.invalid', 'a slice needs `policy: [{name, text}]` and `facts`', 'give the body of GET /v1/slice/{principal}') };
-  }
+export async function loadSlice(session, signed, options) {
+  const slice = await verifySlice(signed, options);
+  if (isError(slice)) return slice;
   const policy = session.loadPolicy(slice.policy);
   if ('error' in policy) return policy;
-  if ('policy_hash' in slice && typeof slice.policy_hash === 'string' && policy.policy_hash !== slice.policy_hash) {
+  if (policy.policy_hash !== slice.policy_hash) {
     return {
       allowed: false,
       error: errorData('slice.policy_mismatch', `the policy compiled to ${policy.policy_hash}, the slice says ${slice.policy_hash}`, 'the module and the server differ; use the module of the server\'s version'),

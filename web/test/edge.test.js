@@ -1,15 +1,19 @@
-// The edge-function example (edge/handler.js): a principal slice built the way the server
-// builds it, loaded with loadSlice, and requests gated by the module alone.
+// The edge-function example (edge/handler.js): a principal slice built and signed the way
+// the server does it, loaded with loadSlice, and requests gated by the module alone, each
+// naming its caller by a user token the handler verifies.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { isError, loadNode } from '../index.js';
 import { createHandler, loadSlice, maxAge } from '../edge/handler.js';
-import { NOW, codes, errorOf, invalid, loadedSession, ok, policySources, present, worldText } from './fixtures.js';
+import { createTokenVerifier } from '../edge/token.js';
+import { NOW, codes, errorOf, invalid, loadedSession, ok, policySources, present, sliceSigner, worldText } from './fixtures.js';
 
 /**
- * @import { ClearanceModule, Denial, Info, Session, Source } from '../index.js'
+ * @import { ClearanceModule, Denial, Info, Request as CheckRequest, Session, Source } from '../index.js'
  * @import { Route, UpstreamContext } from '../edge/handler.js'
+ * @import { Jwk, TokenVerifier } from '../edge/token.js'
  */
 
 /**
@@ -19,35 +23,68 @@ import { NOW, codes, errorOf, invalid, loadedSession, ok, policySources, present
  */
 
 /**
- * A principal slice (`GET /v1/slice/{principal}`).
+ * A principal slice (`GET /v1/slice/{principal}`, the text it signs).
  *
- * @typedef {{principal: string, account: string, revision: number, policy: Source[], facts: Facts}} Slice
+ * @typedef {{principal: string, account: string, revision: number, policy_hash: string, issued: number, expires: number, policy: Source[], facts: Facts}} Slice
  */
 
 const ORIGIN = 'https://edge.example';
+const ISSUER = 'https://idp.example';
+const AUDIENCE = 'edge-test';
 
 /**
  * The slice of `account` as `GET /v1/slice/{principal}` gives it (host/src/service.rs):
- * the entities whose account (or own id, for accounts) is `account`, the tuples on them.
+ * the entities whose account (or own id, for accounts) is `account`, the tuples on them;
+ * issued now, for an hour.
  *
  * @param {string} principal
  * @param {string} account
+ * @param {string} policyHash
  * @returns {Slice}
  */
-function buildSlice(principal, account) {
+function buildSlice(principal, account, policyHash) {
   /** @type {Facts} */
   const world = JSON.parse(worldText('airline'));
   const entities = world.entities.filter((e) => (e.account ?? e.id) === account);
   const keys = new Set(entities.map((e) => `${e.type}:${e.id}`));
   const tuples = world.tuples.filter((t) => keys.has(t.resource));
+  const issued = Math.floor(Date.now() / 1000);
   return {
     principal,
     account,
     revision: world.revision,
+    policy_hash: policyHash,
+    issued,
+    expires: issued + 3600,
     policy: policySources(),
     facts: { revision: world.revision, entities, tuples },
   };
 }
+
+/**
+ * A token issuer as an identity provider is one: an Ed25519 key, its JWKS, and tokens whose
+ * `sub` is the whole principal (`type:id`, for a verifier with `principalType: null`), valid
+ * for ten minutes unless `claims` say otherwise.
+ */
+async function tokenIssuer(kid = 'idp-1') {
+  const { privateKey, publicKey } = await generateKeyPair('EdDSA', { extractable: true });
+  /** @type {{keys: Jwk[]}} */
+  const jwks = { keys: [{ ...(await exportJWK(publicKey)), kty: 'OKP', kid, alg: 'EdDSA' }] };
+  /**
+   * @param {string} principal
+   * @param {{[claim: string]: unknown}} [claims]
+   */
+  const token = (principal, claims = {}) => {
+    const now = Math.floor(Date.now() / 1000);
+    return new SignJWT({ iss: ISSUER, aud: AUDIENCE, sub: principal, iat: now, nbf: now, exp: now + 600, ...claims })
+      .setProtectedHeader({ alg: 'EdDSA', kid })
+      .sign(privateKey);
+  };
+  return { jwks, token };
+}
+
+/** @type {Awaited<ReturnType<typeof tokenIssuer>>} */
+let idp;
 
 /** @type {Route[]} */
 const ROUTES = [
@@ -56,15 +93,26 @@ const ROUTES = [
 ];
 
 /**
- * A request to `path` as `principal` (no header when undefined).
+ * A request to `path` with `authorization` as it is (none when undefined).
  *
  * @param {string} path
- * @param {string | undefined} principal
+ * @param {string | undefined} authorization
  * @param {string} [method]
  */
-function request(path, principal, method = 'GET') {
-  const headers = principal === undefined ? {} : { 'x-clearance-principal': principal };
+function requestWith(path, authorization, method = 'GET') {
+  const headers = authorization === undefined ? {} : { authorization };
   return new Request(`${ORIGIN}${path}`, { method, headers });
+}
+
+/**
+ * A request to `path` by `principal`, with a token of the test issuer.
+ *
+ * @param {string} path
+ * @param {string} principal
+ * @param {string} [method]
+ */
+async function request(path, principal, method = 'GET') {
+  return requestWith(path, `Bearer ${await idp.token(principal)}`, method);
 }
 
 /** An upstream that counts its calls and answers 200. */
@@ -105,6 +153,10 @@ describe('the edge handler on a slice', () => {
   let slice;
   /** @type {Info | Denial} */
   let info;
+  /** @type {Awaited<ReturnType<typeof sliceSigner>>} */
+  let signer;
+  /** @type {TokenVerifier} */
+  let tokens;
   const realFetch = globalThis.fetch;
   let fetchCalls = 0;
 
@@ -116,8 +168,14 @@ describe('the edge handler on a slice', () => {
     };
     module = await loadNode();
     session = new module.Session();
-    slice = buildSlice('user:aeroserv_tech', 'skyways');
-    info = loadSlice(session, JSON.stringify(slice));
+    const scratch = new module.Session();
+    const policyHash = ok(scratch.loadPolicy(policySources())).policy_hash;
+    scratch.free();
+    slice = buildSlice('user:aeroserv_tech', 'skyways', policyHash);
+    signer = await sliceSigner();
+    info = await loadSlice(session, JSON.stringify(await signer.sign(slice)), { keys: signer.keys, principal: 'user:aeroserv_tech' });
+    idp = await tokenIssuer();
+    tokens = await createTokenVerifier({ jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE, principalType: null });
   });
 
   after(() => {
@@ -130,7 +188,7 @@ describe('the edge handler on a slice', () => {
     assert.equal(info.entities, slice.facts.entities.length);
     assert.equal(info.tuples, slice.facts.tuples.length);
     assert.equal(info.revision, 0);
-    assert.match(info.policy_hash, /^[0-9a-f]{64}$/);
+    assert.equal(info.policy_hash, slice.policy_hash);
     // Only skyways: blueair's entities are not in the slice.
     assert.ok(slice.facts.entities.every((e) => (e.account ?? e.id) === 'skyways'));
     assert.ok(!slice.facts.entities.some((e) => e.id === 'blue_pilot'));
@@ -139,14 +197,16 @@ describe('the edge handler on a slice', () => {
   test('loadSlice checks the policy hash the slice carries', async () => {
     const m = await loadNode();
     const e = new m.Session();
-    const bad = loadSlice(e, { ...slice, policy_hash: '0'.repeat(64) });
+    const options = { keys: signer.keys };
+    const bad = await loadSlice(e, await signer.sign({ ...slice, policy_hash: '0'.repeat(64) }), options);
     assert.ok(isError(bad));
     assert.equal(bad.allowed, false);
     assert.equal(bad.error.code, 'slice.policy_mismatch');
-    const good = loadSlice(new m.Session(), { ...slice, policy_hash: ok(info).policy_hash });
+    const good = await loadSlice(new m.Session(), await signer.sign(slice), options);
     assert.ok(!isError(good));
-    assert.equal(errorOf(loadSlice(e, '{not json')).code, 'slice.invalid');
-    assert.equal(errorOf(loadSlice(e, { facts: {} })).code, 'slice.invalid');
+    assert.equal(errorOf(await loadSlice(e, '{not json', options)).code, 'slice.invalid');
+    assert.equal(errorOf(await loadSlice(e, await signer.sign('{not json'), options)).code, 'slice.invalid');
+    assert.equal(errorOf(await loadSlice(e, await signer.sign({ facts: {} }), options)).code, 'slice.invalid');
     e.free();
   });
 
@@ -176,20 +236,20 @@ describe('the edge handler on a slice', () => {
     whole.free();
   });
 
-  test('gates requests with the module alone', async () => {
+  test('gates requests with the module alone, as the token\'s principal', async () => {
     const upstream = upstreamSpy();
-    const handle = createHandler({ session, now: () => NOW, routes: ROUTES, upstream });
+    const handle = createHandler({ session, tokens, now: () => NOW, routes: ROUTES, upstream });
 
     // An assigned contractor technician may view the event.
-    const ok = await handle(request('/events/aog_lhr', 'user:aeroserv_tech'));
+    const ok = await handle(await request('/events/aog_lhr', 'user:aeroserv_tech'));
     assert.equal(ok.status, 200);
     assert.deepEqual(await ok.json(), { from: 'upstream', resource: 'event:aog_lhr' });
     assert.match(present(ok.headers.get('cache-control')), /max-age=\d+/);
     assert.match(present(ok.headers.get('cache-control')), /\bprivate\b/);
-    assert.match(present(ok.headers.get('vary')), /x-clearance-principal/);
+    assert.match(present(ok.headers.get('vary')), /authorization/);
 
     // A technician of another contractor may not.
-    const no = await handle(request('/events/aog_lhr', 'user:jetfix_tech'));
+    const no = await handle(await request('/events/aog_lhr', 'user:jetfix_tech'));
     assert.equal(no.status, 403);
     const noBody = await no.json();
     assert.equal(noBody.allowed, false);
@@ -197,13 +257,13 @@ describe('the edge handler on a slice', () => {
     assert.equal(no.headers.get('cache-control'), 'no-store');
 
     // A guest may, until the guest tuple expires at 18:00: max-age is the seconds until then.
-    const guest = await handle(request('/events/aog_lhr', 'invitee:g_sms'));
+    const guest = await handle(await request('/events/aog_lhr', 'invitee:g_sms'));
     assert.equal(guest.status, 200);
     assert.equal(maxAgeOf(guest), 28800);
     assert.equal(maxAgeOf(guest), (Date.parse('2026-05-01T18:00:00Z') - Date.parse(NOW)) / 1000);
 
     // A second route: messages.
-    const msg = await handle(request('/events/aog_lhr/messages', 'user:aeroserv_tech', 'POST'));
+    const msg = await handle(await request('/events/aog_lhr/messages', 'user:aeroserv_tech', 'POST'));
     assert.equal(msg.status, 200);
 
     // The upstream saw exactly the allowed requests, nothing else went out.
@@ -215,9 +275,23 @@ describe('the edge handler on a slice', () => {
     assert.equal(fetchCalls, 0);
   });
 
+  test('the claim names the principal by the verifier\'s rules', async () => {
+    // The default rules: `sub` holds a user's id.
+    const users = await createTokenVerifier({ jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE });
+    const upstream = upstreamSpy();
+    const handle = createHandler({ session, tokens: users, now: () => NOW, routes: ROUTES, upstream });
+    assert.equal((await handle(await request('/events/aog_lhr', 'aeroserv_tech'))).status, 200);
+    // Another claim, and another type.
+    const guests = await createTokenVerifier({ jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE, claim: 'guest', principalType: 'invitee' });
+    const asGuest = createHandler({ session, tokens: guests, now: () => NOW, routes: ROUTES, upstream });
+    const token = await idp.token('nobody', { guest: 'g_sms' });
+    assert.equal((await asGuest(requestWith('/events/aog_lhr', `Bearer ${token}`))).status, 200);
+    assert.deepEqual(upstream.calls.map((c) => c.principal), ['user:aeroserv_tech', 'invitee:g_sms']);
+  });
+
   test('the default upstream answers the decision', async () => {
-    const handle = createHandler({ session, now: () => NOW, routes: ROUTES });
-    const guest = await handle(request('/events/aog_lhr', 'invitee:g_sms'));
+    const handle = createHandler({ session, tokens, now: () => NOW, routes: ROUTES });
+    const guest = await handle(await request('/events/aog_lhr', 'invitee:g_sms'));
     assert.equal(guest.status, 200);
     assert.deepEqual(await guest.json(), {
       allowed: true,
@@ -228,43 +302,77 @@ describe('the edge handler on a slice', () => {
     assert.equal(maxAgeOf(guest), 28800);
 
     // No valid_until: the default max-age.
-    const tech = await handle(request('/events/aog_lhr', 'user:aeroserv_tech'));
+    const tech = await handle(await request('/events/aog_lhr', 'user:aeroserv_tech'));
     const body = await tech.json();
     if (body.valid_until === null) assert.equal(maxAgeOf(tech), 60);
     else assert.equal(maxAgeOf(tech), maxAge(body.valid_until, NOW));
     assert.equal(fetchCalls, 0);
   });
 
-  test('refuses a missing principal, an unknown route, and other accounts', async () => {
+  test('refuses a missing or bad credential, an unknown route, and other accounts', async () => {
     const upstream = upstreamSpy();
-    const handle = createHandler({ session, now: () => NOW, routes: ROUTES, upstream });
+    /** @type {string[]} */
+    const asked = [];
+    const counting = {
+      /** @param {CheckRequest} r */
+      check: (r) => {
+        asked.push(r.principal);
+        return session.check(r);
+      },
+    };
+    const handle = createHandler({ session: counting, tokens, now: () => NOW, routes: ROUTES, upstream });
 
-    const anon = await handle(request('/events/aog_lhr', undefined));
+    const anon = await handle(requestWith('/events/aog_lhr', undefined));
     assert.equal(anon.status, 401);
+    assert.equal(anon.headers.get('cache-control'), 'no-store');
     const anonBody = await anon.json();
     assert.equal(anonBody.allowed, false);
-    assert.equal(anonBody.error.code, 'request.unauthenticated');
+    assert.equal(anonBody.error.code, 'auth.missing');
 
-    const blank = await handle(request('/events/aog_lhr', '  '));
-    assert.equal(blank.status, 401);
+    // No header names a principal: one that tries is not a credential.
+    const header = new Request(`${ORIGIN}/events/aog_lhr`, { headers: { 'x-clearance-principal': 'user:aeroserv_tech' } });
+    assert.equal((await (await handle(header)).json()).error.code, 'auth.missing');
 
-    const unknown = await handle(request('/aircraft/g_abcd', 'user:aeroserv_tech'));
+    const other = await tokenIssuer('idp-1');
+    /** @type {{[what: string]: string}} */
+    const bad = {
+      'a blank header': '  ',
+      'another scheme': `Basic ${await idp.token('user:aeroserv_tech')}`,
+      'no credential': 'Bearer ',
+      'a service key': 'Bearer clr_5e5e5e5e5e5e5e5e_service-key-of-skyways-for-the-tests-only',
+      'a token of another key under the same kid': `Bearer ${await other.token('user:aeroserv_tech')}`,
+      'an expired token': `Bearer ${await idp.token('user:aeroserv_tech', { exp: Math.floor(Date.now() / 1000) - 3600 })}`,
+      'a token for another audience': `Bearer ${await idp.token('user:aeroserv_tech', { aud: 'another-service' })}`,
+      'a token naming no principal type': `Bearer ${await idp.token('aeroserv_tech')}`,
+      'garbage': 'Bearer not.a.token',
+    };
+    for (const [what, authorization] of Object.entries(bad)) {
+      const res = await handle(requestWith('/events/aog_lhr', authorization));
+      assert.equal(res.status, 401, what);
+      assert.equal(res.headers.get('cache-control'), 'no-store', what);
+      const body = await res.json();
+      assert.equal(body.allowed, false, what);
+      assert.equal(body.error.code, 'auth.invalid', `${what}: ${body.error.message}`);
+    }
+    assert.deepEqual(asked, [], 'a refused credential reached the session');
+
+    const unknown = await handle(await request('/aircraft/g_abcd', 'user:aeroserv_tech'));
     assert.equal(unknown.status, 404);
     assert.equal((await unknown.json()).allowed, false);
 
     // A known path with another method is no route either.
-    const wrongMethod = await handle(request('/events/aog_lhr', 'user:aeroserv_tech', 'DELETE'));
+    const wrongMethod = await handle(await request('/events/aog_lhr', 'user:aeroserv_tech', 'DELETE'));
     assert.equal(wrongMethod.status, 404);
 
     // A principal of another account is not in the slice: fail closed.
-    const other = await handle(request('/events/aog_lhr', 'user:blue_pilot'));
-    assert.equal(other.status, 403);
-    const otherBody = await other.json();
-    assert.equal(otherBody.allowed, false);
-    assert.ok(otherBody.reasons.includes('entity.unknown'), JSON.stringify(otherBody));
+    const stranger = await handle(await request('/events/aog_lhr', 'user:blue_pilot'));
+    assert.equal(stranger.status, 403);
+    const strangerBody = await stranger.json();
+    assert.equal(strangerBody.allowed, false);
+    assert.ok(strangerBody.reasons.includes('entity.unknown'), JSON.stringify(strangerBody));
 
     // An event that does not exist.
-    const missing = await handle(request('/events/nope', 'user:aeroserv_tech'));
+    const missing = await handle(await request('/events/nope', 'user:aeroserv_tech'));
     assert.equal(missing.status, 403);
 
     assert.equal(upstream.calls.length, 0);
@@ -276,7 +384,7 @@ describe('the edge handler on a slice', () => {
     // a throw and a malformed answer.
     const m = await loadNode();
     const freed = new m.Session();
-    assert.ok(!isError(loadSlice(freed, slice)));
+    assert.ok(!isError(await loadSlice(freed, await signer.sign(slice), { keys: signer.keys })));
     freed.free();
     const sessions = {
       freed,
@@ -294,33 +402,61 @@ describe('the edge handler on a slice', () => {
     };
     for (const [name, e] of Object.entries(sessions)) {
       const upstream = upstreamSpy();
-      const handle = createHandler({ session: e, now: () => NOW, routes: ROUTES, upstream });
-      const res = await handle(request('/events/aog_lhr', 'user:aeroserv_tech'));
+      const handle = createHandler({ session: e, tokens, now: () => NOW, routes: ROUTES, upstream });
+      const res = await handle(await request('/events/aog_lhr', 'user:aeroserv_tech'));
       assert.equal(res.status, 403, name);
       const body = await res.json();
       assert.equal(body.allowed, false, name);
       assert.equal(typeof body.error?.code, 'string', name);
       assert.equal(upstream.calls.length, 0, name);
     }
-    const poisoned = await (await createHandler({ session: sessions.poisoned, routes: ROUTES })(request('/events/x', 'user:a'))).json();
+    const poisoned = await (await createHandler({ session: sessions.poisoned, tokens, routes: ROUTES })(await request('/events/x', 'user:a'))).json();
     assert.equal(poisoned.error.code, 'instance.poisoned');
-    const freedBody = await (await createHandler({ session: freed, routes: ROUTES })(request('/events/x', 'user:a'))).json();
+    const freedBody = await (await createHandler({ session: freed, tokens, routes: ROUTES })(await request('/events/x', 'user:a'))).json();
     assert.equal(freedBody.error.code, 'session.freed');
 
     // A route whose resource function throws is a deny too.
     const handle = createHandler({
       session,
+      tokens,
       now: () => NOW,
       routes: [{ method: 'GET', pattern: '/boom/:id', action: 'view', resource: () => { throw new Error('bad'); } }],
     });
-    assert.equal((await handle(request('/boom/1', 'user:aeroserv_tech'))).status, 403);
+    assert.equal((await handle(await request('/boom/1', 'user:aeroserv_tech'))).status, 403);
+
+    // A verifier that throws is a refused credential, not a crash and never an allow.
+    const broken = createHandler({ session, tokens: { verify: () => Promise.reject(new Error('no keys')) }, now: () => NOW, routes: ROUTES });
+    const res = await broken(await request('/events/aog_lhr', 'user:aeroserv_tech'));
+    assert.equal(res.status, 401);
+    assert.equal((await res.json()).error.code, 'auth.invalid');
     assert.equal(fetchCalls, 0);
   });
 
-  test('rejects a malformed setup', () => {
-    assert.throws(() => createHandler(invalid({ routes: ROUTES })), TypeError);
-    assert.throws(() => createHandler({ session, routes: [invalid({ method: 'GET', pattern: 'events', action: 'view', resource: (/** @type {unknown} */ p) => p })] }), TypeError);
-    assert.throws(() => createHandler(invalid({ session })), TypeError);
+  test('rejects a malformed setup', async () => {
+    assert.throws(() => createHandler(invalid({ tokens, routes: ROUTES })), TypeError);
+    assert.throws(() => createHandler({ session, tokens, routes: [invalid({ method: 'GET', pattern: 'events', action: 'view', resource: (/** @type {unknown} */ p) => p })] }), TypeError);
+    assert.throws(() => createHandler(invalid({ session, tokens })), TypeError);
+    // Without a token verifier there is no handler: nothing names a principal as given.
+    assert.throws(() => createHandler(invalid({ session, routes: ROUTES })), /tokens/);
+    assert.throws(() => createHandler(invalid({ session, routes: ROUTES, principalHeader: 'x-clearance-principal' })), /tokens/);
+  });
+
+  test('a token verifier refuses keys and rules that cannot work', async () => {
+    const rules = { jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE };
+    const key = idp.jwks.keys[0];
+    /** @type {Array<[string, unknown]>} */
+    const bad = [
+      ['an HMAC key', { ...rules, jwks: { keys: [{ kty: 'oct', k: 'c2VjcmV0', kid: 's' }] } }],
+      ['a short Ed25519 key', { ...rules, jwks: { keys: [{ kty: 'OKP', crv: 'Ed25519', x: 'AAAA', kid: 'short' }] } }],
+      ['a key whose alg does not fit it', { ...rules, jwks: { keys: [{ ...key, alg: 'RS256' }] } }],
+      ['a P-384 key', { ...rules, jwks: { keys: [{ kty: 'EC', crv: 'P-384', x: 'AA', y: 'AA', kid: 'p384' }] } }],
+      ['a key without kid', { ...rules, jwks: { keys: [{ ...key, kid: undefined }] } }],
+      ['two keys of one kid', { ...rules, jwks: { keys: [key, key] } }],
+      ['no key', { ...rules, jwks: { keys: [] } }],
+      ['no issuer', { ...rules, issuer: '' }],
+      ['no audience', { ...rules, audience: undefined }],
+    ];
+    for (const [what, r] of bad) await assert.rejects(createTokenVerifier(invalid(r)), TypeError, what);
   });
 
   test('maxAge counts whole seconds, never below zero', () => {

@@ -5,9 +5,9 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
-import { isError, loadNode } from '../index.js';
+import { SLICE_CONTEXT, isError, loadNode } from '../index.js';
 
-/** @import { DecisionView, Denial, ErrorData, Request, Time } from '../index.js' */
+/** @import { DecisionView, Denial, ErrorData, Jwks, Request, SignedSlice, Time } from '../index.js' */
 
 const POLICIES = new URL('../../policies/', import.meta.url);
 const WORLDS = new URL('../../tests/worlds/', import.meta.url);
@@ -117,4 +117,39 @@ export function errorOf(answer) {
  */
 export function invalid(value) {
   return /** @type {never} */ (value);
+}
+
+/**
+ * Base64url without padding.
+ *
+ * @param {ArrayBuffer} bytes
+ */
+function base64url(bytes) {
+  return btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+/**
+ * A slice signer as the host is one: a fresh Ed25519 key (WebCrypto), its JWKS as
+ * `GET /v1/slice-keys` gives it, and `sign(slice)` giving `GET /v1/slice/{principal}`'s
+ * envelope (`kid` overrides the `key_id` it claims, `context` what precedes the slice in
+ * the signed bytes).
+ *
+ * @param {string} [kid]
+ */
+export async function sliceSigner(kid = 'test-slice') {
+  const pair = await crypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
+  const { x } = await crypto.subtle.exportKey('jwk', pair.publicKey);
+  /** @type {Jwks} */
+  const keys = { keys: [{ kty: 'OKP', crv: 'Ed25519', x: present(x), kid, alg: 'EdDSA', use: 'sig' }] };
+  /**
+   * @param {unknown} slice a slice (JSON text, or a value written as JSON)
+   * @param {{kid?: string, context?: string}} [options]
+   * @returns {Promise<SignedSlice>}
+   */
+  async function sign(slice, options = {}) {
+    const text = typeof slice === 'string' ? slice : JSON.stringify(slice);
+    const signature = await crypto.subtle.sign({ name: 'Ed25519' }, pair.privateKey, new TextEncoder().encode((options.context ?? SLICE_CONTEXT) + text));
+    return { slice: text, alg: 'EdDSA', key_id: options.kid ?? kid, signature: base64url(signature) };
+  }
+  return { keys, sign };
 }

@@ -34,6 +34,7 @@ declare module 'node:fs' {
   function readFileSync(path: PathLike | number, options?: { encoding?: null; flag?: string } | null): Buffer;
   function readFileSync(path: PathLike | number, options: { encoding: 'utf8'; flag?: string } | 'utf8'): string;
   function readdirSync(path: PathLike): string[];
+  function writeFileSync(file: PathLike | number, data: string | ArrayBufferView): void;
   function existsSync(path: PathLike): boolean;
   function mkdtempSync(prefix: string): string;
   function rmSync(path: PathLike, options?: RmOptions): void;
@@ -55,6 +56,11 @@ declare module 'node:crypto' {
     digest(encoding: 'hex' | 'base64'): string;
   }
   function createHash(algorithm: string): Hash;
+  class KeyObject {
+    export(options: { format: 'pem'; type: 'pkcs1' | 'pkcs8' | 'spki' }): string | Buffer;
+  }
+  function createPrivateKey(key: { key: Buffer; format: 'der'; type: 'pkcs1' | 'pkcs8' }): KeyObject;
+  function createPublicKey(key: KeyObject): KeyObject;
 }
 
 declare module 'node:os' {

@@ -3,9 +3,9 @@
 // so types that grow too loose fail the check.
 
 import {
-  CODES, PAGE, QUERY_LEN, decodeDecisions, decodeQueries, encodeQueries, isError, loadBrowser, loadNode,
+  CODES, PAGE, QUERY_LEN, SLICE_CONTEXT, decodeDecisions, decodeQueries, encodeQueries, isError, loadBrowser, loadNode, verifySlice,
 } from '../index.js';
-import type { AccessMatrix, ClearanceModule, DecisionView, Denial, Session, Outline, Request } from '../index.js';
+import type { AccessMatrix, ClearanceModule, DecisionView, Denial, Jwks, Session, Outline, Request, Slice } from '../index.js';
 
 export async function usage(): Promise<void> {
   const module: ClearanceModule = await loadNode();
@@ -57,6 +57,18 @@ export async function usage(): Promise<void> {
   const len: 24 = QUERY_LEN;
   const first: string | undefined = CODES[0];
   void back; void decisions; void page; void len; void first; void hash;
+
+  const keys: Jwks = { keys: [{ kty: 'OKP', crv: 'Ed25519', x: 'x', kid: 'k', alg: 'EdDSA' }] };
+  const verified = await verifySlice('{"slice": "", "alg": "EdDSA", "key_id": "k", "signature": ""}', { keys, principal: 'user:a', now: new Date() });
+  if (!isError(verified)) {
+    const s: Slice = verified;
+    const expires: number = s.expires;
+    void expires;
+  }
+  const context: string = SLICE_CONTEXT;
+  void context;
+  // @ts-expect-error: a slice is verified with the host's keys
+  void verifySlice('{}', {});
 
   // @ts-expect-error: a request needs a time
   session.check({ principal: 'user:a', action: 'view', resource: 'event:e' });

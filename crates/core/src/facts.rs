@@ -55,6 +55,13 @@ pub struct FactsJson {
     /// Tuples.
     #[serde(default)]
     pub tuples: Vec<TupleJson>,
+    /// Attributes these facts leave out: by type name, an array of attribute names. A
+    /// principal slice omits what no rule reads for that principal, and a snapshot then
+    /// accepts an entity of the type without a listed attribute even where the policy
+    /// requires it. (JSON values, as attributes are, so that the module reads them with
+    /// the reader it has.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub omitted: BTreeMap<String, Value>,
 }
 
 /// One change: `{"op": "add_entity" | "remove_entity" | "set_attr" | "add_tuple" |
@@ -236,6 +243,9 @@ pub struct Facts {
     pub entities: BTreeMap<String, EntityRecord>,
     /// Tuples, with their expiry in seconds.
     pub tuples: BTreeMap<TupleKey, Option<i64>>,
+    /// Attributes left out, by type name, each an array of attribute names
+    /// ([`FactsJson::omitted`]).
+    pub omitted: BTreeMap<String, Value>,
 }
 
 /// `type:id` of an entity.
@@ -258,8 +268,19 @@ impl Facts {
 
     /// Builds facts from the parsed JSON document.
     pub fn from_doc(doc: FactsJson) -> Result<Facts, FactsError> {
+        for (ty, names) in &doc.omitted {
+            let names = names.as_array().map(|v| v.iter().all(Value::is_string));
+            if names != Some(true) {
+                return Err(FactsError::new(
+                    "facts.invalid_value",
+                    format!("omitted `{ty}`"),
+                    "expected an array of attribute names",
+                ));
+            }
+        }
         let mut f = Facts {
             revision: doc.revision,
+            omitted: doc.omitted,
             ..Facts::default()
         };
         for (i, e) in doc.entities.into_iter().enumerate() {
@@ -299,7 +320,16 @@ impl Facts {
                     expires: exp.map(TimeValue::Seconds),
                 })
                 .collect(),
+            omitted: self.omitted.clone(),
         }
+    }
+
+    /// Whether these facts leave out attribute `attr` of type `ty` (`omitted`).
+    pub fn omits(&self, ty: &str, attr: &str) -> bool {
+        self.omitted
+            .get(ty)
+            .and_then(Value::as_array)
+            .is_some_and(|names| names.iter().any(|n| n.as_str() == Some(attr)))
     }
 
     /// Adds an entity; `at` names it in errors.

@@ -402,6 +402,8 @@ impl Snapshot {
                 if ad.optional
                     || matches!(ad.ty, ValueType::StrSet)
                     || e.attrs.contains_key(&ad.name)
+                    // Attributes the facts leave out (a principal slice's) may be absent.
+                    || facts.omits(&def.name, &ad.name)
                 {
                     continue;
                 }

@@ -176,10 +176,17 @@ fn every_route_but_the_document_refuses_missing_and_bad_credentials() {
             let u = url(&base, route.path);
             let method = route.method.as_str();
             let (status, body) = call(&anonymous, method, &u, None).await;
+            // Public documents: the API's, and the keys that verify slices.
             if route.callers == Callers::Anyone {
+                assert!(route.who.starts_with("anyone"), "{}", route.path);
                 assert_eq!(status, 200, "{} is open", route.path);
                 continue;
             }
+            assert!(
+                !route.who.starts_with("anyone"),
+                "{} says anyone",
+                route.path
+            );
             assert_eq!(
                 status, 401,
                 "{method} {} without credentials: {body}",
@@ -197,6 +204,17 @@ fn every_route_but_the_document_refuses_missing_and_bad_credentials() {
                 assert_eq!(body["error"]["code"], "auth.invalid", "{what}: {body}");
             }
         }
+        // Two Authorization headers, even both valid: refused.
+        let twice = reqwest::Client::new()
+            .get(format!("{base}/v1/revision"))
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(twice.status().as_u16(), 401);
+        let answer: Value = twice.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], "auth.invalid", "{answer}");
         // A scheme other than Bearer, and a header that is not text.
         let basic = reqwest::Client::new()
             .get(format!("{base}/v1/revision"))
@@ -761,7 +779,9 @@ fn a_user_follows_the_changes_of_its_own_account_only() {
             add("created_by", "user:blue_controller"),
         ], "now": NOW });
         let (s1, a1) = call(&admin, "post", &format!("{base}/v1/facts"), Some(blue)).await;
-        let sky = json!({ "author": "user:occ_controller", "deltas": super::create_event("feed_probe"), "now": NOW });
+        let mut deltas = super::create_event("feed_probe");
+        deltas[0]["entity"]["attrs"]["title"] = json!("a title no rule reads");
+        let sky = json!({ "author": "user:occ_controller", "deltas": deltas, "now": NOW });
         let (s2, a2) = call(&admin, "post", &format!("{base}/v1/facts"), Some(sky)).await;
         assert_eq!((s1, s2), (200, 200), "{a1} {a2}");
         let mut feed = client_with(&user("occ_controller"))
@@ -778,6 +798,12 @@ fn a_user_follows_the_changes_of_its_own_account_only() {
         assert!(
             !text.contains("blue_probe"),
             "another account's change was revealed: {text}"
+        );
+        // A user learns that its account changed, not the values written: those a
+        // minimal slice leaves out would be read here.
+        assert!(
+            !text.contains("a title no rule reads") && !text.contains("\"deltas\""),
+            "the feed gave a user the deltas: {text}"
         );
         // An admin follows both.
         let mut all = admin
@@ -842,6 +868,243 @@ fn a_user_failing_its_gates_reads_nothing() {
             !seen.contains("\"revision\""),
             "a change was sent to a deactivated user: {seen}"
         );
+    });
+}
+
+/// One caller cannot take every place on the change feed: past its own limit it is
+/// told so (429), while another caller still follows, and a closed feed frees its place.
+#[test]
+fn one_caller_holds_a_bounded_number_of_feeds() {
+    block(async {
+        let db = temp_db("auth-feeds");
+        let (base, _service) = serve_config(
+            &db,
+            ServiceConfig {
+                max_feeds_per_caller: 2,
+                ..config()
+            },
+        )
+        .await;
+        let me = client_with(&user("occ_controller"));
+        let open = |c: reqwest::Client| {
+            let url = format!("{base}/v1/changes");
+            async move { c.get(url).send().await.unwrap() }
+        };
+        let first = open(me.clone()).await;
+        let second = open(me.clone()).await;
+        assert_eq!(
+            (first.status().as_u16(), second.status().as_u16()),
+            (200, 200)
+        );
+        let third = open(me.clone()).await;
+        assert_eq!(third.status().as_u16(), 429);
+        let answer: Value = third.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], "feed.too_many", "{answer}");
+        let other = open(client_with(&user("aog_desk"))).await;
+        assert_eq!(
+            other.status().as_u16(),
+            200,
+            "another caller is not held up"
+        );
+        drop(first);
+        // The server sees the closed stream at its next write at the latest (a keep-alive
+        // every 15 s); ask until then.
+        let mut again = open(me.clone()).await;
+        for _ in 0..400 {
+            if again.status().as_u16() == 200 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            again = open(me.clone()).await;
+        }
+        assert_eq!(
+            again.status().as_u16(),
+            200,
+            "a closed feed's place is given back"
+        );
+        drop(second);
+    });
+}
+
+/// A route of the caller matrix: method, path, the body a user sends, the body a key
+/// sends, whether the user itself may call it, whether its account's service key may.
+type MatrixRoute = (
+    &'static str,
+    String,
+    Option<Value>,
+    Option<Value>,
+    bool,
+    bool,
+);
+
+/// Every route against the callers that must be refused and the one that may ask: a
+/// user of another account, a user acting as another, a service key of another account,
+/// and the right user or key. Each refusal is a 403 `auth.forbidden` that reveals
+/// nothing, and none of them writes anything.
+#[test]
+fn every_route_refuses_the_wrong_caller_and_answers_the_right_one() {
+    block(async {
+        let (base, service) = server("auth-matrix").await;
+        let me = "user:occ_controller";
+        let own = client_with(&user("occ_controller"));
+        let impersonator = client_with(&user("aeroserv_tech"));
+        let stranger = client_with(&user("blue_controller"));
+        let other_key = client_with(SERVICE_BLUEAIR);
+        let right_key = client_with(SERVICE_SKYWAYS);
+        let request = |now: bool| check_body(me, now);
+        // (method, path, body for a user, body for a key, user may, key may)
+        let routes: Vec<MatrixRoute> = vec![
+            (
+                "post",
+                "/v1/check".into(),
+                Some(request(false)),
+                Some(request(true)),
+                true,
+                true,
+            ),
+            (
+                "post",
+                "/v1/check/batch".into(),
+                Some(json!({ "requests": [request(false)] })),
+                Some(json!({ "requests": [request(true)] })),
+                true,
+                true,
+            ),
+            (
+                "post",
+                "/v1/allowed-actions".into(),
+                Some(json!({ "principal": me, "resource": "event:aog_lhr" })),
+                Some(json!({ "principal": me, "resource": "event:aog_lhr", "now": NOW })),
+                true,
+                true,
+            ),
+            (
+                "post",
+                "/v1/resources".into(),
+                Some(json!({ "principal": me, "action": "view", "type": "event" })),
+                Some(json!({ "principal": me, "action": "view", "type": "event", "now": NOW })),
+                true,
+                true,
+            ),
+            (
+                "post",
+                "/v1/principals".into(),
+                Some(json!({ "resource": "event:aog_lhr", "action": "view", "now": NOW })),
+                Some(json!({ "resource": "event:aog_lhr", "action": "view", "now": NOW })),
+                false,
+                true,
+            ),
+            (
+                "post",
+                "/v1/explain".into(),
+                Some(request(false)),
+                Some(request(true)),
+                true,
+                true,
+            ),
+            ("get", format!("/v1/slice/{me}"), None, None, true, true),
+            (
+                "get",
+                "/v1/facts?account=skyways".into(),
+                None,
+                None,
+                false,
+                true,
+            ),
+            (
+                "post",
+                "/v1/facts".into(),
+                Some(json!({ "author": me, "deltas": super::create_event("matrix_probe") })),
+                Some(json!({ "author": me, "deltas": super::create_event("matrix_probe") })),
+                true,
+                true,
+            ),
+            (
+                "post",
+                "/v1/policy/validate".into(),
+                Some(json!({ "sources": [] })),
+                Some(json!({ "sources": [] })),
+                false,
+                false,
+            ),
+            (
+                "post",
+                "/v1/policy/reload".into(),
+                Some(json!({})),
+                Some(json!({})),
+                false,
+                false,
+            ),
+        ];
+        let before = service.revision();
+        for (method, path, user_body, key_body, user_may, key_may) in &routes {
+            let url = format!("{base}{path}");
+            let wrong = [
+                ("a user acting as another", &impersonator, user_body, true),
+                ("a user of another account", &stranger, user_body, true),
+                (
+                    "a service key of another account",
+                    &other_key,
+                    key_body,
+                    true,
+                ),
+                (
+                    "the right user, where users may not",
+                    &own,
+                    user_body,
+                    !user_may,
+                ),
+                (
+                    "the right key, where service keys may not",
+                    &right_key,
+                    key_body,
+                    !key_may,
+                ),
+            ];
+            for (who, client, body, refused) in wrong {
+                if !refused {
+                    continue;
+                }
+                let (status, answer) = call(client, method, &url, body.clone()).await;
+                assert_eq!(status, 403, "{method} {path} by {who}: {answer}");
+                assert_eq!(
+                    answer["error"]["code"], "auth.forbidden",
+                    "{method} {path} by {who}: {answer}"
+                );
+                assert_eq!(answer["allowed"], false);
+                let keys: Vec<&String> = answer.as_object().unwrap().keys().collect();
+                assert_eq!(
+                    keys,
+                    ["allowed", "error"],
+                    "{method} {path} by {who} reveals more: {answer}"
+                );
+            }
+        }
+        assert_eq!(service.revision(), before, "a refused caller wrote");
+        // The right callers are answered (a write by each, so two revisions).
+        for (method, path, user_body, key_body, user_may, key_may) in &routes {
+            let url = format!("{base}{path}");
+            for (who, client, body, may) in [
+                ("the user itself", &own, user_body, user_may),
+                ("its account's key", &right_key, key_body, key_may),
+            ] {
+                if !may {
+                    continue;
+                }
+                let mut body = body.clone();
+                if let Some(b) = body.as_mut().filter(|_| path == "/v1/facts") {
+                    let id = if who == "the user itself" {
+                        "matrix_user"
+                    } else {
+                        "matrix_key"
+                    };
+                    b["deltas"] = super::create_event(id);
+                }
+                let (status, answer) = call(client, method, &url, body).await;
+                assert_eq!(status, 200, "{method} {path} by {who}: {answer}");
+            }
+        }
+        assert_eq!(service.revision(), before + 2);
     });
 }
 

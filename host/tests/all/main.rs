@@ -21,6 +21,7 @@ mod faults;
 mod openapi;
 mod service;
 mod soak;
+mod token_corpus;
 
 /// The admin key of every test server (added to its store when the server starts).
 pub(crate) const ADMIN: &str = "clr_00000000000000ad_test-admin-secret-not-for-production-use";

@@ -170,9 +170,11 @@ fn the_document_is_openapi_3_1_and_says_what_the_table_says() {
             expected.insert(200);
             assert_eq!(statuses, expected, "{name}");
             assert_eq!(statuses.contains(&401), !open, "{name}");
+            // 429 past a rate limit on every authenticated route, and past the feeds
+            // one caller may hold on the change feed.
             assert_eq!(
                 statuses.contains(&429),
-                !open && deployment.rate_limited,
+                !open && (deployment.rate_limited || route.path == "/v1/changes"),
                 "{name}"
             );
             let body = matches!(route.input, Input::Body(_));
@@ -229,6 +231,7 @@ impl Fixture {
             max_batch: 3,
             max_deltas: 5,
             max_subscribers: 1,
+            max_feeds_per_caller: 1,
             rate_limit: rate_limit.and_then(std::num::NonZeroU32::new),
             ..ServiceConfig::default()
         };
@@ -647,7 +650,8 @@ fn real_answers_validate_against_the_document_and_every_listed_status_is_reached
         f.probe(User, facts, "/v1/facts", None, 403).await;
 
         // A change to follow: the feed is opened before the write, from the revision
-        // before it, and holds the host's one follower (a second is told 503).
+        // before it, and holds the host's one follower place and the admin's one feed (a
+        // second feed of the admin is told 429, a user 503).
         let revision = f
             .probe(Admin, (Get, "/v1/revision"), "/v1/revision", None, 200)
             .await["revision"]
@@ -663,7 +667,8 @@ fn real_answers_validate_against_the_document_and_every_listed_status_is_reached
         let feed_status = feed.status().as_u16();
         assert_eq!(feed_status, 200);
         f.seen.insert(("get".into(), "/v1/changes".into(), 200));
-        f.probe(Admin, changes, "/v1/changes", None, 503).await;
+        f.probe(Admin, changes, "/v1/changes", None, 429).await;
+        f.probe(User, changes, "/v1/changes", None, 503).await;
 
         let write = (Post, "/v1/facts");
         let by_admin = |deltas: Value| json!({ "author": "user:occ_controller", "deltas": deltas });

@@ -512,6 +512,17 @@ fn a_slice_decides_exactly_as_the_server_and_holds_no_other_account() {
                 .all(|e| e.account.as_deref().unwrap_or(&e.id) == account),
             "the slice holds another account's entities"
         );
+        // Only what the policy reads: no one's email, no guest's address, no one else's
+        // invitation or roles.
+        let text = slice["facts"].to_string();
+        for private in [
+            "occ.controller@skyways.example",
+            "parts.desk@supplier.example",
+            "+447700900123",
+            "\"pending\"",
+        ] {
+            assert!(!text.contains(private), "the slice reveals {private}");
+        }
         let other_ids: Vec<&str> = ["blueair", "skyline_charter", "mro_north"].into();
         let text = slice["facts"].to_string();
         assert!(

@@ -203,6 +203,33 @@ fn bad_facts_are_refused_with_the_item_and_the_reason() {
     );
 }
 
+/// A required attribute may be absent only where the facts list it as `omitted` for its
+/// type (as a principal slice does), a listing is an array of names, and it survives the
+/// JSON round trip.
+#[test]
+fn omitted_attributes_may_be_absent() {
+    let entities = r#"[{"type":"account","id":"a"},
+        {"type":"user","id":"u","account":"a","attrs":{"invitation":"accepted"}}]"#;
+    let build = |omitted: &str| {
+        let text = format!(r#"{{"entities":{entities}{omitted}}}"#);
+        Facts::from_json(&text).and_then(|f| Snapshot::build(schema(), &f).map(|_| f))
+    };
+    assert_eq!(build("").unwrap_err().code, "facts.missing_attribute");
+    assert_eq!(
+        build(r#","omitted":{"invitee":["status"]}"#)
+            .unwrap_err()
+            .code,
+        "facts.missing_attribute"
+    );
+    assert_eq!(
+        build(r#","omitted":{"user":"status"}"#).unwrap_err().code,
+        "facts.invalid_value"
+    );
+    let facts = build(r#","omitted":{"user":["email","status"]}"#).unwrap();
+    assert!(facts.omits("user", "status") && !facts.omits("user", "invitation"));
+    assert_eq!(Facts::from_doc(facts.to_doc()).unwrap(), facts);
+}
+
 /// Malformed requests are denials with structural reasons, in the documented order.
 #[test]
 fn malformed_requests_are_denied_with_their_reasons() {

@@ -121,6 +121,7 @@ pub fn world(schema: &Schema, seed: u64, size: WorldSize) -> World {
             revision: rng.gen_range(0..5),
             entities,
             tuples,
+            omitted: BTreeMap::new(),
         },
         by_type,
     }

@@ -21,6 +21,7 @@ mod policy_limits;
 mod properties;
 mod protocol;
 mod scenarios;
+mod slice;
 mod writes;
 
 use clearance_core::{Facts, Schema, Source};

@@ -88,28 +88,34 @@ fn every_op_has_one_row_and_round_trips_through_json() {
     }
 }
 
-/// A snapshot loaded from bytes, then another policy: nothing decides under the old
-/// policy while the session reports the new one.
-#[test]
-fn a_policy_loaded_after_a_snapshot_replaces_it_whole() {
+/// The shipped policies, in name order, and the airline demo world.
+fn shipped() -> (Vec<SourceJson>, FactsJson) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut sources: Vec<SourceJson> = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(root.join("policies"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "policy"))
         .collect();
     files.sort();
-    for f in files {
-        sources.push(SourceJson {
+    let sources = files
+        .iter()
+        .map(|f| SourceJson {
             name: f.display().to_string(),
-            text: std::fs::read_to_string(&f).unwrap(),
-        });
-    }
-    let facts: FactsJson = serde_json::from_str(
+            text: std::fs::read_to_string(f).unwrap(),
+        })
+        .collect();
+    let facts = serde_json::from_str(
         &std::fs::read_to_string(root.join("tests/worlds/airline.json")).unwrap(),
     )
     .unwrap();
+    (sources, facts)
+}
+
+/// A snapshot loaded from bytes, then another policy: nothing decides under the old
+/// policy while the session reports the new one.
+#[test]
+fn a_policy_loaded_after_a_snapshot_replaces_it_whole() {
+    let (mut sources, facts) = shipped();
     let check = || Call::Check {
         request: Request {
             principal: "user:aeroserv_tech".into(),
@@ -151,24 +157,7 @@ fn a_policy_loaded_after_a_snapshot_replaces_it_whole() {
 /// and an unreadable time are denials too.
 #[test]
 fn gates_name_the_first_gate_a_principal_fails() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut files: Vec<_> = std::fs::read_dir(root.join("policies"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "policy"))
-        .collect();
-    files.sort();
-    let sources = files
-        .iter()
-        .map(|f| SourceJson {
-            name: f.display().to_string(),
-            text: std::fs::read_to_string(f).unwrap(),
-        })
-        .collect();
-    let facts: FactsJson = serde_json::from_str(
-        &std::fs::read_to_string(root.join("tests/worlds/airline.json")).unwrap(),
-    )
-    .unwrap();
+    let (sources, facts) = shipped();
     let mut s = Session::default();
     assert!(
         s.answer(Call::LoadPolicy { sources })

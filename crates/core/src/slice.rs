@@ -1,0 +1,417 @@
+//! Principal slices: the facts of one principal's account, cut down to what the policy
+//! reads when it decides that principal's requests.
+//!
+//! [`Reads`] is what a policy reads: every permission, scope and gate is walked for the
+//! attributes and relations its rules read, and what the engine reads by itself is
+//! added (a principal's `roles`, custom roles, the account's `features` and
+//! `setup_mode`, personnel authorisations). [`Reads::slice`] keeps every entity of the
+//! principal's account (any of them may be a request's resource or target), each
+//! attribute only where it is read, each tuple only where its relation is read, and
+//! nothing of another account. A snapshot built from the slice decides every request of
+//! that principal exactly as one built from the whole facts.
+//!
+//! Only the host slices; the module decides on slices but never makes one.
+
+use crate::error::FactsError;
+use crate::facts::{EntityJson, Facts, FactsJson, TupleJson, TupleKey};
+use crate::policy::{Base, Expr, Operand, Schema, TypeId};
+use crate::time::TimeValue;
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// On which entities the policy reads an attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrRead {
+    /// On none: no decision depends on it.
+    Unread,
+    /// Only on the requesting principal itself: in a gate (which is evaluated on the
+    /// principal), or the built-in `roles`, from which the principal's grants come.
+    Principal,
+    /// Only on the personnel authorisations the requesting principal holds (`holder`):
+    /// the built-in attributes of `authorization`, which `authorized(...)` and matrix
+    /// controls read.
+    Held,
+    /// On any entity of its type.
+    Any,
+}
+
+/// Which tuples of a relation the policy reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelRead {
+    /// None.
+    Unread,
+    /// Only those whose subject is the requesting principal: a relation named alone in a
+    /// rule asks whether the principal is a subject, and the engine finds the
+    /// principal's authorisations by their `holder`.
+    Principal,
+    /// Every tuple: a rule follows the relation (`->`, a path, `in`, `count`).
+    Any,
+}
+
+impl AttrRead {
+    /// Both reads: two different restricted reads make a read on any entity.
+    fn join(self, other: AttrRead) -> AttrRead {
+        match (self, other) {
+            (a, b) if a == b => a,
+            (AttrRead::Unread, x) | (x, AttrRead::Unread) => x,
+            _ => AttrRead::Any,
+        }
+    }
+}
+
+impl RelRead {
+    fn join(self, other: RelRead) -> RelRead {
+        match (self, other) {
+            (a, b) if a == b => a,
+            (RelRead::Unread, x) | (x, RelRead::Unread) => x,
+            _ => RelRead::Any,
+        }
+    }
+}
+
+/// What a policy reads, per attribute and relation of every type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reads {
+    /// By type id, then attribute index.
+    pub attrs: Vec<Vec<AttrRead>>,
+    /// By type id, then relation index.
+    pub rels: Vec<Vec<RelRead>>,
+}
+
+/// Whether a rule is evaluated on the requesting principal itself (the top level of a
+/// gate) or on any entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On {
+    Principal,
+    Any,
+}
+
+impl Reads {
+    /// Nothing read: every attribute and relation of `schema` unread.
+    pub fn none(schema: &Schema) -> Reads {
+        Reads {
+            attrs: schema
+                .types
+                .iter()
+                .map(|t| vec![AttrRead::Unread; t.attrs.len()])
+                .collect(),
+            rels: schema
+                .types
+                .iter()
+                .map(|t| vec![RelRead::Unread; t.rels.len()])
+                .collect(),
+        }
+    }
+
+    /// What `schema` reads: its rules' reads and the engine's own.
+    pub fn of(schema: &Schema) -> Reads {
+        let mut r = Reads::none(schema);
+        let mut authorisations = false;
+        // Every type id of a compiled schema fits a `TypeId`.
+        for (td, t) in schema.types.iter().zip(0..=TypeId::MAX) {
+            for p in &td.perms {
+                authorisations |= r.expr(&p.expr, t, p.target, On::Any);
+            }
+            for s in &td.scopes {
+                authorisations |= r.expr(&s.expr, t, None, On::Any);
+            }
+            for g in &td.gates {
+                authorisations |= r.expr(&g.expr, t, None, On::Principal);
+            }
+            // The principal's roles give its grants; only the requesting principal's are
+            // consulted.
+            if td.principal
+                && let Some(a) = td.attr("roles")
+            {
+                r.attr(t, a, AttrRead::Principal);
+            }
+        }
+        let b = &schema.builtins;
+        // Every custom role of the account is compiled when a snapshot is built (any of
+        // them may be extended by a role the principal holds) and is a line of the
+        // access-rights matrix.
+        for a in [
+            b.role_attrs.matrix,
+            b.role_attrs.extends,
+            b.role_attrs.cells,
+        ] {
+            r.attr(b.role, a, AttrRead::Any);
+        }
+        for m in &schema.matrices {
+            authorisations |= !m.controls.is_empty();
+            if m.rows.iter().any(|row| row.feature.is_some()) {
+                r.attr(b.account, b.account_attrs.features, AttrRead::Any);
+            }
+            if m.rows.iter().any(|row| row.setup_only) {
+                r.attr(b.account, b.account_attrs.setup_mode, AttrRead::Any);
+            }
+        }
+        if authorisations {
+            let a = b.auth_attrs;
+            for attr in [a.kind, a.valid_from, a.valid_until, a.scope, a.revoked] {
+                r.attr(b.authorization, attr, AttrRead::Held);
+            }
+            if let Some(h) = schema.ty(b.authorization).and_then(|td| td.rel("holder")) {
+                r.rel(b.authorization, h, RelRead::Principal);
+            }
+        }
+        // A relation's `until` attribute ends its tuples wherever they are read.
+        for (td, t) in schema.types.iter().zip(0..=TypeId::MAX) {
+            for (rd, i) in td.rels.iter().zip(0..=u16::MAX) {
+                if let Some(u) = rd.until
+                    && r.rel_read(t, i) != RelRead::Unread
+                {
+                    r.attr(t, u, AttrRead::Any);
+                }
+            }
+        }
+        r
+    }
+
+    /// Where attribute `a` of type `t` is read.
+    pub fn attr_read(&self, t: TypeId, a: u16) -> AttrRead {
+        self.attrs
+            .get(t as usize)
+            .and_then(|v| v.get(a as usize))
+            .copied()
+            .unwrap_or(AttrRead::Unread)
+    }
+
+    /// Which tuples of relation `r` of type `t` are read.
+    pub fn rel_read(&self, t: TypeId, r: u16) -> RelRead {
+        self.rels
+            .get(t as usize)
+            .and_then(|v| v.get(r as usize))
+            .copied()
+            .unwrap_or(RelRead::Unread)
+    }
+
+    fn attr(&mut self, t: TypeId, a: u16, read: AttrRead) {
+        if let Some(x) = self
+            .attrs
+            .get_mut(t as usize)
+            .and_then(|v| v.get_mut(a as usize))
+        {
+            *x = x.join(read);
+        }
+    }
+
+    fn rel(&mut self, t: TypeId, r: u16, read: RelRead) {
+        if let Some(x) = self
+            .rels
+            .get_mut(t as usize)
+            .and_then(|v| v.get_mut(r as usize))
+        {
+            *x = x.join(read);
+        }
+    }
+
+    /// Notes what `e`, a rule on type `ty` with target type `target`, reads; whether it
+    /// checks a personnel authorisation. Permissions and scopes it names are walked on
+    /// their own, as every rule of the policy is.
+    fn expr(&mut self, e: &Expr, ty: TypeId, target: Option<TypeId>, on: On) -> bool {
+        match e {
+            Expr::Const(_) | Expr::Perm(..) | Expr::Scope(..) | Expr::Matrix { .. } => false,
+            Expr::Or(v) | Expr::And(v) => v
+                .iter()
+                .fold(false, |acc, c| self.expr(c, ty, target, on) | acc),
+            Expr::Minus(a, b, _) => self.expr(a, ty, target, on) | self.expr(b, ty, target, on),
+            Expr::Not(a, _) => self.expr(a, ty, target, on),
+            Expr::Rel { rel, .. } => {
+                self.rel(ty, *rel, RelRead::Principal);
+                false
+            }
+            Expr::Arrow { rel, bodies, .. } => {
+                self.rel(ty, *rel, RelRead::Any);
+                bodies
+                    .iter()
+                    .fold(false, |acc, (t, b)| self.expr(b, *t, None, On::Any) | acc)
+            }
+            Expr::OnTarget(b) => self.expr(b, target.unwrap_or(ty), None, On::Any),
+            Expr::Authorized { scope, .. } => {
+                if let Some(o) = scope {
+                    self.operand(o, on);
+                }
+                true
+            }
+            Expr::Cmp { lhs, rhs, .. } | Expr::In { lhs, rhs, .. } => {
+                self.operand(lhs, on);
+                self.operand(rhs, on);
+                false
+            }
+        }
+    }
+
+    fn operand(&mut self, o: &Operand, on: On) {
+        match o {
+            Operand::Attr { base, path, attr } => {
+                for &(t, r) in path {
+                    self.rel(t, r, RelRead::Any);
+                }
+                let own = path.is_empty()
+                    && (*base == Base::Principal
+                        || (*base == Base::Current && on == On::Principal));
+                let read = if own {
+                    AttrRead::Principal
+                } else {
+                    AttrRead::Any
+                };
+                self.attr(attr.0, attr.1, read);
+            }
+            Operand::Entities { path: rels, .. } | Operand::Count { rels, .. } => {
+                for &(t, r) in rels {
+                    self.rel(t, r, RelRead::Any);
+                }
+            }
+            Operand::Now
+            | Operand::Int(_)
+            | Operand::Str(_)
+            | Operand::Bool(_)
+            | Operand::Enum(_)
+            | Operand::This(_) => {}
+        }
+    }
+
+    /// The slice of `facts` for `principal` (`type:id`) under these reads, which must be
+    /// those of `schema` ([`Reads::of`]): every entity of the principal's account, with
+    /// the attributes read on it, the tuples read of the account, and in `omitted` the
+    /// attributes of each type present that are not read on every entity.
+    pub fn slice(
+        &self,
+        schema: &Schema,
+        facts: &Facts,
+        principal: &str,
+    ) -> Result<FactsJson, FactsError> {
+        let at = format!("principal `{principal}`");
+        let Some(p) = facts.entities.get(principal) else {
+            return Err(FactsError::new(
+                "slice.unknown_principal",
+                at,
+                format!("no entity `{principal}`"),
+            ));
+        };
+        if !schema
+            .type_id(&p.ty)
+            .and_then(|t| schema.ty(t))
+            .is_some_and(|td| td.principal)
+        {
+            return Err(FactsError::new(
+                "slice.not_principal",
+                at,
+                format!("`{}` is not a principal type", p.ty),
+            ));
+        }
+        let account = p.account.as_str();
+        // The account's entities with their types.
+        let mut members: FxHashMap<&str, TypeId> = FxHashMap::default();
+        let mut in_account = Vec::new();
+        for (key, e) in &facts.entities {
+            if e.account != account {
+                continue;
+            }
+            let Some(t) = schema.type_id(&e.ty) else {
+                return Err(FactsError::new(
+                    "facts.unknown_type",
+                    format!("entity `{key}`"),
+                    format!("unknown type `{}`", e.ty),
+                ));
+            };
+            members.insert(key.as_str(), t);
+            in_account.push((key, e, t));
+        }
+        let b = &schema.builtins;
+        // The authorisations the principal holds, as the snapshot finds them: every
+        // `holder` tuple naming it, expired or not.
+        let held: BTreeSet<&str> = in_account
+            .iter()
+            .filter(|(key, _, t)| {
+                *t == b.authorization
+                    && tuples_of(facts, key)
+                        .any(|((_, rel, s), _)| rel == "holder" && s == principal)
+            })
+            .map(|(key, _, _)| key.as_str())
+            .collect();
+        let mut entities = Vec::with_capacity(in_account.len());
+        let mut tuples = Vec::new();
+        let mut present: BTreeSet<TypeId> = BTreeSet::new();
+        for &(key, e, t) in &in_account {
+            let Some(td) = schema.ty(t) else { continue };
+            present.insert(t);
+            let keep = |name: &str| match td.attr(name).map(|a| self.attr_read(t, a)) {
+                Some(AttrRead::Any) => true,
+                Some(AttrRead::Principal) => key == principal,
+                Some(AttrRead::Held) => held.contains(key.as_str()),
+                Some(AttrRead::Unread) | None => false,
+            };
+            entities.push(EntityJson {
+                ty: e.ty.clone(),
+                id: e.id.clone(),
+                account: (t != b.account).then(|| e.account.clone()),
+                attrs: e
+                    .attrs
+                    .iter()
+                    .filter(|(name, _)| keep(name))
+                    .map(|(name, v)| (name.clone(), v.clone()))
+                    .collect(),
+            });
+            for ((r, rel, s), exp) in tuples_of(facts, key) {
+                let keep = match td.rel(rel).map(|i| self.rel_read(t, i)) {
+                    Some(RelRead::Any) => true,
+                    Some(RelRead::Principal) => s == principal,
+                    Some(RelRead::Unread) | None => false,
+                };
+                if keep && members.contains_key(s.as_str()) {
+                    tuples.push(TupleJson {
+                        resource: r.clone(),
+                        relation: rel.clone(),
+                        subject: s.clone(),
+                        expires: exp.map(TimeValue::Seconds),
+                    });
+                }
+            }
+        }
+        let mut omitted = BTreeMap::new();
+        for t in present {
+            let Some(td) = schema.ty(t) else { continue };
+            let names: Vec<Value> = td
+                .attrs
+                .iter()
+                .zip(0..=u16::MAX)
+                .filter(|(_, a)| self.attr_read(t, *a) != AttrRead::Any)
+                .map(|(ad, _)| Value::String(ad.name.clone()))
+                .collect();
+            if !names.is_empty() {
+                omitted.insert(td.name.clone(), Value::Array(names));
+            }
+        }
+        Ok(FactsJson {
+            revision: facts.revision,
+            entities,
+            tuples,
+            omitted,
+        })
+    }
+}
+
+/// The facts that can influence `principal`'s decisions: [`Reads::slice`] with the reads
+/// of `schema`. A snapshot built from the slice decides every request of that principal
+/// (checks, explanations, allowed actions, listed resources) as one built from `facts`.
+pub fn principal_slice(
+    schema: &Schema,
+    facts: &Facts,
+    principal: &str,
+) -> Result<FactsJson, FactsError> {
+    Reads::of(schema).slice(schema, facts, principal)
+}
+
+/// The tuples on entity `key`, found as a range: facts order tuples by their entity.
+fn tuples_of<'a>(
+    facts: &'a Facts,
+    key: &'a str,
+) -> impl Iterator<Item = (&'a TupleKey, &'a Option<i64>)> {
+    facts
+        .tuples
+        .range((key.to_string(), String::new(), String::new())..)
+        .take_while(move |((r, _, _), _)| r == key)
+}
