@@ -400,7 +400,7 @@ impl TokenVerifier {
         if let Ok(mut seen) = self.verified.lock()
             && let Some((principal, exp)) = seen.get(&digest)
         {
-            if exp.saturating_add(leeway) >= now {
+            if exp.saturating_add(leeway) > now {
                 return Ok(principal.clone());
             }
             seen.remove(&digest);
@@ -433,6 +433,13 @@ impl TokenVerifier {
                 header.alg
             )));
         }
+        // No header extension is implemented here, so a token that marks one critical is
+        // refused (RFC 7515 4.1.11), as the edge's verifier refuses it.
+        if header.crit.is_some() {
+            return Err(invalid(
+                "the token marks a header extension critical (`crit`), which this host does not implement",
+            ));
+        }
         let mut v = Validation::new(*alg);
         v.set_issuer(&[&self.rules.issuer]);
         v.set_audience(&[&self.rules.audience]);
@@ -445,11 +452,25 @@ impl TokenVerifier {
             jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, &v)
                 .map_err(|e| invalid(format!("the token was refused: {e}")))?;
         let claims = data.claims;
+        // The library accepts `iss` as a list of which the configured issuer is a member, or
+        // an empty list: an issuer is one string (RFC 7519 4.1.1), and it is this one.
+        if claims.get("iss").and_then(serde_json::Value::as_str) != Some(&self.rules.issuer) {
+            return Err(invalid("the token's `iss` is not the configured issuer"));
+        }
+        // Times are whole seconds here, as `exp` is; the library reads no `iat`.
+        for time in ["iat", "nbf"] {
+            if claims.get(time).is_some_and(|t| t.as_i64().is_none()) {
+                return Err(invalid(format!(
+                    "the token's `{time}` is not a whole number of seconds"
+                )));
+            }
+        }
         let leeway = i64::try_from(self.rules.leeway).unwrap_or(i64::MAX);
+        // `exp` is the first second the token is refused (RFC 7519 4.1.4), after the leeway.
         let Some(exp) = claims
             .get("exp")
             .and_then(serde_json::Value::as_i64)
-            .filter(|exp| exp.saturating_add(leeway) >= now)
+            .filter(|exp| exp.saturating_add(leeway) > now)
         else {
             return Err(invalid("the token has expired"));
         };

@@ -150,7 +150,7 @@ impl<S> Route<S> {
             if deployment.rate_limited {
                 out.push(Failure {
                     status: 429,
-                    when: "the caller is past its rate limit (auth.rate_limited); wait for retry-after",
+                    when: "the caller is past its rate limit, or its address past its limit of failed authentications (auth.rate_limited); wait for retry-after",
                 });
             }
         }

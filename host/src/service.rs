@@ -429,6 +429,11 @@ pub struct ServiceConfig {
     /// Requests a second each caller (a key, or a user) may make, with as many at once;
     /// past it the caller is answered 429 with `retry-after`. `None`: no limit.
     pub rate_limit: Option<std::num::NonZeroU32>,
+    /// Failed authentications (`auth.invalid`) a minute one network address may make,
+    /// with as many at once; past it every request from the address is answered 429 with
+    /// `retry-after` until its budget refills, before any credential is checked. Behind a
+    /// proxy every caller shares the proxy's address. `None`: no limit.
+    pub auth_failure_limit: Option<std::num::NonZeroU32>,
     /// The key slices are signed with; without one a key is made at start-up (its public
     /// half is served at `GET /v1/slice-keys`).
     pub slice_signer: Option<Arc<SliceSigner>>,
@@ -457,6 +462,7 @@ impl Default for ServiceConfig {
             max_batch: 10_000,
             clock_offset: 0,
             rate_limit: None,
+            auth_failure_limit: None,
             slice_signer: None,
             slice_ttl: Duration::from_secs(900),
         }
@@ -614,14 +620,67 @@ async fn authenticated(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    if let Some(e) = peer.and_then(|p| s.throttled(p)) {
+        return e.into_response();
+    }
     match admit(req.headers(), &s) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
+        Err(e) if e.data.code == "auth.invalid" => {
+            peer.and_then(|p| s.failed(p)).unwrap_or(e).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
+
+/// The network address a request came from, as its connection says (never a header).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::IpAddr);
+
+impl Service {
+    /// 429 if `peer` is past its budget of failed authentications.
+    fn throttled(&self, peer: std::net::IpAddr) -> Option<ApiError> {
+        let until = *self.throttled.lock().ok()?.get(&peer)?;
+        let wait = until.checked_duration_since(std::time::Instant::now())?;
+        Some(self.too_many_failures(peer, wait))
+    }
+
+    /// Counts a failed authentication from `peer`: 429 once it is past its budget.
+    fn failed(&self, peer: std::net::IpAddr) -> Option<ApiError> {
+        let until = self.failures.as_ref()?.check_key(&peer).err()?;
+        let wait =
+            until.wait_time_from(governor::clock::Clock::now(self.failures.as_ref()?.clock()));
+        if let Ok(mut t) = self.throttled.lock()
+            && t.len() < MAX_THROTTLED
+        {
+            t.insert(peer, std::time::Instant::now() + wait);
+        }
+        Some(self.too_many_failures(peer, wait))
+    }
+
+    fn too_many_failures(&self, peer: std::net::IpAddr, wait: Duration) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "auth.rate_limited",
+            format!(
+                "{peer} failed to authenticate more than {} times a minute",
+                self.config
+                    .auth_failure_limit
+                    .map_or(0, std::num::NonZeroU32::get)
+            ),
+            "check the credential; wait for retry-after before sending another",
+        );
+        e.retry_after = Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX));
+        e
+    }
+}
+
+/// The most addresses held as throttled at once; past it an address past its budget is
+/// still answered 429, but not refused before its credential is checked.
+const MAX_THROTTLED: usize = 100_000;
 
 /// The caller a request's credential proves, if it is within its rate limit.
 fn admit(headers: &HeaderMap, s: &Service) -> Result<Caller, ApiError> {
@@ -941,6 +1000,10 @@ pub struct Service {
     keys: RwLock<Arc<Keys>>,
     /// Requests per caller, when limited.
     limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+    /// Failed authentications per network address, when limited.
+    failures: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Addresses past their failure budget, and until when.
+    throttled: std::sync::Mutex<HashMap<std::net::IpAddr, std::time::Instant>>,
     /// Signs every slice served.
     signer: Arc<SliceSigner>,
     /// Open change feeds per caller.
@@ -1086,6 +1149,9 @@ impl Service {
         let limiter = config
             .rate_limit
             .map(|n| governor::RateLimiter::dashmap(governor::Quota::per_second(n)));
+        let failures = config
+            .auth_failure_limit
+            .map(|n| governor::RateLimiter::dashmap(governor::Quota::per_minute(n)));
         let service = Arc::new(Service {
             runtime,
             writer: Mutex::new(()),
@@ -1099,6 +1165,8 @@ impl Service {
             policy_dir,
             config,
             limiter,
+            failures,
+            throttled: std::sync::Mutex::default(),
             keys: RwLock::new(Arc::new(Keys::new(keys))),
             signer,
             feeds: Arc::default(),
@@ -1118,6 +1186,14 @@ impl Service {
                 if let Some(l) = &s.limiter {
                     l.retain_recent();
                     l.shrink_to_fit();
+                }
+                if let Some(l) = &s.failures {
+                    l.retain_recent();
+                    l.shrink_to_fit();
+                }
+                let now = std::time::Instant::now();
+                if let Ok(mut t) = s.throttled.lock() {
+                    t.retain(|_, until| *until > now);
                 }
             }
         });
@@ -1432,7 +1508,8 @@ impl Service {
     /// What this service serves: whether a rate limit is set and the demo issuer runs.
     pub fn deployment(&self) -> Deployment {
         Deployment {
-            rate_limited: self.config.rate_limit.is_some(),
+            rate_limited: self.config.rate_limit.is_some()
+                || self.config.auth_failure_limit.is_some(),
             demo: self.config.demo.is_some(),
         }
     }
@@ -2819,8 +2896,8 @@ pub async fn serve_with_limits(
             () = &mut shutdown => return Ok(()),
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok((stream, peer)) => (stream, Peer(peer.ip())),
             Err(e) => {
                 // Out of descriptors or a connection reset before it was taken: wait a
                 // little rather than spin.
@@ -2834,7 +2911,14 @@ pub async fn serve_with_limits(
             tokio::spawn(refuse(stream, limits.max_connections));
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            app,
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer);
+                req
+            },
+        ));
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
             let _permit = permit;

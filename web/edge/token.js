@@ -244,6 +244,11 @@ export async function createTokenVerifier(rules) {
     }
     // The host reads `exp` as whole seconds: anything else is no expiry it can check.
     if (!Number.isSafeInteger(payload.exp)) return invalid('the token\'s `exp` is not a whole number of seconds');
+    for (const time of ['iat', 'nbf']) {
+      if (Object.hasOwn(payload, time) && !Number.isSafeInteger(payload[time])) {
+        return invalid(`the token's \`${time}\` is not a whole number of seconds`);
+      }
+    }
     const id = Object.hasOwn(payload, claim) ? payload[claim] : undefined;
     if (typeof id !== 'string' || id === '' || new TextEncoder().encode(id).length > MAX_CLAIM_BYTES) {
       return invalid(`the token's \`${claim}\` claim is missing or not a short string`);

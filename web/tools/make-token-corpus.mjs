@@ -4,7 +4,7 @@
 // keys beside the corpus; every time is fixed, so only the ES256 signatures (randomised)
 // change from one run to the next.
 
-import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { createPrivateKey, createPublicKey, sign as edSign } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SignJWT, base64url, importPKCS8 } from 'jose';
@@ -77,6 +77,19 @@ function sign(payload, alg, kid, key) {
   return new SignJWT(payload).setProtectedHeader(header).sign(key);
 }
 
+/**
+ * A token of `payload` under exactly `header`, signed by node:crypto rather than jose, which
+ * refuses to sign the headers a verifier must refuse.
+ *
+ * @param {{[claim: string]: unknown}} payload
+ * @param {{[parameter: string]: unknown}} header its `alg` must be EdDSA: the test Ed25519 key signs
+ */
+function signWith(payload, header) {
+  const input = `${b64json(header)}.${b64json(payload)}`;
+  const key = createPrivateKey({ key: readFileSync(`${DIR}ed25519.der`), format: 'der', type: 'pkcs8' });
+  return `${input}.${base64url.encode(edSign(null, Buffer.from(input), key))}`;
+}
+
 /** @param {unknown} value */
 const b64json = (value) => base64url.encode(JSON.stringify(value));
 
@@ -107,6 +120,12 @@ const cases = await Promise.all([
   // 2099 and are checked just after.
   allow('exp within the leeway', sign(claims({ exp: AT_2099 }), 'EdDSA', 'test-eddsa', eddsa), AT_2099 + 15),
   deny('exp past the leeway', sign(claims({ exp: AT_2099 }), 'EdDSA', 'test-eddsa', eddsa), AT_2099 + LEEWAY + 15),
+  // `exp` is the first second a token is no longer accepted (RFC 7519 4.1.4): at exactly
+  // `exp` + leeway it is refused; `nbf` is the first second it is, so at `nbf` - leeway it is not.
+  deny('exp at the edge of the leeway', sign(claims({ exp: AT_2099 }), 'EdDSA', 'test-eddsa', eddsa), AT_2099 + LEEWAY),
+  allow('one second before the edge of the leeway on exp', sign(claims({ exp: AT_2099 }), 'EdDSA', 'test-eddsa', eddsa), AT_2099 + LEEWAY - 1),
+  allow('nbf at the edge of the leeway', sign(claims({ nbf: NOW + LEEWAY }), 'EdDSA', 'test-eddsa', eddsa)),
+  deny('nbf one second past the edge of the leeway', sign(claims({ nbf: NOW + LEEWAY + 1 }), 'EdDSA', 'test-eddsa', eddsa)),
   deny('expired', sign(claims({ iat: EXP_2020 - 3600, nbf: EXP_2020 - 3600, exp: EXP_2020 }), 'EdDSA', 'test-eddsa', eddsa)),
   deny('not yet valid', sign(claims({ nbf: AT_2099 }), 'EdDSA', 'test-eddsa', eddsa)),
   deny('forged signature', sign(claims(), 'EdDSA', 'test-eddsa', forger)),
@@ -124,6 +143,19 @@ const cases = await Promise.all([
   deny('exp not whole seconds', sign(claims({ exp: EXP_2100 + 0.5 }), 'EdDSA', 'test-eddsa', eddsa)),
   deny('exp as text', sign(claims({ exp: String(EXP_2100) }), 'EdDSA', 'test-eddsa', eddsa)),
   deny('missing iss', sign(claims({ iss: undefined }), 'EdDSA', 'test-eddsa', eddsa)),
+  // `iss` is one StringOrURI: a list is not an issuer, even one naming the right one, and
+  // an empty list names none.
+  deny('iss in a list', sign(claims({ iss: [ISSUER] }), 'EdDSA', 'test-eddsa', eddsa)),
+  deny('iss an empty list', sign(claims({ iss: [] }), 'EdDSA', 'test-eddsa', eddsa)),
+  deny('iss as a number', sign(claims({ iss: 42 }), 'EdDSA', 'test-eddsa', eddsa)),
+  deny('aud an empty list', sign(claims({ aud: [] }), 'EdDSA', 'test-eddsa', eddsa)),
+  deny('iat as text', sign(claims({ iat: String(ISSUED) }), 'EdDSA', 'test-eddsa', eddsa)),
+  deny('iat not whole seconds', sign(claims({ iat: ISSUED + 0.5 }), 'EdDSA', 'test-eddsa', eddsa)),
+  deny('nbf not whole seconds', sign(claims({ nbf: ISSUED + 0.5 }), 'EdDSA', 'test-eddsa', eddsa)),
+  deny('nbf as text', sign(claims({ nbf: String(ISSUED) }), 'EdDSA', 'test-eddsa', eddsa)),
+  // A critical header extension neither verifier implements is refused (RFC 7515 4.1.11).
+  deny('a critical header extension', signWith(claims(), { alg: 'EdDSA', kid: 'test-eddsa', crit: ['exp'], exp: EXP_2100 })),
+  deny('an empty crit header', signWith(claims(), { alg: 'EdDSA', kid: 'test-eddsa', crit: [] })),
   deny('missing aud', sign(claims({ aud: undefined }), 'EdDSA', 'test-eddsa', eddsa)),
   deny('missing sub', sign(claims({ sub: undefined }), 'EdDSA', 'test-eddsa', eddsa)),
   deny('empty sub', sign(claims({ sub: '' }), 'EdDSA', 'test-eddsa', eddsa)),

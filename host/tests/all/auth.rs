@@ -699,6 +699,79 @@ fn a_caller_past_its_rate_is_told_to_wait_and_others_are_not() {
     });
 }
 
+/// A client sending `token` from the loopback address `from` (127.0.0.0/8 all reach the
+/// server on 127.0.0.1).
+fn client_from(token: &str, from: [u8; 4]) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn an_address_failing_to_authenticate_is_refused_before_its_credentials_are_checked() {
+    block(async {
+        let db = temp_db("auth-failures");
+        let config = ServiceConfig {
+            auth_failure_limit: std::num::NonZeroU32::new(5),
+            ..config()
+        };
+        let (base, _service) = serve_config(&db, config).await;
+        let revision = format!("{base}/v1/revision");
+        // Guesses at a key and forged tokens from one address: the first five are told
+        // the credential is not valid, then every answer is 429 with a wait.
+        let guesses: Vec<String> = (0..4)
+            .map(|i| format!("clr_{i:016x}_a-guess-at-a-service-key-of-forty-chars"))
+            .chain(bad_tokens().into_iter().map(|(_, t)| t))
+            .take(10)
+            .collect();
+        let mut statuses = Vec::new();
+        for guess in &guesses {
+            let (status, body) =
+                call(&client_from(guess, [127, 0, 0, 7]), "get", &revision, None).await;
+            if status == 429 {
+                assert_eq!(body["error"]["code"], "auth.rate_limited", "{body}");
+            } else {
+                assert_eq!(body["error"]["code"], "auth.invalid", "{body}");
+            }
+            statuses.push(status);
+        }
+        assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+        assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+        // While it waits, the address is refused whatever it sends, a good key included:
+        // nothing more is learnt from it about which credentials are valid.
+        let r = client_from(ADMIN, [127, 0, 0, 7])
+            .get(&revision)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 429);
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "retry-after {wait}");
+        // Another address has its own budget, and missing credentials spend none of it.
+        for _ in 0..8 {
+            let (status, body) = call(&reqwest::Client::new(), "get", &revision, None).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (401, Some("auth.missing"))
+            );
+        }
+        let (status, body) =
+            call(&client_from(ADMIN, [127, 0, 0, 8]), "get", &revision, None).await;
+        assert_eq!(status, 200, "{body}");
+    });
+}
+
 #[test]
 fn a_revoked_key_stops_working() {
     block(async {

@@ -78,6 +78,11 @@ pub struct ServeArgs {
     /// past it: 429 with `retry-after`. 0: no limit.
     #[arg(long, default_value_t = 5000)]
     pub rate_limit: u32,
+    /// Failed authentications a minute one network address may make, with as many at
+    /// once; past it the address is answered 429 with `retry-after` until its budget
+    /// refills. Behind a proxy every caller shares the proxy's address. 0: no limit.
+    #[arg(long, default_value_t = 120)]
+    pub auth_failure_limit: u32,
     /// The Ed25519 private key (PKCS#8 DER) slices are signed with. Without it a key is
     /// made at start-up; either way its public half is served at `GET /v1/slice-keys`.
     #[arg(long)]
@@ -108,6 +113,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         token_claim,
         token_principal_type,
         rate_limit,
+        auth_failure_limit,
         slice_key,
         slice_ttl,
     } = args;
@@ -174,6 +180,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
             demo: issuer,
             clock_offset,
             rate_limit: std::num::NonZeroU32::new(*rate_limit),
+            auth_failure_limit: std::num::NonZeroU32::new(*auth_failure_limit),
             slice_signer,
             slice_ttl: std::time::Duration::from_secs(*slice_ttl),
             ..ServiceConfig::default()
