@@ -158,6 +158,25 @@ export type Resolved = { query: Uint8Array } | { denied: DecisionView };
 /** Binary input: bytes, a buffer, or a view of one. */
 export type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView;
 
+/** Why a write was refused: the first refused delta, and the denial when a permission was checked. */
+export interface WriteRefusal {
+  index: number;
+  /** `write.denied`, `write.no_rule` or `write.invalid`. */
+  code: string;
+  message: string;
+  decision?: DecisionView;
+}
+
+/** The answer of `write` and `authorizeDeltas`. */
+export interface WriteAnswer {
+  allowed: boolean;
+  /** The revision the write makes, when allowed. */
+  revision?: number;
+  /** The tuples the policy adds by itself (EV5), when allowed. */
+  derived?: object[];
+  refusal?: WriteRefusal;
+}
+
 /** One session on one module instance. */
 export class Session {
   /** A new, empty session on `module`; prefer `new module.Session()`. */
@@ -182,6 +201,12 @@ export class Session {
   info(): Info | Denial;
   /** What the loaded policy declares: types, actions, write rules, matrices. */
   schema(): Outline | Denial;
+  /** The loaded facts as a facts document. */
+  facts(): object | Denial;
+  /** Makes deltas as `author` at `now` if the policy allows each (X4), with the derived tuples (EV5). */
+  write(author: string, deltas: object[], now: Time | bigint): WriteAnswer | Denial;
+  /** Whether `author` may make deltas at `now`, without making them. */
+  authorizeDeltas(author: string, deltas: object[], now: Time | bigint): WriteAnswer | Denial;
   /** Decides one request. */
   check(request: Request | string): DecisionView | Denial;
   /** Decides a list of requests (at most 1 << 20). */

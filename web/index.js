@@ -17,7 +17,7 @@
  */
 
 /**
- * @import { AccessMatrix, Bytes, ClearanceModule, DecisionView, Denial, ErrorData, Explanation, Info, Outline, Query, Request, Resolved, Slice, SliceOptions, Source, Time, WireDecision } from './index.js'
+ * @import { AccessMatrix, Bytes, ClearanceModule, DecisionView, Denial, ErrorData, Explanation, Info, Outline, Query, Request, Resolved, Slice, SliceOptions, Source, Time, WireDecision, WriteAnswer } from './index.js'
  */
 
 /**
@@ -571,6 +571,61 @@ export class Session {
   info() {
     // The module's answer to `info`.
     return /** @type {Info | Denial} */ (this.call({ op: 'info' }));
+  }
+
+  /**
+   * The loaded facts as a facts document: what loading and writes left behind.
+   *
+   * @returns {object | Denial}
+   */
+  facts() {
+    // The module's answer to `facts`.
+    return /** @type {object | Denial} */ (this.call({ op: 'facts' }));
+  }
+
+  /**
+   * Makes `deltas` as `author` at `now` if the policy's write rules allow every change
+   * (X4), all or nothing, through the core's one write pipeline: the tuples the policy
+   * adds by itself on creation (EV5) join the change and are named in `derived`, as on a
+   * host. A refusal is an answer (`allowed: false` with the `refusal`), not an error.
+   *
+   * @param {string} author
+   * @param {object[]} deltas
+   * @param {Time | bigint} now
+   * @returns {WriteAnswer | Denial}
+   */
+  write(author, deltas, now) {
+    return this.#write('write', author, deltas, now);
+  }
+
+  /**
+   * Whether `author` may make `deltas` at `now` ([`write`] without applying them).
+   *
+   * @param {string} author
+   * @param {object[]} deltas
+   * @param {Time | bigint} now
+   * @returns {WriteAnswer | Denial}
+   */
+  authorizeDeltas(author, deltas, now) {
+    return this.#write('authorize_deltas', author, deltas, now);
+  }
+
+  /**
+   * @param {'write' | 'authorize_deltas'} op
+   * @param {string} author
+   * @param {object[]} deltas
+   * @param {Time | bigint} now
+   * @returns {WriteAnswer | Denial}
+   */
+  #write(op, author, deltas, now) {
+    const bad = strings({ author });
+    if (bad) return bad;
+    if (!Array.isArray(deltas)) return malformed(`\`deltas\` must be an array of deltas, got ${describe(deltas)}`);
+    const t = typeof now === 'bigint' && Number.isSafeInteger(Number(now)) ? Number(now) : now;
+    if (typeof t !== 'string' && !Number.isSafeInteger(t)) {
+      return malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`);
+    }
+    return /** @type {WriteAnswer | Denial} */ (this.call({ op, author, now: t, deltas }));
   }
 
   /**

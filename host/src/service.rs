@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::on;
 use axum::{Json, Router};
 use clearance_core::protocol::Call;
+use clearance_core::writes;
 use clearance_core::{
     AccessMatrix, DecisionView, Delta, ErrorData, Explanation, Facts, FactsJson, Request, Schema,
     Snapshot, Source, TimeValue,
@@ -2163,13 +2164,23 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> A
     }
     let now = body.now.unwrap_or(TimeValue::Seconds(s.clock()));
     let deltas = Arc::new(body.deltas);
-    let (next, after_bytes) = {
+    // The core's write pipeline (`writes::stage`, `judge`, `finish`), with the judging
+    // done in the module, on the bytes every runtime runs.
+    let (staged, after_bytes) = {
         let (facts, schema, deltas) = (
             Arc::clone(&served.facts),
             Arc::clone(&served.schema),
             Arc::clone(&deltas),
         );
-        blocking(move || build_next(&facts, &schema, &deltas)).await?
+        blocking(move || {
+            let staged = writes::stage(&facts, &schema, &deltas).map_err(ApiError::bad)?;
+            let bytes = staged
+                .after
+                .to_bytes()
+                .map_err(|e| ApiError::bad(e.into()))?;
+            Ok((staged, bytes))
+        })
+        .await?
     };
     let request = json!({ "author": authored.author, "now": now, "deltas": *deltas });
     let verdict = s
@@ -2200,16 +2211,19 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> A
         })?,
     };
     let mut all = (*deltas).clone();
+    all.extend(derived.iter().cloned());
     let (next, after_bytes) = if derived.is_empty() {
-        (next, after_bytes)
+        (staged.facts, after_bytes)
     } else {
-        all.extend(derived);
-        let (facts, schema, all) = (
-            Arc::clone(&served.facts),
-            Arc::clone(&served.schema),
-            all.clone(),
-        );
-        blocking(move || build_next(&facts, &schema, &all)).await?
+        blocking(move || {
+            let written = writes::finish(staged, derived).map_err(ApiError::bad)?;
+            let bytes = written
+                .snapshot
+                .to_bytes()
+                .map_err(|e| ApiError::bad(e.into()))?;
+            Ok((written.facts, bytes))
+        })
+        .await?
     };
     let accounts = touched_accounts(&served.facts, &next, &all);
     if let Some(mine) = &authored.accounts
@@ -2246,19 +2260,6 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> A
         allowed: true,
         revision,
     })
-}
-
-/// The facts after `deltas` and their snapshot's bytes.
-fn build_next(
-    facts: &Facts,
-    schema: &Arc<Schema>,
-    deltas: &[Delta],
-) -> Result<(Facts, Vec<u8>), ApiError> {
-    let next = facts.apply(deltas).map_err(|e| ApiError::bad(e.into()))?;
-    let bytes = Snapshot::build(Arc::clone(schema), &next)
-        .and_then(|s| s.to_bytes())
-        .map_err(|e| ApiError::bad(e.into()))?;
-    Ok((next, bytes))
 }
 
 fn change_json(c: &Change) -> Value {

@@ -250,6 +250,39 @@ describe('deltas', () => {
     assert.equal(session.check(req('user:former_controller', 'view', EVENT)).allowed, false);
   });
 
+  test('a write is judged by the write rules, and creating an event assigns its station\'s organisation (X4, EV5)', async () => {
+    const { session } = await loadedSession('airline');
+    const key = 'event:w_lhr';
+    /** @param {string} relation @param {string} subject */
+    const add = (relation, subject) => ({ op: 'add_tuple', tuple: { resource: key, relation, subject } });
+    const create = [
+      { op: 'add_entity', entity: { type: 'event', id: 'w_lhr', account: 'skyways', attrs: { ends_at: '2026-05-03T00:00:00Z' } } },
+      add('station', 'station:lhr'),
+      add('owner_org', 'organization:skyways_occ'),
+      add('created_by', 'user:lhr_tech'),
+    ];
+    // A maintenance technician creates no event: refused, and nothing changes.
+    const before = session.snapshotBytes();
+    const refused = ok(session.write('user:lhr_tech', create, NOW));
+    assert.equal(refused.allowed, false);
+    assert.equal(refused.refusal?.code, 'write.denied');
+    assert.deepEqual(session.snapshotBytes(), before);
+    // Asking changes nothing either.
+    create[3] = add('created_by', 'user:occ_controller');
+    assert.equal(ok(session.authorizeDeltas('user:occ_controller', create, NOW)).allowed, true);
+    assert.deepEqual(session.snapshotBytes(), before);
+    // An internal user creates it: the LHR engineering organisation is assigned with it.
+    const written = ok(session.write('user:occ_controller', create, NOW));
+    assert.deepEqual(written, { allowed: true, revision: 1, derived: [add('assigned', 'organization:skyways_lhr_mx')] });
+    assert.equal(session.check(req('user:lhr_tech', 'view', key)).allowed, true);
+    const tuples = /** @type {{tuples: Array<{resource: string, relation: string, subject: string}>}} */ (ok(session.facts())).tuples;
+    assert.ok(tuples.some((t) => t.resource === key && t.relation === 'assigned' && t.subject === 'organization:skyways_lhr_mx'));
+    // Bad arguments are errors, not writes.
+    assert.equal(errorOf(session.write('user:occ_controller', /** @type {any} */ ('[]'), NOW)).code, 'request.malformed');
+    assert.equal(errorOf(session.write('user:occ_controller', [], 1.5)).code, 'request.malformed');
+    assert.equal(errorOf(session.write('user:occ_controller', [{ op: 'set_attr', entity: 'user:nobody', attr: 'status', value: 'active' }], NOW)).code, 'facts.unknown_entity');
+  });
+
   test('loading another policy rebuilds the facts under it', async () => {
     const { session } = await loadedSession('airline');
     const hash = ok(session.info()).policy_hash;

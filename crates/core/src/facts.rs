@@ -413,6 +413,15 @@ impl Facts {
     /// The caller validates the result against the policy by building a snapshot.
     pub fn apply(&self, deltas: &[Delta]) -> Result<Facts, FactsError> {
         let mut f = self.clone();
+        f.extend(deltas)?;
+        f.revision = self.revision + 1;
+        Ok(f)
+    }
+
+    /// Applies deltas to these facts in place, in the same revision. On an error the
+    /// facts are left part-way: callers apply to a copy ([`Facts::apply`]) or drop them.
+    pub fn extend(&mut self, deltas: &[Delta]) -> Result<(), FactsError> {
+        let f = self;
         for (i, d) in deltas.iter().enumerate() {
             let at = format!("deltas[{i}]");
             match d.clone() {
@@ -458,7 +467,6 @@ impl Facts {
                 }
             }
         }
-        f.revision = self.revision + 1;
-        Ok(f)
+        Ok(())
     }
 }

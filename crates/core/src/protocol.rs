@@ -93,6 +93,8 @@ pub enum Call {
     },
     /// What is loaded.
     Info,
+    /// The loaded facts, as a facts document: what writes left behind.
+    Facts,
     /// What the loaded policy declares: types, actions, write rules, matrices.
     Schema,
 }
@@ -130,6 +132,8 @@ pub enum Op {
     Write,
     /// `info`
     Info,
+    /// `facts`
+    Facts,
     /// `schema`
     Schema,
 }
@@ -241,6 +245,12 @@ pub const OPS: &[OpSpec] = &[
         optional: &[],
     },
     OpSpec {
+        op: Op::Facts,
+        name: "facts",
+        required: &[],
+        optional: &[],
+    },
+    OpSpec {
         op: Op::Schema,
         name: "schema",
         required: &[],
@@ -311,6 +321,7 @@ impl Call {
             Call::AuthorizeDeltas { .. } => Op::AuthorizeDeltas,
             Call::Write { .. } => Op::Write,
             Call::Info => Op::Info,
+            Call::Facts => Op::Facts,
             Call::Schema => Op::Schema,
         }
     }
@@ -364,6 +375,7 @@ impl Call {
             | Op::AuthorizeDeltas
             | Op::Write
             | Op::Info
+            | Op::Facts
             | Op::Schema => {
                 return Err(serde::de::Error::custom(format!(
                     "`{}` does not take one JSON argument",
@@ -475,6 +487,7 @@ impl Call {
                 deltas: present(f.deltas, "deltas")?,
             },
             Op::Info => Call::Info,
+            Op::Facts => Call::Facts,
             Op::Schema => Call::Schema,
         })
     }
@@ -556,7 +569,7 @@ impl Serialize for Call {
                 m.serialize_entry("now", now)?;
                 m.serialize_entry("deltas", deltas)?;
             }
-            Call::Info | Call::Schema => {}
+            Call::Info | Call::Facts | Call::Schema => {}
         }
         m.end()
     }
@@ -878,6 +891,7 @@ impl Session {
                 deltas,
             } => self.write(&author, &now, &deltas, true)?,
             Call::Info => info(self.snapshot()?),
+            Call::Facts => text(&self.facts()?.0.to_doc()),
             Call::Schema => match self.schema() {
                 Some(schema) => text(&schema.outline()),
                 None => {
@@ -891,39 +905,39 @@ impl Session {
         })
     }
 
-    /// The facts and snapshot after `deltas`, all or nothing, from the loaded facts.
-    fn next(&self, deltas: &[Delta]) -> Result<(Facts, Snapshot), ErrorData> {
-        let (facts, schema) = match &self.state {
-            State::Facts(facts, s) => (facts, Arc::clone(&s.schema)),
-            State::Snapshot(_) => {
-                return Err(error(
-                    "session.no_facts",
-                    "no facts are loaded (a snapshot loaded from bytes takes no deltas or writes)",
-                    "load facts first",
-                ));
-            }
-            State::Policy(_) => {
-                return Err(error(
-                    "session.no_facts",
-                    "no facts are loaded",
-                    "load facts first",
-                ));
-            }
-            State::Empty => {
-                return Err(error(
-                    "session.no_policy",
-                    "no policy is loaded",
-                    "load a policy and facts first",
-                ));
-            }
-        };
-        let next = facts.apply(deltas).map_err(ErrorData::from)?;
-        let snap = Snapshot::build(schema, &next).map_err(ErrorData::from)?;
-        Ok((next, snap))
+    /// The loaded facts and their snapshot, for a write.
+    fn facts(&self) -> Result<(&Facts, &Snapshot), ErrorData> {
+        match &self.state {
+            State::Facts(facts, snapshot) => Ok((facts, snapshot)),
+            State::Snapshot(_) => Err(error(
+                "session.no_facts",
+                "no facts are loaded (a snapshot loaded from bytes takes no deltas or writes)",
+                "load facts first",
+            )),
+            State::Policy(_) => Err(error(
+                "session.no_facts",
+                "no facts are loaded",
+                "load facts first",
+            )),
+            State::Empty => Err(error(
+                "session.no_policy",
+                "no policy is loaded",
+                "load a policy and facts first",
+            )),
+        }
     }
 
-    /// Checks (and with `commit`, applies) a list of deltas made by `author`. A refusal is
-    /// an answer (`{"allowed": false, "refusal": ...}`), not an error.
+    /// The facts and snapshot after `deltas`, all or nothing, from the loaded facts.
+    fn next(&self, deltas: &[Delta]) -> Result<(Facts, Snapshot), ErrorData> {
+        let (facts, snapshot) = self.facts()?;
+        let staged = crate::writes::stage(facts, &snapshot.schema, deltas)?;
+        Ok((staged.facts, staged.after))
+    }
+
+    /// Checks (and with `commit`, applies) a list of deltas made by `author`, through the
+    /// one write pipeline ([`crate::writes::write`]): the tuples the policy derives join
+    /// the change, as on a host. A refusal is an answer (`{"allowed": false, "refusal":
+    /// ...}`), not an error.
     fn write(
         &mut self,
         author: &str,
@@ -931,18 +945,22 @@ impl Session {
         deltas: &[Delta],
         commit: bool,
     ) -> Result<String, ErrorData> {
-        let before = self.snapshot()?;
-        let (next, after) = self.next(deltas)?;
-        if let Err(refusal) = crate::writes::authorize_writes(before, &after, author, deltas, now) {
-            return Ok(WriteAnswer::refused(refusal));
-        }
-        let revision = after.revision;
+        let (facts, before) = self.facts()?;
+        let written = match crate::writes::write(facts, before, author, now, deltas) {
+            Ok(w) => w,
+            Err(crate::writes::WriteError::Refused(refusal)) => {
+                return Ok(WriteAnswer::refused(refusal));
+            }
+            Err(crate::writes::WriteError::Invalid(e)) => return Err(e),
+        };
+        let revision = written.snapshot.revision;
+        let derived = written.derived;
         if commit {
-            self.state = State::Facts(next, after);
+            self.state = State::Facts(written.facts, written.snapshot);
         }
         Ok(text(&WriteAnswer {
             allowed: true,
-            derived: None,
+            derived: Some(derived),
             refusal: None,
             revision: Some(revision),
         }))
@@ -982,18 +1000,13 @@ impl Session {
                 .map_err(|e| malformed(format!("malformed write: {e}")))?;
             let after = Snapshot::from_bytes(after).map_err(ErrorData::from)?;
             Ok::<String, ErrorData>(
-                match crate::writes::authorize_writes(before, &after, &w.author, &w.deltas, &w.now)
-                {
-                    Ok(()) => {
-                        let derived =
-                            crate::writes::derive_on_create(&after, &w.author, &w.deltas, &w.now);
-                        text(&WriteAnswer {
-                            allowed: true,
-                            derived: Some(derived),
-                            refusal: None,
-                            revision: Some(after.revision),
-                        })
-                    }
+                match crate::writes::judge(before, &after, &w.author, &w.deltas, &w.now) {
+                    Ok(derived) => text(&WriteAnswer {
+                        allowed: true,
+                        derived: Some(derived),
+                        refusal: None,
+                        revision: Some(after.revision),
+                    }),
                     Err(r) => WriteAnswer::refused(r),
                 },
             )

@@ -303,3 +303,102 @@ pub fn derive_on_create(
     }
     out
 }
+
+/// Why a write did not happen: the policy refused it (an answer), or its deltas cannot be
+/// applied to the facts at all (an error, with where).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteError {
+    /// The author may not make a change of the list: nothing is applied.
+    Refused(WriteRefusal),
+    /// The deltas do not apply (an unknown entity, a tuple already there, a value of the
+    /// wrong type): nothing is applied.
+    Invalid(crate::ErrorData),
+}
+
+/// A write's next state before it is judged: the facts and snapshot after its deltas.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// The facts after the deltas, one revision on.
+    pub facts: crate::Facts,
+    /// Their snapshot.
+    pub after: Snapshot,
+}
+
+/// A write that was judged and allowed: the state it leaves and every delta it made.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The facts after the write.
+    pub facts: crate::Facts,
+    /// Their snapshot.
+    pub snapshot: Snapshot,
+    /// The tuples the policy derived (`auto add`, EV5): the change is the deltas asked
+    /// for, then these.
+    pub derived: Vec<Delta>,
+}
+
+/// The one write pipeline, in three steps, so a host that judges in the module (on the
+/// bytes every runtime runs) takes the same steps as the module itself:
+///
+/// 1. [`stage`]: apply the deltas to the facts, all or nothing, and build the snapshot
+///    after them;
+/// 2. [`judge`]: check the author may make every change, against the snapshots before
+///    and after, and derive the tuples the policy adds by itself on creation;
+/// 3. [`finish`]: add those tuples to the staged state.
+///
+/// [`write`] takes all three.
+pub fn stage(
+    facts: &crate::Facts,
+    schema: &std::sync::Arc<crate::Schema>,
+    deltas: &[Delta],
+) -> Result<Staged, crate::ErrorData> {
+    let facts = facts.apply(deltas).map_err(crate::ErrorData::from)?;
+    let after =
+        Snapshot::build(std::sync::Arc::clone(schema), &facts).map_err(crate::ErrorData::from)?;
+    Ok(Staged { facts, after })
+}
+
+/// Step 2 of the pipeline: whether `author` may make `deltas` (X4), and if so the tuples
+/// the policy derives from them (EV5), judged on the state after them.
+pub fn judge(
+    before: &Snapshot,
+    after: &Snapshot,
+    author: &str,
+    deltas: &[Delta],
+    now: &TimeValue,
+) -> Result<Vec<Delta>, WriteRefusal> {
+    authorize_writes(before, after, author, deltas, now)?;
+    Ok(derive_on_create(after, author, deltas, now))
+}
+
+/// Step 3 of the pipeline: the staged state with the derived tuples added, in the same
+/// revision.
+pub fn finish(staged: Staged, derived: Vec<Delta>) -> Result<Written, crate::ErrorData> {
+    let (facts, snapshot) = if derived.is_empty() {
+        (staged.facts, staged.after)
+    } else {
+        let mut facts = staged.facts;
+        facts.extend(&derived).map_err(crate::ErrorData::from)?;
+        let snapshot = Snapshot::build(std::sync::Arc::clone(&staged.after.schema), &facts)
+            .map_err(crate::ErrorData::from)?;
+        (facts, snapshot)
+    };
+    Ok(Written {
+        facts,
+        snapshot,
+        derived,
+    })
+}
+
+/// A whole write by `author` at `now`: the deltas applied to `facts` (whose snapshot is
+/// `before`), judged, and the derived tuples added. Nothing changes on an error.
+pub fn write(
+    facts: &crate::Facts,
+    before: &Snapshot,
+    author: &str,
+    now: &TimeValue,
+    deltas: &[Delta],
+) -> Result<Written, WriteError> {
+    let staged = stage(facts, &before.schema, deltas).map_err(WriteError::Invalid)?;
+    let derived = judge(before, &staged.after, author, deltas, now).map_err(WriteError::Refused)?;
+    finish(staged, derived).map_err(WriteError::Invalid)
+}

@@ -22,6 +22,7 @@ mod openapi;
 mod service;
 mod soak;
 mod token_corpus;
+mod writes;
 
 /// The admin key of every test server (added to its store when the server starts).
 pub(crate) const ADMIN: &str = "clr_00000000000000ad_test-admin-secret-not-for-production-use";

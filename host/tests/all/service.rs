@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub(crate) const NOW: &str = "2026-05-01T10:00:00Z";
 
-fn demo_facts() -> Facts {
+pub(crate) fn demo_facts() -> Facts {
     let mut merged = FactsJson::default();
     for w in ["airline", "maintenance", "operations"] {
         let doc: FactsJson = serde_json::from_str(

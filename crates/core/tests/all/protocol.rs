@@ -75,6 +75,7 @@ fn every_op_has_one_row_and_round_trips_through_json() {
             deltas: Vec::new(),
         },
         Call::Info,
+        Call::Facts,
         Call::Schema,
     ];
     assert_eq!(calls.len(), OPS.len());
