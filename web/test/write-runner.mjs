@@ -48,9 +48,16 @@ async function run() {
   return { module_sha256: module.moduleHash, answers, facts, decisions };
 }
 
-try {
-  process.stdout.write(`${JSON.stringify(await run())}\n`);
-} catch (e) {
-  process.stdout.write(`${JSON.stringify({ error: { code: 'runner.failed', message: e instanceof Error ? e.message : String(e), help: '' } })}\n`);
-  process.exitCode = 1;
+/** Runs as a command: one JSON line on stdout, exit code 1 on any error. */
+async function main() {
+  try {
+    process.stdout.write(`${JSON.stringify(await run())}\n`);
+  } catch (e) {
+    process.stdout.write(`${JSON.stringify({ error: { code: 'runner.failed', message: e instanceof Error ? e.message : String(e), help: '' } })}\n`);
+    process.exitCode = 1;
+  }
 }
+
+// `node --test test/` runs every script under test/, this one included, with no arguments:
+// there it is a command, not a test, and does nothing.
+if (!(process.argv.length === 2 && process.env.NODE_TEST_CONTEXT !== undefined)) await main();

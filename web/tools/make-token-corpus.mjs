@@ -4,7 +4,7 @@
 // keys beside the corpus; every time is fixed, so only the ES256 signatures (randomised)
 // change from one run to the next.
 
-import { createPrivateKey, createPublicKey, sign as edSign } from 'node:crypto';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SignJWT, base64url, importPKCS8 } from 'jose';
@@ -78,16 +78,16 @@ function sign(payload, alg, kid, key) {
 }
 
 /**
- * A token of `payload` under exactly `header`, signed by node:crypto rather than jose, which
- * refuses to sign the headers a verifier must refuse.
+ * A token of `payload` under exactly `header`, signed with the test Ed25519 key through
+ * WebCrypto rather than jose, which refuses to sign the headers a verifier must refuse.
  *
  * @param {{[claim: string]: unknown}} payload
- * @param {{[parameter: string]: unknown}} header its `alg` must be EdDSA: the test Ed25519 key signs
+ * @param {{[parameter: string]: unknown}} header its `alg` must be EdDSA
  */
-function signWith(payload, header) {
+async function signWith(payload, header) {
   const input = `${b64json(header)}.${b64json(payload)}`;
-  const key = createPrivateKey({ key: readFileSync(`${DIR}ed25519.der`), format: 'der', type: 'pkcs8' });
-  return `${input}.${base64url.encode(edSign(null, Buffer.from(input), key))}`;
+  const signature = await crypto.subtle.sign('Ed25519', /** @type {CryptoKey} */ (eddsa), new TextEncoder().encode(input));
+  return `${input}.${base64url.encode(new Uint8Array(signature))}`;
 }
 
 /** @param {unknown} value */
