@@ -216,8 +216,14 @@ describe('the airline world', () => {
     }
     const queries = encodeQueries(present(decodeQueries(new Uint8Array(ok(session.resolve(REQUESTS)).flatMap((r) => ('query' in r ? [...r.query] : []))))));
     assert.deepEqual(other.checkIdsRaw(queries), session.checkIdsRaw(queries));
-    // A snapshot carries no facts, so it takes no deltas.
-    assert.equal(errorOf(other.applyDeltas([])).code, 'session.no_facts');
+    // A snapshot carries no facts, so it takes no writes; deltas it applies in place.
+    assert.equal(errorOf(other.write('user:occ_controller', [], NOW)).code, 'session.no_facts');
+    const reactivate = [{ op: 'set_attr', entity: 'user:former_controller', attr: 'status', value: 'active' }];
+    const facts = (await loadedSession('airline')).session;
+    assert.equal(ok(other.applyDeltas(reactivate)).revision, ok(facts.applyDeltas(reactivate)).revision);
+    const back = req('user:former_controller', 'view', EVENT);
+    assert.equal(other.check(back).allowed, true);
+    assert.deepEqual(other.checkBatch([...REQUESTS, back]), facts.checkBatch([...REQUESTS, back]));
     same.free();
     other.free();
   });

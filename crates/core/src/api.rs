@@ -655,11 +655,18 @@ impl Snapshot {
                         .ok_or_else(|| request_error(&format!("unknown account `{a}`")))?,
                 ]
             }
-            (Resource::Page { .. }, None) => self
-                .types
-                .get(self.schema.builtins.account as usize)
-                .map(|t| t.entities.clone())
-                .unwrap_or_default(),
+            (Resource::Page { .. }, None) => {
+                let account = self.schema.builtins.account;
+                let mut all: Vec<u32> = self
+                    .types
+                    .get(account as usize)
+                    .map(|t| t.entities.clone())
+                    .unwrap_or_default();
+                // Name order, without accounts removed since the build.
+                all.retain(|&a| self.type_of(a) == Some(account));
+                all.sort_by(|a, b| self.name(*a).cmp(self.name(*b)));
+                all
+            }
         };
         let mut out = Vec::new();
         for acct in accounts {

@@ -315,11 +315,10 @@ impl<'a> Eval<'a> {
         else {
             return false;
         };
-        let range = csr.range(local);
-        let row = csr.subjects.get(range.clone()).unwrap_or(&[]);
-        match row.binary_search(&self.principal) {
-            Ok(pos) => {
-                let exp = csr.expiry(range.start + pos);
+        let row = csr.view(local);
+        match row.position(self.principal) {
+            Some(pos) => {
+                let exp = row.expiry(pos);
                 if self.now < exp {
                     self.note(exp);
                     self.hold(rule);
@@ -329,7 +328,7 @@ impl<'a> Eval<'a> {
                     false
                 }
             }
-            Err(_) => {
+            None => {
                 self.fail(Code::RelationMissing, rule);
                 false
             }
@@ -352,14 +351,11 @@ impl<'a> Eval<'a> {
             return false;
         }
         let (f0, h0) = self.marks();
-        let range = csr.range(local);
+        let row = csr.view(local);
         let mut expired_match = false;
         self.depth += 1;
-        for pos in range {
-            let Some(&sub) = csr.subjects.get(pos) else {
-                break;
-            };
-            let exp = csr.expiry(pos);
+        for (pos, &sub) in row.subjects.iter().enumerate() {
+            let exp = row.expiry(pos);
             let live = self.now < exp;
             if !live && !self.explaining() {
                 self.cut();
@@ -634,11 +630,12 @@ impl<'a> Eval<'a> {
             .get(self.ty(e) as usize)?
             .rels
             .get(rel as usize)?;
-        for pos in csr.range(self.local(e)) {
-            let exp = csr.expiry(pos);
+        let row = csr.view(self.local(e));
+        for (pos, &sub) in row.subjects.iter().enumerate() {
+            let exp = row.expiry(pos);
             if self.now < exp {
                 self.note(exp);
-                return csr.subjects.get(pos).copied();
+                return Some(sub);
             }
         }
         None
@@ -653,13 +650,12 @@ impl<'a> Eval<'a> {
         else {
             return;
         };
-        for pos in csr.range(self.local(e)) {
-            let exp = csr.expiry(pos);
+        let row = csr.view(self.local(e));
+        for (pos, &x) in row.subjects.iter().enumerate() {
+            let exp = row.expiry(pos);
             if self.now < exp {
                 self.note(exp);
-                if let Some(&x) = csr.subjects.get(pos) {
-                    out.push(x);
-                }
+                out.push(x);
             }
         }
     }

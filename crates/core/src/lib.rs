@@ -5,6 +5,7 @@ pub mod decision;
 pub mod error;
 mod eval;
 pub mod facts;
+pub mod incremental;
 pub mod policy;
 pub mod protocol;
 pub mod slice;

@@ -697,6 +697,13 @@ impl WriteAnswer {
     }
 }
 
+/// How many changed rows a snapshot holding facts carries before it is built again from
+/// them: an eighth of its entities, and at least 4,096, so the rebuild's cost spreads
+/// over at least that many changes.
+fn rebuild_after(snap: &Snapshot) -> usize {
+    (snap.names.len() / 8).max(4096)
+}
+
 impl Session {
     /// Runs a JSON call and gives the JSON answer.
     pub fn call(&mut self, input: &str) -> String {
@@ -779,12 +786,7 @@ impl Session {
                 self.state = State::Facts(facts, snap);
                 info
             }
-            Call::ApplyDeltas { deltas } => {
-                let (next, snap) = self.next(&deltas)?;
-                let info = info(&snap);
-                self.state = State::Facts(next, snap);
-                info
-            }
+            Call::ApplyDeltas { deltas } => self.apply_deltas(&deltas)?,
             Call::Check { request } => {
                 let s = self.snapshot()?;
                 text(&s.view(&s.check(&request), &request))
@@ -927,11 +929,58 @@ impl Session {
         }
     }
 
-    /// The facts and snapshot after `deltas`, all or nothing, from the loaded facts.
-    fn next(&self, deltas: &[Delta]) -> Result<(Facts, Snapshot), ErrorData> {
-        let (facts, snapshot) = self.facts()?;
-        let staged = crate::writes::stage(facts, &snapshot.schema, deltas)?;
-        Ok((staged.facts, staged.after))
+    /// Applies `deltas` in place, all or nothing ([`Snapshot::apply`]): to the snapshot,
+    /// and to the facts when the session holds them. With facts, the snapshot is built
+    /// again from them once its changed rows pass [`rebuild_after`]; a snapshot loaded
+    /// from bytes keeps its changes until the next snapshot is loaded.
+    fn apply_deltas(&mut self, deltas: &[Delta]) -> Result<String, ErrorData> {
+        let fail_closed = |m: String| {
+            error(
+                "session.internal",
+                m,
+                "load the policy and the facts again; nothing is loaded meanwhile",
+            )
+        };
+        match &mut self.state {
+            State::Snapshot(snap) => {
+                snap.apply(deltas).map_err(ErrorData::from)?;
+                Ok(info(snap))
+            }
+            State::Facts(facts, snap) => {
+                snap.apply(deltas).map_err(ErrorData::from)?;
+                // The snapshot checks all the facts check, so the facts take what it took;
+                // if not, nothing is left loaded rather than two states that disagree.
+                if let Err(e) = facts.extend(deltas) {
+                    self.state = State::Empty;
+                    return Err(fail_closed(format!(
+                        "the facts refused deltas the snapshot took: {e}"
+                    )));
+                }
+                facts.revision = snap.revision;
+                if snap.patched_rows() > rebuild_after(snap) {
+                    match Snapshot::build(Arc::clone(&snap.schema), facts) {
+                        Ok(built) => *snap = built,
+                        Err(e) => {
+                            self.state = State::Empty;
+                            return Err(fail_closed(format!(
+                                "the facts no longer build a snapshot: {e}"
+                            )));
+                        }
+                    }
+                }
+                Ok(info(snap))
+            }
+            State::Policy(_) => Err(error(
+                "session.no_facts",
+                "no facts are loaded",
+                "load facts first",
+            )),
+            State::Empty => Err(error(
+                "session.no_policy",
+                "no policy is loaded",
+                "load a policy and facts first",
+            )),
+        }
     }
 
     /// Checks (and with `commit`, applies) a list of deltas made by `author`, through the

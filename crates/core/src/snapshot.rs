@@ -40,7 +40,11 @@ pub enum Column {
     Set(Vec<Box<[u32]>>),
 }
 
-/// A relation of every entity of a type: compressed rows of sorted subjects.
+/// A relation's edges as a build collects them: `(row, subject, expiry, own expiry)`.
+type Edge = (u32, u32, i64, i64);
+
+/// A relation of every entity of a type: compressed rows of sorted subjects, and the rows
+/// changed since they were built ([`Snapshot::apply`]), each held whole on the side.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Csr {
     /// Row `i` is `subjects[offsets[i]..offsets[i + 1]]`.
@@ -49,10 +53,106 @@ pub struct Csr {
     pub subjects: Vec<u32>,
     /// Expiry per subject, or empty when no tuple of the relation expires.
     pub expires: Vec<i64>,
+    /// For a relation bounded by an attribute (`until`): each tuple's own expiry, before
+    /// the bound, so a change of the bound can be applied; empty otherwise.
+    pub own: Vec<i64>,
+    /// Per row, the index in `patches` of the row that replaces it, or [`NO_PATCH`];
+    /// empty while no row is replaced.
+    pub patch_slot: Vec<u32>,
+    /// Rows changed since the build.
+    pub patches: Vec<Row>,
+}
+
+/// No patch for this row.
+pub const NO_PATCH: u32 = u32::MAX;
+
+/// A row changed since the build: its subjects in the order of their names (the order a
+/// build gives ids, so decisions walk rows in the same order after a change as after a
+/// rebuild), with their expiries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    /// Subject entity ids, in name order.
+    pub subjects: Vec<u32>,
+    /// Expiry per subject.
+    pub expires: Vec<i64>,
+    /// Each tuple's own expiry, for a relation bounded by an attribute; else empty.
+    pub own: Vec<i64>,
+    /// Whether name order differs from id order here (a subject added since the build):
+    /// then a subject is found by a scan, not a binary search.
+    pub by_name: bool,
+}
+
+/// One row as decisions read it.
+#[derive(Debug, Clone, Copy)]
+pub struct RowView<'a> {
+    /// The subjects, in name order.
+    pub subjects: &'a [u32],
+    /// Their expiries, or empty when none expires.
+    pub expires: &'a [i64],
+    /// See [`Row::by_name`].
+    pub by_name: bool,
+}
+
+impl RowView<'_> {
+    /// The expiry of the subject at `pos`.
+    #[inline]
+    pub fn expiry(&self, pos: usize) -> i64 {
+        self.expires.get(pos).copied().unwrap_or(NEVER)
+    }
+
+    /// Where subject `id` is in the row.
+    #[inline]
+    pub fn position(&self, id: u32) -> Option<usize> {
+        if self.by_name {
+            self.subjects.iter().position(|&s| s == id)
+        } else {
+            self.subjects.binary_search(&id).ok()
+        }
+    }
 }
 
 impl Csr {
-    /// The range of row `i`.
+    /// Row `i` as decisions read it: its patch when it was changed since the build.
+    #[inline]
+    pub fn view(&self, i: u32) -> RowView<'_> {
+        if !self.patch_slot.is_empty()
+            && let Some(p) = self
+                .patch_slot
+                .get(i as usize)
+                .filter(|&&p| p != NO_PATCH)
+                .and_then(|&p| self.patches.get(p as usize))
+        {
+            return RowView {
+                subjects: &p.subjects,
+                expires: &p.expires,
+                by_name: p.by_name,
+            };
+        }
+        let range = self.range(i);
+        RowView {
+            subjects: self.subjects.get(range.clone()).unwrap_or(&[]),
+            expires: self.expires.get(range).unwrap_or(&[]),
+            by_name: false,
+        }
+    }
+
+    /// The number of subjects of every row, changes included.
+    pub fn len(&self) -> usize {
+        let mut n = self.subjects.len();
+        for (i, &p) in self.patch_slot.iter().enumerate() {
+            if let Some(row) = self.patches.get(p as usize) {
+                n = n - self.range(id32(i)).len() + row.subjects.len();
+            }
+        }
+        n
+    }
+
+    /// Whether no row has a subject.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The range of row `i` in the built arrays (its patch aside).
     #[inline]
     pub fn range(&self, i: u32) -> std::ops::Range<usize> {
         let i = i as usize;
@@ -69,19 +169,54 @@ impl Csr {
     /// The subjects of row `i`.
     #[inline]
     pub fn row(&self, i: u32) -> &[u32] {
-        self.subjects.get(self.range(i)).unwrap_or(&[])
+        self.view(i).subjects
     }
 
-    /// The expiry of the subject at position `pos` of the subjects array.
-    #[inline]
-    pub fn expiry(&self, pos: usize) -> i64 {
-        self.expires.get(pos).copied().unwrap_or(NEVER)
+    /// Row `i` as an owned [`Row`], to change.
+    pub fn owned(&self, i: u32) -> Row {
+        if let Some(p) = self
+            .patch_slot
+            .get(i as usize)
+            .and_then(|&p| self.patches.get(p as usize))
+        {
+            return p.clone();
+        }
+        let range = self.range(i);
+        let subjects: Vec<u32> = self.subjects.get(range.clone()).unwrap_or(&[]).to_vec();
+        let expires = match self.expires.get(range.clone()) {
+            Some(e) if !self.expires.is_empty() => e.to_vec(),
+            _ => vec![NEVER; subjects.len()],
+        };
+        let own = if self.own.is_empty() {
+            Vec::new()
+        } else {
+            self.own.get(range).map(<[i64]>::to_vec).unwrap_or_default()
+        };
+        Row {
+            subjects,
+            expires,
+            own,
+            by_name: false,
+        }
     }
 
-    fn build(rows: usize, mut edges: Vec<(u32, u32, i64)>) -> Csr {
+    fn build(rows: usize, edges: Vec<(u32, u32, i64)>) -> Csr {
+        Csr::build_with_own(
+            rows,
+            edges
+                .into_iter()
+                .map(|(r, s, e)| (r, s, e, NEVER))
+                .collect(),
+            false,
+        )
+    }
+
+    /// A relation from its edges `(row, subject, expiry, own expiry)`; `keep_own` keeps the
+    /// own expiries (a relation bounded by an attribute).
+    fn build_with_own(rows: usize, mut edges: Vec<Edge>, keep_own: bool) -> Csr {
         edges.sort_unstable();
         let mut offsets = vec![0u32; rows + 1];
-        for (r, _, _) in &edges {
+        for (r, _, _, _) in &edges {
             if let Some(o) = offsets.get_mut(*r as usize + 1) {
                 *o += 1;
             }
@@ -98,10 +233,18 @@ impl Csr {
         } else {
             Vec::new()
         };
+        let own = if keep_own {
+            edges.iter().map(|e| e.3).collect()
+        } else {
+            Vec::new()
+        };
         Csr {
             offsets,
             subjects,
             expires,
+            own,
+            patch_slot: Vec::new(),
+            patches: Vec::new(),
         }
     }
 }
@@ -205,13 +348,23 @@ pub struct Snapshot {
     pub roles: Vec<AccountRole>,
     /// Authorisation entity ids by holder entity id.
     pub auth_by_holder: Csr,
-    /// Per account (by the account's local index), per type, the entity ids.
+    /// Per account (by the account's local index), per type, the entity ids, in name
+    /// order.
     pub account_members: Vec<Vec<Vec<u32>>>,
+    /// Ids below this were given by the build, in name order; those from it on were
+    /// added since ([`Snapshot::apply`]).
+    pub built: u32,
+    /// The attributes the facts leave out (`omitted`), which may be absent: `(type, attr)`.
+    pub omits: Vec<(TypeId, u16)>,
 }
+
+/// The type of an entity removed since the build ([`Snapshot::apply`]): no type, so no
+/// rule reads it; its id is not given again.
+pub const REMOVED: TypeId = TypeId::MAX;
 
 /// The version of the snapshot bytes, the first thing in them: a snapshot of another
 /// version is refused rather than read as if it were this one.
-pub const SNAPSHOT_FORMAT: u32 = 3;
+pub const SNAPSHOT_FORMAT: u32 = 4;
 
 /// A snapshot's policy as bytes: its sources. [`Snapshot::from_bytes`] compiles them
 /// again, so the bytes need not hold the compiled form (whose readers and writers were a
@@ -236,9 +389,9 @@ mod policy_sources {
     }
 }
 
-struct Interner {
-    strings: Vec<String>,
-    index: FxHashMap<String, u32>,
+pub(crate) struct Interner {
+    pub(crate) strings: Vec<String>,
+    pub(crate) index: FxHashMap<String, u32>,
 }
 
 impl Interner {
@@ -258,18 +411,24 @@ impl Interner {
 
 /// The most entities, and the most distinct strings, one snapshot holds: ids are `u32`,
 /// with room above for sentinels.
-const MAX_IDS: u32 = u32::MAX / 2;
+pub(crate) const MAX_IDS: u32 = u32::MAX / 2;
 
 /// Entity index `i` as an id. Every caller indexes entities of a snapshot (or grant sets,
 /// at most one per entity), and `build` and `from_bytes` refuse more than [`MAX_IDS`]
 /// entities, so the index always fits.
 #[allow(clippy::cast_possible_truncation)]
 #[inline]
-fn id32(i: usize) -> u32 {
+pub(crate) fn id32(i: usize) -> u32 {
     i as u32
 }
 
-fn bad(code: &str, at: &str, msg: String) -> FactsError {
+/// A type, attribute or relation index as the policy numbers it (the compiler refuses a
+/// policy past `u16`).
+pub(crate) fn id16(i: usize) -> u16 {
+    u16::try_from(i).unwrap_or(u16::MAX)
+}
+
+pub(crate) fn bad(code: &str, at: &str, msg: String) -> FactsError {
     FactsError {
         code: code.to_string(),
         at: at.to_string(),
@@ -421,7 +580,7 @@ impl Snapshot {
             }
         }
         // Tuples.
-        let mut edges: Vec<Vec<Vec<(u32, u32, i64)>>> = schema
+        let mut edges: Vec<Vec<Vec<Edge>>> = schema
             .types
             .iter()
             .map(|t| vec![Vec::new(); t.rels.len()])
@@ -493,7 +652,8 @@ impl Snapshot {
                     ),
                 ));
             }
-            let mut expiry = exp.unwrap_or(NEVER);
+            let own = exp.unwrap_or(NEVER);
+            let mut expiry = own;
             if let Some(u) = rd.until
                 && let Some(Column::Time(v)) = types
                     .get(rt as usize)
@@ -508,13 +668,23 @@ impl Snapshot {
                 .get_mut(rt as usize)
                 .and_then(|t| t.get_mut(ri as usize))
             {
-                list.push((local, sid, expiry));
+                list.push((local, sid, expiry, own));
             }
         }
         for (t, rels) in edges.into_iter().enumerate() {
             let Some(td) = types.get_mut(t) else { continue };
             let len = td.entities.len();
-            td.rels = rels.into_iter().map(|e| Csr::build(len, e)).collect();
+            let def = schema.types.get(t);
+            td.rels = rels
+                .into_iter()
+                .enumerate()
+                .map(|(r, e)| {
+                    let until = def
+                        .and_then(|d| d.rels.get(r))
+                        .is_some_and(|rd| rd.until.is_some());
+                    Csr::build_with_own(len, e, until)
+                })
+                .collect();
         }
         // Authorisations by holder.
         let auth_ty = schema.builtins.authorization;
@@ -567,7 +737,16 @@ impl Snapshot {
             roles: Vec::new(),
             auth_by_holder,
             account_members,
+            built: id32(n),
+            omits: Vec::new(),
         };
+        for (t, def) in snap.schema.types.iter().enumerate() {
+            for (a, ad) in def.attrs.iter().enumerate() {
+                if facts.omits(&def.name, &ad.name) {
+                    snap.omits.push((id16(t), id16(a)));
+                }
+            }
+        }
         snap.compile_roles()?;
         Ok(snap)
     }
@@ -579,7 +758,7 @@ impl Snapshot {
             .ok_or_else(|| bad("facts.internal", at, "an entity without an account".into()))
     }
 
-    fn compile_roles(&mut self) -> Result<(), FactsError> {
+    pub(crate) fn compile_roles(&mut self) -> Result<(), FactsError> {
         let schema = Arc::clone(&self.schema);
         let mut roles: Vec<AccountRole> = schema
             .roles
@@ -598,14 +777,19 @@ impl Snapshot {
             return Err(bad("facts.unknown_type", "role", "no role type".into()));
         }
         let a_matrix = schema.builtins.role_attrs.matrix;
-        let entities = self
+        // In name order (the order of ids a build gives), without those removed since.
+        let mut entities: Vec<(usize, u32)> = self
             .types
             .get(role_ty as usize)
-            .map(|t| t.entities.clone())
+            .map(|t| t.entities.iter().copied().enumerate().collect())
             .unwrap_or_default();
+        entities.retain(|&(_, id)| self.type_of(id) == Some(role_ty));
+        if entities.iter().any(|&(_, id)| id >= self.built) {
+            entities.sort_by(|a, b| self.name(a.1).cmp(self.name(b.1)));
+        }
         // Two passes so a custom role may extend another custom role declared later.
         let mut pending: Vec<(u32, usize)> = Vec::new();
-        for (local, &id) in entities.iter().enumerate() {
+        for &(local, id) in &entities {
             let name = self.names.get(id as usize).cloned().unwrap_or_default();
             let at = format!("entity `{name}`");
             let role_name = name.strip_prefix("role:").unwrap_or(&name).to_string();
@@ -657,6 +841,10 @@ impl Snapshot {
                 .unwrap_or_default();
             let mut grants = Vec::with_capacity(ids.len());
             for (local, &id) in ids.iter().enumerate() {
+                if self.type_of(id) == Some(REMOVED) {
+                    grants.push(0);
+                    continue;
+                }
                 let account = self.account_or_err(id, "roles")?;
                 let names: Vec<String> = match self
                     .types
@@ -893,12 +1081,22 @@ impl Snapshot {
         self.ent(e).map(|x| x.account)
     }
 
+    /// How many relation rows were changed in place since the build.
+    pub fn patched_rows(&self) -> usize {
+        self.types
+            .iter()
+            .flat_map(|t| t.rels.iter())
+            .chain(std::iter::once(&self.auth_by_holder))
+            .map(|c| c.patches.len())
+            .sum()
+    }
+
     /// The number of tuples.
     pub fn tuple_count(&self) -> usize {
         self.types
             .iter()
             .flat_map(|t| t.rels.iter())
-            .map(|r| r.subjects.len())
+            .map(Csr::len)
             .sum()
     }
 
@@ -938,14 +1136,16 @@ impl Snapshot {
         s.index = s
             .names
             .iter()
+            .zip(&s.ents)
             .enumerate()
-            .map(|(i, x)| (CompactString::from(x.as_str()), id32(i)))
+            .filter(|(_, (_, e))| e.ty != REMOVED)
+            .map(|(i, (x, _))| (CompactString::from(x.as_str()), id32(i)))
             .collect();
         Ok(s)
     }
 }
 
-fn describe_col(c: &Column) -> &'static str {
+pub(crate) fn describe_col(c: &Column) -> &'static str {
     match c {
         Column::Bool(_) => "bool",
         Column::Int(_) => "int",
@@ -956,7 +1156,7 @@ fn describe_col(c: &Column) -> &'static str {
     }
 }
 
-fn set_value(
+pub(crate) fn set_value(
     col: &mut Column,
     i: usize,
     ty: &ValueType,
@@ -1044,7 +1244,7 @@ fn describe_ty(t: &ValueType) -> String {
     }
 }
 
-fn grant_set(schema: &Schema, roles: &[AccountRole], held: &[usize]) -> GrantSet {
+pub(crate) fn grant_set(schema: &Schema, roles: &[AccountRole], held: &[usize]) -> GrantSet {
     let mut matrices: Vec<MatrixGrant> = schema
         .matrices
         .iter()

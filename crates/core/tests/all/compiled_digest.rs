@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// The policy hash of `policies/`, as `clearance validate` prints it.
 const POLICY_HASH: &str = "37459588ce4bd42599bb70d80114282918a68f820309734fa6fd7a127d19e7dc";
 /// The SHA-256 of the merged demo worlds' snapshot bytes.
-const SNAPSHOT_DIGEST: &str = "bbab9a389c37c62fe008a98254e070206de01b22320f3d534c041d64e8734428";
+const SNAPSHOT_DIGEST: &str = "91b845e7cf69d34003c2bba3dab43a43907e8c901776686ef0a9f0419cea58ab";
 /// The SHA-256 of the rules, in id order.
 const RULES_DIGEST: &str = "ac586e5b257a841f532e465d0efade83f5b1914807a6ff96d9b4105262f22c01";
 

@@ -127,7 +127,7 @@ pub fn world(schema: &Schema, seed: u64, size: WorldSize) -> World {
     }
 }
 
-fn pick<'a, T>(rng: &mut SmallRng, v: &'a [T]) -> Option<&'a T> {
+pub fn pick<'a, T>(rng: &mut SmallRng, v: &'a [T]) -> Option<&'a T> {
     if v.is_empty() {
         None
     } else {
@@ -135,7 +135,7 @@ fn pick<'a, T>(rng: &mut SmallRng, v: &'a [T]) -> Option<&'a T> {
     }
 }
 
-fn attrs(
+pub fn attrs(
     schema: &Schema,
     ty: &str,
     rng: &mut SmallRng,

@@ -14,6 +14,7 @@
 mod compiled_digest;
 mod fail_closed;
 mod generate;
+mod incremental;
 mod outline;
 mod policy_cost;
 mod policy_errors;

@@ -17,7 +17,7 @@ use std::fmt::Write;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-fn schema() -> Arc<Schema> {
+pub(crate) fn schema() -> Arc<Schema> {
     static SCHEMA: OnceLock<Arc<Schema>> = OnceLock::new();
     Arc::clone(SCHEMA.get_or_init(|| default_schema().unwrap_or_else(|e| panic!("{e}"))))
 }
@@ -29,7 +29,7 @@ const SIZE: WorldSize = WorldSize {
 };
 
 /// Every principal of `facts`, by name.
-fn principals(schema: &Schema, facts: &Facts) -> Vec<String> {
+pub(crate) fn principals(schema: &Schema, facts: &Facts) -> Vec<String> {
     facts
         .entities
         .iter()
@@ -44,7 +44,7 @@ fn principals(schema: &Schema, facts: &Facts) -> Vec<String> {
 }
 
 /// The entities of `account`, by name.
-fn members<'a>(facts: &'a Facts, account: &'a str) -> impl Iterator<Item = &'a String> {
+pub(crate) fn members<'a>(facts: &'a Facts, account: &'a str) -> impl Iterator<Item = &'a String> {
     facts
         .entities
         .iter()
@@ -53,7 +53,7 @@ fn members<'a>(facts: &'a Facts, account: &'a str) -> impl Iterator<Item = &'a S
 }
 
 /// Every page of every matrix.
-fn pages(schema: &Schema) -> Vec<String> {
+pub(crate) fn pages(schema: &Schema) -> Vec<String> {
     schema
         .matrices
         .iter()
@@ -63,7 +63,7 @@ fn pages(schema: &Schema) -> Vec<String> {
 
 /// Every request `principal` can make of its account at `now`: each action of each entity
 /// and page, and for permissions that take a target, each entity of the target's type.
-fn requests(
+pub(crate) fn requests(
     schema: &Schema,
     full: &Snapshot,
     facts: &Facts,
@@ -306,7 +306,7 @@ fn check_slices(
 }
 
 /// The demo worlds of `tests/worlds/`, merged (they share no entity).
-fn demo_facts() -> Facts {
+pub(crate) fn demo_facts() -> Facts {
     let mut doc = FactsJson::default();
     for name in ["airline", "maintenance", "operations"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
