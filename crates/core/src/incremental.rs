@@ -949,21 +949,7 @@ impl Snapshot {
         let Some(roles_attr) = schema.ty(e.ty).and_then(|d| d.attr("roles")) else {
             return Ok(());
         };
-        let names: Vec<String> = match self
-            .types
-            .get(e.ty as usize)
-            .and_then(|x| x.columns.get(roles_attr as usize))
-        {
-            Some(Column::Set(v)) => v
-                .get(e.local as usize)
-                .map(|s| {
-                    s.iter()
-                        .filter_map(|i| self.strings.get(*i as usize).cloned())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
+        let names = self.set_attr_strings(e.ty, roles_attr, e.local as usize);
         let mut held = Vec::new();
         for rn in &names {
             let custom = self

@@ -913,19 +913,26 @@ impl Session {
             State::Facts(facts, snapshot) => Ok((facts, snapshot)),
             State::Snapshot(_) => Err(error(
                 "session.no_facts",
-                "no facts are loaded (a snapshot loaded from bytes takes no deltas or writes)",
+                "no facts are loaded (a snapshot loaded from bytes takes no writes)",
                 "load facts first",
             )),
-            State::Policy(_) => Err(error(
+            State::Policy(_) | State::Empty => Err(self.nothing_to_change()),
+        }
+    }
+
+    /// Why a session with no snapshot takes no deltas: no facts, or no policy either.
+    fn nothing_to_change(&self) -> ErrorData {
+        match &self.state {
+            State::Policy(_) => error(
                 "session.no_facts",
                 "no facts are loaded",
                 "load facts first",
-            )),
-            State::Empty => Err(error(
+            ),
+            _ => error(
                 "session.no_policy",
                 "no policy is loaded",
                 "load a policy and facts first",
-            )),
+            ),
         }
     }
 
@@ -970,16 +977,7 @@ impl Session {
                 }
                 Ok(info(snap))
             }
-            State::Policy(_) => Err(error(
-                "session.no_facts",
-                "no facts are loaded",
-                "load facts first",
-            )),
-            State::Empty => Err(error(
-                "session.no_policy",
-                "no policy is loaded",
-                "load a policy and facts first",
-            )),
+            State::Policy(_) | State::Empty => Err(self.nothing_to_change()),
         }
     }
 

@@ -846,21 +846,7 @@ impl Snapshot {
                     continue;
                 }
                 let account = self.account_or_err(id, "roles")?;
-                let names: Vec<String> = match self
-                    .types
-                    .get(t)
-                    .and_then(|x| x.columns.get(roles_attr as usize))
-                {
-                    Some(Column::Set(v)) => v
-                        .get(local)
-                        .map(|s| {
-                            s.iter()
-                                .filter_map(|i| self.strings.get(*i as usize).cloned())
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    _ => Vec::new(),
-                };
+                let names = self.set_attr_strings(id16(t), roles_attr, local);
                 let mut held = Vec::new();
                 for rn in &names {
                     let r = custom
@@ -991,21 +977,7 @@ impl Snapshot {
         }
         // Without `extends`, a custom role starts from no cells; one with a policy role's
         // name replaces that role for its account.
-        let written: Vec<String> = match self
-            .types
-            .get(role_ty as usize)
-            .and_then(|t| t.columns.get(attrs.cells as usize))
-        {
-            Some(Column::Set(v)) => v
-                .get(local)
-                .map(|s| {
-                    s.iter()
-                        .filter_map(|i| self.strings.get(*i as usize).cloned())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
+        let written = self.set_attr_strings(role_ty, attrs.cells, local);
         let mut cells = RoleCells::extending(inherited);
         for text in &written {
             let cat = format!("{at} cell `{text}`");
@@ -1031,6 +1003,26 @@ impl Snapshot {
         }
         stack.pop();
         Ok(idx)
+    }
+
+    /// The strings of set attribute `a` of entity `local` of type `t` (none when it is
+    /// not a set).
+    pub(crate) fn set_attr_strings(&self, t: TypeId, a: u16, local: usize) -> Vec<String> {
+        match self
+            .types
+            .get(t as usize)
+            .and_then(|x| x.columns.get(a as usize))
+        {
+            Some(Column::Set(v)) => v
+                .get(local)
+                .map(|s| {
+                    s.iter()
+                        .filter_map(|i| self.strings.get(*i as usize).cloned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
     }
 
     fn str_attr(&self, t: TypeId, a: u16, local: usize) -> Option<String> {
