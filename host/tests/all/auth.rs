@@ -702,13 +702,7 @@ fn a_caller_past_its_rate_is_told_to_wait_and_others_are_not() {
 /// A client sending `token` from the loopback address `from` (127.0.0.0/8 all reach the
 /// server on 127.0.0.1).
 fn client_from(token: &str, from: [u8; 4]) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
+    super::bearer(token)
         .local_address(std::net::IpAddr::from(from))
         .build()
         .unwrap()

@@ -40,16 +40,22 @@ pub(crate) fn add_key(db: &Path, token: &str, scope: Scope, accounts: &[&str]) {
 
 /// An HTTP client that sends `token` with every request.
 pub(crate) fn client_with(token: &str) -> reqwest::Client {
+    bearer(token).pool_max_idle_per_host(64).build().unwrap()
+}
+
+/// A client builder that sends `token` with every request.
+pub(crate) fn bearer(token: &str) -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
         reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .pool_max_idle_per_host(64)
-        .build()
-        .unwrap()
+    reqwest::Client::builder().default_headers(headers)
+}
+
+/// GET `url` with `c`: the answer's JSON.
+pub(crate) async fn get_json(c: &reqwest::Client, url: &str) -> serde_json::Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// An HTTP client with the admin key.

@@ -4,7 +4,7 @@
 //! in both, and the facts left behind and the decisions made on them are the same.
 
 use super::service::{NOW, demo_facts, serve_config, temp_db};
-use super::{admin, block, root};
+use super::{admin, block, get_json, root};
 use clearance_host::service::{ServiceConfig, read_policies};
 use serde_json::{Value, json};
 
@@ -166,14 +166,7 @@ fn writes_through_the_module_in_node_and_through_the_host_end_alike() {
         let db = temp_db("writes-differential");
         let (base, _service) = serve_config(&db, ServiceConfig::default()).await;
         let c = admin();
-        let started: Value = c
-            .get(format!("{base}/v1/revision"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let started: Value = get_json(&c, &format!("{base}/v1/revision")).await;
         let mut answers = Vec::new();
         for (author, deltas) in &writes {
             let r = c
@@ -185,14 +178,7 @@ fn writes_through_the_module_in_node_and_through_the_host_end_alike() {
             let status = r.status().as_u16();
             answers.push((status, r.json::<Value>().await.unwrap()));
         }
-        let facts: Value = c
-            .get(format!("{base}/v1/facts"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let facts: Value = get_json(&c, &format!("{base}/v1/facts")).await;
         let decisions: Value = c
             .post(format!("{base}/v1/check/batch"))
             .json(&json!({ "requests": requests(&facts) }))
