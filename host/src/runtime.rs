@@ -42,6 +42,9 @@ pub struct RuntimeConfig {
     /// Writes `/tmp/perf-<pid>.map` so `perf` can name the module's functions (a module
     /// built with its name section): for profiling only.
     pub perf_map: bool,
+    /// Changes the instances apply in place before an instance's bytes become the new
+    /// base (so a fresh instance replays at most about this many).
+    pub rebase_after: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -56,6 +59,7 @@ impl Default for RuntimeConfig {
             queue_timeout: Duration::from_secs(5),
             cache_dir: None,
             perf_map: false,
+            rebase_after: 4096,
         }
     }
 }
@@ -150,14 +154,25 @@ struct Worker {
     free: TypedFunc<(i32, i32), ()>,
     call: TypedFunc<(i32, i32), i64>,
     check: TypedFunc<(i32, i32), i64>,
-    authorize: TypedFunc<(i32, i32), i64>,
     load: TypedFunc<(i32, i32), i64>,
+    snapshot: TypedFunc<(), i64>,
     generation: u64,
+    /// The revision this instance holds, within its generation.
+    revision: u64,
 }
 
+/// What every instance decides on: a snapshot's bytes (a generation: the state loaded
+/// at start, after a policy reload, or re-read from the store) and the changes since,
+/// each an `apply_deltas` call. An instance loads the bytes once and then applies each
+/// change in place as it is taken for a call, so a write never reloads a snapshot.
 struct Current {
     generation: u64,
     bytes: Arc<Vec<u8>>,
+    /// The revision of `bytes`.
+    base: u64,
+    /// The changes after `base`, in revision order: the revision each leads to and its
+    /// `apply_deltas` call.
+    changes: Vec<(u64, Arc<String>)>,
 }
 
 /// A snapshot loaded into one instance and proven loadable, not yet the one every
@@ -190,6 +205,8 @@ pub struct Runtime {
     waiting: AtomicUsize,
     current: Mutex<Option<Current>>,
     generations: AtomicU64,
+    /// Set while the changes are being folded into new base bytes.
+    rebasing: AtomicBool,
     stats: Stats,
     ticker: Arc<AtomicBool>,
 }
@@ -302,6 +319,7 @@ impl Runtime {
             idle: Mutex::new(Vec::new()),
             current: Mutex::new(None),
             generations: AtomicU64::new(0),
+            rebasing: AtomicBool::new(false),
             stats: Stats::default(),
         })
     }
@@ -357,7 +375,7 @@ impl Runtime {
         let load = f(&mut store, "clr_load_snapshot")?
             .typed(&store)
             .map_err(|e| HostError::Protocol(e.to_string()))?;
-        let authorize = f(&mut store, "clr_authorize")?
+        let snapshot = f(&mut store, "clr_snapshot")?
             .typed(&store)
             .map_err(|e| HostError::Protocol(e.to_string()))?;
         Ok(Worker {
@@ -367,9 +385,10 @@ impl Runtime {
             free,
             call,
             check,
-            authorize,
             load,
+            snapshot,
             generation: 0,
+            revision: 0,
         })
     }
 
@@ -448,26 +467,121 @@ impl Runtime {
         joined.map_err(|e| HostError::Trap(format!("the worker thread failed: {e}")))?
     }
 
+    /// Brings `w` to the current state: the current bytes loaded (unless it holds them,
+    /// or a later revision of the same generation), then every change it has not applied.
     fn ensure_loaded(&self, w: &mut Worker, needs_snapshot: bool) -> Result<(), HostError> {
-        let current = self
-            .current
-            .lock()
-            .ok()
-            .and_then(|c| c.as_ref().map(|c| (c.generation, Arc::clone(&c.bytes))));
-        match current {
-            Some((generation, bytes)) if generation != w.generation => {
-                // Whatever it held is gone once a load starts.
-                w.generation = 0;
-                w.store.set_epoch_deadline(ticks(self.config.load_deadline));
-                let answer = w.exchange(|w, p, l| w.load.call(&mut w.store, (p, l)), &bytes)?;
-                json_ok(&answer)?;
-                w.generation = generation;
+        let plan = self.current.lock().ok().and_then(|c| {
+            c.as_ref().map(|c| {
+                let reload = c.generation != w.generation || w.revision < c.base;
+                let from = if reload { c.base } else { w.revision };
+                let start = c.changes.partition_point(|(r, _)| *r <= from);
+                let todo: Vec<(u64, Arc<String>)> =
+                    c.changes.get(start..).unwrap_or_default().to_vec();
+                (
+                    c.generation,
+                    reload.then(|| (Arc::clone(&c.bytes), c.base)),
+                    todo,
+                )
+            })
+        });
+        let Some((generation, reload, todo)) = plan else {
+            return if needs_snapshot {
+                Err(HostError::NotLoaded)
+            } else {
                 Ok(())
-            }
-            Some(_) => Ok(()),
-            None if needs_snapshot => Err(HostError::NotLoaded),
-            None => Ok(()),
+            };
+        };
+        if let Some((bytes, base)) = reload {
+            // Whatever it held is gone once a load starts.
+            w.generation = 0;
+            w.store.set_epoch_deadline(ticks(self.config.load_deadline));
+            let answer = w.exchange(|w, p, l| w.load.call(&mut w.store, (p, l)), &bytes)?;
+            json_ok(&answer)?;
+            w.generation = generation;
+            w.revision = base;
         }
+        for (revision, call) in todo {
+            w.store.set_epoch_deadline(ticks(self.config.load_deadline));
+            let answer = w
+                .exchange(|w, p, l| w.call.call(&mut w.store, (p, l)), call.as_bytes())
+                .and_then(|a| json_ok(&a));
+            match answer {
+                Ok(_) => w.revision = revision,
+                // A change every other instance took and this one refuses: this instance
+                // is not to be trusted with any later decision.
+                Err(e) => {
+                    w.generation = 0;
+                    return Err(HostError::Trap(format!(
+                        "an instance could not apply the change to revision {revision}: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the change leading to `revision` (its deltas, as an `apply_deltas` call)
+    /// part of what every instance decides on: each applies it in place before its next
+    /// call. Past `rebase_after` changes, an instance's bytes become the new base, so a
+    /// fresh instance replays a bounded list.
+    pub fn push_change(self: &Arc<Self>, revision: u64, apply_call: String) {
+        let mut c = match self.current.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let Some(cur) = c.as_mut() else { return };
+        cur.changes.push((revision, Arc::new(apply_call)));
+        let long = cur.changes.len() > self.config.rebase_after;
+        drop(c);
+        if long && !self.rebasing.swap(true, Ordering::AcqRel) {
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(e) = this.rebase().await {
+                    eprintln!("clearance: the instances' base was not renewed: {e}");
+                }
+                this.rebasing.store(false, Ordering::Release);
+            });
+        }
+    }
+
+    /// Takes the bytes of an instance holding the latest change as the new base.
+    async fn rebase(self: &Arc<Self>) -> Result<(), HostError> {
+        let deadline = ticks(self.config.load_deadline);
+        let (generation, revision, bytes) = self
+            .with_worker(true, move |w| {
+                w.store.set_epoch_deadline(deadline);
+                let packed = w
+                    .snapshot
+                    .call(&mut w.store, ())
+                    .map_err(|e| HostError::Trap(format!("{e:#}")))?;
+                let framed = w.take(packed)?;
+                match framed.split_first() {
+                    Some((0, rest)) => Ok((w.generation, w.revision, rest.to_vec())),
+                    Some((1, rest)) => Err(module_error(rest)),
+                    _ => Err(HostError::Protocol("empty answer".into())),
+                }
+            })
+            .await?;
+        let mut c = match self.current.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(cur) = c.as_mut()
+            && cur.generation == generation
+            && revision > cur.base
+        {
+            cur.bytes = Arc::new(bytes);
+            cur.base = revision;
+            cur.changes.retain(|(r, _)| *r > revision);
+        }
+        Ok(())
+    }
+
+    /// The revision the instances decide on (the current base and its changes).
+    pub fn revision(&self) -> Option<u64> {
+        let c = self.current.lock().ok()?;
+        c.as_ref()
+            .map(|c| c.changes.last().map_or(c.base, |(r, _)| *r))
     }
 
     /// Loads `bytes` (a snapshot, policy included) into one instance, proving the module
@@ -486,6 +600,10 @@ impl Runtime {
                 let answer = w.exchange(|w, p, l| w.load.call(&mut w.store, (p, l)), &probe)?;
                 let info = json_ok(&answer)?;
                 w.generation = generation;
+                w.revision = info
+                    .get("revision")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0);
                 Ok(info)
             })
             .await?;
@@ -503,9 +621,16 @@ impl Runtime {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let base = prepared
+            .info
+            .get("revision")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
         *c = Some(Current {
             generation: prepared.generation,
             bytes: prepared.bytes,
+            base,
+            changes: Vec::new(),
         });
     }
 
@@ -533,33 +658,30 @@ impl Runtime {
 
     /// A JSON call (see ARCHITECTURE.md) on the current snapshot.
     pub async fn call(self: &Arc<Self>, json: String) -> Result<serde_json::Value, HostError> {
-        let deadline = ticks(self.config.call_deadline);
+        self.call_within(json, self.config.call_deadline).await
+    }
+
+    /// Judges a write in the module (an `authorize_deltas` call), on the instances'
+    /// latest revision, within the load deadline: the module applies the deltas in place,
+    /// judges them and undoes them, so the instance is left as it was.
+    pub async fn judge(
+        self: &Arc<Self>,
+        call: &clearance_core::protocol::Call,
+    ) -> Result<serde_json::Value, HostError> {
+        let json = call.to_json().map_err(HostError::Module)?;
+        self.call_within(json, self.config.load_deadline).await
+    }
+
+    async fn call_within(
+        self: &Arc<Self>,
+        json: String,
+        deadline: Duration,
+    ) -> Result<serde_json::Value, HostError> {
+        let deadline = ticks(deadline);
         self.with_worker(true, move |w| {
             w.store.set_epoch_deadline(deadline);
             let answer =
                 w.exchange(|w, p, l| w.call.call(&mut w.store, (p, l)), json.as_bytes())?;
-            json_ok(&answer)
-        })
-        .await
-    }
-
-    /// Checks a write (X4) through the module: `write_json` is `{"author", "now",
-    /// "deltas"}`, `after` the snapshot of the facts after it; the current snapshot is the
-    /// before. Answers `{"allowed": true, "revision"}` or `{"allowed": false, "refusal"}`.
-    pub async fn authorize(
-        self: &Arc<Self>,
-        write_json: String,
-        after: Vec<u8>,
-    ) -> Result<serde_json::Value, HostError> {
-        let deadline = ticks(self.config.load_deadline);
-        self.with_worker(true, move |w| {
-            w.store.set_epoch_deadline(deadline);
-            let len = u32::try_from(write_json.len())
-                .map_err(|_| HostError::Protocol("a write of more than 4 GiB".into()))?;
-            let mut input = len.to_le_bytes().to_vec();
-            input.extend_from_slice(write_json.as_bytes());
-            input.extend_from_slice(&after);
-            let answer = w.exchange(|w, p, l| w.authorize.call(&mut w.store, (p, l)), &input)?;
             json_ok(&answer)
         })
         .await
@@ -643,6 +765,25 @@ fn json_ok(answer: &[u8]) -> Result<serde_json::Value, HostError> {
 }
 
 impl Worker {
+    /// Copies the answer buffer `packed` out of module memory and frees it.
+    fn take(&mut self, packed: i64) -> Result<Vec<u8>, HostError> {
+        let trap = |e: wasmtime::Error| HostError::Trap(format!("{e:#}"));
+        let (out_ptr, out_len) = (
+            (packed as u64 >> 32) as u32,
+            (packed as u64 & 0xffff_ffff) as u32,
+        );
+        let out = self
+            .memory
+            .data(&self.store)
+            .get(out_ptr as usize..out_ptr as usize + out_len as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| HostError::Protocol("the answer is past the end of memory".into()))?;
+        self.free
+            .call(&mut self.store, (out_ptr as i32, out_len as i32))
+            .map_err(trap)?;
+        Ok(out)
+    }
+
     /// Copies `input` into module memory, runs `f` on it, copies the answer out and frees
     /// both buffers.
     fn exchange(
@@ -659,20 +800,7 @@ impl Worker {
             .map_err(|e| HostError::Trap(e.to_string()))?;
         let packed = f(self, ptr, len).map_err(trap)?;
         self.free.call(&mut self.store, (ptr, len)).map_err(trap)?;
-        let (out_ptr, out_len) = (
-            (packed as u64 >> 32) as u32,
-            (packed as u64 & 0xffff_ffff) as u32,
-        );
-        let out = self
-            .memory
-            .data(&self.store)
-            .get(out_ptr as usize..out_ptr as usize + out_len as usize)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| HostError::Protocol("the answer is past the end of memory".into()))?;
-        self.free
-            .call(&mut self.store, (out_ptr as i32, out_len as i32))
-            .map_err(trap)?;
-        Ok(out)
+        self.take(packed)
     }
 }
 

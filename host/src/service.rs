@@ -26,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::on;
 use axum::{Json, Router};
 use clearance_core::protocol::Call;
-use clearance_core::writes;
 use clearance_core::{
     AccessMatrix, DecisionView, Delta, ErrorData, Explanation, Facts, FactsJson, Request, Schema,
     Snapshot, Source, TimeValue,
@@ -737,7 +736,7 @@ fn authenticate(headers: &HeaderMap, s: &Service) -> Result<Caller, ApiError> {
         }));
     };
     let principal = tokens.verify(credential, now_seconds())?;
-    if !s.served().facts.entities.contains_key(&principal) {
+    if !s.served().facts.read().entities.contains_key(&principal) {
         return Err(ApiError::from(AuthError {
             code: "auth.invalid",
             message: format!("the token names `{principal}`, which does not exist"),
@@ -757,6 +756,7 @@ impl Access<'_> {
     fn account_of(&self, entity: &str) -> Option<String> {
         self.served
             .facts
+            .read()
             .entities
             .get(entity)
             .map(|e| account_key(&e.account))
@@ -972,13 +972,38 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-/// What the service serves at one revision: replaced whole by each change, read by
-/// readers without waiting on a write.
+/// What the service serves: replaced whole by each change, read by readers without
+/// waiting on a write. The facts are shared by every `Served` of one policy and changed
+/// in place by each write ([`LiveFacts`]).
 struct Served {
     revision: u64,
     schema: Arc<Schema>,
     sources: Arc<Vec<Source>>,
-    facts: Arc<Facts>,
+    facts: Arc<LiveFacts>,
+}
+
+/// The facts being served. A write changes them in place under the write lock, which it
+/// holds only while it applies its deltas in memory (after they were judged and stored),
+/// at a cost in proportion to the change; readers hold the read lock while they read.
+/// Their own `revision` says which change they are at.
+struct LiveFacts(std::sync::RwLock<Facts>);
+
+impl LiveFacts {
+    fn new(facts: Facts) -> Arc<LiveFacts> {
+        Arc::new(LiveFacts(std::sync::RwLock::new(facts)))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Facts> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Facts> {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The service's state.
@@ -1274,22 +1299,17 @@ impl Service {
         .map_err(|e| StoreError(format!("the store's thread failed: {e}")))?
     }
 
-    /// Appends a change and makes `prepared` current. A failed append is read back: if
-    /// this very change is stored after all, it is served; if not, nothing changed. When
-    /// the store cannot say, or holds something else at that revision, the service reads
-    /// its state again from the store before the next write ([`Service::resync`]).
-    async fn commit(
-        &self,
-        change: Change,
-        prepared: crate::runtime::Prepared,
-        next: Served,
-    ) -> Result<(), ApiError> {
-        let change = Arc::new(change);
-        let stored = Arc::clone(&change);
+    /// Appends a change to the store, off the async workers. A failed append is read
+    /// back: if this very change is stored after all, it counts as appended; if not,
+    /// nothing changed. When the store cannot say, or holds something else at that
+    /// revision, the service reads its state again from the store before the next write
+    /// ([`Service::resync`]).
+    async fn append(&self, change: &Arc<Change>) -> Result<(), ApiError> {
+        let stored = Arc::clone(change);
         let appended = self.with_store(move |st| st.append(&stored)).await;
         if let Err(e) = appended {
             let revision = change.revision;
-            let ours = Arc::clone(&change);
+            let ours = Arc::clone(change);
             let read_back = self
                 .with_store(move |st| {
                     let page = st.changes_page(revision - 1, 1, usize::MAX)?;
@@ -1328,8 +1348,66 @@ impl Service {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Appends a change and makes `prepared` (a snapshot built whole: a new policy)
+    /// current.
+    async fn commit(
+        &self,
+        change: Change,
+        prepared: crate::runtime::Prepared,
+        next: Served,
+    ) -> Result<(), ApiError> {
+        let change = Arc::new(change);
+        self.append(&change).await?;
         self.runtime.install(prepared);
         self.publish(next);
+        let _ = self.changes.send(change);
+        Ok(())
+    }
+
+    /// Appends a change of facts the module judged on `served`, then applies it in
+    /// place: to the facts (under their write lock, for as long as the deltas take) and
+    /// to the instances, each before its next call.
+    async fn commit_deltas(
+        self: &Arc<Self>,
+        change: Change,
+        served: &Served,
+    ) -> Result<(), ApiError> {
+        let change = Arc::new(change);
+        self.append(&change).await?;
+        let apply = Call::ApplyDeltas {
+            deltas: change.deltas.clone(),
+        }
+        .to_json()
+        .map_err(ApiError::bad)?;
+        let applied = {
+            let mut facts = served.facts.write();
+            let r = facts.extend(&change.deltas);
+            facts.revision = change.revision;
+            r
+        };
+        if let Err(e) = applied {
+            // Stored, and refused by the facts although the module took it: the facts in
+            // memory are not to be trusted. Everything is read again from the store,
+            // which holds the change, so it is served as acknowledged.
+            eprintln!(
+                "clearance: revision {}: the facts refused a stored change the module took ({e}); reading the store again",
+                change.revision
+            );
+            self.needs_resync.store(true, Ordering::Release);
+            self.resync().await?;
+            let _ = self.changes.send(change);
+            return Ok(());
+        }
+        self.runtime.push_change(change.revision, apply);
+        self.publish(Served {
+            revision: change.revision,
+            schema: Arc::clone(&served.schema),
+            sources: Arc::clone(&served.sources),
+            facts: Arc::clone(&served.facts),
+        });
         let _ = self.changes.send(change);
         Ok(())
     }
@@ -1401,8 +1479,8 @@ fn replay(
                 facts.revision = c.revision;
             }
             None => {
-                facts = facts
-                    .apply(&c.deltas)
+                facts
+                    .extend(&c.deltas)
                     .map_err(|e| format!("replaying revision {}: {e}", c.revision))?;
                 facts.revision = c.revision;
             }
@@ -1457,7 +1535,7 @@ fn replay(
             revision: facts.revision,
             schema,
             sources: Arc::new(sources),
-            facts: Arc::new(facts),
+            facts: LiveFacts::new(facts),
         },
         snapshot,
         base_revision,
@@ -1542,13 +1620,18 @@ async fn demo_token(State(s): S, ApiJson(body): ApiJson<DemoTokenBody>) -> ApiRe
     };
     let served = s.served();
     let principal = body.principal;
-    let is_principal = served.facts.entities.get(&principal).is_some_and(|e| {
-        served
-            .schema
-            .type_id(&e.ty)
-            .and_then(|t| served.schema.ty(t))
-            .is_some_and(|t| t.principal)
-    });
+    let is_principal = served
+        .facts
+        .read()
+        .entities
+        .get(&principal)
+        .is_some_and(|e| {
+            served
+                .schema
+                .type_id(&e.ty)
+                .and_then(|t| served.schema.ty(t))
+                .is_some_and(|t| t.principal)
+        });
     if !is_principal {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -1893,9 +1976,10 @@ async fn facts(State(s): S, caller: Caller, ApiQuery(q): ApiQuery<AccountQuery>)
         .read_account(account.as_deref(), false)?;
     }
     blocking(move || {
+        let facts = served.facts.read();
         let facts = match account {
-            None => served.facts.to_doc(),
-            Some(a) => account_facts(&served, &a, served.revision),
+            None => facts.to_doc(),
+            Some(a) => account_facts(&facts, &a),
         };
         serde_json::to_value(facts)
             .map(Json)
@@ -1905,8 +1989,9 @@ async fn facts(State(s): S, caller: Caller, ApiQuery(q): ApiQuery<AccountQuery>)
 }
 
 /// The facts of one account (`account:<id>`): its entities and the tuples on them.
-fn account_facts(served: &Served, account: &str, revision: u64) -> FactsJson {
-    let doc = served.facts.to_doc();
+fn account_facts(facts: &Facts, account: &str) -> FactsJson {
+    let revision = facts.revision;
+    let doc = facts.to_doc();
     let entities: Vec<_> = doc
         .entities
         .into_iter()
@@ -2070,11 +2155,24 @@ fn authorise_write(s: &Service, caller: &Caller, body: &WriteBody) -> Result<Aut
     }
 }
 
-/// The accounts whose facts `deltas` touch, from the facts before and after them.
-fn touched_accounts(before: &Facts, after: &Facts, deltas: &[Delta]) -> Vec<String> {
+/// The accounts whose facts `deltas` touch: those of the entities they name, from the
+/// facts before them or, for an entity they create, from its creation.
+fn touched_accounts(before: &Facts, deltas: &[Delta]) -> Vec<String> {
+    let created: HashMap<String, String> = deltas
+        .iter()
+        .filter_map(|d| match d {
+            Delta::AddEntity { entity } => Some((
+                clearance_core::facts::entity_key(&entity.ty, &entity.id),
+                account_key(entity.account.as_deref().unwrap_or(&entity.id)),
+            )),
+            _ => None,
+        })
+        .collect();
     let mut out = std::collections::BTreeSet::new();
     let mut see = |key: &str| {
-        if let Some(e) = after.entities.get(key).or_else(|| before.entities.get(key)) {
+        if let Some(a) = created.get(key) {
+            out.insert(a.clone());
+        } else if let Some(e) = before.entities.get(key) {
             out.insert(account_key(&e.account));
         }
     };
@@ -2163,30 +2261,18 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> A
         }
     }
     let now = body.now.unwrap_or(TimeValue::Seconds(s.clock()));
-    let deltas = Arc::new(body.deltas);
-    // The core's write pipeline (`writes::stage`, `judge`, `finish`), with the judging
-    // done in the module, on the bytes every runtime runs.
-    let (staged, after_bytes) = {
-        let (facts, schema, deltas) = (
-            Arc::clone(&served.facts),
-            Arc::clone(&served.schema),
-            Arc::clone(&deltas),
-        );
-        blocking(move || {
-            let staged = writes::stage(&facts, &schema, &deltas).map_err(ApiError::bad)?;
-            let bytes = staged
-                .after
-                .to_bytes()
-                .map_err(|e| ApiError::bad(e.into()))?;
-            Ok((staged, bytes))
-        })
-        .await?
+    // The core's write pipeline (`writes::write`), run in the module on the bytes every
+    // runtime runs: the deltas applied in place to an instance at the latest revision,
+    // judged, the derived tuples found, and all of it undone again.
+    let call = Call::AuthorizeDeltas {
+        author: authored.author.clone(),
+        now: now.clone(),
+        deltas: body.deltas,
     };
-    let request = json!({ "author": authored.author, "now": now, "deltas": *deltas });
-    let verdict = s
-        .runtime
-        .authorize(request.to_string(), after_bytes.clone())
-        .await?;
+    let verdict = s.runtime.judge(&call).await?;
+    let Call::AuthorizeDeltas { deltas, .. } = call else {
+        return Err(ApiError::internal("the write's call changed"));
+    };
     if verdict.get("allowed") != Some(&Value::Bool(true)) {
         let refusal = verdict.get("refusal").cloned().unwrap_or(Value::Null);
         let message = refusal
@@ -2210,22 +2296,16 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> A
             ApiError::internal(format!("unreadable derived tuples from the module: {e}"))
         })?,
     };
-    let mut all = (*deltas).clone();
-    all.extend(derived.iter().cloned());
-    let (next, after_bytes) = if derived.is_empty() {
-        (staged.facts, after_bytes)
-    } else {
-        blocking(move || {
-            let written = writes::finish(staged, derived).map_err(ApiError::bad)?;
-            let bytes = written
-                .snapshot
-                .to_bytes()
-                .map_err(|e| ApiError::bad(e.into()))?;
-            Ok((written.facts, bytes))
-        })
-        .await?
-    };
-    let accounts = touched_accounts(&served.facts, &next, &all);
+    let revision = served.revision + 1;
+    if verdict.get("revision").and_then(Value::as_u64) != Some(revision) {
+        return Err(ApiError::internal(format!(
+            "the module judged the write as revision {:?}, the host expected {revision}",
+            verdict.get("revision")
+        )));
+    }
+    let mut all = deltas;
+    all.extend(derived);
+    let accounts = touched_accounts(&served.facts.read(), &all);
     if let Some(mine) = &authored.accounts
         && let Some(other) = accounts.iter().find(|a| !mine.contains(a))
     {
@@ -2233,9 +2313,6 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> A
             "the write touches `{other}`, which is not an account of this caller; nothing was written"
         )));
     }
-    // Proven loadable before it is stored.
-    let prepared = s.runtime.prepare(after_bytes).await?;
-    let revision = next.revision;
     let change = Change {
         revision,
         author: authored.author,
@@ -2245,17 +2322,7 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> A
         via: authored.via,
         accounts: Some(accounts),
     };
-    s.commit(
-        change,
-        prepared,
-        Served {
-            revision,
-            schema: Arc::clone(&served.schema),
-            sources: Arc::clone(&served.sources),
-            facts: Arc::new(next),
-        },
-    )
-    .await?;
+    s.commit_deltas(change, &served).await?;
     answer(schemas::Written {
         allowed: true,
         revision,
@@ -2662,7 +2729,8 @@ async fn slice(State(s): S, caller: Caller, ApiPath(principal): ApiPath<String>)
     user_gates(&s, &caller).await?;
     let (signer, ttl) = (Arc::clone(&s.signer), s.config.slice_ttl);
     blocking(move || {
-        let Some(p) = served.facts.entities.get(&principal) else {
+        let live = served.facts.read();
+        let Some(p) = live.entities.get(&principal) else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "entity.unknown",
@@ -2674,9 +2742,10 @@ async fn slice(State(s): S, caller: Caller, ApiPath(principal): ApiPath<String>)
         // Only what the policy reads when it decides for this principal (core's
         // `principal_slice`): other users' emails, guests' addresses, others' roles and
         // authorisations stay on the server.
-        let mut facts = clearance_core::principal_slice(&served.schema, &served.facts, &principal)
+        let facts = clearance_core::principal_slice(&served.schema, &live, &principal)
             .map_err(|e| ApiError::bad(ErrorData::from(e)))?;
-        facts.revision = served.revision;
+        let revision = live.revision;
+        drop(live);
         let policy: Vec<Value> = served
             .sources
             .iter()
@@ -2686,7 +2755,7 @@ async fn slice(State(s): S, caller: Caller, ApiPath(principal): ApiPath<String>)
         // bounds how long a copy is trusted where it is loaded.
         let issued = now_seconds();
         let expires = issued.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
-        let slice = json!({ "principal": principal, "account": account, "revision": served.revision, "policy_hash": served.schema.hash_hex(), "issued": issued, "expires": expires, "policy": policy, "facts": facts });
+        let slice = json!({ "principal": principal, "account": account, "revision": revision, "policy_hash": served.schema.hash_hex(), "issued": issued, "expires": expires, "policy": policy, "facts": facts });
         Ok(Json(signer.sign(slice.to_string())))
     })
     .await
@@ -2789,7 +2858,7 @@ async fn apply_reload(s: &Arc<Service>, sources: Vec<Source>) -> ApiResult {
     let served = s.served();
     let (facts, next_schema) = (Arc::clone(&served.facts), Arc::clone(&schema));
     let (next, bytes) = blocking(move || {
-        let mut next = (*facts).clone();
+        let mut next = facts.read().clone();
         next.revision += 1;
         let bytes = Snapshot::build(next_schema, &next)
             .and_then(|s| s.to_bytes())
@@ -2819,7 +2888,7 @@ async fn apply_reload(s: &Arc<Service>, sources: Vec<Source>) -> ApiResult {
             revision,
             schema,
             sources: Arc::new(sources),
-            facts: Arc::new(next),
+            facts: LiveFacts::new(next),
         },
     )
     .await?;

@@ -216,10 +216,14 @@ describe('the airline world', () => {
     }
     const queries = encodeQueries(present(decodeQueries(new Uint8Array(ok(session.resolve(REQUESTS)).flatMap((r) => ('query' in r ? [...r.query] : []))))));
     assert.deepEqual(other.checkIdsRaw(queries), session.checkIdsRaw(queries));
-    // A snapshot carries no facts, so it takes no writes; deltas it applies in place.
-    assert.equal(errorOf(other.write('user:occ_controller', [], NOW)).code, 'session.no_facts');
+    // A snapshot carries no facts, yet a write is judged on it as on the facts (in
+    // place, then undone), and deltas it applies in place.
     const reactivate = [{ op: 'set_attr', entity: 'user:former_controller', attr: 'status', value: 'active' }];
     const facts = (await loadedSession('airline')).session;
+    for (const author of ['user:occ_controller', 'user:former_controller']) {
+      assert.deepEqual(other.authorizeDeltas(author, reactivate, NOW), facts.authorizeDeltas(author, reactivate, NOW));
+    }
+    assert.deepEqual(other.snapshotBytes(), bytes, 'judging a write leaves the snapshot as it was');
     assert.equal(ok(other.applyDeltas(reactivate)).revision, ok(facts.applyDeltas(reactivate)).revision);
     const back = req('user:former_controller', 'view', EVENT);
     assert.equal(other.check(back).allowed, true);

@@ -85,7 +85,7 @@ struct RolesState {
 }
 
 /// The lengths of one relation's arrays.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct CsrMarks {
     offsets: usize,
     slots: usize,
@@ -109,7 +109,7 @@ impl CsrMarks {
 }
 
 /// The lengths of everything that only grows, before a list of deltas.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Marks {
     names: usize,
     strings: usize,
@@ -122,6 +122,7 @@ struct Marks {
 }
 
 /// The log of one list of deltas.
+#[derive(Debug)]
 struct Log {
     marks: Marks,
     steps: Vec<Step>,
@@ -135,33 +136,77 @@ struct Log {
     removed_accounts: Vec<(u32, String)>,
 }
 
-impl Snapshot {
-    /// Applies `deltas` in place, all or nothing, and bumps the revision once. On an
-    /// error the snapshot is exactly as it was.
-    pub fn apply(&mut self, deltas: &[Delta]) -> Result<(), FactsError> {
-        let mut log = Log {
-            marks: self.marks(),
+/// Deltas applied in place and not yet kept: [`Snapshot::commit`] keeps them,
+/// [`Snapshot::rollback`] puts the snapshot back exactly as it was before them.
+#[derive(Debug)]
+pub struct Pending(Log);
+
+impl Log {
+    fn new(marks: Marks) -> Log {
+        Log {
+            marks,
             steps: Vec::new(),
             touched: Vec::new(),
             regrant: Vec::new(),
             roles: false,
             removed_accounts: Vec::new(),
-        };
+        }
+    }
+}
+
+impl Snapshot {
+    /// Applies `deltas` in place, all or nothing, and bumps the revision once. On an
+    /// error the snapshot is exactly as it was.
+    ///
+    /// Each delta is checked as it is applied (a tuple's ends exist and share an account,
+    /// its relation takes its subject's type, a value fits its attribute), and the list as
+    /// a whole at the end (required attributes, removed accounts left empty, roles known).
+    pub fn apply(&mut self, deltas: &[Delta]) -> Result<(), FactsError> {
+        let pending = self.apply_pending(deltas)?;
+        self.commit(pending);
+        Ok(())
+    }
+
+    /// Applies `deltas` in place as [`Snapshot::apply`] does, revision bumped, but keeps
+    /// what it takes to undo them until [`Snapshot::commit`] or [`Snapshot::rollback`].
+    /// On an error the snapshot is exactly as it was.
+    pub fn apply_pending(&mut self, deltas: &[Delta]) -> Result<Pending, FactsError> {
+        let mut pending = Pending(Log::new(self.marks()));
+        self.apply_more(&mut pending, deltas)?;
+        self.revision = pending.0.marks.revision + 1;
+        Ok(pending)
+    }
+
+    /// Applies more deltas within `pending`, in the same revision. On an error every
+    /// delta of `pending` is undone too, and the snapshot is as it was before them all.
+    pub fn apply_more(
+        &mut self,
+        pending: &mut Pending,
+        deltas: &[Delta],
+    ) -> Result<(), FactsError> {
+        let log = &mut pending.0;
         let result = deltas
             .iter()
             .enumerate()
-            .try_for_each(|(i, d)| self.apply_one(d, &format!("deltas[{i}]"), &mut log))
-            .and_then(|()| self.settle(&mut log));
-        match result {
-            Ok(()) => {
-                self.revision = log.marks.revision + 1;
-                Ok(())
-            }
-            Err(e) => {
-                self.undo(log);
-                Err(e)
-            }
+            .try_for_each(|(i, d)| self.apply_one(d, &format!("deltas[{i}]"), log))
+            .and_then(|()| self.settle(log));
+        if let Err(e) = result {
+            let taken = std::mem::replace(log, Log::new(Marks::default()));
+            self.undo(taken);
+            *log = Log::new(self.marks());
+            return Err(e);
         }
+        Ok(())
+    }
+
+    /// Keeps the deltas of `pending`.
+    pub fn commit(&mut self, pending: Pending) {
+        drop(pending);
+    }
+
+    /// Undoes the deltas of `pending`: the snapshot is exactly as it was before them.
+    pub fn rollback(&mut self, pending: Pending) {
+        self.undo(pending.0);
     }
 
     fn marks(&self) -> Marks {
@@ -925,18 +970,21 @@ impl Snapshot {
                 }
             }
         }
-        if log.roles {
+        let regrant = std::mem::take(&mut log.regrant);
+        if std::mem::take(&mut log.roles) {
             log.steps.push(Step::Roles(Box::new(RolesState {
                 roles: self.roles.clone(),
                 grant_sets: self.grant_sets.clone(),
                 grants: self.types.iter().map(|t| t.grants.clone()).collect(),
             })));
-            return self.compile_roles();
+            self.compile_roles()?;
+        } else {
+            for id in regrant {
+                self.regrant(id, log)?;
+            }
         }
-        let regrant = std::mem::take(&mut log.regrant);
-        for id in regrant {
-            self.regrant(id, log)?;
-        }
+        log.touched.clear();
+        log.removed_accounts.clear();
         Ok(())
     }
 

@@ -907,7 +907,7 @@ impl Session {
         })
     }
 
-    /// The loaded facts and their snapshot, for a write.
+    /// The loaded facts and their snapshot.
     fn facts(&self) -> Result<(&Facts, &Snapshot), ErrorData> {
         match &self.state {
             State::Facts(facts, snapshot) => Ok((facts, snapshot)),
@@ -937,10 +937,33 @@ impl Session {
     }
 
     /// Applies `deltas` in place, all or nothing ([`Snapshot::apply`]): to the snapshot,
-    /// and to the facts when the session holds them. With facts, the snapshot is built
-    /// again from them once its changed rows pass [`rebuild_after`]; a snapshot loaded
-    /// from bytes keeps its changes until the next snapshot is loaded.
+    /// and to the facts when the session holds them.
     fn apply_deltas(&mut self, deltas: &[Delta]) -> Result<String, ErrorData> {
+        let snap = self.snapshot_mut()?;
+        snap.apply(deltas).map_err(ErrorData::from)?;
+        self.follow(deltas)
+    }
+
+    /// The snapshot deltas apply to, with facts or without.
+    fn snapshot_mut(&mut self) -> Result<&mut Snapshot, ErrorData> {
+        if matches!(self.state, State::Policy(_) | State::Empty) {
+            return Err(self.nothing_to_change());
+        }
+        match &mut self.state {
+            State::Snapshot(snap) | State::Facts(_, snap) => Ok(snap),
+            State::Policy(_) | State::Empty => Err(error(
+                "session.no_policy",
+                "no policy is loaded",
+                "load a policy and facts first",
+            )),
+        }
+    }
+
+    /// After the snapshot took `deltas`: the facts, when the session holds them, take them
+    /// too, and the snapshot is built again from them once its changed rows pass
+    /// [`rebuild_after`]. A snapshot loaded from bytes keeps its changes until the next
+    /// snapshot is loaded. The answer is the snapshot's `info`.
+    fn follow(&mut self, deltas: &[Delta]) -> Result<String, ErrorData> {
         let fail_closed = |m: String| {
             error(
                 "session.internal",
@@ -949,14 +972,11 @@ impl Session {
             )
         };
         match &mut self.state {
-            State::Snapshot(snap) => {
-                snap.apply(deltas).map_err(ErrorData::from)?;
-                Ok(info(snap))
-            }
+            State::Snapshot(snap) => Ok(info(snap)),
             State::Facts(facts, snap) => {
-                snap.apply(deltas).map_err(ErrorData::from)?;
-                // The snapshot checks all the facts check, so the facts take what it took;
-                // if not, nothing is left loaded rather than two states that disagree.
+                // The snapshot checks each delta as it applies it, and the facts check
+                // only what is left at the end, so the facts take what it took; if not,
+                // nothing is left loaded rather than two states that disagree.
                 if let Err(e) = facts.extend(deltas) {
                     self.state = State::Empty;
                     return Err(fail_closed(format!(
@@ -984,7 +1004,7 @@ impl Session {
     /// Checks (and with `commit`, applies) a list of deltas made by `author`, through the
     /// one write pipeline ([`crate::writes::write`]): the tuples the policy derives join
     /// the change, as on a host. A refusal is an answer (`{"allowed": false, "refusal":
-    /// ...}`), not an error.
+    /// ...}`), not an error. Without `commit` the state is left exactly as it was.
     fn write(
         &mut self,
         author: &str,
@@ -992,18 +1012,21 @@ impl Session {
         deltas: &[Delta],
         commit: bool,
     ) -> Result<String, ErrorData> {
-        let (facts, before) = self.facts()?;
-        let written = match crate::writes::write(facts, before, author, now, deltas) {
+        let snap = self.snapshot_mut()?;
+        let (pending, derived) = match crate::writes::write(snap, author, now, deltas) {
             Ok(w) => w,
             Err(crate::writes::WriteError::Refused(refusal)) => {
                 return Ok(WriteAnswer::refused(refusal));
             }
             Err(crate::writes::WriteError::Invalid(e)) => return Err(e),
         };
-        let revision = written.snapshot.revision;
-        let derived = written.derived;
+        let revision = snap.revision;
         if commit {
-            self.state = State::Facts(written.facts, written.snapshot);
+            snap.commit(pending);
+            let all: Vec<Delta> = deltas.iter().chain(&derived).cloned().collect();
+            self.follow(&all)?;
+        } else {
+            snap.rollback(pending);
         }
         Ok(text(&WriteAnswer {
             allowed: true,
@@ -1011,57 +1034,6 @@ impl Session {
             refusal: None,
             revision: Some(revision),
         }))
-    }
-
-    /// Checks a write (X4) against a snapshot of the facts after it, for hosts that keep
-    /// facts themselves: `input` is a little-endian `u32` length, that many bytes of JSON
-    /// `{"author", "now", "deltas"}`, then the after-snapshot's bytes. The loaded snapshot
-    /// is the before. A refusal is an answer, not an error.
-    pub fn authorize_against(&self, input: &[u8]) -> String {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct WriteJson {
-            author: String,
-            now: TimeValue,
-            deltas: Vec<Delta>,
-        }
-        let result = (|| {
-            let before = self.snapshot()?;
-            let malformed = |m: String| {
-                error(
-                    "request.malformed",
-                    m,
-                    "a length-prefixed JSON write, then the after-snapshot's bytes",
-                )
-            };
-            let (len, rest) = input
-                .split_first_chunk::<4>()
-                .ok_or_else(|| malformed("too short".into()))?;
-            let (json, after) = rest
-                .split_at_checked(u32::from_le_bytes(*len) as usize)
-                .ok_or_else(|| malformed("the JSON length is past the end".into()))?;
-            // As text, so the one JSON reader of calls reads writes too.
-            let json = std::str::from_utf8(json)
-                .map_err(|e| malformed(format!("malformed write: {e}")))?;
-            let w: WriteJson = serde_json::from_str(json)
-                .map_err(|e| malformed(format!("malformed write: {e}")))?;
-            let after = Snapshot::from_bytes(after).map_err(ErrorData::from)?;
-            Ok::<String, ErrorData>(
-                match crate::writes::judge(before, &after, &w.author, &w.deltas, &w.now) {
-                    Ok(derived) => text(&WriteAnswer {
-                        allowed: true,
-                        derived: Some(derived),
-                        refusal: None,
-                        revision: Some(after.revision),
-                    }),
-                    Err(r) => WriteAnswer::refused(r),
-                },
-            )
-        })();
-        match result {
-            Ok(v) => ok(&v),
-            Err(e) => err(&e),
-        }
     }
 
     /// Decides a batch of binary queries (`clearance_core::wire`), each query checked for

@@ -41,36 +41,79 @@ pub fn authorize_writes(
     deltas: &[Delta],
     now: &TimeValue,
 ) -> Result<(), WriteRefusal> {
-    let created: BTreeSet<String> = deltas
+    let created = created(deltas);
+    let on_before = judge_pass(
+        before,
+        Phase::Before,
+        author,
+        deltas,
+        now,
+        &created,
+        deltas.len(),
+    );
+    let upto = on_before.as_ref().err().map_or(deltas.len(), |r| r.index);
+    judge_pass(after, Phase::After, author, deltas, now, &created, upto)?;
+    on_before
+}
+
+/// The entities a list of deltas creates.
+fn created(deltas: &[Delta]) -> BTreeSet<String> {
+    deltas
         .iter()
         .filter_map(|d| match d {
             Delta::AddEntity { entity } => Some(crate::facts::entity_key(&entity.ty, &entity.id)),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// Which state a change is judged on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The state before the list.
+    Before,
+    /// The state after it: changes that concern an entity the list creates.
+    After,
+}
+
+/// Judges the changes among the first `upto` of `deltas` that are judged on `phase`,
+/// on `snap`, the state of that phase: the first refused.
+fn judge_pass(
+    snap: &Snapshot,
+    phase: Phase,
+    author: &str,
+    deltas: &[Delta],
+    now: &TimeValue,
+    created: &BTreeSet<String>,
+    upto: usize,
+) -> Result<(), WriteRefusal> {
     let refuse = |index: usize, code: &str, message: String| WriteRefusal {
         index,
         code: code.into(),
         message,
         decision: None,
     };
-    for (index, d) in deltas.iter().enumerate() {
-        let (snap, entity, event, member, subject) = match d {
+    for (index, d) in deltas.iter().enumerate().take(upto) {
+        let (judged_on, entity, event, member, subject) = match d {
             Delta::AddEntity { entity } => (
-                after,
+                Phase::After,
                 crate::facts::entity_key(&entity.ty, &entity.id),
                 WriteEvent::Create,
                 None,
                 None,
             ),
-            Delta::RemoveEntity { entity } => {
-                (before, entity.clone(), WriteEvent::Delete, None, None)
-            }
+            Delta::RemoveEntity { entity } => (
+                Phase::Before,
+                entity.clone(),
+                WriteEvent::Delete,
+                None,
+                None,
+            ),
             Delta::SetAttr { entity, attr, .. } => {
                 let s = if created.contains(entity) {
-                    after
+                    Phase::After
                 } else {
-                    before
+                    Phase::Before
                 };
                 (s, entity.clone(), WriteEvent::Set, Some(attr.clone()), None)
             }
@@ -85,7 +128,7 @@ pub fn authorize_writes(
             } => {
                 let new = created.contains(resource) || created.contains(subject);
                 (
-                    if new { after } else { before },
+                    if new { Phase::After } else { Phase::Before },
                     resource.clone(),
                     WriteEvent::Add,
                     Some(relation.clone()),
@@ -101,13 +144,16 @@ pub fn authorize_writes(
                         ..
                     },
             } => (
-                before,
+                Phase::Before,
                 resource.clone(),
                 WriteEvent::Remove,
                 Some(relation.clone()),
                 Some(subject.clone()),
             ),
         };
+        if judged_on != phase {
+            continue;
+        }
         let Some(id) = snap.entity(&entity) else {
             return Err(refuse(
                 index,
@@ -315,90 +361,47 @@ pub enum WriteError {
     Invalid(crate::ErrorData),
 }
 
-/// A write's next state before it is judged: the facts and snapshot after its deltas.
-#[derive(Debug, Clone)]
-pub struct Staged {
-    /// The facts after the deltas, one revision on.
-    pub facts: crate::Facts,
-    /// Their snapshot.
-    pub after: Snapshot,
-}
-
-/// A write that was judged and allowed: the state it leaves and every delta it made.
-#[derive(Debug, Clone)]
-pub struct Written {
-    /// The facts after the write.
-    pub facts: crate::Facts,
-    /// Their snapshot.
-    pub snapshot: Snapshot,
-    /// The tuples the policy derived (`auto add`, EV5): the change is the deltas asked
-    /// for, then these.
-    pub derived: Vec<Delta>,
-}
-
-/// The one write pipeline, in three steps, so a host that judges in the module (on the
-/// bytes every runtime runs) takes the same steps as the module itself:
+/// The one write pipeline, in place: the deltas applied to `snap` (all or nothing,
+/// each checked as it is applied), the author judged against the states before and
+/// after them, and the tuples the policy derives on creation (EV5) applied too, in the
+/// same revision. Each change is judged on the state before the list unless it concerns
+/// an entity the list creates, so the changes judged before are judged first, then the
+/// deltas applied, then the rest judged.
 ///
-/// 1. [`stage`]: apply the deltas to the facts, all or nothing, and build the snapshot
-///    after them;
-/// 2. [`judge`]: check the author may make every change, against the snapshots before
-///    and after, and derive the tuples the policy adds by itself on creation;
-/// 3. [`finish`]: add those tuples to the staged state.
-///
-/// [`write`] takes all three.
-pub fn stage(
-    facts: &crate::Facts,
-    schema: &std::sync::Arc<crate::Schema>,
-    deltas: &[Delta],
-) -> Result<Staged, crate::ErrorData> {
-    let facts = facts.apply(deltas).map_err(crate::ErrorData::from)?;
-    let after =
-        Snapshot::build(std::sync::Arc::clone(schema), &facts).map_err(crate::ErrorData::from)?;
-    Ok(Staged { facts, after })
-}
-
-/// Step 2 of the pipeline: whether `author` may make `deltas` (X4), and if so the tuples
-/// the policy derives from them (EV5), judged on the state after them.
-pub fn judge(
-    before: &Snapshot,
-    after: &Snapshot,
-    author: &str,
-    deltas: &[Delta],
-    now: &TimeValue,
-) -> Result<Vec<Delta>, WriteRefusal> {
-    authorize_writes(before, after, author, deltas, now)?;
-    Ok(derive_on_create(after, author, deltas, now))
-}
-
-/// Step 3 of the pipeline: the staged state with the derived tuples added, in the same
-/// revision.
-pub fn finish(staged: Staged, derived: Vec<Delta>) -> Result<Written, crate::ErrorData> {
-    let (facts, snapshot) = if derived.is_empty() {
-        (staged.facts, staged.after)
-    } else {
-        let mut facts = staged.facts;
-        facts.extend(&derived).map_err(crate::ErrorData::from)?;
-        let snapshot = Snapshot::build(std::sync::Arc::clone(&staged.after.schema), &facts)
-            .map_err(crate::ErrorData::from)?;
-        (facts, snapshot)
-    };
-    Ok(Written {
-        facts,
-        snapshot,
-        derived,
-    })
-}
-
-/// A whole write by `author` at `now`: the deltas applied to `facts` (whose snapshot is
-/// `before`), judged, and the derived tuples added. Nothing changes on an error.
+/// On success the snapshot holds the write, pending: the caller keeps it
+/// ([`Snapshot::commit`]) or undoes it ([`Snapshot::rollback`]); with it come the derived
+/// tuples (the change is the deltas asked for, then these). On an error the snapshot is
+/// exactly as it was. A list that does not apply is [`WriteError::Invalid`] even when the
+/// author could not have made it either.
 pub fn write(
-    facts: &crate::Facts,
-    before: &Snapshot,
+    snap: &mut Snapshot,
     author: &str,
     now: &TimeValue,
     deltas: &[Delta],
-) -> Result<Written, WriteError> {
-    let staged = stage(facts, &before.schema, deltas).map_err(WriteError::Invalid)?;
-    let derived = judge(before, &staged.after, author, deltas, now).map_err(WriteError::Refused)?;
-    finish(staged, derived).map_err(WriteError::Invalid)
+) -> Result<(crate::incremental::Pending, Vec<Delta>), WriteError> {
+    let created = created(deltas);
+    let on_before = judge_pass(
+        snap,
+        Phase::Before,
+        author,
+        deltas,
+        now,
+        &created,
+        deltas.len(),
+    );
+    let mut pending = snap
+        .apply_pending(deltas)
+        .map_err(|e| WriteError::Invalid(e.into()))?;
+    let upto = on_before.as_ref().err().map_or(deltas.len(), |r| r.index);
+    let judged = judge_pass(snap, Phase::After, author, deltas, now, &created, upto).and(on_before);
+    if let Err(r) = judged {
+        snap.rollback(pending);
+        return Err(WriteError::Refused(r));
+    }
+    let derived = derive_on_create(snap, author, deltas, now);
+    if !derived.is_empty() {
+        snap.apply_more(&mut pending, &derived)
+            .map_err(|e| WriteError::Invalid(e.into()))?;
+    }
+    Ok((pending, derived))
 }

@@ -6,7 +6,6 @@
 //! - `clr_check(ptr, len) -> packed`: binary queries in, framed binary decisions out.
 //! - `clr_load_snapshot(ptr, len) -> packed`: a snapshot's bytes in, JSON out.
 //! - `clr_snapshot() -> packed`: the loaded snapshot's bytes, framed.
-//! - `clr_authorize(ptr, len) -> packed`: a write checked against an after-snapshot, JSON out.
 //!
 //! `packed` is `ptr << 32 | len` of an answer buffer the host reads and then frees with
 //! `clr_free`. Input buffers stay the host's to free.
@@ -84,21 +83,6 @@ pub unsafe extern "C" fn clr_check(ptr: u32, len: u32) -> u64 {
     // SAFETY: forwarded contract.
     let bytes = unsafe { input(ptr, len) };
     give(SESSION.with(|e| e.borrow().check_ids(bytes)))
-}
-
-/// Checks a write against an after-snapshot (see `Session::authorize_against`).
-///
-/// # Safety
-/// See [`input`].
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn clr_authorize(ptr: u32, len: u32) -> u64 {
-    // SAFETY: forwarded contract.
-    let bytes = unsafe { input(ptr, len) };
-    give(
-        SESSION
-            .with(|e| e.borrow().authorize_against(bytes))
-            .into_bytes(),
-    )
 }
 
 /// Loads a snapshot from its bytes.

@@ -81,18 +81,6 @@ impl Clearance {
         self.session.check_ids(queries)
     }
 
-    /// Checks a write (X4) against the snapshot of the facts after it: `write_json` is
-    /// `{"author", "now", "deltas"}`; the loaded snapshot is the before.
-    #[wasm_bindgen(js_name = authorizeAgainst)]
-    // The module's memory is 32-bit, so no string in it is longer than `u32::MAX`.
-    #[allow(clippy::cast_possible_truncation)]
-    pub fn authorize_against(&self, write_json: &str, after: &[u8]) -> String {
-        let mut input = (write_json.len() as u32).to_le_bytes().to_vec();
-        input.extend_from_slice(write_json.as_bytes());
-        input.extend_from_slice(after);
-        self.session.authorize_against(&input)
-    }
-
     /// The actions `principal` may take on `resource` at `now` (RFC 3339 or seconds).
     #[wasm_bindgen(js_name = allowedActions)]
     pub fn allowed_actions(&mut self, principal: &str, resource: &str, now: &str) -> String {
