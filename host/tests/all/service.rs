@@ -207,6 +207,60 @@ fn decisions_through_the_server_match_the_core() {
     });
 }
 
+/// `view`, `update` and `assign` by every principal of the demo data on every event,
+/// aircraft and squawk, decided by the server: the allowed flags, in order.
+async fn decision_mix(c: &reqwest::Client, base: &str) -> Vec<Value> {
+    let (_, facts) = get(c, &format!("{base}/v1/facts")).await;
+    let key = |e: &Value| {
+        format!(
+            "{}:{}",
+            e["type"].as_str().unwrap_or(""),
+            e["id"].as_str().unwrap_or("")
+        )
+    };
+    let entities = facts["entities"].as_array().cloned().unwrap_or_default();
+    let of = |types: &[&str]| -> Vec<String> {
+        entities
+            .iter()
+            .filter(|e| types.contains(&e["type"].as_str().unwrap_or("")))
+            .map(key)
+            .collect()
+    };
+    let (principals, resources) = (
+        of(&["user", "invitee"]),
+        of(&["event", "aircraft", "squawk"]),
+    );
+    let mut requests = Vec::new();
+    for p in &principals {
+        for r in &resources {
+            for a in ["view", "update", "assign"] {
+                requests.push(json!({ "principal": p, "action": a, "resource": r, "now": NOW }));
+            }
+        }
+    }
+    assert!(requests.len() > 500, "a mix of {} requests", requests.len());
+    let mut out = Vec::new();
+    for chunk in requests.chunks(1_000) {
+        let (status, answer) = post(
+            c,
+            &format!("{base}/v1/check/batch"),
+            json!({ "requests": chunk }),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        out.extend(
+            answer
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d["allowed"].clone()),
+        );
+    }
+    assert_eq!(out.len(), requests.len());
+    out
+}
+
 #[test]
 fn refused_writes_say_why_and_write_nothing() {
     block(async {
@@ -299,7 +353,35 @@ fn refused_writes_say_why_and_write_nothing() {
                 "request.malformed",
             ),
         ];
-        for (body, status, code) in cases {
+        // Every decision of a mix, before and after the refusals: a refused list, even
+        // one the module applied part of (or all of, before judging it), leaves every
+        // instance as it was.
+        let mix = decision_mix(&c, &base).await;
+        let partly = [
+            (
+                write(
+                    "user:occ_controller",
+                    json!([
+                        { "op": "add_tuple", "tuple": { "resource": "event:unassigned_jfk", "relation": "assigned", "subject": "organization:jetfix" } },
+                        { "op": "add_tuple", "tuple": { "resource": "event:aog_lhr", "relation": "assigned", "subject": "organization:nowhere" } }
+                    ]),
+                ),
+                400,
+                "facts.unknown_entity",
+            ),
+            (
+                write(
+                    "user:occ_controller",
+                    json!([
+                        { "op": "add_tuple", "tuple": { "resource": "event:unassigned_jfk", "relation": "assigned", "subject": "organization:jetfix" } },
+                        { "op": "add_tuple", "tuple": { "resource": "event:aog_lhr", "relation": "assigned", "subject": "organization:jetfix" } }
+                    ]),
+                ),
+                403,
+                "write.denied",
+            ),
+        ];
+        for (body, status, code) in cases.into_iter().chain(partly) {
             let (got, answer) = post(&c, &facts, body.clone()).await;
             assert_eq!(
                 (got, answer["error"]["code"].as_str().unwrap_or("")),
@@ -308,6 +390,10 @@ fn refused_writes_say_why_and_write_nothing() {
             );
             assert_eq!(answer["allowed"], false);
         }
+        assert!(
+            decision_mix(&c, &base).await == mix,
+            "a refused write changed a decision"
+        );
         // A refusal carries the denial's every failed check.
         let (_, refused) = post(
             &c,
