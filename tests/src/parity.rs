@@ -92,8 +92,11 @@ pub fn query(s: &Snapshot, r: &Request) -> Query {
 pub struct Job {
     /// What the job is (a world, or a scenario case with deltas).
     pub name: String,
-    /// The snapshot every runtime loads.
+    /// The snapshot decided on natively: the state after `changes`.
     pub snapshot: Snapshot,
+    /// Changes each other runtime applies in place, in order, to the snapshot it loads
+    /// before it decides (none: it loads `snapshot` itself).
+    pub changes: Vec<Vec<clearance_core::Delta>>,
     /// The queries.
     pub queries: Vec<Query>,
 }
@@ -198,9 +201,25 @@ pub fn wasmtime(
     tokio.block_on(async {
         let mut runs = Vec::new();
         for (j, bytes) in jobs.iter().zip(snapshots) {
-            rt.load_snapshot(bytes.clone())
+            let info = rt
+                .load_snapshot(bytes.clone())
                 .await
                 .map_err(|e| format!("{}: {e}", j.name))?;
+            // Each change handed to the instances as a write hands it: applied in place
+            // by an instance before its next call.
+            let mut revision = info
+                .get("revision")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            for deltas in &j.changes {
+                revision += 1;
+                let call = clearance_core::protocol::Call::ApplyDeltas {
+                    deltas: deltas.clone(),
+                }
+                .to_json()
+                .map_err(|e| format!("{}: {e}", j.name))?;
+                rt.push_change(revision, call);
+            }
             let mut decisions = Vec::with_capacity(j.queries.len());
             for chunk in j.queries.chunks(16_384) {
                 let ds = rt
@@ -239,12 +258,17 @@ pub fn node(jobs: &[Job], snapshots: &[Vec<u8>], work: &Path) -> Result<Vec<Runt
         let snap: PathBuf = work.join(format!("job{i}.snapshot"));
         let queries = work.join(format!("job{i}.queries"));
         let out = work.join(format!("job{i}.decisions"));
+        let changes = work.join(format!("job{i}.changes"));
         std::fs::write(&snap, bytes).map_err(|e| e.to_string())?;
         std::fs::write(&queries, encode_all(&j.queries)).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string(&j.changes).map_err(|e| e.to_string())?;
+        std::fs::write(&changes, text).map_err(|e| e.to_string())?;
         let output = Command::new("node")
             .arg(&runner)
             .arg("--snapshot")
             .arg(&snap)
+            .arg("--changes")
+            .arg(&changes)
             .arg("--queries")
             .arg(&queries)
             .arg("--out")

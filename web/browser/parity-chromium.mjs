@@ -6,8 +6,8 @@
  *
  *   node web/browser/parity-chromium.mjs --work <dir> --jobs <n>
  *
- * Reads `<dir>/job<i>.snapshot` and `<dir>/job<i>.queries` for i < n (as the Node runner
- * takes them), and writes `<dir>/job<i>.chromium`: the decisions without the frame byte,
+ * Reads `<dir>/job<i>.snapshot`, `<dir>/job<i>.changes` (applied in place after the
+ * snapshot loads) and `<dir>/job<i>.queries` for i < n (as the Node runner takes them), and writes `<dir>/job<i>.chromium`: the decisions without the frame byte,
  * in query order. The page loads `index.js` and the module over HTTP from a local server,
  * as a browser does. On success, stdout is one line of JSON:
  * `{"module_sha256", "decisions", "jobs", "browser"}`; on any error, one line
@@ -49,7 +49,7 @@ function server(work) {
       }
       const rel = normalize(url.pathname).replace(/^[/\\]+/, '');
       if (rel.startsWith('..')) throw new Error('outside');
-      const file = /^jobs\/job\d+\.(snapshot|queries)$/.test(rel) ? join(work, rel.slice(5)) : join(web, rel);
+      const file = /^jobs\/job\d+\.(snapshot|queries|changes)$/.test(rel) ? join(work, rel.slice(5)) : join(web, rel);
       const body = await readFile(file);
       res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' }).end(body);
     } catch {
@@ -73,6 +73,11 @@ async function decideAll({ jobs, chunk }) {
   for (let i = 0; i < jobs; i++) {
     const loaded = session.loadSnapshot(await bytes(`/jobs/job${i}.snapshot`));
     if (c.isError(loaded)) return { error: { ...loaded.error, message: `job ${i}: ${loaded.error.message}` } };
+    // Each change applied in place, as a following copy applies it.
+    for (const deltas of await (await fetch(`/jobs/job${i}.changes`)).json()) {
+      const applied = session.applyDeltas(deltas);
+      if (c.isError(applied)) return { error: { ...applied.error, message: `job ${i}: ${applied.error.message}` } };
+    }
     const queries = await bytes(`/jobs/job${i}.queries`);
     /** @type {Uint8Array[]} */
     const parts = [];

@@ -5,7 +5,11 @@
  * with the other runtimes.
  *
  *   node web/test/parity-runner.mjs --snapshot <snapshot.bin> --queries <queries.bin>
- *                                   --out <decisions.bin> [--wasm <clearance_bg.wasm>]
+ *                                   --out <decisions.bin> [--changes <changes.json>]
+ *                                   [--wasm <clearance_bg.wasm>]
+ *
+ * With --changes (a JSON list of delta lists), each list is applied in place
+ * (applyDeltas), in order, after the snapshot is loaded and before any query.
  *
  * Queries are 24 bytes each (clearance_core::wire); they are decided with checkIds in
  * chunks of at most 65536, and the decisions (without the frame byte) are written to
@@ -23,7 +27,7 @@ import { QUERY_LEN, decodeDecisions, isError, loadNode } from '../index.js';
 /** The most queries decided in one call. */
 const CHUNK = 65536;
 
-const USAGE = 'usage: node web/test/parity-runner.mjs --snapshot <snapshot.bin> --queries <queries.bin> --out <decisions.bin> [--wasm <module.wasm>]';
+const USAGE = 'usage: node web/test/parity-runner.mjs --snapshot <snapshot.bin> --queries <queries.bin> --out <decisions.bin> [--changes <changes.json>] [--wasm <module.wasm>]';
 
 /** An error carried to the single JSON line of a failed run. */
 class RunError extends Error {
@@ -91,7 +95,7 @@ async function run(argv) {
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: { snapshot: { type: 'string' }, queries: { type: 'string' }, out: { type: 'string' }, wasm: { type: 'string' } },
+      options: { snapshot: { type: 'string' }, queries: { type: 'string' }, out: { type: 'string' }, changes: { type: 'string' }, wasm: { type: 'string' } },
       strict: true,
       allowPositionals: false,
     }));
@@ -109,6 +113,18 @@ async function run(argv) {
   const module = await loadNode(values.wasm).catch((e) => fail('runner.module', `cannot load the module: ${messageOf(e)}`));
   const session = new module.Session();
   must(session.loadSnapshot(snapshot));
+  if (values.changes) {
+    /** @type {unknown} */
+    let changes;
+    try {
+      changes = JSON.parse(new TextDecoder().decode(await read(values.changes, 'changes')));
+    } catch (e) {
+      if (e instanceof RunError) throw e;
+      fail('runner.changes', `the changes are not JSON: ${messageOf(e)}`);
+    }
+    if (!Array.isArray(changes)) fail('runner.changes', 'the changes are not a list of delta lists');
+    for (const deltas of changes) must(session.applyDeltas(deltas));
+  }
   const info = must(session.info());
   const step = CHUNK * QUERY_LEN;
   const parts = [];
