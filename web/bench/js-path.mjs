@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * The JS path in Node: the module loaded with `loadNode`, the medium world's snapshot
- * loaded, then binary batches (`checkIdsRaw`) and single checks by name (`check`, JSON
- * in and out) timed. Reads what `cargo bench --bench runtimes` writes to
+ * loaded, then binary batches (`checkIdsRaw`), single checks by name (`check`, JSON
+ * in and out) and changes applied in place (`applyDeltas`) timed. Reads what `cargo bench --bench runtimes` writes to
  * `target/bench-js/`; run by `cargo xtask bench`.
  *
  *   node web/bench/js-path.mjs [dir]
@@ -78,8 +78,22 @@ const per = requests.map((r) => {
   return ((performance.now() - s) / 8) * 1e3;
 });
 
+// Changes applied in place (`applyDeltas`), one change of one delta per call: the users
+// of the requests deactivated, then active again, each timed.
+const users = [...new Set(requests.map((r) => r.principal).filter((p) => p.startsWith('user:')))].slice(0, 500);
+/** @type {number[]} */
+const applied = [];
+for (const status of ['deactivated', 'active']) {
+  for (const entity of users) {
+    const s = performance.now();
+    must(session.applyDeltas([{ op: 'set_attr', entity, attr: 'status', value: status }]));
+    applied.push((performance.now() - s) * 1e3);
+  }
+}
+
 const wasmBytes = statSync(fileURLToPath(new URL('../pkg/clearance_bg.wasm', import.meta.url))).size;
 console.log(`report js-path node=${process.version} module_bytes=${wasmBytes} module_sha256=${module.moduleHash.slice(0, 12)} compile_ms=${compiled.toFixed(1)} load_snapshot_ms=${load.toFixed(1)} entities=${info.entities} tuples=${info.tuples}`);
 console.log(`report js-path batch: ${n} queries in ${batchMs.toFixed(2)} ms = ${(n / batchMs / 1e3).toFixed(2)} M checks/s (${((batchMs * 1e6) / n).toFixed(0)} ns per check)`);
 console.log(`report js-path check by name (JSON): p50 ${pct(per, 0.5).toFixed(2)} us, p99 ${pct(per, 0.99).toFixed(2)} us over ${per.length} requests`);
+console.log(`report js-path applyDeltas (one delta, JSON in and out): p50 ${pct(applied, 0.5).toFixed(2)} us, p99 ${pct(applied, 0.99).toFixed(2)} us over ${applied.length} changes`);
 session.free();
