@@ -10,7 +10,6 @@ use clearance_core::{Facts, FactsJson};
 use clearance_host::service::{Service, ServiceConfig, read_policies, serve};
 use clearance_host::{Runtime, RuntimeConfig};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,13 +17,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let pkg = root.join("web/pkg");
-    let (Ok(wasm), Ok(hash)) = (
-        std::fs::read(pkg.join("clearance_bg.wasm")),
-        std::fs::read_to_string(pkg.join("clearance_bg.wasm.sha256")),
-    ) else {
-        eprintln!("web/pkg/clearance_bg.wasm is missing: run `cargo xtask wasm`");
+    let root = clearance_benches::root();
+    let Some((wasm, hash)) = clearance_benches::built_module() else {
         return;
     };
     // Under `cargo test` (no `--bench`), a short run that only shows the bench works.

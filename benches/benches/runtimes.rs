@@ -12,20 +12,14 @@ use clearance_benches::{default_schema, percentiles, query_batch, scales, snapsh
 use clearance_core::wire::QUERY_LEN;
 use clearance_host::{Runtime, RuntimeConfig};
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 const BATCH: usize = 16_384;
 
 fn bench(c: &mut Criterion) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let pkg = root.join("web/pkg");
-    let (Ok(wasm), Ok(hash)) = (
-        std::fs::read(pkg.join("clearance_bg.wasm")),
-        std::fs::read_to_string(pkg.join("clearance_bg.wasm.sha256")),
-    ) else {
-        eprintln!("web/pkg/clearance_bg.wasm is missing: run `cargo xtask wasm`");
+    let root = clearance_benches::root();
+    let Some((wasm, hash)) = clearance_benches::built_module() else {
         return;
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()

@@ -20,7 +20,6 @@ use clearance_benches::{default_schema, percentile, scales, snapshot, world};
 use clearance_host::service::{Service, ServiceConfig, read_policies, serve};
 use clearance_host::{Runtime, RuntimeConfig};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -32,13 +31,8 @@ const WRITERS: usize = 16;
 const WRITING: Duration = Duration::from_secs(10);
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let pkg = root.join("web/pkg");
-    let (Ok(wasm), Ok(hash)) = (
-        std::fs::read(pkg.join("clearance_bg.wasm")),
-        std::fs::read_to_string(pkg.join("clearance_bg.wasm.sha256")),
-    ) else {
-        eprintln!("web/pkg/clearance_bg.wasm is missing: run `cargo xtask wasm`");
+    let root = clearance_benches::root();
+    let Some((wasm, hash)) = clearance_benches::built_module() else {
         return;
     };
     let Ok(tokio) = tokio::runtime::Builder::new_multi_thread()

@@ -71,6 +71,27 @@ pub fn scales() -> Vec<Scale> {
         .collect()
 }
 
+/// The repository's root.
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The built module (`web/pkg/clearance_bg.wasm`) and its recorded SHA-256; `None`, said
+/// on stderr, when `cargo xtask wasm` has not built it.
+pub fn built_module() -> Option<(Vec<u8>, String)> {
+    let pkg = root().join("web/pkg");
+    match (
+        std::fs::read(pkg.join("clearance_bg.wasm")),
+        std::fs::read_to_string(pkg.join("clearance_bg.wasm.sha256")),
+    ) {
+        (Ok(wasm), Ok(hash)) => Some((wasm, hash.trim().to_string())),
+        _ => {
+            eprintln!("web/pkg/clearance_bg.wasm is missing: run `cargo xtask wasm`");
+            None
+        }
+    }
+}
+
 /// The median and the 99th percentile of `v`.
 pub fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));

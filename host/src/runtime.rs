@@ -161,6 +161,13 @@ struct Worker {
     revision: u64,
 }
 
+/// An instance taken out of the pool with its permit ([`Runtime::write_in_order`]).
+/// Dropped, it frees its pool slots before its permit.
+pub struct Held {
+    worker: Option<Worker>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// What every instance decides on: a snapshot's bytes (a generation: the state loaded
 /// at start, after a policy reload, or re-read from the store) and the changes since,
 /// each an `apply_deltas` call. An instance loads the bytes once and then applies each
@@ -575,6 +582,56 @@ impl Runtime {
             cur.changes.retain(|(r, _)| *r > revision);
         }
         Ok(())
+    }
+
+    /// Runs `calls` (each a `write` call that keeps what it is allowed to do) in order on
+    /// one instance at the latest revision, so each is judged on the state the ones before
+    /// it leave; gives each call's answer (a module error is that call's answer) and the
+    /// instance, held out of the pool until [`Runtime::release`]. A trap fails them all.
+    pub async fn write_in_order(
+        self: &Arc<Self>,
+        calls: Vec<String>,
+    ) -> Result<(Vec<Result<serde_json::Value, HostError>>, Held), HostError> {
+        let permit = self.permit().await?;
+        let this = Arc::clone(self);
+        let deadline = ticks(self.config.load_deadline);
+        tokio::task::spawn_blocking(move || {
+            let mut w = this.worker()?;
+            this.ensure_loaded(&mut w, true)?;
+            let mut answers = Vec::with_capacity(calls.len());
+            for call in calls {
+                w.store.set_epoch_deadline(deadline);
+                let answer = w
+                    .exchange(|w, p, l| w.call.call(&mut w.store, (p, l)), call.as_bytes())
+                    .and_then(|a| json_ok(&a));
+                if let Err(e @ (HostError::Trap(_) | HostError::Protocol(_))) = answer {
+                    this.stats.traps.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+                answers.push(answer);
+            }
+            Ok((
+                answers,
+                Held {
+                    worker: Some(w),
+                    _permit: permit,
+                },
+            ))
+        })
+        .await
+        .map_err(|e| HostError::Trap(format!("the worker thread failed: {e}")))?
+    }
+
+    /// Gives back an instance from [`Runtime::write_in_order`]: at `revision` when what it
+    /// kept was stored (and handed to the others with [`Runtime::push_change`]), or
+    /// dropped when it was not (it holds changes no one else will).
+    pub fn release(&self, mut held: Held, revision: Option<u64>) {
+        if let (Some(mut w), Some(r)) = (held.worker.take(), revision) {
+            w.revision = r;
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.push(w);
+            }
+        }
     }
 
     /// The revision the instances decide on (the current base and its changes).

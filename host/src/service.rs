@@ -41,7 +41,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::{Mutex, broadcast, watch};
+use tokio::sync::{Mutex, broadcast, mpsc, watch};
 
 const DECIDERS: &str = "an admin key; a service or read key of the principal's account; a user token for itself only, decided at the server's clock (a `now` is refused)";
 
@@ -470,7 +470,7 @@ impl Default for ServiceConfig {
 }
 
 /// An API error: a status and `{code, message, help}`, always with `"allowed": false`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     data: ErrorData,
@@ -1009,8 +1009,13 @@ impl LiveFacts {
 /// The service's state.
 pub struct Service {
     runtime: Arc<Runtime>,
-    /// Held by the one write (or reload) in progress.
+    /// Held by the one group of writes (or reload) in progress.
     writer: Mutex<()>,
+    /// Writes waiting for the group commit ([`group_commit`]).
+    writes: mpsc::Sender<QueuedWrite>,
+    /// Groups of writes appended, and the writes in them.
+    groups: std::sync::atomic::AtomicU64,
+    grouped: std::sync::atomic::AtomicU64,
     served: RwLock<Arc<Served>>,
     store: Arc<std::sync::Mutex<Box<dyn FactStore>>>,
     changes: broadcast::Sender<Arc<Change>>,
@@ -1178,9 +1183,13 @@ impl Service {
         let failures = config
             .auth_failure_limit
             .map(|n| governor::RateLimiter::dashmap(governor::Quota::per_minute(n)));
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let service = Arc::new(Service {
             runtime,
             writer: Mutex::new(()),
+            writes,
+            groups: std::sync::atomic::AtomicU64::new(0),
+            grouped: std::sync::atomic::AtomicU64::new(0),
             served: RwLock::new(Arc::new(served)),
             store,
             changes,
@@ -1197,6 +1206,7 @@ impl Service {
             signer,
             feeds: Arc::default(),
         });
+        tokio::spawn(group_commit(Arc::downgrade(&service), queue));
         // Keys are read again from the store periodically, for as long as the service
         // lives: `clearance keys create|revoke` on the same store takes effect meanwhile.
         let weak = Arc::downgrade(&service);
@@ -1253,6 +1263,15 @@ impl Service {
         }
     }
 
+    /// Groups of writes appended to the store (each one transaction and one sync to
+    /// disk), and the writes in them.
+    pub fn group_commits(&self) -> (u64, u64) {
+        (
+            self.groups.load(Ordering::Relaxed),
+            self.grouped.load(Ordering::Relaxed),
+        )
+    }
+
     /// The current revision.
     pub fn revision(&self) -> u64 {
         *self.revision.borrow()
@@ -1299,17 +1318,22 @@ impl Service {
         .map_err(|e| StoreError(format!("the store's thread failed: {e}")))?
     }
 
-    /// Appends a change to the store, off the async workers. A failed append is read
-    /// back: if this very change is stored after all, it counts as appended; if not,
+    /// Appends changes to the store, in one transaction, off the async workers. A failed
+    /// append is read back: if these very changes are stored after all, they count as
+    /// appended; if not,
     /// nothing changed. When the store cannot say, or holds something else at that
     /// revision, the service reads its state again from the store before the next write
     /// ([`Service::resync`]).
-    async fn append(&self, change: &Arc<Change>) -> Result<(), ApiError> {
-        let stored = Arc::clone(change);
-        let appended = self.with_store(move |st| st.append(&stored)).await;
+    async fn append(&self, changes: &Arc<Vec<Change>>) -> Result<(), ApiError> {
+        let stored = Arc::clone(changes);
+        let appended = self.with_store(move |st| st.append_all(&stored)).await;
         if let Err(e) = appended {
-            let revision = change.revision;
-            let ours = Arc::clone(change);
+            // One transaction: the last change stored means all of them are.
+            let Some(last) = changes.last() else {
+                return Err(ApiError::store(e, "nothing was written; retry"));
+            };
+            let revision = last.revision;
+            let ours = last.clone();
             let read_back = self
                 .with_store(move |st| {
                     let page = st.changes_page(revision - 1, 1, usize::MAX)?;
@@ -1360,56 +1384,194 @@ impl Service {
         next: Served,
     ) -> Result<(), ApiError> {
         let change = Arc::new(change);
-        self.append(&change).await?;
+        self.append(&Arc::new(vec![change.as_ref().clone()]))
+            .await?;
         self.runtime.install(prepared);
         self.publish(next);
         let _ = self.changes.send(change);
         Ok(())
     }
 
-    /// Appends a change of facts the module judged on `served`, then applies it in
-    /// place: to the facts (under their write lock, for as long as the deltas take) and
-    /// to the instances, each before its next call.
-    async fn commit_deltas(
-        self: &Arc<Self>,
-        change: Change,
-        served: &Served,
-    ) -> Result<(), ApiError> {
-        let change = Arc::new(change);
-        self.append(&change).await?;
-        let apply = Call::ApplyDeltas {
-            deltas: change.deltas.clone(),
+    /// Commits a group of writes ([`group_commit`]) and answers each: the checks made
+    /// before judging, then every write judged in order on one instance, each on the
+    /// state the ones before it leave (`writes::write` in the module, kept pending), the
+    /// allowed ones appended in one transaction, and only then applied in place to the
+    /// facts (under their write lock, for as long as the deltas take) and handed to the
+    /// instances, each before its next call. Nothing is copied or rebuilt.
+    async fn commit_writes(self: &Arc<Self>, group: Vec<QueuedWrite>) {
+        let _writer = self.writer.lock().await;
+        if let Err(e) = self.resync().await {
+            for w in group {
+                let _ = w.reply.send(Err(e.clone()));
+            }
+            return;
         }
-        .to_json()
-        .map_err(ApiError::bad)?;
-        let applied = {
-            let mut facts = served.facts.write();
-            let r = facts.extend(&change.deltas);
-            facts.revision = change.revision;
-            r
+        let served = self.served();
+        let mut created = HashMap::new();
+        let mut ready = Vec::new();
+        for w in group {
+            match prepare_write(self, &served, w.body, w.authored, &created).await {
+                Ok((call, deltas, accounts, authored)) => {
+                    created.extend(created_accounts(&deltas));
+                    ready.push(Ready {
+                        call,
+                        authored,
+                        deltas,
+                        accounts,
+                        reply: w.reply,
+                    });
+                }
+                Err(e) => {
+                    let _ = w.reply.send(Err(e));
+                }
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let calls = ready.iter().map(|r| r.call.clone()).collect();
+        let (answers, held) = match self.runtime.write_in_order(calls).await {
+            Ok(x) => x,
+            Err(e) => {
+                let e = ApiError::from(e);
+                for r in ready {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+                return;
+            }
         };
-        if let Err(e) = applied {
+        let mut revision = served.revision;
+        let mut changes = Vec::new();
+        let mut replies = Vec::new();
+        let mut refused = Vec::new();
+        let mut fault = None;
+        for (r, answer) in ready.into_iter().zip(answers) {
+            let judged = match answer {
+                Ok(a) => verdict(&a, revision + 1),
+                Err(e) => Ok(Err(ApiError::from(e))),
+            };
+            match judged {
+                Ok(Ok(derived)) => {
+                    revision += 1;
+                    let mut all = r.deltas;
+                    all.extend(derived);
+                    changes.push(Change {
+                        revision,
+                        author: r.authored.author,
+                        at: now_seconds(),
+                        deltas: all,
+                        policy: None,
+                        via: r.authored.via,
+                        accounts: Some(r.accounts),
+                    });
+                    replies.push(r.reply);
+                }
+                Ok(Err(e)) => refused.push((r.reply, e)),
+                Err(e) => {
+                    fault.get_or_insert(e);
+                    replies.push(r.reply);
+                }
+            }
+        }
+        // The instance's state and the host's count of revisions disagree: nothing of
+        // the group is stored, and the instance is dropped.
+        if let Some(e) = fault {
+            self.runtime.release(held, None);
+            for reply in replies
+                .into_iter()
+                .chain(refused.into_iter().map(|(r, _)| r))
+            {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        let group = Arc::new(changes);
+        if !group.is_empty()
+            && let Err(e) = self.append(&group).await
+        {
+            // The refusals were judged after writes that are not stored: they are
+            // answered with the store's error too, to be tried again.
+            self.runtime.release(held, None);
+            for reply in replies
+                .into_iter()
+                .chain(refused.into_iter().map(|(r, _)| r))
+            {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        if !group.is_empty() {
+            self.groups.fetch_add(1, Ordering::Relaxed);
+            self.grouped.fetch_add(
+                u64::try_from(group.len()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+        self.apply_stored(&served, &group).await;
+        self.runtime.release(held, Some(revision));
+        for (reply, change) in replies.into_iter().zip(group.iter()) {
+            let _ = reply.send(answer(schemas::Written {
+                allowed: true,
+                revision: change.revision,
+            }));
+        }
+        for (reply, e) in refused {
+            let _ = reply.send(Err(e));
+        }
+    }
+
+    /// Applies stored changes of facts in place: to the facts, then to the instances (each
+    /// before its next call); then serves them and broadcasts each.
+    async fn apply_stored(self: &Arc<Self>, served: &Served, group: &[Change]) {
+        let Some(last) = group.last() else { return };
+        let mut refused = None;
+        {
+            let mut facts = served.facts.write();
+            for change in group {
+                if let Err(e) = facts.extend(&change.deltas) {
+                    refused = Some((change.revision, e));
+                    break;
+                }
+                facts.revision = change.revision;
+            }
+        }
+        if let Some((revision, e)) = refused {
             // Stored, and refused by the facts although the module took it: the facts in
             // memory are not to be trusted. Everything is read again from the store,
-            // which holds the change, so it is served as acknowledged.
+            // which holds the changes, so they are served as acknowledged.
             eprintln!(
-                "clearance: revision {}: the facts refused a stored change the module took ({e}); reading the store again",
-                change.revision
+                "clearance: revision {revision}: the facts refused a stored change the module took ({e}); reading the store again"
             );
             self.needs_resync.store(true, Ordering::Release);
-            self.resync().await?;
-            let _ = self.changes.send(change);
-            return Ok(());
+            if let Err(again) = self.resync().await {
+                eprintln!("clearance: reading the store again failed: {again:?}");
+            }
+        } else {
+            for change in group {
+                match (Call::ApplyDeltas {
+                    deltas: change.deltas.clone(),
+                })
+                .to_json()
+                {
+                    Ok(call) => self.runtime.push_change(change.revision, call),
+                    Err(e) => {
+                        // Not expected: the deltas were read from JSON. The instances are
+                        // given the whole state again instead.
+                        eprintln!("clearance: revision {}: {e:?}", change.revision);
+                        self.needs_resync.store(true, Ordering::Release);
+                    }
+                }
+            }
+            self.publish(Served {
+                revision: last.revision,
+                schema: Arc::clone(&served.schema),
+                sources: Arc::clone(&served.sources),
+                facts: Arc::clone(&served.facts),
+            });
         }
-        self.runtime.push_change(change.revision, apply);
-        self.publish(Served {
-            revision: change.revision,
-            schema: Arc::clone(&served.schema),
-            sources: Arc::clone(&served.sources),
-            facts: Arc::clone(&served.facts),
-        });
-        let _ = self.changes.send(change);
-        Ok(())
+        for change in group {
+            let _ = self.changes.send(Arc::new(change.clone()));
+        }
     }
 
     /// Reads the served state again from the store (after an append whose outcome was
@@ -2155,10 +2317,9 @@ fn authorise_write(s: &Service, caller: &Caller, body: &WriteBody) -> Result<Aut
     }
 }
 
-/// The accounts whose facts `deltas` touch: those of the entities they name, from the
-/// facts before them or, for an entity they create, from its creation.
-fn touched_accounts(before: &Facts, deltas: &[Delta]) -> Vec<String> {
-    let created: HashMap<String, String> = deltas
+/// The entities `deltas` create, with their accounts (`account:<id>`).
+fn created_accounts(deltas: &[Delta]) -> HashMap<String, String> {
+    deltas
         .iter()
         .filter_map(|d| match d {
             Delta::AddEntity { entity } => Some((
@@ -2167,10 +2328,21 @@ fn touched_accounts(before: &Facts, deltas: &[Delta]) -> Vec<String> {
             )),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The accounts whose facts `deltas` touch: those of the entities they name, from the
+/// facts before them or, for an entity they or the writes before them in the same group
+/// (`earlier`) create, from its creation.
+fn touched_accounts(
+    before: &Facts,
+    earlier: &HashMap<String, String>,
+    deltas: &[Delta],
+) -> Vec<String> {
+    let created = created_accounts(deltas);
     let mut out = std::collections::BTreeSet::new();
     let mut see = |key: &str| {
-        if let Some(a) = created.get(key) {
+        if let Some(a) = created.get(key).or_else(|| earlier.get(key)) {
             out.insert(a.clone());
         } else if let Some(e) = before.entities.get(key) {
             out.insert(account_key(&e.account));
@@ -2202,17 +2374,81 @@ async fn write(
         err
     })?;
     let authored = authorise_write(&s, &caller, &body)?;
-    // A task of its own: a client hanging up cannot stop a write between the store and
-    // memory.
-    tokio::spawn(async move { apply_write(&s, body, authored).await })
+    // The group commit's task, not this one, carries the write through: a client hanging
+    // up cannot stop a write between the store and memory.
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    s.writes
+        .try_send(QueuedWrite {
+            body,
+            authored,
+            reply,
+        })
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "host.busy",
+                format!("{WRITE_QUEUE} writes are already waiting"),
+                "retry later; nothing was written",
+            ),
+            mpsc::error::TrySendError::Closed(_) => {
+                ApiError::internal("the service is stopping; nothing was written")
+            }
+        })?;
+    answer
         .await
-        .map_err(|e| ApiError::internal(format!("the write's task failed: {e}")))?
+        .map_err(|_| ApiError::internal("the write's task ended without an answer"))?
 }
 
-async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> ApiResult {
-    let _writer = s.writer.lock().await;
-    s.resync().await?;
-    let served = s.served();
+/// Writes that may wait for the group commit; one more is answered 503 `host.busy`.
+const WRITE_QUEUE: usize = 1024;
+
+/// Writes committed together at most: one store transaction, one sync to disk.
+const GROUP: usize = 64;
+
+/// A write waiting for the group commit, with where its answer goes.
+struct QueuedWrite {
+    body: WriteBody,
+    authored: Authored,
+    reply: tokio::sync::oneshot::Sender<ApiResult>,
+}
+
+/// A write that passed the checks made before judging, about to be judged.
+struct Ready {
+    call: String,
+    authored: Authored,
+    deltas: Vec<Delta>,
+    accounts: Vec<String>,
+    reply: tokio::sync::oneshot::Sender<ApiResult>,
+}
+
+/// The group commit: takes the writes waiting (up to [`GROUP`]), judges them in order on
+/// one instance (each on the state the ones before it leave), appends the allowed ones in
+/// one transaction, then applies them and answers each. Runs for as long as the service
+/// lives.
+async fn group_commit(service: std::sync::Weak<Service>, mut queue: mpsc::Receiver<QueuedWrite>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP {
+            match queue.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let Some(s) = service.upgrade() else { return };
+        s.commit_writes(batch).await;
+    }
+}
+
+/// The checks of one write made before it is judged, on the state being served: its
+/// parity token, and the accounts it touches (`created`: the accounts of the entities
+/// created by the writes before it in the same group).
+async fn prepare_write(
+    s: &Arc<Service>,
+    served: &Served,
+    body: WriteBody,
+    authored: Authored,
+    created: &HashMap<String, String>,
+) -> Result<(String, Vec<Delta>, Vec<String>, Authored), ApiError> {
     if let Some(p) = &body.parity {
         if p.module_hash != s.runtime.module_hash() || p.policy_hash != served.schema.hash_hex() {
             return Err(ApiError::new(
@@ -2261,20 +2497,35 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> A
         }
     }
     let now = body.now.unwrap_or(TimeValue::Seconds(s.clock()));
+    // The tuples the policy derives on creation are of the created entity's account, so
+    // the deltas asked for name every account the change touches.
+    let accounts = touched_accounts(&served.facts.read(), created, &body.deltas);
+    if let Some(mine) = &authored.accounts
+        && let Some(other) = accounts.iter().find(|a| !mine.contains(a))
+    {
+        return Err(forbidden(format!(
+            "the write touches `{other}`, which is not an account of this caller; nothing was written"
+        )));
+    }
     // The core's write pipeline (`writes::write`), run in the module on the bytes every
-    // runtime runs: the deltas applied in place to an instance at the latest revision,
-    // judged, the derived tuples found, and all of it undone again.
-    let call = Call::AuthorizeDeltas {
+    // runtime runs, keeping what it allows until the group is stored or dropped.
+    let call = Call::Write {
         author: authored.author.clone(),
-        now: now.clone(),
+        now,
         deltas: body.deltas,
     };
-    let verdict = s.runtime.judge(&call).await?;
-    let Call::AuthorizeDeltas { deltas, .. } = call else {
+    let json = call.to_json().map_err(ApiError::bad)?;
+    let Call::Write { deltas, .. } = call else {
         return Err(ApiError::internal("the write's call changed"));
     };
-    if verdict.get("allowed") != Some(&Value::Bool(true)) {
-        let refusal = verdict.get("refusal").cloned().unwrap_or(Value::Null);
+    Ok((json, deltas, accounts, authored))
+}
+
+/// A module's answer to a write: the derived tuples when allowed, the refusal (403) when
+/// not; a fault when the module took it as another revision than `expected`.
+fn verdict(answer: &Value, expected: u64) -> Result<Result<Vec<Delta>, ApiError>, ApiError> {
+    if answer.get("allowed") != Some(&Value::Bool(true)) {
+        let refusal = answer.get("refusal").cloned().unwrap_or(Value::Null);
         let message = refusal
             .get("message")
             .and_then(Value::as_str)
@@ -2287,46 +2538,21 @@ async fn apply_write(s: &Arc<Service>, body: WriteBody, authored: Authored) -> A
             .to_string();
         let mut e = ApiError::new(StatusCode::FORBIDDEN, &code, message, "nothing was written");
         e.extra = Some(json!({ "refusal": refusal }));
-        return Err(e);
+        return Ok(Err(e));
+    }
+    if answer.get("revision").and_then(Value::as_u64) != Some(expected) {
+        return Err(ApiError::internal(format!(
+            "the module took the write as revision {:?}, the host expected {expected}",
+            answer.get("revision")
+        )));
     }
     // Tuples the policy adds by itself on creation (EV5) join the same change.
-    let derived: Vec<Delta> = match verdict.get("derived") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+    match answer.get("derived") {
+        None | Some(Value::Null) => Ok(Ok(Vec::new())),
+        Some(v) => serde_json::from_value(v.clone()).map(Ok).map_err(|e| {
             ApiError::internal(format!("unreadable derived tuples from the module: {e}"))
-        })?,
-    };
-    let revision = served.revision + 1;
-    if verdict.get("revision").and_then(Value::as_u64) != Some(revision) {
-        return Err(ApiError::internal(format!(
-            "the module judged the write as revision {:?}, the host expected {revision}",
-            verdict.get("revision")
-        )));
+        }),
     }
-    let mut all = deltas;
-    all.extend(derived);
-    let accounts = touched_accounts(&served.facts.read(), &all);
-    if let Some(mine) = &authored.accounts
-        && let Some(other) = accounts.iter().find(|a| !mine.contains(a))
-    {
-        return Err(forbidden(format!(
-            "the write touches `{other}`, which is not an account of this caller; nothing was written"
-        )));
-    }
-    let change = Change {
-        revision,
-        author: authored.author,
-        at: now_seconds(),
-        deltas: all,
-        policy: None,
-        via: authored.via,
-        accounts: Some(accounts),
-    };
-    s.commit_deltas(change, &served).await?;
-    answer(schemas::Written {
-        allowed: true,
-        revision,
-    })
 }
 
 fn change_json(c: &Change) -> Value {

@@ -93,7 +93,13 @@ pub trait FactStore: Send {
     fn load(&self) -> Result<Stored, StoreError>;
     /// Appends a change; returns only once it is durable. Fails, storing nothing, if the
     /// revision is taken or is not the next one.
-    fn append(&mut self, change: &Change) -> Result<(), StoreError>;
+    fn append(&mut self, change: &Change) -> Result<(), StoreError> {
+        self.append_all(std::slice::from_ref(change))
+    }
+    /// Appends consecutive changes all or nothing, in one transaction (one sync to disk);
+    /// returns only once they are durable. Fails, storing nothing, if the first revision
+    /// is not the next one or the revisions do not follow one another.
+    fn append_all(&mut self, changes: &[Change]) -> Result<(), StoreError>;
     /// The last revision stored.
     fn last_revision(&self) -> Result<u64, StoreError>;
     /// The changes after `revision`, in order: at most `max_count` of them and, past the
@@ -546,33 +552,46 @@ impl FactStore for SqliteStore {
         })
     }
 
-    fn append(&mut self, change: &Change) -> Result<(), StoreError> {
-        let (last, prev) = self.tail()?;
-        if change.revision != last + 1 {
-            return Err(StoreError(format!(
-                "revision {} is not next: the store is at {last}",
-                change.revision
-            )));
+    fn append_all(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        let (mut last, mut prev) = self.tail()?;
+        let mut rows = Vec::with_capacity(changes.len());
+        for change in changes {
+            if change.revision != last + 1 {
+                return Err(StoreError(format!(
+                    "revision {} is not next: the store is at {last}",
+                    change.revision
+                )));
+            }
+            let mut row = Row::of(change)?;
+            let sum = change_checksum(&prev, &row);
+            row.checksum = Some(sum.clone());
+            rows.push(row);
+            (last, prev) = (change.revision, sum);
         }
-        let mut row = Row::of(change)?;
-        let sum = change_checksum(&prev, &row);
-        row.checksum = Some(sum.clone());
-        let inserted = self.conn.execute(
-            "INSERT INTO changes (revision, author, at, deltas, policy, checksum, via, accounts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                row.revision as i64,
-                row.author,
-                row.at,
-                row.deltas,
-                row.policy,
-                row.checksum,
-                row.via,
-                row.accounts
-            ],
-        );
+        let inserted = (|| {
+            let tx = self.conn.transaction()?;
+            for row in &rows {
+                tx.execute(
+                    "INSERT INTO changes (revision, author, at, deltas, policy, checksum, via, accounts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        row.revision as i64,
+                        row.author,
+                        row.at,
+                        row.deltas,
+                        row.policy,
+                        row.checksum,
+                        row.via,
+                        row.accounts
+                    ],
+                )?;
+            }
+            tx.commit()
+        })();
         match inserted {
-            Ok(_) => {
-                self.last = Some((change.revision, sum));
+            Ok(()) => {
+                if !rows.is_empty() {
+                    self.last = Some((last, prev));
+                }
                 Ok(())
             }
             Err(x) => {

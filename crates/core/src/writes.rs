@@ -41,19 +41,49 @@ pub fn authorize_writes(
     deltas: &[Delta],
     now: &TimeValue,
 ) -> Result<(), WriteRefusal> {
-    let created = created(deltas);
-    let on_before = judge_pass(
-        before,
-        Phase::Before,
-        author,
-        deltas,
-        now,
-        &created,
-        deltas.len(),
-    );
-    let upto = on_before.as_ref().err().map_or(deltas.len(), |r| r.index);
-    judge_pass(after, Phase::After, author, deltas, now, &created, upto)?;
-    on_before
+    let judging = Judging::new(author, deltas, now);
+    let on_before = judging.before(before);
+    judging.after(after, on_before)
+}
+
+/// The changes of one list, judged in two passes: those judged on the state before the
+/// list, then (on the state after it) those that concern an entity the list creates.
+struct Judging<'a> {
+    author: &'a str,
+    deltas: &'a [Delta],
+    now: &'a TimeValue,
+    created: BTreeSet<String>,
+}
+
+impl<'a> Judging<'a> {
+    fn new(author: &'a str, deltas: &'a [Delta], now: &'a TimeValue) -> Judging<'a> {
+        Judging {
+            author,
+            deltas,
+            now,
+            created: created(deltas),
+        }
+    }
+
+    /// The first pass, on `before`: its first refusal.
+    fn before(&self, before: &Snapshot) -> Result<(), WriteRefusal> {
+        judge_pass(before, Phase::Before, self, self.deltas.len())
+    }
+
+    /// The second pass, on `after`, up to the first pass's refusal: the first refusal of
+    /// the two, by index.
+    fn after(
+        &self,
+        after: &Snapshot,
+        on_before: Result<(), WriteRefusal>,
+    ) -> Result<(), WriteRefusal> {
+        let upto = on_before
+            .as_ref()
+            .err()
+            .map_or(self.deltas.len(), |r| r.index);
+        judge_pass(after, Phase::After, self, upto)?;
+        on_before
+    }
 }
 
 /// The entities a list of deltas creates.
@@ -81,12 +111,15 @@ enum Phase {
 fn judge_pass(
     snap: &Snapshot,
     phase: Phase,
-    author: &str,
-    deltas: &[Delta],
-    now: &TimeValue,
-    created: &BTreeSet<String>,
+    judging: &Judging<'_>,
     upto: usize,
 ) -> Result<(), WriteRefusal> {
+    let Judging {
+        author,
+        deltas,
+        now,
+        ref created,
+    } = *judging;
     let refuse = |index: usize, code: &str, message: String| WriteRefusal {
         index,
         code: code.into(),
@@ -379,21 +412,12 @@ pub fn write(
     now: &TimeValue,
     deltas: &[Delta],
 ) -> Result<(crate::incremental::Pending, Vec<Delta>), WriteError> {
-    let created = created(deltas);
-    let on_before = judge_pass(
-        snap,
-        Phase::Before,
-        author,
-        deltas,
-        now,
-        &created,
-        deltas.len(),
-    );
+    let judging = Judging::new(author, deltas, now);
+    let on_before = judging.before(snap);
     let mut pending = snap
         .apply_pending(deltas)
         .map_err(|e| WriteError::Invalid(e.into()))?;
-    let upto = on_before.as_ref().err().map_or(deltas.len(), |r| r.index);
-    let judged = judge_pass(snap, Phase::After, author, deltas, now, &created, upto).and(on_before);
+    let judged = judging.after(snap, on_before);
     if let Err(r) = judged {
         snap.rollback(pending);
         return Err(WriteError::Refused(r));

@@ -357,29 +357,20 @@ fn refused_writes_say_why_and_write_nothing() {
         // one the module applied part of (or all of, before judging it), leaves every
         // instance as it was.
         let mix = decision_mix(&c, &base).await;
+        // An assignment the author may make, then one that does not apply or that the
+        // author may not make.
+        let partly = |second: &str| {
+            write(
+                "user:occ_controller",
+                json!([
+                    { "op": "add_tuple", "tuple": { "resource": "event:unassigned_jfk", "relation": "assigned", "subject": "organization:jetfix" } },
+                    { "op": "add_tuple", "tuple": { "resource": "event:aog_lhr", "relation": "assigned", "subject": second } }
+                ]),
+            )
+        };
         let partly = [
-            (
-                write(
-                    "user:occ_controller",
-                    json!([
-                        { "op": "add_tuple", "tuple": { "resource": "event:unassigned_jfk", "relation": "assigned", "subject": "organization:jetfix" } },
-                        { "op": "add_tuple", "tuple": { "resource": "event:aog_lhr", "relation": "assigned", "subject": "organization:nowhere" } }
-                    ]),
-                ),
-                400,
-                "facts.unknown_entity",
-            ),
-            (
-                write(
-                    "user:occ_controller",
-                    json!([
-                        { "op": "add_tuple", "tuple": { "resource": "event:unassigned_jfk", "relation": "assigned", "subject": "organization:jetfix" } },
-                        { "op": "add_tuple", "tuple": { "resource": "event:aog_lhr", "relation": "assigned", "subject": "organization:jetfix" } }
-                    ]),
-                ),
-                403,
-                "write.denied",
-            ),
+            (partly("organization:nowhere"), 400, "facts.unknown_entity"),
+            (partly("organization:jetfix"), 403, "write.denied"),
         ];
         for (body, status, code) in cases.into_iter().chain(partly) {
             let (got, answer) = post(&c, &facts, body.clone()).await;
@@ -723,6 +714,68 @@ fn a_restart_keeps_every_acknowledged_write() {
         )
         .await;
         assert_eq!(d["allowed"], true, "the acknowledged write was lost");
+    });
+}
+
+/// 64 writes sent at once, each setting the same event's title: they are committed in
+/// groups (one transaction each), every one is acknowledged with its own revision, the
+/// title served is the one of the last revision, and a restart finds them all.
+#[test]
+fn concurrent_writes_are_committed_in_groups_in_order_and_kept() {
+    const N: u64 = 64;
+    let db = temp_db("groups");
+    let title = |body: &Value| {
+        body["entities"].as_array().and_then(|es| {
+            es.iter()
+                .find(|e| e["type"] == "event" && e["id"] == "aog_lhr")
+                .map(|e| e["attrs"]["title"].clone())
+        })
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let last = tokio.block_on(async {
+        let (base, s) = serve(&db).await;
+        let c = super::admin();
+        let url = format!("{base}/v1/facts");
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let (c, url) = (c.clone(), url.clone());
+                tokio::spawn(async move {
+                    let body = json!({ "author": "user:occ_controller", "now": NOW, "deltas": [
+                        { "op": "set_attr", "entity": "event:aog_lhr", "attr": "title", "value": format!("title {i}") }
+                    ]});
+                    (i, post(&c, &url, body).await)
+                })
+            })
+            .collect();
+        let mut by_revision = Vec::new();
+        for t in tasks {
+            let (i, (status, answer)) = t.await.unwrap();
+            assert_eq!(status, 200, "{answer}");
+            by_revision.push((answer["revision"].as_u64().unwrap(), i));
+        }
+        by_revision.sort_unstable();
+        let revisions: Vec<u64> = by_revision.iter().map(|(r, _)| *r).collect();
+        assert_eq!(revisions, (1..=N).collect::<Vec<_>>());
+        let (groups, grouped) = s.group_commits();
+        assert_eq!(grouped, N);
+        assert!(groups < N, "{N} writes sent at once were committed one by one");
+        let last = format!("title {}", by_revision.last().unwrap().1);
+        let (_, facts) = get(&c, &url).await;
+        assert_eq!(title(&facts), Some(json!(last)));
+        last
+    });
+    drop(tokio);
+    block(async {
+        let (base, _s) = serve(&db).await;
+        let c = super::admin();
+        let (_, rev) = get(&c, &format!("{base}/v1/revision")).await;
+        assert_eq!(rev["revision"], N);
+        let (_, facts) = get(&c, &format!("{base}/v1/facts")).await;
+        assert_eq!(title(&facts), Some(json!(last)));
     });
 }
 
