@@ -180,7 +180,13 @@ struct Current {
     /// The changes after `base`, in revision order: the revision each leads to and its
     /// `apply_deltas` call.
     changes: Vec<(u64, Arc<String>)>,
+    /// The bytes of those calls.
+    bytes_held: usize,
 }
+
+/// The bytes of changes held past which an instance's bytes become the new base, however
+/// few the changes.
+const REBASE_BYTES: usize = 64 << 20;
 
 /// A snapshot loaded into one instance and proven loadable, not yet the one every
 /// instance decides on: [`Runtime::install`] makes it so, and cannot fail.
@@ -537,8 +543,9 @@ impl Runtime {
             Err(poisoned) => poisoned.into_inner(),
         };
         let Some(cur) = c.as_mut() else { return };
+        cur.bytes_held = cur.bytes_held.saturating_add(apply_call.len());
         cur.changes.push((revision, Arc::new(apply_call)));
-        let long = cur.changes.len() > self.config.rebase_after;
+        let long = cur.changes.len() > self.config.rebase_after || cur.bytes_held > REBASE_BYTES;
         drop(c);
         if long && !self.rebasing.swap(true, Ordering::AcqRel) {
             let this = Arc::clone(self);
@@ -580,6 +587,7 @@ impl Runtime {
             cur.bytes = Arc::new(bytes);
             cur.base = revision;
             cur.changes.retain(|(r, _)| *r > revision);
+            cur.bytes_held = cur.changes.iter().map(|(_, c)| c.len()).sum();
         }
         Ok(())
     }
@@ -587,26 +595,28 @@ impl Runtime {
     /// Runs `calls` (each a `write` call that keeps what it is allowed to do) in order on
     /// one instance at the latest revision, so each is judged on the state the ones before
     /// it leave; gives each call's answer (a module error is that call's answer) and the
-    /// instance, held out of the pool until [`Runtime::release`]. A trap fails them all.
+    /// instance, held out of the pool until [`Runtime::release`]. A call that traps fails
+    /// the run, with its index (the instance is dropped); a failure before any call has
+    /// none.
     pub async fn write_in_order(
         self: &Arc<Self>,
         calls: Vec<String>,
-    ) -> Result<(Vec<Result<serde_json::Value, HostError>>, Held), HostError> {
-        let permit = self.permit().await?;
+    ) -> Result<(Vec<Result<serde_json::Value, HostError>>, Held), (Option<usize>, HostError)> {
+        let permit = self.permit().await.map_err(|e| (None, e))?;
         let this = Arc::clone(self);
         let deadline = ticks(self.config.load_deadline);
         tokio::task::spawn_blocking(move || {
-            let mut w = this.worker()?;
-            this.ensure_loaded(&mut w, true)?;
+            let mut w = this.worker().map_err(|e| (None, e))?;
+            this.ensure_loaded(&mut w, true).map_err(|e| (None, e))?;
             let mut answers = Vec::with_capacity(calls.len());
-            for call in calls {
+            for (i, call) in calls.into_iter().enumerate() {
                 w.store.set_epoch_deadline(deadline);
                 let answer = w
                     .exchange(|w, p, l| w.call.call(&mut w.store, (p, l)), call.as_bytes())
                     .and_then(|a| json_ok(&a));
                 if let Err(e @ (HostError::Trap(_) | HostError::Protocol(_))) = answer {
                     this.stats.traps.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
+                    return Err((Some(i), e));
                 }
                 answers.push(answer);
             }
@@ -619,7 +629,12 @@ impl Runtime {
             ))
         })
         .await
-        .map_err(|e| HostError::Trap(format!("the worker thread failed: {e}")))?
+        .map_err(|e| {
+            (
+                None,
+                HostError::Trap(format!("the worker thread failed: {e}")),
+            )
+        })?
     }
 
     /// Gives back an instance from [`Runtime::write_in_order`]: at `revision` when what it
@@ -688,6 +703,7 @@ impl Runtime {
             bytes: prepared.bytes,
             base,
             changes: Vec::new(),
+            bytes_held: 0,
         });
     }
 

@@ -1407,51 +1407,68 @@ impl Service {
             return;
         }
         let served = self.served();
-        let mut created = HashMap::new();
         let mut ready = Vec::new();
         for w in group {
-            match prepare_write(self, &served, w.body, w.authored, &created).await {
-                Ok((call, deltas, accounts, authored)) => {
-                    created.extend(created_accounts(&deltas));
-                    ready.push(Ready {
-                        call,
-                        authored,
-                        deltas,
-                        accounts,
-                        reply: w.reply,
-                    });
-                }
+            match prepare_write(self, &served, w.body, w.authored).await {
+                Ok((call, deltas, authored)) => ready.push(Ready {
+                    call,
+                    authored,
+                    deltas,
+                    reply: w.reply,
+                }),
                 Err(e) => {
                     let _ = w.reply.send(Err(e));
                 }
             }
         }
-        if ready.is_empty() {
-            return;
-        }
-        let calls = ready.iter().map(|r| r.call.clone()).collect();
-        let (answers, held) = match self.runtime.write_in_order(calls).await {
-            Ok(x) => x,
-            Err(e) => {
-                let e = ApiError::from(e);
-                for r in ready {
-                    let _ = r.reply.send(Err(e.clone()));
-                }
+        // Judged in order; a write that traps, or that turns out to touch an account its
+        // caller may not write to, is answered and taken out, and the rest judged again
+        // on a fresh instance (the ones after it were judged on a state holding it).
+        let (held, judged) = loop {
+            if ready.is_empty() {
                 return;
+            }
+            let calls = ready.iter().map(|r| r.call.clone()).collect();
+            let (answers, held) = match self.runtime.write_in_order(calls).await {
+                Ok(x) => x,
+                Err((Some(i), e)) if i < ready.len() => {
+                    let r = ready.remove(i);
+                    let _ = r.reply.send(Err(ApiError::from(e)));
+                    continue;
+                }
+                Err((_, e)) => {
+                    let e = ApiError::from(e);
+                    for r in ready {
+                        let _ = r.reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
+            };
+            match self.judged(&served, &ready, answers).map_err(|j| *j) {
+                Ok(judged) => break (held, judged),
+                Err(Judged::Fault(e)) => {
+                    // The instance's state and the host's count of revisions disagree:
+                    // nothing of the group is stored, and the instance is dropped.
+                    self.runtime.release(held, None);
+                    for r in ready {
+                        let _ = r.reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
+                Err(Judged::OutOfScope(i, e)) => {
+                    self.runtime.release(held, None);
+                    let r = ready.remove(i);
+                    let _ = r.reply.send(Err(e));
+                }
             }
         };
         let mut revision = served.revision;
         let mut changes = Vec::new();
         let mut replies = Vec::new();
         let mut refused = Vec::new();
-        let mut fault = None;
-        for (r, answer) in ready.into_iter().zip(answers) {
-            let judged = match answer {
-                Ok(a) => verdict(&a, revision + 1),
-                Err(e) => Ok(Err(ApiError::from(e))),
-            };
-            match judged {
-                Ok(Ok(derived)) => {
+        for (r, verdict) in ready.into_iter().zip(judged) {
+            match verdict {
+                Ok((derived, accounts)) => {
                     revision += 1;
                     let mut all = r.deltas;
                     all.extend(derived);
@@ -1462,28 +1479,12 @@ impl Service {
                         deltas: all,
                         policy: None,
                         via: r.authored.via,
-                        accounts: Some(r.accounts),
+                        accounts: Some(accounts),
                     });
                     replies.push(r.reply);
                 }
-                Ok(Err(e)) => refused.push((r.reply, e)),
-                Err(e) => {
-                    fault.get_or_insert(e);
-                    replies.push(r.reply);
-                }
+                Err(e) => refused.push((r.reply, e)),
             }
-        }
-        // The instance's state and the host's count of revisions disagree: nothing of
-        // the group is stored, and the instance is dropped.
-        if let Some(e) = fault {
-            self.runtime.release(held, None);
-            for reply in replies
-                .into_iter()
-                .chain(refused.into_iter().map(|(r, _)| r))
-            {
-                let _ = reply.send(Err(e.clone()));
-            }
-            return;
         }
         let group = Arc::new(changes);
         if !group.is_empty()
@@ -1507,8 +1508,21 @@ impl Service {
                 Ordering::Relaxed,
             );
         }
-        self.apply_stored(&served, &group).await;
-        self.runtime.release(held, Some(revision));
+        if self.apply_stored(&served, &group).await {
+            self.runtime.release(held, Some(revision));
+        } else {
+            // The stored changes could not be applied in memory: the judging instance
+            // holds them while nothing else does, so it goes, and the whole state is read
+            // again from the store, which holds them.
+            self.runtime.release(held, None);
+            self.needs_resync.store(true, Ordering::Release);
+            if let Err(e) = self.resync().await {
+                eprintln!("clearance: reading the store again failed: {e:?}");
+            }
+        }
+        for change in group.iter() {
+            let _ = self.changes.send(Arc::new(change.clone()));
+        }
         for (reply, change) in replies.into_iter().zip(group.iter()) {
             let _ = reply.send(answer(schemas::Written {
                 allowed: true,
@@ -1520,58 +1534,100 @@ impl Service {
         }
     }
 
-    /// Applies stored changes of facts in place: to the facts, then to the instances (each
-    /// before its next call); then serves them and broadcasts each.
-    async fn apply_stored(self: &Arc<Self>, served: &Served, group: &[Change]) {
-        let Some(last) = group.last() else { return };
-        let mut refused = None;
-        {
-            let mut facts = served.facts.write();
-            for change in group {
-                if let Err(e) = facts.extend(&change.deltas) {
-                    refused = Some((change.revision, e));
-                    break;
-                }
+    /// Reads the module's answers to a group judged in order: for each write, its derived
+    /// tuples and the accounts it touches when allowed, its refusal when not. The accounts
+    /// are those of the entities it names on the facts served, or created by the allowed
+    /// writes before it; a write that touches one its caller may not write to is
+    /// [`Judged::OutOfScope`].
+    fn judged(
+        &self,
+        served: &Served,
+        ready: &[Ready],
+        answers: Vec<Result<Value, HostError>>,
+    ) -> Result<Vec<Result<Allowed, ApiError>>, Box<Judged>> {
+        let facts = served.facts.read();
+        let mut created = HashMap::new();
+        let mut revision = served.revision;
+        let mut out = Vec::with_capacity(ready.len());
+        for (i, (r, answer)) in ready.iter().zip(answers).enumerate() {
+            let derived = match answer {
+                Ok(a) => verdict(&a, revision + 1).map_err(|e| Box::new(Judged::Fault(e)))?,
+                Err(e) => Err(ApiError::from(e)),
+            };
+            let Ok(derived) = derived else {
+                out.push(derived.map(|d| (d, Vec::new())));
+                continue;
+            };
+            // The tuples the policy derives on creation are of the created entity's
+            // account, so the deltas asked for name every account the change touches.
+            let accounts = touched_accounts(&facts, &created, &r.deltas);
+            if let Some(mine) = &r.authored.accounts
+                && let Some(other) = accounts.iter().find(|a| !mine.contains(a))
+            {
+                return Err(Box::new(Judged::OutOfScope(
+                    i,
+                    forbidden(format!(
+                        "the write touches `{other}`, which is not an account of this caller; nothing was written"
+                    )),
+                )));
+            }
+            created.extend(created_accounts(&r.deltas));
+            revision += 1;
+            out.push(Ok((derived, accounts)));
+        }
+        Ok(out)
+    }
+
+    /// Applies stored changes of facts in place, off the async workers: to the facts,
+    /// then to the instances (each before its next call); then serves them. False when the
+    /// facts refused one (they are then not to be trusted: the caller reads the store
+    /// again).
+    async fn apply_stored(self: &Arc<Self>, served: &Served, group: &Arc<Vec<Change>>) -> bool {
+        let Some(last) = group.last() else {
+            return true;
+        };
+        let (facts, changes) = (Arc::clone(&served.facts), Arc::clone(group));
+        let applied = tokio::task::spawn_blocking(move || {
+            let mut facts = facts.write();
+            for change in changes.iter() {
+                facts
+                    .extend(&change.deltas)
+                    .map_err(|e| format!("revision {}: {e}", change.revision))?;
                 facts.revision = change.revision;
             }
-        }
-        if let Some((revision, e)) = refused {
-            // Stored, and refused by the facts although the module took it: the facts in
-            // memory are not to be trusted. Everything is read again from the store,
-            // which holds the changes, so they are served as acknowledged.
+            Ok::<(), String>(())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        if let Err(e) = applied {
             eprintln!(
-                "clearance: revision {revision}: the facts refused a stored change the module took ({e}); reading the store again"
+                "clearance: the facts refused a stored change the module took ({e}); reading the store again"
             );
-            self.needs_resync.store(true, Ordering::Release);
-            if let Err(again) = self.resync().await {
-                eprintln!("clearance: reading the store again failed: {again:?}");
+            return false;
+        }
+        for change in group.iter() {
+            let call = Call::ApplyDeltas {
+                deltas: change.deltas.clone(),
             }
-        } else {
-            for change in group {
-                match (Call::ApplyDeltas {
-                    deltas: change.deltas.clone(),
-                })
-                .to_json()
-                {
-                    Ok(call) => self.runtime.push_change(change.revision, call),
-                    Err(e) => {
-                        // Not expected: the deltas were read from JSON. The instances are
-                        // given the whole state again instead.
-                        eprintln!("clearance: revision {}: {e:?}", change.revision);
-                        self.needs_resync.store(true, Ordering::Release);
-                    }
+            .to_json();
+            match call {
+                Ok(call) => self.runtime.push_change(change.revision, call),
+                Err(e) => {
+                    // Not expected (the deltas were read from JSON); the instances are
+                    // given the whole state again instead.
+                    eprintln!("clearance: revision {}: {e:?}", change.revision);
+                    return false;
                 }
             }
-            self.publish(Served {
-                revision: last.revision,
-                schema: Arc::clone(&served.schema),
-                sources: Arc::clone(&served.sources),
-                facts: Arc::clone(&served.facts),
-            });
         }
-        for change in group {
-            let _ = self.changes.send(Arc::new(change.clone()));
-        }
+        self.publish(Served {
+            revision: last.revision,
+            schema: Arc::clone(&served.schema),
+            sources: Arc::clone(&served.sources),
+            facts: Arc::clone(&served.facts),
+        });
+        true
     }
 
     /// Reads the served state again from the store (after an append whose outcome was
@@ -2332,26 +2388,30 @@ fn created_accounts(deltas: &[Delta]) -> HashMap<String, String> {
 }
 
 /// The accounts whose facts `deltas` touch: those of the entities they name, from the
-/// facts before them or, for an entity they or the writes before them in the same group
-/// (`earlier`) create, from its creation.
+/// facts before them or, for an entity they or the allowed writes before them in the same
+/// group (`earlier`) create, from its creation.
 fn touched_accounts(
     before: &Facts,
     earlier: &HashMap<String, String>,
     deltas: &[Delta],
 ) -> Vec<String> {
     let created = created_accounts(deltas);
+    let mut declared = Vec::new();
     let mut out = std::collections::BTreeSet::new();
     let mut see = |key: &str| {
-        if let Some(a) = created.get(key).or_else(|| earlier.get(key)) {
-            out.insert(a.clone());
-        } else if let Some(e) = before.entities.get(key) {
+        // An entity that exists is of its own account, whatever a write claims.
+        if let Some(e) = before.entities.get(key) {
             out.insert(account_key(&e.account));
+        } else if let Some(a) = created.get(key).or_else(|| earlier.get(key)) {
+            out.insert(a.clone());
         }
     };
     for d in deltas {
         match d {
+            // The account it names, and the one of an entity of that name already there.
             Delta::AddEntity { entity } => {
                 see(&clearance_core::facts::entity_key(&entity.ty, &entity.id));
+                declared.push(account_key(entity.account.as_deref().unwrap_or(&entity.id)));
             }
             Delta::RemoveEntity { entity } | Delta::SetAttr { entity, .. } => see(entity),
             Delta::AddTuple { tuple } | Delta::RemoveTuple { tuple } => {
@@ -2360,6 +2420,7 @@ fn touched_accounts(
             }
         }
     }
+    out.extend(declared);
     out.into_iter().collect()
 }
 
@@ -2417,25 +2478,51 @@ struct Ready {
     call: String,
     authored: Authored,
     deltas: Vec<Delta>,
-    accounts: Vec<String>,
     reply: tokio::sync::oneshot::Sender<ApiResult>,
+}
+
+/// An allowed write of a group: the tuples the policy derived, and the accounts it touches.
+type Allowed = (Vec<Delta>, Vec<String>);
+
+/// Why a group judged in order cannot be stored as judged.
+enum Judged {
+    /// The module and the host disagree (on a revision, say): nothing of it is stored.
+    Fault(ApiError),
+    /// The write at this index touches an account its caller may not write to.
+    OutOfScope(usize, ApiError),
 }
 
 /// The group commit: takes the writes waiting (up to [`GROUP`]), judges them in order on
 /// one instance (each on the state the ones before it leave), appends the allowed ones in
 /// one transaction, then applies them and answers each. Runs for as long as the service
 /// lives.
+///
+/// A write with a parity token starts a group of its own making, so the decision it relied
+/// on is checked again on the state it is judged on. Each group runs in a task of its own:
+/// were one to panic, its writes are answered 500 and the next group goes on.
 async fn group_commit(service: std::sync::Weak<Service>, mut queue: mpsc::Receiver<QueuedWrite>) {
-    while let Some(first) = queue.recv().await {
+    let mut carried: Option<QueuedWrite> = None;
+    loop {
+        let first = match carried.take() {
+            Some(w) => w,
+            None => match queue.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
         let mut batch = vec![first];
         while batch.len() < GROUP {
             match queue.try_recv() {
+                Ok(w) if w.body.parity.is_some() => {
+                    carried = Some(w);
+                    break;
+                }
                 Ok(w) => batch.push(w),
                 Err(_) => break,
             }
         }
         let Some(s) = service.upgrade() else { return };
-        s.commit_writes(batch).await;
+        let _ = tokio::spawn(async move { s.commit_writes(batch).await }).await;
     }
 }
 
@@ -2447,8 +2534,7 @@ async fn prepare_write(
     served: &Served,
     body: WriteBody,
     authored: Authored,
-    created: &HashMap<String, String>,
-) -> Result<(String, Vec<Delta>, Vec<String>, Authored), ApiError> {
+) -> Result<(String, Vec<Delta>, Authored), ApiError> {
     if let Some(p) = &body.parity {
         if p.module_hash != s.runtime.module_hash() || p.policy_hash != served.schema.hash_hex() {
             return Err(ApiError::new(
@@ -2497,16 +2583,6 @@ async fn prepare_write(
         }
     }
     let now = body.now.unwrap_or(TimeValue::Seconds(s.clock()));
-    // The tuples the policy derives on creation are of the created entity's account, so
-    // the deltas asked for name every account the change touches.
-    let accounts = touched_accounts(&served.facts.read(), created, &body.deltas);
-    if let Some(mine) = &authored.accounts
-        && let Some(other) = accounts.iter().find(|a| !mine.contains(a))
-    {
-        return Err(forbidden(format!(
-            "the write touches `{other}`, which is not an account of this caller; nothing was written"
-        )));
-    }
     // The core's write pipeline (`writes::write`), run in the module on the bytes every
     // runtime runs, keeping what it allows until the group is stored or dropped.
     let call = Call::Write {
@@ -2518,7 +2594,7 @@ async fn prepare_write(
     let Call::Write { deltas, .. } = call else {
         return Err(ApiError::internal("the write's call changed"));
     };
-    Ok((json, deltas, accounts, authored))
+    Ok((json, deltas, authored))
 }
 
 /// A module's answer to a write: the derived tuples when allowed, the refusal (403) when
@@ -3254,4 +3330,65 @@ pub async fn serve(
         std::future::pending(),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HashMap, created_accounts, touched_accounts};
+    use clearance_core::{Delta, Facts, FactsJson};
+
+    fn facts() -> Facts {
+        let doc: FactsJson = serde_json::from_value(serde_json::json!({
+            "entities": [
+                { "type": "account", "id": "victim" },
+                { "type": "account", "id": "evil" },
+                { "type": "station", "id": "x", "account": "victim" }
+            ],
+            "tuples": []
+        }))
+        .unwrap_or_default();
+        Facts::from_doc(doc).unwrap_or_default()
+    }
+
+    fn deltas(v: serde_json::Value) -> Vec<Delta> {
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    /// An entity that exists is of its own account, whatever an earlier write of the group
+    /// claimed by creating one of that name; a creation counts the account it names too.
+    #[test]
+    fn the_accounts_a_write_touches_are_those_of_the_entities_as_they_are() {
+        let facts = facts();
+        assert_eq!(facts.entities.len(), 3);
+        let claim = deltas(serde_json::json!([
+            { "op": "add_entity", "entity": { "type": "station", "id": "x", "account": "evil" } }
+        ]));
+        let earlier: HashMap<String, String> = created_accounts(&claim);
+        assert_eq!(
+            earlier.get("station:x").map(String::as_str),
+            Some("account:evil")
+        );
+        let set = deltas(serde_json::json!([
+            { "op": "set_attr", "entity": "station:x", "attr": "code", "value": "X" }
+        ]));
+        assert_eq!(touched_accounts(&facts, &earlier, &set), ["account:victim"]);
+        let moved = deltas(serde_json::json!([
+            { "op": "remove_entity", "entity": "station:x" },
+            { "op": "add_entity", "entity": { "type": "station", "id": "x", "account": "evil" } }
+        ]));
+        assert_eq!(
+            touched_accounts(&facts, &HashMap::new(), &moved),
+            ["account:evil", "account:victim"]
+        );
+        let new = deltas(serde_json::json!([
+            { "op": "set_attr", "entity": "station:y", "attr": "code", "value": "Y" }
+        ]));
+        let made = deltas(serde_json::json!([
+            { "op": "add_entity", "entity": { "type": "station", "id": "y", "account": "evil" } }
+        ]));
+        assert_eq!(
+            touched_accounts(&facts, &created_accounts(&made), &new),
+            ["account:evil"]
+        );
+    }
 }
