@@ -734,17 +734,6 @@ impl Runtime {
         self.call_within(json, self.config.call_deadline).await
     }
 
-    /// Judges a write in the module (an `authorize_deltas` call), on the instances'
-    /// latest revision, within the load deadline: the module applies the deltas in place,
-    /// judges them and undoes them, so the instance is left as it was.
-    pub async fn judge(
-        self: &Arc<Self>,
-        call: &clearance_core::protocol::Call,
-    ) -> Result<serde_json::Value, HostError> {
-        let json = call.to_json().map_err(HostError::Module)?;
-        self.call_within(json, self.config.load_deadline).await
-    }
-
     async fn call_within(
         self: &Arc<Self>,
         json: String,
