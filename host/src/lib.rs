@@ -5,6 +5,7 @@
 //! come only from the module.
 
 pub mod auth;
+pub mod checkpoint;
 pub mod openapi;
 pub mod routes;
 pub mod runtime;

@@ -443,6 +443,16 @@ pub struct ServiceConfig {
     /// decisions and writes): 0, except for a demo whose data is dated (`--demo-time`).
     /// Token lifetimes and change times always use the system clock.
     pub clock_offset: i64,
+    /// A checkpoint is written once this many changes follow the last one (0: never
+    /// for the count). Start-up then applies at most about this many changes.
+    pub checkpoint_changes: u64,
+    /// A checkpoint is written once this long has passed since the last one, if any
+    /// change followed it (zero: never for the time). A policy change is checkpointed
+    /// at once.
+    pub checkpoint_interval: Duration,
+    /// The least time between two checkpoints, so that a steady stream of writes does
+    /// not keep one core writing checkpoints.
+    pub checkpoint_gap: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -465,6 +475,9 @@ impl Default for ServiceConfig {
             auth_failure_limit: None,
             slice_signer: None,
             slice_ttl: Duration::from_secs(900),
+            checkpoint_changes: 50_000,
+            checkpoint_interval: Duration::from_secs(600),
+            checkpoint_gap: Duration::from_secs(30),
         }
     }
 }
@@ -1039,6 +1052,13 @@ pub struct Service {
     signer: Arc<SliceSigner>,
     /// Open change feeds per caller.
     feeds: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    /// Held while a checkpoint is written: one at a time.
+    checkpointing: Mutex<()>,
+    /// Wakes the checkpoint task before its time (a policy change).
+    checkpoint_soon: Arc<tokio::sync::Notify>,
+    /// The revision of the checkpoint (or base) start-up began from, and the changes it
+    /// applied after it.
+    started_from: (u64, u64),
 }
 
 /// Reads every `*.policy` file of a directory, in name order, each named
@@ -1083,7 +1103,7 @@ pub fn stored_policy(sources: &[Source]) -> Result<StoredPolicy, String> {
     })
 }
 
-fn compile_stored(p: &StoredPolicy, at: &str) -> Result<Arc<Schema>, String> {
+pub(crate) fn compile_stored(p: &StoredPolicy, at: &str) -> Result<Arc<Schema>, String> {
     let schema = Schema::compile(&p.sources).map_err(|e| format!("{at}: {e}"))?;
     if schema.hash_hex() != p.hash {
         return Err(format!(
@@ -1152,12 +1172,13 @@ impl Service {
         let adopt = config.adopt_policy;
         let store = Arc::new(std::sync::Mutex::new(store));
         let replay_store = Arc::clone(&store);
-        let (served, snapshot, base_revision) = tokio::task::spawn_blocking(move || {
-            let mut store = replay_store.lock().map_err(|e| e.to_string())?;
-            replay(store.as_mut(), files, adopt)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let (served, snapshot, base_revision, started_from) =
+            tokio::task::spawn_blocking(move || {
+                let mut store = replay_store.lock().map_err(|e| e.to_string())?;
+                replay(store.as_mut(), files, adopt)
+            })
+            .await
+            .map_err(|e| e.to_string())??;
         runtime
             .load_snapshot(snapshot)
             .await
@@ -1205,8 +1226,16 @@ impl Service {
             keys: RwLock::new(Arc::new(Keys::new(keys))),
             signer,
             feeds: Arc::default(),
+            checkpointing: Mutex::new(()),
+            checkpoint_soon: Arc::default(),
+            started_from,
         });
         tokio::spawn(group_commit(Arc::downgrade(&service), queue));
+        tokio::spawn(checkpoints(
+            Arc::downgrade(&service),
+            started_from.0,
+            Arc::clone(&service.checkpoint_soon),
+        ));
         // Keys are read again from the store periodically, for as long as the service
         // lives: `clearance keys create|revoke` on the same store takes effect meanwhile.
         let weak = Arc::downgrade(&service);
@@ -1234,6 +1263,43 @@ impl Service {
             }
         });
         Ok(service)
+    }
+
+    /// Writes a checkpoint at the revision served, off the async workers and through a
+    /// second handle on the store, so that writes and reads go on meanwhile. `None` when
+    /// the latest checkpoint is already there.
+    pub async fn checkpoint(&self) -> Result<Option<crate::checkpoint::Written>, String> {
+        let _one = self.checkpointing.lock().await;
+        let upto = self.revision();
+        let store = Arc::clone(&self.store);
+        let t = std::time::Instant::now();
+        let written = tokio::task::spawn_blocking(move || {
+            let reader = {
+                let store = store.lock().map_err(|e| e.to_string())?;
+                store.reader().map_err(|e| e.to_string())?
+            };
+            let mut reader = reader;
+            crate::checkpoint::write_checkpoint(reader.as_mut(), upto)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        if let Some(w) = &written {
+            eprintln!(
+                "clearance: checkpoint at revision {} ({} bytes of facts, {} of snapshot, {} changes applied to the one before) in {} ms",
+                w.revision,
+                w.facts_bytes,
+                w.snapshot_bytes,
+                w.replayed,
+                t.elapsed().as_millis()
+            );
+        }
+        Ok(written)
+    }
+
+    /// The revision of the checkpoint (or the base) start-up began from, and how many
+    /// changes it applied after it.
+    pub fn started_from(&self) -> (u64, u64) {
+        self.started_from
     }
 
     /// The server's clock for decisions and writes (seconds).
@@ -1638,7 +1704,7 @@ impl Service {
         }
         let sources = self.served().sources.as_ref().clone();
         let store = Arc::clone(&self.store);
-        let (served, snapshot, _) = blocking(move || {
+        let (served, snapshot, _, _) = blocking(move || {
             let mut store = store
                 .lock()
                 .map_err(|_| ApiError::internal("the store's lock is poisoned"))?;
@@ -1673,37 +1739,25 @@ fn same_change(stored: &Change, ours: &Change) -> bool {
         && serde_json::to_string(&stored.deltas).ok() == serde_json::to_string(&ours.deltas).ok()
 }
 
-/// Replays a store: the base under its policy, every change (deltas, or a new policy);
-/// then applies the start rule for the policy files. Returns what to serve, its snapshot
-/// and the base revision.
-fn replay(
-    store: &mut dyn FactStore,
-    files: Vec<Source>,
-    adopt: bool,
-) -> Result<(Served, Vec<u8>, u64), String> {
-    let stored = store.load().map_err(|e| e.to_string())?;
-    let base_revision = stored.base.revision;
-    let mut policy = stored.policy;
-    let mut schema = match &policy {
-        Some(p) => Some(compile_stored(p, "the base policy")?),
-        None => None,
-    };
-    let mut facts = stored.base;
-    for c in stored.changes {
-        match c.policy {
-            Some(p) => {
-                schema = Some(compile_stored(&p, &format!("revision {}", c.revision))?);
-                policy = Some(p);
-                facts.revision = c.revision;
-            }
-            None => {
-                facts
-                    .extend(&c.deltas)
-                    .map_err(|e| format!("replaying revision {}: {e}", c.revision))?;
-                facts.revision = c.revision;
-            }
-        }
-    }
+/// What start-up serves: the state, its snapshot's bytes, the base revision, and the
+/// revision recovery began from with the changes applied after it.
+type Started = (Served, Vec<u8>, u64, (u64, u64));
+
+/// Recovers a store (its latest checkpoint and the changes after it, or the base and
+/// every change); then applies the start rule for the policy files. Returns what to
+/// serve, its snapshot, the base revision, and the revision recovery began from with the
+/// changes applied after it.
+fn replay(store: &mut dyn FactStore, files: Vec<Source>, adopt: bool) -> Result<Started, String> {
+    let recovered = crate::checkpoint::recover(store, None)?;
+    let base_revision = recovered.base_revision;
+    let started_from = (
+        recovered.from,
+        u64::try_from(recovered.replayed).unwrap_or(u64::MAX),
+    );
+    let carried = recovered.snapshot;
+    let policy = recovered.policy;
+    let schema = recovered.schema;
+    let mut facts = recovered.facts;
     let file_policy = stored_policy(&files).map_err(|e| format!("the policy files: {e}"))?;
     let differs = policy.as_ref().is_none_or(|p| p.hash != file_policy.hash);
     let (schema, sources) = match (schema, policy) {
@@ -1745,8 +1799,12 @@ fn replay(
             (schema, files)
         }
     };
-    let snapshot = Snapshot::build(Arc::clone(&schema), &facts)
-        .and_then(|s| s.to_bytes())
+    // The snapshot carried from a checkpoint, when it is of the policy served.
+    let snapshot =
+        match carried.filter(|c| c.schema.hash == schema.hash && c.revision == facts.revision) {
+            Some(c) => c.to_bytes(),
+            None => Snapshot::build(Arc::clone(&schema), &facts).and_then(|s| s.to_bytes()),
+        }
         .map_err(|e| e.to_string())?;
     Ok((
         Served {
@@ -1757,7 +1815,67 @@ fn replay(
         },
         snapshot,
         base_revision,
+        started_from,
     ))
+}
+
+/// Writes checkpoints for as long as the service lives: once `checkpoint_changes`
+/// changes follow the last one, or `checkpoint_interval` has passed with a change since,
+/// or at once after a policy change; never two within `checkpoint_gap`.
+async fn checkpoints(
+    service: std::sync::Weak<Service>,
+    mut last: u64,
+    soon: Arc<tokio::sync::Notify>,
+) {
+    let Some(mut revision) = service.upgrade().map(|s| s.revision.subscribe()) else {
+        return;
+    };
+    let mut since = tokio::time::Instant::now();
+    let mut urgent = false;
+    loop {
+        let (every, interval, gap) = match service.upgrade() {
+            Some(s) => (
+                s.config.checkpoint_changes,
+                s.config.checkpoint_interval,
+                s.config.checkpoint_gap,
+            ),
+            None => return,
+        };
+        let current = *revision.borrow_and_update();
+        let enabled = every > 0 || !interval.is_zero();
+        let due = enabled
+            && current > last
+            && (urgent
+                || (every > 0 && current - last >= every)
+                || (!interval.is_zero() && since.elapsed() >= interval));
+        if due && since.elapsed() >= gap {
+            let Some(s) = service.upgrade() else { return };
+            match s.checkpoint().await {
+                Ok(Some(w)) => last = w.revision,
+                Ok(None) => last = current,
+                Err(e) => eprintln!("clearance: writing a checkpoint at revision {current}: {e}"),
+            }
+            drop(s);
+            since = tokio::time::Instant::now();
+            urgent = false;
+            continue;
+        }
+        // Wait for a change, a policy change, the interval, or the end of the gap.
+        let wake = if due {
+            gap.saturating_sub(since.elapsed())
+        } else if interval.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            interval
+                .saturating_sub(since.elapsed())
+                .max(Duration::from_millis(10))
+        };
+        tokio::select! {
+            changed = revision.changed() => if changed.is_err() { return },
+            () = soon.notified() => urgent = true,
+            () = tokio::time::sleep(wake) => {}
+        }
+    }
 }
 
 /// The router of the API: every route of [`ROUTES`] this service serves, those that need
@@ -3194,6 +3312,8 @@ async fn apply_reload(s: &Arc<Service>, sources: Vec<Source>) -> ApiResult {
         },
     )
     .await?;
+    // Start-up after a policy change builds the snapshot unless a checkpoint follows it.
+    s.checkpoint_soon.notify_one();
     answer(schemas::Reloaded {
         reloaded: true,
         policy_hash: hash,

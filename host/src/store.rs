@@ -87,6 +87,41 @@ pub struct Stored {
     pub changes: Vec<Change>,
 }
 
+/// The state at a revision, kept so that start-up loads it and the changes after it
+/// instead of replaying the whole history: the facts, the policy they hold under and the
+/// snapshot built from both.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The revision it is the state at.
+    pub revision: u64,
+    /// The facts, as a JSON facts document (the base's format).
+    pub facts: String,
+    /// The policy at that revision.
+    pub policy: StoredPolicy,
+    /// The snapshot of the facts under the policy (`Snapshot::to_bytes`).
+    pub snapshot: Vec<u8>,
+}
+
+/// Where start-up begins: the latest checkpoint that verifies (or else the base), and
+/// every change after it, verified.
+#[derive(Debug)]
+pub struct Latest {
+    /// The revision of the store's base (changes before it are not kept).
+    pub base_revision: u64,
+    /// The revision of the state below: a checkpoint's, or the base's.
+    pub revision: u64,
+    /// The facts at `revision`, as a JSON facts document.
+    pub facts: String,
+    /// The policy at `revision` (none for a store from before policies were stored).
+    pub policy: Option<StoredPolicy>,
+    /// The snapshot at `revision`, from a checkpoint.
+    pub snapshot: Option<Vec<u8>>,
+    /// The changes after `revision`, in order.
+    pub changes: Vec<Change>,
+    /// Checkpoints that did not verify and were passed over, each with why.
+    pub passed_over: Vec<String>,
+}
+
 /// Where facts live durably.
 pub trait FactStore: Send {
     /// Everything stored, with every checksum verified.
@@ -116,15 +151,32 @@ pub trait FactStore: Send {
     fn add_key(&mut self, key: &StoredKey) -> Result<(), StoreError>;
     /// Marks a key revoked at `at`; answers whether a live key of that id was there.
     fn revoke_key(&mut self, id: &str, at: i64) -> Result<bool, StoreError>;
+    /// The latest checkpoint at or before `upto` (every one when `None`) that verifies,
+    /// or the base when none does, and the changes after it up to `upto`, verified.
+    fn latest(&self, upto: Option<u64>) -> Result<Latest, StoreError>;
+    /// Keeps a checkpoint; the revision must be stored. Older checkpoints but the one
+    /// before it are dropped.
+    fn put_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+    /// The revisions of the checkpoints kept, oldest first.
+    fn checkpoints(&self) -> Result<Vec<u64>, StoreError>;
+    /// Another handle on the same store, for long reads and checkpoint writes that must
+    /// not hold up appends through this one.
+    fn reader(&self) -> Result<Box<dyn FactStore>, StoreError>;
 }
+
+/// How many checkpoints a store keeps: the latest, and the one before in case the latest
+/// does not verify.
+pub const CHECKPOINTS_KEPT: usize = 2;
 
 /// The store format this host writes (SQLite's `user_version`). Version 1, from before
 /// the store checked itself or kept its policy, had no `user_version`; it is migrated.
-pub const FORMAT: i64 = 3;
+pub const FORMAT: i64 = 4;
 
 /// The embedded SQLite store.
 pub struct SqliteStore {
     conn: Connection,
+    /// Where it is, for [`FactStore::reader`].
+    path: PathBuf,
     /// The checksum of the last change (or of the base), which the next one chains from.
     last: Option<(u64, String)>,
 }
@@ -144,6 +196,23 @@ fn base_checksum(revision: u64, facts: &str, policy: Option<&str>) -> String {
         &revision.to_le_bytes(),
         facts.as_bytes(),
         policy.unwrap_or("").as_bytes(),
+    ])
+}
+
+fn checkpoint_checksum(
+    revision: u64,
+    chain: &str,
+    facts: &str,
+    policy: &str,
+    snapshot: &[u8],
+) -> String {
+    hash_fields(&[
+        b"clearance.checkpoint.v1",
+        &revision.to_le_bytes(),
+        chain.as_bytes(),
+        facts.as_bytes(),
+        policy.as_bytes(),
+        snapshot,
     ])
 }
 
@@ -254,6 +323,14 @@ const SCHEMA: &str = "
                        revoked INTEGER);
 ";
 
+/// The checkpoints table (format 4).
+const CHECKPOINTS: &str = "
+    CREATE TABLE checkpoints (revision INTEGER PRIMARY KEY, chain TEXT NOT NULL,
+                              facts TEXT NOT NULL, policy TEXT NOT NULL,
+                              snapshot BLOB NOT NULL, checksum TEXT NOT NULL,
+                              created INTEGER NOT NULL);
+";
+
 fn rows(conn: &Connection, since: u64, limit: i64) -> Result<Vec<Row>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
@@ -276,6 +353,127 @@ fn rows(conn: &Connection, since: u64, limit: i64) -> Result<Vec<Row>, StoreErro
         })
         .map_err(e)?;
     mapped.map(|r| r.map_err(e)).collect()
+}
+
+/// The base: its revision, facts text, policy text and checksum, verified.
+fn base(conn: &Connection) -> Result<(u64, String, Option<String>, String), StoreError> {
+    let (revision, text, policy, checksum): (i64, String, Option<String>, Option<String>) = conn
+        .query_row(
+            "SELECT revision, facts, policy, checksum FROM base WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .map_err(e)?;
+    let revision = revision as u64;
+    let computed = base_checksum(revision, &text, policy.as_deref());
+    if checksum.as_deref() != Some(computed.as_str()) {
+        return Err(StoreError(format!(
+            "the base facts (revision {revision}) do not match their checksum: the store was changed outside Clearance; restore it from a backup"
+        )));
+    }
+    Ok((revision, text, policy, computed))
+}
+
+fn policy_of(text: Option<&str>, what: &str) -> Result<Option<StoredPolicy>, StoreError> {
+    text.map(serde_json::from_str)
+        .transpose()
+        .map_err(|x| StoreError(format!("{what}: {x}")))
+}
+
+/// The checksum the change at `revision` (or the base, at its revision) ends the chain
+/// with.
+fn chain_at(conn: &Connection, revision: u64) -> Result<String, StoreError> {
+    let change: Option<Option<String>> = conn
+        .query_row(
+            "SELECT checksum FROM changes WHERE revision = ?1",
+            [revision as i64],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(e)?;
+    let sum = match change {
+        Some(sum) => sum,
+        None => conn
+            .query_row(
+                "SELECT checksum FROM base WHERE id = 1 AND revision = ?1",
+                [revision as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(e)?
+            .flatten(),
+    };
+    sum.ok_or_else(|| StoreError(format!("revision {revision} is not stored")))
+}
+
+/// A checkpoint, verified: its checksum, and its chain against the change it is at.
+/// Answers the chain, the facts, the policy and the snapshot.
+fn checkpoint(
+    conn: &Connection,
+    revision: u64,
+    base_revision: u64,
+    base_sum: &str,
+) -> Result<(String, String, StoredPolicy, Vec<u8>), String> {
+    let (chain, facts, policy, snapshot, checksum): (String, String, String, Vec<u8>, String) =
+        conn.query_row(
+            "SELECT chain, facts, policy, snapshot, checksum FROM checkpoints WHERE revision = ?1",
+            [revision as i64],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .map_err(|x| x.to_string())?;
+    if checkpoint_checksum(revision, &chain, &facts, &policy, &snapshot) != checksum {
+        return Err("it does not match its checksum".into());
+    }
+    let stored = if revision == base_revision {
+        Some(base_sum.to_string())
+    } else {
+        chain_at(conn, revision).ok()
+    };
+    if stored.as_deref() != Some(chain.as_str()) {
+        return Err("it does not match the change stored at its revision".into());
+    }
+    let policy = serde_json::from_str(&policy).map_err(|x| format!("its policy: {x}"))?;
+    Ok((chain, facts, policy, snapshot))
+}
+
+/// The changes after `revision` (up to `upto`), each verified against the chain from
+/// `prev`, the checksum at `revision`.
+fn verified_changes(
+    conn: &Connection,
+    revision: u64,
+    mut prev: String,
+    upto: Option<u64>,
+) -> Result<Vec<Change>, StoreError> {
+    let mut expected = revision + 1;
+    let mut changes = Vec::new();
+    while upto.is_none_or(|u| expected <= u) {
+        let page = rows(conn, expected - 1, 1024)?;
+        if page.is_empty() {
+            break;
+        }
+        for row in page {
+            if upto.is_some_and(|u| row.revision > u) {
+                return Ok(changes);
+            }
+            if row.revision != expected {
+                return Err(StoreError(format!(
+                    "revision {expected} is missing (the next stored is {}): the store was changed outside Clearance; restore it from a backup",
+                    row.revision
+                )));
+            }
+            let sum = change_checksum(&prev, &row);
+            if row.checksum.as_deref() != Some(sum.as_str()) {
+                return Err(StoreError(format!(
+                    "revision {} does not match its checksum: the store was changed outside Clearance; restore it from a backup",
+                    row.revision
+                )));
+            }
+            changes.push(row.change()?);
+            prev = sum;
+            expected += 1;
+        }
+    }
+    Ok(changes)
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -323,6 +521,7 @@ impl SqliteStore {
             conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
             let tx = conn.transaction().map_err(e)?;
             tx.execute_batch(SCHEMA).map_err(e)?;
+            tx.execute_batch(CHECKPOINTS).map_err(e)?;
             let text = serde_json::to_string(&facts.to_doc()).map_err(e)?;
             let policy = serde_json::to_string(&policy).map_err(e)?;
             tx.execute(
@@ -374,13 +573,17 @@ impl SqliteStore {
             0 if has_table(&conn, "base")? && has_table(&conn, "changes")? => {
                 migrate_from_1(&mut conn)?;
                 migrate_from_2(&mut conn)?;
+                migrate_from_3(&mut conn)?;
                 eprintln!(
                     "clearance: migrated the store at {} to format {FORMAT}",
                     path.display()
                 );
             }
-            2 => {
-                migrate_from_2(&mut conn)?;
+            2 | 3 => {
+                if version == 2 {
+                    migrate_from_2(&mut conn)?;
+                }
+                migrate_from_3(&mut conn)?;
                 eprintln!(
                     "clearance: migrated the store at {} to format {FORMAT}",
                     path.display()
@@ -401,7 +604,11 @@ impl SqliteStore {
         if base.is_none() {
             return Err(empty());
         }
-        Ok(SqliteStore { conn, last: None })
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            last: None,
+        })
     }
 }
 
@@ -453,6 +660,14 @@ fn migrate_from_2(conn: &mut Connection) -> Result<(), StoreError> {
                             created INTEGER NOT NULL, revoked INTEGER);",
     )
     .map_err(e)?;
+    tx.pragma_update(None, "user_version", 3).map_err(e)?;
+    tx.commit().map_err(e)
+}
+
+/// Format 3 to 4: checkpoints.
+fn migrate_from_3(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(e)?;
+    tx.execute_batch(CHECKPOINTS).map_err(e)?;
     tx.pragma_update(None, "user_version", FORMAT).map_err(e)?;
     tx.commit().map_err(e)
 }
@@ -493,63 +708,106 @@ impl SqliteStore {
 
 impl FactStore for SqliteStore {
     fn load(&self) -> Result<Stored, StoreError> {
-        let (revision, text, policy, checksum): (i64, String, Option<String>, Option<String>) =
-            self.conn
-                .query_row(
-                    "SELECT revision, facts, policy, checksum FROM base WHERE id = 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .map_err(e)?;
-        let revision = revision as u64;
-        let computed = base_checksum(revision, &text, policy.as_deref());
-        if checksum.as_deref() != Some(computed.as_str()) {
-            return Err(StoreError(format!(
-                "the base facts (revision {revision}) do not match their checksum: the store was changed outside Clearance; restore it from a backup"
-            )));
-        }
+        let tx = self.conn.unchecked_transaction().map_err(e)?;
+        let (revision, text, policy, computed) = base(&tx)?;
         let mut doc: FactsJson = serde_json::from_str(&text)
             .map_err(|x| StoreError(format!("the base facts (revision {revision}): {x}")))?;
         doc.revision = revision;
         let base = Facts::from_doc(doc)
             .map_err(|x| StoreError(format!("the base facts (revision {revision}): {x}")))?;
-        let policy: Option<StoredPolicy> = policy
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|x| StoreError(format!("the base policy: {x}")))?;
-        let mut prev = computed;
-        let mut expected = revision + 1;
-        let mut changes = Vec::new();
-        loop {
-            let page = rows(&self.conn, expected - 1, 1024)?;
-            if page.is_empty() {
-                break;
-            }
-            for row in page {
-                if row.revision != expected {
-                    return Err(StoreError(format!(
-                        "revision {expected} is missing (the next stored is {}): the store was changed outside Clearance; restore it from a backup",
-                        row.revision
-                    )));
-                }
-                let sum = change_checksum(&prev, &row);
-                if row.checksum.as_deref() != Some(sum.as_str()) {
-                    return Err(StoreError(format!(
-                        "revision {} does not match its checksum: the store was changed outside Clearance; restore it from a backup",
-                        row.revision
-                    )));
-                }
-                changes.push(row.change()?);
-                prev = sum;
-                expected += 1;
-            }
-        }
+        let policy = policy_of(policy.as_deref(), "the base policy")?;
+        let changes = verified_changes(&tx, revision, computed, None)?;
         Ok(Stored {
             base,
             policy,
             changes,
         })
+    }
+
+    fn latest(&self, upto: Option<u64>) -> Result<Latest, StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(e)?;
+        let (base_revision, text, policy, base_sum) = base(&tx)?;
+        let mut passed_over = Vec::new();
+        let revisions: Vec<i64> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT revision FROM checkpoints WHERE revision <= ?1 ORDER BY revision DESC",
+                )
+                .map_err(e)?;
+            let rows = stmt
+                .query_map([upto.map_or(i64::MAX, |u| u as i64)], |r| r.get(0))
+                .map_err(e)?;
+            rows.collect::<Result<_, _>>().map_err(e)?
+        };
+        for revision in revisions {
+            let revision = revision as u64;
+            match checkpoint(&tx, revision, base_revision, &base_sum) {
+                Ok((chain, facts, policy, snapshot)) => {
+                    let changes = verified_changes(&tx, revision, chain, upto)?;
+                    return Ok(Latest {
+                        base_revision,
+                        revision,
+                        facts,
+                        policy: Some(policy),
+                        snapshot: Some(snapshot),
+                        changes,
+                        passed_over,
+                    });
+                }
+                Err(why) => {
+                    passed_over.push(format!("the checkpoint at revision {revision}: {why}"))
+                }
+            }
+        }
+        let changes = verified_changes(&tx, base_revision, base_sum, upto)?;
+        Ok(Latest {
+            base_revision,
+            revision: base_revision,
+            facts: text,
+            policy: policy_of(policy.as_deref(), "the base policy")?,
+            snapshot: None,
+            changes,
+            passed_over,
+        })
+    }
+
+    fn put_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError> {
+        let policy = serde_json::to_string(&c.policy).map_err(e)?;
+        let tx = self.conn.transaction().map_err(e)?;
+        let chain = chain_at(&tx, c.revision)?;
+        let sum = checkpoint_checksum(c.revision, &chain, &c.facts, &policy, &c.snapshot);
+        tx.execute(
+            "INSERT OR REPLACE INTO checkpoints (revision, chain, facts, policy, snapshot, checksum, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                c.revision as i64,
+                chain,
+                c.facts,
+                policy,
+                c.snapshot,
+                sum,
+                crate::service::now_seconds()
+            ],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "DELETE FROM checkpoints WHERE revision NOT IN (SELECT revision FROM checkpoints ORDER BY revision DESC LIMIT ?1)",
+            [CHECKPOINTS_KEPT as i64],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    fn checkpoints(&self) -> Result<Vec<u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT revision FROM checkpoints ORDER BY revision")
+            .map_err(e)?;
+        let rows = stmt.query_map([], |r| r.get::<_, i64>(0)).map_err(e)?;
+        rows.map(|r| r.map(|v| v as u64).map_err(e)).collect()
+    }
+
+    fn reader(&self) -> Result<Box<dyn FactStore>, StoreError> {
+        Ok(Box::new(SqliteStore::open(&self.path)?))
     }
 
     fn append_all(&mut self, changes: &[Change]) -> Result<(), StoreError> {

@@ -141,8 +141,12 @@ fn sigkill_during_writes_loses_no_acknowledged_write_and_stores_no_refused_one()
     let mut acked: Vec<String> = Vec::new();
     let mut refused: Vec<String> = Vec::new();
     let mut in_flight: Vec<String> = Vec::new();
+    // Checkpoints every 25 changes, so that some are written, and some killed, within
+    // the rounds, and start-up begins from one.
+    let checkpointing = ["--checkpoint-changes", "25", "--checkpoint-gap", "0"];
     for round in 0..20u64 {
-        let server = start(&db, &[]).unwrap_or_else(|log| panic!("round {round}: {log}"));
+        let server =
+            start(&db, &checkpointing).unwrap_or_else(|log| panic!("round {round}: {log}"));
         let base = server.base.clone();
         let before = block(facts(&base));
         let present = events(&before);
@@ -243,11 +247,19 @@ fn sigkill_during_writes_loses_no_acknowledged_write_and_stores_no_refused_one()
     for id in &acked {
         assert!(whole(present.get(id)), "acknowledged {id}");
     }
+    let checkpoints = {
+        use clearance_host::store::FactStore;
+        clearance_host::store::SqliteStore::open(&db)
+            .unwrap()
+            .checkpoints()
+            .unwrap()
+    };
+    assert!(!checkpoints.is_empty(), "no checkpoint was written");
     for id in &refused {
         assert!(!present.contains_key(id), "refused {id} is stored");
     }
     eprintln!(
-        "sigkill: 20 rounds, {} writes acknowledged and present, {} refused and absent",
+        "sigkill: 20 rounds, {} writes acknowledged and present, {} refused and absent, checkpoints at {checkpoints:?}",
         acked.len(),
         refused.len()
     );

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod auth;
+mod checkpoints;
 mod cli;
 mod faults;
 mod openapi;

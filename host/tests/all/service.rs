@@ -89,13 +89,13 @@ pub(crate) fn temp_db(name: &str) -> PathBuf {
     dir.join("facts.db")
 }
 
-async fn post(c: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn post(c: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
     let r = c.post(url).json(&body).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn get(c: &reqwest::Client, url: &str) -> (u16, Value) {
+pub(crate) async fn get(c: &reqwest::Client, url: &str) -> (u16, Value) {
     let r = c.get(url).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
@@ -209,7 +209,7 @@ fn decisions_through_the_server_match_the_core() {
 
 /// `view`, `update` and `assign` by every principal of the demo data on every event,
 /// aircraft and squawk, decided by the server: the allowed flags, in order.
-async fn decision_mix(c: &reqwest::Client, base: &str) -> Vec<Value> {
+pub(crate) async fn decision_mix(c: &reqwest::Client, base: &str) -> Vec<Value> {
     let (_, facts) = get(c, &format!("{base}/v1/facts")).await;
     let key = |e: &Value| {
         format!(

@@ -90,6 +90,17 @@ pub struct ServeArgs {
     /// Seconds a signed slice may be loaded after it is issued.
     #[arg(long, default_value_t = 900)]
     pub slice_ttl: u64,
+    /// Write a checkpoint (the state, so start-up need not replay the whole history)
+    /// once this many changes follow the last one. 0: not by count.
+    #[arg(long, default_value_t = 50_000)]
+    pub checkpoint_changes: u64,
+    /// Write a checkpoint once this many seconds have passed since the last one, if a
+    /// change followed it. 0: not by time.
+    #[arg(long, default_value_t = 600)]
+    pub checkpoint_interval: u64,
+    /// The least seconds between two checkpoints.
+    #[arg(long, default_value_t = 30)]
+    pub checkpoint_gap: u64,
 }
 
 /// Serves until SIGINT.
@@ -116,6 +127,9 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         auth_failure_limit,
         slice_key,
         slice_ttl,
+        checkpoint_changes,
+        checkpoint_interval,
+        checkpoint_gap,
     } = args;
     let slice_signer = match slice_key {
         Some(path) => Some(Arc::new(SliceSigner::from_file(path)?)),
@@ -183,12 +197,16 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
             auth_failure_limit: std::num::NonZeroU32::new(*auth_failure_limit),
             slice_signer,
             slice_ttl: std::time::Duration::from_secs(*slice_ttl),
+            checkpoint_changes: *checkpoint_changes,
+            checkpoint_interval: std::time::Duration::from_secs(*checkpoint_interval),
+            checkpoint_gap: std::time::Duration::from_secs(*checkpoint_gap),
             ..ServiceConfig::default()
         },
     )
     .await?;
+    let (from, replayed) = service.started_from();
     eprintln!(
-        "clearance: revision {} loaded in {} ms",
+        "clearance: revision {} loaded in {} ms (from revision {from} and {replayed} changes after it)",
         service.revision(),
         t.elapsed().as_millis()
     );
