@@ -123,13 +123,14 @@ pub struct ChangeEvent {
 pub enum Changed {
     /// For a key: the change with its deltas.
     Change(ChangeEvent),
-    /// For a user: that its account changed.
+    /// For a user: what changed in its slice.
     Account(AccountChangeEvent),
 }
 
-/// A `change` event as a user's feed gives it: that its account changed, not the deltas
-/// (whose values its slice may leave out), nor the key that made it; it fetches its
-/// slice again.
+/// A `change` event as a user's feed gives it: the deltas cut to the user's slice (only
+/// what the slice keeps, so no value it leaves out), not the key that made it. The user
+/// applies them to its slice; a change it cannot follow so says `refetch` instead, and
+/// the user fetches its slice again.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct AccountChangeEvent {
     /// The revision the change made (also the event's id).
@@ -143,6 +144,13 @@ pub struct AccountChangeEvent {
     /// The hash of the policy a reload made current.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<String>,
+    /// The deltas as they apply to the user's slice (perhaps none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deltas: Option<Vec<clearance_core::Delta>>,
+    /// Why the change cannot be followed by deltas (a policy change, the authorisations
+    /// the user holds moved): fetch the slice again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refetch: Option<String>,
 }
 
 /// A `reset` event of `GET /v1/changes`: changes were skipped.

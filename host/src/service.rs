@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::on;
 use axum::{Json, Router};
 use clearance_core::protocol::Call;
+use clearance_core::slice::{Projected, Reads};
 use clearance_core::{
     AccessMatrix, DecisionView, Delta, ErrorData, Explanation, Facts, FactsJson, Request, Schema,
     Snapshot, Source, TimeValue,
@@ -1059,6 +1060,8 @@ pub struct Service {
     /// The revision of the checkpoint (or base) start-up began from, and the changes it
     /// applied after it.
     started_from: (u64, u64),
+    /// What the served policy reads, by its hash: how changes are cut for slices.
+    reads: std::sync::Mutex<Option<(String, Arc<Reads>)>>,
 }
 
 /// Reads every `*.policy` file of a directory, in name order, each named
@@ -1229,6 +1232,7 @@ impl Service {
             checkpointing: Mutex::new(()),
             checkpoint_soon: Arc::default(),
             started_from,
+            reads: std::sync::Mutex::default(),
         });
         tokio::spawn(group_commit(Arc::downgrade(&service), queue));
         tokio::spawn(checkpoints(
@@ -1294,6 +1298,43 @@ impl Service {
             );
         }
         Ok(written)
+    }
+
+    /// Change `c` as it applies to `principal`'s slice, cut by what the served policy
+    /// reads; entities are placed in accounts by the change's own accounts when it
+    /// touches the principal's alone, or else by the facts as they are now.
+    fn project(&self, principal: &str, c: &Change) -> Projected {
+        let served = self.served();
+        let hash = served.schema.hash_hex();
+        let reads = {
+            let mut cache = self
+                .reads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &*cache {
+                Some((h, r)) if *h == hash => Arc::clone(r),
+                _ => {
+                    let r = Arc::new(Reads::of(&served.schema));
+                    *cache = Some((hash, Arc::clone(&r)));
+                    r
+                }
+            }
+        };
+        let facts = served.facts.read();
+        let Some(account) = facts.entities.get(principal).map(|e| e.account.clone()) else {
+            return Projected::Refetch(format!("`{principal}` is gone"));
+        };
+        let alone = c
+            .accounts
+            .as_deref()
+            .is_some_and(|a| matches!(a, [one] if *one == account_key(&account)));
+        reads.project(&served.schema, principal, &account, &c.deltas, |k| {
+            if alone {
+                Some(account.clone())
+            } else {
+                facts.entities.get(k).map(|e| e.account.clone())
+            }
+        })
     }
 
     /// The revision of the checkpoint (or the base) start-up began from, and how many
@@ -2854,12 +2895,15 @@ fn visible(filter: Option<&[String]>, c: &Change) -> bool {
     }
 }
 
-/// A change as its follower sees it. A user sees that its account changed (revision,
-/// author, time, the entities touched) but not the deltas, whose values a minimal slice
-/// leaves out (other users' emails, guests' addresses), nor the key that made it: it
-/// fetches its slice again.
-fn change_event(c: &Change, user: bool) -> Event {
-    let data = if user {
+/// A change as its follower sees it. A user sees its revision, author, time and the
+/// entities it touched, and the deltas as they apply to the user's slice
+/// ([`clearance_core::slice::Reads::project`]): only what the slice keeps, attributes cut
+/// as the slice cuts them, so no other user's email or guest's address, nor the key that
+/// made it. A follower applies them to its slice; a change that cannot be followed so
+/// (a policy change, the authorisations the user holds moved) says `refetch`, with why:
+/// the follower fetches its slice again.
+fn change_event(c: &Change, user: Option<(&Service, &str)>) -> Event {
+    let data = if let Some((service, principal)) = user {
         let mut touched = std::collections::BTreeSet::new();
         for d in &c.deltas {
             match d {
@@ -2877,8 +2921,24 @@ fn change_event(c: &Change, user: bool) -> Event {
         }
         let mut v =
             json!({ "revision": c.revision, "author": c.author, "at": c.at, "entities": touched });
-        if let (Some(p), Some(obj)) = (&c.policy, v.as_object_mut()) {
-            obj.insert("policy_hash".into(), Value::from(p.hash.clone()));
+        let follow = match &c.policy {
+            Some(p) => {
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("policy_hash".into(), Value::from(p.hash.clone()));
+                }
+                Projected::Refetch("the policy changed".into())
+            }
+            None => service.project(principal, c),
+        };
+        if let Some(obj) = v.as_object_mut() {
+            match follow {
+                Projected::Deltas(ds) => {
+                    obj.insert("deltas".into(), json!(ds));
+                }
+                Projected::Refetch(why) => {
+                    obj.insert("refetch".into(), Value::from(why));
+                }
+            }
         }
         v
     } else {
@@ -2954,7 +3014,12 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                         let events: Vec<_> = page
                             .iter()
                             .filter(|c| visible(f.filter.as_deref(), c))
-                            .map(|c| Ok(change_event(c, f.user.is_some())))
+                            .map(|c| {
+                                Ok(change_event(
+                                    c,
+                                    f.user.as_deref().map(|p| (f.service.as_ref(), p)),
+                                ))
+                            })
                             .collect();
                         if !events.is_empty() {
                             if let Some(end) = gated(&mut f).await {
@@ -2987,7 +3052,8 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                         if let Some(end) = gated(&mut f).await {
                             return Some((vec![Ok(end)], f));
                         }
-                        return Some((vec![Ok(change_event(&c, f.user.is_some()))], f));
+                        let user = f.user.as_deref().map(|p| (f.service.as_ref(), p));
+                        return Some((vec![Ok(change_event(&c, user))], f));
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {

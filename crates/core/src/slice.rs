@@ -13,7 +13,7 @@
 //! Only the host slices; the module decides on slices but never makes one.
 
 use crate::error::FactsError;
-use crate::facts::{EntityJson, Facts, FactsJson, TupleJson, TupleKey};
+use crate::facts::{Delta, EntityJson, Facts, FactsJson, TupleJson, TupleKey};
 use crate::policy::{Base, Expr, Operand, Schema, TypeId};
 use crate::time::TimeValue;
 use rustc_hash::FxHashMap;
@@ -334,10 +334,8 @@ impl Reads {
             .collect();
         let mut entities = Vec::with_capacity(in_account.len());
         let mut tuples = Vec::new();
-        let mut present: BTreeSet<TypeId> = BTreeSet::new();
         for &(key, e, t) in &in_account {
             let Some(td) = schema.ty(t) else { continue };
-            present.insert(t);
             let keep = |name: &str| match td.attr(name).map(|a| self.attr_read(t, a)) {
                 Some(AttrRead::Any) => true,
                 Some(AttrRead::Principal) => key == principal,
@@ -371,8 +369,10 @@ impl Reads {
                 }
             }
         }
+        // Every type of the policy, present or not, so that a follower adding the first
+        // entity of a type ([`Reads::project`]) reads it as the slice after would.
         let mut omitted = BTreeMap::new();
-        for t in present {
+        for t in (0..=TypeId::MAX).take(schema.types.len()) {
             let Some(td) = schema.ty(t) else { continue };
             let names: Vec<Value> = td
                 .attrs
@@ -391,6 +391,124 @@ impl Reads {
             tuples,
             omitted,
         })
+    }
+}
+
+/// What a follower of a principal's slice takes from a change ([`Reads::project`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Projected {
+    /// These deltas (perhaps none), applied to the slice before the change, give the
+    /// slice after it.
+    Deltas(Vec<Delta>),
+    /// The change cannot be followed by deltas (why): fetch the slice again.
+    Refetch(String),
+}
+
+impl Reads {
+    /// `deltas`, one change, as they apply to the slice of `principal` (of account
+    /// `account`) under these reads, which must be those of `schema`: the deltas on the
+    /// account's entities that touch what the slice keeps, attributes cut as the slice
+    /// cuts them. `account_of` answers the account of an entity a delta names (before or
+    /// after the change); an entity added by the change is known from it. A change that
+    /// moves which authorisations the principal holds, sets an attribute read only on
+    /// held authorisations, or names an entity whose account or type is unknown, is not
+    /// followed: [`Projected::Refetch`].
+    pub fn project(
+        &self,
+        schema: &Schema,
+        principal: &str,
+        account: &str,
+        deltas: &[Delta],
+        account_of: impl Fn(&str) -> Option<String>,
+    ) -> Projected {
+        let b = &schema.builtins;
+        let mut added: BTreeMap<String, String> = BTreeMap::new();
+        let mut out = Vec::new();
+        let refetch = |m: String| Projected::Refetch(m);
+        for d in deltas {
+            let named = match d {
+                Delta::AddEntity { entity } => crate::facts::entity_key(&entity.ty, &entity.id),
+                Delta::RemoveEntity { entity } | Delta::SetAttr { entity, .. } => entity.clone(),
+                Delta::AddTuple { tuple } | Delta::RemoveTuple { tuple } => tuple.resource.clone(),
+            };
+            let Some(t) = named.split_once(':').and_then(|(ty, _)| schema.type_id(ty)) else {
+                return refetch(format!("`{named}` is of no type of the policy"));
+            };
+            let Some(td) = schema.ty(t) else {
+                return refetch(format!("`{named}` is of no type of the policy"));
+            };
+            let acct = match d {
+                Delta::AddEntity { entity } => {
+                    let a = if t == b.account {
+                        entity.id.clone()
+                    } else {
+                        entity.account.clone().unwrap_or_default()
+                    };
+                    added.insert(named.clone(), a.clone());
+                    Some(a)
+                }
+                _ => added.get(&named).cloned().or_else(|| account_of(&named)),
+            };
+            let Some(acct) = acct else {
+                return refetch(format!("the account of `{named}` is not known"));
+            };
+            if acct != account {
+                continue;
+            }
+            match d {
+                Delta::AddEntity { entity } => {
+                    // A new entity is held by nobody yet: attributes read only on held
+                    // authorisations are left out, as the slice leaves them out.
+                    let attrs = entity
+                        .attrs
+                        .iter()
+                        .filter(
+                            |(name, _)| match td.attr(name).map(|a| self.attr_read(t, a)) {
+                                Some(AttrRead::Any) => true,
+                                Some(AttrRead::Principal) => named == principal,
+                                Some(AttrRead::Held | AttrRead::Unread) | None => false,
+                            },
+                        )
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    out.push(Delta::AddEntity {
+                        entity: EntityJson {
+                            attrs,
+                            ..entity.clone()
+                        },
+                    });
+                }
+                Delta::RemoveEntity { .. } => out.push(d.clone()),
+                Delta::SetAttr { attr, .. } => match td.attr(attr).map(|a| self.attr_read(t, a)) {
+                    Some(AttrRead::Any) => out.push(d.clone()),
+                    Some(AttrRead::Principal) if named == principal => out.push(d.clone()),
+                    Some(AttrRead::Held) => {
+                        return refetch(format!(
+                            "`{attr}` of `{named}` is read only where the principal holds it"
+                        ));
+                    }
+                    Some(AttrRead::Principal | AttrRead::Unread) | None => {}
+                },
+                Delta::AddTuple { tuple } | Delta::RemoveTuple { tuple } => {
+                    if t == b.authorization
+                        && tuple.relation == "holder"
+                        && tuple.subject == principal
+                    {
+                        return refetch(format!(
+                            "the authorisations `{principal}` holds change (`{named}`)"
+                        ));
+                    }
+                    match td.rel(&tuple.relation).map(|i| self.rel_read(t, i)) {
+                        Some(RelRead::Any) => out.push(d.clone()),
+                        Some(RelRead::Principal) if tuple.subject == principal => {
+                            out.push(d.clone());
+                        }
+                        Some(RelRead::Principal | RelRead::Unread) | None => {}
+                    }
+                }
+            }
+        }
+        Projected::Deltas(out)
     }
 }
 

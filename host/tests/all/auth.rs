@@ -866,11 +866,11 @@ fn a_user_follows_the_changes_of_its_own_account_only() {
             !text.contains("blue_probe"),
             "another account's change was revealed: {text}"
         );
-        // A user learns that its account changed, not the values written: those a
-        // minimal slice leaves out would be read here.
+        // A user is given the deltas cut to its slice, not the values a minimal slice
+        // leaves out (a title no rule reads).
         assert!(
-            !text.contains("a title no rule reads") && !text.contains("\"deltas\""),
-            "the feed gave a user the deltas: {text}"
+            text.contains("\"deltas\"") && !text.contains("a title no rule reads"),
+            "the feed gave a user what its slice leaves out: {text}"
         );
         // An admin follows both.
         let mut all = admin
@@ -884,6 +884,143 @@ fn a_user_follows_the_changes_of_its_own_account_only() {
             seen.push_str(std::str::from_utf8(&chunk).unwrap());
         }
         assert!(seen.contains("blue_probe"), "{seen}");
+    });
+}
+
+/// The change events of an SSE text: `(revision, data)` of each `change`.
+fn change_events(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter(|block| block.lines().any(|l| l == "event: change"))
+        .filter_map(|block| {
+            let data: String = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            serde_json::from_str(&data).ok()
+        })
+        .collect()
+}
+
+/// A user's slice followed by the deltas of its change feed is the slice the host cuts
+/// afterwards: each change of its account is applied to the slice as the feed gives it
+/// (cut to what the slice keeps), another account's change is not given, and a change
+/// that cannot be followed so says `refetch`.
+#[test]
+fn a_slice_followed_by_its_change_feed_is_the_slice_after() {
+    block(async {
+        let (base, _service) = server("auth-follow").await;
+        let admin = client_with(ADMIN);
+        let me = client_with(&user("occ_controller"));
+        let slice_of = |c: reqwest::Client| {
+            let base = base.clone();
+            async move {
+                let (_, signed) = call(
+                    &c,
+                    "get",
+                    &format!("{base}/v1/slice/user:occ_controller"),
+                    None,
+                )
+                .await;
+                let slice: Value = serde_json::from_str(signed["slice"].as_str().unwrap()).unwrap();
+                let facts: clearance_core::FactsJson =
+                    serde_json::from_value(slice["facts"].clone()).unwrap();
+                (
+                    slice["revision"].as_u64().unwrap(),
+                    clearance_core::Facts::from_doc(facts).unwrap(),
+                )
+            }
+        };
+        let (start, mut mine) = slice_of(me.clone()).await;
+        let tuple = |op: &str, r: &str, rel: &str, s: &str| json!({ "op": op, "tuple": { "resource": r, "relation": rel, "subject": s } });
+        let mut created = super::create_event("follow_probe");
+        created[0]["entity"]["attrs"]["title"] = json!("a title no rule reads");
+        let writes = [
+            ("user:occ_controller", created),
+            (
+                "user:occ_controller",
+                json!([{ "op": "set_attr", "entity": "event:follow_probe", "attr": "title", "value": "another title" }]),
+            ),
+            (
+                "user:occ_controller",
+                json!([tuple(
+                    "remove_tuple",
+                    "event:follow_probe",
+                    "assigned",
+                    "organization:skyways_lhr_mx"
+                )]),
+            ),
+            (
+                "user:occ_controller",
+                json!([{ "op": "set_attr", "entity": "event:follow_probe", "attr": "ends_at", "value": "2026-05-04T00:00:00Z" }]),
+            ),
+            (
+                "user:blue_controller",
+                json!([{ "op": "set_attr", "entity": "event:blue_probe_none", "attr": "title", "value": "x" }]),
+            ),
+            (
+                "user:occ_controller",
+                json!([tuple(
+                    "add_tuple",
+                    "event:follow_probe",
+                    "assigned",
+                    "organization:skyways_lhr_mx"
+                )]),
+            ),
+        ];
+        let mut last = start;
+        for (author, deltas) in writes {
+            let body = json!({ "author": author, "deltas": deltas, "now": NOW });
+            let (status, answer) =
+                call(&admin, "post", &format!("{base}/v1/facts"), Some(body)).await;
+            if author == "user:occ_controller" {
+                assert_eq!(status, 200, "{answer}");
+                last = answer["revision"].as_u64().unwrap();
+            }
+        }
+        let mut feed = me
+            .get(format!("{base}/v1/changes?since={start}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(feed.status().as_u16(), 200);
+        let mut text = String::new();
+        while !text.contains(&format!("id: {last}\n")) {
+            let chunk = feed.chunk().await.unwrap().unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        let events = change_events(&text);
+        assert_eq!(events.len(), 5, "{text}");
+        assert!(
+            !text.contains("a title no rule reads") && !text.contains("another title"),
+            "{text}"
+        );
+        for e in &events {
+            assert!(e.get("refetch").is_none(), "{e}");
+            let deltas: Vec<clearance_core::Delta> =
+                serde_json::from_value(e["deltas"].clone()).unwrap();
+            mine.extend(&deltas).unwrap();
+            mine.revision = e["revision"].as_u64().unwrap();
+        }
+        let (now, want) = slice_of(me.clone()).await;
+        assert_eq!(now, last);
+        assert_eq!(mine, want, "the followed slice against the slice cut now");
+        // A policy change cannot be followed by deltas.
+        let (status, answer) = call(
+            &admin,
+            "post",
+            &format!("{base}/v1/policy/reload"),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let reloaded = answer["revision"].as_u64().unwrap();
+        while !text.contains(&format!("id: {reloaded}\n")) {
+            let chunk = feed.chunk().await.unwrap().unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        let policy = change_events(&text).pop().unwrap();
+        assert_eq!(policy["refetch"], "the policy changed", "{policy}");
+        assert!(policy.get("deltas").is_none(), "{policy}");
     });
 }
 

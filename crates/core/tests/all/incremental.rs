@@ -448,3 +448,105 @@ fn a_delta_refused_in_place_is_refused_by_a_rebuild_of_its_prefix() {
     let r = run(8903089596620363113, 30, &[EPOCH + 700_529, EPOCH - 231_140]);
     assert!(r.is_ok(), "{}", r.unwrap_err());
 }
+
+/// Follows every principal's slice through `rounds` random changes by the projected
+/// deltas ([`Reads::project`]): each followed change leaves the follower's facts equal
+/// to the slice cut after it, and a snapshot built from them decides as that slice.
+/// Answers the changes followed and those that asked for a refetch.
+fn follow(seed: u64, rounds: usize) -> Result<(usize, usize), String> {
+    use clearance_core::slice::{Projected, Reads};
+    let schema = schema();
+    let reads = Reads::of(&schema);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut facts = Facts::from_doc(world(&schema, seed, SIZE).facts).unwrap();
+    let mut followers: Vec<(String, Facts)> = principals(&schema, &facts)
+        .into_iter()
+        .map(|p| {
+            let slice = reads.slice(&schema, &facts, &p).unwrap();
+            (p, Facts::from_doc(slice).unwrap())
+        })
+        .collect();
+    let mut fresh = 0;
+    let (mut followed, mut refetched) = (0, 0);
+    for round in 0..rounds {
+        let n = rng.gen_range(1..5);
+        let deltas: Vec<Delta> = (0..n)
+            .map(|_| delta(&schema, &facts, &mut rng, &mut fresh))
+            .collect();
+        let Ok(after) = facts.apply(&deltas) else {
+            continue;
+        };
+        if Snapshot::build(Arc::clone(&schema), &after).is_err() {
+            continue;
+        }
+        let account_of = |k: &str| {
+            facts
+                .entities
+                .get(k)
+                .or_else(|| after.entities.get(k))
+                .map(|e| e.account.clone())
+        };
+        let mut next = Vec::new();
+        for (p, mut mine) in followers {
+            let Some(account) = after.entities.get(&p).map(|e| e.account.clone()) else {
+                continue;
+            };
+            let want = reads.slice(&schema, &after, &p).unwrap();
+            match reads.project(&schema, &p, &account, &deltas, account_of) {
+                Projected::Deltas(ds) => {
+                    mine.extend(&ds).map_err(|e| {
+                        format!("round {round}, {p}: {ds:?} from {deltas:?} do not apply: {e}")
+                    })?;
+                    mine.revision = want.revision;
+                    let want = Facts::from_doc(want).unwrap();
+                    if mine != want {
+                        return Err(format!(
+                            "round {round}, {p}: {deltas:?} projected as {ds:?} leave\n{:?}\nnot the slice\n{:?}",
+                            mine.to_doc(),
+                            want.to_doc()
+                        ));
+                    }
+                    Snapshot::build(Arc::clone(&schema), &mine).map_err(|e| {
+                        format!("round {round}, {p}: the followed slice does not build: {e}")
+                    })?;
+                    followed += 1;
+                    next.push((p, mine));
+                }
+                Projected::Refetch(_) => {
+                    refetched += 1;
+                    next.push((p, Facts::from_doc(want).unwrap()));
+                }
+            }
+        }
+        followers = next;
+        facts = after;
+    }
+    Ok((followed, refetched))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// A slice followed by the projected deltas of every change is the slice cut after
+    /// it (or the change asks for a refetch).
+    #[test]
+    fn a_slice_followed_by_projected_deltas_is_the_slice_after(seed in any::<u64>()) {
+        let r = follow(seed, 40);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+}
+
+/// Most changes are followed, not refetched: the projection is not "always refetch".
+#[test]
+fn most_changes_are_followed_by_deltas() {
+    let (mut followed, mut refetched) = (0, 0);
+    for seed in 0..4 {
+        let (f, r) = follow(seed, 40).unwrap_or_else(|e| panic!("{e}"));
+        followed += f;
+        refetched += r;
+    }
+    assert!(
+        followed > 4 * refetched,
+        "{followed} followed, {refetched} refetched"
+    );
+}
