@@ -316,6 +316,19 @@ export interface SliceOptions {
  */
 export function verifySlice(signed: unknown, options: SliceOptions): Promise<Slice | Denial>;
 
+/** An event of a server-sent event stream (`GET /v1/changes`). */
+export interface ServerEvent {
+  /** `change`, `reset`, `error`, or `message` when the event names none. */
+  event: string;
+  /** The event's id (a change's revision), or empty. */
+  id: string;
+  /** Its data parsed as JSON, or `null` when it is not JSON. */
+  data: unknown;
+}
+
+/** The events of a server-sent event stream (the body of `GET /v1/changes`), in order. */
+export function serverEvents(body: ReadableStream<Uint8Array<ArrayBuffer>>): AsyncGenerator<ServerEvent>;
+
 /** What a slice's signature covers first: the signed bytes are `SLICE_CONTEXT + slice`. */
 export const SLICE_CONTEXT: 'clearance.slice.v1\n';
 

@@ -17,7 +17,7 @@
  */
 
 /**
- * @import { AccessMatrix, Bytes, ClearanceModule, DecisionView, Denial, ErrorData, Explanation, Info, Outline, Query, Request, Resolved, Slice, SliceOptions, Source, Time, WireDecision, WriteAnswer } from './index.js'
+ * @import { AccessMatrix, Bytes, ClearanceModule, DecisionView, Denial, ErrorData, Explanation, Info, Outline, Query, Request, Resolved, ServerEvent, Slice, SliceOptions, Source, Time, WireDecision, WriteAnswer } from './index.js'
  */
 
 /**
@@ -1006,6 +1006,53 @@ function isSlice(s) {
   return typeof o.principal === 'string' && typeof o.account === 'string' && typeof o.revision === 'number'
     && typeof o.policy_hash === 'string' && typeof o.issued === 'number' && typeof o.expires === 'number'
     && Array.isArray(o.policy) && o.facts !== null && typeof o.facts === 'object' && !Array.isArray(o.facts);
+}
+
+/**
+ * The events of a server-sent event stream (the body of `GET /v1/changes`), in order:
+ * `{event, id, data}` with `data` parsed as JSON (`null` if it is not JSON). Ends with the
+ * stream.
+ *
+ * @param {ReadableStream<Uint8Array<ArrayBuffer>>} body
+ * @returns {AsyncGenerator<ServerEvent>}
+ */
+export async function* serverEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value.replaceAll('\r\n', '\n');
+      for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let event = 'message';
+        let id = '';
+        const data = [];
+        for (const line of block.split('\n')) {
+          const colon = line.indexOf(':');
+          if (colon === 0) continue;
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const text = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+          if (field === 'event') event = text;
+          else if (field === 'id') id = text;
+          else if (field === 'data') data.push(text);
+        }
+        if (data.length === 0) continue;
+        let parsed = null;
+        try {
+          parsed = JSON.parse(data.join('\n'));
+        } catch {
+          // Not JSON: given as null.
+        }
+        yield { event, id, data: parsed };
+      }
+    }
+  } finally {
+    // A reader that stops early closes the stream (and its connection).
+    await reader.cancel().catch(() => {});
+  }
 }
 
 /**

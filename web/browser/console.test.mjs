@@ -309,18 +309,25 @@ describe('the console', () => {
     await page.close();
   });
 
-  test('a decision made on an older revision is refused when its outcome has changed', async () => {
+  test('the page follows its account\'s changes by their deltas, and fetches its slice again after a policy change', async () => {
     const page = await open('user:aeroserv_tech', { whyNot: false });
     assert.ok((await shown(page))['event:aog_lhr'].includes('update'));
-    // The controller unassigns the contractor; the page still decides on its revision.
+    // The controller unassigns the contractor: the page applies the change's deltas and
+    // no longer shows the event, without fetching its slice again.
+    /** @type {string[]} */
+    const slices = [];
+    page.on('request', (r) => { if (r.url().includes('/v1/slice/')) slices.push(r.url()); });
     const unassign = await api('/v1/facts', { author: 'user:occ_controller', now: NOW, deltas: [{ op: 'remove_tuple', tuple: { resource: 'event:aog_lhr', relation: 'assigned', subject: 'organization:aeroserv' } }] });
     assert.equal(unassign.status, 200, JSON.stringify(unassign.body));
-    await page.waitForSelector('#stale:not([hidden])', { timeout: 10_000 });
-    await page.click('tr[data-resource="event:aog_lhr"] button[data-action="update"]');
-    await page.waitForSelector('#notice[data-kind="refusal"]');
-    assert.equal(await page.getAttribute('#notice', 'data-code'), 'parity.outcome_changed');
-    await page.click('#stale button');
+    await page.waitForSelector(`body[data-revision="${unassign.body.revision}"]`, { timeout: 10_000 });
     await page.waitForSelector('tr[data-resource="event:aog_lhr"]', { state: 'detached' });
+    assert.equal(await page.isHidden('#stale'), true);
+    assert.deepEqual(slices, [], 'the page fetched its slice again for a change it could follow');
+    // A policy change cannot be followed by deltas: the page fetches its slice again.
+    const reload = await api('/v1/policy/reload', {});
+    assert.equal(reload.status, 200, JSON.stringify(reload.body));
+    await page.waitForSelector(`body[data-revision="${reload.body.revision}"]`, { timeout: 10_000 });
+    assert.equal(slices.length, 1, `slices fetched: ${slices}`);
     if (process.env.CLEARANCE_SCREENSHOTS) {
       const shot = await open('user:occ_controller', { whyNot: true });
       await shot.screenshot({ path: join(ROOT, 'docs/console-events.png'), fullPage: false });

@@ -3,7 +3,7 @@
 // its signature verifies with the host's slice keys. Writes go to the host, which decides
 // them again with the same module and refuses stale parity tokens.
 
-import { isError, loadBrowser, verifySlice } from '/index.js';
+import { isError, loadBrowser, serverEvents, verifySlice } from '/index.js';
 
 /**
  * @import { ClearanceModule, Outline, Request, Session, Source, TypeOutline, WriteOutline } from '/index.js'
@@ -40,6 +40,13 @@ import { isError, loadBrowser, verifySlice } from '/index.js';
  * @property {number} expires
  * @property {Source[]} policy
  * @property {{revision: number, entities: Entity[], tuples: Tuple[]}} facts
+ */
+
+/**
+ * A change as the persona's feed gives it: its deltas cut to the persona's slice, or
+ * `refetch` (why) when it cannot be followed so.
+ *
+ * @typedef {{revision: number, author: string, deltas?: object[], refetch?: string}} Change
  */
 
 /**
@@ -379,9 +386,10 @@ async function token(who) {
 }
 
 /**
- * Follows the host's change feed as the signed-in persona (the changes of its account): a
- * newer revision makes the page's decisions stale. Server-sent events read through fetch,
- * since an EventSource cannot send the token.
+ * Follows the host's change feed as the signed-in persona (the changes of its account),
+ * applying each change's deltas, cut to the persona's slice by the host, to the loaded
+ * slice. Server-sent events read through fetch, since an EventSource cannot send the
+ * token.
  */
 async function follow() {
   state.feed?.abort();
@@ -391,23 +399,12 @@ async function follow() {
     const since = state.slice === null ? '' : `?since=${state.slice.revision}`;
     const response = await fetch(`/v1/changes${since}`, { headers: { authorization: `Bearer ${state.token}` }, signal: controller.signal });
     if (!response.ok || response.body === null) return;
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += value;
-      for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        let event = 'message';
-        let data = '';
-        for (const line of block.split('\n')) {
-          if (line.startsWith('event:')) event = line.slice(6).trim();
-          else if (line.startsWith('data:')) data += line.slice(5).trim();
-        }
-        if (event === 'change') changed(JSON.parse(data));
-      }
+    for await (const { event, data } of serverEvents(response.body)) {
+      // A sign-in since follows on its own feed.
+      if (controller.signal.aborted) return;
+      if (event === 'change') changed(/** @type {Change} */ (data));
+      // Changes were skipped: the slice is fetched again at the host's revision.
+      else if (event === 'reset') refetch();
     }
   } catch {
     // Aborted by the next sign-in, or the host went away: the page keeps deciding.
@@ -415,16 +412,51 @@ async function follow() {
 }
 
 /**
- * A change on the host: the page is stale if it decides on an older revision.
+ * A change on the host, as the persona's feed gives it: its deltas, cut to the persona's
+ * slice, or `refetch` when it cannot be followed so (a policy change, the authorisations
+ * the persona holds moved).
  *
- * @param {{revision: number, author: string}} change
+ * @param {Change} change
  */
 function changed(change) {
   state.latest = Math.max(state.latest, change.revision);
-  if (state.slice && change.revision > state.slice.revision) {
-    show($('#stale'), 'stale', `Revision ${change.revision} is on the host (by ${change.author}); this page decides on revision ${state.slice.revision}. `,
-      h('button', { onclick: () => signIn(principal()) }, 'Refresh'));
-  }
+  const mine = state.slice;
+  if (mine === null || change.revision <= mine.revision) return;
+  if (Array.isArray(change.deltas) && applied(mine, change.revision, change.deltas)) return;
+  refetch();
+}
+
+/**
+ * Applies a change's deltas to the loaded slice in the module, in place; the page then
+ * decides on the change's revision without fetching its slice again. False when they do
+ * not apply, and nothing changed.
+ *
+ * @param {Slice} mine
+ * @param {number} revision
+ * @param {object[]} deltas
+ */
+function applied(mine, revision, deltas) {
+  const s = session();
+  if (isError(s.applyDeltas(deltas))) return false;
+  const facts = s.facts();
+  if (isError(facts)) return false;
+  state.slice = { ...mine, revision, facts: /** @type {Slice['facts']} */ (facts) };
+  if (state.latest <= revision) $('#stale').hidden = true;
+  document.body.dataset.revision = String(revision);
+  render();
+  return true;
+}
+
+/**
+ * A change the page cannot follow by deltas: it says so, and fetches the persona's slice
+ * again.
+ */
+function refetch() {
+  const mine = state.slice;
+  if (mine === null) return;
+  show($('#stale'), 'stale', `Revision ${state.latest} is on the host; this page decides on revision ${mine.revision} and is fetching its slice again. `,
+    h('button', { onclick: () => signIn(principal()) }, 'Refresh'));
+  void signIn(principal());
 }
 
 /**

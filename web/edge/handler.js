@@ -14,7 +14,7 @@
  * session error, a throw, a malformed answer) is 403.
  */
 
-import { isError, verifySlice } from '../index.js';
+import { isError, serverEvents, verifySlice } from '../index.js';
 import { bearer } from './token.js';
 
 /**
@@ -403,4 +403,70 @@ export async function loadSlice(session, signed, options) {
   const facts = session.loadFacts(slice.facts);
   if ('error' in facts) return facts;
   return session.info();
+}
+
+/**
+ * How `followChanges` follows the host.
+ *
+ * @typedef {object} FollowOptions
+ * @property {string} url the host's origin, e.g. `https://clearance.example`
+ * @property {string} token the user token of the slice's principal
+ * @property {number} revision the revision of the slice loaded
+ * @property {() => Promise<number>} refetch loads the slice again (`loadSlice` on a fresh
+ *   `GET /v1/slice/{principal}`) and gives its revision
+ * @property {AbortSignal} [signal] stops following
+ * @property {typeof globalThis.fetch} [fetch] the fetch to use (default: the global one)
+ */
+
+/**
+ * Keeps a session loaded from a principal's slice at the host's revision, as the console
+ * does: follows the host's change feed (`GET /v1/changes?since=…` with the principal's
+ * token) and applies each change's deltas, which the host cuts to the slice, to the session
+ * in place. A change it cannot follow so (`refetch`: a policy change, the authorisations the
+ * principal holds moved; a `reset`: changes were skipped; deltas the session refuses) calls
+ * `options.refetch()`, and the feed goes on from the revision it gives. Settles, with the
+ * revision the session is at, when the feed ends (the host closed it or went away, or
+ * answered other than 200) or `options.signal` aborts.
+ *
+ * @param {{applyDeltas(deltas: object[]): unknown}} session
+ * @param {FollowOptions} options
+ * @returns {Promise<number>}
+ */
+export async function followChanges(session, { url, token, revision, refetch, signal, fetch: get = globalThis.fetch }) {
+  let at = revision;
+  for (;;) {
+    /** @type {Response} */
+    let response;
+    try {
+      response = await get(`${url}/v1/changes?since=${at}`, { headers: { authorization: `Bearer ${token}` }, ...(signal ? { signal } : {}) });
+    } catch {
+      return at;
+    }
+    if (!response.ok || response.body === null) return at;
+    let lost = false;
+    try {
+      for await (const { event, data } of serverEvents(response.body)) {
+        if (signal?.aborted) return at;
+        if (event === 'reset') {
+          lost = true;
+          break;
+        }
+        // The feed ended for the principal (its key revoked, its gates failed).
+        if (event === 'error') return at;
+        if (event !== 'change' || data === null || typeof data !== 'object') continue;
+        const change = /** @type {{revision?: unknown, deltas?: unknown}} */ (data);
+        if (typeof change.revision !== 'number' || change.revision <= at) continue;
+        if (Array.isArray(change.deltas) && !isError(session.applyDeltas(change.deltas))) {
+          at = change.revision;
+          continue;
+        }
+        lost = true;
+        break;
+      }
+    } catch {
+      return at;
+    }
+    if (!lost || signal?.aborted) return at;
+    at = await refetch();
+  }
 }

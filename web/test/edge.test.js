@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { isError, loadNode } from '../index.js';
-import { createHandler, loadSlice, maxAge } from '../edge/handler.js';
+import { createHandler, followChanges, loadSlice, maxAge } from '../edge/handler.js';
 import { createTokenVerifier } from '../edge/token.js';
-import { NOW, codes, errorOf, invalid, loadedSession, ok, policySources, present, sliceSigner, worldText } from './fixtures.js';
+import { NOW, codes, errorOf, invalid, loadedSession, ok, policySources, present, req, sliceSigner, worldText } from './fixtures.js';
 
 /**
  * @import { ClearanceModule, Denial, Info, Request as CheckRequest, Session, Source } from '../index.js'
@@ -465,5 +465,69 @@ describe('the edge handler on a slice', () => {
     assert.equal(maxAge(null, NOW, 5), 5);
     assert.equal(maxAge('2026-05-01T09:00:00Z', NOW), 0);
     assert.equal(maxAge(1777629600 + 90, 1777629600), 90);
+  });
+});
+
+describe('following the host\'s change feed', () => {
+  /**
+   * A feed response: the events, as the host writes them.
+   *
+   * @param {Array<[string, unknown]>} events
+   */
+  function feed(events) {
+    const text = events.map(([event, data], i) => `event: ${event}\nid: ${i}\ndata: ${JSON.stringify(data)}\n\n`).join('');
+    const bytes = new TextEncoder().encode(text);
+    // In two pieces, split inside an event, as a network may deliver it.
+    const half = Math.floor(bytes.length / 2);
+    return new Response(new ReadableStream({
+      start(c) {
+        c.enqueue(bytes.slice(0, half));
+        c.enqueue(bytes.slice(half));
+        c.close();
+      },
+    }), { headers: { 'content-type': 'text/event-stream' } });
+  }
+
+  test('a session follows the deltas of its feed, and loads its slice again where it cannot', async () => {
+    const { session } = await loadedSession();
+    const update = () => session.check(req('user:aeroserv_tech', 'update', 'event:aog_lhr')).allowed;
+    assert.equal(update(), true);
+    const unassign = { op: 'remove_tuple', tuple: { resource: 'event:aog_lhr', relation: 'assigned', subject: 'organization:aeroserv' } };
+    const absent = { op: 'remove_tuple', tuple: { resource: 'event:aog_lhr', relation: 'assigned', subject: 'organization:nobody' } };
+    /** @type {string[]} */
+    const asked = [];
+    const feeds = [
+      // An old change is skipped; a change is applied; a policy change is refetched.
+      feed([['change', { revision: 3, deltas: [absent] }], ['change', { revision: 12, deltas: [unassign] }], ['change', { revision: 14, refetch: 'the policy changed' }]]),
+      feed([['reset', { revision: 20, last_sent: 14 }]]),
+      // Deltas the session refuses (not in its slice): refetched, and nothing applied.
+      feed([['change', { revision: 31, deltas: [absent] }]]),
+      new Response('{}', { status: 503 }),
+    ];
+    const refetched = [14, 20, 40];
+    const at = await followChanges(session, {
+      url: 'https://host.example',
+      token: 'a-user-token',
+      revision: 10,
+      refetch: async () => present(refetched.shift()),
+      fetch: async (input, init) => {
+        asked.push(`${String(input)} ${new Headers(init?.headers).get('authorization')}`);
+        return present(feeds.shift());
+      },
+    });
+    assert.equal(at, 40);
+    assert.deepEqual(asked, [10, 14, 20, 40].map((r) => `https://host.example/v1/changes?since=${r} Bearer a-user-token`));
+    assert.equal(update(), false, 'the unassignment was not applied');
+    assert.deepEqual(refetched, []);
+  });
+
+  test('an error event, a failed fetch or an abort ends the following', async () => {
+    const { session } = await loadedSession();
+    const options = { url: 'https://host.example', token: 't', revision: 1, refetch: async () => assert.fail('refetched') };
+    assert.equal(await followChanges(session, { ...options, fetch: async () => feed([['error', { code: 'auth.invalid' }]]) }), 1);
+    assert.equal(await followChanges(session, { ...options, fetch: async () => { throw new TypeError('offline'); } }), 1);
+    const controller = new AbortController();
+    controller.abort();
+    assert.equal(await followChanges(session, { ...options, signal: controller.signal, fetch: async () => feed([['change', { revision: 2, deltas: [] }]]) }), 1);
   });
 });
