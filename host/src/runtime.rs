@@ -558,6 +558,16 @@ impl Runtime {
         }
     }
 
+    /// The revision of the bytes a fresh instance starts from (the changes after it are
+    /// applied in place), when a snapshot is loaded.
+    pub fn base_revision(&self) -> Option<u64> {
+        let c = match self.current.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        c.as_ref().map(|cur| cur.base)
+    }
+
     /// Takes the bytes of an instance holding the latest change as the new base.
     async fn rebase(self: &Arc<Self>) -> Result<(), HostError> {
         let deadline = ticks(self.config.load_deadline);

@@ -3,7 +3,8 @@
 //! verify is passed over for the one before it or the base; a policy change after a
 //! checkpoint is built, and checkpointed at once; checkpoints follow the write count.
 
-use super::service::{NOW, decision_mix, get, post, serve_config, temp_db};
+use super::service::{NOW, decision_mix, get, post, runtime_with, serve_config, serve_on, temp_db};
+use clearance_host::RuntimeConfig;
 use clearance_host::checkpoint::recover;
 use clearance_host::service::ServiceConfig;
 use clearance_host::store::{FactStore, SqliteStore};
@@ -219,5 +220,56 @@ fn checkpoints_follow_the_count_of_changes() {
         assert!(from.0 > 0 && from.0 + from.1 == last, "{from:?}");
         assert_eq!(served(&again).await, before);
         same_as_full_replay(&db);
+    });
+}
+
+/// Past `rebase_after` changes the instances take one's bytes as their new base (a fresh
+/// instance then starts from it rather than replaying every change): the base moves on
+/// with the writes, and every instance decides as a host started afresh on the store.
+#[test]
+fn instances_renew_their_base_and_decide_as_a_fresh_start() {
+    let db = temp_db("rebase");
+    tokio().block_on(async {
+        let rt = runtime_with(RuntimeConfig {
+            instances: 3,
+            rebase_after: 4,
+            ..RuntimeConfig::default()
+        });
+        let (base, _s) = serve_on(&db, manual(), std::sync::Arc::clone(&rt)).await;
+        let start = rt.base_revision().unwrap();
+        let mut bases = std::collections::BTreeSet::new();
+        for round in 0..6 {
+            write(&base, round * 5, 5).await;
+            // The renewal runs in the background.
+            let waited = std::time::Instant::now();
+            while rt.base_revision() == bases.last().copied().or(Some(start)) {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(30),
+                    "the base stays at {:?}",
+                    rt.base_revision()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            bases.insert(rt.base_revision().unwrap());
+        }
+        assert!(bases.len() >= 3, "the base moved to {bases:?} only");
+        // Every instance answers the mix: six at once, so the instances idle through the
+        // renewals start from the new base.
+        let ours = served(&base).await;
+        let all: Vec<_> = (0..6)
+            .map(|_| {
+                let base = base.clone();
+                tokio::spawn(async move { served(&base).await })
+            })
+            .collect();
+        for one in all {
+            assert!(one.await.unwrap() == ours, "an instance decides otherwise");
+        }
+        let (again, _) = serve_config(&db, manual()).await;
+        assert_eq!(
+            served(&again).await,
+            ours,
+            "a host started afresh decides otherwise"
+        );
     });
 }

@@ -29,18 +29,15 @@ pub(crate) fn demo_facts() -> Facts {
 }
 
 fn runtime() -> Arc<Runtime> {
+    runtime_with(RuntimeConfig {
+        instances: 2,
+        ..RuntimeConfig::default()
+    })
+}
+
+pub(crate) fn runtime_with(config: RuntimeConfig) -> Arc<Runtime> {
     let (wasm, hash) = artifact();
-    Arc::new(
-        Runtime::new(
-            &wasm,
-            &hash,
-            RuntimeConfig {
-                instances: 2,
-                ..RuntimeConfig::default()
-            },
-        )
-        .unwrap(),
-    )
+    Arc::new(Runtime::new(&wasm, &hash, config).unwrap())
 }
 
 /// A server on a loopback port over the store at `db`; returns its base URL.
@@ -50,9 +47,18 @@ pub(crate) async fn serve(db: &Path) -> (String, Arc<Service>) {
 
 /// A server as [`serve`], with `config`.
 pub(crate) async fn serve_config(db: &Path, config: ServiceConfig) -> (String, Arc<Service>) {
+    serve_on(db, config, runtime()).await
+}
+
+/// [`serve_config`] on a runtime of the caller's.
+pub(crate) async fn serve_on(
+    db: &Path,
+    config: ServiceConfig,
+    runtime: Arc<Runtime>,
+) -> (String, Arc<Service>) {
     let policies = root().join("policies");
     let service = Service::open(
-        runtime(),
+        runtime,
         read_policies(&policies).unwrap(),
         db,
         || Ok(demo_facts()),
