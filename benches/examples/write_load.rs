@@ -82,7 +82,7 @@ fn main() {
                 &wasm,
                 hash.trim(),
                 RuntimeConfig {
-                    instances: 2,
+                    instances: std::env::var("CLEARANCE_BENCH_INSTANCES").ok().and_then(|v| v.parse().ok()).unwrap_or(2),
                     ..RuntimeConfig::default()
                 },
             )
