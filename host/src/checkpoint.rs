@@ -151,6 +151,9 @@ pub struct Written {
     pub snapshot_bytes: usize,
     /// Changes applied to the checkpoint before it.
     pub replayed: usize,
+    /// How long the store took to keep it (one transaction, during which appends
+    /// through other handles wait).
+    pub stored_in: std::time::Duration,
 }
 
 /// Writes a checkpoint of `store` at `upto` through `store` (a second handle, see
@@ -180,12 +183,8 @@ pub fn write_checkpoint(store: &mut dyn FactStore, upto: u64) -> Result<Option<W
     };
     let snapshot = snapshot.to_bytes().map_err(|e| e.to_string())?;
     let facts = serde_json::to_string(&r.facts.into_doc()).map_err(|e| e.to_string())?;
-    let written = Written {
-        revision: upto,
-        facts_bytes: facts.len(),
-        snapshot_bytes: snapshot.len(),
-        replayed: r.replayed,
-    };
+    let (facts_bytes, snapshot_bytes) = (facts.len(), snapshot.len());
+    let t = std::time::Instant::now();
     store
         .put_checkpoint(&Checkpoint {
             revision: upto,
@@ -194,5 +193,11 @@ pub fn write_checkpoint(store: &mut dyn FactStore, upto: u64) -> Result<Option<W
             snapshot,
         })
         .map_err(|e| e.to_string())?;
-    Ok(Some(written))
+    Ok(Some(Written {
+        revision: upto,
+        facts_bytes,
+        snapshot_bytes,
+        replayed: r.replayed,
+        stored_in: t.elapsed(),
+    }))
 }

@@ -1289,12 +1289,13 @@ impl Service {
         .map_err(|e| e.to_string())??;
         if let Some(w) = &written {
             eprintln!(
-                "clearance: checkpoint at revision {} ({} bytes of facts, {} of snapshot, {} changes applied to the one before) in {} ms",
+                "clearance: checkpoint at revision {} ({} bytes of facts, {} of snapshot, {} changes applied to the one before) in {} ms, {} ms of it storing",
                 w.revision,
                 w.facts_bytes,
                 w.snapshot_bytes,
                 w.replayed,
-                t.elapsed().as_millis()
+                t.elapsed().as_millis(),
+                w.stored_in.as_millis()
             );
         }
         Ok(written)

@@ -323,9 +323,11 @@ const SCHEMA: &str = "
                        revoked INTEGER);
 ";
 
-/// The checkpoints table (format 4).
+/// The checkpoints table, in a database of its own beside the store (attached as `cp`):
+/// writing a checkpoint of hundreds of megabytes takes that file's write lock, never the
+/// store's, so appends go on meanwhile.
 const CHECKPOINTS: &str = "
-    CREATE TABLE checkpoints (revision INTEGER PRIMARY KEY, chain TEXT NOT NULL,
+    CREATE TABLE IF NOT EXISTS cp.checkpoints (revision INTEGER PRIMARY KEY, chain TEXT NOT NULL,
                               facts TEXT NOT NULL, policy TEXT NOT NULL,
                               snapshot BLOB NOT NULL, checksum TEXT NOT NULL,
                               created INTEGER NOT NULL);
@@ -416,7 +418,7 @@ fn checkpoint(
 ) -> Result<(String, String, StoredPolicy, Vec<u8>), String> {
     let (chain, facts, policy, snapshot, checksum): (String, String, String, Vec<u8>, String) =
         conn.query_row(
-            "SELECT chain, facts, policy, snapshot, checksum FROM checkpoints WHERE revision = ?1",
+            "SELECT chain, facts, policy, snapshot, checksum FROM cp.checkpoints WHERE revision = ?1",
             [revision as i64],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
@@ -476,11 +478,35 @@ fn verified_changes(
     Ok(changes)
 }
 
+/// Where a store's checkpoints are kept: `<store>.checkpoints`, a database of its own, so
+/// that writing one never holds up appends. Removing it loses nothing but start-up time.
+pub fn checkpoint_path(store: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.checkpoints", store.display()))
+}
+
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(e)?;
+    Ok(())
+}
+
+/// Attaches the store's checkpoints ([`checkpoint_path`]) as `cp`.
+fn attach_checkpoints(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let side = checkpoint_path(path);
+    conn.execute(
+        "ATTACH DATABASE ?1 AS cp",
+        [side
+            .to_str()
+            .ok_or_else(|| StoreError(format!("{}: not UTF-8", side.display())))?],
+    )
+    .map_err(e)?;
+    conn.pragma_update(Some("cp"), "journal_mode", "WAL")
+        .map_err(e)?;
+    conn.pragma_update(Some("cp"), "synchronous", "FULL")
+        .map_err(e)?;
+    conn.execute_batch(CHECKPOINTS).map_err(e)?;
     Ok(())
 }
 
@@ -512,6 +538,10 @@ impl SqliteStore {
             return Ok((SqliteStore::open(path)?, false));
         }
         let (facts, policy) = seed().map_err(StoreError)?;
+        // Checkpoints left by an earlier store of this name are not this one's.
+        for stale in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(format!("{}{stale}", checkpoint_path(path).display()));
+        }
         let creating = PathBuf::from(format!("{}.creating", path.display()));
         for stale in ["", "-wal", "-shm", "-journal"] {
             let _ = std::fs::remove_file(format!("{}{stale}", creating.display()));
@@ -521,7 +551,6 @@ impl SqliteStore {
             conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
             let tx = conn.transaction().map_err(e)?;
             tx.execute_batch(SCHEMA).map_err(e)?;
-            tx.execute_batch(CHECKPOINTS).map_err(e)?;
             let text = serde_json::to_string(&facts.to_doc()).map_err(e)?;
             let policy = serde_json::to_string(&policy).map_err(e)?;
             tx.execute(
@@ -604,6 +633,7 @@ impl SqliteStore {
         if base.is_none() {
             return Err(empty());
         }
+        attach_checkpoints(&conn, path)?;
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),
@@ -664,10 +694,9 @@ fn migrate_from_2(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(e)
 }
 
-/// Format 3 to 4: checkpoints.
+/// Format 3 to 4: checkpoints, kept in a database beside the store.
 fn migrate_from_3(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(e)?;
-    tx.execute_batch(CHECKPOINTS).map_err(e)?;
     tx.pragma_update(None, "user_version", FORMAT).map_err(e)?;
     tx.commit().map_err(e)
 }
@@ -731,7 +760,7 @@ impl FactStore for SqliteStore {
         let revisions: Vec<i64> = {
             let mut stmt = tx
                 .prepare(
-                    "SELECT revision FROM checkpoints WHERE revision <= ?1 ORDER BY revision DESC",
+                    "SELECT revision FROM cp.checkpoints WHERE revision <= ?1 ORDER BY revision DESC",
                 )
                 .map_err(e)?;
             let rows = stmt
@@ -777,7 +806,7 @@ impl FactStore for SqliteStore {
         let chain = chain_at(&tx, c.revision)?;
         let sum = checkpoint_checksum(c.revision, &chain, &c.facts, &policy, &c.snapshot);
         tx.execute(
-            "INSERT OR REPLACE INTO checkpoints (revision, chain, facts, policy, snapshot, checksum, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR REPLACE INTO cp.checkpoints (revision, chain, facts, policy, snapshot, checksum, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 c.revision as i64,
                 chain,
@@ -790,7 +819,7 @@ impl FactStore for SqliteStore {
         )
         .map_err(e)?;
         tx.execute(
-            "DELETE FROM checkpoints WHERE revision NOT IN (SELECT revision FROM checkpoints ORDER BY revision DESC LIMIT ?1)",
+            "DELETE FROM cp.checkpoints WHERE revision NOT IN (SELECT revision FROM cp.checkpoints ORDER BY revision DESC LIMIT ?1)",
             [CHECKPOINTS_KEPT as i64],
         )
         .map_err(e)?;
@@ -800,7 +829,7 @@ impl FactStore for SqliteStore {
     fn checkpoints(&self) -> Result<Vec<u64>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT revision FROM checkpoints ORDER BY revision")
+            .prepare("SELECT revision FROM cp.checkpoints ORDER BY revision")
             .map_err(e)?;
         let rows = stmt.query_map([], |r| r.get::<_, i64>(0)).map_err(e)?;
         rows.map(|r| r.map(|v| v as u64).map_err(e)).collect()

@@ -128,7 +128,8 @@ fn a_checkpoint_that_does_not_verify_is_passed_over_for_an_earlier_state() {
         let before = served(&base).await;
 
         let damage = |revision: u64| {
-            let conn = rusqlite::Connection::open(&db).unwrap();
+            let conn =
+                rusqlite::Connection::open(clearance_host::store::checkpoint_path(&db)).unwrap();
             let n = conn
                 .execute(
                     "UPDATE checkpoints SET facts = replace(facts, 'cp_1', 'cp_9') WHERE revision = ?1",
