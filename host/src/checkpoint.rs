@@ -37,6 +37,18 @@ pub struct Recovered {
 /// The state of `store` at `upto` (the last revision when `None`): the latest checkpoint
 /// that verifies, or the base, and the changes after it.
 pub fn recover(store: &dyn FactStore, upto: Option<u64>) -> Result<Recovered, String> {
+    recover_with(store, upto, &|_| {})
+}
+
+/// [`recover`], handing the snapshot carried from the checkpoint to `carried` as soon as
+/// it is ready, while the facts are still being read (start-up loads it into the module
+/// meanwhile).
+pub fn recover_with(
+    store: &dyn FactStore,
+    upto: Option<u64>,
+    carried: &(dyn Fn(&Snapshot) + Sync),
+) -> Result<Recovered, String> {
+    let early = carried;
     let latest = store.latest(upto).map_err(|e| e.to_string())?;
     for why in &latest.passed_over {
         eprintln!("clearance: passed over {why}; starting from an earlier state");
@@ -53,7 +65,13 @@ pub fn recover(store: &dyn FactStore, upto: Option<u64>) -> Result<Recovered, St
     let replayed = changes.len();
     let carried = snapshot.filter(|_| changes.iter().all(|c| c.policy.is_none()));
     let (facts, snapshot) = std::thread::scope(|scope| {
-        let snapshot = scope.spawn(|| carry(carried.as_deref(), revision, &changes));
+        let snapshot = scope.spawn(|| {
+            let s = carry(carried.as_deref(), revision, &changes);
+            if let Some(s) = &s {
+                early(s);
+            }
+            s
+        });
         let facts = replay(&facts, revision, policy, &changes);
         let snapshot = snapshot.join().unwrap_or_else(|_| {
             eprintln!("clearance: carrying the checkpoint's snapshot failed; building it");

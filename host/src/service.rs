@@ -1175,17 +1175,49 @@ impl Service {
         let adopt = config.adopt_policy;
         let store = Arc::new(std::sync::Mutex::new(store));
         let replay_store = Arc::clone(&store);
+        // The snapshot carried from a checkpoint is loaded into the module while the facts
+        // are still being read; it is kept if start-up serves it.
+        let early: Arc<std::sync::Mutex<Option<Early>>> = Arc::default();
+        let (slot, rt, handle) = (
+            Arc::clone(&early),
+            Arc::clone(&runtime),
+            tokio::runtime::Handle::current(),
+        );
         let (served, snapshot, base_revision, started_from) =
             tokio::task::spawn_blocking(move || {
                 let mut store = replay_store.lock().map_err(|e| e.to_string())?;
-                replay(store.as_mut(), files, adopt)
+                let load = move |s: &Snapshot| {
+                    let prepared = s.to_bytes().map_err(|e| e.to_string()).and_then(|bytes| {
+                        handle
+                            .block_on(rt.prepare(bytes))
+                            .map_err(|e| e.to_string())
+                    });
+                    match (prepared, slot.lock()) {
+                        (Ok(p), Ok(mut slot)) => *slot = Some((s.revision, s.schema.hash, p)),
+                        (Err(e), _) => {
+                            eprintln!("clearance: loading the checkpoint's snapshot early: {e}");
+                        }
+                        (Ok(_), Err(_)) => {}
+                    }
+                };
+                replay_with(store.as_mut(), files, adopt, &load)
             })
             .await
             .map_err(|e| e.to_string())??;
-        runtime
-            .load_snapshot(snapshot)
-            .await
-            .map_err(|e| e.to_string())?;
+        let carried = early.lock().ok().and_then(|mut e| e.take());
+        match carried {
+            Some((revision, hash, prepared))
+                if revision == served.revision && hash == served.schema.hash =>
+            {
+                runtime.install(prepared);
+            }
+            _ => {
+                runtime
+                    .load_snapshot(snapshot)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         let (changes, _) = broadcast::channel(config.feed_buffer.max(1));
         let (revision, _) = watch::channel(served.revision);
         let keys = {
@@ -1790,7 +1822,21 @@ type Started = (Served, Vec<u8>, u64, (u64, u64));
 /// serve, its snapshot, the base revision, and the revision recovery began from with the
 /// changes applied after it.
 fn replay(store: &mut dyn FactStore, files: Vec<Source>, adopt: bool) -> Result<Started, String> {
-    let recovered = crate::checkpoint::recover(store, None)?;
+    replay_with(store, files, adopt, &|_| {})
+}
+
+/// A snapshot loaded into the module early: its revision and policy hash, prepared.
+type Early = (u64, [u8; 32], crate::runtime::Prepared);
+
+/// [`replay`], handing the snapshot carried from a checkpoint to `carried` as soon as it
+/// is ready ([`crate::checkpoint::recover_with`]).
+fn replay_with(
+    store: &mut dyn FactStore,
+    files: Vec<Source>,
+    adopt: bool,
+    carried: &(dyn Fn(&Snapshot) + Sync),
+) -> Result<Started, String> {
+    let recovered = crate::checkpoint::recover_with(store, None, carried)?;
     let base_revision = recovered.base_revision;
     let started_from = (
         recovered.from,
