@@ -1212,11 +1212,24 @@ impl Service {
                 runtime.install(prepared);
             }
             _ => {
+                let bytes = tokio::task::spawn_blocking(move || snapshot.to_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
                 runtime
-                    .load_snapshot(snapshot)
+                    .load_snapshot(bytes)
                     .await
                     .map_err(|e| e.to_string())?;
             }
+        }
+        if started_from.0 != base_revision {
+            // Start-up from a checkpoint did not read the base; it is checked now, so that
+            // a damaged store is reported while it can still be restored.
+            let reader = store.lock().map_err(|e| e.to_string())?.reader();
+            std::thread::spawn(move || match reader.and_then(|r| r.verify_base()) {
+                Ok(()) => {}
+                Err(e) => eprintln!("clearance: checking the store's base: {e}"),
+            });
         }
         let (changes, _) = broadcast::channel(config.feed_buffer.max(1));
         let (revision, _) = watch::channel(served.revision);
@@ -1792,7 +1805,13 @@ impl Service {
             })
         })
         .await?;
-        let prepared = self.runtime.prepare(snapshot).await?;
+        let bytes = blocking(move || {
+            snapshot
+                .to_bytes()
+                .map_err(|e| ApiError::internal(e.to_string()))
+        })
+        .await?;
+        let prepared = self.runtime.prepare(bytes).await?;
         self.runtime.install(prepared);
         eprintln!(
             "clearance: read the state again from the store: revision {}",
@@ -1813,9 +1832,9 @@ fn same_change(stored: &Change, ours: &Change) -> bool {
         && serde_json::to_string(&stored.deltas).ok() == serde_json::to_string(&ours.deltas).ok()
 }
 
-/// What start-up serves: the state, its snapshot's bytes, the base revision, and the
+/// What start-up serves: the state, its snapshot, the base revision, and the
 /// revision recovery began from with the changes applied after it.
-type Started = (Served, Vec<u8>, u64, (u64, u64));
+type Started = (Served, Snapshot, u64, (u64, u64));
 
 /// Recovers a store (its latest checkpoint and the changes after it, or the base and
 /// every change); then applies the start rule for the policy files. Returns what to
@@ -1890,10 +1909,9 @@ fn replay_with(
     // The snapshot carried from a checkpoint, when it is of the policy served.
     let snapshot =
         match carried.filter(|c| c.schema.hash == schema.hash && c.revision == facts.revision) {
-            Some(c) => c.to_bytes(),
-            None => Snapshot::build(Arc::clone(&schema), &facts).and_then(|s| s.to_bytes()),
-        }
-        .map_err(|e| e.to_string())?;
+            Some(c) => c,
+            None => Snapshot::build(Arc::clone(&schema), &facts).map_err(|e| e.to_string())?,
+        };
     Ok((
         Served {
             revision: facts.revision,

@@ -1316,9 +1316,7 @@ fn every_route_refuses_the_wrong_caller_and_answers_the_right_one() {
 /// of the facts whose tokens act like any user token, and the demo's dated clock.
 #[test]
 fn the_demo_issues_tokens_that_act_as_their_user_at_the_demo_time() {
-    let dir = std::env::temp_dir().join(format!("clearance-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = super::scratch("demo");
     let server =
         super::faults::start(&dir.join("facts.db"), &["--demo", "--demo-time", NOW]).unwrap();
     let log = server.log.lock().unwrap().clone();

@@ -19,8 +19,7 @@ fn clearance(args: &[&str]) -> (i32, String) {
 fn validate_reports_every_error_with_its_position() {
     let (code, out) = clearance(&["validate"]);
     assert_eq!(code, 0, "{out}");
-    let dir = std::env::temp_dir().join(format!("clearance-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = super::scratch("cli");
     std::fs::write(
         dir.join("bad.policy"),
         "type a {\n  b: nosuch\n  permission p = missing\n}\n",
@@ -42,8 +41,7 @@ fn test_runs_scenario_files_and_fails_on_a_wrong_expectation() {
     let (code, out) = clearance(&["test"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(" passed, 0 failed, in "), "{out}");
-    let dir = std::env::temp_dir().join(format!("clearance-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = super::scratch("cli-test");
     let wrong = dir.join("wrong.toml");
     std::fs::write(&wrong, "world = \"airline\"\n[[case]]\nname = \"wrong\"\nrequirements = [\"EV3\"]\nprincipal = \"user:jetfix_tech\"\naction = \"view\"\nresource = \"event:aog_lhr\"\nnow = \"2026-05-01T10:00:00Z\"\nexpect = \"allow\"\n").unwrap();
     let (code, out) = clearance(&["test", wrong.to_str().unwrap()]);
@@ -93,8 +91,7 @@ fn check_and_matrix_decide_through_the_module() {
 /// matrix escapes them and the CSV matrix quotes them (doubling their quotes).
 #[test]
 fn matrix_output_escapes_role_names_from_facts() {
-    let dir = std::env::temp_dir().join(format!("clearance-cli-escape-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = super::scratch("cli-escape");
     let mut doc: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("tests/worlds/operations.json")).unwrap(),
     )
@@ -144,9 +141,7 @@ fn matrix_output_escapes_role_names_from_facts() {
 
 #[test]
 fn keys_are_created_once_listed_without_secrets_and_revoked() {
-    let dir = std::env::temp_dir().join(format!("clearance-cli-keys-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = super::scratch("cli-keys");
     let db = dir.join("facts.db");
     let sources = clearance_host::service::read_policies(&root().join("policies")).unwrap();
     let policy = clearance_host::service::stored_policy(&sources).unwrap();

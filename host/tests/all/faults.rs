@@ -32,10 +32,7 @@ impl Drop for Server {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("clearance-faults-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    super::scratch(&format!("faults-{name}"))
 }
 
 /// Starts the server on `db`; `Err` with everything it printed if it exits instead.
@@ -318,6 +315,70 @@ fn a_store_changed_behind_the_hosts_back_refuses_to_start_naming_the_revision() 
     let log = start(&db, &[])
         .err()
         .expect("changed base facts were served");
+    assert!(log.contains("base facts (revision 0)"), "{log}");
+}
+
+/// Changes one digit of a timestamp in the base facts of the store at `db`.
+fn damage_base(db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let facts: String = conn
+        .query_row("SELECT facts FROM base", [], |r| r.get(0))
+        .unwrap();
+    let i = facts.find("\"2026-").expect("a timestamp in the facts") + 1;
+    let mut changed = facts.clone();
+    changed.replace_range(i..i + 4, "2058");
+    conn.execute("UPDATE base SET facts = ?1", [changed])
+        .unwrap();
+}
+
+#[test]
+fn a_damaged_base_behind_a_checkpoint_is_reported_after_start_up_and_refused_without_it() {
+    let dir = temp_dir("tamper-behind");
+    let db = dir.join("facts.db");
+    let cp = dir.join("facts.db.checkpoints");
+    let server = start(&db, &["--checkpoint-changes", "1", "--checkpoint-gap", "0"]).unwrap();
+    write_some(&server.base, 2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let checkpoints = || -> i64 {
+        rusqlite::Connection::open(&cp)
+            .and_then(|c| c.query_row("SELECT count(*) FROM checkpoints", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    while checkpoints() == 0 {
+        assert!(Instant::now() < deadline, "no checkpoint was written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(server);
+    damage_base(&db);
+    // Start-up from the checkpoint does not read the base; the check after it does.
+    let server = start(&db, &[]).expect("the checkpoint verifies");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server
+        .log
+        .lock()
+        .unwrap()
+        .contains("base facts (revision 0)")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the damaged base was never reported: {}",
+            server.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        server
+            .log
+            .lock()
+            .unwrap()
+            .contains("checking the store's base"),
+        "{}",
+        server.log.lock().unwrap()
+    );
+    drop(server);
+    // Without the checkpoint, start-up reads the base and refuses it.
+    std::fs::remove_file(&cp).unwrap();
+    let log = start(&db, &[]).err().expect("a damaged base was served");
     assert!(log.contains("base facts (revision 0)"), "{log}");
 }
 

@@ -28,6 +28,34 @@ mod writes;
 /// The admin key of every test server (added to its store when the server starts).
 pub(crate) const ADMIN: &str = "clr_00000000000000ad_test-admin-secret-not-for-production-use";
 
+/// A fresh directory for one test: under `clearance-tests-<pid>` in the temporary
+/// directory, so that a run's scratch is one directory. The first call removes those of
+/// earlier runs whose process has ended (a test binary has no teardown of its own).
+pub(crate) fn scratch(name: &str) -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let tmp = std::env::temp_dir();
+    SWEPT.call_once(|| {
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("clearance-tests-"))
+            else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
+    let dir = tmp
+        .join(format!("clearance-tests-{}", std::process::id()))
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Adds a key to the store at `db` (once: a key already there is left as it is).
 pub(crate) fn add_key(db: &Path, token: &str, scope: Scope, accounts: &[&str]) {
     use clearance_host::store::FactStore;
@@ -325,7 +353,7 @@ fn a_snapshot_beyond_the_memory_cap_is_refused_and_the_old_one_keeps_serving() {
 #[test]
 fn the_compiled_module_is_cached_by_artifact_hash() {
     let (wasm, hash) = artifact();
-    let cache = std::env::temp_dir().join(format!("clearance-cwasm-test-{}", std::process::id()));
+    let cache = scratch("cwasm");
     let config = RuntimeConfig {
         cache_dir: Some(cache.clone()),
         ..RuntimeConfig::default()

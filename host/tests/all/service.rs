@@ -89,10 +89,7 @@ pub(crate) async fn serve_on(
 }
 
 pub(crate) fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("clearance-service-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("facts.db")
+    super::scratch(&format!("service-{name}")).join("facts.db")
 }
 
 pub(crate) async fn post(c: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
