@@ -38,7 +38,7 @@ fn main() {
             }
         }
         let db = std::env::temp_dir().join(format!("clearance-load-{}.db", std::process::id()));
-        let _ = std::fs::remove_file(&db);
+        clearance_benches::remove_store(&db);
         let (Ok(rt), Ok(sources)) = (
             Runtime::new(&wasm, hash.trim(), RuntimeConfig { instances: 2, ..RuntimeConfig::default() }),
             read_policies(&root.join("policies")),
@@ -150,6 +150,6 @@ fn main() {
             pct(0.99),
             pct(1.0)
         );
-        let _ = std::fs::remove_file(&db);
+        clearance_benches::remove_store(&db);
     });
 }

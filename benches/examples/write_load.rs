@@ -77,7 +77,7 @@ fn main() {
                 scale.name,
                 std::process::id()
             ));
-            let _ = std::fs::remove_file(&db);
+            clearance_benches::remove_store(&db);
             let rt = Runtime::new(
                 &wasm,
                 hash.trim(),
@@ -223,7 +223,7 @@ fn main() {
                 }
             }
             clat.sort_by(f64::total_cmp);
-            let _ = std::fs::remove_file(&db);
+            clearance_benches::remove_store(&db);
             Ok::<String, String>(format!(
                 "| {} | {w50:.2} / {w99:.2} ms | {rate:.0} | {failed} | {:.3} / {:.3} ms | {cfailed} |",
                 scale.name,

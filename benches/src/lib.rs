@@ -71,6 +71,22 @@ pub fn scales() -> Vec<Scale> {
         .collect()
 }
 
+/// Removes a SQLite store and the files beside it (its log, its shared memory, its
+/// checkpoints' database and theirs).
+pub fn remove_store(db: &std::path::Path) {
+    let name = db.display().to_string();
+    for suffix in [
+        "",
+        "-wal",
+        "-shm",
+        ".checkpoints",
+        ".checkpoints-wal",
+        ".checkpoints-shm",
+    ] {
+        let _ = std::fs::remove_file(format!("{name}{suffix}"));
+    }
+}
+
 /// The repository's root.
 pub fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

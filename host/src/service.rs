@@ -1741,10 +1741,17 @@ impl Service {
         };
         let (facts, changes) = (Arc::clone(&served.facts), Arc::clone(group));
         let applied = tokio::task::spawn_blocking(move || {
+            // The tuples that entities removed take with them are found while others read;
+            // the write lock is then held only for what the changes change.
+            let lists = || changes.iter().map(|c| c.deltas.as_slice());
+            let mut found = facts.read().removals(lists());
             let mut facts = facts.write();
+            if found.revision() != facts.revision {
+                found = facts.removals(lists());
+            }
             for change in changes.iter() {
                 facts
-                    .extend(&change.deltas)
+                    .extend_found(&change.deltas, &mut found)
                     .map_err(|e| format!("revision {}: {e}", change.revision))?;
                 facts.revision = change.revision;
             }

@@ -3,6 +3,7 @@
 
 use crate::error::FactsError;
 use crate::time::TimeValue;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -246,6 +247,24 @@ pub struct Facts {
     /// Attributes left out, by type name, each an array of attribute names
     /// ([`FactsJson::omitted`]).
     pub omitted: BTreeMap<String, Value>,
+}
+
+/// The tuples naming as their subject the entities a list of changes removes, as found
+/// before the changes ([`Facts::removals`]); kept up to date by
+/// [`Facts::extend_found`] as the changes are applied.
+#[derive(Debug, Clone, Default)]
+pub struct Removals {
+    /// The revision of the facts they were found on.
+    revision: u64,
+    /// By entity removed: the tuples naming it as their subject.
+    naming: FxHashMap<String, Vec<TupleKey>>,
+}
+
+impl Removals {
+    /// The revision of the facts they were found on.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
 }
 
 /// `type:id` of an entity.
@@ -545,6 +564,58 @@ impl Facts {
     /// Applies deltas to these facts in place, in the same revision. On an error the
     /// facts are left part-way: callers apply to a copy ([`Facts::apply`]) or drop them.
     pub fn extend(&mut self, deltas: &[Delta]) -> Result<(), FactsError> {
+        // Natively, the tuples naming entities removed are found in one pass first. The
+        // module's facts are a slice, where a pass per entity removed costs little and
+        // the smaller code counts.
+        #[cfg(not(target_arch = "wasm32"))]
+        let mut removals = self.removals([deltas]);
+        #[cfg(target_arch = "wasm32")]
+        let mut removals = Removals::default();
+        self.extend_found(deltas, &mut removals)
+    }
+
+    /// The tuples naming as their subject an entity that `changes` remove, found in one
+    /// pass over the tuples, for [`Facts::extend_found`]. A reader can find them while
+    /// others read, so that the changes then hold the facts only for what they change.
+    pub fn removals<'a>(&self, changes: impl IntoIterator<Item = &'a [Delta]>) -> Removals {
+        let mut naming: FxHashMap<String, Vec<TupleKey>> = FxHashMap::default();
+        for d in changes.into_iter().flatten() {
+            if let Delta::RemoveEntity { entity } = d {
+                naming.entry(entity.clone()).or_default();
+            }
+        }
+        let one = naming.len() == 1;
+        match naming.iter_mut().next() {
+            // One entity removed (the usual case): a comparison per tuple, not a lookup.
+            Some((entity, found)) if one => {
+                found.extend(self.tuples.keys().filter(|k| k.2 == *entity).cloned())
+            }
+            Some(_) => {
+                for key in self.tuples.keys() {
+                    if let Some(found) = naming.get_mut(&key.2) {
+                        found.push(key.clone());
+                    }
+                }
+            }
+            None => {}
+        }
+        Removals {
+            revision: self.revision,
+            naming,
+        }
+    }
+
+    /// [`Facts::extend`], with the tuples naming removed entities found beforehand by
+    /// [`Facts::removals`] on these facts, for these deltas (or for a list of changes that
+    /// begins with them, applied in order). Costs what the deltas change, times a log
+    /// factor. An entity removed that `removals` did not look for is found by a pass
+    /// over the tuples. The facts must not have changed otherwise since `removals` were
+    /// found ([`Removals::revision`]).
+    pub fn extend_found(
+        &mut self,
+        deltas: &[Delta],
+        removals: &mut Removals,
+    ) -> Result<(), FactsError> {
         let f = self;
         for (i, d) in deltas.iter().enumerate() {
             let at = format!("deltas[{i}]");
@@ -558,7 +629,27 @@ impl Facts {
                             format!("no entity `{entity}` to remove"),
                         ));
                     }
-                    f.tuples.retain(|(r, _, s), _| *r != entity && *s != entity);
+                    // Its tuples as resource: a range of the map.
+                    let start = (entity.clone(), String::new(), String::new());
+                    let own: Vec<TupleKey> = f
+                        .tuples
+                        .range(start..)
+                        .map(|(k, _)| k)
+                        .take_while(|k| k.0 == entity)
+                        .cloned()
+                        .collect();
+                    for k in &own {
+                        f.tuples.remove(k);
+                    }
+                    // Its tuples as subject: found beforehand, or added since.
+                    match removals.naming.get_mut(&entity) {
+                        Some(found) => {
+                            for k in found.drain(..) {
+                                f.tuples.remove(&k);
+                            }
+                        }
+                        None => f.tuples.retain(|(_, _, s), _| *s != entity),
+                    }
                 }
                 Delta::SetAttr {
                     entity,
@@ -578,7 +669,16 @@ impl Facts {
                         e.attrs.insert(attr, value);
                     }
                 }
-                Delta::AddTuple { tuple } => f.add_tuple(tuple, &at)?,
+                Delta::AddTuple { tuple } => {
+                    if let Some(found) = removals.naming.get_mut(&tuple.subject) {
+                        found.push((
+                            tuple.resource.clone(),
+                            tuple.relation.clone(),
+                            tuple.subject.clone(),
+                        ));
+                    }
+                    f.add_tuple(tuple, &at)?;
+                }
                 Delta::RemoveTuple { tuple } => {
                     let key = (tuple.resource, tuple.relation, tuple.subject);
                     if f.tuples.remove(&key).is_none() {

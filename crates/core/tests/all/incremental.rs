@@ -550,3 +550,119 @@ fn most_changes_are_followed_by_deltas() {
         "{followed} followed, {refetched} refetched"
     );
 }
+
+/// Applies `deltas` one by one the plain way: an entity removed takes every tuple naming
+/// it, found by a pass over all of them.
+fn extend_plainly(f: &mut Facts, deltas: &[Delta]) -> Result<(), String> {
+    for d in deltas {
+        match d.clone() {
+            Delta::AddEntity { entity } => f.add_entity(entity, "-").map_err(|e| e.to_string())?,
+            Delta::RemoveEntity { entity } => {
+                f.entities.remove(&entity).ok_or("no entity")?;
+                f.tuples.retain(|(r, _, s), _| *r != entity && *s != entity);
+            }
+            Delta::SetAttr {
+                entity,
+                attr,
+                value,
+            } => {
+                let e = f.entities.get_mut(&entity).ok_or("no entity")?;
+                if value.is_null() {
+                    e.attrs.remove(&attr);
+                } else {
+                    e.attrs.insert(attr, value);
+                }
+            }
+            Delta::AddTuple { tuple } => f.add_tuple(tuple, "-").map_err(|e| e.to_string())?,
+            Delta::RemoveTuple { tuple } => {
+                f.tuples
+                    .remove(&(tuple.resource, tuple.relation, tuple.subject))
+                    .ok_or("no tuple")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A group of changes applied with the removals found once before the group equals the
+/// same changes applied plainly, change by change. The host finds them under a read lock
+/// and holds the write lock only to apply.
+fn removals_found_beforehand(seed: u64, changes: usize) -> Result<usize, String> {
+    let schema = schema();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let start = Facts::from_doc(world(&schema, seed, SIZE).facts).unwrap();
+    let mut plain = start.clone();
+    let mut fresh = 0;
+    let mut group: Vec<Vec<Delta>> = Vec::new();
+    while group.len() < changes {
+        let n = rng.gen_range(1..5);
+        let mut deltas: Vec<Delta> = (0..n)
+            .map(|_| delta(&schema, &plain, &mut rng, &mut fresh))
+            .collect();
+        // A tuple naming a subject, then that subject removed, in the same change.
+        if rng.gen_bool(0.3)
+            && let Some(((r, rel, s), _)) = plain
+                .tuples
+                .iter()
+                .nth(rng.gen_range(0..plain.tuples.len().max(1)))
+        {
+            deltas.push(Delta::RemoveEntity { entity: s.clone() });
+            let _ = (r, rel);
+        }
+        let mut next = plain.clone();
+        if extend_plainly(&mut next, &deltas).is_ok() {
+            plain = next;
+            group.push(deltas);
+        }
+    }
+    let mut found = start.removals(group.iter().map(Vec::as_slice));
+    let mut applied = start;
+    for (i, deltas) in group.iter().enumerate() {
+        applied
+            .extend_found(deltas, &mut found)
+            .map_err(|e| format!("change {i}: {deltas:?}: {e}"))?;
+    }
+    if applied.entities != plain.entities {
+        return Err("the entities differ".into());
+    }
+    if applied.tuples != plain.tuples {
+        let extra: Vec<_> = applied
+            .tuples
+            .keys()
+            .filter(|k| !plain.tuples.contains_key(*k))
+            .collect();
+        let missing: Vec<_> = plain
+            .tuples
+            .keys()
+            .filter(|k| !applied.tuples.contains_key(*k))
+            .collect();
+        return Err(format!(
+            "the tuples differ: kept {extra:?}, lost {missing:?}\nafter {group:?}"
+        ));
+    }
+    let removed = group
+        .iter()
+        .flatten()
+        .filter(|d| matches!(d, Delta::RemoveEntity { .. }))
+        .count();
+    Ok(removed)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn removals_found_before_a_group_apply_as_plain_removals(seed in any::<u64>()) {
+        let r = removals_found_beforehand(seed, 12);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+}
+
+/// The groups compared remove entities (the comparison is not vacuous).
+#[test]
+fn the_groups_compared_remove_entities() {
+    let removed: usize = (0..4)
+        .map(|seed| removals_found_beforehand(seed, 12).unwrap_or_else(|e| panic!("{e}")))
+        .sum();
+    assert!(removed >= 8, "{removed} entities removed");
+}
