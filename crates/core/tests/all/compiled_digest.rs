@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The policy hash of `policies/`, as `clearance validate` prints it.
-const POLICY_HASH: &str = "37459588ce4bd42599bb70d80114282918a68f820309734fa6fd7a127d19e7dc";
+const POLICY_HASH: &str = "bfe86f38d236da5ab3bdb222384a04f7a3c2ff2fab83bbb88c777fe5d0a4940d";
 /// The SHA-256 of the merged demo worlds' snapshot bytes.
-const SNAPSHOT_DIGEST: &str = "91b845e7cf69d34003c2bba3dab43a43907e8c901776686ef0a9f0419cea58ab";
+const SNAPSHOT_DIGEST: &str = "f037e581a18f5eaf4c61ff7666775136432d69a60c5db1e26b2d5fc25417c790";
 /// The SHA-256 of the rules, in id order.
-const RULES_DIGEST: &str = "ac586e5b257a841f532e465d0efade83f5b1914807a6ff96d9b4105262f22c01";
+const RULES_DIGEST: &str = "24dd7766b5bbda7075024d7de8f9cc93e0dece724f4c05e754a0c91ac0da945e";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
