@@ -273,6 +273,62 @@ describe('the console', () => {
     await page.close();
   });
 
+  test('an administrator creates, changes and removes an access-right type; others are refused', async () => {
+    const editor = 'div[data-role-editor="operations"]';
+    /** @param {Page} page */
+    const saved = async (page) => {
+      await page.click(`${editor} button[data-save-role]`);
+      await page.waitForSelector('#notice[data-code]:not([data-code=""])');
+      return page.$eval('#notice', (n) => ({ code: n.dataset.code, text: n.textContent ?? '' }));
+    };
+    /** @param {Page} page */
+    const clear = (page) => page.$eval('#notice', (n) => { n.dataset.code = ''; });
+    /** @returns {Promise<{name: string, custom: boolean, cells: string[]}[]>} */
+    const hostRoles = async () => (await api('/v1/matrix/operations?account=skyline_charter')).body.roles;
+    const rows = /** @type {string[]} */ ((await api('/v1/matrix/operations?account=skyline_charter')).body.rows);
+    const bookings = rows.indexOf('bookings');
+
+    const admin = await open('user:a_administrator', { page: 'matrix' });
+    await admin.fill(`${editor} input[name="name"]`, 'weekend_desk');
+    await admin.selectOption(`${editor} select[name="extends"]`, 'sales_read');
+    await admin.fill(`${editor} input[name="cells"]`, 'bookings:write');
+    await clear(admin);
+    assert.equal((await saved(admin)).code, 'written');
+    const made = (await hostRoles()).find((r) => r.name === 'weekend_desk');
+    assert.ok(made?.custom, 'the host serves the new type');
+    assert.equal(made.cells[bookings], 'write');
+    await admin.waitForSelector('section[data-matrix="operations"] tr[data-role="weekend_desk"]');
+
+    await admin.click(`${editor} button[data-edit-role="weekend_desk"]`);
+    assert.equal(await admin.inputValue(`${editor} input[name="cells"]`), 'bookings:write');
+    await admin.fill(`${editor} input[name="cells"]`, 'bookings:read');
+    await clear(admin);
+    assert.equal((await saved(admin)).code, 'written');
+    assert.equal((await hostRoles()).find((r) => r.name === 'weekend_desk')?.cells[bookings], 'read');
+
+    // A type still held is not removed; the refusal names who holds it.
+    await clear(admin);
+    await admin.click(`${editor} button[data-remove-role="night_dispatch"]`);
+    await admin.waitForSelector('#notice[data-code="facts.unknown_role"]');
+    assert.match(present(await admin.textContent('#notice')), /user:a_night_dispatch/);
+    await clear(admin);
+    await admin.click(`${editor} button[data-remove-role="weekend_desk"]`);
+    await admin.waitForSelector('#notice[data-code="written"]');
+    assert.equal((await hostRoles()).some((r) => r.name === 'weekend_desk'), false);
+    await admin.close();
+
+    // A manager may not grant access (OP4): the refusal lists the failed checks.
+    const manager = await open('user:a_manager', { page: 'matrix' });
+    await manager.fill(`${editor} input[name="name"]`, 'manager_desk');
+    await manager.fill(`${editor} input[name="cells"]`, 'bookings:write');
+    await clear(manager);
+    const refused = await saved(manager);
+    assert.equal(refused.code, 'write.denied');
+    assert.match(refused.text, /role\.missing_permission/);
+    assert.equal((await hostRoles()).some((r) => r.name === 'manager_desk'), false);
+    await manager.close();
+  });
+
   test('the access review lists what a user may do, as the host does', async () => {
     const page = await open('user:a_crew', { page: 'review' });
     await page.waitForSelector('table[data-review="user:a_crew"]');

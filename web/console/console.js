@@ -853,21 +853,24 @@ function editedValue(e, attr) {
  * Sends a write with the parity token of the page's decision; shows the host's answer.
  *
  * @param {object[]} deltas
- * @param {Request} req the request the page decided
+ * @param {Request | null} req the request the page decided, if any
  * @param {boolean} allowedInPage
  */
 async function post(deltas, req, allowedInPage) {
-  // The host checks a write at its own clock, as the signed-in user (its token).
+  // The host checks a write at its own clock, as the signed-in user (its token). A write
+  // that no decision in the page stands for (a new access-right type) carries no token.
   const body = {
     author: principal(),
     deltas,
-    parity: {
-      module_hash: wasmModule().moduleHash,
-      policy_hash: slice().policy_hash,
-      revision: slice().revision,
-      request: req,
-      allowed: allowedInPage,
-    },
+    ...(req ? {
+      parity: {
+        module_hash: wasmModule().moduleHash,
+        policy_hash: slice().policy_hash,
+        revision: slice().revision,
+        request: req,
+        allowed: allowedInPage,
+      },
+    } : {}),
   };
   const answer = await json('/v1/facts', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   if (!answer.ok) {
@@ -934,9 +937,62 @@ function matrixPage() {
       answer.levels
         ? h('p', { class: 'legend' }, ['none', 'own', 'limited', 'read', 'write', 'use'].map((l) => h('span', { class: `lvl-${l}` }, l)))
         : null,
-      h('div', { style: 'overflow-x: auto' }, h('table', { class: 'matrix' }, head, rows))));
+      h('div', { style: 'overflow-x: auto' }, h('table', { class: 'matrix' }, head, rows)),
+      roleEditor(m.name, answer.roles)));
   }
   return out;
+}
+
+/**
+ * OP6, MX12: the account's own types (custom roles) of a matrix, edited as data. Any
+ * signed-in user sees the form; the host decides the write (`role.edit`) and a refusal
+ * names the failed checks. A type still held is not removed: the refusal names who holds it.
+ *
+ * @param {string} matrix
+ * @param {{name: string, custom: boolean}[]} roles
+ */
+function roleEditor(matrix, roles) {
+  const account = slice().account;
+  const field = (/** @type {string} */ name, /** @type {string} */ hint) => /** @type {HTMLInputElement} */ (h('input', { name, placeholder: hint, size: name === 'cells' ? 60 : 18 }));
+  const name = field('name', 'type name');
+  const base = /** @type {HTMLSelectElement} */ (h('select', { name: 'extends' }, h('option', { value: '' }, '(extends nothing)'),
+    roles.map((r) => h('option', { value: r.name }, r.name))));
+  const cells = field('cells', 'row:cell, row:cell (e.g. bookings:write, dispatch:read(owner))');
+  /** @param {string} id */
+  const ownType = (id) => {
+    const e = entityByKey(`role:${id}`);
+    return e && e.account === account ? e : undefined;
+  };
+  const save = () => {
+    const id = name.value.trim();
+    const list = cells.value.split(',').map((c) => c.trim()).filter((c) => c);
+    const key = `role:${id}`;
+    if (ownType(id)) {
+      /** @type {object[]} */
+      const deltas = [{ op: 'set_attr', entity: key, attr: 'cells', value: list }];
+      deltas.push({ op: 'set_attr', entity: key, attr: 'extends', value: base.value || null });
+      return post(deltas, request('edit', key), true);
+    }
+    const attrs = { matrix, cells: list, ...(base.value ? { extends: base.value } : {}) };
+    return post([{ op: 'add_entity', entity: { type: 'role', id, account, attrs } }], null, true);
+  };
+  const custom = roles.filter((r) => r.custom && ownType(r.name));
+  return h('div', { class: 'role-editor', 'data-role-editor': matrix },
+    h('h3', {}, `This account's own types of ${matrix}`),
+    custom.length
+      ? h('ul', {}, custom.map((r) => {
+        const e = ownType(r.name);
+        const its = /** @type {string[]} */ (e?.attrs?.cells ?? []);
+        return h('li', { 'data-custom-role': r.name }, h('strong', {}, r.name), ` ${its.join(', ') || '(no cells)'} `,
+          h('button', { class: 'action', 'data-edit-role': r.name, onclick: () => {
+            name.value = r.name;
+            base.value = String(e?.attrs?.extends ?? '');
+            cells.value = its.join(', ');
+          } }, 'edit'),
+          h('button', { class: 'action', 'data-remove-role': r.name, onclick: () => post([{ op: 'remove_entity', entity: `role:${r.name}` }], request('edit', `role:${r.name}`), true) }, 'remove'));
+      }))
+      : h('p', { class: 'empty' }, 'None yet.'),
+    h('div', {}, name, ' ', base, ' ', cells, ' ', h('button', { class: 'action write', 'data-save-role': matrix, onclick: save }, 'save type')));
 }
 
 function reviewPage() {

@@ -1006,15 +1006,7 @@ impl Snapshot {
                 .position(|r| r.account == Some(e.account) && r.name == *rn);
             match custom.or_else(|| schema.role_index.get(rn).map(|i| *i as usize)) {
                 Some(r) => held.push(r),
-                None => {
-                    return Err(bad(
-                        "facts.unknown_role",
-                        &format!("entity `{}` attribute `roles`", self.name(id)),
-                        format!(
-                            "unknown role `{rn}`: expected a role of the policy or a custom role of the account"
-                        ),
-                    ));
-                }
+                None => return Err(self.unknown_role(id, e.account, rn)),
             }
         }
         held.sort_unstable();

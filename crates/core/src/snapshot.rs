@@ -855,16 +855,7 @@ impl Snapshot {
                         .or_else(|| schema.role_index.get(rn).map(|i| *i as usize));
                     match r {
                         Some(r) => held.push(r),
-                        None => {
-                            let who = self.names.get(id as usize).cloned().unwrap_or_default();
-                            return Err(bad(
-                                "facts.unknown_role",
-                                &format!("entity `{who}` attribute `roles`"),
-                                format!(
-                                    "unknown role `{rn}`: expected a role of the policy or a custom role of the account"
-                                ),
-                            ));
-                        }
+                        None => return Err(self.unknown_role(id, account, rn)),
                     }
                 }
                 held.sort_unstable();
@@ -1003,6 +994,47 @@ impl Snapshot {
         }
         stack.pop();
         Ok(idx)
+    }
+
+    /// The error for principal `id` holding role `name`, unknown in `account`: it names
+    /// every principal of the account that holds it (a custom role removed while held is
+    /// refused so, naming whose roles to change first).
+    pub(crate) fn unknown_role(&self, id: u32, account: u32, name: &str) -> FactsError {
+        let mut holders = Vec::new();
+        for (t, def) in self.schema.types.iter().enumerate() {
+            let Some(attr) = def.attr("roles").filter(|_| def.principal) else {
+                continue;
+            };
+            let ids = self.types.get(t).map_or(&[][..], |x| x.entities.as_slice());
+            for (local, &e) in ids.iter().enumerate() {
+                if self.type_of(e) != Some(REMOVED)
+                    && self.account_of(e) == Some(account)
+                    && self
+                        .set_attr_strings(id16(t), attr, local)
+                        .iter()
+                        .any(|r| r == name)
+                {
+                    holders.push(self.name(e));
+                }
+            }
+        }
+        const LISTED: usize = 20;
+        let mut who = holders
+            .iter()
+            .take(LISTED)
+            .map(|h| format!("`{h}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if holders.len() > LISTED {
+            who.push_str(&format!(" and {} more", holders.len() - LISTED));
+        }
+        bad(
+            "facts.unknown_role",
+            &format!("entity `{}` attribute `roles`", self.name(id)),
+            format!(
+                "unknown role `{name}`, held by {who}: expected a role of the policy or a custom role of the account (a custom role still held cannot be removed: change the holders' roles first)"
+            ),
+        )
     }
 
     /// The strings of set attribute `a` of entity `local` of type `t` (none when it is

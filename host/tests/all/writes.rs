@@ -125,6 +125,44 @@ fn writes() -> Vec<(&'static str, Value)> {
                 add("event:w_dub", "assigned", "organization:skyways_cdg_mx"),
             ]),
         ),
+        // OP6: an administrator creates an access-right type and gives it to a user; the
+        // next decisions follow it. A manager may not create one; a type still held is
+        // not removed.
+        (
+            "user:a_administrator",
+            json!([{ "op": "add_entity", "entity": { "type": "role", "id": "weekend_sales", "account": "skyline_charter",
+                "attrs": { "matrix": "operations", "extends": "sales_read", "cells": ["bookings:write", "dispatch:write"] } } }]),
+        ),
+        (
+            "user:a_administrator",
+            json!([{ "op": "set_attr", "entity": "user:a_crew", "attr": "roles", "value": ["weekend_sales"] }]),
+        ),
+        (
+            "user:a_manager",
+            json!([{ "op": "add_entity", "entity": { "type": "role", "id": "manager_made", "account": "skyline_charter",
+                "attrs": { "matrix": "operations", "cells": ["dispatch:write"] } } }]),
+        ),
+        (
+            "user:a_administrator",
+            json!([{ "op": "remove_entity", "entity": "role:night_dispatch" }]),
+        ),
+        // OP3: an owner books a trip on an aircraft they own, not on another.
+        (
+            "user:a_owner_write",
+            json!([
+                { "op": "add_entity", "entity": { "type": "flight", "id": "w_trip", "account": "skyline_charter",
+                    "attrs": { "number": "SKY900", "departs_at": "2026-05-03T09:00:00Z" } } },
+                add("flight:w_trip", "aircraft", "ops_aircraft:a_ac1"),
+            ]),
+        ),
+        (
+            "user:a_owner_write",
+            json!([
+                { "op": "add_entity", "entity": { "type": "flight", "id": "w_trip2", "account": "skyline_charter",
+                    "attrs": { "number": "SKY902", "departs_at": "2026-05-03T09:00:00Z" } } },
+                add("flight:w_trip2", "aircraft", "ops_aircraft:a_ac3"),
+            ]),
+        ),
     ]
 }
 
@@ -146,6 +184,16 @@ fn requests(facts: &Value) -> Vec<Value> {
             for action in ["view", "message", "update", "close"] {
                 out.push(json!({ "principal": principal, "action": action, "resource": resource, "now": NOW }));
             }
+        }
+        for resource in of("flight") {
+            for action in ["view", "edit"] {
+                out.push(json!({ "principal": principal, "action": action, "resource": resource, "now": NOW }));
+            }
+        }
+        for page in ["operations:bookings", "operations:dispatch"] {
+            out.push(
+                json!({ "principal": principal, "action": "write", "resource": page, "now": NOW }),
+            );
         }
     }
     out
@@ -246,7 +294,7 @@ fn writes_through_the_module_in_node_and_through_the_host_end_alike() {
     // The writes mean something: creations derived assignments, some were refused and
     // some did not apply.
     assert_eq!(derived, 3, "{node_answers:?}");
-    assert_eq!(allowed, 7, "{node_answers:?}");
+    assert_eq!(allowed, 10, "{node_answers:?}");
     let assigned = |facts: &Value, event: &str| -> Vec<String> {
         let mut v: Vec<String> = facts["tuples"]
             .as_array()
@@ -270,6 +318,18 @@ fn writes_through_the_module_in_node_and_through_the_host_end_alike() {
         assigned(&host_facts, "event:w_ams"),
         ["organization:blue_ams_mx"]
     );
+    // The new access-right type is served: a_crew writes bookings now.
+    let crew_books = host_decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(requests(&host_facts))
+        .any(|(d, r)| {
+            r["principal"] == "user:a_crew"
+                && r["resource"] == "operations:bookings"
+                && d["allowed"] == true
+        });
+    assert!(crew_books, "a_crew does not hold the new type");
     // The same facts, and the same revisions gone by.
     assert_eq!(
         without_revision(node["facts"].clone()),

@@ -34,3 +34,47 @@ fn a_new_principal_cannot_be_given_roles_without_the_rule_for_roles() {
         Err("write.no_rule".to_string())
     );
 }
+
+/// OP6: removing a custom access-right type still held is refused, in place (the write
+/// pipeline the host and the module run) and by a rebuild alike, naming every holder;
+/// the snapshot is left as it was.
+#[test]
+fn removing_a_held_custom_type_names_every_holder() {
+    let schema = default_schema().unwrap_or_else(|e| panic!("{e}"));
+    let mut facts = world("operations").unwrap_or_else(|e| panic!("{e}"));
+    // A second holder, so the message names more than the first one met.
+    facts
+        .extend(
+            &serde_json::from_value::<Vec<Delta>>(serde_json::json!([
+                { "op": "set_attr", "entity": "user:a_crew", "attr": "roles", "value": ["crew", "night_dispatch"] }
+            ]))
+            .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let remove: Vec<Delta> = serde_json::from_value(serde_json::json!([
+        { "op": "remove_entity", "entity": "role:night_dispatch" }
+    ]))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut snap = Snapshot::build(schema.clone(), &facts).unwrap_or_else(|e| panic!("{e}"));
+    let before = snap.to_bytes().unwrap_or_else(|e| panic!("{e}"));
+    let now = TimeValue::Text("2026-05-01T10:00:00Z".into());
+    let in_place =
+        match clearance_core::writes::write(&mut snap, "user:a_administrator", &now, &remove) {
+            Err(clearance_core::writes::WriteError::Invalid(e)) => e,
+            other => panic!("expected the removal refused as invalid, got {other:?}"),
+        };
+    assert_eq!(in_place.code, "facts.unknown_role");
+    for holder in ["user:a_night_dispatch", "user:a_crew"] {
+        assert!(in_place.message.contains(holder), "{}", in_place.message);
+    }
+    assert_eq!(snap.to_bytes().unwrap_or_else(|e| panic!("{e}")), before);
+    let rebuilt = facts
+        .apply(&remove)
+        .and_then(|f| Snapshot::build(schema, &f))
+        .map(|_| ())
+        .expect_err("a rebuild takes the removal");
+    assert_eq!(rebuilt.code, "facts.unknown_role");
+    for holder in ["user:a_night_dispatch", "user:a_crew"] {
+        assert!(rebuilt.message.contains(holder), "{}", rebuilt.message);
+    }
+}
