@@ -407,6 +407,34 @@ impl Snapshot {
         }
     }
 
+    /// The first invariant of `entity`'s type that does not hold of it, judged for
+    /// `author` at `now`: the invariant, and a denial naming it and every check in it
+    /// that failed.
+    pub(crate) fn broken_invariant(
+        &self,
+        author: &str,
+        entity: u32,
+        now: i64,
+    ) -> Option<(&crate::policy::NamedRule, Decision)> {
+        let td = self.def_of(entity)?;
+        let principal = self.entity(author).unwrap_or(entity);
+        for inv in &td.invariants {
+            let mut ev = Eval::new(self, principal, None, now, Mode::Explain);
+            if !ev.eval(&inv.expr, entity) {
+                let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
+                reasons.push(Reason {
+                    code: Code::Gate,
+                    rule: inv.rule,
+                });
+                if let Some(t) = ev.trace {
+                    reasons.extend(t.fails);
+                }
+                return Some((inv, self.decision(false, reasons, NEVER)));
+            }
+        }
+        None
+    }
+
     /// Whether `principal` passes the gates of its type at `now` (an invited user who has
     /// not accepted, a deactivated user, a revoked guest do not): what a caller must pass
     /// before it reads anything for itself, as every request passes them first. Allowed

@@ -119,6 +119,10 @@ impl Reads {
             for g in &td.gates {
                 authorisations |= r.expr(&g.expr, t, None, On::Principal);
             }
+            // A write a page checks before it sends it keeps the invariants, as the host's.
+            for i in &td.invariants {
+                authorisations |= r.expr(&i.expr, t, None, On::Any);
+            }
             // The principal's roles give its grants; only the requesting principal's are
             // consulted.
             if td.principal

@@ -23,7 +23,8 @@ pub struct WriteRefusal {
     /// The index of the first refused delta.
     pub index: usize,
     /// `write.denied` (the permission denied the author), `write.no_rule` (the policy
-    /// names no permission for this change) or `write.invalid`.
+    /// names no permission for this change), `write.invariant` (the write would leave
+    /// an entity breaking an invariant of its type) or `write.invalid`.
     pub code: String,
     /// What was refused, in words.
     pub message: String,
@@ -82,7 +83,64 @@ impl<'a> Judging<'a> {
             .err()
             .map_or(self.deltas.len(), |r| r.index);
         judge_pass(after, Phase::After, self, upto)?;
-        on_before
+        on_before?;
+        self.left(after)
+    }
+
+    /// The last pass, on `after`, once every change is permitted: each entity the list
+    /// changes and leaves in place keeps its type's invariants (a limit counted after
+    /// every removal and addition of the list). The refusal is at the first delta that
+    /// changes the entity.
+    fn left(&self, after: &Snapshot) -> Result<(), WriteRefusal> {
+        let mut seen = BTreeSet::new();
+        for (index, d) in self.deltas.iter().enumerate() {
+            let entity = match d {
+                Delta::AddEntity { entity } => crate::facts::entity_key(&entity.ty, &entity.id),
+                Delta::SetAttr { entity, .. } => entity.clone(),
+                Delta::AddTuple { tuple } | Delta::RemoveTuple { tuple } => tuple.resource.clone(),
+                Delta::RemoveEntity { .. } => continue,
+            };
+            if !seen.insert(entity.clone()) {
+                continue;
+            }
+            // An entity the list removes later is left as nothing.
+            let Some(id) = after.entity(&entity) else {
+                continue;
+            };
+            let Ok(at) = self.now.seconds() else {
+                return Err(WriteRefusal {
+                    index,
+                    code: "write.invalid".into(),
+                    message: "the write's `now` is not a timestamp".into(),
+                    decision: None,
+                });
+            };
+            let Some((inv, decision)) = after.broken_invariant(self.author, id, at) else {
+                continue;
+            };
+            let ty = after
+                .type_of(id)
+                .and_then(|t| after.schema.ty(t))
+                .map_or("", |t| t.name.as_str());
+            let message = after.schema.rule(inv.rule).map_or("", |r| r.text.as_str());
+            let request = Request {
+                principal: self.author.to_string(),
+                action: format!("invariant {}", inv.name),
+                resource: entity.clone(),
+                target: None,
+                now: self.now.clone(),
+            };
+            return Err(WriteRefusal {
+                index,
+                code: "write.invariant".into(),
+                message: format!(
+                    "the write would leave `{entity}` breaking `{ty}.{}`: {message}",
+                    inv.name
+                ),
+                decision: Some(Box::new(after.view(&decision, &request))),
+            });
+        }
+        Ok(())
     }
 }
 

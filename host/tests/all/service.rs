@@ -311,7 +311,7 @@ fn refused_writes_say_why_and_write_nothing() {
                     ),
                 ),
                 403,
-                "write.denied",
+                "write.invariant",
             ),
             (
                 write(

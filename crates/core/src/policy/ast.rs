@@ -87,14 +87,18 @@ pub enum Member {
         /// The permission, taking the candidate as its target.
         perm: Name,
     },
-    /// A check run first for every request of a principal of this type.
+    /// A check run first for every request of a principal of this type (`gate`), or,
+    /// for an `invariant`, a check that every write leaves true of each entity of this
+    /// type it changes, judged on the state after the whole write.
     Gate {
-        /// Its name; the reason code is `gate.<name>`.
+        /// Its name; the reason code is `gate.<name>` (`invariant.<name>`).
         name: Name,
         /// The rule that must hold.
         expr: Expr,
         /// The message of a failure.
         message: String,
+        /// An invariant of writes, not a gate of requests.
+        invariant: bool,
     },
 }
 

@@ -107,6 +107,7 @@ impl<'a> Graph<'a> {
             nodes.extend(td.scopes.iter().map(named));
             let gates = nodes.len();
             nodes.extend(td.gates.iter().map(named));
+            nodes.extend(td.invariants.iter().map(named));
             starts.push(Starts {
                 perms,
                 scopes,

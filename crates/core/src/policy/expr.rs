@@ -41,6 +41,8 @@ pub(super) enum RuleKind {
     Scope,
     /// A gate (`TypeDef::gates`).
     Gate,
+    /// An invariant (`TypeDef::invariants`).
+    Invariant,
 }
 
 impl Compiler {
@@ -200,6 +202,10 @@ impl Compiler {
                 .gates
                 .get(o.idx as usize)
                 .map(|p| format!("gate {}", p.name)),
+            RuleKind::Invariant => t
+                .invariants
+                .get(o.idx as usize)
+                .map(|p| format!("invariant {}", p.name)),
         };
         format!("{}.{}", t.name, member.unwrap_or_default())
     }

@@ -47,7 +47,15 @@ struct Parser {
 /// pass over it (compiling, printing, evaluating, loading a snapshot) stays shallow.
 pub const MAX_NESTING: usize = 64;
 
-const KEYWORDS: [&str; 6] = ["permission", "scope", "gate", "type", "matrix", "role"];
+const KEYWORDS: [&str; 7] = [
+    "permission",
+    "scope",
+    "gate",
+    "invariant",
+    "type",
+    "matrix",
+    "role",
+];
 
 impl Parser {
     fn peek(&self) -> &Tok {
@@ -252,20 +260,26 @@ impl Parser {
                 perm,
             });
         }
-        if self.is_kw("gate") && matches!(self.peek_at(1), Tok::Ident(_)) {
+        if (self.is_kw("gate") || self.is_kw("invariant"))
+            && matches!(self.peek_at(1), Tok::Ident(_))
+        {
+            let invariant = self.is_kw("invariant");
+            let what = if invariant { "invariant" } else { "gate" };
             self.bump();
-            let name = self.name("a gate name")?;
+            let name = self.name(&format!("a name for the {what}"))?;
             self.expect_punct("=")?;
             let expr = self.expr()?;
             self.expect_kw("else")?;
-            let message = self.string("the gate's failure message, a quoted string")?;
+            let message = self.string(&format!("the {what}'s failure message, a quoted string"))?;
             return Ok(Member::Gate {
                 name,
                 expr,
                 message,
+                invariant,
             });
         }
-        let name = self.name("a member: a field `name: type`, `permission`, `scope` or `gate`")?;
+        let name = self
+            .name("a member: a field `name: type`, `permission`, `scope`, `gate` or `invariant`")?;
         if KEYWORDS.contains(&name.text.as_str()) && !self.is_punct(":") {
             return Err(PolicyError::new(
                 name.span,

@@ -212,6 +212,7 @@ impl Compiler {
                         perms: Vec::new(),
                         scopes: Vec::new(),
                         gates: Vec::new(),
+                        invariants: Vec::new(),
                         members: BTreeMap::new(),
                         writes: Vec::new(),
                         autos: Vec::new(),
@@ -452,20 +453,33 @@ impl Compiler {
                         });
                         self.add_member(tid, name, MemberRef::Scope(idx));
                     }
-                    Member::Gate { name, .. } => {
+                    Member::Gate {
+                        name, invariant, ..
+                    } => {
                         let principal = self.types.get(tid as usize).is_some_and(|t| t.principal);
-                        if !principal {
+                        if !principal && !invariant {
                             self.err(&name.span, format!("gate `{name}` on `{}`: gates belong to principal types (`type {} principal {{...}}`)", t.name, t.name));
                         }
+                        let (what, list) = if *invariant {
+                            (
+                                "invariant",
+                                (|t: &TypeDef| &t.invariants) as fn(&TypeDef) -> &Vec<NamedRule>,
+                            )
+                        } else {
+                            (
+                                "gate",
+                                (|t: &TypeDef| &t.gates) as fn(&TypeDef) -> &Vec<NamedRule>,
+                            )
+                        };
                         let Some(td) = self.types.get(tid as usize) else {
                             continue;
                         };
-                        if td.gates.iter().any(|g| g.name == name.text) {
-                            self.err(&name.span, format!("gate `{name}` is declared twice"));
+                        if list(td).iter().any(|g| g.name == name.text) {
+                            self.err(&name.span, format!("{what} `{name}` is declared twice"));
                             continue;
                         }
                         if self
-                            .next_member(tid, |t| t.gates.len(), "gates", name)
+                            .next_member(tid, |t| list(t).len(), what, name)
                             .is_none()
                         {
                             continue;
@@ -473,7 +487,12 @@ impl Compiler {
                         let Some(td) = self.types.get_mut(tid as usize) else {
                             continue;
                         };
-                        td.gates.push(NamedRule {
+                        let list = if *invariant {
+                            &mut td.invariants
+                        } else {
+                            &mut td.gates
+                        };
+                        list.push(NamedRule {
                             name: name.text.clone(),
                             expr: Expr::Const(false),
                             rule: 0,
@@ -499,7 +518,7 @@ impl Compiler {
     pub(super) fn compile_rules(&mut self, decls: &[Decl]) {
         // The gates compiled so far: a gate declared twice is an error already, and its
         // second declaration is compiled for its own errors only.
-        let mut gates_compiled: BTreeSet<(TypeId, &str)> = BTreeSet::new();
+        let mut gates_compiled: BTreeSet<(TypeId, bool, &str)> = BTreeSet::new();
         for t in type_decls(decls) {
             let Some(&tid) = self.type_index.get(&t.name.text) else {
                 continue;
@@ -574,29 +593,41 @@ impl Compiler {
                         name,
                         expr,
                         message,
+                        invariant,
                     } => {
-                        let owner = format!("gate.{name}");
+                        let (owner, kind) = if *invariant {
+                            (format!("invariant.{name}"), RuleKind::Invariant)
+                        } else {
+                            (format!("gate.{name}"), RuleKind::Gate)
+                        };
                         let rule = self.rule(owner, message.clone(), &name.span);
                         let idx = self
                             .types
                             .get(tid as usize)
-                            .and_then(|t| t.gates.iter().position(|g| g.name == name.text))
+                            .map(|t| if *invariant { &t.invariants } else { &t.gates })
+                            .and_then(|l| l.iter().position(|g| g.name == name.text))
                             .and_then(|i| u16::try_from(i).ok());
                         let sc = Scope {
                             ty: tid,
                             target: None,
                             owner: RuleOwner {
                                 ty: tid,
-                                kind: RuleKind::Gate,
+                                kind,
                                 // A gate has an index unless it was refused when declared
                                 // (the policy does not compile then).
                                 idx: idx.unwrap_or(0),
                             },
                         };
                         let e = self.expr(sc, expr);
-                        if gates_compiled.insert((tid, name.text.as_str()))
+                        if gates_compiled.insert((tid, *invariant, name.text.as_str()))
                             && let Some(g) = idx.and_then(|i| {
-                                self.types.get_mut(tid as usize)?.gates.get_mut(i as usize)
+                                let t = self.types.get_mut(tid as usize)?;
+                                let list = if *invariant {
+                                    &mut t.invariants
+                                } else {
+                                    &mut t.gates
+                                };
+                                list.get_mut(i as usize)
                             })
                         {
                             g.expr = e;

@@ -121,6 +121,8 @@ pub struct TypeDef {
     pub scopes: Vec<NamedRule>,
     /// Gates (principal types only).
     pub gates: Vec<NamedRule>,
+    /// Invariants: what every write leaves true of each entity of the type it changes.
+    pub invariants: Vec<NamedRule>,
     /// Every member by name.
     pub members: BTreeMap<String, MemberRef>,
     /// Which permission authorises which change (X4).

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The policy hash of `policies/`, as `clearance validate` prints it.
-const POLICY_HASH: &str = "bfe86f38d236da5ab3bdb222384a04f7a3c2ff2fab83bbb88c777fe5d0a4940d";
+const POLICY_HASH: &str = "43780603b1dcf63652a6eaaef85ec9fa0acfb1ddff3df85c6d11a853a4140cf0";
 /// The SHA-256 of the merged demo worlds' snapshot bytes.
-const SNAPSHOT_DIGEST: &str = "f037e581a18f5eaf4c61ff7666775136432d69a60c5db1e26b2d5fc25417c790";
+const SNAPSHOT_DIGEST: &str = "3e2e074de0fe64b7f6a1ae1b800d4a2a6c92b8abf3df3712043cfefd35c9914d";
 /// The SHA-256 of the rules, in id order.
-const RULES_DIGEST: &str = "24dd7766b5bbda7075024d7de8f9cc93e0dece724f4c05e754a0c91ac0da945e";
+const RULES_DIGEST: &str = "db023ba80ee038d9ac6075d643f53a201290f6382d68e37ebc88e05aac868f9b";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

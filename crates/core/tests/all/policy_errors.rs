@@ -39,6 +39,14 @@ fn broken_policies_say_where_and_what() {
             "type a { gate g = true else \"x\" }".into(),
         ),
         (
+            "resolution: an invariant declared twice, and one naming an unknown relation",
+            "type a {\n  n: int\n  invariant i = n < 3 else \"x\"\n  invariant i = n < 4 else \"y\"\n  invariant j = count(nosuch) < n else \"z\"\n}".into(),
+        ),
+        (
+            "parser: an invariant without its message",
+            "type a {\n  n: int\n  invariant i = n < 3\n}".into(),
+        ),
+        (
             "resolution: an unknown type, member and relation, all reported",
             "type a {\n  b: nosuch\n  r: a\n  permission p = missing\n  permission q = r->gone\n}"
                 .into(),

@@ -380,7 +380,18 @@ fn an_over_eager_cut_is_caught() {
 fn every_read_is_needed() {
     let schema = schema();
     let reads = Reads::of(&schema);
-    let worlds: Vec<Facts> = std::iter::once(demo_facts())
+    // The demo facts, and with an aircraft whose plan is full of grants that only a
+    // count of its seats reads (the invariant of writes, the invitation of a user).
+    let full: Vec<clearance_core::Delta> = serde_json::from_value(serde_json::json!([
+        { "op": "add_entity", "entity": { "type": "aircraft", "id": "g_full", "account": "skyways",
+          "attrs": { "registration": "G-FULL", "plan": "starter", "seat_limit": 2 } } },
+        { "op": "add_tuple", "tuple": { "resource": "aircraft:g_full", "relation": "owner", "subject": "user:ac_owner" } },
+        { "op": "add_tuple", "tuple": { "resource": "aircraft:g_full", "relation": "pilot_own_records", "subject": "user:pilot_own_rec" } },
+        { "op": "add_tuple", "tuple": { "resource": "aircraft:g_full", "relation": "mechanic_own_records", "subject": "user:mech_full" } },
+    ]))
+    .unwrap();
+    let worlds: Vec<Facts> = [demo_facts(), demo_facts().apply(&full).unwrap()]
+        .into_iter()
         .chain((0..8).map(|seed| Facts::from_doc(world(&schema, seed, SIZE).facts).unwrap()))
         .collect();
     let caught = |narrow: &Reads| {
