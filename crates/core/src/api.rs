@@ -344,7 +344,6 @@ impl Snapshot {
     /// Runs gates, tenancy and the permission. `Ok(rule)` allows by `rule`; `Err(Some(r))`
     /// is an early denial with one reason; `Err(None)` a denial by the permission.
     fn evaluate(&self, ev: &mut Eval<'_>, q: &Query) -> Result<u32, Option<Reason>> {
-        let schema = &*self.schema;
         let ptd = self.def_of(q.principal).ok_or(None)?;
         for g in &ptd.gates {
             if !ev.eval(&g.expr, q.principal) {
@@ -354,6 +353,12 @@ impl Snapshot {
                 }));
             }
         }
+        self.evaluate_past_gates(ev, q)
+    }
+
+    /// [`Snapshot::evaluate`] after the gates: tenancy and the permission.
+    fn evaluate_past_gates(&self, ev: &mut Eval<'_>, q: &Query) -> Result<u32, Option<Reason>> {
+        let schema = &*self.schema;
         if let Some(t) = ev.trace.as_mut() {
             t.fails.clear();
             t.holds.clear();
@@ -721,7 +726,16 @@ impl Snapshot {
 
     /// Decides and explains: every failed check for a deny, the granting path for an allow.
     pub fn explain(&self, r: &Request) -> Explanation {
-        let d = self.check(r);
+        let mut d = self.check(r);
+        // MX9: a denial by a gate is explained past it: every failed gate, then tenancy,
+        // then every failed check of the permission, so that an administrator sees all
+        // there is to fix. The decision is the check's, its first reason included.
+        if !d.allowed
+            && d.reasons.first().is_some_and(|x| x.code == Code::Gate)
+            && let Ok(q) = self.resolve(r)
+        {
+            d.reasons = self.every_failed_check(&q);
+        }
         let mut held = Vec::new();
         if d.allowed
             && let Ok(q) = self.resolve(r)
@@ -736,6 +750,37 @@ impl Snapshot {
             decision: self.view(&d, r),
             held,
         }
+    }
+
+    /// Every check that fails for a request, in the order they are made: each gate of
+    /// the principal that fails, then tenancy (a request across accounts is explained no
+    /// further), then the permission's failed checks.
+    fn every_failed_check(&self, q: &Query) -> SmallVec<[Reason; 2]> {
+        let mut out: SmallVec<[Reason; 2]> = SmallVec::new();
+        let Some(ptd) = self.def_of(q.principal) else {
+            return out;
+        };
+        let mut ev = Eval::new(self, q.principal, q.target, q.now, Mode::Explain);
+        for g in &ptd.gates {
+            if !ev.eval(&g.expr, q.principal) {
+                out.push(Reason {
+                    code: Code::Gate,
+                    rule: g.rule,
+                });
+            }
+        }
+        match self.evaluate_past_gates(&mut ev, q) {
+            Ok(_) => {}
+            Err(Some(early)) => out.push(early),
+            Err(None) => {
+                for r in ev.trace.map(|t| t.fails).unwrap_or_default() {
+                    if !out.contains(&r) {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The stable code of a reason (`gate.<name>` for gates).

@@ -36,6 +36,9 @@ pub struct Case {
     pub now: Option<TimeValue>,
     pub expect: Option<String>,
     pub codes: Option<Vec<String>>,
+    /// The codes `explain` gives, in order: past the first failed gate, every failed
+    /// check (MX9).
+    pub explained: Option<Vec<String>>,
     pub valid_until: Option<String>,
     pub allowed_actions: Option<Vec<String>>,
     pub resource_type: Option<String>,
@@ -285,6 +288,19 @@ impl Case {
             && *c != got_codes
         {
             return Err(format!("expected codes {c:?}, got {got_codes:?}"));
+        }
+        if let Some(want) = &self.explained {
+            let ex = snap.explain(&req);
+            if ex.decision.allowed != d.allowed {
+                return Err("`explain` decided otherwise than `check`".into());
+            }
+            let got: Vec<String> = ex.decision.reasons.iter().map(|r| r.code.clone()).collect();
+            if *want != got {
+                return Err(format!("expected explained codes {want:?}, got {got:?}"));
+            }
+            if got.first() != got_codes.first() {
+                return Err("`explain` does not start with the check's first reason".into());
+            }
         }
         if let Some(v) = &self.valid_until {
             let got = d

@@ -154,6 +154,35 @@ proptest! {
         prop_assert!(denials > 0);
     }
 
+    /// MX9: `explain` decides as `check` does (allowed, `valid_until`, the first reason)
+    /// and gives the check's reasons, except past a failed gate, where it lists the
+    /// failed gates first and then goes on (some explanations do).
+    #[test]
+    fn explain_decides_as_check_and_lists_past_the_gates(seed in any::<u64>(), dt in -SPREAD..SPREAD) {
+        let (w, snap) = build(seed);
+        let now = EPOCH + dt;
+        let mut past_gates = 0usize;
+        for p in principals(&w, &snap.schema) {
+            for (r, a) in resources(&w, &snap) {
+                let request = req(&p, &a, &r, now);
+                let d = snap.view(&snap.check(&request), &request);
+                let ex = snap.explain(&request).decision;
+                prop_assert_eq!(ex.allowed, d.allowed, "{} {} {}", p, a, r);
+                prop_assert_eq!(&ex.valid_until, &d.valid_until, "{} {} {}", p, a, r);
+                let gated = d.reasons.first().is_some_and(|x| x.code.starts_with("gate."));
+                if !gated {
+                    prop_assert_eq!(&ex.reasons, &d.reasons, "{} {} {}", p, a, r);
+                    continue;
+                }
+                prop_assert_eq!(ex.reasons.first(), d.reasons.first(), "{} {} {}", p, a, r);
+                let gates: Vec<&str> = ex.reasons.iter().map(|x| x.code.as_str()).take_while(|c| c.starts_with("gate.")).collect();
+                prop_assert!(!gates.is_empty());
+                past_gates += usize::from(ex.reasons.len() > gates.len());
+            }
+        }
+        prop_assert!(past_gates > 0, "no explanation went past a gate");
+    }
+
     /// X2, MX10: `allowed_actions` lists exactly the actions `check` allows.
     #[test]
     fn allowed_actions_agree_with_check(seed in any::<u64>(), dt in -SPREAD..SPREAD) {
