@@ -84,6 +84,7 @@ export const CODES = Object.freeze([
   'authorization.revoked',
   'authorization.out_of_scope',
   'evaluation.too_deep',
+  'duty.conflict',
 ]);
 
 const I64_MIN = -(1n << 63n);

@@ -133,10 +133,11 @@ describe('decisions', () => {
   });
 
   test('the code table matches Code::ALL', () => {
-    assert.equal(CODES.length, 22);
+    assert.equal(CODES.length, 23);
     assert.equal(CODES[0], 'granted');
     assert.equal(CODES[8], 'relation.missing');
     assert.equal(CODES[21], 'evaluation.too_deep');
+    assert.equal(CODES[22], 'duty.conflict');
     assert.ok(Object.isFrozen(CODES));
   });
 });

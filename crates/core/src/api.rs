@@ -898,6 +898,16 @@ impl Snapshot {
             Code::DepthExceeded => {
                 format!("`{owner}` nests rules deeper than the evaluation limit")
             }
+            Code::DutyConflict => {
+                let path = text
+                    .strip_prefix("separate(")
+                    .and_then(|t| t.strip_suffix(')'))
+                    .unwrap_or(text);
+                format!(
+                    "separation of duties: `{owner}` needs `{}` to be none of `{path}`, and it is one",
+                    r.principal
+                )
+            }
         };
         let rule_name = if owner == "request" {
             format!("request.{text}")

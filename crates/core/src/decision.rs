@@ -100,6 +100,8 @@ pub enum Code {
     AuthorizationOutOfScope,
     /// Rules nest deeper than the evaluation limit.
     DepthExceeded,
+    /// Separation of duties: the principal is one of the subjects it must not be.
+    DutyConflict,
 }
 
 impl Code {
@@ -128,6 +130,7 @@ impl Code {
             Code::AuthorizationRevoked => "authorization.revoked",
             Code::AuthorizationOutOfScope => "authorization.out_of_scope",
             Code::DepthExceeded => "evaluation.too_deep",
+            Code::DutyConflict => "duty.conflict",
         }
     }
 }

@@ -221,6 +221,17 @@ impl<'a> Eval<'a> {
                 }
                 !v
             }
+            Expr::Separate(a, rule) => {
+                let (f, h) = self.marks();
+                let v = self.eval(a, cur);
+                self.truncate(Some(f), Some(h));
+                if v {
+                    self.fail(Code::DutyConflict, *rule);
+                } else {
+                    self.hold(*rule);
+                }
+                !v
+            }
             Expr::Rel { rel, rule } => self.member(cur, *rel, *rule),
             Expr::Arrow { rel, bodies, rule } => self.arrow(cur, *rel, bodies, *rule),
             Expr::OnTarget(body) => match self.target {

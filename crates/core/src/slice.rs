@@ -221,7 +221,7 @@ impl Reads {
                 .iter()
                 .fold(false, |acc, c| self.expr(c, ty, target, on) | acc),
             Expr::Minus(a, b, _) => self.expr(a, ty, target, on) | self.expr(b, ty, target, on),
-            Expr::Not(a, _) => self.expr(a, ty, target, on),
+            Expr::Not(a, _) | Expr::Separate(a, _) => self.expr(a, ty, target, on),
             Expr::Rel { rel, .. } => {
                 self.rel(ty, *rel, RelRead::Principal);
                 false

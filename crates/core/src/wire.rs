@@ -143,7 +143,7 @@ pub fn decode_decisions(mut b: &[u8]) -> Option<Vec<WireDecision>> {
 
 impl Code {
     /// Every code, in the order of its byte value.
-    pub const ALL: [Code; 22] = [
+    pub const ALL: [Code; 23] = [
         Code::Granted,
         Code::RequestInvalid,
         Code::EntityUnknown,
@@ -166,6 +166,7 @@ impl Code {
         Code::AuthorizationRevoked,
         Code::AuthorizationOutOfScope,
         Code::DepthExceeded,
+        Code::DutyConflict,
     ];
 
     /// The code with byte value `b`.

@@ -272,6 +272,9 @@ pub enum Expr {
         /// The action or level.
         action: Name,
     },
+    /// `separate(path)`: separation of duties, the principal is none of the path's
+    /// subjects (the inspector is none of the task's performers).
+    Separate(Path),
     /// `authorized(kind[, scope])`
     Authorized {
         /// The authorisation kind.
@@ -307,7 +310,7 @@ impl Expr {
             },
             Expr::Minus(a, _) => a.span(),
             Expr::Not(_, s) | Expr::Const(_, s) => s,
-            Expr::Path(p) => &p.head.span,
+            Expr::Path(p) | Expr::Separate(p) => &p.head.span,
             Expr::Role { matrix, .. } => &matrix.span,
             Expr::Authorized { kind, .. } => &kind.span,
             Expr::Cmp { lhs, .. } | Expr::In { lhs, .. } => lhs.span(),
@@ -333,6 +336,7 @@ impl fmt::Display for Expr {
             Expr::Not(a, _) => write!(f, "!{}", Paren(a)),
             Expr::Const(b, _) => write!(f, "{b}"),
             Expr::Path(p) => write!(f, "{p}"),
+            Expr::Separate(p) => write!(f, "separate({p})"),
             Expr::Role {
                 matrix,
                 row,

@@ -163,7 +163,7 @@ impl<'a> Graph<'a> {
                 self.collect(a, cur, target, arrow, out);
                 self.collect(b, cur, target, arrow, out);
             }
-            Expr::Not(a, _) => self.collect(a, cur, target, arrow, out),
+            Expr::Not(a, _) | Expr::Separate(a, _) => self.collect(a, cur, target, arrow, out),
             Expr::OnTarget(b) => self.collect(b, target.unwrap_or(cur), None, arrow, out),
             Expr::Arrow { bodies, .. } => {
                 for (t, b) in bodies {
@@ -333,7 +333,7 @@ impl<'a> Graph<'a> {
             Expr::Minus(a, b, _) => self
                 .depth_of(a, cur, target, depth)
                 .max(self.depth_of(b, cur, target, depth)),
-            Expr::Not(a, _) => self.depth_of(a, cur, target, depth),
+            Expr::Not(a, _) | Expr::Separate(a, _) => self.depth_of(a, cur, target, depth),
             Expr::OnTarget(b) => self.depth_of(b, target.unwrap_or(cur), None, depth),
             Expr::Arrow { bodies, .. } => bodies
                 .iter()
@@ -396,7 +396,7 @@ impl<'a> Graph<'a> {
             Expr::Minus(a, b, _) => self
                 .cost_of(a, cur, target, left, table)
                 .saturating_add(self.cost_of(b, cur, target, left, table)),
-            Expr::Not(a, _) => self.cost_of(a, cur, target, left, table),
+            Expr::Not(a, _) | Expr::Separate(a, _) => self.cost_of(a, cur, target, left, table),
             Expr::OnTarget(b) => self.cost_of(b, target.unwrap_or(cur), None, left, table),
             // The subjects' rules are evaluated one level deeper, if any level is left.
             Expr::Arrow { bodies, .. } => match left.checked_sub(1) {

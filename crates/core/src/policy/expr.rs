@@ -59,6 +59,10 @@ impl Compiler {
                 let rule = self.leaf_rule(sc, &e.to_string(), span);
                 Expr::Not(Box::new(self.expr(sc, a)), rule)
             }
+            ast::Expr::Separate(p) => {
+                let rule = self.leaf_rule(sc, &e.to_string(), &p.head.span);
+                Expr::Separate(Box::new(self.membership(sc, p)), rule)
+            }
             ast::Expr::Const(b, _) => Expr::Const(*b),
             ast::Expr::Path(p) => self.membership(sc, p),
             ast::Expr::Role {

@@ -433,6 +433,21 @@ impl Parser {
                 action,
             });
         }
+        if self.is_kw("separate") && matches!(self.peek_at(1), Tok::Punct("(")) {
+            self.bump();
+            self.bump();
+            let path = match self.operand()? {
+                Operand::Path(p) => p,
+                other => {
+                    return Err(PolicyError::new(
+                        other.span().clone(),
+                        "expected a relation path in `separate(...)`: whose subjects the principal must not be",
+                    ));
+                }
+            };
+            self.expect_punct(")")?;
+            return Ok(Expr::Separate(path));
+        }
         if self.is_kw("authorized") && matches!(self.peek_at(1), Tok::Punct("(")) {
             self.bump();
             self.bump();

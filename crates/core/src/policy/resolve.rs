@@ -69,7 +69,7 @@ fn type_decls(decls: &[Decl]) -> impl Iterator<Item = &TypeDecl> {
 }
 
 /// Words a member cannot be named: the rule language gives them a meaning.
-const RESERVED_MEMBERS: [&str; 10] = [
+const RESERVED_MEMBERS: [&str; 11] = [
     "principal",
     "resource",
     "target",
@@ -78,6 +78,7 @@ const RESERVED_MEMBERS: [&str; 10] = [
     "count",
     "role",
     "authorized",
+    "separate",
     "true",
     "false",
 ];

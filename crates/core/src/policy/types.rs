@@ -243,6 +243,9 @@ pub enum Expr {
     Minus(Box<Expr>, Box<Expr>, RuleId),
     /// Negation.
     Not(Box<Expr>, RuleId),
+    /// Separation of duties: the membership does not hold (`separate(path)`); failing
+    /// gives `duty.conflict`.
+    Separate(Box<Expr>, RuleId),
     /// The principal is a subject of the current entity's relation.
     Rel {
         /// The relation.

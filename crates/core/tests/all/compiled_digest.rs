@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The policy hash of `policies/`, as `clearance validate` prints it.
-const POLICY_HASH: &str = "43780603b1dcf63652a6eaaef85ec9fa0acfb1ddff3df85c6d11a853a4140cf0";
+const POLICY_HASH: &str = "47f619bdb8e824967b82747aad46e67a0d25ca39410bbb854940b1a8952bd107";
 /// The SHA-256 of the merged demo worlds' snapshot bytes.
-const SNAPSHOT_DIGEST: &str = "3e2e074de0fe64b7f6a1ae1b800d4a2a6c92b8abf3df3712043cfefd35c9914d";
+const SNAPSHOT_DIGEST: &str = "431c02f7101654abf1b29a3894f0d425420d03daf504da76ff605364220bcf1e";
 /// The SHA-256 of the rules, in id order.
-const RULES_DIGEST: &str = "db023ba80ee038d9ac6075d643f53a201290f6382d68e37ebc88e05aac868f9b";
+const RULES_DIGEST: &str = "e3c29e6cbd183ee9f62201f8e5134b7c89fa23e3cc9aecf9bf8c0a47b89187ff";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

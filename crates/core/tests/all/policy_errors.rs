@@ -43,6 +43,14 @@ fn broken_policies_say_where_and_what() {
             "type a {\n  n: int\n  invariant i = n < 3 else \"x\"\n  invariant i = n < 4 else \"y\"\n  invariant j = count(nosuch) < n else \"z\"\n}".into(),
         ),
         (
+            "parser: separation of duties from something that is no relation path",
+            "type user principal {}\ntype a {\n  n: int\n  permission p = separate(3)\n}".into(),
+        ),
+        (
+            "resolution: separation of duties from an unknown relation",
+            "type user principal {}\ntype a {\n  permission p = separate(nosuch)\n}".into(),
+        ),
+        (
             "parser: an invariant without its message",
             "type a {\n  n: int\n  invariant i = n < 3\n}".into(),
         ),

@@ -78,3 +78,44 @@ fn removing_a_held_custom_type_names_every_holder() {
         assert!(rebuilt.message.contains(holder), "{}", rebuilt.message);
     }
 }
+
+/// Separation of duties: the denial names the conflicting relation and the principal.
+#[test]
+fn a_duty_conflict_names_the_relation_and_the_principal() {
+    let schema = default_schema().unwrap_or_else(|e| panic!("{e}"));
+    let deltas: Vec<Delta> = serde_json::from_value(serde_json::json!([
+        { "op": "set_attr", "entity": "task:t_n1", "attr": "independent_inspection", "value": true },
+        { "op": "add_tuple", "tuple": { "resource": "task:t_n1", "relation": "performed_by", "subject": "user:n_technician" } }
+    ]))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let facts = world("maintenance")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .apply(&deltas)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let snap = Snapshot::build(schema, &facts).unwrap_or_else(|e| panic!("{e}"));
+    let request = clearance_core::Request {
+        principal: "user:n_technician".into(),
+        action: "inspect".into(),
+        resource: "task:t_n1".into(),
+        target: None,
+        now: TimeValue::Text("2026-05-01T10:00:00Z".into()),
+    };
+    let view = snap.explain(&request).decision;
+    assert!(!view.allowed);
+    let conflict = view
+        .reasons
+        .iter()
+        .find(|r| r.code == "duty.conflict")
+        .unwrap_or_else(|| panic!("{view:?}"));
+    assert!(
+        conflict.message.contains("performed_by"),
+        "{}",
+        conflict.message
+    );
+    assert!(
+        conflict.message.contains("user:n_technician"),
+        "{}",
+        conflict.message
+    );
+    assert_eq!(conflict.rule, "task.inspect");
+}
