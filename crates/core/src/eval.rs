@@ -210,23 +210,16 @@ impl<'a> Eval<'a> {
                 }
                 !excluded
             }
-            Expr::Not(a, rule) => {
+            Expr::Not(a, rule) | Expr::Separate(a, rule) => {
                 let (f, h) = self.marks();
                 let v = self.eval(a, cur);
                 self.truncate(Some(f), Some(h));
                 if v {
-                    self.fail(Code::ConditionFailed, *rule);
-                } else {
-                    self.hold(*rule);
-                }
-                !v
-            }
-            Expr::Separate(a, rule) => {
-                let (f, h) = self.marks();
-                let v = self.eval(a, cur);
-                self.truncate(Some(f), Some(h));
-                if v {
-                    self.fail(Code::DutyConflict, *rule);
+                    let code = match e {
+                        Expr::Separate(..) => Code::DutyConflict,
+                        _ => Code::ConditionFailed,
+                    };
+                    self.fail(code, *rule);
                 } else {
                     self.hold(*rule);
                 }

@@ -302,16 +302,7 @@ fn a_store_changed_behind_the_hosts_back_refuses_to_start_naming_the_revision() 
     let dir = temp_dir("tamper-base");
     let db = dir.join("facts.db");
     drop(start(&db, &[]).unwrap());
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let facts: String = conn
-        .query_row("SELECT facts FROM base", [], |r| r.get(0))
-        .unwrap();
-    let i = facts.find("\"2026-").expect("a timestamp in the facts") + 1;
-    let mut changed = facts.clone();
-    changed.replace_range(i..i + 4, "2058");
-    conn.execute("UPDATE base SET facts = ?1", [changed])
-        .unwrap();
-    drop(conn);
+    damage_base(&db);
     let log = start(&db, &[])
         .err()
         .expect("changed base facts were served");
