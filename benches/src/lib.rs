@@ -159,6 +159,8 @@ struct AccountIndex {
     flights: Vec<(String, Vec<String>, String)>,
     persons: Vec<(String, String)>,
     tasks: Vec<String>,
+    /// Who performed each task, by task id.
+    performers: BTreeMap<String, String>,
     mx_users: Vec<String>,
     technicians: Vec<String>,
     work_orders: Vec<String>,
@@ -534,14 +536,22 @@ fn account(b: &mut Builder, scale: Scale, a: usize) -> AccountIndex {
         ix.work_orders.push(id);
     }
     for t in 0..(r - r / 5 * 4 - r / 40 - r / 100 - r / 50 - 60).min(r / 10) {
+        // Every third task needs an independent inspection; most have a technician who
+        // performed them (who may then not inspect them).
         let id = b.entity(
             "task",
             &format!("{acct}t{t}"),
             &acct,
-            json!({"title": format!("Task {t}"), "aircraft_type": TYPES[t % 4]}),
+            json!({"title": format!("Task {t}"), "aircraft_type": TYPES[t % 4], "independent_inspection": t % 3 == 0}),
         );
         let wo = ix.work_orders[t % ix.work_orders.len()].clone();
         b.tuple(&id, "work_order", &wo);
+        if t % 4 != 3
+            && let Some(by) = ix.technicians.get(t % ix.technicians.len().max(1)).cloned()
+        {
+            b.tuple(&id, "performed_by", &by);
+            ix.performers.insert(id.clone(), by);
+        }
         ix.tasks.push(id);
     }
     let holders: Vec<String> = ix
@@ -745,7 +755,13 @@ impl World {
                     } else {
                         pick(&mut rng, &ix.mx_users)
                     };
-                    (p, ["signoff", "view", "complete"][rng.gen_range(0..3)], t)
+                    let action = ["signoff", "view", "complete", "inspect"][rng.gen_range(0..4)];
+                    // Half the inspections are asked by whoever performed the task.
+                    let p = match ix.performers.get(&t) {
+                        Some(by) if action == "inspect" && rng.gen_bool(0.5) => by.clone(),
+                        _ => p,
+                    };
+                    (p, action, t)
                 }
                 _ => {
                     let other = &self.accounts[(a + 1) % self.accounts.len()];
