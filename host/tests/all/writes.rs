@@ -146,6 +146,19 @@ fn writes() -> Vec<(&'static str, Value)> {
             "user:a_administrator",
             json!([{ "op": "remove_entity", "entity": "role:night_dispatch" }]),
         ),
+        // AC5: a write is judged on what it leaves: a swap on a full plan is allowed, one
+        // more user beyond it is not (an invariant of the aircraft).
+        (
+            "user:ac_owner",
+            json!([
+                remove("aircraft:g_skyb", "visitor", "user:pilot_own_rec"),
+                add("aircraft:g_skyb", "visitor", "user:jetfix_tech"),
+            ]),
+        ),
+        (
+            "user:ac_owner",
+            json!([add("aircraft:g_skyb", "visitor", "user:pilot_own_rec")]),
+        ),
         // OP3: an owner books a trip on an aircraft they own, not on another.
         (
             "user:a_owner_write",
@@ -294,7 +307,7 @@ fn writes_through_the_module_in_node_and_through_the_host_end_alike() {
     // The writes mean something: creations derived assignments, some were refused and
     // some did not apply.
     assert_eq!(derived, 3, "{node_answers:?}");
-    assert_eq!(allowed, 10, "{node_answers:?}");
+    assert_eq!(allowed, 11, "{node_answers:?}");
     let assigned = |facts: &Value, event: &str| -> Vec<String> {
         let mut v: Vec<String> = facts["tuples"]
             .as_array()
@@ -318,6 +331,10 @@ fn writes_through_the_module_in_node_and_through_the_host_end_alike() {
         assigned(&host_facts, "event:w_ams"),
         ["organization:blue_ams_mx"]
     );
+    // The swap was taken and the user beyond the plan refused by its invariant, alike.
+    let refused_beyond = &host_answers[host_answers.len() - 3];
+    assert_eq!(refused_beyond.0, 403, "{refused_beyond:?}");
+    assert_eq!(refused_beyond.1["error"]["code"], "write.invariant");
     // The new access-right type is served: a_crew writes bookings now.
     let crew_books = host_decisions
         .as_array()
