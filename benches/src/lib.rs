@@ -216,6 +216,9 @@ impl Builder {
     }
 }
 
+/// Licence categories the generated certification authorisations and tasks name.
+const CATEGORIES: [&str; 4] = ["B1", "B1.1", "B2", "B1.3"];
+
 const OPS_ROLES: [&str; 27] = [
     "crew",
     "crew_fa",
@@ -537,13 +540,13 @@ fn account(b: &mut Builder, scale: Scale, a: usize) -> AccountIndex {
     }
     for t in 0..(r - r / 5 * 4 - r / 40 - r / 100 - r / 50 - 60).min(r / 10) {
         // Every third task needs an independent inspection; most have a technician who
-        // performed them (who may then not inspect them).
-        let id = b.entity(
-            "task",
-            &format!("{acct}t{t}"),
-            &acct,
-            json!({"title": format!("Task {t}"), "aircraft_type": TYPES[t % 4], "independent_inspection": t % 3 == 0}),
-        );
+        // performed them (who may then not inspect them). Half state the licence
+        // category certifying them needs.
+        let mut attrs = json!({"title": format!("Task {t}"), "aircraft_type": TYPES[t % 4], "independent_inspection": t % 3 == 0});
+        if t % 2 == 0 {
+            attrs["category"] = json!(CATEGORIES[(t / 2) % CATEGORIES.len()]);
+        }
+        let id = b.entity("task", &format!("{acct}t{t}"), &acct, attrs);
         let wo = ix.work_orders[t % ix.work_orders.len()].clone();
         b.tuple(&id, "work_order", &wo);
         if t % 4 != 3
@@ -563,13 +566,31 @@ fn account(b: &mut Builder, scale: Scale, a: usize) -> AccountIndex {
     for (u, user) in holders.into_iter().enumerate() {
         let until = EPOCH + b.rng.gen_range(-30 * DAY..365 * DAY);
         let scope: Vec<&str> = vec![TYPES[u % 4], TYPES[(u + 1) % 4]];
+        // Certification authorisations (one in two) grant licence categories on a licence
+        // of the holder's that lasts at least as long, revoked one time in twenty.
+        let certifying = u % 2 == 0;
+        let categories: Vec<&str> = if certifying {
+            vec![CATEGORIES[u % CATEGORIES.len()]]
+        } else {
+            Vec::new()
+        };
         let id = b.entity(
             "authorization",
             &format!("{acct}au{u}"),
             &acct,
-            json!({"kind": "certifying_staff", "valid_until": until, "scope": scope}),
+            json!({"kind": "certifying_staff", "valid_until": until, "scope": scope, "categories": categories}),
         );
         b.tuple(&id, "holder", &user);
+        if certifying {
+            let licence = b.entity(
+                "licence",
+                &format!("{acct}lic{u}"),
+                &acct,
+                json!({"categories": ["B1", "B2"], "valid_until": until + 30 * DAY, "revoked": u % 40 == 0}),
+            );
+            b.tuple(&licence, "holder", &user);
+            b.tuple(&id, "licence", &licence);
+        }
     }
     ix
 }

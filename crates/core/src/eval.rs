@@ -25,6 +25,14 @@ pub(crate) struct Trace {
     pub cut: bool,
 }
 
+/// The certification limits an `authorized` check asks, as string ids.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Asked {
+    category: Option<u32>,
+    chapter: Option<u32>,
+    task_kind: Option<u32>,
+}
+
 /// How an evaluation records its checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -260,15 +268,28 @@ impl<'a> Eval<'a> {
                 scopes,
                 rule,
             } => self.matrix(*matrix, *row, *action, Some((cur, scopes)), *rule),
-            Expr::Authorized { kind, scope, rule } => {
-                let scope = match scope {
+            Expr::Authorized {
+                kind,
+                scope,
+                limits,
+                rule,
+            } => {
+                let mut string = |o: &Option<crate::policy::Operand>| match o {
                     None => None,
                     Some(op) => match self.operand(op, cur) {
                         Val::Str(s) => Some(s),
                         _ => Some(NONE_STR),
                     },
                 };
-                self.authorized(*kind, scope, *rule)
+                let scope = string(scope);
+                // A limit the task does not state (an absent attribute) is not asked.
+                let mut limit = |o| string(o).filter(|s| *s != NONE_STR);
+                let asked = Asked {
+                    category: limit(&limits.category),
+                    chapter: limit(&limits.chapter),
+                    task_kind: limit(&limits.task_kind),
+                };
+                self.authorized(*kind, scope, asked, *rule)
             }
             Expr::Cmp { op, lhs, rhs, rule } => {
                 let v = self.compare(*op, lhs, rhs, cur);
@@ -530,7 +551,7 @@ impl<'a> Eval<'a> {
             .iter()
             .filter(|c| c.row == row && c.action == action)
         {
-            if !self.authorized(c.kind, None, c.rule) {
+            if !self.authorized(c.kind, None, Asked::default(), c.rule) {
                 ok = false;
                 if !explain {
                     self.cut();
@@ -552,7 +573,87 @@ impl<'a> Eval<'a> {
             .get(attr as usize)
     }
 
-    fn authorized(&mut self, kind: u32, scope: Option<u32>, rule: u32) -> bool {
+    /// Whether string `c` (a licence category) is covered by category `by`: the same, or
+    /// a subcategory of it (`B1` covers `B1.1`).
+    fn covers(&self, by: u32, c: u32) -> bool {
+        if by == c {
+            return true;
+        }
+        let strings = &self.s.strings;
+        match (strings.get(by as usize), strings.get(c as usize)) {
+            (Some(by), Some(c)) => c
+                .strip_prefix(by.as_str())
+                .is_some_and(|rest| rest.starts_with('.')),
+            _ => false,
+        }
+    }
+
+    /// The set of set attribute `a` of entity `l` of a type's columns.
+    fn set_of(columns: &[Column], a: u16, l: usize) -> &[u32] {
+        match columns.get(a as usize) {
+            Some(Column::Set(v)) => v.get(l).map_or(&[][..], |s| &s[..]),
+            _ => &[],
+        }
+    }
+
+    /// Whether the certification limits asked hold of authorisation `aid`, and the
+    /// instant its licence stops covering it (`NEVER` when none is asked): `Err` with
+    /// the code of the failure.
+    fn certifies(&mut self, aid: u32, asked: &Asked) -> Result<i64, Code> {
+        let s = self.s;
+        let b = &s.schema.builtins;
+        let (attrs, la) = (b.auth_attrs, b.licence_attrs);
+        let Some(td) = s.types.get(b.authorization as usize) else {
+            return Err(Code::AuthorizationMissing);
+        };
+        let l = self.row(aid);
+        let any_or = |set: &[u32], x: Option<u32>| {
+            x.is_none_or(|x| set.is_empty() || set.binary_search(&x).is_ok())
+        };
+        if !any_or(Self::set_of(&td.columns, attrs.chapters, l), asked.chapter)
+            || !any_or(
+                Self::set_of(&td.columns, attrs.task_kinds, l),
+                asked.task_kind,
+            )
+        {
+            return Err(Code::AuthorizationOutOfScope);
+        }
+        if let Some(c) = asked.category
+            && !Self::set_of(&td.columns, attrs.categories, l)
+                .iter()
+                .any(|&g| self.covers(g, c))
+        {
+            return Err(Code::AuthorizationOutOfScope);
+        }
+        // The licence it rests on: not revoked, not expired, and covering the category.
+        // A category is certified only on a licence.
+        let Some(lic) = self.first_subject(aid, attrs.licence) else {
+            return match asked.category {
+                Some(_) => Err(Code::AuthorizationOutOfScope),
+                None => Ok(NEVER),
+            };
+        };
+        let Some(lt) = s.types.get(b.licence as usize) else {
+            return Err(Code::AuthorizationMissing);
+        };
+        let ll = self.row(lic);
+        if matches!(lt.columns.get(la.revoked as usize), Some(Column::Bool(v)) if v.get(ll) == Some(&1))
+        {
+            return Err(Code::AuthorizationRevoked);
+        }
+        // Its expiry is not read: an authorisation never outlasts its licence (facts
+        // that say otherwise do not load), so the authorisation's own ends it first.
+        if let Some(c) = asked.category
+            && !Self::set_of(&lt.columns, la.categories, ll)
+                .iter()
+                .any(|&g| self.covers(g, c))
+        {
+            return Err(Code::AuthorizationOutOfScope);
+        }
+        Ok(NEVER)
+    }
+
+    fn authorized(&mut self, kind: u32, scope: Option<u32>, asked: Asked, rule: u32) -> bool {
         let s = self.s;
         let at = s.schema.builtins.authorization;
         let attrs = s.schema.builtins.auth_attrs;
@@ -603,11 +704,21 @@ impl<'a> Eval<'a> {
             } else if !in_scope {
                 Code::AuthorizationOutOfScope
             } else {
-                if until != NONE_I64 {
-                    self.note(until);
+                match self.certifies(aid, &asked) {
+                    Err(code) => code,
+                    Ok(licence_until) => {
+                        // Valid until the earlier of the authorisation's and the licence's
+                        // expiry.
+                        if until != NONE_I64 {
+                            self.note(until);
+                        }
+                        if licence_until != NEVER {
+                            self.note(licence_until);
+                        }
+                        self.hold(rule);
+                        return true;
+                    }
                 }
-                self.hold(rule);
-                return true;
             };
             if rank(status) > rank(best) {
                 best = status;

@@ -134,6 +134,8 @@ struct Log {
     roles: bool,
     /// Accounts removed: none of their entities may remain.
     removed_accounts: Vec<(u32, String)>,
+    /// Whether an authorisation or a licence changed: certifications are checked again.
+    certs: bool,
 }
 
 /// Deltas applied in place and not yet kept: [`Snapshot::commit`] keeps them,
@@ -150,6 +152,7 @@ impl Log {
             regrant: Vec::new(),
             roles: false,
             removed_accounts: Vec::new(),
+            certs: false,
         }
     }
 }
@@ -446,6 +449,16 @@ impl Snapshot {
     }
 
     fn apply_one(&mut self, d: &Delta, at: &str, log: &mut Log) -> Result<(), FactsError> {
+        let ty = match d {
+            Delta::AddEntity { entity } => entity.ty.as_str(),
+            Delta::RemoveEntity { entity } | Delta::SetAttr { entity, .. } => {
+                entity.split(':').next().unwrap_or_default()
+            }
+            Delta::AddTuple { tuple } | Delta::RemoveTuple { tuple } => {
+                tuple.resource.split(':').next().unwrap_or_default()
+            }
+        };
+        log.certs |= ty == "authorization" || ty == "licence";
         match d {
             Delta::AddEntity { entity } => self.add_entity(entity, at, log),
             Delta::RemoveEntity { entity } => self.remove_entity(entity, at, log),
@@ -982,6 +995,9 @@ impl Snapshot {
             for id in regrant {
                 self.regrant(id, log)?;
             }
+        }
+        if std::mem::take(&mut log.certs) {
+            self.check_certifications()?;
         }
         log.touched.clear();
         log.removed_accounts.clear();

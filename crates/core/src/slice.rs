@@ -153,11 +153,26 @@ impl Reads {
         }
         if authorisations {
             let a = b.auth_attrs;
-            for attr in [a.kind, a.valid_from, a.valid_until, a.scope, a.revoked] {
+            for attr in [
+                a.kind,
+                a.valid_from,
+                a.valid_until,
+                a.scope,
+                a.revoked,
+                a.categories,
+                a.chapters,
+                a.task_kinds,
+            ] {
                 r.attr(b.authorization, attr, AttrRead::Held);
             }
             if let Some(h) = schema.ty(b.authorization).and_then(|td| td.rel("holder")) {
                 r.rel(b.authorization, h, RelRead::Principal);
+            }
+            // The licence a held certification authorisation rests on.
+            r.rel(b.authorization, a.licence, RelRead::Any);
+            let l = b.licence_attrs;
+            for attr in [l.categories, l.revoked] {
+                r.attr(b.licence, attr, AttrRead::Held);
             }
         }
         // A relation's `until` attribute ends its tuples wherever they are read.
@@ -233,8 +248,11 @@ impl Reads {
                     .fold(false, |acc, (t, b)| self.expr(b, *t, None, On::Any) | acc)
             }
             Expr::OnTarget(b) => self.expr(b, target.unwrap_or(ty), None, On::Any),
-            Expr::Authorized { scope, .. } => {
-                if let Some(o) = scope {
+            Expr::Authorized { scope, limits, .. } => {
+                for o in [scope, &limits.category, &limits.chapter, &limits.task_kind]
+                    .into_iter()
+                    .flatten()
+                {
                     self.operand(o, on);
                 }
                 true
@@ -327,7 +345,7 @@ impl Reads {
         let b = &schema.builtins;
         // The authorisations the principal holds, as the snapshot finds them: every
         // `holder` tuple naming it, expired or not.
-        let held: BTreeSet<&str> = in_account
+        let mut held: BTreeSet<&str> = in_account
             .iter()
             .filter(|(key, _, t)| {
                 *t == b.authorization
@@ -336,6 +354,14 @@ impl Reads {
             })
             .map(|(key, _, _)| key.as_str())
             .collect();
+        // And the licences they rest on.
+        let licences: Vec<&str> = held
+            .iter()
+            .flat_map(|a| tuples_of(facts, a))
+            .filter(|((_, rel, _), _)| rel == "licence")
+            .map(|((_, _, s), _)| s.as_str())
+            .collect();
+        held.extend(licences);
         let mut entities = Vec::with_capacity(in_account.len());
         let mut tuples = Vec::new();
         for &(key, e, t) in &in_account {
@@ -482,6 +508,12 @@ impl Reads {
                         },
                     });
                 }
+                // The licences a slice keeps are those of the authorisations its principal
+                // holds, which a follower does not know of others: removing one is not
+                // followed.
+                Delta::RemoveEntity { .. } if t == b.authorization => {
+                    return refetch(format!("the authorisation `{named}` is removed"));
+                }
                 Delta::RemoveEntity { .. } => out.push(d.clone()),
                 Delta::SetAttr { attr, .. } => match td.attr(attr).map(|a| self.attr_read(t, a)) {
                     Some(AttrRead::Any) => out.push(d.clone()),
@@ -501,6 +533,9 @@ impl Reads {
                         return refetch(format!(
                             "the authorisations `{principal}` holds change (`{named}`)"
                         ));
+                    }
+                    if t == b.authorization && tuple.relation == "licence" {
+                        return refetch(format!("the licence `{named}` rests on changes"));
                     }
                     match td.rel(&tuple.relation).map(|i| self.rel_read(t, i)) {
                         Some(RelRead::Any) => out.push(d.clone()),

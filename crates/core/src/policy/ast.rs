@@ -275,12 +275,14 @@ pub enum Expr {
     /// `separate(path)`: separation of duties, the principal is none of the path's
     /// subjects (the inspector is none of the task's performers).
     Separate(Path),
-    /// `authorized(kind[, scope])`
+    /// `authorized(kind[, scope][, category: x][, chapter: y][, task_kind: z])`
     Authorized {
         /// The authorisation kind.
         kind: Name,
         /// The value its scope must contain.
         scope: Option<Operand>,
+        /// Named limits of a certification check: `category`, `chapter`, `task_kind`.
+        limits: Vec<(Name, Operand)>,
     },
     /// `lhs op rhs`
     Cmp {
@@ -342,11 +344,20 @@ impl fmt::Display for Expr {
                 row,
                 action,
             } => write!(f, "role({matrix}.{row}.{action})"),
-            Expr::Authorized { kind, scope: None } => write!(f, "authorized({kind})"),
             Expr::Authorized {
                 kind,
-                scope: Some(s),
-            } => write!(f, "authorized({kind}, {s})"),
+                scope,
+                limits,
+            } => {
+                write!(f, "authorized({kind}")?;
+                if let Some(s) = scope {
+                    write!(f, ", {s}")?;
+                }
+                for (n, o) in limits {
+                    write!(f, ", {n}: {o}")?;
+                }
+                write!(f, ")")
+            }
             Expr::Cmp { op, lhs, rhs } => write!(f, "{lhs} {} {rhs}", op.as_str()),
             Expr::In { lhs, rhs } => write!(f, "{lhs} in {rhs}"),
         }

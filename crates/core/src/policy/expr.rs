@@ -6,7 +6,7 @@
 use super::ast::{self, CmpOp, Sep};
 use super::resolve::{Compiler, list};
 use super::typecheck::{self, Kind};
-use super::types::{Base, Expr, MemberRef, Operand, RuleId, TypeId, ValueType};
+use super::types::{Base, Expr, Limits, MemberRef, Operand, RuleId, TypeId, ValueType};
 use crate::error::Span;
 
 /// Where an expression is compiled: the current type, the target's type, and the rule it
@@ -127,22 +127,48 @@ impl Compiler {
                     rule,
                 }
             }
-            ast::Expr::Authorized { kind, scope } => {
+            ast::Expr::Authorized {
+                kind,
+                scope,
+                limits,
+            } => {
                 let kid = self.literal(&kind.text, &kind.span);
-                let scope = scope.as_ref().and_then(|s| {
-                    let (op, k) = self.operand(sc, s, None)?;
+                let string = |this: &mut Self, s: &ast::Operand| {
+                    let (op, k) = this.operand(sc, s, None)?;
                     match typecheck::check_authorized_scope(s, &k) {
                         Ok(()) => Some(op),
                         Err(message) => {
-                            self.err(s.span(), message);
+                            this.err(s.span(), message);
                             None
                         }
                     }
-                });
+                };
+                let scope = scope.as_ref().and_then(|s| string(self, s));
+                let mut l = Limits::default();
+                for (name, o) in limits {
+                    let slot = match name.text.as_str() {
+                        "category" => &mut l.category,
+                        "chapter" => &mut l.chapter,
+                        "task_kind" => &mut l.task_kind,
+                        other => {
+                            self.err(
+                                &name.span,
+                                format!("`authorized` has no limit `{other}`: expected `category`, `chapter` or `task_kind`"),
+                            );
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        self.err(&name.span, format!("the limit `{name}` is given twice"));
+                        continue;
+                    }
+                    *slot = string(self, o);
+                }
                 let rule = self.kind_rule(kind);
                 Expr::Authorized {
                     kind: kid,
                     scope,
+                    limits: Box::new(l),
                     rule,
                 }
             }

@@ -43,8 +43,9 @@ pub use schema::{
 };
 pub use types::{
     AccountAttrs, AttrDef, AuthorizationAttrs, Base, Builtins, CellDef, ControlDef, Expr,
-    LEVEL_ACTIONS, LEVELS, MatrixDef, MemberRef, NamedRule, Operand, PermDef, RelDef, RoleAttrs,
-    RoleDef, RowDef, Rule, RuleId, StrId, TypeDef, TypeId, USE_BIT, ValueType, WriteRule,
+    LEVEL_ACTIONS, LEVELS, LicenceAttrs, Limits, MatrixDef, MemberRef, NamedRule, Operand, PermDef,
+    RelDef, RoleAttrs, RoleDef, RowDef, Rule, RuleId, StrId, TypeDef, TypeId, USE_BIT, ValueType,
+    WriteRule,
 };
 
 impl Schema {

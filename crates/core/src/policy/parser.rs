@@ -452,13 +452,31 @@ impl Parser {
             self.bump();
             self.bump();
             let kind = self.name("an authorisation kind")?;
-            let scope = if self.eat_punct(",") {
-                Some(self.operand()?)
-            } else {
-                None
-            };
+            let mut scope = None;
+            let mut limits = Vec::new();
+            while self.eat_punct(",") {
+                // `name: operand` is a named limit; anything else is the scope.
+                if matches!(self.peek(), Tok::Ident(_))
+                    && matches!(self.peek_at(1), Tok::Punct(":"))
+                {
+                    let name = self.name("a limit: `category`, `chapter` or `task_kind`")?;
+                    self.expect_punct(":")?;
+                    limits.push((name, self.operand()?));
+                } else if scope.is_none() && limits.is_empty() {
+                    scope = Some(self.operand()?);
+                } else {
+                    return Err(PolicyError::new(
+                        self.span(),
+                        "expected a named limit (`category: ...`, `chapter: ...`, `task_kind: ...`) after the scope",
+                    ));
+                }
+            }
             self.expect_punct(")")?;
-            return Ok(Expr::Authorized { kind, scope });
+            return Ok(Expr::Authorized {
+                kind,
+                scope,
+                limits,
+            });
         }
         let lhs = self.operand()?;
         let op = match self.peek() {

@@ -11,8 +11,8 @@ use super::ast::{self, Decl, FieldType, Member, TypeDecl, WriteEvent};
 use super::expr::{RuleKind, RuleOwner, Scope};
 use super::types::{
     AccountAttrs, AttrDef, AuthorizationAttrs, Builtins, ControlDef, Expr, LEVEL_ACTIONS,
-    MatrixDef, MemberRef, NamedRule, PermDef, RelDef, RoleAttrs, RowDef, Rule, RuleId, StrId,
-    TypeDef, TypeId, ValueType, WriteRule,
+    LicenceAttrs, MatrixDef, MemberRef, NamedRule, PermDef, RelDef, RoleAttrs, RowDef, Rule,
+    RuleId, StrId, TypeDef, TypeId, ValueType, WriteRule,
 };
 use crate::error::{PolicyError, Span};
 use std::collections::{BTreeMap, BTreeSet};
@@ -659,6 +659,7 @@ impl Compiler {
                 .unwrap_or(0)
         };
         let (account, role, authorization) = (ty("account"), ty("role"), ty("authorization"));
+        let licence = ty("licence");
         Builtins {
             account,
             role,
@@ -678,6 +679,20 @@ impl Compiler {
                 valid_until: attr(authorization, "valid_until"),
                 scope: attr(authorization, "scope"),
                 revoked: attr(authorization, "revoked"),
+                categories: attr(authorization, "categories"),
+                chapters: attr(authorization, "chapters"),
+                task_kinds: attr(authorization, "task_kinds"),
+                licence: self
+                    .types
+                    .get(authorization as usize)
+                    .and_then(|t| t.rel("licence"))
+                    .unwrap_or(0),
+            },
+            licence,
+            licence_attrs: LicenceAttrs {
+                categories: attr(licence, "categories"),
+                valid_until: attr(licence, "valid_until"),
+                revoked: attr(licence, "revoked"),
             },
         }
     }

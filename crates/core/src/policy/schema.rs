@@ -33,6 +33,20 @@ type authorization {
   scope: set<string>
   revoked: bool?
   holder: principal
+  # a certification authorisation: the licence categories it grants (`B1` covers its
+  # subcategories `B1.1` to `B1.4`), the ATA chapters and task kinds it is limited to
+  # (none: any), and the licence it rests on
+  categories: set<string>
+  chapters: set<string>
+  task_kinds: set<string>
+  licence: licence
+}
+# a licence a person holds (an aircraft maintenance licence): its categories and expiry
+type licence {
+  categories: set<string>
+  valid_until: timestamp?
+  revoked: bool?
+  holder: principal
 }
 ";
 

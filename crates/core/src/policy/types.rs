@@ -287,6 +287,9 @@ pub enum Expr {
         kind: StrId,
         /// The value the authorisation's scope must contain.
         scope: Option<Operand>,
+        /// A certification check's limits: the licence category the task needs, its ATA
+        /// chapter, its kind.
+        limits: Box<Limits>,
         /// The rule, for reasons.
         rule: RuleId,
     },
@@ -455,6 +458,10 @@ pub struct Builtins {
     pub role_attrs: RoleAttrs,
     /// The attributes of `authorization`.
     pub auth_attrs: AuthorizationAttrs,
+    /// `licence`
+    pub licence: TypeId,
+    /// The attributes of `licence`.
+    pub licence_attrs: LicenceAttrs,
 }
 
 /// The built-in attributes of `account`, by index.
@@ -488,6 +495,38 @@ pub struct AuthorizationAttrs {
     pub valid_until: u16,
     /// `scope`: the values a check's scope may take; empty means any.
     pub scope: u16,
+    /// `revoked`
+    pub revoked: u16,
+    /// `categories`: the licence categories a certification authorisation grants.
+    pub categories: u16,
+    /// `chapters`: the ATA chapters it is limited to; empty means any.
+    pub chapters: u16,
+    /// `task_kinds`: the task kinds it is limited to; empty means any.
+    pub task_kinds: u16,
+    /// The relation `licence`: the licence it rests on.
+    pub licence: u16,
+}
+
+/// What a certification authorisation must cover, besides its scope (all absent for a
+/// plain authorisation check).
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// The licence category the task needs: one of the authorisation's categories, and
+    /// of its licence's, must cover it (`B1` covers `B1.1`).
+    pub category: Option<Operand>,
+    /// The task's ATA chapter: in the authorisation's chapters, or they are empty.
+    pub chapter: Option<Operand>,
+    /// The task's kind: in the authorisation's task kinds, or they are empty.
+    pub task_kind: Option<Operand>,
+}
+
+/// The attribute ids of the built-in `licence` type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LicenceAttrs {
+    /// `categories`
+    pub categories: u16,
+    /// `valid_until`
+    pub valid_until: u16,
     /// `revoked`
     pub revoked: u16,
 }

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The policy hash of `policies/`, as `clearance validate` prints it.
-const POLICY_HASH: &str = "47f619bdb8e824967b82747aad46e67a0d25ca39410bbb854940b1a8952bd107";
+const POLICY_HASH: &str = "1a0b6980c1a46e42ecd2ef073baa21f1bf3e0c912872111149740687df57e5ff";
 /// The SHA-256 of the merged demo worlds' snapshot bytes.
-const SNAPSHOT_DIGEST: &str = "431c02f7101654abf1b29a3894f0d425420d03daf504da76ff605364220bcf1e";
+const SNAPSHOT_DIGEST: &str = "9a7f27a9000f3620c696b764ed235bb7ce5d2a5d32172182c40d60730fd9934d";
 /// The SHA-256 of the rules, in id order.
-const RULES_DIGEST: &str = "e3c29e6cbd183ee9f62201f8e5134b7c89fa23e3cc9aecf9bf8c0a47b89187ff";
+const RULES_DIGEST: &str = "984c53017662e9f91e7840ccac49eeca578b0eb63dd94dc09362e8a46e2602e6";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -116,6 +116,29 @@ pub fn world(schema: &Schema, seed: u64, size: WorldSize) -> World {
             }
         }
     }
+    // A certification authorisation does not outlast the licence it rests on.
+    let ends = |e: &EntityJson| {
+        e.attrs
+            .get("valid_until")
+            .and_then(serde_json::Value::as_i64)
+    };
+    let licence_ends: BTreeMap<String, i64> = entities
+        .iter()
+        .filter(|e| e.ty == "licence")
+        .filter_map(|e| Some((format!("licence:{}", e.id), ends(e)?)))
+        .collect();
+    for t in tuples.iter().filter(|t| t.relation == "licence") {
+        let Some(&until) = licence_ends.get(&t.subject) else {
+            continue;
+        };
+        if let Some(a) = entities
+            .iter_mut()
+            .find(|e| e.ty == "authorization" && format!("authorization:{}", e.id) == t.resource)
+            && ends(a).is_none_or(|u| u > until)
+        {
+            a.attrs.insert("valid_until".into(), json!(until));
+        }
+    }
     World {
         facts: FactsJson {
             revision: rng.gen_range(0..5),
@@ -161,6 +184,15 @@ pub fn attrs(
                 json!(
                     (0..n)
                         .filter_map(|_| pick(rng, roles).cloned())
+                        .collect::<Vec<_>>()
+                )
+            }
+            ValueType::StrSet if a.name == "categories" => {
+                let n = rng.gen_range(0..3);
+                let known = &clearance_core::LICENCE_CATEGORIES;
+                json!(
+                    (0..n)
+                        .filter_map(|_| pick(rng, known).map(|c| c.to_string()))
                         .collect::<Vec<_>>()
                 )
             }

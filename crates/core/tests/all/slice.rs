@@ -206,12 +206,20 @@ fn holds_only_reads(
     principal: &str,
 ) -> Result<(), String> {
     let account = &facts.entities[principal].account;
-    let held: BTreeSet<&str> = facts
+    let mut held: BTreeSet<&str> = facts
         .tuples
         .keys()
         .filter(|(r, rel, s)| s == principal && rel == "holder" && r.starts_with("authorization:"))
         .map(|(r, _, _)| r.as_str())
         .collect();
+    // And the licences the held authorisations rest on.
+    let licences: Vec<&str> = facts
+        .tuples
+        .keys()
+        .filter(|(r, rel, _)| rel == "licence" && held.contains(r.as_str()))
+        .map(|(_, _, s)| s.as_str())
+        .collect();
+    held.extend(licences);
     let whole = members(facts, account).count();
     if slice.entities.len() != whole {
         return Err(format!(
@@ -384,16 +392,62 @@ fn every_read_is_needed() {
     // count of its seats reads (the invariant of writes, the invitation of a user).
     let full: Vec<clearance_core::Delta> = serde_json::from_value(serde_json::json!([
         { "op": "add_entity", "entity": { "type": "aircraft", "id": "g_full", "account": "skyways",
-          "attrs": { "registration": "G-FULL", "plan": "starter", "seat_limit": 2 } } },
+          "attrs": { "registration": "G-FULL", "plan": "starter", "seat_limit": 3 } } },
         { "op": "add_tuple", "tuple": { "resource": "aircraft:g_full", "relation": "owner", "subject": "user:ac_owner" } },
         { "op": "add_tuple", "tuple": { "resource": "aircraft:g_full", "relation": "pilot_own_records", "subject": "user:pilot_own_rec" } },
         { "op": "add_tuple", "tuple": { "resource": "aircraft:g_full", "relation": "mechanic_own_records", "subject": "user:mech_full" } },
+        { "op": "add_tuple", "tuple": { "resource": "aircraft:g_full", "relation": "pilot_all_squawks", "subject": "user:pilot_all_sq" } },
     ]))
     .unwrap();
-    let worlds: Vec<Facts> = [demo_facts(), demo_facts().apply(&full).unwrap()]
-        .into_iter()
-        .chain((0..8).map(|seed| Facts::from_doc(world(&schema, seed, SIZE).facts).unwrap()))
-        .collect();
+    // And with certification authorisations on licences, and tasks that state their
+    // category, chapter and kind: each limit allows one sign-off and refuses another.
+    let task = |id: &str, chapter: &str, kind: &str| {
+        serde_json::json!({ "op": "add_entity", "entity": { "type": "task", "id": id, "account": "mro_north",
+            "attrs": { "title": id, "aircraft_type": "B737", "category": "B1.1", "ata_chapter": chapter, "task_kind": kind } } })
+    };
+    let certified = |who: &str, categories: &str, revoked: bool| {
+        let (l, a) = (format!("{who}_aml_t"), format!("{who}_cert_t"));
+        serde_json::json!([
+            { "op": "add_entity", "entity": { "type": "licence", "id": l, "account": "mro_north",
+                "attrs": { "categories": [categories], "valid_until": "2027-06-01T00:00:00Z", "revoked": revoked } } },
+            { "op": "add_tuple", "tuple": { "resource": format!("licence:{l}"), "relation": "holder", "subject": format!("user:{who}") } },
+            { "op": "add_entity", "entity": { "type": "authorization", "id": a, "account": "mro_north",
+                "attrs": { "kind": "certifying_staff", "scope": ["B737"], "categories": [categories], "chapters": ["32"],
+                           "task_kinds": ["replacement"], "valid_until": "2027-03-31T00:00:00Z" } } },
+            { "op": "add_tuple", "tuple": { "resource": format!("authorization:{a}"), "relation": "holder", "subject": format!("user:{who}") } },
+            { "op": "add_tuple", "tuple": { "resource": format!("authorization:{a}"), "relation": "licence", "subject": format!("licence:{l}") } },
+        ])
+    };
+    let mut certs = vec![
+        serde_json::json!({ "op": "remove_entity", "entity": "authorization:n_lead_crs" }),
+        serde_json::json!({ "op": "remove_entity", "entity": "authorization:n_technician_crs" }),
+        task("t_c32", "32", "replacement"),
+        task("t_c27", "27", "replacement"),
+        task("t_kind", "32", "inspection"),
+    ];
+    for (who, categories, revoked) in [
+        ("n_lead", "B1", false),
+        ("n_technician", "B2", false),
+        ("n_shift_lead", "B1", true),
+    ] {
+        certs.extend(
+            certified(who, categories, revoked)
+                .as_array()
+                .unwrap()
+                .iter()
+                .cloned(),
+        );
+    }
+    let certs: Vec<clearance_core::Delta> =
+        serde_json::from_value(serde_json::Value::Array(certs)).unwrap();
+    let worlds: Vec<Facts> = [
+        demo_facts(),
+        demo_facts().apply(&full).unwrap(),
+        demo_facts().apply(&certs).unwrap(),
+    ]
+    .into_iter()
+    .chain((0..8).map(|seed| Facts::from_doc(world(&schema, seed, SIZE).facts).unwrap()))
+    .collect();
     let caught = |narrow: &Reads| {
         worlds
             .iter()
