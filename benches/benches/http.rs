@@ -53,8 +53,7 @@ fn main() {
         // Every /v1 call names its caller: an admin key, added to the store the bench made.
         let key = clearance_host::auth::new_key(clearance_host::auth::Scope::Admin, &[], "bench", 0);
         let added = key.as_ref().map_err(String::clone).and_then(|k| {
-            use clearance_host::store::FactStore;
-            clearance_host::store::SqliteStore::open(&db)
+            clearance_host::store::SqliteFile::open(&db)
                 .and_then(|mut st| st.add_key(&k.stored))
                 .map_err(|e| e.to_string())
         });

@@ -18,7 +18,7 @@
 use clearance_benches::{percentile, scales, world};
 use clearance_core::Delta;
 use clearance_host::service::{Service, ServiceConfig, read_policies, stored_policy};
-use clearance_host::store::{Change, FactStore, SqliteStore};
+use clearance_host::store::{Change, SqliteFile, SqliteStore};
 use clearance_host::{Runtime, RuntimeConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,7 +91,7 @@ fn run() -> Result<(), String> {
                 accounts: Some(vec![format!("account:{account}")]),
             }
         };
-        let append = |store: &mut SqliteStore, range: std::ops::Range<usize>| {
+        let append = |store: &mut SqliteFile, range: std::ops::Range<usize>| {
             let all: Vec<Change> = range.map(change).collect();
             for chunk in all.chunks(1_000) {
                 store.append_all(chunk).map_err(|e| e.to_string())?;
@@ -100,21 +100,23 @@ fn run() -> Result<(), String> {
         };
         {
             let policy = policy.clone();
-            let (mut store, _) = SqliteStore::open_or_create(&full, move || Ok((facts, policy)))
+            let (mut store, _) = SqliteFile::open_or_create(&full, move || Ok((facts, policy)))
                 .map_err(|e| e.to_string())?;
             append(&mut store, 0..CHANGES - AFTER)?;
         }
         std::fs::copy(&full, &checkpointed).map_err(|e| e.to_string())?;
         let t = Instant::now();
         let written = {
-            let mut store = SqliteStore::open(&checkpointed).map_err(|e| e.to_string())?;
+            let store = SqliteFile::open(&checkpointed).map_err(|e| e.to_string())?;
             let upto = store.last_revision().map_err(|e| e.to_string())?;
-            clearance_host::checkpoint::write_checkpoint(&mut store, upto)?
+            let store = SqliteStore::new(store);
+            tokio
+                .block_on(clearance_host::checkpoint::write_checkpoint(&store, upto))?
                 .ok_or("no checkpoint written")?
         };
         let writing = t.elapsed();
         for db in [&full, &checkpointed] {
-            let mut store = SqliteStore::open(db).map_err(|e| e.to_string())?;
+            let mut store = SqliteFile::open(db).map_err(|e| e.to_string())?;
             append(&mut store, CHANGES - AFTER..CHANGES)?;
         }
         let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
@@ -131,14 +133,14 @@ fn run() -> Result<(), String> {
                     )
                     .map_err(|e| e.to_string())?,
                 );
-                let store = SqliteStore::open(db).map_err(|e| e.to_string())?;
+                let store = SqliteFile::open(db).map_err(|e| e.to_string())?;
                 let sources = sources.clone();
                 let (took, from) = tokio.block_on(async move {
                     let t = Instant::now();
                     let s = Service::start(
                         rt,
                         sources,
-                        Box::new(store),
+                        Arc::new(SqliteStore::new(store)),
                         None,
                         ServiceConfig {
                             checkpoint_changes: 0,

@@ -100,8 +100,7 @@ fn main() {
             let key =
                 clearance_host::auth::new_key(clearance_host::auth::Scope::Admin, &[], "bench", 0)?;
             {
-                use clearance_host::store::FactStore;
-                clearance_host::store::SqliteStore::open(&db)
+                clearance_host::store::SqliteFile::open(&db)
                     .and_then(|mut st| st.add_key(&key.stored))
                     .map_err(|e| e.to_string())?;
             }

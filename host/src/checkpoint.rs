@@ -35,21 +35,23 @@ pub struct Recovered {
 }
 
 /// The state of `store` at `upto` (the last revision when `None`): the latest checkpoint
-/// that verifies, or the base, and the changes after it.
-pub fn recover(store: &dyn FactStore, upto: Option<u64>) -> Result<Recovered, String> {
-    recover_with(store, upto, &|_| {})
+/// that verifies, or the base, and the changes after it; the work is done on the
+/// blocking pool.
+pub async fn recover(store: &dyn FactStore, upto: Option<u64>) -> Result<Recovered, String> {
+    let latest = store.latest(upto).await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || recover_with(latest, &|_| {}))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
-/// [`recover`], handing the snapshot carried from the checkpoint to `carried` as soon as
-/// it is ready, while the facts are still being read (start-up loads it into the module
-/// meanwhile).
+/// The state `latest` (read from a store) describes, handing the snapshot carried from
+/// the checkpoint to `carried` as soon as it is ready, while the facts are still being
+/// read (start-up loads it into the module meanwhile). Blocking.
 pub fn recover_with(
-    store: &dyn FactStore,
-    upto: Option<u64>,
+    latest: Latest,
     carried: &(dyn Fn(&Snapshot) + Sync),
 ) -> Result<Recovered, String> {
     let early = carried;
-    let latest = store.latest(upto).map_err(|e| e.to_string())?;
     for why in &latest.passed_over {
         eprintln!("clearance: passed over {why}; starting from an earlier state");
     }
@@ -174,10 +176,10 @@ pub struct Written {
     pub stored_in: std::time::Duration,
 }
 
-/// Writes a checkpoint of `store` at `upto` through `store` (a second handle, see
-/// [`FactStore::reader`]); `None` when the latest checkpoint is already at `upto`.
-pub fn write_checkpoint(store: &mut dyn FactStore, upto: u64) -> Result<Option<Written>, String> {
-    let r = recover(store, Some(upto))?;
+/// Writes a checkpoint of `store` at `upto` (the store's own reads and writes never hold
+/// up its appends); `None` when the latest checkpoint is already at `upto`.
+pub async fn write_checkpoint(store: &dyn FactStore, upto: u64) -> Result<Option<Written>, String> {
+    let r = recover(store, Some(upto)).await?;
     if r.facts.revision != upto {
         return Err(format!(
             "the store holds revision {} where {upto} was asked",
@@ -187,6 +189,7 @@ pub fn write_checkpoint(store: &mut dyn FactStore, upto: u64) -> Result<Option<W
     if r.from == upto
         && store
             .checkpoints()
+            .await
             .map_err(|e| e.to_string())?
             .contains(&upto)
     {
@@ -195,27 +198,34 @@ pub fn write_checkpoint(store: &mut dyn FactStore, upto: u64) -> Result<Option<W
     let (Some(policy), Some(schema)) = (r.policy, r.schema) else {
         return Err("the store keeps no policy yet: no checkpoint before it adopts one".into());
     };
-    let snapshot = match r.snapshot {
-        Some(s) => s,
-        None => Snapshot::build(schema, &r.facts).map_err(|e| e.to_string())?,
-    };
-    let snapshot = snapshot.to_bytes().map_err(|e| e.to_string())?;
-    let facts = serde_json::to_string(&r.facts.into_doc()).map_err(|e| e.to_string())?;
+    let replayed = r.replayed;
+    let (facts, snapshot) = tokio::task::spawn_blocking(move || {
+        let snapshot = match r.snapshot {
+            Some(s) => s,
+            None => Snapshot::build(schema, &r.facts).map_err(|e| e.to_string())?,
+        };
+        let snapshot = snapshot.to_bytes().map_err(|e| e.to_string())?;
+        let facts = serde_json::to_string(&r.facts.into_doc()).map_err(|e| e.to_string())?;
+        Ok::<_, String>((facts, snapshot))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let (facts_bytes, snapshot_bytes) = (facts.len(), snapshot.len());
     let t = std::time::Instant::now();
     store
-        .put_checkpoint(&Checkpoint {
+        .put_checkpoint(Arc::new(Checkpoint {
             revision: upto,
             facts,
             policy,
             snapshot,
-        })
+        }))
+        .await
         .map_err(|e| e.to_string())?;
     Ok(Some(Written {
         revision: upto,
         facts_bytes,
         snapshot_bytes,
-        replayed: r.replayed,
+        replayed,
         stored_in: t.elapsed(),
     }))
 }

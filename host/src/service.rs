@@ -16,7 +16,9 @@ use crate::routes::{
 use crate::runtime::{HostError, Runtime};
 use crate::schemas::{self, MinRevision, ServerClock};
 use crate::signer::SliceSigner;
-use crate::store::{Change, FactStore, SqliteStore, StoreError, StoredPolicy};
+use crate::store::{
+    Change, FactStore, SqliteFile, SqliteStore, StoreError, StoreErrorKind, StoredPolicy,
+};
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -454,6 +456,13 @@ pub struct ServiceConfig {
     /// The least time between two checkpoints, so that a steady stream of writes does
     /// not keep one core writing checkpoints.
     pub checkpoint_gap: Duration,
+    /// How often the service asks the store whether another host (or process) appended,
+    /// besides the store's own signal (PostgreSQL's NOTIFY); zero: only on the signal.
+    pub follow_interval: Duration,
+    /// How many times a group of writes is judged again after another host took its
+    /// revision first, each time on the state caught up; past it the writes are answered
+    /// 409 (`revision.conflict`).
+    pub conflict_retries: u32,
 }
 
 impl Default for ServiceConfig {
@@ -479,6 +488,8 @@ impl Default for ServiceConfig {
             checkpoint_changes: 50_000,
             checkpoint_interval: Duration::from_secs(600),
             checkpoint_gap: Duration::from_secs(30),
+            follow_interval: Duration::from_secs(1),
+            conflict_retries: 8,
         }
     }
 }
@@ -1031,7 +1042,7 @@ pub struct Service {
     groups: std::sync::atomic::AtomicU64,
     grouped: std::sync::atomic::AtomicU64,
     served: RwLock<Arc<Served>>,
-    store: Arc<std::sync::Mutex<Box<dyn FactStore>>>,
+    store: Arc<dyn FactStore>,
     changes: broadcast::Sender<Arc<Change>>,
     revision: watch::Sender<u64>,
     /// The revision of the store's base: changes before it are not kept.
@@ -1062,6 +1073,8 @@ pub struct Service {
     started_from: (u64, u64),
     /// What the served policy reads, by its hash: how changes are cut for slices.
     reads: std::sync::Mutex<Option<(String, Arc<Reads>)>>,
+    /// Wakes the follower ([`follow`]) before its time.
+    follow_soon: Arc<tokio::sync::Notify>,
 }
 
 /// Reads every `*.policy` file of a directory, in name order, each named
@@ -1139,8 +1152,8 @@ impl Service {
         config: ServiceConfig,
     ) -> Result<Arc<Service>, String> {
         let (data, seed_files) = (data.to_path_buf(), files.clone());
-        let store = tokio::task::spawn_blocking(move || {
-            SqliteStore::open_or_create(&data, || {
+        let file = tokio::task::spawn_blocking(move || {
+            SqliteFile::open_or_create(&data, || {
                 let facts = seed()?;
                 eprintln!(
                     "clearance: created the store at {} ({} entities, {} tuples seeded)",
@@ -1155,7 +1168,44 @@ impl Service {
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?
         .0;
-        Service::start(runtime, files, Box::new(store), policy_dir, config).await
+        let store = Arc::new(SqliteStore::new(file));
+        Service::start(runtime, files, store, policy_dir, config).await
+    }
+
+    /// Connects to the PostgreSQL store at `url` (its schema migrated: `clearance
+    /// migrate`), seeds it with `seed()` under the policy `files` when it holds no facts
+    /// yet, and starts the service on it. Several hosts may share one database.
+    pub async fn open_postgres(
+        runtime: Arc<Runtime>,
+        files: Vec<Source>,
+        url: &str,
+        seed: impl FnOnce() -> Result<Facts, String> + Send + 'static,
+        policy_dir: Option<PathBuf>,
+        config: ServiceConfig,
+    ) -> Result<Arc<Service>, String> {
+        let store = crate::pgstore::PgStore::connect(url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (where_, seed_files) = (store.describe(), files.clone());
+        store
+            .seed_if_empty(move || {
+                let facts = seed()?;
+                eprintln!(
+                    "clearance: seeded {where_} ({} entities, {} tuples)",
+                    facts.entities.len(),
+                    facts.tuples.len()
+                );
+                Ok((facts, stored_policy(&seed_files)?))
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Service::start(runtime, files, Arc::new(store), policy_dir, config).await
+    }
+
+    /// Stores a new service key and serves it at once.
+    pub async fn add_key(&self, key: crate::store::StoredKey) -> Result<(), StoreError> {
+        self.store.add_key(key).await?;
+        self.refresh_keys().await
     }
 
     /// Starts the service on a store: its facts replayed under its stored policies
@@ -1168,13 +1218,12 @@ impl Service {
     pub async fn start(
         runtime: Arc<Runtime>,
         files: Vec<Source>,
-        store: Box<dyn FactStore>,
+        store: Arc<dyn FactStore>,
         policy_dir: Option<PathBuf>,
         config: ServiceConfig,
     ) -> Result<Arc<Service>, String> {
         let adopt = config.adopt_policy;
-        let store = Arc::new(std::sync::Mutex::new(store));
-        let replay_store = Arc::clone(&store);
+        let latest = store.latest(None).await.map_err(|e| e.to_string())?;
         // The snapshot carried from a checkpoint is loaded into the module while the facts
         // are still being read; it is kept if start-up serves it.
         let early: Arc<std::sync::Mutex<Option<Early>>> = Arc::default();
@@ -1183,9 +1232,8 @@ impl Service {
             Arc::clone(&runtime),
             tokio::runtime::Handle::current(),
         );
-        let (served, snapshot, base_revision, started_from) =
+        let ((served, snapshot, base_revision, started_from), adopted) =
             tokio::task::spawn_blocking(move || {
-                let mut store = replay_store.lock().map_err(|e| e.to_string())?;
                 let load = move |s: &Snapshot| {
                     let prepared = s.to_bytes().map_err(|e| e.to_string()).and_then(|bytes| {
                         handle
@@ -1200,10 +1248,13 @@ impl Service {
                         (Ok(_), Err(_)) => {}
                     }
                 };
-                replay_with(store.as_mut(), files, adopt, &load)
+                replay_with(latest, files, adopt, &load)
             })
             .await
             .map_err(|e| e.to_string())??;
+        if let Some(change) = adopted {
+            store.append(change).await.map_err(|e| e.to_string())?;
+        }
         let carried = early.lock().ok().and_then(|mut e| e.take());
         match carried {
             Some((revision, hash, prepared))
@@ -1225,23 +1276,16 @@ impl Service {
         if started_from.0 != base_revision {
             // Start-up from a checkpoint did not read the base; it is checked now, so that
             // a damaged store is reported while it can still be restored.
-            let reader = store.lock().map_err(|e| e.to_string())?.reader();
-            std::thread::spawn(move || match reader.and_then(|r| r.verify_base()) {
-                Ok(()) => {}
-                Err(e) => eprintln!("clearance: checking the store's base: {e}"),
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                if let Err(e) = store.verify_base().await {
+                    eprintln!("clearance: checking the store's base: {e}");
+                }
             });
         }
         let (changes, _) = broadcast::channel(config.feed_buffer.max(1));
         let (revision, _) = watch::channel(served.revision);
-        let keys = {
-            let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || {
-                let store = store.lock().map_err(|e| e.to_string())?;
-                store.keys().map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| e.to_string())??
-        };
+        let keys = store.keys().await.map_err(|e| e.to_string())?;
         let signer = match &config.slice_signer {
             Some(s) => Arc::clone(s),
             None => Arc::new(SliceSigner::generate()?),
@@ -1278,7 +1322,13 @@ impl Service {
             checkpoint_soon: Arc::default(),
             started_from,
             reads: std::sync::Mutex::default(),
+            follow_soon: Arc::default(),
         });
+        tokio::spawn(follow(
+            Arc::downgrade(&service),
+            service.store.appended_elsewhere(),
+            Arc::clone(&service.follow_soon),
+        ));
         tokio::spawn(group_commit(Arc::downgrade(&service), queue));
         tokio::spawn(checkpoints(
             Arc::downgrade(&service),
@@ -1320,18 +1370,8 @@ impl Service {
     pub async fn checkpoint(&self) -> Result<Option<crate::checkpoint::Written>, String> {
         let _one = self.checkpointing.lock().await;
         let upto = self.revision();
-        let store = Arc::clone(&self.store);
         let t = std::time::Instant::now();
-        let written = tokio::task::spawn_blocking(move || {
-            let reader = {
-                let store = store.lock().map_err(|e| e.to_string())?;
-                store.reader().map_err(|e| e.to_string())?
-            };
-            let mut reader = reader;
-            crate::checkpoint::write_checkpoint(reader.as_mut(), upto)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let written = crate::checkpoint::write_checkpoint(self.store.as_ref(), upto).await?;
         if let Some(w) = &written {
             eprintln!(
                 "clearance: checkpoint at revision {} ({} bytes of facts, {} of snapshot, {} changes applied to the one before) in {} ms, {} ms of it storing",
@@ -1396,7 +1436,7 @@ impl Service {
 
     /// Reads the service keys again from the store now.
     pub async fn refresh_keys(&self) -> Result<(), StoreError> {
-        let all = self.with_store(|st| st.keys()).await?;
+        let all = self.store.keys().await?;
         match self.keys.write() {
             Ok(mut k) => *k = Arc::new(Keys::new(all)),
             Err(p) => *p.into_inner() = Arc::new(Keys::new(all)),
@@ -1456,21 +1496,6 @@ impl Service {
         self.revision.send_replace(revision);
     }
 
-    async fn with_store<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut dyn FactStore) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = store
-                .lock()
-                .map_err(|_| StoreError("the store's lock is poisoned".into()))?;
-            f(guard.as_mut())
-        })
-        .await
-        .map_err(|e| StoreError(format!("the store's thread failed: {e}")))?
-    }
-
     /// Appends changes to the store, in one transaction, off the async workers. A failed
     /// append is read back: if these very changes are stored after all, they count as
     /// appended; if not,
@@ -1478,9 +1503,17 @@ impl Service {
     /// revision, the service reads its state again from the store before the next write
     /// ([`Service::resync`]).
     async fn append(&self, changes: &Arc<Vec<Change>>) -> Result<(), ApiError> {
-        let stored = Arc::clone(changes);
-        let appended = self.with_store(move |st| st.append_all(&stored)).await;
+        let appended = self.store.append_all(Arc::clone(changes)).await;
         if let Err(e) = appended {
+            if e.kind == StoreErrorKind::Conflict {
+                // Nothing was stored: another host holds the revision.
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    CONFLICT,
+                    e.to_string(),
+                    "another host wrote first; nothing was written: retry",
+                ));
+            }
             // One transaction: the last change stored means all of them are.
             let Some(last) = changes.last() else {
                 return Err(ApiError::store(e, "nothing was written; retry"));
@@ -1488,14 +1521,14 @@ impl Service {
             let revision = last.revision;
             let ours = last.clone();
             let read_back = self
-                .with_store(move |st| {
-                    let page = st.changes_page(revision - 1, 1, usize::MAX)?;
-                    Ok(page
-                        .first()
+                .store
+                .changes_page(revision - 1, 1, usize::MAX)
+                .await
+                .map(|page| {
+                    page.first()
                         .filter(|c| c.revision == revision)
-                        .map(|c| same_change(c, &ours)))
-                })
-                .await;
+                        .map(|c| same_change(c, &ours))
+                });
             match read_back {
                 Ok(Some(true)) => {
                     eprintln!(
@@ -1553,13 +1586,22 @@ impl Service {
     /// instances, each before its next call. Nothing is copied or rebuilt.
     async fn commit_writes(self: &Arc<Self>, group: Vec<QueuedWrite>) {
         let _writer = self.writer.lock().await;
+        self.commit_writes_locked(group).await;
+        // Other hosts' appends, if this group held them off and stored nothing.
+        if let Err(e) = self.store.release_appends().await {
+            eprintln!("clearance: letting other hosts append again: {e}");
+        }
+    }
+
+    /// [`Service::commit_writes`], under the writer's lock.
+    async fn commit_writes_locked(self: &Arc<Self>, group: Vec<QueuedWrite>) {
         if let Err(e) = self.resync().await {
             for w in group {
                 let _ = w.reply.send(Err(e.clone()));
             }
             return;
         }
-        let served = self.served();
+        let mut served = self.served();
         let mut ready = Vec::new();
         for w in group {
             match prepare_write(self, &served, w.body, w.authored).await {
@@ -1574,85 +1616,110 @@ impl Service {
                 }
             }
         }
+        let mut attempts = 0;
         // Judged in order; a write that traps, or that turns out to touch an account its
         // caller may not write to, is answered and taken out, and the rest judged again
         // on a fresh instance (the ones after it were judged on a state holding it).
-        let (held, judged) = loop {
-            if ready.is_empty() {
-                return;
-            }
-            let calls = ready.iter().map(|r| r.call.clone()).collect();
-            let (answers, held) = match self.runtime.write_in_order(calls).await {
-                Ok(x) => x,
-                Err((Some(i), e)) if i < ready.len() => {
-                    let r = ready.remove(i);
-                    let _ = r.reply.send(Err(ApiError::from(e)));
-                    continue;
-                }
-                Err((_, e)) => {
-                    let e = ApiError::from(e);
-                    for r in ready {
-                        let _ = r.reply.send(Err(e.clone()));
-                    }
+        let (held, judged, group) = 'judge: loop {
+            let (held, judged) = loop {
+                if ready.is_empty() {
                     return;
+                }
+                let calls = ready.iter().map(|r| r.call.clone()).collect();
+                let (answers, held) = match self.runtime.write_in_order(calls).await {
+                    Ok(x) => x,
+                    Err((Some(i), e)) if i < ready.len() => {
+                        let r = ready.remove(i);
+                        let _ = r.reply.send(Err(ApiError::from(e)));
+                        continue;
+                    }
+                    Err((_, e)) => {
+                        let e = ApiError::from(e);
+                        for r in ready {
+                            let _ = r.reply.send(Err(e.clone()));
+                        }
+                        return;
+                    }
+                };
+                match self.judged(&served, &ready, answers).map_err(|j| *j) {
+                    Ok(judged) => break (held, judged),
+                    Err(Judged::Fault(e)) => {
+                        // The instance's state and the host's count of revisions disagree:
+                        // nothing of the group is stored, and the instance is dropped.
+                        self.runtime.release(held, None);
+                        for r in ready {
+                            let _ = r.reply.send(Err(e.clone()));
+                        }
+                        return;
+                    }
+                    Err(Judged::OutOfScope(i, e)) => {
+                        self.runtime.release(held, None);
+                        let r = ready.remove(i);
+                        let _ = r.reply.send(Err(e));
+                    }
                 }
             };
-            match self.judged(&served, &ready, answers).map_err(|j| *j) {
-                Ok(judged) => break (held, judged),
-                Err(Judged::Fault(e)) => {
-                    // The instance's state and the host's count of revisions disagree:
-                    // nothing of the group is stored, and the instance is dropped.
-                    self.runtime.release(held, None);
-                    for r in ready {
-                        let _ = r.reply.send(Err(e.clone()));
-                    }
-                    return;
-                }
-                Err(Judged::OutOfScope(i, e)) => {
-                    self.runtime.release(held, None);
-                    let r = ready.remove(i);
-                    let _ = r.reply.send(Err(e));
+            let mut revision = served.revision;
+            let mut changes = Vec::new();
+            for (r, verdict) in ready.iter().zip(&judged) {
+                if let Ok((derived, accounts)) = verdict {
+                    revision += 1;
+                    let mut all = r.deltas.clone();
+                    all.extend(derived.iter().cloned());
+                    changes.push(Change {
+                        revision,
+                        author: r.authored.author.clone(),
+                        at: now_seconds(),
+                        deltas: all,
+                        policy: None,
+                        via: r.authored.via.clone(),
+                        accounts: Some(accounts.clone()),
+                    });
                 }
             }
+            let group = Arc::new(changes);
+            if !group.is_empty()
+                && let Err(e) = self.append(&group).await
+            {
+                self.runtime.release(held, None);
+                // Another host took the revision: catch up, and judge the group again on
+                // the state it left.
+                let e = if e.data.code == CONFLICT && attempts < self.config.conflict_retries {
+                    attempts += 1;
+                    if attempts > 1 {
+                        // Lost twice: the other hosts' appends wait while this one
+                        // catches up and judges again, so it cannot lose a third time.
+                        if let Err(e) = self.store.hold_appends().await {
+                            eprintln!("clearance: holding off other hosts' appends: {e}");
+                        }
+                    }
+                    match self.catch_up().await {
+                        Ok(()) => {
+                            served = self.served();
+                            continue 'judge;
+                        }
+                        Err(caught) => caught,
+                    }
+                } else {
+                    e
+                };
+                // The refusals were judged after writes that are not stored: they are
+                // answered with the store's error too, to be tried again.
+                for r in ready {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+            break (held, judged, group);
         };
-        let mut revision = served.revision;
-        let mut changes = Vec::new();
+        let revision = group.last().map_or(served.revision, |c| c.revision);
         let mut replies = Vec::new();
         let mut refused = Vec::new();
         for (r, verdict) in ready.into_iter().zip(judged) {
             match verdict {
-                Ok((derived, accounts)) => {
-                    revision += 1;
-                    let mut all = r.deltas;
-                    all.extend(derived);
-                    changes.push(Change {
-                        revision,
-                        author: r.authored.author,
-                        at: now_seconds(),
-                        deltas: all,
-                        policy: None,
-                        via: r.authored.via,
-                        accounts: Some(accounts),
-                    });
-                    replies.push(r.reply);
-                }
+                Ok(_) => replies.push(r.reply),
                 Err(e) => refused.push((r.reply, e)),
             }
-        }
-        let group = Arc::new(changes);
-        if !group.is_empty()
-            && let Err(e) = self.append(&group).await
-        {
-            // The refusals were judged after writes that are not stored: they are
-            // answered with the store's error too, to be tried again.
-            self.runtime.release(held, None);
-            for reply in replies
-                .into_iter()
-                .chain(refused.into_iter().map(|(r, _)| r))
-            {
-                let _ = reply.send(Err(e.clone()));
-            }
-            return;
         }
         if !group.is_empty() {
             self.groups.fetch_add(1, Ordering::Relaxed);
@@ -1790,6 +1857,56 @@ impl Service {
         true
     }
 
+    /// Serves the changes other hosts (or processes) appended after the revision served,
+    /// in order, applied in place as this host's own writes are, and hands them to the
+    /// change feeds. A policy change among them is served by reading the state again.
+    /// Called under the writer's lock.
+    async fn catch_up(self: &Arc<Self>) -> Result<(), ApiError> {
+        loop {
+            let served = self.served();
+            let page = self
+                .store
+                .changes_page(
+                    served.revision,
+                    self.config.feed_page,
+                    self.config.feed_page_bytes,
+                )
+                .await
+                .map_err(|e| ApiError::store(e, "nothing was written; retry"))?;
+            let Some(first) = page.first() else {
+                return Ok(());
+            };
+            let facts_only: Vec<Change> = page
+                .iter()
+                .take_while(|c| c.policy.is_none())
+                .cloned()
+                .collect();
+            if first.revision != served.revision + 1 || facts_only.is_empty() {
+                // A policy change (or changes this host cannot apply in place): the whole
+                // state is read again; followers of the feed page what they missed.
+                self.needs_resync.store(true, Ordering::Release);
+                self.resync().await?;
+                let _ = self.changes.send(Arc::new(first.clone()));
+                continue;
+            }
+            let group = Arc::new(facts_only);
+            if !self.apply_stored(&served, &group).await {
+                self.needs_resync.store(true, Ordering::Release);
+                self.resync().await?;
+                continue;
+            }
+            for change in group.iter() {
+                let _ = self.changes.send(Arc::new(change.clone()));
+            }
+        }
+    }
+
+    /// Wakes the follower now, as when a caller asks for a revision this host has not
+    /// served yet.
+    fn follow_now(&self) {
+        self.follow_soon.notify_one();
+    }
+
     /// Reads the served state again from the store (after an append whose outcome was
     /// unknown), under the writer's lock. Followers page the changes they missed.
     async fn resync(&self) -> Result<(), ApiError> {
@@ -1797,12 +1914,13 @@ impl Service {
             return Ok(());
         }
         let sources = self.served().sources.as_ref().clone();
-        let store = Arc::clone(&self.store);
-        let (served, snapshot, _, _) = blocking(move || {
-            let mut store = store
-                .lock()
-                .map_err(|_| ApiError::internal("the store's lock is poisoned"))?;
-            replay(store.as_mut(), sources, false).map_err(|m| {
+        let latest = self
+            .store
+            .latest(None)
+            .await
+            .map_err(|e| ApiError::store(e, "nothing was written; retry"))?;
+        let ((served, snapshot, _, _), adopted) = blocking(move || {
+            replay_with(latest, sources, false, &|_| {}).map_err(|m| {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store.failed",
@@ -1812,6 +1930,14 @@ impl Service {
             })
         })
         .await?;
+        if let Some(change) = adopted {
+            // Only a store that kept no policy adopts one here, and a started service
+            // has stored its own.
+            self.store
+                .append(change)
+                .await
+                .map_err(|e| ApiError::store(e, "nothing was written; retry"))?;
+        }
         let bytes = blocking(move || {
             snapshot
                 .to_bytes()
@@ -1843,26 +1969,23 @@ fn same_change(stored: &Change, ours: &Change) -> bool {
 /// revision recovery began from with the changes applied after it.
 type Started = (Served, Snapshot, u64, (u64, u64));
 
-/// Recovers a store (its latest checkpoint and the changes after it, or the base and
-/// every change); then applies the start rule for the policy files. Returns what to
-/// serve, its snapshot, the base revision, and the revision recovery began from with the
-/// changes applied after it.
-fn replay(store: &mut dyn FactStore, files: Vec<Source>, adopt: bool) -> Result<Started, String> {
-    replay_with(store, files, adopt, &|_| {})
-}
-
 /// A snapshot loaded into the module early: its revision and policy hash, prepared.
 type Early = (u64, [u8; 32], crate::runtime::Prepared);
 
-/// [`replay`], handing the snapshot carried from a checkpoint to `carried` as soon as it
-/// is ready ([`crate::checkpoint::recover_with`]).
+/// Recovers what a store holds (`latest`: its latest checkpoint and the changes after
+/// it, or the base and every change), handing the snapshot carried from a checkpoint to
+/// `carried` as soon as it is ready ([`crate::checkpoint::recover_with`]); then applies
+/// the start rule for the policy files. Returns what to serve, its snapshot, the base
+/// revision, the revision recovery began from with the changes applied after it, and the
+/// change adopting the policy files, for the caller to store before serving. Blocking.
 fn replay_with(
-    store: &mut dyn FactStore,
+    latest: crate::store::Latest,
     files: Vec<Source>,
     adopt: bool,
     carried: &(dyn Fn(&Snapshot) + Sync),
-) -> Result<Started, String> {
-    let recovered = crate::checkpoint::recover_with(store, None, carried)?;
+) -> Result<(Started, Option<Change>), String> {
+    let recovered = crate::checkpoint::recover_with(latest, carried)?;
+    let mut adopted = None;
     let base_revision = recovered.base_revision;
     let started_from = (
         recovered.from,
@@ -1899,7 +2022,7 @@ fn replay_with(
                 via: None,
                 accounts: Some(Vec::new()),
             };
-            store.append(&change).map_err(|e| e.to_string())?;
+            adopted = Some(change);
             eprintln!(
                 "clearance: adopted the policy files (hash {}) at revision {}{}",
                 file_policy.hash,
@@ -1920,16 +2043,81 @@ fn replay_with(
             None => Snapshot::build(Arc::clone(&schema), &facts).map_err(|e| e.to_string())?,
         };
     Ok((
-        Served {
-            revision: facts.revision,
-            schema,
-            sources: Arc::new(sources),
-            facts: LiveFacts::new(facts),
-        },
-        snapshot,
-        base_revision,
-        started_from,
+        (
+            Served {
+                revision: facts.revision,
+                schema,
+                sources: Arc::new(sources),
+                facts: LiveFacts::new(facts),
+            },
+            snapshot,
+            base_revision,
+            started_from,
+        ),
+        adopted,
     ))
+}
+
+/// Follows the changes other hosts (or processes) append to a shared store, for as long
+/// as the service lives: on the store's signal, when asked ([`Service::follow_now`]), and
+/// every `follow_interval` besides, it asks the store for its last revision and, when
+/// that is past the one served, catches up under the writer's lock.
+async fn follow(
+    service: std::sync::Weak<Service>,
+    signal: Option<Arc<tokio::sync::Notify>>,
+    soon: Arc<tokio::sync::Notify>,
+) {
+    let mut failing = false;
+    loop {
+        let Some(every) = service.upgrade().map(|s| s.config.follow_interval) else {
+            return;
+        };
+        let tick = async {
+            if every.is_zero() {
+                std::future::pending::<()>().await;
+            } else {
+                tokio::time::sleep(every).await;
+            }
+        };
+        let signalled = async {
+            match &signal {
+                Some(n) => n.notified().await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = tick => {}
+            () = signalled => {}
+            () = soon.notified() => {}
+        }
+        let Some(s) = service.upgrade() else { return };
+        let last = match s.store.last_revision().await {
+            Ok(last) => {
+                if failing {
+                    eprintln!(
+                        "clearance: the store answers again ({})",
+                        s.store.describe()
+                    );
+                    failing = false;
+                }
+                last
+            }
+            Err(e) => {
+                if !failing {
+                    eprintln!("clearance: following the store: {e}");
+                    failing = true;
+                }
+                continue;
+            }
+        };
+        if last <= s.revision() {
+            continue;
+        }
+        let _writer = s.writer.lock().await;
+        if let Err(e) = s.catch_up().await {
+            eprintln!("clearance: catching up with the store: {e:?}");
+        }
+    }
 }
 
 /// Writes checkpoints for as long as the service lives: once `checkpoint_changes`
@@ -2140,6 +2328,9 @@ async fn at_least(s: &Service, body: &mut Value) -> Result<(), ApiError> {
             "",
         )
     })?;
+    if min > s.revision() {
+        s.follow_now();
+    }
     let mut rx = s.revision.subscribe();
     let wait = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|r| *r >= min)).await;
     match wait {
@@ -2694,6 +2885,9 @@ async fn write(
 /// Writes that may wait for the group commit; one more is answered 503 `host.busy`.
 const WRITE_QUEUE: usize = 1024;
 
+/// The code of a write refused because another host took its revision, past the retries.
+const CONFLICT: &str = "revision.conflict";
+
 /// Writes committed together at most: one store transaction, one sync to disk.
 const GROUP: usize = 64;
 
@@ -3075,10 +3269,7 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                     f.service.config.feed_page,
                     f.service.config.feed_page_bytes,
                 );
-                let page = f
-                    .service
-                    .with_store(move |st| st.changes_page(after, n, bytes))
-                    .await;
+                let page = f.service.store.changes_page(after, n, bytes).await;
                 match page {
                     Ok(page) if page.is_empty() => f.phase = Phase::Live,
                     Ok(page) => {

@@ -13,15 +13,62 @@
 use clearance_core::{Delta, Facts, FactsJson, Source};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What kind of failure a store error is: what the caller can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The store refused or could not do it (a damaged store, a bad row).
+    Failed,
+    /// The revision asked to append is taken: another host appended first. Nothing was
+    /// stored; catch up and judge again.
+    Conflict,
+    /// The store could not be reached (a lost connection, a database restarting).
+    /// Whether a write in flight was stored is to be read back.
+    Unavailable,
+}
 
 /// A store error, with what failed.
-#[derive(Debug, thiserror::Error)]
-#[error("fact store: {0}")]
-pub struct StoreError(pub String);
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("fact store: {message}")]
+pub struct StoreError {
+    /// What the caller can do about it.
+    pub kind: StoreErrorKind,
+    /// What failed.
+    pub message: String,
+}
+
+impl StoreError {
+    /// The store refused or could not do it.
+    pub fn failed(message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: StoreErrorKind::Failed,
+            message: message.into(),
+        }
+    }
+
+    /// Another host took the revision first.
+    pub fn conflict(message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: StoreErrorKind::Conflict,
+            message: message.into(),
+        }
+    }
+
+    /// The store could not be reached.
+    pub fn unavailable(message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: StoreErrorKind::Unavailable,
+            message: message.into(),
+        }
+    }
+}
 
 fn e(err: impl std::fmt::Display) -> StoreError {
-    StoreError(err.to_string())
+    StoreError::failed(err.to_string())
 }
 
 /// A stored policy: its sources and the hash they compile to.
@@ -122,21 +169,28 @@ pub struct Latest {
     pub passed_over: Vec<String>,
 }
 
-/// Where facts live durably.
-pub trait FactStore: Send {
+/// What a store call answers, later: every store is reached without blocking an async
+/// worker (SQLite on the blocking pool, PostgreSQL over its own connections).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Where facts live durably: one ordered history of changes, appended by compare-and-set
+/// on the revision, so that several hosts can share one.
+pub trait FactStore: Send + Sync {
+    /// Where the store is, for logs (never a password).
+    fn describe(&self) -> String;
     /// Everything stored, with every checksum verified.
-    fn load(&self) -> Result<Stored, StoreError>;
-    /// Appends a change; returns only once it is durable. Fails, storing nothing, if the
-    /// revision is taken or is not the next one.
-    fn append(&mut self, change: &Change) -> Result<(), StoreError> {
-        self.append_all(std::slice::from_ref(change))
-    }
+    fn load(&self) -> StoreFuture<'_, Stored>;
     /// Appends consecutive changes all or nothing, in one transaction (one sync to disk);
-    /// returns only once they are durable. Fails, storing nothing, if the first revision
-    /// is not the next one or the revisions do not follow one another.
-    fn append_all(&mut self, changes: &[Change]) -> Result<(), StoreError>;
+    /// answers only once they are durable. Fails with [`StoreErrorKind::Conflict`],
+    /// storing nothing, if the first revision is not the next one (another host took it)
+    /// or the revisions do not follow one another.
+    fn append_all(&self, changes: Arc<Vec<Change>>) -> StoreFuture<'_, ()>;
+    /// Appends one change ([`FactStore::append_all`]).
+    fn append(&self, change: Change) -> StoreFuture<'_, ()> {
+        self.append_all(Arc::new(vec![change]))
+    }
     /// The last revision stored.
-    fn last_revision(&self) -> Result<u64, StoreError>;
+    fn last_revision(&self) -> StoreFuture<'_, u64>;
     /// The changes after `revision`, in order: at most `max_count` of them and, past the
     /// first, at most about `max_bytes` of stored text.
     fn changes_page(
@@ -144,27 +198,169 @@ pub trait FactStore: Send {
         revision: u64,
         max_count: usize,
         max_bytes: usize,
-    ) -> Result<Vec<Change>, StoreError>;
+    ) -> StoreFuture<'_, Vec<Change>>;
     /// Every service key, revoked ones included.
-    fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    fn keys(&self) -> StoreFuture<'_, Vec<StoredKey>>;
     /// Stores a new key; fails if its id is taken.
-    fn add_key(&mut self, key: &StoredKey) -> Result<(), StoreError>;
+    fn add_key(&self, key: StoredKey) -> StoreFuture<'_, ()>;
     /// Marks a key revoked at `at`; answers whether a live key of that id was there.
-    fn revoke_key(&mut self, id: &str, at: i64) -> Result<bool, StoreError>;
+    fn revoke_key(&self, id: String, at: i64) -> StoreFuture<'_, bool>;
     /// The latest checkpoint at or before `upto` (every one when `None`) that verifies,
     /// or the base when none does, and the changes after it up to `upto`, verified.
-    fn latest(&self, upto: Option<u64>) -> Result<Latest, StoreError>;
+    fn latest(&self, upto: Option<u64>) -> StoreFuture<'_, Latest>;
     /// Keeps a checkpoint; the revision must be stored. Older checkpoints but the one
-    /// before it are dropped.
-    fn put_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+    /// before it are dropped. Never holds up appends.
+    fn put_checkpoint(&self, checkpoint: Arc<Checkpoint>) -> StoreFuture<'_, ()>;
     /// The revisions of the checkpoints kept, oldest first.
-    fn checkpoints(&self) -> Result<Vec<u64>, StoreError>;
-    /// Another handle on the same store, for long reads and checkpoint writes that must
-    /// not hold up appends through this one.
-    fn reader(&self) -> Result<Box<dyn FactStore>, StoreError>;
+    fn checkpoints(&self) -> StoreFuture<'_, Vec<u64>>;
     /// Reads the base's facts and checks them against their checksum. Start-up from a
     /// checkpoint does not read them; the service checks them after it serves.
-    fn verify_base(&self) -> Result<(), StoreError>;
+    fn verify_base(&self) -> StoreFuture<'_, ()>;
+    /// Holds off every other host's appends until this store's next append (which it
+    /// then makes) or [`FactStore::release_appends`]: how a host that lost the
+    /// compare-and-set catches up and judges again without losing once more. Bounded by
+    /// the store (a holder that stops is cut off). A no-op for a store one process
+    /// writes.
+    fn hold_appends(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Lets other hosts append again, if this store held them off and has not appended.
+    fn release_appends(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Woken when another host may have appended (PostgreSQL's LISTEN/NOTIFY); `None`
+    /// when the store has no such signal and followers poll.
+    fn appended_elsewhere(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+}
+
+/// Opens the existing store `spec` names: a PostgreSQL URL (`postgres://…`), or else
+/// the path of a SQLite file.
+pub async fn open_existing(spec: &str) -> Result<Arc<dyn FactStore>, StoreError> {
+    if crate::pgstore::is_postgres(spec) {
+        return Ok(Arc::new(crate::pgstore::PgStore::connect(spec).await?));
+    }
+    let path = PathBuf::from(spec);
+    let file = tokio::task::spawn_blocking(move || SqliteFile::open(&path))
+        .await
+        .map_err(|x| StoreError::failed(format!("the store's thread failed: {x}")))??;
+    Ok(Arc::new(SqliteStore::new(file)))
+}
+
+/// Migrates the store `spec` names to this host's format; answers what it did.
+pub async fn migrate(spec: &str) -> Result<String, StoreError> {
+    if crate::pgstore::is_postgres(spec) {
+        let from = crate::pgstore::PgStore::migrate(spec).await?;
+        let to = crate::pgstore::PG_FORMAT;
+        return Ok(if from == to {
+            format!("the schema is at version {to} already")
+        } else {
+            format!("migrated the schema from version {from} to {to}")
+        });
+    }
+    let path = PathBuf::from(spec);
+    let from = tokio::task::spawn_blocking(move || SqliteFile::migrate(&path))
+        .await
+        .map_err(|x| StoreError::failed(format!("the store's thread failed: {x}")))??;
+    Ok(if from == FORMAT {
+        format!("the store is at format {FORMAT} already")
+    } else {
+        format!("migrated the store from format {from} to {FORMAT}")
+    })
+}
+
+/// The embedded SQLite store, for the service: a [`SqliteFile`] reached on the blocking
+/// pool. Long reads and checkpoint writes take a handle of their own, so appends go on
+/// meanwhile; several processes may share the file (the revision is the compare-and-set).
+pub struct SqliteStore {
+    path: PathBuf,
+    main: Arc<std::sync::Mutex<SqliteFile>>,
+}
+
+impl SqliteStore {
+    /// The service's handle on an open file.
+    pub fn new(file: SqliteFile) -> SqliteStore {
+        SqliteStore {
+            path: file.path.clone(),
+            main: Arc::new(std::sync::Mutex::new(file)),
+        }
+    }
+
+    /// Runs `f` on the main handle, on the blocking pool.
+    fn on_main<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SqliteFile) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let main = Arc::clone(&self.main);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut guard = main
+                    .lock()
+                    .map_err(|_| StoreError::failed("the store's lock is poisoned"))?;
+                f(&mut guard)
+            })
+            .await
+            .map_err(|x| StoreError::failed(format!("the store's thread failed: {x}")))?
+        })
+    }
+
+    /// Runs `f` on a handle of its own, on the blocking pool.
+    fn on_own<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SqliteFile) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let path = self.path.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&mut SqliteFile::open(&path)?))
+                .await
+                .map_err(|x| StoreError::failed(format!("the store's thread failed: {x}")))?
+        })
+    }
+}
+
+impl FactStore for SqliteStore {
+    fn describe(&self) -> String {
+        format!("SQLite at {}", self.path.display())
+    }
+    fn load(&self) -> StoreFuture<'_, Stored> {
+        self.on_own(|f| f.load())
+    }
+    fn append_all(&self, changes: Arc<Vec<Change>>) -> StoreFuture<'_, ()> {
+        self.on_main(move |f| f.append_all(&changes))
+    }
+    fn last_revision(&self) -> StoreFuture<'_, u64> {
+        self.on_main(|f| f.last_revision())
+    }
+    fn changes_page(
+        &self,
+        revision: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> StoreFuture<'_, Vec<Change>> {
+        self.on_main(move |f| f.changes_page(revision, max_count, max_bytes))
+    }
+    fn keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
+        self.on_main(|f| f.keys())
+    }
+    fn add_key(&self, key: StoredKey) -> StoreFuture<'_, ()> {
+        self.on_main(move |f| f.add_key(&key))
+    }
+    fn revoke_key(&self, id: String, at: i64) -> StoreFuture<'_, bool> {
+        self.on_main(move |f| f.revoke_key(&id, at))
+    }
+    fn latest(&self, upto: Option<u64>) -> StoreFuture<'_, Latest> {
+        self.on_own(move |f| f.latest(upto))
+    }
+    fn put_checkpoint(&self, checkpoint: Arc<Checkpoint>) -> StoreFuture<'_, ()> {
+        self.on_own(move |f| f.put_checkpoint(&checkpoint))
+    }
+    fn checkpoints(&self) -> StoreFuture<'_, Vec<u64>> {
+        self.on_main(|f| f.checkpoints())
+    }
+    fn verify_base(&self) -> StoreFuture<'_, ()> {
+        self.on_own(|f| f.verify_base())
+    }
 }
 
 /// How many checkpoints a store keeps: the latest, and the one before in case the latest
@@ -175,8 +371,9 @@ pub const CHECKPOINTS_KEPT: usize = 2;
 /// the store checked itself or kept its policy, had no `user_version`; it is migrated.
 pub const FORMAT: i64 = 4;
 
-/// The embedded SQLite store.
-pub struct SqliteStore {
+/// A blocking handle on the embedded SQLite store, for commands run beside a service and
+/// for [`SqliteStore`].
+pub struct SqliteFile {
     conn: Connection,
     /// Where it is, for [`FactStore::reader`].
     path: PathBuf,
@@ -184,7 +381,7 @@ pub struct SqliteStore {
     last: Option<(u64, String)>,
 }
 
-fn hash_fields(fields: &[&[u8]]) -> String {
+pub(crate) fn hash_fields(fields: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for f in fields {
         h.update((f.len() as u64).to_le_bytes());
@@ -193,7 +390,7 @@ fn hash_fields(fields: &[&[u8]]) -> String {
     clearance_core::policy::hex(&h.finalize())
 }
 
-fn base_checksum(revision: u64, facts: &str, policy: Option<&str>) -> String {
+pub(crate) fn base_checksum(revision: u64, facts: &str, policy: Option<&str>) -> String {
     hash_fields(&[
         b"clearance.base.v2",
         &revision.to_le_bytes(),
@@ -202,7 +399,7 @@ fn base_checksum(revision: u64, facts: &str, policy: Option<&str>) -> String {
     ])
 }
 
-fn checkpoint_checksum(
+pub(crate) fn checkpoint_checksum(
     revision: u64,
     chain: &str,
     facts: &str,
@@ -219,7 +416,7 @@ fn checkpoint_checksum(
     ])
 }
 
-fn change_checksum(prev: &str, row: &Row) -> String {
+pub(crate) fn change_checksum(prev: &str, row: &Row) -> String {
     let revision = row.revision.to_le_bytes();
     let at = row.at.to_le_bytes();
     let common: [&[u8]; 6] = [
@@ -248,19 +445,19 @@ fn change_checksum(prev: &str, row: &Row) -> String {
 }
 
 /// A change as stored.
-struct Row {
-    revision: u64,
-    author: String,
-    at: i64,
-    deltas: String,
-    policy: Option<String>,
-    via: Option<String>,
-    accounts: Option<String>,
-    checksum: Option<String>,
+pub(crate) struct Row {
+    pub(crate) revision: u64,
+    pub(crate) author: String,
+    pub(crate) at: i64,
+    pub(crate) deltas: String,
+    pub(crate) policy: Option<String>,
+    pub(crate) via: Option<String>,
+    pub(crate) accounts: Option<String>,
+    pub(crate) checksum: Option<String>,
 }
 
 impl Row {
-    fn of(c: &Change) -> Result<Row, StoreError> {
+    pub(crate) fn of(c: &Change) -> Result<Row, StoreError> {
         Ok(Row {
             revision: c.revision,
             author: c.author.clone(),
@@ -283,8 +480,8 @@ impl Row {
         })
     }
 
-    fn change(&self) -> Result<Change, StoreError> {
-        let at = |m: String| StoreError(format!("revision {}: {m}", self.revision));
+    pub(crate) fn change(&self) -> Result<Change, StoreError> {
+        let at = |m: String| StoreError::failed(format!("revision {}: {m}", self.revision));
         Ok(Change {
             revision: self.revision,
             author: self.author.clone(),
@@ -306,7 +503,7 @@ impl Row {
         })
     }
 
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.deltas.len()
             + self.policy.as_ref().map_or(0, String::len)
             + self.author.len()
@@ -372,7 +569,7 @@ fn base(conn: &Connection) -> Result<(u64, String, Option<String>, String), Stor
     let revision = revision as u64;
     let computed = base_checksum(revision, &text, policy.as_deref());
     if checksum.as_deref() != Some(computed.as_str()) {
-        return Err(StoreError(format!(
+        return Err(StoreError::failed(format!(
             "the base facts (revision {revision}) do not match their checksum: the store was changed outside Clearance; restore it from a backup"
         )));
     }
@@ -392,10 +589,13 @@ fn base_head(conn: &Connection) -> Result<(u64, String), StoreError> {
     Ok((revision as u64, checksum.unwrap_or_default()))
 }
 
-fn policy_of(text: Option<&str>, what: &str) -> Result<Option<StoredPolicy>, StoreError> {
+pub(crate) fn policy_of(
+    text: Option<&str>,
+    what: &str,
+) -> Result<Option<StoredPolicy>, StoreError> {
     text.map(serde_json::from_str)
         .transpose()
-        .map_err(|x| StoreError(format!("{what}: {x}")))
+        .map_err(|x| StoreError::failed(format!("{what}: {x}")))
 }
 
 /// The checksum the change at `revision` (or the base, at its revision) ends the chain
@@ -421,7 +621,7 @@ fn chain_at(conn: &Connection, revision: u64) -> Result<String, StoreError> {
             .map_err(e)?
             .flatten(),
     };
-    sum.ok_or_else(|| StoreError(format!("revision {revision} is not stored")))
+    sum.ok_or_else(|| StoreError::failed(format!("revision {revision} is not stored")))
 }
 
 /// A checkpoint, verified: its checksum, and its chain against the change it is at.
@@ -432,22 +632,35 @@ fn checkpoint(
     base_revision: u64,
     base_sum: &str,
 ) -> Result<(String, String, StoredPolicy, Vec<u8>), String> {
-    let (chain, facts, policy, snapshot, checksum): (String, String, String, Vec<u8>, String) =
-        conn.query_row(
+    let row: CheckpointRow = conn
+        .query_row(
             "SELECT chain, facts, policy, snapshot, checksum FROM cp.checkpoints WHERE revision = ?1",
             [revision as i64],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .map_err(|x| x.to_string())?;
-    if checkpoint_checksum(revision, &chain, &facts, &policy, &snapshot) != checksum {
-        return Err("it does not match its checksum".into());
-    }
     let stored = if revision == base_revision {
         Some(base_sum.to_string())
     } else {
         chain_at(conn, revision).ok()
     };
-    if stored.as_deref() != Some(chain.as_str()) {
+    verify_checkpoint(revision, row, stored.as_deref())
+}
+
+/// A checkpoint as stored: its chain, facts, policy, snapshot and checksum.
+pub(crate) type CheckpointRow = (String, String, String, Vec<u8>, String);
+
+/// Verifies a checkpoint read at `revision` against its checksum and `stored`, the chain
+/// the store holds at that revision.
+pub(crate) fn verify_checkpoint(
+    revision: u64,
+    (chain, facts, policy, snapshot, checksum): CheckpointRow,
+    stored: Option<&str>,
+) -> Result<(String, String, StoredPolicy, Vec<u8>), String> {
+    if checkpoint_checksum(revision, &chain, &facts, &policy, &snapshot) != checksum {
+        return Err("it does not match its checksum".into());
+    }
+    if stored != Some(chain.as_str()) {
         return Err("it does not match the change stored at its revision".into());
     }
     let policy = serde_json::from_str(&policy).map_err(|x| format!("its policy: {x}"))?;
@@ -459,39 +672,75 @@ fn checkpoint(
 fn verified_changes(
     conn: &Connection,
     revision: u64,
-    mut prev: String,
+    prev: String,
     upto: Option<u64>,
 ) -> Result<Vec<Change>, StoreError> {
-    let mut expected = revision + 1;
-    let mut changes = Vec::new();
-    while upto.is_none_or(|u| expected <= u) {
-        let page = rows(conn, expected - 1, 1024)?;
-        if page.is_empty() {
+    let mut chain = Chain::new(revision, prev, upto);
+    while !chain.done() {
+        let page = rows(conn, chain.after(), 1024)?;
+        if page.is_empty() || !chain.take(page)? {
             break;
         }
+    }
+    Ok(chain.changes)
+}
+
+/// The changes of a store read page by page, each verified against the checksum of the
+/// one before: a changed, missing or reordered row is found.
+pub(crate) struct Chain {
+    expected: u64,
+    prev: String,
+    upto: Option<u64>,
+    /// The changes verified so far, in order.
+    pub(crate) changes: Vec<Change>,
+}
+
+impl Chain {
+    /// A chain after `revision`, whose checksum is `prev`, up to `upto`.
+    pub(crate) fn new(revision: u64, prev: String, upto: Option<u64>) -> Chain {
+        Chain {
+            expected: revision + 1,
+            prev,
+            upto,
+            changes: Vec::new(),
+        }
+    }
+
+    /// The revision the next page is read after.
+    pub(crate) fn after(&self) -> u64 {
+        self.expected - 1
+    }
+
+    /// Whether `upto` is reached.
+    pub(crate) fn done(&self) -> bool {
+        self.upto.is_some_and(|u| self.expected > u)
+    }
+
+    /// Verifies a page read after [`Chain::after`]; false once `upto` is passed.
+    pub(crate) fn take(&mut self, page: Vec<Row>) -> Result<bool, StoreError> {
         for row in page {
-            if upto.is_some_and(|u| row.revision > u) {
-                return Ok(changes);
+            if self.upto.is_some_and(|u| row.revision > u) {
+                return Ok(false);
             }
-            if row.revision != expected {
-                return Err(StoreError(format!(
-                    "revision {expected} is missing (the next stored is {}): the store was changed outside Clearance; restore it from a backup",
-                    row.revision
+            if row.revision != self.expected {
+                return Err(StoreError::failed(format!(
+                    "revision {} is missing (the next stored is {}): the store was changed outside Clearance; restore it from a backup",
+                    self.expected, row.revision
                 )));
             }
-            let sum = change_checksum(&prev, &row);
+            let sum = change_checksum(&self.prev, &row);
             if row.checksum.as_deref() != Some(sum.as_str()) {
-                return Err(StoreError(format!(
+                return Err(StoreError::failed(format!(
                     "revision {} does not match its checksum: the store was changed outside Clearance; restore it from a backup",
                     row.revision
                 )));
             }
-            changes.push(row.change()?);
-            prev = sum;
-            expected += 1;
+            self.changes.push(row.change()?);
+            self.prev = sum;
+            self.expected += 1;
         }
+        Ok(true)
     }
-    Ok(changes)
 }
 
 /// Where a store's checkpoints are kept: `<store>.checkpoints`, a database of its own, so
@@ -515,7 +764,7 @@ fn attach_checkpoints(conn: &Connection, path: &Path) -> Result<(), StoreError> 
         "ATTACH DATABASE ?1 AS cp",
         [side
             .to_str()
-            .ok_or_else(|| StoreError(format!("{}: not UTF-8", side.display())))?],
+            .ok_or_else(|| StoreError::failed(format!("{}: not UTF-8", side.display())))?],
     )
     .map_err(e)?;
     conn.pragma_update(Some("cp"), "journal_mode", "WAL")
@@ -541,7 +790,7 @@ fn has_table(conn: &Connection, name: &str) -> Result<bool, StoreError> {
     .map_err(e)
 }
 
-impl SqliteStore {
+impl SqliteFile {
     /// Opens the store at `path`, or creates it, seeded with `seed()` (the facts and the
     /// policy they are stored under), when no file is there. Returns whether it was
     /// created. An existing file that is not a complete store is refused, never seeded:
@@ -549,11 +798,11 @@ impl SqliteStore {
     pub fn open_or_create(
         path: &Path,
         seed: impl FnOnce() -> Result<(Facts, StoredPolicy), String>,
-    ) -> Result<(SqliteStore, bool), StoreError> {
+    ) -> Result<(SqliteFile, bool), StoreError> {
         if path.exists() {
-            return Ok((SqliteStore::open(path)?, false));
+            return Ok((SqliteFile::open(path)?, false));
         }
-        let (facts, policy) = seed().map_err(StoreError)?;
+        let (facts, policy) = seed().map_err(StoreError::failed)?;
         // Checkpoints left by an earlier store of this name are not this one's.
         for stale in ["", "-wal", "-shm", "-journal"] {
             let _ = std::fs::remove_file(format!("{}{stale}", checkpoint_path(path).display()));
@@ -595,20 +844,23 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
         }
-        Ok((SqliteStore::open(path)?, true))
+        Ok((SqliteFile::open(path)?, true))
     }
 
     /// Opens an existing store, migrating one of format 1; refuses a file that holds no
     /// store or one of a newer format.
-    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteFile, StoreError> {
         if !path.exists() {
-            return Err(StoreError(format!("{}: no store here", path.display())));
+            return Err(StoreError::failed(format!(
+                "{}: no store here",
+                path.display()
+            )));
         }
-        let mut conn = Connection::open(path).map_err(e)?;
+        let conn = Connection::open(path).map_err(e)?;
         configure(&conn)?;
         let version = user_version(&conn)?;
         let empty = || {
-            StoreError(format!(
+            StoreError::failed(format!(
                 "{} exists but holds no complete store (was its -wal file lost?); it is never seeded again: restore it from a backup, or remove it to start afresh",
                 path.display()
             ))
@@ -616,28 +868,13 @@ impl SqliteStore {
         match version {
             FORMAT => {}
             0 if has_table(&conn, "base")? && has_table(&conn, "changes")? => {
-                migrate_from_1(&mut conn)?;
-                migrate_from_2(&mut conn)?;
-                migrate_from_3(&mut conn)?;
-                eprintln!(
-                    "clearance: migrated the store at {} to format {FORMAT}",
-                    path.display()
-                );
+                return Err(older(path, 1));
             }
-            2 | 3 => {
-                if version == 2 {
-                    migrate_from_2(&mut conn)?;
-                }
-                migrate_from_3(&mut conn)?;
-                eprintln!(
-                    "clearance: migrated the store at {} to format {FORMAT}",
-                    path.display()
-                );
-            }
+            2 | 3 => return Err(older(path, version)),
             0 => return Err(empty()),
             v => {
-                return Err(StoreError(format!(
-                    "{} is of store format {v}, newer than this host's {FORMAT}",
+                return Err(StoreError::failed(format!(
+                    "{} is of store format {v}, newer than this host's {FORMAT}: run a newer host on it",
                     path.display()
                 )));
             }
@@ -650,11 +887,62 @@ impl SqliteStore {
             return Err(empty());
         }
         attach_checkpoints(&conn, path)?;
-        Ok(SqliteStore {
+        Ok(SqliteFile {
             conn,
             path: path.to_path_buf(),
             last: None,
         })
+    }
+}
+
+/// A store of an older format than this host's: it is migrated only on request.
+fn older(path: &Path, version: i64) -> StoreError {
+    StoreError::failed(format!(
+        "{} is of store format {version}, older than this host's {FORMAT}: back it up, then run `clearance migrate --data {}`",
+        path.display(),
+        path.display()
+    ))
+}
+
+impl SqliteFile {
+    /// Migrates the store at `path` to this host's format, each step in a transaction of
+    /// its own. Answers the format it was of (`FORMAT` when there was nothing to do).
+    /// Refuses a file that holds no store, or one of a newer format.
+    pub fn migrate(path: &Path) -> Result<i64, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::failed(format!(
+                "{}: no store here",
+                path.display()
+            )));
+        }
+        let mut conn = Connection::open(path).map_err(e)?;
+        configure(&conn)?;
+        let version = match user_version(&conn)? {
+            0 if has_table(&conn, "base")? && has_table(&conn, "changes")? => 1,
+            0 => {
+                return Err(StoreError::failed(format!(
+                    "{} holds no store to migrate",
+                    path.display()
+                )));
+            }
+            v => v,
+        };
+        if version > FORMAT {
+            return Err(StoreError::failed(format!(
+                "{} is of store format {version}, newer than this host's {FORMAT}",
+                path.display()
+            )));
+        }
+        if version <= 1 {
+            migrate_from_1(&mut conn)?;
+        }
+        if version <= 2 {
+            migrate_from_2(&mut conn)?;
+        }
+        if version <= 3 {
+            migrate_from_3(&mut conn)?;
+        }
+        Ok(version)
     }
 }
 
@@ -717,7 +1005,7 @@ fn migrate_from_3(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(e)
 }
 
-impl SqliteStore {
+impl SqliteFile {
     /// The checksum the next change chains from.
     fn tail(&mut self) -> Result<(u64, String), StoreError> {
         if let Some(t) = &self.last {
@@ -735,7 +1023,9 @@ impl SqliteStore {
         let tail = match last {
             Some((revision, Some(sum))) => (revision as u64, sum),
             Some((revision, None)) => {
-                return Err(StoreError(format!("revision {revision}: no checksum")));
+                return Err(StoreError::failed(format!(
+                    "revision {revision}: no checksum"
+                )));
             }
             None => self
                 .conn
@@ -751,15 +1041,18 @@ impl SqliteStore {
     }
 }
 
-impl FactStore for SqliteStore {
-    fn load(&self) -> Result<Stored, StoreError> {
+impl SqliteFile {
+    /// [`FactStore::load`], blocking.
+    pub fn load(&self) -> Result<Stored, StoreError> {
         let tx = self.conn.unchecked_transaction().map_err(e)?;
         let (revision, text, policy, computed) = base(&tx)?;
-        let mut doc: FactsJson = serde_json::from_str(&text)
-            .map_err(|x| StoreError(format!("the base facts (revision {revision}): {x}")))?;
+        let mut doc: FactsJson = serde_json::from_str(&text).map_err(|x| {
+            StoreError::failed(format!("the base facts (revision {revision}): {x}"))
+        })?;
         doc.revision = revision;
-        let base = Facts::from_doc(doc)
-            .map_err(|x| StoreError(format!("the base facts (revision {revision}): {x}")))?;
+        let base = Facts::from_doc(doc).map_err(|x| {
+            StoreError::failed(format!("the base facts (revision {revision}): {x}"))
+        })?;
         let policy = policy_of(policy.as_deref(), "the base policy")?;
         let changes = verified_changes(&tx, revision, computed, None)?;
         Ok(Stored {
@@ -769,7 +1062,8 @@ impl FactStore for SqliteStore {
         })
     }
 
-    fn latest(&self, upto: Option<u64>) -> Result<Latest, StoreError> {
+    /// [`FactStore::latest`], blocking.
+    pub fn latest(&self, upto: Option<u64>) -> Result<Latest, StoreError> {
         let tx = self.conn.unchecked_transaction().map_err(e)?;
         // The base's facts are read (and verified) only when no checkpoint verifies: at a
         // million resources they take about a second. [`FactStore::verify_base`] checks
@@ -820,7 +1114,8 @@ impl FactStore for SqliteStore {
         })
     }
 
-    fn put_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError> {
+    /// [`FactStore::put_checkpoint`], blocking.
+    pub fn put_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError> {
         let policy = serde_json::to_string(&c.policy).map_err(e)?;
         let tx = self.conn.transaction().map_err(e)?;
         let chain = chain_at(&tx, c.revision)?;
@@ -846,7 +1141,8 @@ impl FactStore for SqliteStore {
         tx.commit().map_err(e)
     }
 
-    fn checkpoints(&self) -> Result<Vec<u64>, StoreError> {
+    /// [`FactStore::checkpoints`], blocking.
+    pub fn checkpoints(&self) -> Result<Vec<u64>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT revision FROM cp.checkpoints ORDER BY revision")
@@ -855,20 +1151,35 @@ impl FactStore for SqliteStore {
         rows.map(|r| r.map(|v| v as u64).map_err(e)).collect()
     }
 
-    fn reader(&self) -> Result<Box<dyn FactStore>, StoreError> {
-        Ok(Box::new(SqliteStore::open(&self.path)?))
-    }
-
-    fn verify_base(&self) -> Result<(), StoreError> {
+    /// [`FactStore::verify_base`], blocking.
+    pub fn verify_base(&self) -> Result<(), StoreError> {
         base(&self.conn).map(|_| ())
     }
 
-    fn append_all(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+    /// Appends one change ([`SqliteFile::append_all`]).
+    pub fn append(&mut self, change: &Change) -> Result<(), StoreError> {
+        self.append_all(std::slice::from_ref(change))
+    }
+
+    /// Appends consecutive changes all or nothing, in one transaction (one sync to
+    /// disk): [`FactStore::append_all`].
+    pub fn append_all(&mut self, changes: &[Change]) -> Result<(), StoreError> {
         let (mut last, mut prev) = self.tail()?;
+        if changes.first().is_some_and(|c| c.revision != last + 1) {
+            // Another process may have appended since the tail was read.
+            self.last = None;
+            (last, prev) = self.tail()?;
+        }
+        if let Some(first) = changes.first().filter(|c| c.revision <= last) {
+            return Err(StoreError::conflict(format!(
+                "revision {} is taken: the store is at {last}",
+                first.revision
+            )));
+        }
         let mut rows = Vec::with_capacity(changes.len());
         for change in changes {
             if change.revision != last + 1 {
-                return Err(StoreError(format!(
+                return Err(StoreError::failed(format!(
                     "revision {} is not next: the store is at {last}",
                     change.revision
                 )));
@@ -908,12 +1219,21 @@ impl FactStore for SqliteStore {
             Err(x) => {
                 // What is stored is read again before the next append.
                 self.last = None;
-                Err(e(x))
+                Err(match x.sqlite_error_code() {
+                    Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::conflict(
+                        format!("revision {} is taken: another process appended it", last),
+                    ),
+                    Some(
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked,
+                    ) => StoreError::unavailable(x.to_string()),
+                    _ => e(x),
+                })
             }
         }
     }
 
-    fn last_revision(&self) -> Result<u64, StoreError> {
+    /// [`FactStore::last_revision`], blocking.
+    pub fn last_revision(&self) -> Result<u64, StoreError> {
         self.conn
             .query_row(
                 "SELECT MAX((SELECT revision FROM base WHERE id = 1), COALESCE((SELECT MAX(revision) FROM changes), 0))",
@@ -924,7 +1244,8 @@ impl FactStore for SqliteStore {
             .map_err(e)
     }
 
-    fn changes_page(
+    /// [`FactStore::changes_page`], blocking.
+    pub fn changes_page(
         &self,
         revision: u64,
         max_count: usize,
@@ -942,7 +1263,8 @@ impl FactStore for SqliteStore {
         Ok(out)
     }
 
-    fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+    /// [`FactStore::keys`], blocking.
+    pub fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -968,13 +1290,14 @@ impl FactStore for SqliteStore {
         rows.map(|row| {
             let (mut key, accounts) = row.map_err(e)?;
             key.accounts = serde_json::from_str(&accounts)
-                .map_err(|x| StoreError(format!("key {}: its accounts: {x}", key.id)))?;
+                .map_err(|x| StoreError::failed(format!("key {}: its accounts: {x}", key.id)))?;
             Ok(key)
         })
         .collect()
     }
 
-    fn add_key(&mut self, key: &StoredKey) -> Result<(), StoreError> {
+    /// [`FactStore::add_key`], blocking.
+    pub fn add_key(&mut self, key: &StoredKey) -> Result<(), StoreError> {
         let accounts = serde_json::to_string(&key.accounts).map_err(e)?;
         self.conn
             .execute(
@@ -985,7 +1308,8 @@ impl FactStore for SqliteStore {
             .map_err(e)
     }
 
-    fn revoke_key(&mut self, id: &str, at: i64) -> Result<bool, StoreError> {
+    /// [`FactStore::revoke_key`], blocking.
+    pub fn revoke_key(&mut self, id: &str, at: i64) -> Result<bool, StoreError> {
         self.conn
             .execute(
                 "UPDATE keys SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL",

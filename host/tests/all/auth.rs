@@ -784,8 +784,7 @@ fn a_revoked_key_stops_working() {
         let mut feed = c.get(format!("{base}/v1/changes")).send().await.unwrap();
         assert_eq!(feed.status().as_u16(), 200);
         {
-            use clearance_host::store::FactStore;
-            let mut store = clearance_host::store::SqliteStore::open(&db).unwrap();
+            let mut store = clearance_host::store::SqliteFile::open(&db).unwrap();
             assert!(store.revoke_key("5e5e5e5e5e5e5e5e", now()).unwrap());
         }
         // The periodic refresh picks the revocation up within its interval.

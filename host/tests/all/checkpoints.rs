@@ -5,9 +5,9 @@
 
 use super::service::{NOW, decision_mix, get, post, runtime_with, serve_config, serve_on, temp_db};
 use clearance_host::RuntimeConfig;
-use clearance_host::checkpoint::recover;
+use clearance_host::checkpoint::recover_with;
 use clearance_host::service::ServiceConfig;
-use clearance_host::store::{FactStore, SqliteStore};
+use clearance_host::store::SqliteFile;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -60,14 +60,14 @@ async fn served(base: &str) -> (u64, Value, Vec<Value>) {
 /// The facts of a whole replay from the base, against those recovered from the latest
 /// checkpoint.
 fn same_as_full_replay(db: &Path) {
-    let store = SqliteStore::open(db).unwrap();
+    let store = SqliteFile::open(db).unwrap();
     let stored = store.load().unwrap();
     let mut full = stored.base;
     for c in &stored.changes {
         full.extend(&c.deltas).unwrap();
         full.revision = c.revision;
     }
-    let recovered = recover(&store, None).unwrap();
+    let recovered = recover_with(store.latest(None).unwrap(), &|_| {}).unwrap();
     assert_eq!(
         recovered.facts, full,
         "recovered from a checkpoint vs replayed"
@@ -75,7 +75,7 @@ fn same_as_full_replay(db: &Path) {
 }
 
 fn checkpoints(db: &Path) -> Vec<u64> {
-    SqliteStore::open(db).unwrap().checkpoints().unwrap()
+    SqliteFile::open(db).unwrap().checkpoints().unwrap()
 }
 
 #[test]

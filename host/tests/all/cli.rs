@@ -145,7 +145,7 @@ fn keys_are_created_once_listed_without_secrets_and_revoked() {
     let db = dir.join("facts.db");
     let sources = clearance_host::service::read_policies(&root().join("policies")).unwrap();
     let policy = clearance_host::service::stored_policy(&sources).unwrap();
-    clearance_host::store::SqliteStore::open_or_create(&db, || {
+    clearance_host::store::SqliteFile::open_or_create(&db, || {
         Ok((clearance_core::Facts::default(), policy))
     })
     .unwrap();

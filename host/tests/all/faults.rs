@@ -37,6 +37,18 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Starts the server on `db`; `Err` with everything it printed if it exits instead.
 pub(crate) fn start(db: &Path, extra: &[&str]) -> Result<Server, String> {
+    let mut args: Vec<std::ffi::OsString> = vec!["--data".into(), db.into()];
+    args.extend(extra.iter().map(Into::into));
+    // The test's admin key joins the store; the server reads it within a second.
+    start_with(&args, &|| {
+        super::add_key(db, super::ADMIN, clearance_host::auth::Scope::Admin, &[])
+    })
+}
+
+/// Starts `clearance serve` with `args` on a loopback port, calls `ready` once it
+/// listens, and waits until the admin key is accepted; `Err` with everything it printed
+/// if it exits instead.
+pub(crate) fn start_with(args: &[std::ffi::OsString], ready: &dyn Fn()) -> Result<Server, String> {
     let root = root();
     // `CLEARANCE_BIN` runs these faults against another build of the server.
     let bin = std::env::var_os("CLEARANCE_BIN")
@@ -44,9 +56,8 @@ pub(crate) fn start(db: &Path, extra: &[&str]) -> Result<Server, String> {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_clearance")));
     let mut child = Command::new(bin)
         .current_dir(&root)
-        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
-        .arg(db)
-        .args(extra)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -68,8 +79,7 @@ pub(crate) fn start(db: &Path, extra: &[&str]) -> Result<Server, String> {
     loop {
         if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
             let base = format!("http://{addr}");
-            // The test's admin key joins the store; the server reads it within a second.
-            super::add_key(db, super::ADMIN, clearance_host::auth::Scope::Admin, &[]);
+            ready();
             block(async {
                 let c = super::admin();
                 for _ in 0..100 {
@@ -245,8 +255,7 @@ fn sigkill_during_writes_loses_no_acknowledged_write_and_stores_no_refused_one()
         assert!(whole(present.get(id)), "acknowledged {id}");
     }
     let checkpoints = {
-        use clearance_host::store::FactStore;
-        clearance_host::store::SqliteStore::open(&db)
+        clearance_host::store::SqliteFile::open(&db)
             .unwrap()
             .checkpoints()
             .unwrap()

@@ -19,7 +19,9 @@ mod auth;
 mod checkpoints;
 mod cli;
 mod faults;
+mod multihost;
 mod openapi;
+mod pg;
 mod service;
 mod soak;
 mod token_corpus;
@@ -58,10 +60,9 @@ pub(crate) fn scratch(name: &str) -> PathBuf {
 
 /// Adds a key to the store at `db` (once: a key already there is left as it is).
 pub(crate) fn add_key(db: &Path, token: &str, scope: Scope, accounts: &[&str]) {
-    use clearance_host::store::FactStore;
     let accounts: Vec<String> = accounts.iter().map(|a| a.to_string()).collect();
     let key = stored_key(token, scope, &accounts, "test", 0).unwrap();
-    let mut store = clearance_host::store::SqliteStore::open(db).unwrap();
+    let mut store = clearance_host::store::SqliteFile::open(db).unwrap();
     if !store.keys().unwrap().iter().any(|k| k.id == key.id) {
         store.add_key(&key).unwrap();
     }

@@ -4,8 +4,7 @@
 
 use clearance_host::auth::{Scope, new_key};
 use clearance_host::service::now_seconds;
-use clearance_host::store::{FactStore, SqliteStore};
-use std::path::Path;
+
 use std::process::ExitCode;
 
 /// What `keys` does.
@@ -33,9 +32,12 @@ pub enum KeysCommand {
     },
 }
 
-/// Runs a `keys` subcommand on the store at `data`.
-pub fn run(data: &Path, command: &KeysCommand) -> Result<ExitCode, String> {
-    let mut store = SqliteStore::open(data).map_err(|e| e.to_string())?;
+/// Runs a `keys` subcommand on the store `spec` names (a SQLite file or a PostgreSQL
+/// URL).
+pub async fn run(spec: &str, command: &KeysCommand) -> Result<ExitCode, String> {
+    let store = clearance_host::store::open_existing(spec)
+        .await
+        .map_err(|e| e.to_string())?;
     match command {
         KeysCommand::Create {
             scope,
@@ -45,7 +47,10 @@ pub fn run(data: &Path, command: &KeysCommand) -> Result<ExitCode, String> {
             let scope = Scope::parse(scope)
                 .ok_or_else(|| format!("scope `{scope}`: expected admin, service or read"))?;
             let key = new_key(scope, accounts, label, now_seconds())?;
-            store.add_key(&key.stored).map_err(|e| e.to_string())?;
+            store
+                .add_key(key.stored.clone())
+                .await
+                .map_err(|e| e.to_string())?;
             eprintln!(
                 "clearance: created {} key {} (shown once; the store keeps only its hash)",
                 scope.as_str(),
@@ -54,7 +59,7 @@ pub fn run(data: &Path, command: &KeysCommand) -> Result<ExitCode, String> {
             println!("{}", key.token);
         }
         KeysCommand::List => {
-            for k in store.keys().map_err(|e| e.to_string())? {
+            for k in store.keys().await.map_err(|e| e.to_string())? {
                 let state = match k.revoked {
                     Some(at) => format!("revoked {}", clearance_core::time::format(at)),
                     None => "live".into(),
@@ -72,7 +77,8 @@ pub fn run(data: &Path, command: &KeysCommand) -> Result<ExitCode, String> {
         }
         KeysCommand::Revoke { id } => {
             if !store
-                .revoke_key(id, now_seconds())
+                .revoke_key(id.clone(), now_seconds())
+                .await
                 .map_err(|e| e.to_string())?
             {
                 return Err(format!("no live key `{id}`"));

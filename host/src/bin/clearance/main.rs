@@ -1,7 +1,8 @@
 //! `clearance`: the server and its command line, a module per subcommand. `serve` runs
 //! the HTTP API on a store; `check`, `explain` and `matrix` decide through the same wasm
 //! module; `validate` checks policy files; `test` runs scenario files (natively, with the
-//! core the module is built from); `keys` manages a store's service keys.
+//! core the module is built from); `keys` manages a store's service keys; `migrate`
+//! brings a store to this host's format.
 
 mod common;
 mod decide;
@@ -41,8 +42,20 @@ enum Command {
         /// The SQLite fact store.
         #[arg(long, default_value = "clearance.db")]
         data: PathBuf,
+        /// A PostgreSQL fact store (`postgres://…`), instead of `--data`.
+        #[arg(long)]
+        store: Option<String>,
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Migrate a store to this host's format (a host refuses to start on an older one).
+    Migrate {
+        /// The SQLite fact store.
+        #[arg(long, default_value = "clearance.db")]
+        data: PathBuf,
+        /// A PostgreSQL fact store (`postgres://…`), instead of `--data`.
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Decide one request.
     Check(RequestArgs),
@@ -144,6 +157,33 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             facts,
         } => matrix::run(&cli, matrix, account.as_deref(), *format, facts).await,
         Command::Serve(args) => serve::run(&cli, args).await,
-        Command::Keys { data, command } => keys::run(data, command),
+        Command::Keys {
+            data,
+            store,
+            command,
+        } => keys::run(&store_spec(data, store.as_deref())?, command).await,
+        Command::Migrate { data, store } => {
+            let spec = store_spec(data, store.as_deref())?;
+            let done = clearance_host::store::migrate(&spec)
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!("clearance: {done}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The store a command works on: the PostgreSQL URL when one is given, or else the
+/// SQLite file.
+fn store_spec(data: &std::path::Path, store: Option<&str>) -> Result<String, String> {
+    match store {
+        Some(url) if clearance_host::pgstore::is_postgres(url) => Ok(url.to_string()),
+        Some(other) => Err(format!(
+            "--store `{other}`: expected a PostgreSQL URL (postgres://…); a SQLite file is given with --data"
+        )),
+        None => data
+            .to_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("--data {}: not UTF-8", data.display())),
     }
 }

@@ -6,7 +6,6 @@ use clearance_host::RuntimeConfig;
 use clearance_host::auth::{DemoIssuer, Scope, TokenRules, TokenVerifier, new_key};
 use clearance_host::service::{self, ServerLimits, Service, ServiceConfig};
 use clearance_host::signer::SliceSigner;
-use clearance_host::store::{FactStore, SqliteStore};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,6 +20,15 @@ pub struct ServeArgs {
     /// The SQLite fact store.
     #[arg(long, default_value = "clearance.db")]
     pub data: PathBuf,
+    /// A PostgreSQL fact store (`postgres://user@host:port/db`), instead of `--data`:
+    /// several hosts may serve one, each following the changes of the others. Migrate
+    /// it first (`clearance migrate --store URL`).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// How often, in milliseconds, the host asks the store whether another host appended
+    /// (besides PostgreSQL's notifications); 0: only on a notification.
+    #[arg(long, default_value_t = 1000)]
+    pub follow_interval_ms: u64,
     /// Facts to seed an empty store with: a JSON facts file, or a directory whose
     /// `*.json` facts are merged.
     #[arg(long, default_value = "tests/worlds")]
@@ -108,6 +116,8 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
     let ServeArgs {
         addr,
         data,
+        store,
+        follow_interval_ms,
         seed,
         instances,
         web,
@@ -181,29 +191,34 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         load_facts(&seed)
     };
     let t = Instant::now();
-    let service = Service::open(
-        rt,
-        sources(&cli.policies)?,
-        data,
-        seeded,
-        Some(cli.policies.clone()),
-        ServiceConfig {
-            adopt_policy: *adopt_policy,
-            feed_buffer: *feed_buffer,
-            tokens,
-            demo: issuer,
-            clock_offset,
-            rate_limit: std::num::NonZeroU32::new(*rate_limit),
-            auth_failure_limit: std::num::NonZeroU32::new(*auth_failure_limit),
-            slice_signer,
-            slice_ttl: std::time::Duration::from_secs(*slice_ttl),
-            checkpoint_changes: *checkpoint_changes,
-            checkpoint_interval: std::time::Duration::from_secs(*checkpoint_interval),
-            checkpoint_gap: std::time::Duration::from_secs(*checkpoint_gap),
-            ..ServiceConfig::default()
-        },
-    )
-    .await?;
+    let config = ServiceConfig {
+        adopt_policy: *adopt_policy,
+        feed_buffer: *feed_buffer,
+        tokens,
+        demo: issuer,
+        clock_offset,
+        rate_limit: std::num::NonZeroU32::new(*rate_limit),
+        auth_failure_limit: std::num::NonZeroU32::new(*auth_failure_limit),
+        slice_signer,
+        slice_ttl: std::time::Duration::from_secs(*slice_ttl),
+        checkpoint_changes: *checkpoint_changes,
+        checkpoint_interval: std::time::Duration::from_secs(*checkpoint_interval),
+        checkpoint_gap: std::time::Duration::from_secs(*checkpoint_gap),
+        follow_interval: std::time::Duration::from_millis(*follow_interval_ms),
+        ..ServiceConfig::default()
+    };
+    let (files, dir) = (sources(&cli.policies)?, Some(cli.policies.clone()));
+    let service = match store {
+        Some(url) if clearance_host::pgstore::is_postgres(url) => {
+            Service::open_postgres(rt, files, url, seeded, dir, config).await?
+        }
+        Some(other) => {
+            return Err(format!(
+                "--store `{other}`: expected a PostgreSQL URL (postgres://…); a SQLite file is given with --data"
+            ));
+        }
+        None => Service::open(rt, files, data, seeded, dir, config).await?,
+    };
     let (from, replayed) = service.started_from();
     eprintln!(
         "clearance: revision {} loaded in {} ms (from revision {from} and {replayed} changes after it)",
@@ -216,16 +231,10 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         );
         if service.key_count() == 0 {
             let key = new_key(Scope::Admin, &[], "demo admin", service::now_seconds())?;
-            let stored = key.stored.clone();
-            let data = data.clone();
-            tokio::task::spawn_blocking(move || {
-                SqliteStore::open(&data)
-                    .and_then(|mut st| st.add_key(&stored))
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| e.to_string())??;
-            service.refresh_keys().await.map_err(|e| e.to_string())?;
+            service
+                .add_key(key.stored.clone())
+                .await
+                .map_err(|e| e.to_string())?;
             eprintln!(
                 "clearance: DEMO MODE: created an admin key (shown once): {}",
                 key.token
