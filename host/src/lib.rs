@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod checkpoint;
 pub mod openapi;
+pub mod pgcluster;
 pub mod pgstore;
 pub mod routes;
 pub mod runtime;

@@ -24,6 +24,7 @@ mod openapi;
 mod pg;
 mod service;
 mod soak;
+mod stores;
 mod token_corpus;
 mod writes;
 
