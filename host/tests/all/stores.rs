@@ -150,7 +150,7 @@ async fn contract(store: &dyn FactStore, other: &dyn FactStore) {
     };
     store.add_key(key.clone()).await.unwrap();
     assert!(store.add_key(key.clone()).await.is_err());
-    assert_eq!(other.keys().await.unwrap(), [key.clone()]);
+    assert_eq!(other.keys().await.unwrap(), std::slice::from_ref(&key));
     assert!(other.revoke_key("k1".into(), 9).await.unwrap());
     assert!(!store.revoke_key("k1".into(), 10).await.unwrap());
     assert_eq!(store.keys().await.unwrap()[0].revoked, Some(9));
