@@ -19,6 +19,8 @@ commands:
   serve   build the artifact, then run `clearance serve --demo` (the demo data on an
           embedded store, seeded on first start; a token issuer for the console's
           personas; an admin key printed once); arguments after `serve` go to it
+  hosts   build the artifact, then run `clearance hosts`: a throwaway PostgreSQL and
+          three demo hosts on it, to watch a write on one appear on the others
   bench   the criterion benchmarks (small, medium and large worlds; CLEARANCE_BENCH_SCALES
           picks some), then the JS path in Node
   cedar   Clearance and Cedar on the same world and requests: every decision compared,
@@ -49,6 +51,20 @@ fn main() -> ExitCode {
             ];
             cargo.extend(rest);
             run("the server", "cargo", &cargo, &[])
+        }),
+        Some("hosts") => wasm().and_then(|_| {
+            let mut cargo = vec![
+                "run",
+                "--release",
+                "-p",
+                "clearance-host",
+                "--bin",
+                "clearance",
+                "--",
+                "hosts",
+            ];
+            cargo.extend(args.iter().skip(1).map(String::as_str));
+            run("the hosts", "cargo", &cargo, &[])
         }),
         Some("bench") => wasm().and_then(|_| {
             run(

@@ -6,6 +6,7 @@
 
 mod common;
 mod decide;
+mod hosts;
 mod keys;
 mod matrix;
 mod scenarios;
@@ -48,6 +49,9 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Several hosts on one history, to watch: a throwaway PostgreSQL and `--count`
+    /// demo hosts on it (Ctrl-C stops them and removes the database).
+    Hosts(hosts::HostsArgs),
     /// Migrate a store to this host's format (a host refuses to start on an older one).
     Migrate {
         /// The SQLite fact store.
@@ -162,6 +166,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             store,
             command,
         } => keys::run(&store_spec(data, store.as_deref())?, command).await,
+        Command::Hosts(args) => hosts::run(&cli, args).await,
         Command::Migrate { data, store } => {
             let spec = store_spec(data, store.as_deref())?;
             let done = clearance_host::store::migrate(&spec)
