@@ -343,24 +343,53 @@ impl PgStore {
     }
 
     async fn append_group(&self, changes: &[Change]) -> Result<(), StoreError> {
-        let Some(first) = changes.first() else {
+        if changes.is_empty() {
             return Ok(());
-        };
+        }
         let held = self.held.lock().await.take();
         let mut tx = match held {
             Some(tx) => tx,
             None => self.locked().await?,
         };
+        match self.insert(&mut tx, changes).await {
+            Ok(()) => tx.commit().await.map_err(|e| {
+                // A commit that fails to answer may or may not have taken: the caller
+                // reads it back.
+                let mut e = pe(e);
+                if e.kind == StoreErrorKind::Failed {
+                    e.kind = StoreErrorKind::Unavailable;
+                }
+                e
+            }),
+            Err(e) => {
+                // Rolled back now, not when the pool next hands the connection out: until
+                // then it would hold the append lock.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks the tail and inserts `changes` (not empty) in `tx`, which holds the append
+    /// lock, and notifies the other hosts on commit.
+    async fn insert(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        changes: &[Change],
+    ) -> Result<(), StoreError> {
+        let Some(first) = changes.first() else {
+            return Ok(());
+        };
         let tail = sqlx::query(
             "SELECT revision, checksum FROM clearance_changes ORDER BY revision DESC LIMIT 1",
         )
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(pe)?;
         let tail = match tail {
             Some(row) => row,
             None => sqlx::query("SELECT revision, checksum FROM clearance_base WHERE id = 1")
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await
                 .map_err(pe)?
                 .ok_or_else(|| {
@@ -396,7 +425,7 @@ impl PgStore {
             .bind(&row.checksum)
             .bind(&row.via)
             .bind(&row.accounts)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(pe)?;
             (last, prev) = (change.revision, sum);
@@ -404,35 +433,22 @@ impl PgStore {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(last.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(pe)?;
-        tx.commit().await.map_err(|e| {
-            // A commit that fails to answer may or may not have taken: the caller reads
-            // it back.
-            let mut e = pe(e);
-            if e.kind == StoreErrorKind::Failed {
-                e.kind = StoreErrorKind::Unavailable;
-            }
-            e
-        })
+        Ok(())
     }
 
     /// A transaction holding the append lock.
     async fn locked(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(pe)?;
-        for set in [
-            format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"),
-            format!("SET LOCAL idle_in_transaction_session_timeout = '{LOCK_WAIT}'"),
-        ] {
-            sqlx::query(&set).execute(&mut *tx).await.map_err(pe)?;
+        match lock(&mut tx).await {
+            Ok(()) => Ok(tx),
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
         }
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(APPEND_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(pe)?;
-        Ok(tx)
     }
 
     async fn latest_state(&self, upto: Option<u64>) -> Result<Latest, StoreError> {
@@ -498,6 +514,23 @@ impl PgStore {
             passed_over,
         })
     }
+}
+
+/// Takes the append lock in `tx`, waiting at most [`LOCK_WAIT`], and bounds how long
+/// the transaction may then sit idle.
+async fn lock(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> Result<(), StoreError> {
+    for set in [
+        format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"),
+        format!("SET LOCAL idle_in_transaction_session_timeout = '{LOCK_WAIT}'"),
+    ] {
+        sqlx::query(&set).execute(&mut **tx).await.map_err(pe)?;
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(APPEND_LOCK)
+        .execute(&mut **tx)
+        .await
+        .map_err(pe)?;
+    Ok(())
 }
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(

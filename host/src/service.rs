@@ -1595,7 +1595,22 @@ impl Service {
 
     /// [`Service::commit_writes`], under the writer's lock.
     async fn commit_writes_locked(self: &Arc<Self>, group: Vec<QueuedWrite>) {
-        if let Err(e) = self.resync().await {
+        let ready = async {
+            self.resync().await?;
+            if self.store.appended_elsewhere().is_some() {
+                // A store other hosts append to: their appends wait while this group is
+                // caught up, judged and stored, so it is judged on the latest state and
+                // never loses the compare-and-set (a loss would cost the judging
+                // instance, which holds the group's changes, and a reload).
+                self.store
+                    .hold_appends()
+                    .await
+                    .map_err(|e| ApiError::store(e, "nothing was written; retry"))?;
+                self.catch_up().await?;
+            }
+            Ok::<(), ApiError>(())
+        };
+        if let Err(e) = ready.await {
             for w in group {
                 let _ = w.reply.send(Err(e.clone()));
             }
