@@ -104,9 +104,14 @@ fn describe(url: &str) -> String {
 /// up after losing the compare-and-set.
 const APPEND_LOCK: i64 = 0x636c_7200_6170_7064;
 
-/// How long an append waits for the append lock, and how long a holder may sit idle in
-/// its transaction before the database ends it (a stopped host never blocks the rest).
-const LOCK_WAIT: &str = "5s";
+/// How long a holder of the append lock may sit idle in its transaction before the
+/// database ends it, so a host stopped while it holds the lock (SIGSTOP, a pause) never
+/// blocks the others for longer.
+const HOLD_IDLE: &str = "5s";
+
+/// How long an append waits for the append lock before it is answered unavailable:
+/// longer than [`HOLD_IDLE`], so a stopped holder is cut off first.
+const LOCK_WAIT: &str = "10s";
 
 /// The PostgreSQL store.
 pub struct PgStore {
@@ -517,11 +522,11 @@ impl PgStore {
 }
 
 /// Takes the append lock in `tx`, waiting at most [`LOCK_WAIT`], and bounds how long
-/// the transaction may then sit idle.
+/// the transaction may then sit idle ([`HOLD_IDLE`]).
 async fn lock(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> Result<(), StoreError> {
     for set in [
         format!("SET LOCAL lock_timeout = '{LOCK_WAIT}'"),
-        format!("SET LOCAL idle_in_transaction_session_timeout = '{LOCK_WAIT}'"),
+        format!("SET LOCAL idle_in_transaction_session_timeout = '{HOLD_IDLE}'"),
     ] {
         sqlx::query(&set).execute(&mut **tx).await.map_err(pe)?;
     }

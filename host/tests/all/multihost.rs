@@ -399,6 +399,47 @@ fn a_stopped_host_catches_up_and_a_killed_one_loses_no_acknowledged_write() {
         assert!(ok, "kill {sig} {pid}");
     };
     block(async {
+        // B stopped in the middle of its own writes (it may hold the append lock, which
+        // the database takes back from a holder idle for 5 s): A writes on meanwhile,
+        // and B, resumed, catches up.
+        let bb = b.base.clone();
+        let until = Some(Instant::now() + Duration::from_secs(9));
+        let b_writer = tokio::spawn(async move { write_events_until(&bb, "bw", 300, until).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        signal(b.child.id(), "-STOP");
+        let stopped = Instant::now();
+        let (during, seen) = write_events_until(
+            &a.base,
+            "aw",
+            200,
+            Some(Instant::now() + Duration::from_secs(8)),
+        )
+        .await;
+        assert!(
+            !during.is_empty(),
+            "A wrote nothing while B was stopped: {seen:?}"
+        );
+        assert!(!seen.contains(&500), "{seen:?}");
+        signal(b.child.id(), "-CONT");
+        eprintln!(
+            "A acknowledged {} writes in {:?} while B was stopped",
+            during.len(),
+            stopped.elapsed()
+        );
+        let (b_acked, b_seen) = b_writer.await.unwrap();
+        assert!(!b_seen.contains(&500), "{b_seen:?}");
+        let top = during
+            .iter()
+            .chain(&b_acked)
+            .map(|(_, r)| *r)
+            .max()
+            .unwrap();
+        converge(&[&a.base, &b.base, &c.base], top).await;
+        let held = events(&c.base).await;
+        for (id, _) in during.iter().chain(&b_acked) {
+            assert!(held.contains(id), "acknowledged {id} is missing");
+        }
+
         // B stopped while A writes; resumed, it catches up.
         signal(b.child.id(), "-STOP");
         let (acked, _) = write_events(&a.base, "s", 20).await;

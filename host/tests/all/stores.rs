@@ -200,3 +200,36 @@ fn the_postgres_store_keeps_the_contract() {
         );
     });
 }
+
+#[test]
+fn a_postgres_holder_of_the_append_lock_that_stops_is_cut_off() {
+    let pg = Pg::start("holder");
+    let url = pg.database("holder");
+    block(async {
+        PgStore::migrate(&url).await.unwrap();
+        let stopped = PgStore::connect(&url).await.unwrap();
+        let other = PgStore::connect(&url).await.unwrap();
+        stopped
+            .seed_if_empty(|| Ok((Facts::default(), policy())))
+            .await
+            .unwrap();
+        // A host that holds the lock, then stops: the database ends its transaction
+        // after 5 s idle, and the others append.
+        stopped.hold_appends().await.unwrap();
+        let t = std::time::Instant::now();
+        other.append(change(1, "other")).await.unwrap();
+        let waited = t.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_secs(4),
+            "the append did not wait for the holder: {waited:?}"
+        );
+        // The stopped host, resumed, stores nothing on the transaction it lost.
+        let e = stopped.append(change(1, "stopped")).await.unwrap_err();
+        assert_ne!(e.kind, StoreErrorKind::Failed, "{e}");
+        let page = other.changes_page(0, 10, usize::MAX).await.unwrap();
+        assert_eq!(revisions(&page), [1]);
+        assert_eq!(page[0].author, "other");
+        // And goes on with a new one.
+        stopped.append(change(2, "stopped")).await.unwrap();
+    });
+}
