@@ -53,8 +53,13 @@ fn database(pg: &Pg, name: &str) -> String {
 /// A host on the database at `url`, following the others every 200 ms besides their
 /// notifications.
 fn host(url: &str, name: &str) -> Result<Server, String> {
+    host_with(url, name, &[])
+}
+
+/// [`host`], with more arguments.
+fn host_with(url: &str, name: &str, extra: &[&str]) -> Result<Server, String> {
     let dir = super::scratch(&format!("multihost-{name}"));
-    let args: Vec<std::ffi::OsString> = vec![
+    let mut args: Vec<std::ffi::OsString> = vec![
         "--store".into(),
         url.into(),
         "--cache-dir".into(),
@@ -62,6 +67,7 @@ fn host(url: &str, name: &str) -> Result<Server, String> {
         "--follow-interval-ms".into(),
         "200".into(),
     ];
+    args.extend(extra.iter().map(Into::into));
     start_with(&args, &|| {})
 }
 
@@ -487,5 +493,49 @@ fn a_stopped_host_catches_up_and_a_killed_one_loses_no_acknowledged_write() {
         assert_eq!(more.len(), 5);
         converge(&[&c.base], more.last().unwrap().1).await;
         assert_eq!(state(&b.base).await.1, state(&c.base).await.1);
+    });
+}
+
+#[test]
+fn a_new_host_starts_from_the_latest_checkpoint_in_the_database() {
+    let pg = Pg::start("checkpoint");
+    let url = database(&pg, "checkpoint");
+    let a = host_with(
+        &url,
+        "checkpoint-a",
+        &["--checkpoint-changes", "20", "--checkpoint-gap", "0"],
+    )
+    .unwrap();
+    block(async {
+        let (acked, _) = write_events(&a.base, "cp", 45).await;
+        let top = acked.last().unwrap().1;
+        // The checkpoint is written in the background, into the database.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pg
+            .sql(
+                "checkpoint",
+                "SELECT COALESCE(MAX(revision), 0) FROM clearance_checkpoints",
+            )
+            .parse::<u64>()
+            .unwrap()
+            < 40
+        {
+            assert!(Instant::now() < deadline, "no checkpoint at 40 or past it");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let b = tokio::task::block_in_place(|| host(&url, "checkpoint-b").unwrap());
+        let log = b.log.lock().unwrap().clone();
+        let from: u64 = log
+            .split("(from revision ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("no start-up line: {log}"));
+        assert!(
+            from >= 40,
+            "the new host started from revision {from}: {log}"
+        );
+        assert_eq!(revision(&b.base).await, top);
+        assert_eq!(state(&a.base).await, state(&b.base).await);
     });
 }
