@@ -18,7 +18,7 @@
 // A benchmark: it indexes its own generated inputs.
 #![allow(clippy::indexing_slicing)]
 
-use clearance_benches::{default_schema, percentile, snapshot, world};
+use clearance_benches::{default_schema, percentile, world};
 use clearance_host::pgcluster::Cluster;
 use clearance_host::pgstore::PgStore;
 use clearance_host::service::{Service, ServiceConfig, read_policies, serve};
@@ -59,21 +59,8 @@ fn main() {
     let schema = default_schema();
     for scale in scales {
         let w = world(scale, 7);
-        let snap = snapshot(&schema, &w);
-        let writes: Vec<(String, String, i64)> = w
-            .requests(200_000, 3)
-            .into_iter()
-            .filter(|r| r.action == "update" && r.resource.starts_with("event:"))
-            .filter(|r| snap.check(r).allowed)
-            .filter_map(|r| r.now.seconds().ok().map(|t| (r.principal, r.resource, t)))
-            .take(256)
-            .collect();
-        let checks: Vec<Value> = w
-            .requests(10_000, 5)
-            .into_iter()
-            .map(|r| json!({ "principal": r.principal, "action": r.action, "resource": r.resource, "target": r.target, "now": r.now }))
-            .collect();
-        drop(snap);
+        let writes = clearance_benches::title_writes(&schema, &w);
+        let checks = clearance_benches::check_bodies(&w);
         let facts = w.facts;
         let (wasm, hash, root) = (wasm.clone(), hash.clone(), root.clone());
         let name = scale.name;

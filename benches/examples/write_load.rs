@@ -16,10 +16,10 @@
 // A benchmark: it indexes its own generated inputs.
 #![allow(clippy::indexing_slicing)]
 
-use clearance_benches::{default_schema, percentile, scales, snapshot, world};
+use clearance_benches::{default_schema, percentile, scales, world};
 use clearance_host::service::{Service, ServiceConfig, read_policies, serve};
 use clearance_host::{Runtime, RuntimeConfig};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -49,22 +49,8 @@ fn main() {
     println!("|---|--:|--:|--:|--:|--:|");
     for scale in scales() {
         let w = world(scale, 7);
-        // Writes the policy allows: users who may update an event, at a time they may.
-        let snap = snapshot(&schema, &w);
-        let writes: Vec<(String, String, i64)> = w
-            .requests(200_000, 3)
-            .into_iter()
-            .filter(|r| r.action == "update" && r.resource.starts_with("event:"))
-            .filter(|r| snap.check(r).allowed)
-            .filter_map(|r| r.now.seconds().ok().map(|t| (r.principal, r.resource, t)))
-            .take(256)
-            .collect();
-        let checks: Vec<Value> = w
-            .requests(10_000, 5)
-            .into_iter()
-            .map(|r| json!({ "principal": r.principal, "action": r.action, "resource": r.resource, "target": r.target, "now": r.now }))
-            .collect();
-        drop(snap);
+        let writes = clearance_benches::title_writes(&schema, &w);
+        let checks = clearance_benches::check_bodies(&w);
         if writes.is_empty() {
             eprintln!("{}: no allowed write found", scale.name);
             continue;

@@ -832,3 +832,27 @@ pub fn query_batch(
     }
     (queries, encoded)
 }
+
+/// Writes the policy allows on `world`, for the write benchmarks: up to 256 (user,
+/// event, time) triples where the user may update the event (`on set title = update`)
+/// at that time.
+pub fn title_writes(schema: &Arc<Schema>, world: &World) -> Vec<(String, String, i64)> {
+    let snap = snapshot(schema, world);
+    world
+        .requests(200_000, 3)
+        .into_iter()
+        .filter(|r| r.action == "update" && r.resource.starts_with("event:"))
+        .filter(|r| snap.check(r).allowed)
+        .filter_map(|r| r.now.seconds().ok().map(|t| (r.principal, r.resource, t)))
+        .take(256)
+        .collect()
+}
+
+/// 10,000 requests of `world`'s mix as `POST /v1/check` bodies.
+pub fn check_bodies(world: &World) -> Vec<Value> {
+    world
+        .requests(10_000, 5)
+        .into_iter()
+        .map(|r| json!({ "principal": r.principal, "action": r.action, "resource": r.resource, "target": r.target, "now": r.now }))
+        .collect()
+}
