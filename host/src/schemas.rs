@@ -25,6 +25,26 @@ pub struct Revision {
     pub module_hash: String,
 }
 
+/// `GET /healthz`: the process answers.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Alive {
+    /// Always `true`.
+    pub alive: bool,
+}
+
+/// `GET /readyz`: the host is ready to serve.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Ready {
+    /// Always `true`: a host that is not ready answers 503 `host.not_ready`.
+    pub ready: bool,
+    /// The revision served.
+    pub revision: u64,
+    /// The store's last revision when it last answered.
+    pub store_revision: u64,
+    /// How long ago the store last answered, in milliseconds.
+    pub store_answered_ms_ago: u64,
+}
+
 /// `POST /v1/facts`: a write made.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Written {

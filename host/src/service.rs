@@ -368,6 +368,33 @@ pub const ROUTES: &[Route<Arc<Service>>] = &[
     },
     Route {
         method: Method::Get,
+        path: "/healthz",
+        summary: "Whether the process is alive (it answers); never waits on a write or the store",
+        who: "anyone, without credentials",
+        callers: Callers::Anyone,
+        input: Input::Nothing,
+        answer: Answer::Json(named::<schemas::Alive>),
+        failures: &[],
+        availability: Availability::Always,
+        handler: |m| on(m, healthz),
+    },
+    Route {
+        method: Method::Get,
+        path: "/readyz",
+        summary: "Whether the host is ready to serve: a snapshot loaded, the store answering (as the follower last found it), and the host within `ready_lag` revisions of the store; never waits on a write or the store",
+        who: "anyone, without credentials",
+        callers: Callers::Anyone,
+        input: Input::Nothing,
+        answer: Answer::Json(named::<schemas::Ready>),
+        failures: &[Failure {
+            status: 503,
+            when: "not ready (host.not_ready): no snapshot, the store not answering, or too far behind it",
+        }],
+        availability: Availability::Always,
+        handler: |m| on(m, readyz),
+    },
+    Route {
+        method: Method::Get,
         path: "/v1/openapi.json",
         summary: "This document",
         who: "anyone, without credentials",
@@ -457,8 +484,12 @@ pub struct ServiceConfig {
     /// not keep one core writing checkpoints.
     pub checkpoint_gap: Duration,
     /// How often the service asks the store whether another host (or process) appended,
-    /// besides the store's own signal (PostgreSQL's NOTIFY); zero: only on the signal.
+    /// besides the store's own signal (PostgreSQL's NOTIFY), and so learns whether the
+    /// store answers (`/readyz`); zero: every second.
     pub follow_interval: Duration,
+    /// How far behind the store's last revision the host may be and still be ready
+    /// (`/readyz`).
+    pub ready_lag: u64,
     /// How many times a group of writes is judged again after another host took its
     /// revision first, each time on the state caught up; past it the writes are answered
     /// 409 (`revision.conflict`).
@@ -489,6 +520,7 @@ impl Default for ServiceConfig {
             checkpoint_interval: Duration::from_secs(600),
             checkpoint_gap: Duration::from_secs(30),
             follow_interval: Duration::from_secs(1),
+            ready_lag: 1_000,
             conflict_retries: 8,
         }
     }
@@ -1075,6 +1107,20 @@ pub struct Service {
     reads: std::sync::Mutex<Option<(String, Arc<Reads>)>>,
     /// Wakes the follower ([`follow`]) before its time.
     follow_soon: Arc<tokio::sync::Notify>,
+    /// Set when the host shuts down: change-feed streams end.
+    closing: watch::Sender<bool>,
+    /// What the follower last learnt of the store, for `/readyz`: when it last answered
+    /// and its last revision then, or the error it gave.
+    store_health: std::sync::Mutex<StoreHealth>,
+}
+
+/// The store as the follower last found it.
+#[derive(Debug, Clone)]
+struct StoreHealth {
+    /// When the store last answered, and with which last revision.
+    answered: Option<(std::time::Instant, u64)>,
+    /// The error of the last try, if it failed.
+    failing: Option<String>,
 }
 
 /// Reads every `*.policy` file of a directory, in name order, each named
@@ -1297,6 +1343,7 @@ impl Service {
             .auth_failure_limit
             .map(|n| governor::RateLimiter::dashmap(governor::Quota::per_minute(n)));
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        let started_revision = served.revision;
         let service = Arc::new(Service {
             runtime,
             writer: Mutex::new(()),
@@ -1323,6 +1370,11 @@ impl Service {
             started_from,
             reads: std::sync::Mutex::default(),
             follow_soon: Arc::default(),
+            closing: watch::channel(false).0,
+            store_health: std::sync::Mutex::new(StoreHealth {
+                answered: Some((std::time::Instant::now(), started_revision)),
+                failing: None,
+            }),
         });
         tokio::spawn(follow(
             Arc::downgrade(&service),
@@ -1916,6 +1968,72 @@ impl Service {
         }
     }
 
+    /// Notes what the store answered the follower, for `/readyz`.
+    fn note_store(&self, answered: &Result<u64, StoreError>) {
+        let mut h = self
+            .store_health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match answered {
+            Ok(last) => {
+                h.answered = Some((std::time::Instant::now(), *last));
+                h.failing = None;
+            }
+            Err(e) => h.failing = Some(e.to_string()),
+        }
+    }
+
+    /// Whether the host is ready to serve, from what it holds (never waiting on a write
+    /// or the store): `Err` says why not.
+    pub fn readiness(&self) -> Result<schemas::Ready, String> {
+        let revision = self.revision();
+        if self.runtime.revision().is_none() {
+            return Err("no snapshot is loaded".into());
+        }
+        let h = self
+            .store_health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let every = if self.config.follow_interval.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            self.config.follow_interval
+        };
+        // The follower asks every `every`; three missed answers mean the store is not
+        // answering.
+        let stale = every.saturating_mul(3).max(Duration::from_secs(2));
+        let Some((at, store_revision)) = h.answered else {
+            return Err("the store has not answered yet".into());
+        };
+        let since = at.elapsed();
+        if let Some(e) = h.failing.filter(|_| since > stale) {
+            return Err(format!(
+                "the store has not answered for {} ms: {e}",
+                since.as_millis()
+            ));
+        }
+        let lag = store_revision.saturating_sub(revision);
+        if lag > self.config.ready_lag {
+            return Err(format!(
+                "revision {revision} is {lag} behind the store's {store_revision} (the bound is {})",
+                self.config.ready_lag
+            ));
+        }
+        Ok(schemas::Ready {
+            ready: true,
+            revision,
+            store_revision,
+            store_answered_ms_ago: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Ends every change-feed stream (each gets an `error` event `host.shutdown`), so
+    /// that their connections close while the server drains; for a graceful shutdown.
+    pub fn shut_down(&self) {
+        self.closing.send_replace(true);
+    }
+
     /// Wakes the follower now, as when a caller asks for a revision this host has not
     /// served yet.
     fn follow_now(&self) {
@@ -2087,13 +2205,12 @@ async fn follow(
         let Some(every) = service.upgrade().map(|s| s.config.follow_interval) else {
             return;
         };
-        let tick = async {
-            if every.is_zero() {
-                std::future::pending::<()>().await;
-            } else {
-                tokio::time::sleep(every).await;
-            }
+        let every = if every.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            every
         };
+        let tick = tokio::time::sleep(every);
         let signalled = async {
             match &signal {
                 Some(n) => n.notified().await,
@@ -2106,7 +2223,9 @@ async fn follow(
             () = soon.notified() => {}
         }
         let Some(s) = service.upgrade() else { return };
-        let last = match s.store.last_revision().await {
+        let answered = s.store.last_revision().await;
+        s.note_store(&answered);
+        let last = match answered {
             Ok(last) => {
                 if failing {
                     eprintln!(
@@ -2432,6 +2551,22 @@ async fn revision(State(s): S, _caller: Caller) -> ApiResult {
         policy_hash: served.schema.hash_hex(),
         module_hash: s.runtime.module_hash().to_string(),
     })
+}
+
+async fn healthz(State(_s): S) -> ApiResult {
+    answer(schemas::Alive { alive: true })
+}
+
+async fn readyz(State(s): S) -> ApiResult {
+    match s.readiness() {
+        Ok(ready) => answer(ready),
+        Err(why) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "host.not_ready",
+            why,
+            "wait, or send traffic to another host",
+        )),
+    }
 }
 
 /// An answer of the host's own, as JSON.
@@ -3315,36 +3450,53 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                     }
                 }
             }
-            Phase::Live => match f.rx.recv().await {
-                Ok(c) if c.revision <= f.after => {}
-                // The service read its state again from the store: the changes between
-                // are there.
-                Ok(c) if c.revision > f.after + 1 => f.phase = Phase::Paging,
-                Ok(c) => {
-                    f.after = c.revision;
-                    // The key may have been revoked while the follower waited.
-                    if let Some(end) = revoked(&mut f) {
-                        return Some((vec![Ok(end)], f));
-                    }
-                    if visible(f.filter.as_deref(), &c) {
-                        if let Some(end) = gated(&mut f).await {
-                            return Some((vec![Ok(end)], f));
-                        }
-                        let user = f.user.as_deref().map(|p| (f.service.as_ref(), p));
-                        return Some((vec![Ok(change_event(&c, user))], f));
-                    }
+            Phase::Live => match {
+                let mut closing = f.service.closing.subscribe();
+                tokio::select! {
+                    received = f.rx.recv() => Some(received),
+                    () = async { let _ = closing.wait_for(|c| *c).await; } => None,
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    let revision = f.service.revision();
-                    let event = reset_event(
-                        revision,
-                        f.after,
-                        &format!("the follower fell {missed} changes behind the live buffer"),
+            } {
+                None => {
+                    // The host is shutting down: the stream ends, so its connection can
+                    // close.
+                    f.phase = Phase::Done;
+                    let event = Event::default().event("error").data(
+                        json!({ "code": "host.shutdown", "message": "the host is shutting down", "help": "reconnect, to this host or another, with Last-Event-ID" }).to_string(),
                     );
-                    f.after = revision;
                     return Some((vec![Ok(event)], f));
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
+                Some(received) => match received {
+                    Ok(c) if c.revision <= f.after => {}
+                    // The service read its state again from the store: the changes between
+                    // are there.
+                    Ok(c) if c.revision > f.after + 1 => f.phase = Phase::Paging,
+                    Ok(c) => {
+                        f.after = c.revision;
+                        // The key may have been revoked while the follower waited.
+                        if let Some(end) = revoked(&mut f) {
+                            return Some((vec![Ok(end)], f));
+                        }
+                        if visible(f.filter.as_deref(), &c) {
+                            if let Some(end) = gated(&mut f).await {
+                                return Some((vec![Ok(end)], f));
+                            }
+                            let user = f.user.as_deref().map(|p| (f.service.as_ref(), p));
+                            return Some((vec![Ok(change_event(&c, user))], f));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        let revision = f.service.revision();
+                        let event = reset_event(
+                            revision,
+                            f.after,
+                            &format!("the follower fell {missed} changes behind the live buffer"),
+                        );
+                        f.after = revision;
+                        return Some((vec![Ok(event)], f));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
             },
         }
     }
@@ -3701,6 +3853,9 @@ pub struct ServerLimits {
     pub body_timeout: Duration,
     /// Connections held at once; one more is answered 503 `host.busy` and closed.
     pub max_connections: usize,
+    /// How long, once shutting down, the server lets open connections finish the
+    /// requests they are in (writes included) before it returns anyway.
+    pub drain: Duration,
 }
 
 impl Default for ServerLimits {
@@ -3709,11 +3864,14 @@ impl Default for ServerLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            drain: Duration::from_secs(10),
         }
     }
 }
 
-/// Serves `app` on `listener` with `limits` until `shutdown` completes.
+/// Serves `app` on `listener` with `limits` until `shutdown` completes; then stops
+/// accepting, lets every open connection finish the request it is in (an idle one is
+/// closed at once) for up to `limits.drain`, and returns.
 pub async fn serve_with_limits(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -3726,10 +3884,24 @@ pub async fn serve_with_limits(
         limits.body_timeout,
     ));
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (closing, closed) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => {
+                drop(listener);
+                closing.send_replace(true);
+                let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+                let drained =
+                    tokio::time::timeout(limits.drain, permits.acquire_many(all)).await;
+                if drained.is_err() {
+                    eprintln!(
+                        "clearance: some connections were still open after {} s; closing them",
+                        limits.drain.as_secs()
+                    );
+                }
+                return Ok(());
+            }
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -3756,13 +3928,23 @@ pub async fn serve_with_limits(
             },
         ));
         let header_timeout = limits.header_timeout;
+        let mut closed = closed.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = connection.await;
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = async { let _ = closed.wait_for(|c| *c).await; } => {
+                    // Shutting down: the request in flight is finished, then the
+                    // connection closes.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
         });
     }
 }

@@ -1,8 +1,8 @@
 //! The durable fact store: the base facts with the policy they were stored under, then
 //! every change with its revision: a list of deltas, or a new policy (its sources and
-//! hash). The embedded default is SQLite (bundled, WAL, synchronous writes); the
-//! `FactStore` trait is where a PostgreSQL backend fits for hosts that outgrow one
-//! machine.
+//! hash). The embedded default is SQLite (bundled, WAL, synchronous writes); hosts that
+//! outgrow one machine share a PostgreSQL store (`crate::pgstore`) through the same
+//! async `FactStore` trait, appending by compare-and-set on the revision.
 //!
 //! The store checks itself: the base and every change carry a SHA-256 chained from the
 //! one before, verified on every load, so a changed byte, a changed or missing row is
@@ -368,14 +368,15 @@ impl FactStore for SqliteStore {
 pub const CHECKPOINTS_KEPT: usize = 2;
 
 /// The store format this host writes (SQLite's `user_version`). Version 1, from before
-/// the store checked itself or kept its policy, had no `user_version`; it is migrated.
+/// the store checked itself or kept its policy, had no `user_version`. An older store is
+/// migrated only on request ([`SqliteFile::migrate`], `clearance migrate`).
 pub const FORMAT: i64 = 4;
 
 /// A blocking handle on the embedded SQLite store, for commands run beside a service and
 /// for [`SqliteStore`].
 pub struct SqliteFile {
     conn: Connection,
-    /// Where it is, for [`FactStore::reader`].
+    /// Where it is: [`SqliteStore`] opens handles of its own on it.
     path: PathBuf,
     /// The checksum of the last change (or of the base), which the next one chains from.
     last: Option<(u64, String)>,

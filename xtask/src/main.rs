@@ -320,7 +320,42 @@ fn reproducible() -> Result<(), String> {
 /// bytes do not depend on where the checkout or the cargo home is), then wasm-bindgen
 /// (the library, at the exact version of the module's wasm-bindgen) into `out`.
 /// Returns the SHA-256 of `clearance_bg.wasm`, also written next to it.
+/// The target the module is built for.
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Whether the toolchain at `sysroot` has the standard library for [`WASM_TARGET`].
+fn has_target(sysroot: &Path) -> bool {
+    sysroot
+        .join("lib/rustlib")
+        .join(WASM_TARGET)
+        .join("lib")
+        .is_dir()
+}
+
+/// Installs the wasm32 target of the pinned toolchain when it is missing (a machine with
+/// the toolchain but not its target fails with "can't find crate for `core`"), so the
+/// first command does its whole set-up.
+fn ensure_wasm_target(root: &Path) -> Result<(), String> {
+    let out = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("rustc: {e}"))?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if out.status.success() && has_target(&sysroot) {
+        return Ok(());
+    }
+    eprintln!("xtask: the toolchain has no {WASM_TARGET} target; installing it");
+    run(
+        "rustup target add",
+        "rustup",
+        &["target", "add", WASM_TARGET],
+        &[],
+    )
+}
+
 fn build_artifact(root: &Path, target: &Path, out: &Path) -> Result<String, String> {
+    ensure_wasm_target(root)?;
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
@@ -382,4 +417,22 @@ fn build_artifact(root: &Path, target: &Path, out: &Path) -> Result<String, Stri
         bytes.len()
     );
     Ok(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{WASM_TARGET, has_target};
+
+    /// A sysroot without the target's library is found missing (and installed), one with
+    /// it is left alone.
+    #[test]
+    fn a_toolchain_without_the_wasm_target_is_found_missing() {
+        let sysroot = std::env::temp_dir().join(format!("xtask-sysroot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&sysroot);
+        std::fs::create_dir_all(sysroot.join("lib/rustlib/x86_64-unknown-linux-gnu/lib")).unwrap();
+        assert!(!has_target(&sysroot));
+        std::fs::create_dir_all(sysroot.join("lib/rustlib").join(WASM_TARGET).join("lib")).unwrap();
+        assert!(has_target(&sysroot));
+        let _ = std::fs::remove_dir_all(&sysroot);
+    }
 }

@@ -579,3 +579,51 @@ fn the_change_feed_pages_its_history_and_tells_a_follower_that_fell_behind() {
         (101..=120).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn sigterm_with_a_change_feed_attached_ends_the_feed_and_exits_0() {
+    use std::io::Read;
+    let dir = temp_dir("sigterm");
+    let db = dir.join("s.db");
+    let mut server = start(&db, &[]).unwrap();
+    write_some(&server.base, 2);
+    let mut feed = open_feed(&server.base, 0);
+    // The feed has sent the stored changes and waits for live ones.
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let ok = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    // The stream ends (end of file, not a read timeout) with the reason.
+    feed.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut text = Vec::new();
+    let ended = feed.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text).to_string();
+    assert!(ended.is_ok(), "the feed did not end: {ended:?}: {text}");
+    assert!(text.contains("host.shutdown"), "{text}");
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("SIGTERM to exit: {:?}", t.elapsed());
+    assert!(
+        status.success(),
+        "{status:?}: {}",
+        server.log.lock().unwrap()
+    );
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.contains("SIGTERM: shutting down") && log.contains("clearance: stopped"),
+        "{log}"
+    );
+}

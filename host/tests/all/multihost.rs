@@ -539,3 +539,51 @@ fn a_new_host_starts_from_the_latest_checkpoint_in_the_database() {
         assert_eq!(state(&a.base).await, state(&b.base).await);
     });
 }
+
+#[test]
+fn readiness_flips_while_the_database_is_down_and_liveness_does_not() {
+    let pg = Pg::start("ready");
+    let url = database(&pg, "ready");
+    let a = host(&url, "ready-a").unwrap();
+    block(async {
+        let c = reqwest::Client::new();
+        let status = |path: &'static str| {
+            let (c, url) = (c.clone(), format!("{}{path}", a.base));
+            async move {
+                let r = c.get(url).send().await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let until = |want: u16, path: &'static str| async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let (got, body) = status(path).await;
+                if got == want {
+                    return body;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{path} never answered {want}: {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let ready = until(200, "/readyz").await;
+        assert_eq!(ready["ready"], true, "{ready}");
+        tokio::task::block_in_place(|| pg.down());
+        let not = until(503, "/readyz").await;
+        assert_eq!(not["error"]["code"], "host.not_ready", "{not}");
+        assert!(
+            not["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("the store has not answered"),
+            "{not}"
+        );
+        // Alive all the while, without credentials.
+        assert_eq!(status("/healthz").await.0, 200);
+        tokio::task::block_in_place(|| pg.up());
+        until(200, "/readyz").await;
+    });
+}

@@ -133,7 +133,11 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(&format!("cannot start tokio: {e}")),
     };
-    match tokio.block_on(run(cli)) {
+    let result = tokio.block_on(run(cli));
+    // Background work (a follower, a checkpoint being written, a store's listener) is not
+    // waited for past a bound: a stopped host exits.
+    tokio.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(code) => code,
         Err(e) => fail(&e),
     }

@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// (besides PostgreSQL's notifications); 0: only on a notification.
     #[arg(long, default_value_t = 1000)]
     pub follow_interval_ms: u64,
+    /// How many revisions behind the store the host may be and still answer `/readyz`
+    /// with 200.
+    #[arg(long, default_value_t = 1000)]
+    pub ready_lag: u64,
     /// Facts to seed an empty store with: a JSON facts file, or a directory whose
     /// `*.json` facts are merged.
     #[arg(long, default_value = "tests/worlds")]
@@ -118,6 +122,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         data,
         store,
         follow_interval_ms,
+        ready_lag,
         seed,
         instances,
         web,
@@ -205,6 +210,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         checkpoint_interval: std::time::Duration::from_secs(*checkpoint_interval),
         checkpoint_gap: std::time::Duration::from_secs(*checkpoint_gap),
         follow_interval: std::time::Duration::from_millis(*follow_interval_ms),
+        ready_lag: *ready_lag,
         ..ServiceConfig::default()
     };
     let (files, dir) = (sources(&cli.policies)?, Some(cli.policies.clone()));
@@ -261,6 +267,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(".")),
     };
+    let stopping = Arc::clone(&service);
     let app = service::with_console(service::router(service), &files);
     service::serve_with_limits(
         listener,
@@ -269,11 +276,29 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
             max_connections: *max_connections,
             ..ServerLimits::default()
         },
-        async {
-            let _ = tokio::signal::ctrl_c().await;
+        async move {
+            let signal = match tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            ) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => "SIGINT",
+                        _ = term.recv() => "SIGTERM",
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "SIGINT"
+                }
+            };
+            eprintln!(
+                "clearance: {signal}: shutting down (no new connections; requests in flight finish, change feeds end)"
+            );
+            stopping.shut_down();
         },
     )
     .await
     .map_err(|e| e.to_string())?;
+    eprintln!("clearance: stopped");
     Ok(ExitCode::SUCCESS)
 }
