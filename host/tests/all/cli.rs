@@ -219,3 +219,103 @@ fn keys_are_created_once_listed_without_secrets_and_revoked() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `clearance serve --config FILE` with `env` set and `args` after: the exit code and
+/// what it printed. The module path is one that does not exist, so a start that gets
+/// past its settings stops there, saying so.
+fn serve_with(config: &str, env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
+    let dir = super::scratch("cli-config");
+    let file = dir.join("clearance.toml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clearance"))
+        .args(["--wasm", "/nonexistent/module.wasm", "serve", "--config"])
+        .arg(&file)
+        .args(["--data"])
+        .arg(dir.join("s.db"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("CLEARANCE_CONFIG")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn serve_settings_come_from_flags_then_the_environment_then_a_config_file() {
+    let past_settings = |said: &str| said.contains("/nonexistent/module.wasm");
+    // A bad value in the file stops start-up naming the setting.
+    let (code, said) = serve_with("checkpoint-gap = \"soon\"\n", &[], &[]);
+    assert_eq!(code, 2, "{said}");
+    assert!(
+        said.contains("--checkpoint-gap") && said.contains("--config file"),
+        "{said}"
+    );
+    // The environment beats the file: the file's bad value is never read.
+    let (_, said) = serve_with(
+        "checkpoint-gap = \"soon\"\n",
+        &[("CLEARANCE_CHECKPOINT_GAP", "5")],
+        &[],
+    );
+    assert!(past_settings(&said), "{said}");
+    // ... and its own bad value is reported.
+    let (code, said) = serve_with(
+        "checkpoint-gap = 5\n",
+        &[("CLEARANCE_CHECKPOINT_GAP", "soon")],
+        &[],
+    );
+    assert_eq!(code, 2, "{said}");
+    assert!(
+        said.contains("--checkpoint-gap") && said.contains("soon"),
+        "{said}"
+    );
+    // A flag beats both.
+    let (_, said) = serve_with(
+        "checkpoint-gap = \"soon\"\n",
+        &[("CLEARANCE_CHECKPOINT_GAP", "soon")],
+        &["--checkpoint-gap", "7"],
+    );
+    assert!(past_settings(&said), "{said}");
+    // A flag beats the file's value for it.
+    let (_, said) = serve_with("instances = \"many\"\n", &[], &["--instances", "1"]);
+    assert!(past_settings(&said), "{said}");
+    // An unknown setting, and a value of the wrong kind, are named with the file.
+    let (code, said) = serve_with("adress = \"127.0.0.1:1\"\n", &[], &[]);
+    assert_eq!(code, 2, "{said}");
+    assert!(
+        said.contains("setting `adress`: no such setting") && said.contains("addr,"),
+        "{said}"
+    );
+    let (code, said) = serve_with("demo = \"yes\"\n", &[], &[]);
+    assert_eq!(code, 2, "{said}");
+    assert!(
+        said.contains("setting `demo`: expected true or false"),
+        "{said}"
+    );
+}
+
+#[test]
+fn every_serve_setting_is_documented() {
+    let doc = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
+    let (_, help) = clearance(&["serve", "--help"]);
+    let flags: Vec<&str> = help
+        .split_whitespace()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches(|c: char| !c.is_alphanumeric() && c != '-'))
+        .collect();
+    assert!(flags.len() > 20, "{help}");
+    for flag in flags {
+        let setting = flag.trim_start_matches("--");
+        if setting == "help" {
+            continue;
+        }
+        let env = format!("CLEARANCE_{}", setting.replace('-', "_").to_uppercase());
+        assert!(
+            doc.contains(&format!("`{setting}`")) && doc.contains(&env),
+            "docs/configuration.md does not describe `{setting}` ({env})"
+        );
+    }
+}

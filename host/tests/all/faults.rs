@@ -627,3 +627,132 @@ fn sigterm_with_a_change_feed_attached_ends_the_feed_and_exits_0() {
         "{log}"
     );
 }
+
+/// The state a SQLite store holds at `upto` (its last revision when `None`).
+fn stored_state(db: &Path, upto: Option<u64>) -> clearance_core::Facts {
+    let file = clearance_host::store::SqliteFile::open(db).unwrap();
+    clearance_host::checkpoint::recover_with(file.latest(upto).unwrap(), &|_| {})
+        .unwrap()
+        .facts
+}
+
+#[test]
+fn a_backup_taken_while_writes_go_on_restores_to_one_revision_on_sqlite_and_postgres() {
+    let dir = temp_dir("backup");
+    let live = dir.join("live.db");
+    let server = start(&live, &[]).unwrap();
+    write_some(&server.base, 3);
+    let clearance = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_clearance"));
+        c.current_dir(root());
+        c
+    };
+    // A writer goes on while the backup is taken.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (base, stop) = (server.base.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            block(async {
+                let c = super::admin();
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let r = c
+                        .post(format!("{base}/v1/facts"))
+                        .json(&json!({ "author": "user:occ_controller", "now": NOW, "deltas": create_event(&format!("b{k}")) }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 200);
+                    k += 1;
+                }
+                k
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let backup = dir.join("backup.db");
+    let out = clearance()
+        .args(["backup", "--data"])
+        .arg(&live)
+        .arg("--out")
+        .arg(&backup)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{said}");
+    let revision: u64 = said
+        .split("backed up revision ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(written > 0);
+    // The backup is the live store's state at that one revision.
+    let expected = stored_state(&live, Some(revision));
+    assert_eq!(stored_state(&backup, None), expected);
+    assert!(
+        stored_state(&live, None).revision > revision,
+        "no write after the backup"
+    );
+
+    // Restored into a new SQLite store, a host serves that revision and those facts.
+    let restored = dir.join("restored.db");
+    let out = clearance()
+        .args(["restore", "--from"])
+        .arg(&backup)
+        .arg("--data")
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = start(&restored, &[]).unwrap();
+    let served = block(facts(&again.base));
+    assert_eq!(served["revision"].as_u64(), Some(revision));
+    assert_eq!(stored_state(&restored, None), expected);
+    drop(again);
+    // Never over a store.
+    let out = clearance()
+        .args(["restore", "--from"])
+        .arg(&backup)
+        .arg("--data")
+        .arg(&restored)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never writes over a store"));
+
+    // Restored into PostgreSQL alike.
+    let pg = super::pg::Pg::start("backup");
+    let url = pg.database("restored");
+    let migrated = clearance()
+        .args(["migrate", "--store", &url])
+        .status()
+        .unwrap();
+    assert!(migrated.success());
+    let out = clearance()
+        .args(["restore", "--from"])
+        .arg(&backup)
+        .args(["--store", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recovered = block(async {
+        let store = clearance_host::pgstore::PgStore::connect(&url)
+            .await
+            .unwrap();
+        clearance_host::checkpoint::recover(&store, None)
+            .await
+            .unwrap()
+    });
+    assert_eq!(recovered.facts, expected);
+}

@@ -4,7 +4,9 @@
 //! core the module is built from); `keys` manages a store's service keys; `migrate`
 //! brings a store to this host's format.
 
+mod backup;
 mod common;
+mod config;
 mod decide;
 mod hosts;
 mod keys;
@@ -19,16 +21,29 @@ use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
+    // A setting from a config file comes first on the command line; the command line's
+    // own, later, wins.
+    args_override_self = true,
     name = "clearance",
     version,
     about = "Access checks for aviation operations: one wasm module decides, everywhere"
 )]
 struct Cli {
     /// The policy directory (`*.policy`).
-    #[arg(long, global = true, default_value = "policies")]
+    #[arg(
+        long,
+        global = true,
+        env = "CLEARANCE_POLICIES",
+        default_value = "policies"
+    )]
     policies: PathBuf,
     /// The wasm artifact (its SHA-256 is read from `<file>.sha256`, written by `cargo xtask wasm`).
-    #[arg(long, global = true, default_value = "web/pkg/clearance_bg.wasm")]
+    #[arg(
+        long,
+        global = true,
+        env = "CLEARANCE_WASM",
+        default_value = "web/pkg/clearance_bg.wasm"
+    )]
     wasm: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -52,6 +67,32 @@ enum Command {
     /// Several hosts on one history, to watch: a throwaway PostgreSQL and `--count`
     /// demo hosts on it (Ctrl-C stops them and removes the database).
     Hosts(hosts::HostsArgs),
+    /// Back up a store, online, into a new SQLite file: its state at one revision, its
+    /// policy and its service keys.
+    Backup {
+        /// The SQLite fact store.
+        #[arg(long, default_value = "clearance.db")]
+        data: PathBuf,
+        /// A PostgreSQL fact store (`postgres://…`), instead of `--data`.
+        #[arg(long)]
+        store: Option<String>,
+        /// The backup file to write (it must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty store (a new SQLite file, or a migrated PostgreSQL
+    /// database holding nothing yet).
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The SQLite fact store to create.
+        #[arg(long, default_value = "clearance.db")]
+        data: PathBuf,
+        /// A PostgreSQL fact store (`postgres://…`), instead of `--data`.
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// Migrate a store to this host's format (a host refuses to start on an older one).
     Migrate {
         /// The SQLite fact store.
@@ -125,7 +166,21 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv = match config::expand(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => return fail(&e),
+    };
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = u8::try_from(e.exit_code()).unwrap_or(2);
+            let _ = e.print();
+            if code != 0 && argv.len() != std::env::args_os().count() {
+                eprintln!("clearance: (some settings came from the --config file)");
+            }
+            return ExitCode::from(code);
+        }
+    };
     let tokio = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,6 +226,12 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             command,
         } => keys::run(&store_spec(data, store.as_deref())?, command).await,
         Command::Hosts(args) => hosts::run(&cli, args).await,
+        Command::Backup { data, store, out } => {
+            backup::backup(&store_spec(data, store.as_deref())?, out).await
+        }
+        Command::Restore { from, data, store } => {
+            backup::restore(from, &store_spec(data, store.as_deref())?).await
+        }
         Command::Migrate { data, store } => {
             let spec = store_spec(data, store.as_deref())?;
             let done = clearance_host::store::migrate(&spec)

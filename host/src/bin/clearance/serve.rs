@@ -14,110 +14,117 @@ use std::time::Instant;
 /// What `serve` takes.
 #[derive(clap::Args)]
 pub struct ServeArgs {
+    /// A TOML file of settings, named as the flags (`addr = "127.0.0.1:8080"`,
+    /// `follow-interval-ms = 200`, `demo = true`). A flag beats an environment variable
+    /// (`CLEARANCE_<SETTING>`), which beats the file, which beats the default.
+    #[arg(long, env = "CLEARANCE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "CLEARANCE_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
     /// The SQLite fact store.
-    #[arg(long, default_value = "clearance.db")]
+    #[arg(long, env = "CLEARANCE_DATA", default_value = "clearance.db")]
     pub data: PathBuf,
     /// A PostgreSQL fact store (`postgres://user@host:port/db`), instead of `--data`:
     /// several hosts may serve one, each following the changes of the others. Migrate
     /// it first (`clearance migrate --store URL`).
-    #[arg(long)]
+    #[arg(long, env = "CLEARANCE_STORE")]
     pub store: Option<String>,
     /// How often, in milliseconds, the host asks the store whether another host appended
-    /// (besides PostgreSQL's notifications); 0: only on a notification.
-    #[arg(long, default_value_t = 1000)]
+    /// (besides PostgreSQL's notifications), and so learns whether the store answers
+    /// (`/readyz`); 0: every second.
+    #[arg(long, env = "CLEARANCE_FOLLOW_INTERVAL_MS", default_value_t = 1000)]
     pub follow_interval_ms: u64,
     /// How many revisions behind the store the host may be and still answer `/readyz`
     /// with 200.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "CLEARANCE_READY_LAG", default_value_t = 1000)]
     pub ready_lag: u64,
     /// Facts to seed an empty store with: a JSON facts file, or a directory whose
     /// `*.json` facts are merged.
-    #[arg(long, default_value = "tests/worlds")]
+    #[arg(long, env = "CLEARANCE_SEED", default_value = "tests/worlds")]
     pub seed: PathBuf,
     /// Instances of the module.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, env = "CLEARANCE_INSTANCES", default_value_t = 2)]
     pub instances: u32,
     /// The `web/` directory the operations console is served from (at `/`).
-    #[arg(long, default_value = "web")]
+    #[arg(long, env = "CLEARANCE_WEB", default_value = "web")]
     pub web: PathBuf,
     /// Where compiled modules are cached (a directory only this user may write to;
     /// default: `<data>.cache`).
-    #[arg(long)]
+    #[arg(long, env = "CLEARANCE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Serve the policy files even when the store holds another policy, after
     /// checking every stored fact against them (the adoption is stored as a change).
     /// Without it, the stored policy wins.
-    #[arg(long)]
+    #[arg(long, env = "CLEARANCE_ADOPT_POLICY")]
     pub adopt_policy: bool,
     /// Callers that may wait for an instance before more are answered 503.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, env = "CLEARANCE_QUEUE", default_value_t = 1024)]
     pub queue: u32,
     /// Connections held at once; more are answered 503 and closed.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, env = "CLEARANCE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
     /// Changes kept for live followers of the change feed; a follower that falls
     /// further behind gets a `reset` event.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, env = "CLEARANCE_FEED_BUFFER", default_value_t = 1024)]
     pub feed_buffer: usize,
     /// Demo mode: runs a token issuer for the principals of the facts (`POST
     /// /demo/token`, a key made at start-up) and, on a store without keys, creates an
     /// admin key and prints it. Never for real data.
-    #[arg(long)]
+    #[arg(long, env = "CLEARANCE_DEMO")]
     pub demo: bool,
     /// With `--demo`: the server's clock for decisions and writes starts at this time
     /// (RFC 3339), for demo data that is dated.
-    #[arg(long, requires = "demo")]
+    #[arg(long, env = "CLEARANCE_DEMO_TIME", requires = "demo")]
     pub demo_time: Option<String>,
     /// Verify user tokens against the public keys of this JWKS file.
-    #[arg(long, requires_all = ["token_issuer", "token_audience"], conflicts_with = "demo")]
+    #[arg(long, env = "CLEARANCE_JWKS", requires_all = ["token_issuer", "token_audience"], conflicts_with = "demo")]
     pub jwks: Option<PathBuf>,
     /// The issuer (`iss`) user tokens must name.
-    #[arg(long)]
+    #[arg(long, env = "CLEARANCE_TOKEN_ISSUER")]
     pub token_issuer: Option<String>,
     /// The audience (`aud`) user tokens must name.
-    #[arg(long)]
+    #[arg(long, env = "CLEARANCE_TOKEN_AUDIENCE")]
     pub token_audience: Option<String>,
     /// The claim that names the principal.
-    #[arg(long, default_value = "sub")]
+    #[arg(long, env = "CLEARANCE_TOKEN_CLAIM", default_value = "sub")]
     pub token_claim: String,
     /// The principal type the claim names an id of.
-    #[arg(long, default_value = "user")]
+    #[arg(long, env = "CLEARANCE_TOKEN_PRINCIPAL_TYPE", default_value = "user")]
     pub token_principal_type: String,
     /// Requests a second each caller (a key or a user) may make, with as many at once;
     /// past it: 429 with `retry-after`. 0: no limit.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, env = "CLEARANCE_RATE_LIMIT", default_value_t = 5000)]
     pub rate_limit: u32,
     /// Failed authentications a minute one network address may make, with as many at
     /// once; past it the address is answered 429 with `retry-after` until its budget
     /// refills. Behind a proxy every caller shares the proxy's address. 0: no limit.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, env = "CLEARANCE_AUTH_FAILURE_LIMIT", default_value_t = 120)]
     pub auth_failure_limit: u32,
     /// The Ed25519 private key (PKCS#8 DER) slices are signed with. Without it a key is
     /// made at start-up; either way its public half is served at `GET /v1/slice-keys`.
-    #[arg(long)]
+    #[arg(long, env = "CLEARANCE_SLICE_KEY")]
     pub slice_key: Option<PathBuf>,
     /// Seconds a signed slice may be loaded after it is issued.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, env = "CLEARANCE_SLICE_TTL", default_value_t = 900)]
     pub slice_ttl: u64,
     /// Write a checkpoint (the state, so start-up need not replay the whole history)
     /// once this many changes follow the last one. 0: not by count.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, env = "CLEARANCE_CHECKPOINT_CHANGES", default_value_t = 50_000)]
     pub checkpoint_changes: u64,
     /// Write a checkpoint once this many seconds have passed since the last one, if a
     /// change followed it. 0: not by time.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, env = "CLEARANCE_CHECKPOINT_INTERVAL", default_value_t = 600)]
     pub checkpoint_interval: u64,
     /// The least seconds between two checkpoints.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "CLEARANCE_CHECKPOINT_GAP", default_value_t = 30)]
     pub checkpoint_gap: u64,
 }
 
 /// Serves until SIGINT.
 pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
     let ServeArgs {
+        config: _,
         addr,
         data,
         store,
