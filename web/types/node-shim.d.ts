@@ -37,6 +37,8 @@ declare module 'node:fs' {
   function writeFileSync(file: PathLike | number, data: string | ArrayBufferView): void;
   function existsSync(path: PathLike): boolean;
   function mkdtempSync(prefix: string): string;
+  function mkdirSync(path: PathLike): void;
+  function realpathSync(path: PathLike): string;
   function rmSync(path: PathLike, options?: RmOptions): void;
   function statSync(path: PathLike): Stats;
 }
@@ -109,6 +111,24 @@ declare module 'node:child_process' {
   }
   function spawn(command: string, args: readonly string[], options: SpawnOptions & { stdio: ['ignore', 'ignore', 'pipe'] }): ChildProcessWithStderr;
   function spawn(command: string, args?: readonly string[], options?: SpawnOptions): ChildProcess;
+  /** The options of `spawnSync` with its output as text (`SpawnSyncOptionsWithStringEncoding`). */
+  interface SpawnSyncOptions {
+    cwd?: string | URL;
+    env?: { [name: string]: string | undefined };
+    timeout?: number;
+    killSignal?: Signals | number;
+    maxBuffer?: number;
+    encoding: 'utf8';
+  }
+  /** What `spawnSync` gives with its output as text (`SpawnSyncReturns<string>`). */
+  interface SpawnSyncReturns {
+    stdout: string;
+    stderr: string;
+    status: number | null;
+    signal: Signals | null;
+    error?: Error;
+  }
+  function spawnSync(command: string, args: readonly string[], options: SpawnSyncOptions): SpawnSyncReturns;
   /** The error a failed `execFile` rejects with: the exit code, and the output so far. */
   interface ExecFileException extends Error {
     code?: number | string;
