@@ -53,7 +53,7 @@ pub fn recover_with(
 ) -> Result<Recovered, String> {
     let early = carried;
     for why in &latest.passed_over {
-        eprintln!("clearance: passed over {why}; starting from an earlier state");
+        tracing::warn!("passed over {why}; starting from an earlier state");
     }
     let Latest {
         base_revision,
@@ -76,7 +76,7 @@ pub fn recover_with(
         });
         let facts = replay(&facts, revision, policy, &changes);
         let snapshot = snapshot.join().unwrap_or_else(|_| {
-            eprintln!("clearance: carrying the checkpoint's snapshot failed; building it");
+            tracing::warn!("carrying the checkpoint's snapshot failed; building it");
             None
         });
         (facts, snapshot)
@@ -101,21 +101,19 @@ fn carry(
     changes: &[crate::store::Change],
 ) -> Option<Snapshot> {
     let mut snapshot = Snapshot::from_bytes(bytes?)
-        .map_err(|e| {
-            eprintln!("clearance: the checkpoint's snapshot does not load ({e}); building it")
-        })
+        .map_err(|e| tracing::warn!("the checkpoint's snapshot does not load ({e}); building it"))
         .ok()?;
     if snapshot.revision != revision {
-        eprintln!(
-            "clearance: the checkpoint at revision {revision} holds a snapshot of revision {}; building it",
+        tracing::warn!(
+            "the checkpoint at revision {revision} holds a snapshot of revision {}; building it",
             snapshot.revision
         );
         return None;
     }
     for c in changes {
         if let Err(e) = snapshot.apply(&c.deltas) {
-            eprintln!(
-                "clearance: revision {} does not apply to the checkpoint's snapshot ({e}); building it",
+            tracing::warn!(
+                "revision {} does not apply to the checkpoint's snapshot ({e}); building it",
                 c.revision
             );
             return None;

@@ -131,6 +131,10 @@ fn operation<S>(
                 "content": { "text/event-stream": { "schema": { "type": "string" }, "x-event-data": data } },
             })
         }
+        Answer::Text(media) => json!({
+            "description": "the answer, as text",
+            "content": { media: { "schema": { "type": "string" } } },
+        }),
     };
     responses.insert("200".into(), ok);
     for failure in route.errors(deployment) {

@@ -77,6 +77,8 @@ pub enum Answer {
     Json(SchemaFn),
     /// Server-sent events: each event's name and the schema of its `data`.
     Events(&'static [(&'static str, SchemaFn)]),
+    /// Text of this media type (not JSON).
+    Text(&'static str),
 }
 
 /// An error status a route can answer, and when: besides those its [`Callers`] and

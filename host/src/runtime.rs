@@ -551,7 +551,7 @@ impl Runtime {
             let this = Arc::clone(self);
             tokio::spawn(async move {
                 if let Err(e) = this.rebase().await {
-                    eprintln!("clearance: the instances' base was not renewed: {e}");
+                    tracing::warn!("the instances' base was not renewed: {e}");
                 }
                 this.rebasing.store(false, Ordering::Release);
             });
@@ -893,10 +893,7 @@ fn load_module(
     let cache = cache.and_then(|d| match own_dir(d) {
         Ok(()) => Some(d),
         Err(e) => {
-            eprintln!(
-                "clearance: not caching compiled modules in {}: {e}",
-                d.display()
-            );
+            tracing::warn!("not caching compiled modules in {}: {e}", d.display());
             None
         }
     });
@@ -920,8 +917,8 @@ fn load_module(
                 return Ok(m);
             }
         }
-        eprintln!(
-            "clearance: discarding {}: not this host's compilation; compiling again",
+        tracing::warn!(
+            "discarding {}: not this host's compilation; compiling again",
             file.display()
         );
         let _ = std::fs::remove_file(file);

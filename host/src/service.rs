@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Mutex, broadcast, mpsc, watch};
@@ -395,6 +395,18 @@ pub const ROUTES: &[Route<Arc<Service>>] = &[
     },
     Route {
         method: Method::Get,
+        path: "/metrics",
+        summary: "The host's metrics in the OpenMetrics text format: requests by route and status, latencies, decisions by outcome and reason, writes and appends, change feeds and their lag, the module's traps and instances, the revision and hashes served. A host run with `metrics_addr` also serves them there, without credentials",
+        who: "an admin key",
+        callers: Callers::Authenticated,
+        input: Input::Nothing,
+        answer: Answer::Text(crate::observe::CONTENT_TYPE),
+        failures: &[FORBIDDEN],
+        availability: Availability::Always,
+        handler: |m| on(m, metrics),
+    },
+    Route {
+        method: Method::Get,
         path: "/v1/openapi.json",
         summary: "This document",
         who: "anyone, without credentials",
@@ -683,6 +695,7 @@ async fn authenticated(
     }
     match admit(req.headers(), &s) {
         Ok(caller) => {
+            crate::observe::note(|n| n.principal = Some(caller.name()));
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
@@ -1112,6 +1125,12 @@ pub struct Service {
     /// What the follower last learnt of the store, for `/readyz`: when it last answered
     /// and its last revision then, or the error it gave.
     store_health: std::sync::Mutex<StoreHealth>,
+    /// The counters and histograms `/metrics` serves.
+    metrics: crate::observe::Metrics,
+    /// The last revision each open change feed sent, by feed: its lag at a scrape.
+    feed_marks: Arc<std::sync::Mutex<HashMap<u64, Arc<AtomicU64>>>>,
+    /// Numbers change feeds.
+    feed_ids: AtomicU64,
 }
 
 /// The store as the follower last found it.
@@ -1201,8 +1220,8 @@ impl Service {
         let file = tokio::task::spawn_blocking(move || {
             SqliteFile::open_or_create(&data, || {
                 let facts = seed()?;
-                eprintln!(
-                    "clearance: created the store at {} ({} entities, {} tuples seeded)",
+                tracing::info!(
+                    "created the store at {} ({} entities, {} tuples seeded)",
                     data.display(),
                     facts.entities.len(),
                     facts.tuples.len()
@@ -1236,8 +1255,8 @@ impl Service {
         store
             .seed_if_empty(move || {
                 let facts = seed()?;
-                eprintln!(
-                    "clearance: seeded {where_} ({} entities, {} tuples)",
+                tracing::info!(
+                    "seeded {where_} ({} entities, {} tuples)",
                     facts.entities.len(),
                     facts.tuples.len()
                 );
@@ -1289,7 +1308,7 @@ impl Service {
                     match (prepared, slot.lock()) {
                         (Ok(p), Ok(mut slot)) => *slot = Some((s.revision, s.schema.hash, p)),
                         (Err(e), _) => {
-                            eprintln!("clearance: loading the checkpoint's snapshot early: {e}");
+                            tracing::warn!("loading the checkpoint's snapshot early: {e}");
                         }
                         (Ok(_), Err(_)) => {}
                     }
@@ -1325,7 +1344,7 @@ impl Service {
             let store = Arc::clone(&store);
             tokio::spawn(async move {
                 if let Err(e) = store.verify_base().await {
-                    eprintln!("clearance: checking the store's base: {e}");
+                    tracing::warn!("checking the store's base: {e}");
                 }
             });
         }
@@ -1375,6 +1394,9 @@ impl Service {
                 answered: Some((std::time::Instant::now(), started_revision)),
                 failing: false,
             }),
+            metrics: crate::observe::Metrics::new(),
+            feed_marks: Arc::default(),
+            feed_ids: AtomicU64::new(0),
         });
         tokio::spawn(follow(
             Arc::downgrade(&service),
@@ -1396,7 +1418,7 @@ impl Service {
                 tokio::time::sleep(every).await;
                 let Some(s) = weak.upgrade() else { return };
                 if let Err(e) = s.refresh_keys().await {
-                    eprintln!("clearance: reading the service keys: {e}");
+                    tracing::warn!("reading the service keys: {e}");
                 }
                 // Callers whose budget is full again are forgotten.
                 if let Some(l) = &s.limiter {
@@ -1425,8 +1447,8 @@ impl Service {
         let t = std::time::Instant::now();
         let written = crate::checkpoint::write_checkpoint(self.store.as_ref(), upto).await?;
         if let Some(w) = &written {
-            eprintln!(
-                "clearance: checkpoint at revision {} ({} bytes of facts, {} of snapshot, {} changes applied to the one before) in {} ms, {} ms of it storing",
+            tracing::info!(
+                "checkpoint at revision {} ({} bytes of facts, {} of snapshot, {} changes applied to the one before) in {} ms, {} ms of it storing",
                 w.revision,
                 w.facts_bytes,
                 w.snapshot_bytes,
@@ -1555,7 +1577,9 @@ impl Service {
     /// revision, the service reads its state again from the store before the next write
     /// ([`Service::resync`]).
     async fn append(&self, changes: &Arc<Vec<Change>>) -> Result<(), ApiError> {
+        let started = std::time::Instant::now();
         let appended = self.store.append_all(Arc::clone(changes)).await;
+        self.metrics.append(started.elapsed());
         if let Err(e) = appended {
             if e.kind == StoreErrorKind::Conflict {
                 // Nothing was stored: another host holds the revision.
@@ -1583,8 +1607,8 @@ impl Service {
                 });
             match read_back {
                 Ok(Some(true)) => {
-                    eprintln!(
-                        "clearance: the append of revision {revision} reported `{e}` but it is stored; serving it"
+                    tracing::info!(
+                        "the append of revision {revision} reported `{e}` but it is stored; serving it"
                     );
                 }
                 Ok(found) => {
@@ -1598,8 +1622,8 @@ impl Service {
                     // Neither stored nor known not to be: no answer either way; the state
                     // is read again from the store before the next write.
                     self.needs_resync.store(true, Ordering::Release);
-                    eprintln!(
-                        "clearance: revision {revision}: the append failed (`{e}`) and the store cannot say whether it holds it (`{again}`)"
+                    tracing::warn!(
+                        "revision {revision}: the append failed (`{e}`) and the store cannot say whether it holds it (`{again}`)"
                     );
                     return Err(ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -1641,7 +1665,7 @@ impl Service {
         self.commit_writes_locked(group).await;
         // Other hosts' appends, if this group held them off and stored nothing.
         if let Err(e) = self.store.release_appends().await {
-            eprintln!("clearance: letting other hosts append again: {e}");
+            tracing::warn!("letting other hosts append again: {e}");
         }
     }
 
@@ -1757,7 +1781,7 @@ impl Service {
                         // Lost twice: the other hosts' appends wait while this one
                         // catches up and judges again, so it cannot lose a third time.
                         if let Err(e) = self.store.hold_appends().await {
-                            eprintln!("clearance: holding off other hosts' appends: {e}");
+                            tracing::warn!("holding off other hosts' appends: {e}");
                         }
                     }
                     match self.catch_up().await {
@@ -1804,7 +1828,7 @@ impl Service {
             self.runtime.release(held, None);
             self.needs_resync.store(true, Ordering::Release);
             if let Err(e) = self.resync().await {
-                eprintln!("clearance: reading the store again failed: {e:?}");
+                tracing::warn!("reading the store again failed: {e:?}");
             }
         }
         for change in group.iter() {
@@ -1895,8 +1919,8 @@ impl Service {
         .map_err(|e| e.to_string())
         .and_then(|r| r);
         if let Err(e) = applied {
-            eprintln!(
-                "clearance: the facts refused a stored change the module took ({e}); reading the store again"
+            tracing::warn!(
+                "the facts refused a stored change the module took ({e}); reading the store again"
             );
             return false;
         }
@@ -1910,7 +1934,7 @@ impl Service {
                 Err(e) => {
                     // Not expected (the deltas were read from JSON); the instances are
                     // given the whole state again instead.
-                    eprintln!("clearance: revision {}: {e:?}", change.revision);
+                    tracing::warn!("revision {}: {e:?}", change.revision);
                     return false;
                 }
             }
@@ -1980,6 +2004,53 @@ impl Service {
                 h.failing = false;
             }
             Err(_) => h.failing = true,
+        }
+    }
+
+    /// The metrics' text: the counters kept, and what the host holds now.
+    pub fn metrics_text(&self) -> Result<String, std::fmt::Error> {
+        let served = self.served();
+        let stats = self.runtime.stats();
+        let store_revision = self
+            .store_health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .answered
+            .map_or(0, |(_, r)| r);
+        let revision = self.revision();
+        let (mut lag_max, mut lagging) = (0, 0);
+        for mark in self
+            .feed_marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+        {
+            let lag = revision.saturating_sub(mark.load(Ordering::Relaxed));
+            lag_max = lag_max.max(lag);
+            lagging += u64::from(lag > 0);
+        }
+        let now = crate::observe::Now {
+            module_hash: self.runtime.module_hash().to_string(),
+            policy_hash: served.schema.hash_hex(),
+            revision,
+            store_revision,
+            ready: self.readiness().is_ok(),
+            subscribers: u64::try_from(self.subscribers.load(Ordering::Acquire))
+                .unwrap_or(u64::MAX),
+            feed_lag_max: lag_max,
+            feed_lagging: lagging,
+            traps: stats.traps.load(Ordering::Relaxed),
+            instances_created: stats.instances_created.load(Ordering::Relaxed),
+            busy: stats.busy.load(Ordering::Relaxed),
+        };
+        self.metrics.render(&now)
+    }
+
+    /// Completes once the host is shutting down.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
         }
     }
 
@@ -2080,8 +2151,8 @@ impl Service {
         .await?;
         let prepared = self.runtime.prepare(bytes).await?;
         self.runtime.install(prepared);
-        eprintln!(
-            "clearance: read the state again from the store: revision {}",
+        tracing::info!(
+            "read the state again from the store: revision {}",
             served.revision
         );
         self.publish(served);
@@ -2134,9 +2205,10 @@ fn replay_with(
     let (schema, sources) = match (schema, policy) {
         (Some(schema), Some(p)) if !differs || !adopt => {
             if differs {
-                eprintln!(
-                    "clearance: the policy files (hash {}) differ from the stored policy (hash {}); serving the stored policy. Start with --adopt-policy to adopt the files, or reload them through the API",
-                    file_policy.hash, p.hash
+                tracing::warn!(
+                    "the policy files (hash {}) differ from the stored policy (hash {}); serving the stored policy. Start with --adopt-policy to adopt the files, or reload them through the API",
+                    file_policy.hash,
+                    p.hash
                 );
             }
             (schema, p.sources)
@@ -2157,8 +2229,8 @@ fn replay_with(
                 accounts: Some(Vec::new()),
             };
             adopted = Some(change);
-            eprintln!(
-                "clearance: adopted the policy files (hash {}) at revision {}{}",
+            tracing::info!(
+                "adopted the policy files (hash {}) at revision {}{}",
                 file_policy.hash,
                 facts.revision,
                 if stored_schema.is_some() {
@@ -2229,17 +2301,14 @@ async fn follow(
         let last = match answered {
             Ok(last) => {
                 if failing {
-                    eprintln!(
-                        "clearance: the store answers again ({})",
-                        s.store.describe()
-                    );
+                    tracing::info!("the store answers again ({})", s.store.describe());
                     failing = false;
                 }
                 last
             }
             Err(e) => {
                 if !failing {
-                    eprintln!("clearance: following the store: {e}");
+                    tracing::warn!("following the store: {e}");
                     failing = true;
                 }
                 continue;
@@ -2250,7 +2319,7 @@ async fn follow(
         }
         let _writer = s.writer.lock().await;
         if let Err(e) = s.catch_up().await {
-            eprintln!("clearance: catching up with the store: {e:?}");
+            tracing::warn!("catching up with the store: {e:?}");
         }
     }
 }
@@ -2289,7 +2358,7 @@ async fn checkpoints(
             match s.checkpoint().await {
                 Ok(Some(w)) => last = w.revision,
                 Ok(None) => last = current,
-                Err(e) => eprintln!("clearance: writing a checkpoint at revision {current}: {e}"),
+                Err(e) => tracing::warn!("writing a checkpoint at revision {current}: {e}"),
             }
             drop(s);
             since = tokio::time::Instant::now();
@@ -2352,7 +2421,42 @@ pub fn router(service: Arc<Service>) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(limit, declared_length))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&service),
+            observe_request,
+        ))
         .with_state(service)
+}
+
+/// Counts and logs each request: its route (as the table names it), method, status,
+/// duration, caller, the revision served and, for a decision, what was decided.
+async fn observe_request(
+    State(s): S,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().clone();
+    let (response, note) = crate::observe::noted(next.run(req)).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    s.metrics.request(&route, method.as_str(), status, took);
+    tracing::info!(
+        target: "clearance::request",
+        route,
+        method = method.as_str(),
+        status,
+        duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        principal = note.principal.as_deref(),
+        revision = s.revision(),
+        decision = note.decision.as_deref(),
+        "request"
+    );
+    response
 }
 
 impl Service {
@@ -2492,7 +2596,16 @@ fn typed<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
 }
 
 async fn op(s: &Service, call: Call) -> ApiResult {
-    Ok(Json(s.runtime.run(&call).await?))
+    let name = call.op().spec().map_or("unknown", |spec| spec.name);
+    let started = std::time::Instant::now();
+    let answer = s.runtime.run(&call).await;
+    s.metrics.op(name, started.elapsed());
+    let answer = answer?;
+    if matches!(name, "check" | "check_batch" | "explain") {
+        s.metrics.decisions(name, &answer);
+        crate::observe::note(|n| n.decision = crate::observe::decision_note(&answer));
+    }
+    Ok(Json(answer))
 }
 
 /// `{requests: [...]}`.
@@ -2552,6 +2665,37 @@ async fn revision(State(s): S, _caller: Caller) -> ApiResult {
         policy_hash: served.schema.hash_hex(),
         module_hash: s.runtime.module_hash().to_string(),
     })
+}
+
+async fn metrics(State(s): S, caller: Caller) -> Result<Response, ApiError> {
+    admin_only(&caller)?;
+    metrics_answer(&s)
+}
+
+/// The metrics as `/metrics` answers them.
+fn metrics_answer(s: &Service) -> Result<Response, ApiError> {
+    let text = s
+        .metrics_text()
+        .map_err(|e| ApiError::internal(format!("writing the metrics: {e}")))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::observe::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// A router of `/metrics` alone, without credentials, for a listener of its own that only
+/// the operator's network reaches (`metrics_addr`).
+pub fn metrics_router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|State(s): S| async move { metrics_answer(&s) }),
+        )
+        .with_state(service)
 }
 
 async fn healthz(State(_s): S) -> ApiResult {
@@ -3002,12 +3146,24 @@ async fn write(
     caller: Caller,
     body: Result<Json<WriteBody>, JsonRejection>,
 ) -> ApiResult {
+    let started = std::time::Instant::now();
+    let answer = queue_write(&s, &caller, body).await;
+    s.metrics.write(answer.is_ok(), started.elapsed());
+    answer
+}
+
+/// Queues a write for the group commit and waits for its answer.
+async fn queue_write(
+    s: &Service,
+    caller: &Caller,
+    body: Result<Json<WriteBody>, JsonRejection>,
+) -> ApiResult {
     let Json(body) = body.map_err(|e| {
         let mut err = json_rejection(e);
         err.data.help = "a write is {author?, deltas, now?, parity?}; nothing was written".into();
         err
     })?;
-    let authored = authorise_write(&s, &caller, &body)?;
+    let authored = authorise_write(s, caller, &body)?;
     // The group commit's task, not this one, carries the write through: a client hanging
     // up cannot stop a write between the store and memory.
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -3228,12 +3384,41 @@ struct Since {
     since: Option<u64>,
 }
 
-/// Counts a follower of the change feed while its stream lives.
-struct Subscriber(Arc<AtomicUsize>);
+/// Counts a follower of the change feed while its stream lives, and shows the last
+/// revision it sent to `/metrics` (its lag).
+struct Subscriber {
+    count: Arc<AtomicUsize>,
+    marks: Arc<std::sync::Mutex<HashMap<u64, Arc<AtomicU64>>>>,
+    id: u64,
+    /// The last revision the feed sent.
+    mark: Arc<AtomicU64>,
+}
+
+impl Subscriber {
+    /// Counts a follower of `s`'s feed that has sent up to `after`.
+    fn new(s: &Service, after: u64) -> Subscriber {
+        let id = s.feed_ids.fetch_add(1, Ordering::Relaxed);
+        let mark = Arc::new(AtomicU64::new(after));
+        s.feed_marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, Arc::clone(&mark));
+        Subscriber {
+            count: Arc::clone(&s.subscribers),
+            marks: Arc::clone(&s.feed_marks),
+            id,
+            mark,
+        }
+    }
+}
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
     }
 }
 
@@ -3298,7 +3483,7 @@ struct Feed {
     /// The user following its account: the stream ends once it fails its gates.
     user: Option<String>,
     _own: CallerFeed,
-    _subscriber: Subscriber,
+    subscriber: Subscriber,
 }
 
 /// Whether a follower scoped to `filter` sees change `c`: a policy change concerns every
@@ -3408,6 +3593,8 @@ async fn gated(f: &mut Feed) -> Option<Event> {
 /// The next events of a feed: a page from the store while catching up, then each new
 /// change; a `reset` when the follower fell further behind than the live buffer holds.
 async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)> {
+    // Every event before this step has been taken by the connection.
+    f.subscriber.mark.store(f.after, Ordering::Relaxed);
     loop {
         if let Some(end) = revoked(&mut f) {
             return Some((vec![Ok(end)], f));
@@ -3578,7 +3765,7 @@ async fn changes(
             )
         })?;
     let count = s.subscribers.fetch_add(1, Ordering::AcqRel);
-    let subscriber = Subscriber(Arc::clone(&s.subscribers));
+    let subscriber = Subscriber::new(&s, since.min(current));
     if count >= s.config.max_subscribers {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -3618,7 +3805,7 @@ async fn changes(
             Caller::Key { .. } => None,
         },
         _own: own,
-        _subscriber: subscriber,
+        subscriber,
     };
     let events = stream::iter(first).chain(stream::unfold(feed, feed_step).flat_map(stream::iter));
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
@@ -3896,8 +4083,8 @@ pub async fn serve_with_limits(
                 let drained =
                     tokio::time::timeout(limits.drain, permits.acquire_many(all)).await;
                 if drained.is_err() {
-                    eprintln!(
-                        "clearance: some connections were still open after {} s; closing them",
+                    tracing::warn!(
+                        "some connections were still open after {} s; closing them",
                         limits.drain.as_secs()
                     );
                 }
@@ -3910,7 +4097,7 @@ pub async fn serve_with_limits(
             Err(e) => {
                 // Out of descriptors or a connection reset before it was taken: wait a
                 // little rather than spin.
-                eprintln!("clearance: accept: {e}");
+                tracing::warn!("accept: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -69,7 +69,7 @@ export async function startHost() {
       reject(new Error(`the host exited (${code}) before listening:\n${log}`));
     });
   });
-  const key = /created an admin key \(shown once\): (clr_\S+)/.exec(log);
+  const key = /created an admin key \(shown once\): (clr_[A-Za-z0-9_-]+)/.exec(log);
   if (key === null) throw new Error(`the demo host printed no admin key:\n${log}`);
   return {
     url,

@@ -1322,7 +1322,10 @@ fn the_demo_issues_tokens_that_act_as_their_user_at_the_demo_time() {
     let key = log
         .split("created an admin key (shown once): ")
         .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|rest| {
+            rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                .next()
+        })
         .expect("the demo prints its admin key")
         .to_string();
     let base = server.base.clone();

@@ -623,7 +623,7 @@ fn sigterm_with_a_change_feed_attached_ends_the_feed_and_exits_0() {
     );
     let log = server.log.lock().unwrap().clone();
     assert!(
-        log.contains("SIGTERM: shutting down") && log.contains("clearance: stopped"),
+        log.contains("SIGTERM: shutting down") && log.contains(r#""message":"stopped""#),
         "{log}"
     );
 }

@@ -20,6 +20,7 @@ mod checkpoints;
 mod cli;
 mod faults;
 mod multihost;
+mod observe;
 mod openapi;
 mod pg;
 mod service;

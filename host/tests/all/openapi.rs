@@ -190,6 +190,9 @@ fn the_document_is_openapi_3_1_and_says_what_the_table_says() {
                             assert!(data[event].is_object(), "{name}: event {event}");
                         }
                     }
+                    ("200", Answer::Text(media)) => {
+                        assert_eq!(content[media]["schema"]["type"], "string", "{name}");
+                    }
                     _ => assert!(
                         content["application/json"]["schema"].is_object(),
                         "{name} {status}"
@@ -294,10 +297,11 @@ impl Fixture {
     async fn answer(&mut self, route: (Method, &str), r: reqwest::Response, status: u16) -> Value {
         let name = format!("{} {}", route.0.as_str(), route.1);
         let got = r.status().as_u16();
-        let events = r
-            .headers()
-            .get("content-type")
-            .is_some_and(|t| t.to_str().unwrap().starts_with("text/event-stream"));
+        // Change feeds and text (the metrics) have no JSON schema to validate against.
+        let events = r.headers().get("content-type").is_some_and(|t| {
+            let t = t.to_str().unwrap();
+            t.starts_with("text/event-stream") || t.starts_with("application/openmetrics-text")
+        });
         let body: Value = if events {
             Value::Null
         } else {
@@ -471,6 +475,10 @@ fn real_answers_validate_against_the_document_and_every_listed_status_is_reached
             .await;
         f.probe(Nobody, (Get, "/readyz"), "/readyz", None, 200)
             .await;
+        let metrics = (Get, "/metrics");
+        f.probe(Admin, metrics, "/metrics", None, 200).await;
+        f.probe(Reader, metrics, "/metrics", None, 403).await;
+        f.probe(User, metrics, "/metrics", None, 403).await;
 
         let check = (Post, "/v1/check");
         f.probe(

@@ -57,11 +57,7 @@ pub fn runtime(wasm: &Path, config: RuntimeConfig) -> Result<Arc<Runtime>, Strin
         )
     })?;
     let rt = Runtime::new(&bytes, hash.trim(), config).map_err(|e| e.to_string())?;
-    eprintln!(
-        "clearance: module {} ({} bytes)",
-        rt.module_hash(),
-        bytes.len()
-    );
+    tracing::info!("module {} ({} bytes)", rt.module_hash(), bytes.len());
     Ok(Arc::new(rt))
 }
 
@@ -71,8 +67,8 @@ pub async fn loaded(cli: &Cli, facts_path: &Path) -> Result<Arc<Runtime>, String
     let schema = Arc::new(Schema::compile(&sources(&cli.policies)?).map_err(|e| e.to_string())?);
     let facts = load_facts(facts_path)?;
     let snap = Snapshot::build(schema, &facts).map_err(|e| e.to_string())?;
-    eprintln!(
-        "clearance: {} entities, {} tuples compiled in {} ms",
+    tracing::info!(
+        "{} entities, {} tuples compiled in {} ms",
         snap.names.len(),
         snap.tuple_count(),
         t.elapsed().as_millis()

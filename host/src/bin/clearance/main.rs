@@ -10,6 +10,7 @@ mod config;
 mod decide;
 mod hosts;
 mod keys;
+mod logs;
 mod matrix;
 mod scenarios;
 mod serve;
@@ -181,6 +182,16 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let logged = match &cli.command {
+        Command::Serve(args) => logs::serve(args.log_format, &args.log_level),
+        _ => {
+            logs::command();
+            Ok(())
+        }
+    };
+    if let Err(e) = logged {
+        return fail(&e);
+    }
     let tokio = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -2,6 +2,7 @@
 
 use crate::Cli;
 use crate::common::{load_facts, runtime, sources};
+use crate::logs::LogFormat;
 use clearance_host::RuntimeConfig;
 use clearance_host::auth::{DemoIssuer, Scope, TokenRules, TokenVerifier, new_key};
 use clearance_host::service::{self, ServerLimits, Service, ServiceConfig};
@@ -119,6 +120,19 @@ pub struct ServeArgs {
     /// The least seconds between two checkpoints.
     #[arg(long, env = "CLEARANCE_CHECKPOINT_GAP", default_value_t = 30)]
     pub checkpoint_gap: u64,
+    /// How log lines are written to standard error: `json` (one object a line, with each
+    /// request's route, status, duration, principal, revision and decision), `text`, or
+    /// `auto` (text on a terminal, JSON otherwise).
+    #[arg(long, env = "CLEARANCE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    /// What is logged: a level (`error`, `warn`, `info`, `debug`) or `tracing`
+    /// directives (`info,clearance::request=warn` leaves out the line per request).
+    #[arg(long, env = "CLEARANCE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Also serve `/metrics` on this address, without credentials, for a scraper on the
+    /// operator's network (on the API's address `/metrics` needs an admin key).
+    #[arg(long, env = "CLEARANCE_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 /// Serves until SIGINT.
@@ -152,6 +166,9 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         checkpoint_changes,
         checkpoint_interval,
         checkpoint_gap,
+        log_format: _,
+        log_level: _,
+        metrics_addr,
     } = args;
     let slice_signer = match slice_key {
         Some(path) => Some(Arc::new(SliceSigner::from_file(path)?)),
@@ -196,10 +213,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
     )?;
     let seed = seed.clone();
     let seeded = move || {
-        eprintln!(
-            "clearance: new store; seeding the demo data from {}",
-            seed.display()
-        );
+        tracing::info!("new store; seeding the demo data from {}", seed.display());
         load_facts(&seed)
     };
     let t = Instant::now();
@@ -233,14 +247,14 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         None => Service::open(rt, files, data, seeded, dir, config).await?,
     };
     let (from, replayed) = service.started_from();
-    eprintln!(
-        "clearance: revision {} loaded in {} ms (from revision {from} and {replayed} changes after it)",
+    tracing::info!(
+        "revision {} loaded in {} ms (from revision {from} and {replayed} changes after it)",
         service.revision(),
         t.elapsed().as_millis()
     );
     if *demo {
-        eprintln!(
-            "clearance: DEMO MODE: POST /demo/token {{\"principal\": \"user:…\"}} gives a user token for any principal of the facts (a key made at start-up); never serve real data like this"
+        tracing::warn!(
+            "DEMO MODE: POST /demo/token {{\"principal\": \"user:…\"}} gives a user token for any principal of the facts (a key made at start-up); never serve real data like this"
         );
         if service.key_count() == 0 {
             let key = new_key(Scope::Admin, &[], "demo admin", service::now_seconds())?;
@@ -248,14 +262,14 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
                 .add_key(key.stored.clone())
                 .await
                 .map_err(|e| e.to_string())?;
-            eprintln!(
-                "clearance: DEMO MODE: created an admin key (shown once): {}",
+            tracing::warn!(
+                "DEMO MODE: created an admin key (shown once): {}",
                 key.token
             );
         }
     } else if service.key_count() == 0 {
-        eprintln!(
-            "clearance: the store has no service keys: every /v1 call needs one; create one with `clearance keys create --scope admin --data {}`",
+        tracing::warn!(
+            "the store has no service keys: every /v1 call needs one; create one with `clearance keys create --scope admin --data {}`",
             data.display()
         );
     }
@@ -263,8 +277,8 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    eprintln!(
-        "clearance: console at http://{local}/, API at http://{local}/v1 (OpenAPI at /v1/openapi.json)"
+    tracing::info!(
+        "console at http://{local}/, API at http://{local}/v1 (OpenAPI at /v1/openapi.json)"
     );
     let files = service::ConsoleFiles {
         web: web.clone(),
@@ -274,6 +288,24 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(".")),
     };
+    if let Some(at) = metrics_addr {
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(|e| format!("--metrics-addr {at}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!("metrics at http://{local}/metrics (without credentials)");
+        let closed = service.closed();
+        let app = service::metrics_router(Arc::clone(&service));
+        tokio::spawn(async move {
+            let limits = ServerLimits {
+                max_connections: 64,
+                ..ServerLimits::default()
+            };
+            if let Err(e) = service::serve_with_limits(listener, app, limits, closed).await {
+                tracing::warn!("the metrics listener stopped: {e}");
+            }
+        });
+    }
     let stopping = Arc::clone(&service);
     let app = service::with_console(service::router(service), &files);
     service::serve_with_limits(
@@ -298,14 +330,14 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
                     "SIGINT"
                 }
             };
-            eprintln!(
-                "clearance: {signal}: shutting down (no new connections; requests in flight finish, change feeds end)"
+            tracing::info!(
+                "{signal}: shutting down (no new connections; requests in flight finish, change feeds end)"
             );
             stopping.shut_down();
         },
     )
     .await
     .map_err(|e| e.to_string())?;
-    eprintln!("clearance: stopped");
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
