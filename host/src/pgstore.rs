@@ -347,7 +347,11 @@ impl PgStore {
             .map_err(pe)
     }
 
-    async fn append_group(&self, changes: &[Change]) -> Result<(), StoreError> {
+    async fn append_group(
+        &self,
+        changes: &[Change],
+        serialized: Option<String>,
+    ) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -356,7 +360,7 @@ impl PgStore {
             Some(tx) => tx,
             None => self.locked().await?,
         };
-        match self.insert(&mut tx, changes).await {
+        match self.insert(&mut tx, changes, serialized).await {
             Ok(()) => tx.commit().await.map_err(|e| {
                 // A commit that fails to answer may or may not have taken: the caller
                 // reads it back.
@@ -381,6 +385,7 @@ impl PgStore {
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         changes: &[Change],
+        mut serialized: Option<String>,
     ) -> Result<(), StoreError> {
         let Some(first) = changes.first() else {
             return Ok(());
@@ -415,7 +420,7 @@ impl PgStore {
                     change.revision
                 )));
             }
-            let mut row = Row::of(change)?;
+            let mut row = Row::with(change, serialized.take())?;
             let sum = change_checksum(&prev, &row);
             row.checksum = Some(sum.clone());
             sqlx::query(
@@ -621,7 +626,14 @@ impl FactStore for PgStore {
     }
 
     fn append_all(&self, changes: Arc<Vec<Change>>) -> StoreFuture<'_, ()> {
-        Box::pin(async move { self.append_group(&changes).await })
+        Box::pin(async move { self.append_group(&changes, None).await })
+    }
+
+    fn append_serialized(&self, change: Change, deltas: String) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.append_group(std::slice::from_ref(&change), Some(deltas))
+                .await
+        })
     }
 
     fn last_revision(&self) -> StoreFuture<'_, u64> {

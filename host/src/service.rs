@@ -3107,6 +3107,12 @@ fn created_accounts(deltas: &[Delta]) -> HashMap<String, String> {
 /// The accounts whose facts `deltas` touch: those of the entities they name, from the
 /// facts before them or, for an entity they or the allowed writes before them in the same
 /// group (`earlier`) create, from its creation.
+/// The accounts (`account:<id>`) whose facts `deltas` touch, applied to `before`: what a
+/// change records, so that followers scoped to accounts see it.
+pub fn accounts_touched(before: &Facts, deltas: &[Delta]) -> Vec<String> {
+    touched_accounts(before, &HashMap::new(), deltas)
+}
+
 fn touched_accounts(
     before: &Facts,
     earlier: &HashMap<String, String>,
@@ -3188,6 +3194,9 @@ async fn queue_write(
         .await
         .map_err(|_| ApiError::internal("the write's task ended without an answer"))?
 }
+
+/// A change of more deltas than this (an import) reaches change feeds as a `reset`.
+const BULK_DELTAS: usize = 10_000;
 
 /// Writes that may wait for the group commit; one more is answered 503 `host.busy`.
 const WRITE_QUEUE: usize = 1024;
@@ -3505,6 +3514,19 @@ fn visible(filter: Option<&[String]>, c: &Change) -> bool {
 /// (a policy change, the authorisations the user holds moved) says `refetch`, with why:
 /// the follower fetches its slice again.
 fn change_event(c: &Change, user: Option<(&Service, &str)>) -> Event {
+    // A bulk change (an import) is not sent delta by delta: the follower fetches the
+    // state again, at this revision, as after a reset.
+    if c.deltas.len() > BULK_DELTAS {
+        return reset_event(
+            c.revision,
+            c.revision.saturating_sub(1),
+            &format!(
+                "revision {} is a bulk change of {} deltas",
+                c.revision,
+                c.deltas.len()
+            ),
+        );
+    }
     let data = if let Some((service, principal)) = user {
         let mut touched = std::collections::BTreeSet::new();
         for d in &c.deltas {

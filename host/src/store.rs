@@ -185,6 +185,17 @@ pub trait FactStore: Send + Sync {
     /// storing nothing, if the first revision is not the next one (another host took it)
     /// or the revisions do not follow one another.
     fn append_all(&self, changes: Arc<Vec<Change>>) -> StoreFuture<'_, ()>;
+    /// Appends one change whose deltas are given as their JSON text (an array) rather
+    /// than in `change.deltas`: an import's, so that its deltas are in memory once, as
+    /// text. The same compare-and-set as [`FactStore::append_all`].
+    fn append_serialized(&self, change: Change, deltas: String) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut change = change;
+            change.deltas = serde_json::from_str(&deltas)
+                .map_err(|x| StoreError::failed(format!("the deltas given: {x}")))?;
+            self.append_all(Arc::new(vec![change])).await
+        })
+    }
     /// Appends one change ([`FactStore::append_all`]).
     fn append(&self, change: Change) -> StoreFuture<'_, ()> {
         self.append_all(Arc::new(vec![change]))
@@ -329,6 +340,9 @@ impl FactStore for SqliteStore {
     fn append_all(&self, changes: Arc<Vec<Change>>) -> StoreFuture<'_, ()> {
         self.on_main(move |f| f.append_all(&changes))
     }
+    fn append_serialized(&self, change: Change, deltas: String) -> StoreFuture<'_, ()> {
+        self.on_main(move |f| f.append_serialized(&change, deltas))
+    }
     fn last_revision(&self) -> StoreFuture<'_, u64> {
         self.on_main(|f| f.last_revision())
     }
@@ -458,12 +472,18 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    pub(crate) fn of(c: &Change) -> Result<Row, StoreError> {
+    /// The row of `c`, with its deltas as `deltas` gives them (a JSON array) when given,
+    /// instead of `c.deltas`.
+    pub(crate) fn with(c: &Change, deltas: Option<String>) -> Result<Row, StoreError> {
+        let deltas = match deltas {
+            Some(text) => text,
+            None => serde_json::to_string(&c.deltas).map_err(e)?,
+        };
         Ok(Row {
             revision: c.revision,
             author: c.author.clone(),
             at: c.at,
-            deltas: serde_json::to_string(&c.deltas).map_err(e)?,
+            deltas,
             policy: c
                 .policy
                 .as_ref()
@@ -1165,6 +1185,22 @@ impl SqliteFile {
     /// Appends consecutive changes all or nothing, in one transaction (one sync to
     /// disk): [`FactStore::append_all`].
     pub fn append_all(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        self.append_rows(changes, None)
+    }
+
+    /// Appends one change whose deltas are `deltas`, their JSON text (an array):
+    /// [`FactStore::append_serialized`].
+    pub fn append_serialized(&mut self, change: &Change, deltas: String) -> Result<(), StoreError> {
+        self.append_rows(std::slice::from_ref(change), Some(deltas))
+    }
+
+    /// [`SqliteFile::append_all`], the first change's deltas given as text when
+    /// `serialized` is.
+    fn append_rows(
+        &mut self,
+        changes: &[Change],
+        mut serialized: Option<String>,
+    ) -> Result<(), StoreError> {
         let (mut last, mut prev) = self.tail()?;
         if changes.first().is_some_and(|c| c.revision != last + 1) {
             // Another process may have appended since the tail was read.
@@ -1185,7 +1221,7 @@ impl SqliteFile {
                     change.revision
                 )));
             }
-            let mut row = Row::of(change)?;
+            let mut row = Row::with(change, serialized.take())?;
             let sum = change_checksum(&prev, &row);
             row.checksum = Some(sum.clone());
             rows.push(row);

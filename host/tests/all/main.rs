@@ -19,6 +19,7 @@ mod auth;
 mod checkpoints;
 mod cli;
 mod faults;
+mod import;
 mod multihost;
 mod observe;
 mod openapi;
@@ -95,7 +96,7 @@ pub(crate) fn admin() -> reqwest::Client {
     client_with(ADMIN)
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 

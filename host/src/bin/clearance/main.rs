@@ -9,6 +9,7 @@ mod common;
 mod config;
 mod decide;
 mod hosts;
+mod import;
 mod keys;
 mod logs;
 mod matrix;
@@ -93,6 +94,23 @@ enum Command {
         /// A PostgreSQL fact store (`postgres://…`), instead of `--data`.
         #[arg(long)]
         store: Option<String>,
+    },
+    /// Import a large file of facts into a store as one revision: one delta a line (as
+    /// in a write), read as a stream, all checked before anything is written; an error
+    /// names its line and writes nothing. A SQLite file that does not exist is created.
+    Import {
+        /// The file: one delta a line (`{"op": "add_entity", "entity": {...}}`).
+        #[arg(long)]
+        from: PathBuf,
+        /// The SQLite fact store.
+        #[arg(long, default_value = "clearance.db")]
+        data: PathBuf,
+        /// A PostgreSQL fact store (`postgres://…`), instead of `--data`.
+        #[arg(long)]
+        store: Option<String>,
+        /// Who the change is recorded as made by.
+        #[arg(long, default_value = "import")]
+        author: String,
     },
     /// Migrate a store to this host's format (a host refuses to start on an older one).
     Migrate {
@@ -242,6 +260,20 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Restore { from, data, store } => {
             backup::restore(from, &store_spec(data, store.as_deref())?).await
+        }
+        Command::Import {
+            from,
+            data,
+            store,
+            author,
+        } => {
+            import::run(
+                &store_spec(data, store.as_deref())?,
+                from,
+                author,
+                &cli.policies,
+            )
+            .await
         }
         Command::Migrate { data, store } => {
             let spec = store_spec(data, store.as_deref())?;
