@@ -1578,7 +1578,9 @@ impl Service {
     /// ([`Service::resync`]).
     async fn append(&self, changes: &Arc<Vec<Change>>) -> Result<(), ApiError> {
         let started = std::time::Instant::now();
-        let appended = self.store.append_all(Arc::clone(changes)).await;
+        let span = tracing::info_span!("store.append", changes = changes.len());
+        let appended =
+            tracing::Instrument::instrument(self.store.append_all(Arc::clone(changes)), span).await;
         self.metrics.append(started.elapsed());
         if let Err(e) = appended {
             if e.kind == StoreErrorKind::Conflict {
@@ -2441,7 +2443,9 @@ async fn observe_request(
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let method = req.method().clone();
-    let (response, note) = crate::observe::noted(next.run(req)).await;
+    let span = tracing::info_span!("request", route = %route, method = %method);
+    let (response, note) =
+        tracing::Instrument::instrument(crate::observe::noted(next.run(req)), span).await;
     let took = started.elapsed();
     let status = response.status().as_u16();
     s.metrics.request(&route, method.as_str(), status, took);
@@ -2598,7 +2602,8 @@ fn typed<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
 async fn op(s: &Service, call: Call) -> ApiResult {
     let name = call.op().spec().map_or("unknown", |spec| spec.name);
     let started = std::time::Instant::now();
-    let answer = s.runtime.run(&call).await;
+    let span = tracing::info_span!("module", op = name);
+    let answer = tracing::Instrument::instrument(s.runtime.run(&call), span).await;
     s.metrics.op(name, started.elapsed());
     let answer = answer?;
     if matches!(name, "check" | "check_batch" | "explain") {
@@ -3153,7 +3158,8 @@ async fn write(
     body: Result<Json<WriteBody>, JsonRejection>,
 ) -> ApiResult {
     let started = std::time::Instant::now();
-    let answer = queue_write(&s, &caller, body).await;
+    let span = tracing::info_span!("write");
+    let answer = tracing::Instrument::instrument(queue_write(&s, &caller, body), span).await;
     s.metrics.write(answer.is_ok(), started.elapsed());
     answer
 }

@@ -309,3 +309,110 @@ fn metrics_and_request_logs_show_the_traffic_sent() {
         .collect();
     assert_eq!(writes, [200, 403]);
 }
+
+/// What a collector received: each request's path, headers and body.
+type Posts = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// A stand-in OpenTelemetry collector on loopback: takes HTTP posts, keeps them and
+/// answers 200, until the test ends.
+fn collector() -> (String, Posts) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    let posts: Posts = Default::default();
+    let kept = std::sync::Arc::clone(&posts);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let kept = std::sync::Arc::clone(&kept);
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut head = String::new();
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                        head.push_str(&line.to_ascii_lowercase());
+                        line.clear();
+                    }
+                    if head.is_empty() {
+                        return;
+                    }
+                    let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |n| n.trim().parse().unwrap_or(0));
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    kept.lock().unwrap().push((path, head, body));
+                    let mut out = &stream;
+                    let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (url, posts)
+}
+
+/// `--otel-endpoint`: a span for each request and module call reaches the collector
+/// over OTLP/HTTP, the last of them sent as the host shuts down; an endpoint that is not
+/// a URL stops start-up, naming the setting.
+#[test]
+fn traces_reach_an_otlp_collector_the_last_on_shutdown() {
+    let dir = super::scratch("otel");
+    let refused = super::faults::start(&dir.join("bad.db"), &["--otel-endpoint", "nowhere"])
+        .err()
+        .expect("a bad endpoint was taken");
+    assert!(refused.contains("--otel-endpoint `nowhere`"), "{refused}");
+
+    let (url, posts) = collector();
+    let mut server =
+        super::faults::start(&dir.join("facts.db"), &["--otel-endpoint", &url]).unwrap();
+    let base = server.base.clone();
+    block(async {
+        let d: Value = super::admin()
+            .post(format!("{base}/v1/check"))
+            .json(&json!({ "principal": "user:aeroserv_tech", "action": "view", "resource": "event:aog_lhr", "now": NOW }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(d["allowed"], true);
+    });
+    // Batches go every 5 s; shutting down sends what waits.
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the host did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let posts = posts.lock().unwrap();
+    assert!(!posts.is_empty(), "no traces were sent");
+    let body: Vec<u8> = posts.iter().flat_map(|p| p.2.clone()).collect();
+    for (path, head, _) in posts.iter() {
+        assert_eq!(path, "/v1/traces");
+        assert!(
+            head.contains("content-type: application/x-protobuf"),
+            "{head}"
+        );
+    }
+    // Protobuf keeps strings as they are: the spans' names and fields are there.
+    let has = |s: &str| body.windows(s.len()).any(|w| w == s.as_bytes());
+    for expected in ["clearance", "request", "/v1/check", "module", "check"] {
+        assert!(has(expected), "no `{expected}` in the traces sent");
+    }
+}

@@ -1,8 +1,12 @@
-//! Where the host's log goes: standard error, as one JSON object a line (for a log
-//! collector) or as text (for a person at a terminal), through `tracing`.
+//! Where the host's log and traces go: standard error, as one JSON object a line (for a
+//! log collector) or as text (for a person at a terminal), through `tracing`; and, with
+//! `--otel-endpoint` (the default feature `otel`), the spans of each request and module
+//! call to an OpenTelemetry collector over OTLP/HTTP.
 
 use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -27,29 +31,114 @@ fn filter(level: &str) -> Result<EnvFilter, String> {
     })
 }
 
-/// Sends the server's log to standard error in `format`, filtered by `level`.
-pub fn serve(format: LogFormat, level: &str) -> Result<(), String> {
+type Boxed = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// Sends traces on while it lives; dropped, it sends the spans still waiting (for up
+/// to 5 s) and stops.
+pub struct Traces {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Traces {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown_with_timeout(std::time::Duration::from_secs(5))
+        {
+            eprintln!("clearance: sending the last traces: {e}");
+        }
+    }
+}
+
+/// The layer that sends spans to `endpoint` (the collector's OTLP/HTTP traces URL).
+#[cfg(feature = "otel")]
+fn otel(endpoint: &str) -> Result<(Boxed, opentelemetry_sdk::trace::SdkTracerProvider), String> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    let url = endpoint
+        .parse::<axum::http::Uri>()
+        .ok()
+        .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+        .ok_or_else(|| {
+            format!(
+                "--otel-endpoint `{endpoint}`: expected the collector's OTLP/HTTP traces URL, such as http://127.0.0.1:4318/v1/traces"
+            )
+        })?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url.to_string())
+        .build()
+        .map_err(|e| format!("--otel-endpoint `{endpoint}`: {e}"))?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("clearance")
+                .build(),
+        )
+        .build();
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("clearance"))
+        .boxed();
+    Ok((layer, provider))
+}
+
+/// Sends the server's log to standard error in `format`, filtered by `level`, and its
+/// spans to `otel_endpoint` when one is given.
+pub fn serve(
+    format: LogFormat,
+    level: &str,
+    otel_endpoint: Option<&str>,
+) -> Result<Traces, String> {
     let filter = filter(level)?;
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    let set = if json {
-        builder
+    let lines: Boxed = if json {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init()
+            .with_span_list(false)
+            .boxed()
     } else {
-        builder
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
-            .try_init()
+            .boxed()
     };
-    set.map_err(|e| format!("setting up the log: {e}"))
+    #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
+    let mut layers: Vec<Boxed> = vec![lines];
+    #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
+    let mut traces = Traces {
+        #[cfg(feature = "otel")]
+        provider: None,
+    };
+    match otel_endpoint {
+        None => {}
+        #[cfg(feature = "otel")]
+        Some(endpoint) => {
+            let (layer, provider) = otel(endpoint)?;
+            layers.push(layer);
+            traces.provider = Some(provider);
+        }
+        #[cfg(not(feature = "otel"))]
+        Some(_) => {
+            return Err(
+                "--otel-endpoint: this build has no OpenTelemetry (build with the feature `otel`)"
+                    .into(),
+            );
+        }
+    }
+    tracing_subscriber::registry()
+        .with(layers.with_filter(filter))
+        .try_init()
+        .map_err(|e| format!("setting up the log: {e}"))?;
+    Ok(traces)
 }
 
 /// The log of a one-off command: each message as a line of text, at `info` and above.

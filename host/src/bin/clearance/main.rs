@@ -200,16 +200,22 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let logged = match &cli.command {
-        Command::Serve(args) => logs::serve(args.log_format, &args.log_level),
+    let traces = match &cli.command {
+        Command::Serve(args) => logs::serve(
+            args.log_format,
+            &args.log_level,
+            args.otel_endpoint.as_deref(),
+        )
+        .map(Some),
         _ => {
             logs::command();
-            Ok(())
+            Ok(None)
         }
     };
-    if let Err(e) = logged {
-        return fail(&e);
-    }
+    let traces = match traces {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
     let tokio = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -221,6 +227,8 @@ fn main() -> ExitCode {
     // Background work (a follower, a checkpoint being written, a store's listener) is not
     // waited for past a bound: a stopped host exits.
     tokio.shutdown_timeout(std::time::Duration::from_secs(5));
+    // The spans still waiting are sent before the process exits.
+    drop(traces);
     match result {
         Ok(code) => code,
         Err(e) => fail(&e),

@@ -133,6 +133,12 @@ pub struct ServeArgs {
     /// operator's network (on the API's address `/metrics` needs an admin key).
     #[arg(long, env = "CLEARANCE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Send traces (a span for each request and each call into the module) to this
+    /// OpenTelemetry collector's OTLP/HTTP traces URL (`http://127.0.0.1:4318/v1/traces`),
+    /// in batches; the last are sent on shutdown. Needs a build with the feature `otel`
+    /// (the default).
+    #[arg(long, env = "CLEARANCE_OTEL_ENDPOINT")]
+    pub otel_endpoint: Option<String>,
 }
 
 /// Serves until SIGINT.
@@ -169,6 +175,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         log_format: _,
         log_level: _,
         metrics_addr,
+        otel_endpoint: _,
     } = args;
     let slice_signer = match slice_key {
         Some(path) => Some(Arc::new(SliceSigner::from_file(path)?)),
