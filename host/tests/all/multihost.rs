@@ -587,3 +587,58 @@ fn readiness_flips_while_the_database_is_down_and_liveness_does_not() {
         until(200, "/readyz").await;
     });
 }
+
+/// `clearance import --store url` while a host serves the database: a bad line writes
+/// nothing; a good file is one revision, which the host catches up on.
+#[test]
+fn an_import_into_postgres_is_served_by_the_host_on_it() {
+    let pg = Pg::start("import");
+    let url = database(&pg, "clearance");
+    let a = host(&url, "import-a").unwrap();
+    let dir = super::scratch("multihost-import");
+    let lines = |deltas: &[Value]| deltas.iter().map(|d| format!("{d}\n")).collect::<String>();
+    let import = |file: &std::path::Path| {
+        let out = clearance()
+            .args(["import", "--store", &url, "--from"])
+            .arg(file)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let mut deltas = create_event("pgimp1").as_array().unwrap().clone();
+    let bad = dir.join("bad.ndjson");
+    std::fs::write(&bad, format!("{}not json\n", lines(&deltas))).unwrap();
+    let (code, said) = import(&bad);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("bad.ndjson:5: not a delta"), "{said}");
+    deltas.extend(create_event("pgimp2").as_array().unwrap().clone());
+    let good = dir.join("good.ndjson");
+    std::fs::write(&good, lines(&deltas)).unwrap();
+    let (code, said) = import(&good);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("as revision 1"), "{said}");
+    block(async {
+        let admin = super::admin();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, r) = get(&admin, &format!("{}/v1/revision", a.base)).await;
+            if r["revision"] == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the host never caught up: {r}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for event in ["event:pgimp1", "event:pgimp2"] {
+            let (_, d) = post(
+                &admin,
+                &format!("{}/v1/check", a.base),
+                json!({ "principal": "user:occ_controller", "action": "view", "resource": event, "now": NOW }),
+            )
+            .await;
+            assert_eq!(d["allowed"], true, "{d}");
+        }
+    });
+}
