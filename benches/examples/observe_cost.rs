@@ -34,7 +34,8 @@ fn per_call(mut f: impl FnMut(u32)) -> f64 {
 fn main() {
     let metrics = Metrics::new();
     let allow = json!({ "allowed": true, "reasons": [{ "code": "granted" }], "revision": 7 });
-    let deny = json!({ "allowed": false, "reasons": [{ "code": "relation.missing" }], "revision": 7 });
+    let deny =
+        json!({ "allowed": false, "reasons": [{ "code": "relation.missing" }], "revision": 7 });
     let count = |i: u32| {
         let answer = if i % 2 == 0 { &allow } else { &deny };
         metrics.request("/v1/check", "POST", 200, Duration::from_micros(300));
