@@ -37,7 +37,7 @@ fn main() {
     let deny =
         json!({ "allowed": false, "reasons": [{ "code": "relation.missing" }], "revision": 7 });
     let count = |i: u32| {
-        let answer = if i % 2 == 0 { &allow } else { &deny };
+        let answer = if i.is_multiple_of(2) { &allow } else { &deny };
         metrics.request("/v1/check", "POST", 200, Duration::from_micros(300));
         metrics.op("check", Duration::from_micros(200));
         metrics.decisions("check", black_box(answer));
@@ -52,7 +52,7 @@ fn main() {
             duration_us = 300u64,
             principal = Some("key:1a4c548606527357"),
             revision = 7u64,
-            decision = Some(if i % 2 == 0 { "allow" } else { "deny:relation.missing" }),
+            decision = Some(if i.is_multiple_of(2) { "allow" } else { "deny:relation.missing" }),
             "request"
         );
     };

@@ -319,3 +319,133 @@ fn every_serve_setting_is_documented() {
         );
     }
 }
+
+/// Runs the binary with `args`: exit code, standard output and standard error.
+fn clearance_all(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clearance"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `clearance --server URL --key KEY`: `check` and `explain` print what the local
+/// commands print for the same request; `resources`, `principals`, `write` and `watch`
+/// ask the server; a wrong key is refused without being printed; the server-only
+/// commands need `--server`.
+#[test]
+fn the_command_line_asks_a_running_server() {
+    use std::io::BufRead;
+    const NOW: &str = "2026-05-01T10:00:00Z";
+    let dir = super::scratch("cli-remote");
+    let server = super::faults::start(&dir.join("facts.db"), &[]).unwrap();
+    let base = server.base.clone();
+    let on = |args: &[&str]| {
+        let mut all = vec!["--server", base.as_str(), "--key", super::ADMIN];
+        all.extend_from_slice(args);
+        clearance_all(&all)
+    };
+    for (verb, principal, code) in [
+        ("check", "user:aeroserv_tech", 0),
+        ("check", "user:jetfix_tech", 1),
+        ("explain", "user:jetfix_tech", 1),
+    ] {
+        let request = [verb, principal, "view", "event:aog_lhr", "--now", NOW];
+        let (remote_code, remote, said) = on(&request);
+        let (local_code, local) = clearance(&request);
+        assert_eq!((remote_code, local_code), (code, code), "{said}");
+        assert_eq!(remote, local, "{verb} {principal}");
+    }
+    let (code, out, _) = on(&[
+        "resources",
+        "user:aeroserv_tech",
+        "view",
+        "event",
+        "--now",
+        NOW,
+    ]);
+    assert_eq!((code, out.as_str()), (0, "event:aog_lhr\n"));
+    let (code, out, _) = on(&["principals", "event:aog_lhr", "view", "--now", NOW]);
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l == "user:aeroserv_tech"), "{out}");
+    assert!(!out.lines().any(|l| l == "user:jetfix_tech"), "{out}");
+
+    // A watcher sees the write.
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_clearance"))
+        .args(["--server", &base, "--key", super::ADMIN, "watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let deltas = dir.join("deltas.json");
+    std::fs::write(
+        &deltas,
+        serde_json::json!({ "now": NOW, "deltas": super::create_event("cli1") }).to_string(),
+    )
+    .unwrap();
+    let deltas = deltas.to_str().unwrap();
+    let (code, out, said) = on(&[
+        "write",
+        "--author",
+        "user:occ_controller",
+        "--deltas",
+        deltas,
+    ]);
+    assert_eq!((code, out.as_str()), (0, "written: revision 1\n"), "{said}");
+    let mut first = String::new();
+    std::io::BufReader::new(watch.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        first.starts_with("revision 1 by user:occ_controller: event:cli1"),
+        "{first}"
+    );
+    // Refused: exit 1, the reasons, nothing written.
+    let other = dir.join("other.json");
+    std::fs::write(
+        &other,
+        serde_json::json!({ "now": NOW, "deltas": super::create_event("cli2") }).to_string(),
+    )
+    .unwrap();
+    let other = other.to_str().unwrap();
+    let (code, out, said) = on(&["write", "--author", "user:jetfix_tech", "--deltas", other]);
+    assert_eq!(code, 1, "{out}{said}");
+    assert!(
+        out.starts_with("REFUSED: nothing was written\nDENY\n"),
+        "{out}"
+    );
+    let (_, out, _) = on(&[
+        "check",
+        "user:occ_controller",
+        "view",
+        "event:cli1",
+        "--now",
+        NOW,
+    ]);
+    assert!(
+        out.starts_with("ALLOW"),
+        "the allowed write is served: {out}"
+    );
+
+    // A wrong key: exit 2, the server's code, the key not echoed.
+    let wrong = "clr_0123456789abcdef_not-a-key-of-this-server";
+    let (code, _, said) = clearance_all(&[
+        "--server", &base, "--key", wrong, "check", "user:a", "view", "event:b", "--now", NOW,
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        said.contains("auth.invalid") && !said.contains(wrong),
+        "{said}"
+    );
+    // Without --server.
+    let (code, _, said) = clearance_all(&["watch"]);
+    assert_eq!(code, 2);
+    assert!(said.contains("--server"), "{said}");
+}

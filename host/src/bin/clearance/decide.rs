@@ -23,6 +23,14 @@ pub async fn run(cli: &Cli, args: &RequestArgs, explain: bool) -> Result<ExitCod
         Call::Check { request }
     };
     let answer = rt.run(&call).await.map_err(|e| e.to_string())?;
+    Ok(print_decision(&answer, explain))
+}
+
+/// Prints a decision (or, with `explain`, an explanation) as `check` and `explain`
+/// print it, locally or from a server: ALLOW or DENY, then each reason, the time it
+/// holds until and, for an explanation, what was held. Exit 0 for an allow, 1 for a
+/// deny.
+pub fn print_decision(answer: &Value, explain: bool) -> ExitCode {
     let decision = if explain {
         answer.get("decision").cloned().unwrap_or(Value::Null)
     } else {
@@ -57,9 +65,9 @@ pub async fn run(cli: &Cli, args: &RequestArgs, explain: bool) -> Result<ExitCod
             h.get("message").and_then(Value::as_str).unwrap_or("")
         );
     }
-    Ok(if allowed {
+    if allowed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }

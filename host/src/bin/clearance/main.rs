@@ -13,6 +13,7 @@ mod import;
 mod keys;
 mod logs;
 mod matrix;
+mod remote;
 mod scenarios;
 mod serve;
 mod validate;
@@ -47,6 +48,14 @@ struct Cli {
         default_value = "web/pkg/clearance_bg.wasm"
     )]
     wasm: PathBuf,
+    /// A running server to ask instead of deciding here (`http://127.0.0.1:8080`):
+    /// `check` and `explain` go to it; `resources`, `principals`, `write` and `watch`
+    /// need it.
+    #[arg(long, global = true, env = "CLEARANCE_SERVER")]
+    server: Option<String>,
+    /// The credential for `--server`: a service key or a user token (never printed).
+    #[arg(long, global = true, env = "CLEARANCE_KEY", hide_env_values = true)]
+    key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -120,6 +129,40 @@ enum Command {
         /// A PostgreSQL fact store (`postgres://…`), instead of `--data`.
         #[arg(long)]
         store: Option<String>,
+    },
+    /// On `--server`: the resources of a type a principal may act on.
+    Resources {
+        #[command(flatten)]
+        args: remote::ResourcesArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = remote::Output::Text)]
+        format: remote::Output,
+    },
+    /// On `--server`: the principals that may act on a resource.
+    Principals {
+        #[command(flatten)]
+        args: remote::PrincipalsArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = remote::Output::Text)]
+        format: remote::Output,
+    },
+    /// On `--server`: write deltas, judged by the policy as the author; prints the
+    /// revision, or the refusal and why (exit 1).
+    Write {
+        #[command(flatten)]
+        args: remote::WriteArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = remote::Output::Text)]
+        format: remote::Output,
+    },
+    /// On `--server`: follow the changes, a line each, until the server ends the feed.
+    Watch {
+        /// Start after this revision (default: the current one).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = remote::Output::Text)]
+        format: remote::Output,
     },
     /// Decide one request.
     Check(RequestArgs),
@@ -248,8 +291,33 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             worlds,
             verbose,
         } => scenarios::run(&cli.policies, paths, worlds, *verbose),
-        Command::Check(args) => decide::run(&cli, args, false).await,
-        Command::Explain(args) => decide::run(&cli, args, true).await,
+        Command::Check(args) | Command::Explain(args) => {
+            let explain = matches!(cli.command, Command::Explain(_));
+            match &cli.server {
+                Some(server) => {
+                    let remote = remote::Remote::new(server, cli.key.as_deref())?;
+                    remote::decide(&remote, args, explain).await
+                }
+                None => decide::run(&cli, args, explain).await,
+            }
+        }
+        Command::Resources { args, format } => {
+            remote::resources(&on_server(&cli)?, args, *format).await
+        }
+        Command::Principals { args, format } => {
+            remote::principals(&on_server(&cli)?, args, *format).await
+        }
+        Command::Write { args, format } => {
+            match remote::write(&on_server(&cli)?, args, *format).await {
+                Ok(code) => Ok(code),
+                Err(remote::Failed(1, message)) => {
+                    eprintln!("clearance: {message}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(remote::Failed(_, message)) => Err(message),
+            }
+        }
+        Command::Watch { since, format } => remote::watch(&on_server(&cli)?, *since, *format).await,
         Command::Matrix {
             matrix,
             account,
@@ -292,6 +360,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The server a command needs (`--server` and `--key`).
+fn on_server(cli: &Cli) -> Result<remote::Remote, String> {
+    let server = cli.server.as_deref().ok_or(
+        "this command asks a running server: give --server URL (or CLEARANCE_SERVER) and --key",
+    )?;
+    remote::Remote::new(server, cli.key.as_deref())
 }
 
 /// The store a command works on: the PostgreSQL URL when one is given, or else the
