@@ -3,16 +3,10 @@
 use super::root;
 use std::process::Command;
 
+/// Runs the binary with `args`: exit code and standard output.
 fn clearance(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_clearance"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-    )
+    let (code, out, _) = clearance_all(args);
+    (code, out)
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! anyone; and each request is one JSON log line with its route, status, duration,
 //! caller, revision and decision.
 
+use super::service::post;
 use super::{ADMIN, block, create_event};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -72,27 +73,21 @@ fn metrics_and_request_logs_show_the_traffic_sent() {
         let check = |p: &str, r: &str| json!({ "principal": p, "action": "view", "resource": r, "now": NOW });
         // 3 allowed and 2 denied checks, and a batch of 2 allowed and 2 denied.
         for _ in 0..3 {
-            let d: Value = admin
-                .post(format!("{base}/v1/check"))
-                .json(&check("user:aeroserv_tech", "event:aog_lhr"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let (_, d) = post(
+                &admin,
+                &format!("{base}/v1/check"),
+                check("user:aeroserv_tech", "event:aog_lhr"),
+            )
+            .await;
             assert_eq!(d["allowed"], true, "{d}");
         }
         for _ in 0..2 {
-            let d: Value = admin
-                .post(format!("{base}/v1/check"))
-                .json(&check("user:jetfix_tech", "event:aog_lhr"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let (_, d) = post(
+                &admin,
+                &format!("{base}/v1/check"),
+                check("user:jetfix_tech", "event:aog_lhr"),
+            )
+            .await;
             assert_eq!(d["reasons"][0]["code"], "relation.missing", "{d}");
         }
         let batch = json!({ "requests": [
@@ -101,28 +96,23 @@ fn metrics_and_request_logs_show_the_traffic_sent() {
             check("user:aeroserv_tech", "event:aog_lhr"),
             check("user:jetfix_tech", "event:aog_lhr"),
         ] });
-        let r = admin
-            .post(format!("{base}/v1/check/batch"))
-            .json(&batch)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let (r, _) = post(&admin, &format!("{base}/v1/check/batch"), batch).await;
+        assert_eq!(r, 200);
         // One write stored, one refused.
-        let stored = admin
-            .post(format!("{base}/v1/facts"))
-            .json(&json!({ "author": "user:occ_controller", "now": NOW, "deltas": create_event("obs1") }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(stored.status(), 200);
-        let refused = admin
-            .post(format!("{base}/v1/facts"))
-            .json(&json!({ "author": "user:jetfix_tech", "now": NOW, "deltas": create_event("obs2") }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(refused.status(), 403);
+        let (stored, _) = post(
+            &admin,
+            &format!("{base}/v1/facts"),
+            json!({ "author": "user:occ_controller", "now": NOW, "deltas": create_event("obs1") }),
+        )
+        .await;
+        assert_eq!(stored, 200);
+        let (refused, _) = post(
+            &admin,
+            &format!("{base}/v1/facts"),
+            json!({ "author": "user:jetfix_tech", "now": NOW, "deltas": create_event("obs2") }),
+        )
+        .await;
+        assert_eq!(refused, 403);
         // Unauthenticated: counted, by route (never by the path asked).
         for principal in ["user:a", "user:b"] {
             let r = nobody
