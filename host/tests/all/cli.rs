@@ -427,6 +427,20 @@ fn the_command_line_asks_a_running_server() {
         out.starts_with("ALLOW"),
         "the allowed write is served: {out}"
     );
+    let (code, out, _) = on(&[
+        "resources",
+        "user:occ_controller",
+        "view",
+        "event",
+        "--now",
+        NOW,
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l == "event:cli1"), "{out}");
+    assert!(
+        !out.lines().any(|l| l == "event:cli2"),
+        "a refused write was stored: {out}"
+    );
 
     // A wrong key: exit 2, the server's code, the key not echoed.
     let wrong = "clr_0123456789abcdef_not-a-key-of-this-server";
@@ -442,4 +456,106 @@ fn the_command_line_asks_a_running_server() {
     let (code, _, said) = clearance_all(&["watch"]);
     assert_eq!(code, 2);
     assert!(said.contains("--server"), "{said}");
+}
+
+/// `clearance watch --format json` prints each change as the server sends it, and an
+/// `error` event (here: its key revoked) ends it with exit 2 and the error's code, the
+/// key not printed.
+#[test]
+fn watch_stops_on_an_error_event() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+    const NOW: &str = "2026-05-01T10:00:00Z";
+    const WATCHER: &str = "clr_00000000000000ae_test-watcher-secret-not-for-production-use";
+    let dir = super::scratch("cli-watch");
+    let db = dir.join("facts.db");
+    let server = super::faults::start(&db, &[]).unwrap();
+    let base = server.base.clone();
+    let with = |key: &str, args: &[&str]| {
+        let mut all = vec!["--server", base.as_str(), "--key", key];
+        all.extend_from_slice(args);
+        clearance_all(&all)
+    };
+    let revision = ["check", "user:a", "view", "event:b", "--now", NOW];
+    // Until the server has read the key (or, revoked, has read that), within seconds.
+    let until_code = |key: &str, accepted: bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (code, _, said) = with(key, &revision);
+            if (code != 2) == accepted {
+                return said;
+            }
+            assert!(Instant::now() < deadline, "{said}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    super::add_key(&db, WATCHER, clearance_host::auth::Scope::Admin, &[]);
+    until_code(WATCHER, true);
+
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_clearance"))
+        .args([
+            "--server", &base, "--key", WATCHER, "watch", "--format", "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let write = |id: &str| {
+        let file = dir.join(format!("{id}.json"));
+        let body = serde_json::json!({ "now": NOW, "deltas": super::create_event(id) });
+        std::fs::write(&file, body.to_string()).unwrap();
+        let file = file.to_str().unwrap().to_string();
+        let (code, out, said) = with(
+            super::ADMIN,
+            &[
+                "write",
+                "--author",
+                "user:occ_controller",
+                "--deltas",
+                &file,
+            ],
+        );
+        assert_eq!(code, 0, "{out}{said}");
+    };
+    write("watched");
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["event"], "change", "{first}");
+    assert_eq!(first["data"]["revision"], 1, "{first}");
+    assert_eq!(first["data"]["author"], "user:occ_controller", "{first}");
+
+    {
+        let mut store = clearance_host::store::SqliteFile::open(&db).unwrap();
+        let at = clearance_host::service::now_seconds();
+        assert!(store.revoke_key("00000000000000ae", at).unwrap());
+    }
+    let said = until_code(WATCHER, false);
+    assert!(said.contains("auth.invalid"), "{said}");
+    // The next change ends the revoked key's feed with an `error` event.
+    write("unwatched");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = watch.kill();
+            panic!("watch went on after an error event");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(2), "{rest:?} {said}");
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert!(
+        rest[0].contains("\"error\"") && !rest[0].contains("unwatched"),
+        "{rest:?}"
+    );
+    assert!(
+        said.contains("clearance: auth.invalid: ") && !said.contains(WATCHER),
+        "{said}"
+    );
 }

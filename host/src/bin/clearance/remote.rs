@@ -81,27 +81,14 @@ impl Remote {
 
     /// Sends `request` and reads its JSON answer: the status and the value.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
-        let mut r = request
+        let r = request
             .bearer_auth(&self.key)
             .timeout(Duration::from_secs(60))
             .send()
             .await
-            .map_err(|e| format!("{}: {}", self.base, e.without_url()))?;
+            .map_err(|e| format!("{}: {}", self.base, why(e)))?;
         let status = r.status().as_u16();
-        if r.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
-            return Err(format!(
-                "the answer is larger than {MAX_ANSWER} bytes; not read"
-            ));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = r.chunk().await.map_err(|e| e.without_url().to_string())? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_ANSWER {
-                return Err(format!(
-                    "the answer is larger than {MAX_ANSWER} bytes; not read"
-                ));
-            }
-        }
+        let body = read_bounded(r).await?;
         let value = serde_json::from_slice(&body)
             .map_err(|e| format!("the server's answer ({status}) is not JSON: {e}"))?;
         Ok((status, value))
@@ -112,6 +99,37 @@ impl Remote {
         self.send(self.client.post(format!("{}{path}", self.base)).json(body))
             .await
     }
+}
+
+/// A failed call, with its causes (`connection refused`, a timeout), without its URL.
+fn why(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(&format!(": {more}"));
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The body of an answer, refused past [`MAX_ANSWER`] bytes.
+async fn read_bounded(mut r: reqwest::Response) -> Result<Vec<u8>, String> {
+    let too_big = || format!("the answer is larger than {MAX_ANSWER} bytes; not read");
+    if r.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(why)? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ANSWER {
+            return Err(too_big());
+        }
+    }
+    Ok(body)
 }
 
 /// Sets `key` of the object `body` (a request body, always an object).
@@ -217,23 +235,26 @@ fn list(answer: Value, output: Output) -> Result<ExitCode, String> {
 /// `write`: the deltas of a file (or standard input) written as `author`; prints the
 /// revision, or the refusal and its reasons (exit 1).
 pub async fn write(remote: &Remote, args: &WriteArgs, output: Output) -> Result<ExitCode, Failed> {
-    let text = if args.deltas.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(
-            &mut std::io::Read::take(std::io::stdin(), MAX_ANSWER as u64),
-            &mut s,
-        )
-        .map_err(|e| format!("standard input: {e}"))?;
-        s
+    let name = args.deltas.display();
+    let input: Box<dyn std::io::Read> = if args.deltas.as_os_str() == "-" {
+        Box::new(std::io::stdin())
     } else {
-        std::fs::read_to_string(&args.deltas)
-            .map_err(|e| format!("{}: {e}", args.deltas.display()))?
+        Box::new(std::fs::File::open(&args.deltas).map_err(|e| format!("{name}: {e}"))?)
     };
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(input, MAX_ANSWER as u64 + 1),
+        &mut text,
+    )
+    .map_err(|e| format!("{name}: {e}"))?;
+    if text.len() > MAX_ANSWER {
+        return Err(Failed(
+            2,
+            format!("{name}: larger than {MAX_ANSWER} bytes; nothing was sent"),
+        ));
+    }
     let value: Value = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{}: not JSON ({e}): a list of deltas, or a write {{author?, deltas}}",
-            args.deltas.display()
-        )
+        format!("{name}: not JSON ({e}): a list of deltas, or a write {{author?, deltas}}")
     })?;
     let mut body = match value {
         Value::Array(_) => json!({ "deltas": value }),
@@ -241,10 +262,7 @@ pub async fn write(remote: &Remote, args: &WriteArgs, output: Output) -> Result<
         _ => {
             return Err(Failed(
                 2,
-                format!(
-                    "{}: a list of deltas, or a write {{author?, deltas}}",
-                    args.deltas.display()
-                ),
+                format!("{name}: a list of deltas, or a write {{author?, deltas}}"),
             ));
         }
     };
@@ -278,7 +296,7 @@ pub async fn write(remote: &Remote, args: &WriteArgs, output: Output) -> Result<
 }
 
 /// `watch`: follows the change feed, a line an event, until the server ends it (an
-/// `error` event exits 2) or the process is stopped.
+/// `error` event is printed and exits 2) or the process is stopped.
 pub async fn watch(
     remote: &Remote,
     since: Option<u64>,
@@ -288,83 +306,95 @@ pub async fn watch(
     if let Some(s) = since {
         url.push_str(&format!("?since={s}"));
     }
-    let mut r = remote
+    // No timeout past connecting: the feed stays open as long as the server keeps it.
+    let r = remote
         .client
         .get(url)
         .bearer_auth(&remote.key)
         .send()
         .await
-        .map_err(|e| format!("{}: {}", remote.base, e.without_url()))?;
-    if r.status().as_u16() != 200 {
-        let status = r.status().as_u16();
-        let answer: Value = r.json().await.unwrap_or(Value::Null);
+        .map_err(|e| format!("{}: {}", remote.base, why(e)))?;
+    let status = r.status().as_u16();
+    if status != 200 {
+        let body = read_bounded(r).await?;
+        let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         return Err(error_line(status, &answer));
     }
-    let mut pending = String::new();
+    let mut r = r;
+    // Bytes, not text, until a line is whole: a chunk may end inside a character.
+    let mut pending: Vec<u8> = Vec::new();
     let (mut event, mut data) = (String::new(), String::new());
-    while let Some(chunk) = r.chunk().await.map_err(|e| e.without_url().to_string())? {
-        pending.push_str(&String::from_utf8_lossy(&chunk));
-        if pending.len() > MAX_ANSWER {
-            return Err(format!("an event larger than {MAX_ANSWER} bytes; stopped"));
-        }
-        while let Some(end) = pending.find('\n') {
-            let line: String = pending.drain(..=end).collect();
+    while let Some(chunk) = r.chunk().await.map_err(why)? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
             let line = line.trim_end_matches(['\n', '\r']);
-            if let Some(v) = line.strip_prefix("event:") {
-                event = v.trim().to_string();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim_start());
-            } else if line.is_empty() && !data.is_empty() {
-                let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                print_event(&event, &value, output);
-                if event == "error" {
-                    return Err(error_line(0, &json!({ "error": value })));
+            if line.is_empty() {
+                if !data.is_empty() {
+                    let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                    print_event(&event, &value, output);
+                    if event == "error" {
+                        return Err(error_line(0, &json!({ "error": value })));
+                    }
                 }
                 event.clear();
-                data.clear();
+                data = String::new();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
             }
+        }
+        if pending.len() + data.len() > MAX_ANSWER {
+            return Err(format!("an event larger than {MAX_ANSWER} bytes; stopped"));
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The entities a change's deltas touch, in order, each once: an entity added, removed
-/// or set, and a tuple's resource.
+/// or set, and a tuple's resource and subject.
 fn touched_by(deltas: Option<&Value>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
     for d in deltas.and_then(Value::as_array).into_iter().flatten() {
-        let name = match d.get("op").and_then(Value::as_str) {
+        let names = match d.get("op").and_then(Value::as_str) {
             Some("add_entity") => {
                 let e = &d["entity"];
-                format!(
-                    "{}:{}",
-                    e["type"].as_str().unwrap_or("?"),
-                    e["id"].as_str().unwrap_or("?")
-                )
+                vec![format!("{}:{}", text(&e["type"]), text(&e["id"]))]
             }
-            Some("add_tuple" | "remove_tuple") => d
-                .pointer("/tuple/resource")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string(),
-            _ => d["entity"].as_str().unwrap_or("?").to_string(),
+            Some("add_tuple" | "remove_tuple") => {
+                let tuple = |k: &str| text(d.pointer(k).unwrap_or(&Value::Null));
+                vec![tuple("/tuple/resource"), tuple("/tuple/subject")]
+            }
+            _ => vec![text(&d["entity"])],
         };
-        if !out.contains(&name) {
-            out.push(name);
+        for name in names {
+            if !out.contains(&name) {
+                out.push(name);
+            }
         }
     }
     out
 }
 
-/// One event of the feed, as `watch` prints it.
+/// One event of the feed, as `watch` prints it. In text, a change is `revision N by
+/// AUTHOR: ENTITY, …`; an `error` is left to the caller, which prints it as an error.
 fn print_event(event: &str, data: &Value, output: Output) {
     if output == Output::Json {
         println!("{}", json!({ "event": event, "data": data }));
         return;
     }
     let text = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or("");
+    let revision = data.get("revision").and_then(Value::as_u64).unwrap_or(0);
     match event {
-        "change" => {
+        "error" => {}
+        "change" if data.is_object() => {
+            // A user's feed names the entities; an admin's or a key's carries the deltas.
             let touched: Vec<String> = match data.get("entities").and_then(Value::as_array) {
                 Some(list) => list
                     .iter()
@@ -373,19 +403,24 @@ fn print_event(event: &str, data: &Value, output: Output) {
                     .collect(),
                 None => touched_by(data.get("deltas")),
             };
-            println!(
-                "revision {} by {}: {}",
-                data.get("revision").and_then(Value::as_u64).unwrap_or(0),
+            let mut line = format!(
+                "revision {revision} by {}: {}",
                 text("author"),
                 touched.join(", ")
             );
+            if data.get("policy_hash").is_some() {
+                line.push_str(" (the policy changed)");
+            }
+            if let Some(why) = data.get("refetch").and_then(Value::as_str) {
+                line.push_str(&format!(" (fetch again: {why})"));
+            }
+            println!("{line}");
         }
-        "reset" => println!(
-            "reset at revision {}: {}",
-            data.get("revision").and_then(Value::as_u64).unwrap_or(0),
-            text("reason")
-        ),
-        other => println!("{other}: {data}"),
+        "reset" if data.is_object() => println!("reset at revision {revision}: {}", text("reason")),
+        other => match data {
+            Value::String(raw) => println!("{other}: {raw}"),
+            _ => println!("{other}: {data}"),
+        },
     }
 }
 
