@@ -17,8 +17,11 @@ export interface Denial {
   error: ErrorData;
 }
 
-/** A time: RFC 3339 text (`2026-05-01T10:00:00Z`) or seconds since the epoch. */
-export type Time = string | number;
+/**
+ * A time: RFC 3339 text (`2026-05-01T10:00:00Z`), whole seconds since the epoch (a Number,
+ * or a BigInt a Number holds exactly), or a `Date` (its whole second).
+ */
+export type Time = string | number | bigint | Date;
 
 /** A request by names (docs/facts-format.md). */
 export interface Request {
@@ -204,9 +207,9 @@ export class Session {
   /** The loaded facts as a facts document. */
   facts(): object | Denial;
   /** Makes deltas as `author` at `now` if the policy allows each (X4), with the derived tuples (EV5). */
-  write(author: string, deltas: object[], now: Time | bigint): WriteAnswer | Denial;
+  write(author: string, deltas: object[], now: Time): WriteAnswer | Denial;
   /** Whether `author` may make deltas at `now`, without making them. */
-  authorizeDeltas(author: string, deltas: object[], now: Time | bigint): WriteAnswer | Denial;
+  authorizeDeltas(author: string, deltas: object[], now: Time): WriteAnswer | Denial;
   /** Decides one request. */
   check(request: Request | string): DecisionView | Denial;
   /** Decides a list of requests (at most 1 << 20). */
@@ -218,11 +221,11 @@ export class Session {
   /** Decides binary queries; the decoded decisions, one per query. */
   checkIds(queries: Bytes): WireDecision[] | Denial;
   /** The actions a principal may take on a resource. */
-  allowedActions(principal: string, resource: string, now: Time | bigint): { actions: string[]; denied?: DecisionView } | Denial;
+  allowedActions(principal: string, resource: string, now: Time): { actions: string[]; denied?: DecisionView } | Denial;
   /** The resources of a type a principal may act on. */
-  listResources(principal: string, action: string, type: string, now: Time | bigint): string[] | Denial;
+  listResources(principal: string, action: string, type: string, now: Time): string[] | Denial;
   /** The principals who may act on a resource. */
-  listPrincipals(resource: string, action: string, now: Time | bigint, account?: string): string[] | Denial;
+  listPrincipals(resource: string, action: string, now: Time, account?: string): string[] | Denial;
   /** Decides and explains one request. */
   explain(request: Request | string): Explanation | Denial;
   /** The access-rights matrix as an account sees it. */
@@ -244,6 +247,19 @@ export interface ClearanceModule {
 }
 
 /** Loads the module in Node (default: `pkg/clearance_bg.wasm` next to index.js). */
+/**
+ * What the module's class builds its answers with; a `Session` has its own. For code that
+ * drives the glue directly: `new glue.Clearance(new Answers())`, and `ask` with the
+ * request's fields before each `checkValue` or `allowedActionsValue`.
+ */
+export class Answers {
+  ask(principal: string, action: string, resource: string, target: string | null | undefined): void;
+  decision(allowed: boolean, reasons: ReasonView[], revision: number, policy_hash: string, valid_until: string | undefined): DecisionView;
+  reason(code: string, rule: string, message: string, at: string | undefined): ReasonView;
+  fill(template: string): string;
+  actions(actions: string[], denied: DecisionView | undefined): { actions: string[]; denied?: DecisionView };
+}
+
 export function loadNode(wasmPath?: string | URL): Promise<ClearanceModule>;
 /** Loads the module with fetch and WebCrypto (default: `pkg/clearance_bg.wasm`). */
 export function loadBrowser(url?: string | URL | globalThis.Request): Promise<ClearanceModule>;

@@ -17,7 +17,7 @@
  */
 
 /**
- * @import { AccessMatrix, Bytes, ClearanceModule, DecisionView, Denial, ErrorData, Explanation, Info, Outline, Query, Request, Resolved, ServerEvent, Slice, SliceOptions, Source, Time, WireDecision, WriteAnswer } from './index.js'
+ * @import { AccessMatrix, Bytes, ClearanceModule, DecisionView, Denial, ErrorData, Explanation, Info, Outline, Query, ReasonView, Request, Resolved, ServerEvent, Slice, SliceOptions, Source, Time, WireDecision, WriteAnswer } from './index.js'
  */
 
 /**
@@ -86,6 +86,88 @@ export const CODES = Object.freeze([
   'evaluation.too_deep',
   'duty.conflict',
 ]);
+
+/** A field marker of a message template: NUL and the field's letter. */
+const MARKER = /\0([part])/g;
+
+/**
+ * What the module's class builds its answers with: plain objects made here, by object
+ * literals, one call from the module each (a property set from the module is a call of its
+ * own, and most of a check's time was such calls). `fill` puts the fields of the request
+ * being answered, which `ask` gave before the call, into a message the module keeps as a
+ * template (`\0p` principal, `\0a` action, `\0r` resource, `\0t` target). For code
+ * that drives the glue directly: `new glue.Clearance(new Answers())`, and `ask` before
+ * each `checkValue` or `allowedActionsValue`.
+ */
+export class Answers {
+  principal = '';
+  action = '';
+  resource = '';
+  /** @type {string | null | undefined} */
+  target = null;
+
+  /**
+   * The request the next answer is for.
+   *
+   * @param {string} principal
+   * @param {string} action
+   * @param {string} resource
+   * @param {string | null | undefined} target
+   */
+  ask(principal, action, resource, target) {
+    this.principal = principal;
+    this.action = action;
+    this.resource = resource;
+    this.target = target;
+  }
+
+  /**
+   * @param {boolean} allowed
+   * @param {ReasonView[]} reasons
+   * @param {number} revision
+   * @param {string} policy_hash
+   * @param {string | undefined} valid_until
+   * @returns {DecisionView}
+   */
+  decision(allowed, reasons, revision, policy_hash, valid_until) {
+    return valid_until === undefined
+      ? { allowed, reasons, revision, policy_hash }
+      : { allowed, reasons, revision, policy_hash, valid_until };
+  }
+
+  /**
+   * @param {string} code
+   * @param {string} rule
+   * @param {string} message
+   * @param {string | undefined} at
+   * @returns {ReasonView}
+   */
+  reason(code, rule, message, at) {
+    return at === undefined ? { code, rule, message } : { code, rule, message, at };
+  }
+
+  /**
+   * @param {string} template
+   * @returns {string}
+   */
+  fill(template) {
+    return template.replace(MARKER, (_, f) => {
+      if (f === 'p') return this.principal;
+      if (f === 'a') return this.action;
+      if (f === 'r') return this.resource;
+      return this.target ?? '';
+    });
+  }
+
+  /**
+   * @param {string[]} actions
+   * @param {DecisionView | undefined} denied
+   * @returns {{actions: string[], denied?: DecisionView}}
+   */
+  actions(actions, denied) {
+    return denied === undefined ? { actions } : { actions, denied };
+  }
+}
 
 const I64_MIN = -(1n << 63n);
 const I64_MAX = (1n << 63n) - 1n;
@@ -371,6 +453,78 @@ function strings(args) {
   return null;
 }
 
+/** The most requests one batch may carry (`clearance_core::protocol::MAX_BATCH`). */
+const MAX_BATCH = 1 << 20;
+
+const TIME_HELP = 'pass a Date, whole seconds since the epoch, or RFC 3339 text';
+const REQUEST_HELP = 'a request is `{principal, action, resource, target?, now}`';
+const REQUEST_FIELDS = new Set(['principal', 'action', 'resource', 'target', 'now']);
+
+/**
+ * Whether a thrown value is an error the module threw on purpose: an `Error` with a
+ * string `code`, not a trap.
+ *
+ * @param {unknown} e
+ * @returns {e is Error & {code: string, help?: unknown}}
+ */
+function isModuleError(e) {
+  return e instanceof Error && !(e instanceof WebAssembly.RuntimeError) && typeof (/** @type {{code?: unknown}} */ (e).code) === 'string';
+}
+
+/**
+ * `now` as the module's value face takes it: a Date, whole seconds (a BigInt as a Number
+ * when exact) or text; null for anything else.
+ *
+ * @param {unknown} now
+ * @returns {Date | number | string | null}
+ */
+function timeArg(now) {
+  if (typeof now === 'string' || now instanceof Date) return now;
+  if (typeof now === 'number') return Number.isSafeInteger(now) ? now : null;
+  if (typeof now === 'bigint') return Number.isSafeInteger(Number(now)) ? Number(now) : null;
+  return null;
+}
+
+/**
+ * A Date's whole second since the epoch (as the module reads a Date), or null for an
+ * invalid Date.
+ *
+ * @param {Date} date
+ * @returns {number | null}
+ */
+function dateSeconds(date) {
+  const ms = date.getTime();
+  return Number.isFinite(ms) ? Math.floor(ms / 1000) : null;
+}
+
+/**
+ * A request's fields as the value face takes them, or a denial naming what is wrong:
+ * not an object, an unknown field, a field of the wrong type.
+ *
+ * @param {unknown} request
+ * @param {string} what the argument, for the denial
+ * @returns {{principal: string, action: string, resource: string, target: string | undefined, now: Date | number | string} | {denial: Denial}}
+ */
+function requestArgs(request, what) {
+  if (request === null || typeof request !== 'object' || Array.isArray(request)) {
+    return { denial: malformed(`${what} must be an object, got ${describe(request)}`, REQUEST_HELP) };
+  }
+  const r = /** @type {{[field: string]: unknown}} */ (request);
+  for (const field of Object.keys(r)) {
+    if (!REQUEST_FIELDS.has(field)) return { denial: malformed(`${what} has an unknown field \`${field}\``, REQUEST_HELP) };
+  }
+  const { principal, action, resource, target, now } = r;
+  if (typeof principal !== 'string') return { denial: malformed(`\`principal\` must be a string, got ${describe(principal)}`, REQUEST_HELP) };
+  if (typeof action !== 'string') return { denial: malformed(`\`action\` must be a string, got ${describe(action)}`, REQUEST_HELP) };
+  if (typeof resource !== 'string') return { denial: malformed(`\`resource\` must be a string, got ${describe(resource)}`, REQUEST_HELP) };
+  if (target !== undefined && target !== null && typeof target !== 'string') {
+    return { denial: malformed(`\`target\` must be a string, got ${describe(target)}`, REQUEST_HELP) };
+  }
+  const t = timeArg(now);
+  if (t === null) return { denial: malformed(`\`now\` must be a Date, RFC 3339 text or whole seconds, got ${describe(now)}`, TIME_HELP) };
+  return { principal, action, resource, target: target ?? undefined, now: t };
+}
+
 /**
  * `now` as the text the module reads: RFC 3339, or whole seconds.
  *
@@ -379,6 +533,10 @@ function strings(args) {
  */
 function timeText(now) {
   if (typeof now === 'string') return now;
+  if (now instanceof Date) {
+    const seconds = dateSeconds(now);
+    return seconds === null ? null : String(seconds);
+  }
   if (typeof now === 'bigint' || (typeof now === 'number' && Number.isInteger(now))) return String(now);
   return null;
 }
@@ -434,6 +592,7 @@ export class Session {
   #state;
   /** @type {RawSession | null} */
   #raw = null;
+  #answers = new Answers();
   #freed = false;
 
   /**
@@ -445,7 +604,7 @@ export class Session {
     this.#state = state;
     if (state.poison === null) {
       try {
-        this.#raw = new state.glue.Clearance();
+        this.#raw = new state.glue.Clearance(this.#answers);
         reclaim.register(this, { raw: this.#raw, state }, this);
       } catch (e) {
         poisonInstance(state, e);
@@ -479,6 +638,9 @@ export class Session {
     try {
       return f(this.#raw);
     } catch (e) {
+      // The module throws its own errors as Error objects with a code; they leave the
+      // instance as it was. Anything else is a trap or worse.
+      if (isModuleError(e)) return deny(e.code, e.message, typeof e.help === 'string' ? e.help : '');
       return poisonInstance(this.#state, e);
     }
   }
@@ -592,7 +754,7 @@ export class Session {
    *
    * @param {string} author
    * @param {object[]} deltas
-   * @param {Time | bigint} now
+   * @param {Time} now
    * @returns {WriteAnswer | Denial}
    */
   write(author, deltas, now) {
@@ -604,7 +766,7 @@ export class Session {
    *
    * @param {string} author
    * @param {object[]} deltas
-   * @param {Time | bigint} now
+   * @param {Time} now
    * @returns {WriteAnswer | Denial}
    */
   authorizeDeltas(author, deltas, now) {
@@ -615,17 +777,16 @@ export class Session {
    * @param {'write' | 'authorize_deltas'} op
    * @param {string} author
    * @param {object[]} deltas
-   * @param {Time | bigint} now
+   * @param {Time} now
    * @returns {WriteAnswer | Denial}
    */
   #write(op, author, deltas, now) {
     const bad = strings({ author });
     if (bad) return bad;
     if (!Array.isArray(deltas)) return malformed(`\`deltas\` must be an array of deltas, got ${describe(deltas)}`);
-    const t = typeof now === 'bigint' && Number.isSafeInteger(Number(now)) ? Number(now) : now;
-    if (typeof t !== 'string' && !Number.isSafeInteger(t)) {
-      return malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`);
-    }
+    const arg = timeArg(now);
+    const t = arg instanceof Date ? dateSeconds(arg) : arg;
+    if (t === null) return malformed(`\`now\` must be a Date, RFC 3339 text or whole seconds, got ${describe(now)}`, TIME_HELP);
     return /** @type {WriteAnswer | Denial} */ (this.call({ op, author, now: t, deltas }));
   }
 
@@ -647,7 +808,13 @@ export class Session {
    * @returns {DecisionView | Denial}
    */
   check(request) {
-    return decision(this.#json('check', request, 'the request'));
+    if (typeof request === 'string') return decision(this.#json('check', request, 'the request'));
+    const r = requestArgs(request, 'the request');
+    if ('denial' in r) return r.denial;
+    return this.#run((raw) => {
+      this.#answers.ask(r.principal, r.action, r.resource, r.target);
+      return raw.checkValue(r.principal, r.action, r.resource, r.target, r.now);
+    });
   }
 
   /**
@@ -657,6 +824,17 @@ export class Session {
    * @returns {DecisionView[] | Denial}
    */
   checkBatch(requests) {
+    if (Array.isArray(requests)) {
+      if (requests.length > MAX_BATCH) return deny('request.too_large', `a batch of ${requests.length} requests is more than ${MAX_BATCH}`, 'split the batch');
+      /** @type {DecisionView[]} */
+      const out = [];
+      for (let i = 0; i < requests.length; i += 1) {
+        const d = this.check(requests[i]);
+        if (isError(d)) return { allowed: false, error: { ...d.error, message: `request ${i}: ${d.error.message}` } };
+        out.push(d);
+      }
+      return out;
+    }
     /** @type {unknown} */
     const v = this.#json('checkBatch', requests, 'the requests');
     if (isError(v)) return v;
@@ -726,15 +904,22 @@ export class Session {
    *
    * @param {string} principal
    * @param {string} resource an entity or a page `matrix:row`
-   * @param {Time | bigint} now RFC 3339 or seconds since the epoch
+   * @param {Time} now RFC 3339 or seconds since the epoch
    * @returns {{actions: string[], denied?: DecisionView} | Denial}
    */
   allowedActions(principal, resource, now) {
-    const bad = strings({ principal, resource });
-    if (bad) return bad;
-    const t = timeText(now);
-    if (t === null) return malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`);
-    return this.#run((raw) => answer(raw.allowedActions(principal, resource, t)));
+    // Checked one by one rather than through `strings`, whose object costs a third of
+    // this call.
+    if (typeof principal !== 'string' || typeof resource !== 'string') {
+      const bad = strings({ principal, resource });
+      if (bad) return bad;
+    }
+    const t = timeArg(now);
+    if (t === null) return malformed(`\`now\` must be a Date, RFC 3339 text or whole seconds, got ${describe(now)}`, TIME_HELP);
+    return this.#run((raw) => {
+      this.#answers.ask(principal, '', resource, null);
+      return raw.allowedActionsValue(principal, resource, t);
+    });
   }
 
   /**
@@ -743,7 +928,7 @@ export class Session {
    * @param {string} principal
    * @param {string} action
    * @param {string} type
-   * @param {Time | bigint} now
+   * @param {Time} now
    * @returns {string[] | Denial}
    */
   listResources(principal, action, type, now) {
@@ -760,7 +945,7 @@ export class Session {
    *
    * @param {string} resource
    * @param {string} action
-   * @param {Time | bigint} now
+   * @param {Time} now
    * @param {string} [account]
    * @returns {string[] | Denial}
    */

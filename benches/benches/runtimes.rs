@@ -18,7 +18,6 @@ use std::time::Instant;
 const BATCH: usize = 16_384;
 
 fn bench(c: &mut Criterion) {
-    let root = clearance_benches::root();
     let Some((wasm, hash)) = clearance_benches::built_module() else {
         return;
     };
@@ -34,23 +33,12 @@ fn bench(c: &mut Criterion) {
         let bytes = snap.to_bytes().unwrap_or_default();
         let (queries, encoded) = query_batch(&w, &snap, BATCH, 7);
         if scale.name == "medium" {
-            let dir = std::env::var_os("CARGO_TARGET_DIR")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| root.join("target"))
-                .join("bench-js");
-            let requests: Vec<_> = w.requests(2_000, 7);
-            let written = std::fs::create_dir_all(&dir)
-                .and_then(|_| std::fs::write(dir.join("medium.snapshot"), &bytes))
-                .and_then(|_| std::fs::write(dir.join("medium.queries"), &encoded))
-                .and_then(|_| {
-                    std::fs::write(
-                        dir.join("medium.requests.json"),
-                        serde_json::to_vec(&requests).unwrap_or_default(),
-                    )
-                });
-            if let Err(e) = written {
-                eprintln!("cannot write the JS bench inputs: {e}");
-            }
+            clearance_benches::write_js_inputs(
+                &clearance_benches::js_inputs_dir(),
+                &w,
+                &snap,
+                &encoded,
+            );
         }
         let config = RuntimeConfig {
             instances: 1,

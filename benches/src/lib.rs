@@ -833,6 +833,38 @@ pub fn query_batch(
     (queries, encoded)
 }
 
+/// Writes the inputs of the JS benchmarks (`web/bench/`) to `dir`: the medium world's
+/// snapshot (`medium.snapshot`), its batch of resolved queries (`medium.queries`) and
+/// 2,000 requests by names (`medium.requests.json`).
+pub fn write_js_inputs(dir: &std::path::Path, world: &World, snap: &Snapshot, encoded: &[u8]) {
+    let requests: Vec<_> = world.requests(2_000, 7);
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|_| {
+            std::fs::write(
+                dir.join("medium.snapshot"),
+                snap.to_bytes().unwrap_or_default(),
+            )
+        })
+        .and_then(|_| std::fs::write(dir.join("medium.queries"), encoded))
+        .and_then(|_| {
+            std::fs::write(
+                dir.join("medium.requests.json"),
+                serde_json::to_vec(&requests).unwrap_or_default(),
+            )
+        });
+    if let Err(e) = written {
+        eprintln!("cannot write the JS bench inputs to {}: {e}", dir.display());
+    }
+}
+
+/// Where the JS benchmarks read their inputs: `bench-js` in the target directory.
+pub fn js_inputs_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("bench-js")
+}
+
 /// Writes the policy allows on `world`, for the write benchmarks: up to 256 (user,
 /// event, time) triples where the user may update the event (`on set title = update`)
 /// at that time.

@@ -76,7 +76,7 @@ describe('bad input', () => {
     const cyclic = {};
     cyclic.self = cyclic;
     assertDenial(session.check(invalid(cyclic)), 'request.malformed');
-    assertDenial(session.check(invalid({ ...req('user:aeroserv_tech', 'view', EVENT), now: 1n })), 'request.malformed');
+    assertDenial(session.check(invalid({ ...req('user:aeroserv_tech', 'view', EVENT), now: 1.5 })), 'request.malformed');
     assertDenial(session.check(invalid(undefined)), 'request.malformed');
     assertDenial(session.allowedActions('user:aeroserv_tech', EVENT, 1.5), 'request.malformed');
     assertDenial(session.allowedActions(invalid(1), invalid(2), 3), 'request.malformed');

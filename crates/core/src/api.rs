@@ -808,11 +808,63 @@ impl Snapshot {
     /// A reason with its message.
     pub fn reason_view(&self, x: &Reason, r: &Request) -> ReasonView {
         let rule = self.schema.rule(x.rule);
+        ReasonView {
+            code: self.code(x),
+            rule: self.reason_rule(x),
+            message: self.reason_message(x, r),
+            at: rule
+                .filter(|r| r.owner != "request")
+                .map(|r| r.span.to_string()),
+        }
+    }
+
+    /// Whether the message of a reason with `code` names nothing of the request, so that
+    /// it is the same for every request with that code and rule (and can be kept).
+    pub fn message_is_fixed(code: Code) -> bool {
+        matches!(
+            code,
+            Code::Granted
+                | Code::Gate
+                | Code::ConditionFailed
+                | Code::ExclusionMatched
+                | Code::FeatureDisabled
+                | Code::SetupModeOff
+                | Code::DepthExceeded
+        )
+    }
+
+    /// A reason's message with each request field it shows written as a marker: NUL then
+    /// `p` (principal), `a` (action), `r` (resource) or `t` (target, empty when absent),
+    /// so a face that keeps strings across calls can keep this one and put the fields in.
+    /// `None` when the message shows more of the request than those fields' text (an
+    /// unknown action lists the resource's actions; a bad `now` shows the time) or when
+    /// the policy's own text holds a NUL.
+    pub fn reason_template(&self, x: &Reason) -> Option<String> {
+        if matches!(x.code, Code::ActionUnknown | Code::RequestInvalid) || x.rule == field::NOW {
+            return None;
+        }
+        let marked = Request {
+            principal: "\0p".into(),
+            action: "\0a".into(),
+            resource: "\0r".into(),
+            target: Some("\0t".into()),
+            now: TimeValue::Seconds(0),
+        };
+        let bare = Request {
+            principal: String::new(),
+            action: String::new(),
+            resource: String::new(),
+            target: None,
+            now: TimeValue::Seconds(0),
+        };
+        (!self.reason_message(x, &bare).contains('\0')).then(|| self.reason_message(x, &marked))
+    }
+
+    /// What happened, in words: a reason's message.
+    pub fn reason_message(&self, x: &Reason, r: &Request) -> String {
+        let rule = self.schema.rule(x.rule);
         let owner = rule.map_or("", |r| r.owner.as_str());
         let text = rule.map_or("", |r| r.text.as_str());
-        let at = rule
-            .filter(|r| r.owner != "request")
-            .map(|r| r.span.to_string());
         let field_value = |f: u32| match f {
             field::PRINCIPAL => r.principal.clone(),
             field::RESOURCE => r.resource.clone(),
@@ -823,7 +875,7 @@ impl Snapshot {
                 TimeValue::Text(t) => t.clone(),
             },
         };
-        let message = match x.code {
+        match x.code {
             Code::Granted => format!("allowed by `{owner}`: {text}"),
             Code::RequestInvalid => format!(
                 "the request's `now` ({}) is not a timestamp",
@@ -908,17 +960,16 @@ impl Snapshot {
                     r.principal
                 )
             }
-        };
-        let rule_name = if owner == "request" {
-            format!("request.{text}")
-        } else {
-            owner.to_string()
-        };
-        ReasonView {
-            code: self.code(x),
-            rule: rule_name,
-            message,
-            at,
+        }
+    }
+
+    /// The rule or request field a reason is about, e.g. `event.view` or
+    /// `request.principal`.
+    pub fn reason_rule(&self, x: &Reason) -> String {
+        match self.schema.rule(x.rule) {
+            Some(r) if r.owner == "request" => format!("request.{}", r.text),
+            Some(r) => r.owner.clone(),
+            None => String::new(),
         }
     }
 

@@ -731,7 +731,8 @@ impl Session {
         }
     }
 
-    fn snapshot(&self) -> Result<&Snapshot, ErrorData> {
+    /// The loaded snapshot, or `session.not_loaded`.
+    pub fn snapshot(&self) -> Result<&Snapshot, ErrorData> {
         match &self.state {
             State::Facts(_, s) | State::Snapshot(s) => Ok(s),
             State::Empty | State::Policy(_) => Err(not_loaded()),

@@ -7,9 +7,9 @@ use wasm_bindgen::prelude::*;
 
 /// One engine: a policy, facts or a snapshot, and the decisions made on them.
 #[wasm_bindgen]
-#[derive(Default)]
 pub struct Clearance {
-    session: Session,
+    pub(crate) session: Session,
+    pub(crate) cache: crate::values::Cache,
 }
 
 fn time(now: &str) -> TimeValue {
@@ -21,10 +21,13 @@ fn time(now: &str) -> TimeValue {
 
 #[wasm_bindgen]
 impl Clearance {
-    /// An empty session.
+    /// An empty session whose answers `builder` makes (see `index.js`).
     #[wasm_bindgen(constructor)]
-    pub fn new() -> Clearance {
-        Clearance::default()
+    pub fn new(builder: crate::values::Builder) -> Clearance {
+        Clearance {
+            session: Session::default(),
+            cache: crate::values::Cache::new(builder),
+        }
     }
 
     /// Runs a JSON call (`{"op": ...}`) and gives the JSON answer: `{"ok": ...}` or

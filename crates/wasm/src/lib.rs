@@ -5,3 +5,4 @@
 
 pub mod abi;
 pub mod bindgen;
+pub mod values;

@@ -115,6 +115,44 @@ proptest! {
         }
     }
 
+    /// What a face may keep of a reason is what the reason's message would be: a message
+    /// the core calls fixed is the same for another request with that reason, and a
+    /// template with the request's fields put in is the message written for it.
+    #[test]
+    fn kept_messages_are_the_messages(seed in any::<u64>(), dt in -SPREAD..SPREAD) {
+        let (w, snap) = build(seed);
+        let now = EPOCH + dt;
+        let mut fixed: std::collections::HashMap<(u8, u32), String> = std::collections::HashMap::new();
+        let (mut templated, mut kept) = (0, 0);
+        for p in principals(&w, &snap.schema).into_iter().take(12) {
+            for (r, a) in resources(&w, &snap) {
+                let mut request = req(&p, &a, &r, now);
+                // Now and then a target, so templates that show one are filled too.
+                if r.len() % 3 == 0 {
+                    request.target = Some(p.clone());
+                }
+                for x in &snap.check(&request).reasons {
+                    let message = snap.reason_message(x, &request);
+                    if Snapshot::message_is_fixed(x.code) {
+                        kept += 1;
+                        let first = fixed.entry((x.code as u8, x.rule)).or_insert_with(|| message.clone());
+                        prop_assert_eq!(&*first, &message);
+                    }
+                    if let Some(t) = snap.reason_template(x) {
+                        templated += 1;
+                        let filled = t
+                            .replace("\0p", &request.principal)
+                            .replace("\0a", &request.action)
+                            .replace("\0r", &request.resource)
+                            .replace("\0t", request.target.as_deref().unwrap_or(""));
+                        prop_assert_eq!(filled, message, "{:?}", x);
+                    }
+                }
+            }
+        }
+        prop_assert!(templated > 0 && kept > 0, "templated {templated}, kept {kept}");
+    }
+
     /// MX5, MX8: a user who has not accepted the invitation, or is deactivated, is denied
     /// everything, with the gate as the one reason.
     #[test]
