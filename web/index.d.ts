@@ -54,6 +54,12 @@ export interface DecisionView {
   valid_until?: string;
 }
 
+/** The actions a principal may take on a resource, or none and the denial that says why. */
+export interface AllowedActions {
+  actions: string[];
+  denied?: DecisionView;
+}
+
 /** A decision with, for an allow, the checks that held (innermost first). */
 export interface Explanation {
   decision: DecisionView;
@@ -221,7 +227,7 @@ export class Session {
   /** Decides binary queries; the decoded decisions, one per query. */
   checkIds(queries: Bytes): WireDecision[] | Denial;
   /** The actions a principal may take on a resource. */
-  allowedActions(principal: string, resource: string, now: Time): { actions: string[]; denied?: DecisionView } | Denial;
+  allowedActions(principal: string, resource: string, now: Time): AllowedActions | Denial;
   /** The resources of a type a principal may act on. */
   listResources(principal: string, action: string, type: string, now: Time): string[] | Denial;
   /** The principals who may act on a resource. */
@@ -257,7 +263,7 @@ export class Answers {
   decision(allowed: boolean, reasons: ReasonView[], revision: number, policy_hash: string, valid_until: string | undefined): DecisionView;
   reason(code: string, rule: string, message: string, at: string | undefined): ReasonView;
   fill(template: string): string;
-  actions(actions: string[], denied: DecisionView | undefined): { actions: string[]; denied?: DecisionView };
+  actions(actions: string[], denied: DecisionView | undefined): AllowedActions;
 }
 
 export function loadNode(wasmPath?: string | URL): Promise<ClearanceModule>;
