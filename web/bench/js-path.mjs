@@ -70,7 +70,7 @@ t = performance.now();
 for (let i = 0; i < rounds; i++) must(session.checkIdsRaw(queries));
 const batchMs = (performance.now() - t) / rounds;
 
-// Single checks by name: JSON in, JSON out, one call each.
+// Single checks by names through `Session.check` (the value face), one call each.
 for (const r of requests.slice(0, 200)) session.check(r);
 const per = requests.map((r) => {
   const s = performance.now();
@@ -94,6 +94,6 @@ for (const status of ['deactivated', 'active']) {
 const wasmBytes = statSync(fileURLToPath(new URL('../pkg/clearance_bg.wasm', import.meta.url))).size;
 console.log(`report js-path node=${process.version} module_bytes=${wasmBytes} module_sha256=${module.moduleHash.slice(0, 12)} compile_ms=${compiled.toFixed(1)} load_snapshot_ms=${load.toFixed(1)} entities=${info.entities} tuples=${info.tuples}`);
 console.log(`report js-path batch: ${n} queries in ${batchMs.toFixed(2)} ms = ${(n / batchMs / 1e3).toFixed(2)} M checks/s (${((batchMs * 1e6) / n).toFixed(0)} ns per check)`);
-console.log(`report js-path check by name (JSON): p50 ${pct(per, 0.5).toFixed(2)} us, p99 ${pct(per, 0.99).toFixed(2)} us over ${per.length} requests`);
+console.log(`report js-path check by names (Session.check): p50 ${pct(per, 0.5).toFixed(2)} us, p99 ${pct(per, 0.99).toFixed(2)} us over ${per.length} requests`);
 console.log(`report js-path applyDeltas (one delta, JSON in and out): p50 ${pct(applied, 0.5).toFixed(2)} us, p99 ${pct(applied, 0.99).toFixed(2)} us over ${applied.length} changes`);
 session.free();
