@@ -258,8 +258,15 @@ const instances = new WeakMap();
  * @type {Set<RawSession>}
  */
 const quarantine = new Set();
-/** @type {FinalizationRegistry<{raw: RawSession, state: InstanceState}>} */
-const reclaim = new FinalizationRegistry(({ raw, state }) => release(raw, state));
+/**
+ * Null where the runtime has no `FinalizationRegistry` (an edge runtime at an older
+ * compatibility date): there, a session's memory in the module is freed by `free()` only.
+ *
+ * @type {FinalizationRegistry<{raw: RawSession, state: InstanceState}> | null}
+ */
+const reclaim = typeof FinalizationRegistry === 'function'
+  ? new FinalizationRegistry(({ raw, state }) => release(raw, state))
+  : null;
 
 /**
  * Frees a glue object, or quarantines it if its instance is unusable.
@@ -605,7 +612,7 @@ export class Session {
     if (state.poison === null) {
       try {
         this.#raw = new state.glue.Clearance(this.#answers);
-        reclaim.register(this, { raw: this.#raw, state }, this);
+        reclaim?.register(this, { raw: this.#raw, state }, this);
       } catch (e) {
         poisonInstance(state, e);
       }
@@ -991,7 +998,7 @@ export class Session {
     const raw = this.#raw;
     this.#raw = null;
     if (raw !== null) {
-      reclaim.unregister(this);
+      reclaim?.unregister(this);
       release(raw, this.#state);
     }
   }

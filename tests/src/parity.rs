@@ -301,9 +301,39 @@ pub fn node(jobs: &[Job], snapshots: &[Vec<u8>], work: &Path) -> Result<Vec<Runt
 /// Decides every job inside headless Chromium with the same module
 /// (`web/browser/parity-chromium.mjs`), from the job files [`node`] wrote to `work`.
 pub fn chromium(jobs: &[Job], work: &Path) -> Result<Vec<RuntimeRun>, String> {
-    let runner = crate::root().join("web/browser/parity-chromium.mjs");
+    runner(
+        "chromium",
+        "web/browser/parity-chromium.mjs",
+        "browser",
+        jobs,
+        work,
+    )
+}
+
+/// Decides every job inside workerd, an edge platform's runtime, through Miniflare
+/// (`web/test/parity-workerd.mjs`), from the job files [`node`] wrote to `work`.
+pub fn workerd(jobs: &[Job], work: &Path) -> Result<Vec<RuntimeRun>, String> {
+    runner(
+        "workerd",
+        "web/test/parity-workerd.mjs",
+        "runtime",
+        jobs,
+        work,
+    )
+}
+
+/// Runs a Node script that decides every job of `work` in `runtime` and writes
+/// `job<i>.<runtime>`; its one line of JSON names the module's hash and, under `what`, the
+/// runtime's version.
+fn runner(
+    runtime: &'static str,
+    script: &str,
+    what: &str,
+    jobs: &[Job],
+    work: &Path,
+) -> Result<Vec<RuntimeRun>, String> {
     let output = Command::new("node")
-        .arg(&runner)
+        .arg(crate::root().join(script))
         .arg("--work")
         .arg(work)
         .arg("--jobs")
@@ -313,16 +343,16 @@ pub fn chromium(jobs: &[Job], work: &Path) -> Result<Vec<RuntimeRun>, String> {
     let line = String::from_utf8_lossy(&output.stdout).to_string();
     if !output.status.success() {
         return Err(format!(
-            "the Chromium runner failed: {line} {}",
+            "the {runtime} runner failed: {line} {}",
             String::from_utf8_lossy(&output.stderr)
         ));
     }
     let report: serde_json::Value = serde_json::from_str(line.trim())
-        .map_err(|e| format!("the Chromium runner said `{line}`: {e}"))?;
+        .map_err(|e| format!("the {runtime} runner said `{line}`: {e}"))?;
     println!(
-        "parity: chromium is {}",
+        "parity: {runtime} is {}",
         report
-            .get("browser")
+            .get(what)
             .and_then(|v| v.as_str())
             .unwrap_or("unknown")
     );
@@ -332,10 +362,10 @@ pub fn chromium(jobs: &[Job], work: &Path) -> Result<Vec<RuntimeRun>, String> {
         .map(str::to_string);
     (0..jobs.len())
         .map(|i| {
-            let bytes = std::fs::read(work.join(format!("job{i}.chromium")))
-                .map_err(|e| format!("job {i}: {e}"))?;
+            let bytes = std::fs::read(work.join(format!("job{i}.{runtime}")))
+                .map_err(|e| format!("{runtime} job {i}: {e}"))?;
             Ok(RuntimeRun {
-                runtime: "chromium",
+                runtime,
                 module_sha256: module.clone(),
                 decisions: split(&bytes)?,
             })

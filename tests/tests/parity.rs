@@ -1,10 +1,11 @@
-//! One module, four runtimes: every scenario request and 100,000 generated requests on
-//! the medium world, decided by the native core, by the wasm module on wasmtime, in Node
-//! and in Chromium, must give byte-identical decisions (allow/deny, every reason code and
-//! rule, valid_until), with every wasm runtime reporting the built artifact's hash. A
-//! quarter of the generated requests are decided again after 3,000 changes, which each
-//! runtime applies in place itself to the world's bytes (wasmtime as a host hands a
-//! write to its instances, Node and Chromium with `applyDeltas`).
+//! One module, five runtimes: every scenario request and 100,000 generated requests on
+//! the medium world, decided by the native core, by the wasm module on wasmtime, in Node,
+//! in Chromium and in workerd (an edge platform's runtime, through Miniflare), must give
+//! byte-identical decisions (allow/deny, every reason code and rule, valid_until), with
+//! every wasm runtime reporting the built artifact's hash. A quarter of the generated
+//! requests are decided again after 3,000 changes, which each runtime applies in place
+//! itself to the world's bytes (wasmtime as a host hands a write to its instances, the JS
+//! runtimes with `applyDeltas`).
 
 // A test: a failed expectation panics, as tests do; it indexes its own generated inputs.
 #![allow(clippy::panic, clippy::indexing_slicing)]
@@ -220,10 +221,11 @@ fn every_runtime_decides_identically() {
     let work = std::env::temp_dir().join(format!("clearance-parity-{}", std::process::id()));
     let node = parity::node(&jobs, &snapshots, &work).unwrap_or_else(|e| panic!("{e}"));
     let chromium = parity::chromium(&jobs, &work).unwrap_or_else(|e| panic!("{e}"));
+    let workerd = parity::workerd(&jobs, &work).unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_dir_all(&work);
-    let report = parity::compare(&jobs, &native, &[wasmtime, node, chromium]);
+    let report = parity::compare(&jobs, &native, &[wasmtime, node, chromium, workerd]);
     println!(
-        "parity: {} requests x 4 runtimes (native, wasmtime, node, chromium) in {} jobs, {} mismatches, decisions digest {}",
+        "parity: {} requests x 5 runtimes (native, wasmtime, node, chromium, workerd) in {} jobs, {} mismatches, decisions digest {}",
         report.compared,
         jobs.len(),
         report.mismatches.len(),
@@ -254,7 +256,7 @@ fn every_runtime_decides_identically() {
         report.mismatches.len(),
         shown.join("\n")
     );
-    assert_eq!(report.module_hashes.len(), 3, "{:?}", report.module_hashes);
+    assert_eq!(report.module_hashes.len(), 4, "{:?}", report.module_hashes);
     assert!(
         report
             .module_hashes

@@ -17,10 +17,13 @@ use schemars::{JsonSchema, schema_for};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// The fields of each `export interface` of a declaration file: name → (optional, type).
-fn interfaces(text: &str) -> BTreeMap<String, BTreeMap<String, (bool, String)>> {
+/// An interface's fields: name → (optional, type).
+type Fields = BTreeMap<String, (bool, String)>;
+
+/// The fields of each `export interface` of a declaration file, by interface.
+fn interfaces(text: &str) -> BTreeMap<String, Fields> {
     let mut out = BTreeMap::new();
-    let mut current: Option<(String, BTreeMap<String, (bool, String)>)> = None;
+    let mut current: Option<(String, Fields)> = None;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("export interface ") {
             let name = rest
@@ -132,10 +135,7 @@ fn ts_of(schema: &Value, defs: &Value) -> Vec<String> {
 }
 
 /// The differences between the interface `name` of the declarations and the Rust type `T`.
-fn compare<T: JsonSchema>(
-    name: &str,
-    declared: &BTreeMap<String, BTreeMap<String, (bool, String)>>,
-) -> Vec<String> {
+fn compare<T: JsonSchema>(name: &str, declared: &BTreeMap<String, Fields>) -> Vec<String> {
     let schema = serde_json::to_value(schema_for!(T)).unwrap();
     let Some(fields) = declared.get(name) else {
         return vec![format!("index.d.ts declares no interface `{name}`")];

@@ -33,7 +33,7 @@ declare module 'node:fs' {
   class ReadStream {}
   function readFileSync(path: PathLike | number, options?: { encoding?: null; flag?: string } | null): Buffer;
   function readFileSync(path: PathLike | number, options: { encoding: 'utf8'; flag?: string } | 'utf8'): string;
-  function readdirSync(path: PathLike): string[];
+  function readdirSync(path: PathLike, options?: { recursive?: boolean; encoding: 'utf8' }): string[];
   function writeFileSync(file: PathLike | number, data: string | ArrayBufferView): void;
   function existsSync(path: PathLike): boolean;
   function mkdtempSync(prefix: string): string;

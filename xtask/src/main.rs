@@ -221,7 +221,7 @@ fn test() -> Result<(), String> {
         &[],
     )?;
     run(
-        "parity of native, wasmtime, node and chromium",
+        "parity of native, wasmtime, node, chromium and workerd",
         "cargo",
         &[
             "test",
