@@ -4,85 +4,19 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { isError, loadNode } from '../index.js';
 import { createHandler, followChanges, loadSlice, maxAge } from '../edge/handler.js';
 import { createTokenVerifier } from '../edge/token.js';
-import { NOW, codes, errorOf, invalid, loadedSession, ok, policySources, present, req, sliceSigner, worldText } from './fixtures.js';
+import { AUDIENCE, ISSUER, NOW, buildSlice, codes, errorOf, invalid, loadedSession, ok, policySources, present, req, sliceSigner, tokenIssuer } from './fixtures.js';
 
 /**
  * @import { ClearanceModule, Denial, Info, Request as CheckRequest, Session, Source } from '../index.js'
  * @import { Route, UpstreamContext } from '../edge/handler.js'
- * @import { Jwk, TokenVerifier } from '../edge/token.js'
- */
-
-/**
- * A facts document, as much of it as these tests read.
- *
- * @typedef {{revision: number, entities: Array<{type: string, id: string, account?: string}>, tuples: Array<{resource: string}>}} Facts
- */
-
-/**
- * A principal slice (`GET /v1/slice/{principal}`, the text it signs).
- *
- * @typedef {{principal: string, account: string, revision: number, policy_hash: string, issued: number, expires: number, policy: Source[], facts: Facts}} Slice
+ * @import { TokenVerifier } from '../edge/token.js'
+ * @import { Slice } from './fixtures.js'
  */
 
 const ORIGIN = 'https://edge.example';
-const ISSUER = 'https://idp.example';
-const AUDIENCE = 'edge-test';
-
-/**
- * The slice of `account` as `GET /v1/slice/{principal}` gives it (host/src/service.rs):
- * the entities whose account (or own id, for accounts) is `account`, the tuples on them;
- * issued now, for an hour.
- *
- * @param {string} principal
- * @param {string} account
- * @param {string} policyHash
- * @returns {Slice}
- */
-function buildSlice(principal, account, policyHash) {
-  /** @type {Facts} */
-  const world = JSON.parse(worldText('airline'));
-  const entities = world.entities.filter((e) => (e.account ?? e.id) === account);
-  const keys = new Set(entities.map((e) => `${e.type}:${e.id}`));
-  const tuples = world.tuples.filter((t) => keys.has(t.resource));
-  const issued = Math.floor(Date.now() / 1000);
-  return {
-    principal,
-    account,
-    revision: world.revision,
-    policy_hash: policyHash,
-    issued,
-    expires: issued + 3600,
-    policy: policySources(),
-    facts: { revision: world.revision, entities, tuples },
-  };
-}
-
-/**
- * A token issuer as an identity provider is one: an Ed25519 key, its JWKS, and tokens whose
- * `sub` is the whole principal (`type:id`, for a verifier with `principalType: null`), valid
- * for ten minutes unless `claims` say otherwise.
- */
-async function tokenIssuer(kid = 'idp-1') {
-  const { privateKey, publicKey } = await generateKeyPair('EdDSA', { extractable: true });
-  /** @type {{keys: Jwk[]}} */
-  const jwks = { keys: [{ ...(await exportJWK(publicKey)), kty: 'OKP', kid, alg: 'EdDSA' }] };
-  /**
-   * @param {string} principal
-   * @param {{[claim: string]: unknown}} [claims]
-   */
-  const token = (principal, claims = {}) => {
-    const now = Math.floor(Date.now() / 1000);
-    return new SignJWT({ iss: ISSUER, aud: AUDIENCE, sub: principal, iat: now, nbf: now, exp: now + 600, ...claims })
-      .setProtectedHeader({ alg: 'EdDSA', kid })
-      .sign(privateKey);
-  };
-  return { jwks, token };
-}
-
 /** @type {Awaited<ReturnType<typeof tokenIssuer>>} */
 let idp;
 

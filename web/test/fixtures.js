@@ -5,9 +5,11 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
+import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { SLICE_CONTEXT, isError, loadNode } from '../index.js';
 
-/** @import { DecisionView, Denial, ErrorData, Jwks, Request, SignedSlice, Time } from '../index.js' */
+/** @import { DecisionView, Denial, ErrorData, Jwks, Request, SignedSlice, Source, Time } from '../index.js' */
+/** @import { Jwk } from '../edge/token.js' */
 
 const POLICIES = new URL('../../policies/', import.meta.url);
 const WORLDS = new URL('../../tests/worlds/', import.meta.url);
@@ -152,4 +154,73 @@ export async function sliceSigner(kid = 'test-slice') {
     return { slice: text, alg: 'EdDSA', key_id: options.kid ?? kid, signature: base64url(signature) };
   }
   return { keys, sign };
+}
+
+/**
+ * A facts document, as much of it as these tests read.
+ *
+ * @typedef {{revision: number, entities: Array<{type: string, id: string, account?: string}>, tuples: Array<{resource: string}>}} Facts
+ */
+
+/**
+ * A principal slice (`GET /v1/slice/{principal}`, the text it signs).
+ *
+ * @typedef {{principal: string, account: string, revision: number, policy_hash: string, issued: number, expires: number, policy: Source[], facts: Facts}} Slice
+ */
+
+/** The issuer of the test user tokens. */
+export const ISSUER = 'https://idp.example';
+/** The audience of the test user tokens. */
+export const AUDIENCE = 'edge-test';
+
+
+/**
+ * The slice of `account` as `GET /v1/slice/{principal}` gives it (host/src/service.rs):
+ * the entities whose account (or own id, for accounts) is `account`, the tuples on them;
+ * issued now, for an hour.
+ *
+ * @param {string} principal
+ * @param {string} account
+ * @param {string} policyHash
+ * @returns {Slice}
+ */
+export function buildSlice(principal, account, policyHash) {
+  /** @type {Facts} */
+  const world = JSON.parse(worldText('airline'));
+  const entities = world.entities.filter((e) => (e.account ?? e.id) === account);
+  const keys = new Set(entities.map((e) => `${e.type}:${e.id}`));
+  const tuples = world.tuples.filter((t) => keys.has(t.resource));
+  const issued = Math.floor(Date.now() / 1000);
+  return {
+    principal,
+    account,
+    revision: world.revision,
+    policy_hash: policyHash,
+    issued,
+    expires: issued + 3600,
+    policy: policySources(),
+    facts: { revision: world.revision, entities, tuples },
+  };
+}
+
+/**
+ * A token issuer as an identity provider is one: an Ed25519 key, its JWKS, and tokens whose
+ * `sub` is the whole principal (`type:id`, for a verifier with `principalType: null`), valid
+ * for ten minutes unless `claims` say otherwise.
+ */
+export async function tokenIssuer(kid = 'idp-1') {
+  const { privateKey, publicKey } = await generateKeyPair('EdDSA', { extractable: true });
+  /** @type {{keys: Jwk[]}} */
+  const jwks = { keys: [{ ...(await exportJWK(publicKey)), kty: 'OKP', kid, alg: 'EdDSA' }] };
+  /**
+   * @param {string} principal
+   * @param {{[claim: string]: unknown}} [claims]
+   */
+  const token = (principal, claims = {}) => {
+    const now = Math.floor(Date.now() / 1000);
+    return new SignJWT({ iss: ISSUER, aud: AUDIENCE, sub: principal, iat: now, nbf: now, exp: now + 600, ...claims })
+      .setProtectedHeader({ alg: 'EdDSA', kid })
+      .sign(privateKey);
+  };
+  return { jwks, token };
 }

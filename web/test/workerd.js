@@ -51,8 +51,10 @@ export function startWorker(entry, { bindings = {}, wasm } = {}) {
   ];
   if (entry.startsWith('edge/')) {
     modules.push({ type: 'ESModule', path: `${WEB}edge/handler.js` }, { type: 'ESModule', path: `${WEB}edge/token.js` });
-    // `import ... from 'jose'`: the name `jose` is jose's build for web runtimes.
-    modules.push({ type: 'ESModule', path: `${WEB}jose`, contents: "export * from './node_modules/jose/dist/webapi/index.js';\n" });
+    // `import ... from 'jose'` in `edge/token.js`: workerd looks a bare name up beside
+    // the module importing it, so `edge/jose` is jose's build for web runtimes (what a
+    // bundler resolves for a deployment).
+    modules.push({ type: 'ESModule', path: `${WEB}edge/jose`, contents: "export * from '../node_modules/jose/dist/webapi/index.js';\n" });
     for (const f of jsFiles(JOSE)) modules.push({ type: 'ESModule', path: f });
   }
   const mf = new Miniflare({
