@@ -1,7 +1,7 @@
 /**
- * The JavaScript face of Clearance: the one WebAssembly module, loaded and wrapped in an
- * `Session` that takes and gives plain objects. Session methods never throw: they give their
- * `ok` value or a `Denial`.
+ * The JavaScript face of Clearance: the one WebAssembly module, loaded and wrapped in a
+ * `Session` that takes and gives plain objects. A session method gives its value or throws
+ * a `ClearanceError` for what could not be decided; a denying decision is a value.
  */
 
 /** An error as data: a stable code, what happened, and what to do. */
@@ -11,7 +11,18 @@ export interface ErrorData {
   help: string;
 }
 
-/** What every method gives instead of its value when it fails: a deny with an error. */
+/**
+ * What a session's method throws when it fails (bad input, nothing loaded, a session freed,
+ * a trap): an `Error` with a stable `code` and `help`. A denying decision is not an error.
+ */
+export class ClearanceError extends Error {
+  constructor(error: ErrorData);
+  readonly code: string;
+  readonly help: string;
+  toJSON(): ErrorData;
+}
+
+/** What the slice helpers (`verifySlice`, `loadSlice`) give when they fail: a deny with an error. */
 export interface Denial {
   allowed: false;
   error: ErrorData;
@@ -197,45 +208,45 @@ export class Session {
   /** Any JSON call (`{op: ...}`). */
   call(call: object | string): unknown;
   /** Compiles a policy set; facts loaded so far are rebuilt under it. */
-  loadPolicy(sources: Source[] | string): { policy_hash: string } | Denial;
+  loadPolicy(sources: Source[] | string): { policy_hash: string };
   /** Loads facts and builds the snapshot. */
-  loadFacts(facts: object | string): Info | Denial;
+  loadFacts(facts: object | string): Info;
   /** Applies deltas, all or nothing. */
-  applyDeltas(deltas: object[] | string): Info | Denial;
+  applyDeltas(deltas: object[] | string): Info;
   /** Loads a snapshot from its bytes (policy included). */
-  loadSnapshot(bytes: Bytes): Info | Denial;
+  loadSnapshot(bytes: Bytes): Info;
   /** The loaded snapshot's bytes. */
-  snapshotBytes(): Uint8Array | Denial;
+  snapshotBytes(): Uint8Array;
   /** What is loaded. */
-  info(): Info | Denial;
+  info(): Info;
   /** What the loaded policy declares: types, actions, write rules, matrices. */
-  schema(): Outline | Denial;
+  schema(): Outline;
   /** The loaded facts as a facts document. */
-  facts(): object | Denial;
+  facts(): object;
   /** Makes deltas as `author` at `now` if the policy allows each (X4), with the derived tuples (EV5). */
-  write(author: string, deltas: object[], now: Time): WriteAnswer | Denial;
+  write(author: string, deltas: object[], now: Time): WriteAnswer;
   /** Whether `author` may make deltas at `now`, without making them. */
-  authorizeDeltas(author: string, deltas: object[], now: Time): WriteAnswer | Denial;
+  authorizeDeltas(author: string, deltas: object[], now: Time): WriteAnswer;
   /** Decides one request. */
-  check(request: Request | string): DecisionView | Denial;
+  check(request: Request | string): DecisionView;
   /** Decides a list of requests (at most 1 << 20). */
-  checkBatch(requests: Request[] | string): DecisionView[] | Denial;
+  checkBatch(requests: Request[] | string): DecisionView[];
   /** Resolves requests to 24-byte queries, or their denials. */
-  resolve(requests: Request[] | string): Resolved[] | Denial;
+  resolve(requests: Request[] | string): Resolved[];
   /** Decides binary queries; the raw decision bytes (without the frame byte). */
-  checkIdsRaw(queries: Bytes): Uint8Array | Denial;
+  checkIdsRaw(queries: Bytes): Uint8Array;
   /** Decides binary queries; the decoded decisions, one per query. */
-  checkIds(queries: Bytes): WireDecision[] | Denial;
+  checkIds(queries: Bytes): WireDecision[];
   /** The actions a principal may take on a resource. */
-  allowedActions(principal: string, resource: string, now: Time): AllowedActions | Denial;
+  allowedActions(principal: string, resource: string, now: Time): AllowedActions;
   /** The resources of a type a principal may act on. */
-  listResources(principal: string, action: string, type: string, now: Time): string[] | Denial;
+  listResources(principal: string, action: string, type: string, now: Time): string[];
   /** The principals who may act on a resource. */
-  listPrincipals(resource: string, action: string, now: Time, account?: string): string[] | Denial;
+  listPrincipals(resource: string, action: string, now: Time, account?: string): string[];
   /** Decides and explains one request. */
-  explain(request: Request | string): Explanation | Denial;
+  explain(request: Request | string): Explanation;
   /** The access-rights matrix as an account sees it. */
-  matrix(matrix: string, account?: string): AccessMatrix | Denial;
+  matrix(matrix: string, account?: string): AccessMatrix;
   /** Frees the session now; later calls are denials. */
   free(): void;
   /** Frees the session (for `using`). */

@@ -5,12 +5,15 @@
  * `pkg/clearance_bg.wasm`, reporting their SHA-256) and wraps the wasm-bindgen glue in an
  * `Session` that takes and gives plain objects.
  *
- * Errors are data. A session method never throws: it gives its `ok` value, or a denial
- * `{allowed: false, error: {code, message, help}}`. A trap inside the module (a
- * `WebAssembly.RuntimeError`) is a denial with the code `wasm.trap`, and it leaves the
- * module instance unusable: every later call of every session on that instance is a denial
- * with the code `instance.poisoned`. Load the module again for a fresh instance; each load
- * is an instance of its own, which lives as long as the process, so load once and share.
+ * A session method gives its value, or throws a `ClearanceError` (an `Error` with `code`,
+ * `message` and `help`) for what could not be decided: bad input, nothing loaded, a trap.
+ * A decision that denies is a value (`{allowed: false, reasons}`), never an error. A trap
+ * inside the module (a `WebAssembly.RuntimeError`) throws the code `wasm.trap`, and it
+ * leaves the module instance unusable: every later call of every session on that instance
+ * throws `instance.poisoned`. Load the module again for a fresh instance; each load is an
+ * instance of its own, which lives as long as the process, so load once and share. The
+ * signed-slice helpers (`verifySlice`) give denials as values, as their callers branch on
+ * them.
  *
  * This file imports nothing at the top level, so it runs unchanged in browsers and Node.
  * Its public types are those of `index.d.ts`, which the JSDoc below imports.
@@ -348,6 +351,44 @@ function deny(code, message, help = '') {
 }
 
 /**
+ * A failure of a session's method: bad input, nothing loaded, a session freed, a trap in
+ * the module. An `Error` whose `code` is the stable code (`request.malformed`,
+ * `session.not_loaded`, `wasm.trap`, ...), `message` says what was wrong and where, and
+ * `help` what to do. A decision that denies is an answer, not an error: only what could not
+ * be decided is thrown, so no failure can pass for an allow.
+ */
+export class ClearanceError extends Error {
+  /**
+   * @param {ErrorData} error
+   */
+  constructor({ code, message, help }) {
+    super(message);
+    this.name = 'ClearanceError';
+    /** The stable code. */
+    this.code = code;
+    /** What to do about it. */
+    this.help = help;
+  }
+
+  /** The error as data: `{code, message, help}`. */
+  toJSON() {
+    return { code: this.code, message: this.message, help: this.help };
+  }
+}
+
+/**
+ * A method's answer, or its denial thrown as a `ClearanceError`.
+ *
+ * @template T
+ * @param {T | Denial} answer
+ * @returns {T}
+ */
+function thrown(answer) {
+  if (isError(answer)) throw new ClearanceError(answer.error);
+  return answer;
+}
+
+/**
  * Whether a method's answer is a denial with an error (rather than its `ok` value).
  *
  * @param {unknown} answer
@@ -590,7 +631,7 @@ function unframe(framed) {
 /**
  * One session: a policy, facts or a snapshot, and the decisions made on them. Create it
  * with `new module.Session()` (or `new Session(module)`) on a module from `loadNode` or
- * `loadBrowser`. Every method gives its `ok` value or a denial; none throws.
+ * `loadBrowser`. Every method gives its value or throws a `ClearanceError`.
  *
  * @implements {SessionApi}
  */
@@ -669,115 +710,87 @@ export class Session {
   }
 
   /**
-   * Runs any JSON call (`{op: ...}`, see ARCHITECTURE.md) and gives its `ok` value or a
-   * denial. Takes the call as an object or as JSON text.
+   * `call`, with a failure as a denial.
    *
    * @param {object | string} call
    * @returns {unknown}
    */
-  call(call) {
+  #call(call) {
     return this.#json('call', call, 'the call');
   }
 
   /**
-   * Compiles a policy set; facts loaded so far are rebuilt under it.
+   * `loadPolicy`, with a failure as a denial.
    *
    * @param {Source[] | string} sources
    * @returns {{policy_hash: string} | Denial}
    */
-  loadPolicy(sources) {
+  #loadPolicy(sources) {
     return this.#json('loadPolicy', sources, 'the sources');
   }
 
   /**
-   * Loads facts (the facts document of docs/facts-format.md) and builds the snapshot.
+   * `loadFacts`, with a failure as a denial.
    *
    * @param {object | string} facts
    * @returns {Info | Denial}
    */
-  loadFacts(facts) {
+  #loadFacts(facts) {
     return this.#json('loadFacts', facts, 'the facts');
   }
 
   /**
-   * Applies a list of deltas, all or nothing (the revision goes up by one).
+   * `applyDeltas`, with a failure as a denial.
    *
    * @param {object[] | string} deltas
    * @returns {Info | Denial}
    */
-  applyDeltas(deltas) {
+  #applyDeltas(deltas) {
     return this.#json('applyDeltas', deltas, 'the deltas');
   }
 
   /**
-   * Loads a snapshot from its bytes (policy included).
+   * `loadSnapshot`, with a failure as a denial.
    *
    * @param {Bytes} bytes
    * @returns {Info | Denial}
    */
-  loadSnapshot(bytes) {
+  #loadSnapshot(bytes) {
     const b = asBytes(bytes);
     if (b === null) return malformed(`a snapshot is bytes, got ${describe(bytes)}`, 'pass a Uint8Array from snapshotBytes()');
     return this.#run((raw) => answer(raw.loadSnapshot(b)));
   }
 
   /**
-   * The loaded snapshot's bytes, to load elsewhere with `loadSnapshot`.
+   * `snapshotBytes`, with a failure as a denial.
    *
    * @returns {Uint8Array | Denial}
    */
-  snapshotBytes() {
+  #snapshotBytes() {
     const bytes = this.#run((raw) => raw.snapshotBytes());
     if (!(bytes instanceof Uint8Array) || bytes.length > 0) return bytes;
-    const info = this.info();
+    const info = this.#info();
     return isError(info) ? info : deny('snapshot.unavailable', 'the snapshot could not be written as bytes', '');
   }
 
   /**
-   * What is loaded: core version, policy hash, revision, entity and tuple counts.
+   * `info`, with a failure as a denial.
    *
    * @returns {Info | Denial}
    */
-  info() {
+  #info() {
     // The module's answer to `info`.
-    return /** @type {Info | Denial} */ (this.call({ op: 'info' }));
+    return /** @type {Info | Denial} */ (this.#call({ op: 'info' }));
   }
 
   /**
-   * The loaded facts as a facts document: what loading and writes left behind.
+   * `facts`, with a failure as a denial.
    *
    * @returns {object | Denial}
    */
-  facts() {
+  #facts() {
     // The module's answer to `facts`.
-    return /** @type {object | Denial} */ (this.call({ op: 'facts' }));
-  }
-
-  /**
-   * Makes `deltas` as `author` at `now` if the policy's write rules allow every change
-   * (X4), all or nothing, through the core's one write pipeline: the tuples the policy
-   * adds by itself on creation (EV5) join the change and are named in `derived`, as on a
-   * host. A refusal is an answer (`allowed: false` with the `refusal`), not an error.
-   *
-   * @param {string} author
-   * @param {object[]} deltas
-   * @param {Time} now
-   * @returns {WriteAnswer | Denial}
-   */
-  write(author, deltas, now) {
-    return this.#write('write', author, deltas, now);
-  }
-
-  /**
-   * Whether `author` may make `deltas` at `now` ([`write`] without applying them).
-   *
-   * @param {string} author
-   * @param {object[]} deltas
-   * @param {Time} now
-   * @returns {WriteAnswer | Denial}
-   */
-  authorizeDeltas(author, deltas, now) {
-    return this.#write('authorize_deltas', author, deltas, now);
+    return /** @type {object | Denial} */ (this.#call({ op: 'facts' }));
   }
 
   /**
@@ -794,27 +807,26 @@ export class Session {
     const arg = timeArg(now);
     const t = arg instanceof Date ? dateSeconds(arg) : arg;
     if (t === null) return malformed(`\`now\` must be a Date, RFC 3339 text or whole seconds, got ${describe(now)}`, TIME_HELP);
-    return /** @type {WriteAnswer | Denial} */ (this.call({ op, author, now: t, deltas }));
+    return /** @type {WriteAnswer | Denial} */ (this.#call({ op, author, now: t, deltas }));
   }
 
   /**
-   * What the loaded policy declares: its types with their actions and write rules, and
-   * its matrices with their rows and roles.
+   * `schema`, with a failure as a denial.
    *
    * @returns {Outline | Denial}
    */
-  schema() {
+  #schema() {
     // The module's answer to `schema`.
-    return /** @type {Outline | Denial} */ (this.call({ op: 'schema' }));
+    return /** @type {Outline | Denial} */ (this.#call({ op: 'schema' }));
   }
 
   /**
-   * Decides one request.
+   * `check`, with a failure as a denial.
    *
    * @param {Request | string} request
    * @returns {DecisionView | Denial}
    */
-  check(request) {
+  #check(request) {
     if (typeof request === 'string') return decision(this.#json('check', request, 'the request'));
     const r = requestArgs(request, 'the request');
     if ('denial' in r) return r.denial;
@@ -825,18 +837,18 @@ export class Session {
   }
 
   /**
-   * Decides a list of requests (at most 1 << 20), in order.
+   * `checkBatch`, with a failure as a denial.
    *
    * @param {Request[] | string} requests
    * @returns {DecisionView[] | Denial}
    */
-  checkBatch(requests) {
+  #checkBatch(requests) {
     if (Array.isArray(requests)) {
       if (requests.length > MAX_BATCH) return deny('request.too_large', `a batch of ${requests.length} requests is more than ${MAX_BATCH}`, 'split the batch');
       /** @type {DecisionView[]} */
       const out = [];
       for (let i = 0; i < requests.length; i += 1) {
-        const d = this.check(requests[i]);
+        const d = this.#check(requests[i]);
         if (isError(d)) return { allowed: false, error: { ...d.error, message: `request ${i}: ${d.error.message}` } };
         out.push(d);
       }
@@ -851,13 +863,12 @@ export class Session {
   }
 
   /**
-   * Resolves requests to their 24-byte binary queries: one entry per request, either
-   * `{query: Uint8Array}` or `{denied: DecisionView}` for a request that cannot resolve.
+   * `resolve`, with a failure as a denial.
    *
    * @param {Request[] | string} requests
    * @returns {Resolved[] | Denial}
    */
-  resolve(requests) {
+  #resolve(requests) {
     /** @type {unknown} */
     let list = requests;
     if (typeof requests === 'string') {
@@ -867,20 +878,19 @@ export class Session {
         return malformed(`malformed JSON: ${thrownMessage(e)}`, 'pass a JSON list of requests');
       }
     }
-    const v = this.call({ op: 'resolve', requests: list });
+    const v = this.#call({ op: 'resolve', requests: list });
     if (isError(v)) return v;
     if (!Array.isArray(v)) return badAnswer('not a list');
     return v.map((entry) => (Array.isArray(entry?.query) ? { query: Uint8Array.from(entry.query) } : entry));
   }
 
   /**
-   * Decides binary queries (`encodeQueries`, or the queries of `resolve`) and gives the
-   * raw decision bytes of `clearance_core::wire`, without the frame byte.
+   * `checkIdsRaw`, with a failure as a denial.
    *
    * @param {Bytes} queries
    * @returns {Uint8Array | Denial}
    */
-  checkIdsRaw(queries) {
+  #checkIdsRaw(queries) {
     const b = asBytes(queries);
     if (b === null) {
       return malformed(`queries are bytes (${QUERY_LEN} per query), got ${describe(queries)}`, 'encode queries with encodeQueries() or take them from resolve()');
@@ -889,13 +899,13 @@ export class Session {
   }
 
   /**
-   * Decides binary queries and gives the decoded decisions, one per query.
+   * `checkIds`, with a failure as a denial.
    *
    * @param {Bytes} queries
    * @returns {WireDecision[] | Denial}
    */
-  checkIds(queries) {
-    const raw = this.checkIdsRaw(queries);
+  #checkIds(queries) {
+    const raw = this.#checkIdsRaw(queries);
     if (isError(raw)) return raw;
     const decisions = decodeDecisions(raw);
     if (decisions === null) return badAnswer('undecodable decisions');
@@ -906,15 +916,14 @@ export class Session {
   }
 
   /**
-   * The actions `principal` may take on `resource` at `now`; a request that cannot be
-   * decided gives no actions and its denial.
+   * `allowedActions`, with a failure as a denial.
    *
    * @param {string} principal
    * @param {string} resource an entity or a page `matrix:row`
    * @param {Time} now RFC 3339 or seconds since the epoch
    * @returns {{actions: string[], denied?: DecisionView} | Denial}
    */
-  allowedActions(principal, resource, now) {
+  #allowedActions(principal, resource, now) {
     // Checked one by one rather than through `strings`, whose object costs a third of
     // this call.
     if (typeof principal !== 'string' || typeof resource !== 'string') {
@@ -930,7 +939,7 @@ export class Session {
   }
 
   /**
-   * The resources of type `type` on which `principal` may take `action` at `now`.
+   * `listResources`, with a failure as a denial.
    *
    * @param {string} principal
    * @param {string} action
@@ -938,12 +947,265 @@ export class Session {
    * @param {Time} now
    * @returns {string[] | Denial}
    */
-  listResources(principal, action, type, now) {
+  #listResources(principal, action, type, now) {
     const bad = strings({ principal, action, type });
     if (bad) return bad;
     const t = timeText(now);
     if (t === null) return malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`);
     return this.#run((raw) => answer(raw.listResources(principal, action, type, t)));
+  }
+
+  /**
+   * `listPrincipals`, with a failure as a denial.
+   *
+   * @param {string} resource
+   * @param {string} action
+   * @param {Time} now
+   * @param {string} [account]
+   * @returns {string[] | Denial}
+   */
+  #listPrincipals(resource, action, now, account) {
+    const acct = account ?? '';
+    const bad = strings({ resource, action, account: acct });
+    if (bad) return bad;
+    const t = timeText(now);
+    if (t === null) return malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`);
+    return this.#run((raw) => answer(raw.listPrincipals(resource, action, t, acct)));
+  }
+
+  /**
+   * `explain`, with a failure as a denial.
+   *
+   * @param {Request | string} request
+   * @returns {Explanation | Denial}
+   */
+  #explain(request) {
+    return this.#json('explain', request, 'the request');
+  }
+
+  /**
+   * `matrix`, with a failure as a denial.
+   *
+   * @param {string} matrix
+   * @param {string} [account]
+   * @returns {AccessMatrix | Denial}
+   */
+  #matrix(matrix, account) {
+    const acct = account ?? '';
+    const bad = strings({ matrix, account: acct });
+    if (bad) return bad;
+    return this.#run((raw) => answer(raw.matrix(matrix, acct)));
+  }
+
+  /**
+   * Runs any JSON call (`{op: ...}`, see ARCHITECTURE.md) and gives its `ok` value or a
+   * denial. Takes the call as an object or as JSON text.
+   *
+   * @param {object | string} call
+   * @returns {unknown}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  call(call) {
+    return thrown(this.#call(call));
+  }
+
+  /**
+   * Compiles a policy set; facts loaded so far are rebuilt under it.
+   *
+   * @param {Source[] | string} sources
+   * @returns {{policy_hash: string}}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  loadPolicy(sources) {
+    return thrown(this.#loadPolicy(sources));
+  }
+
+  /**
+   * Loads facts (the facts document of docs/facts-format.md) and builds the snapshot.
+   *
+   * @param {object | string} facts
+   * @returns {Info}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  loadFacts(facts) {
+    return thrown(this.#loadFacts(facts));
+  }
+
+  /**
+   * Applies a list of deltas, all or nothing (the revision goes up by one).
+   *
+   * @param {object[] | string} deltas
+   * @returns {Info}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  applyDeltas(deltas) {
+    return thrown(this.#applyDeltas(deltas));
+  }
+
+  /**
+   * Loads a snapshot from its bytes (policy included).
+   *
+   * @param {Bytes} bytes
+   * @returns {Info}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  loadSnapshot(bytes) {
+    return thrown(this.#loadSnapshot(bytes));
+  }
+
+  /**
+   * The loaded snapshot's bytes, to load elsewhere with `loadSnapshot`.
+   *
+   * @returns {Uint8Array}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  snapshotBytes() {
+    return thrown(this.#snapshotBytes());
+  }
+
+  /**
+   * What is loaded: core version, policy hash, revision, entity and tuple counts.
+   *
+   * @returns {Info}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  info() {
+    return thrown(this.#info());
+  }
+
+  /**
+   * The loaded facts as a facts document: what loading and writes left behind.
+   *
+   * @returns {object}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  facts() {
+    return thrown(this.#facts());
+  }
+
+  /**
+   * Makes `deltas` as `author` at `now` if the policy's write rules allow every change
+   * (X4), all or nothing, through the core's one write pipeline: the tuples the policy
+   * adds by itself on creation (EV5) join the change and are named in `derived`, as on a
+   * host. A refusal is an answer (`allowed: false` with the `refusal`), not an error.
+   *
+   * @param {string} author
+   * @param {object[]} deltas
+   * @param {Time} now
+   * @returns {WriteAnswer}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  write(author, deltas, now) {
+    return thrown(this.#write('write', author, deltas, now));
+  }
+
+  /**
+   * Whether `author` may make `deltas` at `now` ([`write`] without applying them).
+   *
+   * @param {string} author
+   * @param {object[]} deltas
+   * @param {Time} now
+   * @returns {WriteAnswer}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  authorizeDeltas(author, deltas, now) {
+    return thrown(this.#write('authorize_deltas', author, deltas, now));
+  }
+
+  /**
+   * What the loaded policy declares: its types with their actions and write rules, and
+   * its matrices with their rows and roles.
+   *
+   * @returns {Outline}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  schema() {
+    return thrown(this.#schema());
+  }
+
+  /**
+   * Decides one request.
+   *
+   * @param {Request | string} request
+   * @returns {DecisionView}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  check(request) {
+    return thrown(this.#check(request));
+  }
+
+  /**
+   * Decides a list of requests (at most 1 << 20), in order.
+   *
+   * @param {Request[] | string} requests
+   * @returns {DecisionView[]}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  checkBatch(requests) {
+    return thrown(this.#checkBatch(requests));
+  }
+
+  /**
+   * Resolves requests to their 24-byte binary queries: one entry per request, either
+   * `{query: Uint8Array}` or `{denied: DecisionView}` for a request that cannot resolve.
+   *
+   * @param {Request[] | string} requests
+   * @returns {Resolved[]}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  resolve(requests) {
+    return thrown(this.#resolve(requests));
+  }
+
+  /**
+   * Decides binary queries (`encodeQueries`, or the queries of `resolve`) and gives the
+   * raw decision bytes of `clearance_core::wire`, without the frame byte.
+   *
+   * @param {Bytes} queries
+   * @returns {Uint8Array}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  checkIdsRaw(queries) {
+    return thrown(this.#checkIdsRaw(queries));
+  }
+
+  /**
+   * Decides binary queries and gives the decoded decisions, one per query.
+   *
+   * @param {Bytes} queries
+   * @returns {WireDecision[]}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  checkIds(queries) {
+    return thrown(this.#checkIds(queries));
+  }
+
+  /**
+   * The actions `principal` may take on `resource` at `now`; a request that cannot be
+   * decided gives no actions and its denial.
+   *
+   * @param {string} principal
+   * @param {string} resource an entity or a page `matrix:row`
+   * @param {Time} now RFC 3339 or seconds since the epoch
+   * @returns {{actions: string[], denied?: DecisionView}}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  allowedActions(principal, resource, now) {
+    return thrown(this.#allowedActions(principal, resource, now));
+  }
+
+  /**
+   * The resources of type `type` on which `principal` may take `action` at `now`.
+   *
+   * @param {string} principal
+   * @param {string} action
+   * @param {string} type
+   * @param {Time} now
+   * @returns {string[]}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
+   */
+  listResources(principal, action, type, now) {
+    return thrown(this.#listResources(principal, action, type, now));
   }
 
   /**
@@ -954,15 +1216,11 @@ export class Session {
    * @param {string} action
    * @param {Time} now
    * @param {string} [account]
-   * @returns {string[] | Denial}
+   * @returns {string[]}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
    */
   listPrincipals(resource, action, now, account) {
-    const acct = account ?? '';
-    const bad = strings({ resource, action, account: acct });
-    if (bad) return bad;
-    const t = timeText(now);
-    if (t === null) return malformed(`\`now\` must be RFC 3339 text or whole seconds, got ${describe(now)}`);
-    return this.#run((raw) => answer(raw.listPrincipals(resource, action, t, acct)));
+    return thrown(this.#listPrincipals(resource, action, now, account));
   }
 
   /**
@@ -970,10 +1228,11 @@ export class Session {
    * held.
    *
    * @param {Request | string} request
-   * @returns {Explanation | Denial}
+   * @returns {Explanation}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
    */
   explain(request) {
-    return this.#json('explain', request, 'the request');
+    return thrown(this.#explain(request));
   }
 
   /**
@@ -982,16 +1241,14 @@ export class Session {
    *
    * @param {string} matrix
    * @param {string} [account]
-   * @returns {AccessMatrix | Denial}
+   * @returns {AccessMatrix}
+   * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
    */
   matrix(matrix, account) {
-    const acct = account ?? '';
-    const bad = strings({ matrix, account: acct });
-    if (bad) return bad;
-    return this.#run((raw) => answer(raw.matrix(matrix, acct)));
+    return thrown(this.#matrix(matrix, account));
   }
 
-  /** Frees the session's memory in the module now; later calls are denials. */
+  /** Frees the session's memory in the module now; later calls throw `session.freed`. */
   free() {
     if (this.#freed) return;
     this.#freed = true;

@@ -3,10 +3,10 @@
 // its signature verifies with the host's slice keys. Writes go to the host, which decides
 // them again with the same module and refuses stale parity tokens.
 
-import { isError, loadBrowser, serverEvents, verifySlice } from '/index.js';
+import { ClearanceError, isError, loadBrowser, serverEvents, verifySlice } from '/index.js';
 
 /**
- * @import { ClearanceModule, Outline, Request, Session, Source, TypeOutline, WriteOutline } from '/index.js'
+ * @import { ClearanceModule, Denial, Outline, Request, Session, Source, TypeOutline, WriteOutline } from '/index.js'
  */
 
 /**
@@ -111,6 +111,23 @@ const $ = (selector) => /** @type {HTMLElement} */ (document.querySelector(selec
 
 /** The clock input of the page. */
 const clockInput = () => /** @type {HTMLInputElement} */ ($('#clock'));
+
+/**
+ * A session's answer, or what it threw as a denial (`{allowed: false, error}`) for the page
+ * to show: a check the page cannot make hides the action, as a denial does.
+ *
+ * @template T
+ * @param {() => T} f
+ * @returns {T | Denial}
+ */
+function attempt(f) {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof ClearanceError) return { allowed: false, error: e.toJSON() };
+    throw e;
+  }
+}
 
 /**
  * Creates an element with attributes and children.
@@ -437,8 +454,8 @@ function changed(change) {
  */
 function applied(mine, revision, deltas) {
   const s = session();
-  if (isError(s.applyDeltas(deltas))) return false;
-  const facts = s.facts();
+  if (isError(attempt(() => s.applyDeltas(deltas)))) return false;
+  const facts = attempt(() => s.facts());
   if (isError(facts)) return false;
   state.slice = { ...mine, revision, facts: /** @type {Slice['facts']} */ (facts) };
   if (state.latest <= revision) $('#stale').hidden = true;
@@ -535,11 +552,11 @@ async function signIn(who) {
   }
   const loadedSlice = /** @type {Slice} */ (verified);
   const s = session();
-  const policy = s.loadPolicy(loadedSlice.policy);
+  const policy = attempt(() => s.loadPolicy(loadedSlice.policy));
   if (isError(policy)) throw new Error(policy.error.message);
-  const info = s.loadFacts(loadedSlice.facts);
+  const info = attempt(() => s.loadFacts(loadedSlice.facts));
   if (isError(info)) throw new Error(info.error.message);
-  const schema = s.schema();
+  const schema = attempt(() => s.schema());
   if (isError(schema)) throw new Error(schema.error.message);
   state.slice = loadedSlice;
   state.outline = schema;
@@ -593,7 +610,7 @@ function gateReasons(who) {
   const t = typeOutline(who.split(':')[0]);
   const a = t?.actions.find((x) => !x.target);
   if (!a) return null;
-  const d = session().check({ principal: who, action: a.name, resource: who, now: now() });
+  const d = attempt(() => session().check({ principal: who, action: a.name, resource: who, now: now() }));
   if (isError(d)) return [{ code: d.error.code, message: d.error.message }];
   const gates = d.allowed ? [] : d.reasons.filter((r) => r.code.startsWith('gate.') || r.code.startsWith('principal.'));
   return gates.length ? gates : null;
@@ -612,7 +629,7 @@ function renderCountdowns() {
   const box = $('#countdowns');
   const items = [];
   for (const e of entities('event')) {
-    const d = session().check(request('view', `event:${e.id}`));
+    const d = attempt(() => session().check(request('view', `event:${e.id}`)));
     if (!isError(d) && d.allowed && d.valid_until) {
       const until = parseTime(d.valid_until);
       // The module writes `valid_until` in RFC 3339, which always parses.
@@ -672,7 +689,7 @@ function recordsPage(page) {
     const rows = [];
     for (const e of list) {
       const key = `${type}:${e.id}`;
-      const answer = session().allowedActions(principal(), key, now());
+      const answer = attempt(() => session().allowedActions(principal(), key, now()));
       const allowed = isError(answer) ? [] : answer.actions;
       const visible = view === null ? !isError(answer) && !answer.denied : allowed.includes(view);
       if (!visible && !state.whyNot) continue;
@@ -711,7 +728,7 @@ function recordRow(t, e, key, allowed, visible, view) {
   }
   const until = [];
   if (visible && view) {
-    const d = session().check(request(view, key));
+    const d = attempt(() => session().check(request(view, key)));
     if (!isError(d) && d.valid_until) until.push(h('div', { class: 'until' }, `decision holds until ${d.valid_until}`));
   }
   return h('tr', { class: visible ? 'record' : 'record hidden-row', 'data-resource': key },
@@ -753,7 +770,7 @@ function actionButton(t, e, key, action) {
  * @param {string} action
  */
 function whyNot(t, e, key, action) {
-  const x = session().explain(request(action, key));
+  const x = attempt(() => session().explain(request(action, key)));
   const reasons = isError(x) ? [{ code: x.error.code, message: x.error.message }] : x.decision.reasons;
   const w = writeFor(t, action);
   return h('div', { class: 'why', 'data-hidden-action': action },
@@ -767,7 +784,7 @@ function whyNot(t, e, key, action) {
  * @param {string} key
  */
 function explainAllowed(action, key) {
-  const x = session().explain(request(action, key));
+  const x = attempt(() => session().explain(request(action, key)));
   if (isError(x)) {
     notice('refusal', code(x.error.code), ` ${x.error.message}`);
     return;
@@ -792,7 +809,7 @@ function detailRow(t, e, key) {
     if (!target) continue;
     const w = t.writes.find((x) => x.action === a.name && x.change === 'add');
     const candidates = entities(target).filter((c) => {
-      const d = session().check(request(a.name, key, `${target}:${c.id}`));
+      const d = attempt(() => session().check(request(a.name, key, `${target}:${c.id}`)));
       return !isError(d) && d.allowed;
     });
     if (candidates.length === 0) continue;
@@ -923,7 +940,7 @@ function matrixPage() {
   // The matrix of the persona's own roles first.
   const matrices = [...outline().matrices].sort((a, b) => Number(b.roles.some((r) => mine.has(r))) - Number(a.roles.some((r) => mine.has(r))));
   for (const m of matrices) {
-    const answer = session().matrix(m.name, slice().account);
+    const answer = attempt(() => session().matrix(m.name, slice().account));
     if (isError(answer)) {
       out.push(h('p', { class: 'empty' }, `${m.name}: ${answer.error.message}`));
       continue;
@@ -1005,7 +1022,7 @@ function reviewPage() {
   const rows = [];
   for (const m of outline().matrices) {
     for (const row of m.rows) {
-      const answer = session().allowedActions(who, `${m.name}:${row}`, now());
+      const answer = attempt(() => session().allowedActions(who, `${m.name}:${row}`, now()));
       if (isError(answer) || answer.actions.length === 0) continue;
       rows.push(h('tr', {}, h('td', {}, `page ${m.name}:${row}`), h('td', {}, answer.actions.join(', '))));
     }
@@ -1013,7 +1030,7 @@ function reviewPage() {
   for (const t of outline().types) {
     if (entities(t.name).length === 0) continue;
     for (const a of t.actions.filter((x) => !x.target)) {
-      const list = session().listResources(who, a.name, t.name, now());
+      const list = attempt(() => session().listResources(who, a.name, t.name, now()));
       if (isError(list) || list.length === 0) continue;
       rows.push(h('tr', {}, h('td', {}, `${a.name} ${t.name}`), h('td', {}, list.map((k) => label(entityByKey(k) ?? { id: k })).join(', '))));
     }

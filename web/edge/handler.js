@@ -14,11 +14,11 @@
  * session error, a throw, a malformed answer) is 403.
  */
 
-import { isError, serverEvents, verifySlice } from '../index.js';
+import { ClearanceError, isError, serverEvents, verifySlice } from '../index.js';
 import { bearer } from './token.js';
 
 /**
- * @import { DecisionView, Denial, ErrorData, Info, Request as CheckRequest, Session, SliceOptions, Time } from '../index.js'
+ * @import { DecisionView, Denial, ErrorData, Info, Request as CheckRequest, Session, Slice, SliceOptions, Time } from '../index.js'
  * @import { Proof, TokenVerifier } from './token.js'
  */
 
@@ -336,6 +336,11 @@ export function createHandler({
       at = now();
       decision = session.check({ principal, action: route.action, resource, now: at });
     } catch (e) {
+      // A session's failure keeps its code (`request.malformed`, `session.not_loaded`, ...).
+      const failure = /** @type {{code?: unknown, help?: unknown}} */ (e);
+      if (e instanceof Error && typeof failure.code === 'string') {
+        return refuse(403, [], errorData(failure.code, e.message, typeof failure.help === 'string' ? failure.help : ''));
+      }
       return refuse(403, [], errorData('edge.error', `the check failed: ${thrownText(e)}`, 'the request is denied; check the session and the routes'));
     }
     if (!isAllow(decision)) {
@@ -392,17 +397,46 @@ function thrownText(e) {
 export async function loadSlice(session, signed, options) {
   const slice = await verifySlice(signed, options);
   if (isError(slice)) return slice;
+  try {
+    return loadVerified(session, slice);
+  } catch (e) {
+    if (e instanceof ClearanceError) return { allowed: false, error: e.toJSON() };
+    throw e;
+  }
+}
+
+/**
+ * Loads a verified slice into `session`; the session's failures are thrown.
+ *
+ * @param {Session} session
+ * @param {Slice} slice
+ * @returns {Info | Denial}
+ */
+function loadVerified(session, slice) {
   const policy = session.loadPolicy(slice.policy);
-  if ('error' in policy) return policy;
   if (policy.policy_hash !== slice.policy_hash) {
     return {
       allowed: false,
       error: errorData('slice.policy_mismatch', `the policy compiled to ${policy.policy_hash}, the slice says ${slice.policy_hash}`, 'the module and the server differ; use the module of the server\'s version'),
     };
   }
-  const facts = session.loadFacts(slice.facts);
-  if ('error' in facts) return facts;
+  session.loadFacts(slice.facts);
   return session.info();
+}
+
+/**
+ * Whether `session` applied `deltas`: false when it refused them, as a denial or a thrown
+ * error.
+ *
+ * @param {{applyDeltas(deltas: object[]): unknown}} session
+ * @param {object[]} deltas
+ */
+function applied(session, deltas) {
+  try {
+    return !isError(session.applyDeltas(deltas));
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -456,7 +490,7 @@ export async function followChanges(session, { url, token, revision, refetch, si
         if (event !== 'change' || data === null || typeof data !== 'object') continue;
         const change = /** @type {{revision?: unknown, deltas?: unknown}} */ (data);
         if (typeof change.revision !== 'number' || change.revision <= at) continue;
-        if (Array.isArray(change.deltas) && !isError(session.applyDeltas(change.deltas))) {
+        if (Array.isArray(change.deltas) && applied(session, change.deltas)) {
           at = change.revision;
           continue;
         }

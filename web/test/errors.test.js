@@ -1,31 +1,32 @@
-// Bad input through the JavaScript face: every failure is a structured error and a deny,
-// never a throw and never an allow; a trap inside the module poisons its instance.
+// Bad input through the JavaScript face: every failure is a ClearanceError with a code,
+// never another throw and never an allow; a trap inside the module poisons its instance.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { before, describe, test } from 'node:test';
-import { Session, QUERY_LEN, encodeQueries, fromGlue, isError, loadNode } from '../index.js';
-import { NOW, WASM_URL, invalid, loadedSession, ok, policySources, present, req } from './fixtures.js';
+import { ClearanceError, Session, QUERY_LEN, encodeQueries, fromGlue, isError, loadNode } from '../index.js';
+import { NOW, WASM_URL, failure, invalid, loadedSession, ok, policySources, present, req } from './fixtures.js';
 
 /** @import { Denial, Session as SessionApi } from '../index.js' */
 
 const EVENT = 'event:aog_lhr';
 
 /**
- * Asserts a denial with an error of `code` (any code if not given).
+ * Asserts that `f` throws a `ClearanceError` of `code` (any code if not given), with a
+ * message and help; gives it.
  *
- * @param {unknown} answer
+ * @param {() => unknown} f
  * @param {string} [code]
- * @returns {asserts answer is Denial}
+ * @returns {ClearanceError}
  */
-function assertDenial(answer, code) {
-  assert.ok(isError(answer), `expected a denial, got ${JSON.stringify(answer)?.slice(0, 300)}`);
-  assert.equal(answer.allowed, false);
-  assert.deepEqual(Object.keys(answer.error).sort(), ['code', 'help', 'message']);
-  assert.ok(answer.error.code.length > 0 && answer.error.message.length > 0);
-  if (code !== undefined) assert.equal(answer.error.code, code, answer.error.message);
+function assertDenial(f, code) {
+  const e = failure(f, code);
+  assert.ok(e.code.length > 0 && e.message.length > 0);
+  assert.equal(typeof e.help, 'string');
+  assert.deepEqual(Object.keys(e.toJSON()).sort(), ['code', 'help', 'message']);
+  return e;
 }
 
 /**
@@ -47,43 +48,43 @@ describe('bad input', () => {
 
   test('garbage snapshot bytes are refused and the loaded snapshot keeps serving', () => {
     const info = session.info();
-    assertDenial(session.loadSnapshot(Uint8Array.from([1, 2, 3])), 'snapshot.malformed');
-    assertDenial(session.loadSnapshot(new Uint8Array(0)), 'snapshot.malformed');
+    assertDenial(() => session.loadSnapshot(Uint8Array.from([1, 2, 3])), 'snapshot.malformed');
+    assertDenial(() => session.loadSnapshot(new Uint8Array(0)), 'snapshot.malformed');
     const real = ok(session.snapshotBytes());
     const flipped = real.slice(0, real.length - 7);
-    assertDenial(session.loadSnapshot(flipped), 'snapshot.malformed');
-    assertDenial(session.loadSnapshot(invalid('snapshot')), 'request.malformed');
-    assertDenial(session.loadSnapshot(invalid(null)), 'request.malformed');
+    assertDenial(() => session.loadSnapshot(flipped), 'snapshot.malformed');
+    assertDenial(() => session.loadSnapshot(invalid('snapshot')), 'request.malformed');
+    assertDenial(() => session.loadSnapshot(invalid(null)), 'request.malformed');
     assert.deepEqual(session.info(), info);
     assert.equal(session.check(req('user:aeroserv_tech', 'view', EVENT)).allowed, true);
   });
 
   test('malformed JSON strings are refused', () => {
-    assertDenial(session.check('{"principal": '), 'request.malformed');
-    assertDenial(session.checkBatch('[{]'), 'request.malformed');
-    assertDenial(session.explain('not json'), 'request.malformed');
-    assertDenial(session.loadFacts('{'), 'request.malformed');
-    assertDenial(session.loadPolicy('[{"name": "a.policy"'), 'request.malformed');
-    assertDenial(session.applyDeltas('[,]'), 'request.malformed');
-    assertDenial(session.resolve('[{'), 'request.malformed');
-    assertDenial(session.call('{"op": "check"'), 'request.malformed');
-    assertDenial(session.call({ op: 'launch' }), 'request.malformed');
-    assertDenial(session.check(invalid({ ...req('user:aeroserv_tech', 'view', EVENT), extra: true })), 'request.malformed');
+    assertDenial(() => session.check('{"principal": '), 'request.malformed');
+    assertDenial(() => session.checkBatch('[{]'), 'request.malformed');
+    assertDenial(() => session.explain('not json'), 'request.malformed');
+    assertDenial(() => session.loadFacts('{'), 'request.malformed');
+    assertDenial(() => session.loadPolicy('[{"name": "a.policy"'), 'request.malformed');
+    assertDenial(() => session.applyDeltas('[,]'), 'request.malformed');
+    assertDenial(() => session.resolve('[{'), 'request.malformed');
+    assertDenial(() => session.call('{"op": "check"'), 'request.malformed');
+    assertDenial(() => session.call({ op: 'launch' }), 'request.malformed');
+    assertDenial(() => session.check(invalid({ ...req('user:aeroserv_tech', 'view', EVENT), extra: true })), 'request.malformed');
     assert.equal(ok(session.info()).revision, 0, 'nothing was applied');
   });
 
   test('values that are not JSON are refused before the module', () => {
     const cyclic = {};
     cyclic.self = cyclic;
-    assertDenial(session.check(invalid(cyclic)), 'request.malformed');
-    assertDenial(session.check(invalid({ ...req('user:aeroserv_tech', 'view', EVENT), now: 1.5 })), 'request.malformed');
-    assertDenial(session.check(invalid(undefined)), 'request.malformed');
-    assertDenial(session.allowedActions('user:aeroserv_tech', EVENT, 1.5), 'request.malformed');
-    assertDenial(session.allowedActions(invalid(1), invalid(2), 3), 'request.malformed');
-    assertDenial(session.listResources('user:aeroserv_tech', 'view', invalid(null), NOW), 'request.malformed');
-    assertDenial(session.listPrincipals(EVENT, 'view', NOW, invalid(7)), 'request.malformed');
-    assertDenial(session.matrix(invalid(undefined)), 'request.malformed');
-    assertDenial(session.checkIds(invalid([0, 0, 0])), 'request.malformed');
+    assertDenial(() => session.check(invalid(cyclic)), 'request.malformed');
+    assertDenial(() => session.check(invalid({ ...req('user:aeroserv_tech', 'view', EVENT), now: 1.5 })), 'request.malformed');
+    assertDenial(() => session.check(invalid(undefined)), 'request.malformed');
+    assertDenial(() => session.allowedActions('user:aeroserv_tech', EVENT, 1.5), 'request.malformed');
+    assertDenial(() => session.allowedActions(invalid(1), invalid(2), 3), 'request.malformed');
+    assertDenial(() => session.listResources('user:aeroserv_tech', 'view', invalid(null), NOW), 'request.malformed');
+    assertDenial(() => session.listPrincipals(EVENT, 'view', NOW, invalid(7)), 'request.malformed');
+    assertDenial(() => session.matrix(invalid(undefined)), 'request.malformed');
+    assertDenial(() => session.checkIds(invalid([0, 0, 0])), 'request.malformed');
   });
 
   test('unknown names are denials', () => {
@@ -93,20 +94,20 @@ describe('bad input', () => {
     assert.equal(session.check(req('user:aeroserv_tech', 'view', 'event:nope')).allowed, false);
     assert.equal(ok(session.check(req('user:aeroserv_tech', 'fly', EVENT))).reasons[0].code, 'action.unknown');
     assert.equal(ok(session.check(req('user:aeroserv_tech', 'view', EVENT, 'yesterday'))).reasons[0].code, 'request.invalid');
-    assertDenial(session.listResources('user:nobody', 'view', 'event', NOW), 'request.invalid');
-    assertDenial(session.listResources('user:aeroserv_tech', 'view', 'spaceship', NOW), 'request.invalid');
-    assertDenial(session.listPrincipals('event:nope', 'view', NOW), 'request.invalid');
-    assertDenial(session.matrix('nope'), 'request.invalid');
-    assertDenial(session.matrix('operations', 'no_such_account'));
+    assertDenial(() => session.listResources('user:nobody', 'view', 'event', NOW), 'request.invalid');
+    assertDenial(() => session.listResources('user:aeroserv_tech', 'view', 'spaceship', NOW), 'request.invalid');
+    assertDenial(() => session.listPrincipals('event:nope', 'view', NOW), 'request.invalid');
+    assertDenial(() => session.matrix('nope'), 'request.invalid');
+    assertDenial(() => session.matrix('operations', 'no_such_account'));
   });
 
   test('more than 1 << 20 queries is too large', () => {
-    assertDenial(session.checkIds(new Uint8Array(((1 << 20) + 1) * QUERY_LEN)), 'request.too_large');
-    assertDenial(session.checkIdsRaw(new Uint8Array(((1 << 20) + 1) * QUERY_LEN)), 'request.too_large');
+    assertDenial(() => session.checkIds(new Uint8Array(((1 << 20) + 1) * QUERY_LEN)), 'request.too_large');
+    assertDenial(() => session.checkIdsRaw(new Uint8Array(((1 << 20) + 1) * QUERY_LEN)), 'request.too_large');
   });
 
   test('a query buffer that is not a multiple of 24 bytes is malformed', () => {
-    for (const n of [1, 23, 25, 47]) assertDenial(session.checkIds(new Uint8Array(n)), 'request.malformed');
+    for (const n of [1, 23, 25, 47]) assertDenial(() => session.checkIds(new Uint8Array(n)), 'request.malformed');
     assert.deepEqual(session.checkIds(new Uint8Array(0)), []);
   });
 
@@ -156,19 +157,19 @@ describe('bad input', () => {
 
   test('policies and facts that do not load are errors, and change nothing', async () => {
     const fresh = new (await loadNode()).Session();
-    assertDenial(fresh.check(req('user:aeroserv_tech', 'view', EVENT)), 'session.not_loaded');
-    assertDenial(fresh.snapshotBytes(), 'session.not_loaded');
-    assertDenial(fresh.info(), 'session.not_loaded');
-    assertDenial(fresh.checkIds(new Uint8Array(QUERY_LEN)), 'session.not_loaded');
-    assertDenial(fresh.loadFacts({ revision: 0, entities: [], tuples: [] }), 'session.no_policy');
-    assertDenial(fresh.loadPolicy([{ name: 'x.policy', text: 'type foo { relation bar: nope }' }]), 'policy.invalid');
-    assertDenial(fresh.loadPolicy(invalid([{ name: 'x.policy' }])), 'request.malformed');
+    assertDenial(() => fresh.check(req('user:aeroserv_tech', 'view', EVENT)), 'session.not_loaded');
+    assertDenial(() => fresh.snapshotBytes(), 'session.not_loaded');
+    assertDenial(() => fresh.info(), 'session.not_loaded');
+    assertDenial(() => fresh.checkIds(new Uint8Array(QUERY_LEN)), 'session.not_loaded');
+    assertDenial(() => fresh.loadFacts({ revision: 0, entities: [], tuples: [] }), 'session.no_policy');
+    assertDenial(() => fresh.loadPolicy([{ name: 'x.policy', text: 'type foo { relation bar: nope }' }]), 'policy.invalid');
+    assertDenial(() => fresh.loadPolicy(invalid([{ name: 'x.policy' }])), 'request.malformed');
     fresh.loadPolicy(policySources());
-    assertDenial(fresh.loadFacts({ revision: 0, entities: [{ type: 'spaceship', id: 'x', account: 'a', attrs: {} }], tuples: [] }), 'facts.unknown_type');
-    assertDenial(fresh.info(), 'session.not_loaded');
+    assertDenial(() => fresh.loadFacts({ revision: 0, entities: [{ type: 'spaceship', id: 'x', account: 'a', attrs: {} }], tuples: [] }), 'facts.unknown_type');
+    assertDenial(() => fresh.info(), 'session.not_loaded');
   });
 
-  test('no method throws or allows on any garbage argument', () => {
+  test('every method answers or throws a ClearanceError on any garbage argument, never another throw or an allow', () => {
     const garbage = [undefined, null, 0, -1, NaN, 1n, true, '', '{', '[]', '{}', 'x'.repeat(10000), {}, [], [1, 2], new Uint8Array(5), new ArrayBuffer(24), Symbol('s'), () => 1];
     const methods = /** @type {const} */ (['call', 'loadSnapshot', 'check', 'checkBatch', 'resolve', 'checkIds', 'checkIdsRaw', 'explain', 'allowedActions', 'listResources', 'listPrincipals', 'matrix']);
     const valid = { principal: 'user:aeroserv_tech', resource: EVENT, action: 'view', type: 'event', now: NOW };
@@ -187,10 +188,12 @@ describe('bad input', () => {
           call[pos] = g;
           /** @type {unknown} */
           let answer;
-          assert.doesNotThrow(() => {
+          try {
             // Any method, with any arguments: the cast drops their types.
             answer = /** @type {(...args: unknown[]) => unknown} */ (session[method])(...call);
-          }, `${method} arg ${pos} = ${String(g).slice(0, 20)}`);
+          } catch (e) {
+            assert.ok(e instanceof ClearanceError, `${method} arg ${pos} = ${String(g).slice(0, 20)}: ${String(e)}`);
+          }
           assertNoAllow(answer);
         }
       }
@@ -198,13 +201,13 @@ describe('bad input', () => {
     assert.equal(session.check(req('user:aeroserv_tech', 'view', EVENT)).allowed, true, 'the session still works');
   });
 
-  test('a freed session denies', async () => {
+  test('a freed session throws session.freed', async () => {
     const { session: e } = await loadedSession('airline');
     e.free();
     e.free();
     assert.equal(e.usable, false);
-    assertDenial(e.check(req('user:aeroserv_tech', 'view', EVENT)), 'session.freed');
-    assertDenial(e.snapshotBytes(), 'session.freed');
+    assertDenial(() => e.check(req('user:aeroserv_tech', 'view', EVENT)), 'session.freed');
+    assertDenial(() => e.snapshotBytes(), 'session.freed');
   });
 
   test('a Session needs a loaded module', () => {
@@ -213,7 +216,7 @@ describe('bad input', () => {
 });
 
 describe('a trap inside the module', () => {
-  test('is a wasm.trap denial, then poisons every session of the instance', async () => {
+  test('throws wasm.trap, then poisons every session of the instance', async () => {
     // An instance of our own, so the test can exhaust its memory: a 4 GiB wasm32 memory
     // grown to the limit from outside leaves the module's allocator nothing, and the next
     // allocation aborts, which is the `unreachable` trap.
@@ -232,15 +235,14 @@ describe('a trap inside the module', () => {
         // Fewer than `pages` pages are left below the limit.
       }
     }
-    const trapped = session.check(req('x'.repeat(1 << 24), 'view', EVENT));
-    assertDenial(trapped, 'wasm.trap');
+    assertDenial(() => session.check(req('x'.repeat(1 << 24), 'view', EVENT)), 'wasm.trap');
     assert.equal(present(module.poisoned).code, 'wasm.trap');
     assert.equal(session.usable, false);
-    assertDenial(session.check(req('user:aeroserv_tech', 'view', EVENT)), 'instance.poisoned');
-    assertDenial(session.checkIds(new Uint8Array(QUERY_LEN)), 'instance.poisoned');
-    assertDenial(session.snapshotBytes(), 'instance.poisoned');
-    assertDenial(bystander.info(), 'instance.poisoned');
-    assertDenial(new module.Session().info(), 'instance.poisoned');
+    assertDenial(() => session.check(req('user:aeroserv_tech', 'view', EVENT)), 'instance.poisoned');
+    assertDenial(() => session.checkIds(new Uint8Array(QUERY_LEN)), 'instance.poisoned');
+    assertDenial(() => session.snapshotBytes(), 'instance.poisoned');
+    assertDenial(() => bystander.info(), 'instance.poisoned');
+    assertDenial(() => new module.Session().info(), 'instance.poisoned');
     session.free();
 
     // Other instances are untouched, and a new one loads.
@@ -267,10 +269,9 @@ describe('input that nests deeply', () => {
     // overflow the module's stack. A located policy.invalid error is the intended answer.
     const module = await loadNode();
     const session = new module.Session();
-    const answer = session.loadPolicy(deep(1000));
-    assertDenial(answer);
-    assert.ok(['policy.invalid', 'wasm.trap'].includes(answer.error.code), answer.error.code);
-    if (answer.error.code === 'wasm.trap') assertDenial(session.info(), 'instance.poisoned');
+    const error = assertDenial(() => session.loadPolicy(deep(1000)));
+    assert.ok(['policy.invalid', 'wasm.trap'].includes(error.code), error.code);
+    if (error.code === 'wasm.trap') assertDenial(() => session.info(), 'instance.poisoned');
   });
 
   test('sessions of a trapped instance are collected without calling into it', async () => {
@@ -289,12 +290,13 @@ describe('input that nests deeply', () => {
         const sessions = [new module.Session(), new module.Session(), new module.Session()];
         sessions[2].free();
         const text = 'type thing {\\n  owner: thing\\n  permission view = ' + '('.repeat(1000) + 'owner' + ')'.repeat(1000) + '\\n}\\n';
-        let answer = sessions[0].loadPolicy([{ name: 'deep.policy', text }]);
-        if (answer.error?.code !== 'wasm.trap') {
+        const code = (f) => { try { f(); return null; } catch (e) { return e.code; } };
+        let thrown = code(() => sessions[0].loadPolicy([{ name: 'deep.policy', text }]));
+        if (thrown !== 'wasm.trap') {
           for (let pages = 1 << 16; pages >= 1; pages >>= 1) { try { for (;;) exports.memory.grow(pages); } catch {} }
-          answer = sessions[1].check({ principal: 'x'.repeat(1 << 24), action: 'a', resource: 'b', now: 0 });
+          thrown = code(() => sessions[1].check({ principal: 'x'.repeat(1 << 24), action: 'a', resource: 'b', now: 0 }));
         }
-        return answer.error.code;
+        return thrown;
       }
       const code = trap();
       for (let i = 0; i < 5; i += 1) {

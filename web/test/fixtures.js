@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
-import { SLICE_CONTEXT, isError, loadNode } from '../index.js';
+import { ClearanceError, SLICE_CONTEXT, isError, loadNode } from '../index.js';
 
 /** @import { DecisionView, Denial, ErrorData, Jwks, Request, SignedSlice, Source, Time } from '../index.js' */
 /** @import { Jwk } from '../edge/token.js' */
@@ -108,6 +108,26 @@ export function present(value) {
 export function errorOf(answer) {
   if (!isError(answer)) assert.fail(`expected a denial, got ${JSON.stringify(answer)}`);
   return answer.error;
+}
+
+/**
+ * The `ClearanceError` that `f` throws; an assertion fails if it returns or throws anything
+ * else, or (when `code` is given) another code.
+ *
+ * @param {() => unknown} f
+ * @param {string} [code]
+ * @returns {ClearanceError}
+ */
+export function failure(f, code) {
+  let answer;
+  try {
+    answer = f();
+  } catch (e) {
+    if (!(e instanceof ClearanceError)) assert.fail(`expected a ClearanceError, got ${String(e)}`);
+    if (code !== undefined) assert.equal(e.code, code, e.message);
+    return e;
+  }
+  return assert.fail(`expected a ClearanceError, got ${JSON.stringify(answer)?.slice(0, 300)}`);
 }
 
 /**

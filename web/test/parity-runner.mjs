@@ -20,7 +20,7 @@
 
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { QUERY_LEN, decodeDecisions, isError, loadNode } from '../index.js';
+import { ClearanceError, QUERY_LEN, decodeDecisions, loadNode } from '../index.js';
 
 /** @import { Denial, ErrorData } from '../index.js' */
 
@@ -62,15 +62,19 @@ function messageOf(e) {
 }
 
 /**
- * Gives the value of a session call, or throws its error.
+ * Gives the value of a session call, or throws its error as the runner's.
  *
  * @template T
- * @param {T | Denial} answer
+ * @param {() => T} call
  * @returns {T}
  */
-function must(answer) {
-  if (isError(answer)) throw new RunError(answer.error);
-  return answer;
+function must(call) {
+  try {
+    return call();
+  } catch (e) {
+    if (e instanceof ClearanceError) throw new RunError(e.toJSON());
+    throw e;
+  }
 }
 
 /**
@@ -112,7 +116,7 @@ async function run(argv) {
   const queries = await read(queriesPath, 'queries');
   const module = await loadNode(values.wasm).catch((e) => fail('runner.module', `cannot load the module: ${messageOf(e)}`));
   const session = new module.Session();
-  must(session.loadSnapshot(snapshot));
+  must(() => session.loadSnapshot(snapshot));
   if (values.changes) {
     /** @type {unknown} */
     let changes;
@@ -123,15 +127,15 @@ async function run(argv) {
       fail('runner.changes', `the changes are not JSON: ${messageOf(e)}`);
     }
     if (!Array.isArray(changes)) fail('runner.changes', 'the changes are not a list of delta lists');
-    for (const deltas of changes) must(session.applyDeltas(deltas));
+    for (const deltas of changes) must(() => session.applyDeltas(deltas));
   }
-  const info = must(session.info());
+  const info = must(() => session.info());
   const step = CHUNK * QUERY_LEN;
   const parts = [];
   let decisions = 0;
   for (let at = 0; at < queries.length; at += step) {
     const chunk = queries.subarray(at, Math.min(at + step, queries.length));
-    const raw = must(session.checkIdsRaw(chunk));
+    const raw = must(() => session.checkIdsRaw(chunk));
     const n = decodeDecisions(raw)?.length;
     if (n !== chunk.length / QUERY_LEN) {
       fail('runner.decisions', `the module gave ${n ?? 'undecodable'} decisions for ${chunk.length / QUERY_LEN} queries at byte ${at}`);

@@ -4,8 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
-import { isError } from '../index.js';
-import { NOW, loadedSession, ok, policySources, req } from './fixtures.js';
+import { NOW, failure, loadedSession, ok, policySources, req } from './fixtures.js';
 
 /** @import { Request, Session } from '../index.js' */
 
@@ -90,7 +89,7 @@ describe('the value face', () => {
     assert.deepEqual(session.allowedActions('user:aeroserv_tech', EVENT, new Date(NOW)), session.allowedActions('user:aeroserv_tech', EVENT, NOW));
   });
 
-  test('bad input is a request.malformed denial naming what is wrong, and the session goes on', () => {
+  test('bad input throws a request.malformed Error naming what is wrong, and the session goes on', () => {
     /** @type {[unknown, RegExp][]} */
     const cases = [
       [{ ...req('user:aeroserv_tech', 'view', EVENT), now: new Date(Number.NaN) }, /invalid Date/],
@@ -104,18 +103,15 @@ describe('the value face', () => {
       [[], /must be an object, got an array/],
     ];
     for (const [request, message] of cases) {
-      const d = session.check(/** @type {Request} */ (request));
-      assert.ok(isError(d), JSON.stringify(d));
-      assert.equal(d.error.code, 'request.malformed');
-      assert.match(d.error.message, message);
-      assert.ok(d.error.help.length > 0, d.error.message);
+      const e = failure(() => session.check(/** @type {Request} */ (request)), 'request.malformed');
+      assert.ok(e instanceof Error);
+      assert.match(e.message, message);
+      assert.ok(e.help.length > 0, e.message);
       assert.equal(ok(session.check(req('user:aeroserv_tech', 'view', EVENT))).allowed, true);
     }
-    const bad = session.allowedActions('user:aeroserv_tech', EVENT, new Date('not a date'));
-    assert.ok(isError(bad) && bad.error.code === 'request.malformed', JSON.stringify(bad));
-    const batch = session.checkBatch([req('user:aeroserv_tech', 'view', EVENT), /** @type {Request} */ (/** @type {unknown} */ ({ principal: 1 }))]);
-    assert.ok(isError(batch), JSON.stringify(batch));
-    assert.match(batch.error.message, /^request 1: /);
+    failure(() => session.allowedActions('user:aeroserv_tech', EVENT, new Date('not a date')), 'request.malformed');
+    const batch = failure(() => session.checkBatch([req('user:aeroserv_tech', 'view', EVENT), /** @type {Request} */ (/** @type {unknown} */ ({ principal: 1 }))]), 'request.malformed');
+    assert.match(batch.message, /^request 1: /);
   });
 
   test('what the module keeps follows a new policy', () => {

@@ -3,7 +3,7 @@
 // so types that grow too loose fail the check.
 
 import {
-  CODES, PAGE, QUERY_LEN, SLICE_CONTEXT, decodeDecisions, decodeQueries, encodeQueries, isError, loadBrowser, loadNode, verifySlice,
+  CODES, ClearanceError, PAGE, QUERY_LEN, SLICE_CONTEXT, decodeDecisions, decodeQueries, encodeQueries, isError, loadBrowser, loadNode, verifySlice,
 } from '../index.js';
 import type { AccessMatrix, ClearanceModule, DecisionView, Denial, Jwks, Session, Outline, Request, Slice } from '../index.js';
 
@@ -14,41 +14,33 @@ export async function usage(): Promise<void> {
   const hash: string = browser.moduleHash;
 
   const loaded = session.loadPolicy([{ name: 'a.policy', text: 'type user principal {}' }]);
-  if (!isError(loaded)) {
-    const policyHash: string = loaded.policy_hash;
-    void policyHash;
-  }
+  const policyHash: string = loaded.policy_hash;
+  void policyHash;
   const request: Request = { principal: 'user:a', action: 'view', resource: 'event:e', now: '2026-05-01T10:00:00Z' };
-  const decision: DecisionView | Denial = session.check(request);
-  if (isError(decision)) {
-    const code: string = decision.error.code;
-    const allowed: false = decision.allowed;
-    void code; void allowed;
-  } else {
+  const at: Request = { ...request, now: new Date() };
+  try {
+    const decision: DecisionView = session.check(at);
     const codes: string[] = decision.reasons.map((r) => r.code);
     const until: string | undefined = decision.valid_until;
     void codes; void until;
+  } catch (e) {
+    if (e instanceof ClearanceError) {
+      const code: string = e.code;
+      const help: string = e.help;
+      void code; void help;
+    }
   }
 
-  const outline = session.schema();
-  if (!isError(outline)) {
-    const o: Outline = outline;
-    const writes = o.types.flatMap((t) => t.writes.map((w) => `${w.change} ${w.member ?? ''} = ${w.action}`));
-    const rows: string[] = o.matrices.flatMap((m) => m.rows);
-    void writes; void rows;
-  }
+  const o: Outline = session.schema();
+  const writes = o.types.flatMap((t) => t.writes.map((w) => `${w.change} ${w.member ?? ''} = ${w.action}`));
+  const rows: string[] = o.matrices.flatMap((m) => m.rows);
+  void writes; void rows;
 
-  const actions = session.allowedActions('user:a', 'event:e', 0);
-  if (!isError(actions)) {
-    const names: string[] = actions.actions;
-    void names;
-  }
-  const matrix = session.matrix('operations', 'acme');
-  if (!isError(matrix)) {
-    const m: AccessMatrix = matrix;
-    const cells: string[][] = m.roles.map((r) => r.cells);
-    void cells;
-  }
+  const names: string[] = session.allowedActions('user:a', 'event:e', 0).actions;
+  void names;
+  const m: AccessMatrix = session.matrix('operations', 'acme');
+  const cells: string[][] = m.roles.map((r) => r.cells);
+  void cells;
 
   const bytes: Uint8Array = encodeQueries([{ principal: 1, resource: { matrix: 0, row: 2 }, action: 0, now: 0n }]);
   const back = decodeQueries(bytes);
@@ -72,8 +64,8 @@ export async function usage(): Promise<void> {
 
   // @ts-expect-error: a request needs a time
   session.check({ principal: 'user:a', action: 'view', resource: 'event:e' });
-  // @ts-expect-error: a check may be a denial, which has no reasons
-  const unchecked: string = session.check(request).reasons[0].code;
+  // @ts-expect-error: a check gives a decision; what could not be decided is thrown
+  const unchecked: Denial = session.check(request);
   // @ts-expect-error: a write outline's change is one of five words
   const change: WriteChange = 'rename';
   void unchecked; void change;
