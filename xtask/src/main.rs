@@ -400,7 +400,9 @@ fn build_artifact(root: &Path, target: &Path, out: &Path) -> Result<String, Stri
         .web(true)
         .map_err(|e| format!("wasm-bindgen: {e}"))?
         .typescript(true)
-        .remove_name_section(true)
+        // `CLEARANCE_WASM_NAMES=1` keeps the functions' names, for a profiler to show
+        // (BENCHMARKS.md); the artifact itself never has them.
+        .remove_name_section(std::env::var_os("CLEARANCE_WASM_NAMES").is_none())
         .remove_producers_section(true)
         .generate(out)
         .map_err(|e| format!("wasm-bindgen: {e}"))?;

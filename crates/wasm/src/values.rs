@@ -12,7 +12,7 @@
 use crate::bindgen::Clearance;
 use clearance_core::{Decision, ErrorData, Reason, Request, Snapshot, TimeValue};
 use js_sys::{Array, Object};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
@@ -91,8 +91,8 @@ pub struct Cache {
     builder: Builder,
     policy: [u8; 32],
     policy_hash: JsValue,
-    reasons: HashMap<(u8, u32), ReasonJs>,
-    names: HashMap<String, JsValue>,
+    reasons: FxHashMap<(u8, u32), ReasonJs>,
+    names: FxHashMap<String, JsValue>,
 }
 
 /// Bounds on what a cache keeps: reasons are bounded by the policy's rules, names by its
@@ -106,8 +106,8 @@ impl Cache {
             builder,
             policy: [0; 32],
             policy_hash: JsValue::UNDEFINED,
-            reasons: HashMap::new(),
-            names: HashMap::new(),
+            reasons: FxHashMap::default(),
+            names: FxHashMap::default(),
         }
     }
 
