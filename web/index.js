@@ -533,6 +533,18 @@ function isModuleError(e) {
 }
 
 /**
+ * Whether every enumerable field of `request` is a field of a request.
+ *
+ * @param {object} request
+ */
+function onlyRequestFields(request) {
+  for (const field in request) {
+    if (field !== 'principal' && field !== 'action' && field !== 'resource' && field !== 'target' && field !== 'now') return false;
+  }
+  return true;
+}
+
+/**
  * `now` as the module's value face takes it: a Date, whole seconds (a BigInt as a Number
  * when exact) or text; null for anything else.
  *
@@ -699,11 +711,21 @@ export class Session {
     try {
       return f(this.#raw);
     } catch (e) {
-      // The module throws its own errors as Error objects with a code; they leave the
-      // instance as it was. Anything else is a trap or worse.
-      if (isModuleError(e)) return deny(e.code, e.message, typeof e.help === 'string' ? e.help : '');
-      return poisonInstance(this.#state, e);
+      return this.#caught(e);
     }
+  }
+
+  /**
+   * What was thrown in the module as a denial. The module throws its own errors as Error
+   * objects with a code; they leave the instance as it was. Anything else is a trap or
+   * worse, and poisons the instance.
+   *
+   * @param {unknown} e
+   * @returns {Denial}
+   */
+  #caught(e) {
+    if (isModuleError(e)) return deny(e.code, e.message, typeof e.help === 'string' ? e.help : '');
+    return poisonInstance(this.#state, e);
   }
 
   /**
@@ -1144,6 +1166,23 @@ export class Session {
    * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
    */
   check(request) {
+    // The common case straight to the module: a plain request of the right types on a
+    // usable session. Anything else takes the path that names what is wrong.
+    const raw = this.#raw;
+    if (request !== null && typeof request === 'object' && raw !== null && !this.#freed && this.#state.poison === null) {
+      const { principal, action, resource, target, now } = /** @type {{[field: string]: unknown}} */ (/** @type {unknown} */ (request));
+      if (typeof principal === 'string' && typeof action === 'string' && typeof resource === 'string'
+        && (target === undefined || target === null || typeof target === 'string')
+        && (typeof now === 'string' || typeof now === 'number' || now instanceof Date)
+        && onlyRequestFields(request)) {
+        this.#answers.ask(principal, action, resource, target);
+        try {
+          return raw.checkValue(principal, action, resource, target ?? undefined, now);
+        } catch (e) {
+          throw new ClearanceError(this.#caught(e).error);
+        }
+      }
+    }
     return thrown(this.#check(request));
   }
 
