@@ -188,6 +188,20 @@ impl Snapshot {
         }
     }
 
+    /// The action id of `name` on a resolved resource: a permission's index (entities) or
+    /// an action's bit (pages); `None` if the resource has no such action.
+    fn action_of(&self, resource: Resource, name: &str) -> Option<u16> {
+        match resource {
+            Resource::Entity(e) => self.def_of(e)?.perm(name),
+            Resource::Page { matrix, row } => self
+                .schema
+                .matrices
+                .get(matrix as usize)?
+                .action_bit(row, name)
+                .map(|b| b as u16),
+        }
+    }
+
     fn resource(&self, name: &str) -> Option<Resource> {
         if let Some(e) = self.entity(name) {
             return Some(Resource::Entity(e));
@@ -493,22 +507,38 @@ impl Snapshot {
         let names = self.action_names(resource);
         let mut out = Vec::new();
         let mut first_err = None;
-        for (i, name) in names.iter().enumerate() {
-            let req = Request {
-                principal: principal.into(),
-                action: name.clone(),
-                resource: resource.into(),
-                target: None,
-                now: now.clone(),
-            };
-            match self.resolve(&req) {
-                Ok(q) => {
-                    if self.allows(&q) {
-                        out.push(name.clone());
+        // The request is resolved once, with the first action: what can fail to resolve
+        // (the principal, the resource, the time) is the same for every action, and the
+        // actions are the resource's own. The others only change the action.
+        let mut base: Option<Query> = None;
+        for name in &names {
+            let q = match base {
+                Some(b) => match self.action_of(b.resource, name) {
+                    Some(action) => Query { action, ..b },
+                    None => continue,
+                },
+                None => {
+                    let req = Request {
+                        principal: principal.into(),
+                        action: name.clone(),
+                        resource: resource.into(),
+                        target: None,
+                        now: now.clone(),
+                    };
+                    match self.resolve(&req) {
+                        Ok(q) => {
+                            base = Some(q);
+                            q
+                        }
+                        Err(d) => {
+                            first_err = Some(d);
+                            break;
+                        }
                     }
                 }
-                Err(d) if i == 0 => first_err = Some(d),
-                Err(_) => {}
+            };
+            if self.allows(&q) {
+                out.push(name.clone());
             }
         }
         if names.is_empty() {
