@@ -272,6 +272,7 @@ export interface ClearanceModule {
 export class Answers {
   ask(principal: string, action: string, resource: string, target: string | null | undefined): void;
   decision(allowed: boolean, reasons: ReasonView[], revision: number, policy_hash: string, valid_until: string | undefined): DecisionView;
+  decision1(allowed: boolean, reason: ReasonView, revision: number, policy_hash: string, valid_until: string | undefined): DecisionView;
   reason(code: string, rule: string, message: string, at: string | undefined): ReasonView;
   fill(template: string): string;
   actions(actions: string[], denied: DecisionView | undefined): AllowedActions;

@@ -139,6 +139,20 @@ export class Answers {
   }
 
   /**
+   * @param {boolean} allowed
+   * @param {ReasonView} reason
+   * @param {number} revision
+   * @param {string} policy_hash
+   * @param {string | undefined} valid_until
+   * @returns {DecisionView}
+   */
+  decision1(allowed, reason, revision, policy_hash, valid_until) {
+    return valid_until === undefined
+      ? { allowed, reasons: [reason], revision, policy_hash }
+      : { allowed, reasons: [reason], revision, policy_hash, valid_until };
+  }
+
+  /**
    * @param {string} code
    * @param {string} rule
    * @param {string} message
@@ -1177,7 +1191,9 @@ export class Session {
         && onlyRequestFields(request)) {
         this.#answers.ask(principal, action, resource, target);
         try {
-          return raw.checkValue(principal, action, resource, target ?? undefined, now);
+          return typeof now === 'number'
+            ? raw.checkAt(principal, action, resource, target ?? undefined, now)
+            : raw.checkValue(principal, action, resource, target ?? undefined, now);
         } catch (e) {
           throw new ClearanceError(this.#caught(e).error);
         }

@@ -42,6 +42,10 @@ export function measure(glue, Answers, session, snapshot, requests) {
       answers.ask(r.principal, r.action, r.resource, r.target);
       return raw.checkValue(r.principal, r.action, r.resource, r.target, r.now);
     },
+    at: (r) => {
+      answers.ask(r.principal, r.action, r.resource, r.target);
+      return raw.checkAt(r.principal, r.action, r.resource, r.target, r.now);
+    },
     api: (r) => session.check(r),
   };
   /** @type {{[face: string]: (r: any) => unknown}} */
