@@ -100,6 +100,8 @@ struct ReasonJs {
 pub struct Cache {
     builder: Builder,
     policy: [u8; 32],
+    /// Whether `policy_hash` is that of `policy` (and not the first call's placeholder).
+    hashed: bool,
     policy_hash: JsValue,
     reasons: FxHashMap<(u8, u32), ReasonJs>,
     names: FxHashMap<String, JsValue>,
@@ -115,6 +117,7 @@ impl Cache {
         Cache {
             builder,
             policy: [0; 32],
+            hashed: false,
             policy_hash: JsValue::UNDEFINED,
             reasons: FxHashMap::default(),
             names: FxHashMap::default(),
@@ -123,7 +126,10 @@ impl Cache {
 
     /// Makes the cache the one of `s`'s policy.
     fn follow(&mut self, s: &Snapshot) {
-        if self.policy != s.schema.hash || self.policy_hash.is_undefined() {
+        // Whether the hash is kept is a flag here: asking JS whether the kept value is
+        // undefined was a call into the glue on every decision.
+        if self.policy != s.schema.hash || !self.hashed {
+            self.hashed = true;
             self.policy = s.schema.hash;
             self.policy_hash = JsValue::from_str(&s.schema.hash_hex());
             self.reasons.clear();
@@ -133,7 +139,22 @@ impl Cache {
 
     fn reason(&mut self, s: &Snapshot, x: &Reason, r: &Request) -> JsValue {
         let key = (x.code as u8, x.rule);
-        if !self.reasons.contains_key(&key) && self.reasons.len() < MAX_KEPT {
+        if let Some(kept) = self.reasons.get(&key) {
+            let b = &self.builder;
+            // A kept message passes by reference: a clone of a JS value is a call into the
+            // glue, and so is dropping it.
+            return match &kept.message {
+                Kept::Fixed(m) => b.reason(&kept.code, &kept.rule, m, &kept.at),
+                Kept::Template(t) => b.reason(&kept.code, &kept.rule, &b.fill(t), &kept.at),
+                Kept::Computed => b.reason(
+                    &kept.code,
+                    &kept.rule,
+                    &JsValue::from_str(&s.reason_message(x, r)),
+                    &kept.at,
+                ),
+            };
+        }
+        if self.reasons.len() < MAX_KEPT {
             let view = s.reason_view(x, r);
             let message = if Snapshot::message_is_fixed(x.code) {
                 Kept::Fixed(JsValue::from_str(&view.message))
@@ -155,36 +176,19 @@ impl Cache {
                     message,
                 },
             );
+            // Kept now: answered as above.
+            return self.reason(s, x, r);
         }
-        let b = &self.builder;
-        match self.reasons.get(&key) {
-            Some(kept) => {
-                // A kept message passes by reference: a clone of a JS value is a call
-                // into the glue, and so is dropping it.
-                match &kept.message {
-                    Kept::Fixed(m) => b.reason(&kept.code, &kept.rule, m, &kept.at),
-                    Kept::Template(t) => b.reason(&kept.code, &kept.rule, &b.fill(t), &kept.at),
-                    Kept::Computed => b.reason(
-                        &kept.code,
-                        &kept.rule,
-                        &JsValue::from_str(&s.reason_message(x, r)),
-                        &kept.at,
-                    ),
-                }
-            }
-            None => {
-                let view = s.reason_view(x, r);
-                b.reason(
-                    &JsValue::from_str(&view.code),
-                    &JsValue::from_str(&view.rule),
-                    &JsValue::from_str(&view.message),
-                    &view
-                        .at
-                        .as_deref()
-                        .map_or(JsValue::UNDEFINED, JsValue::from_str),
-                )
-            }
-        }
+        let view = s.reason_view(x, r);
+        self.builder.reason(
+            &JsValue::from_str(&view.code),
+            &JsValue::from_str(&view.rule),
+            &JsValue::from_str(&view.message),
+            &view
+                .at
+                .as_deref()
+                .map_or(JsValue::UNDEFINED, JsValue::from_str),
+        )
     }
 
     /// A decision as a plain object: `{allowed, reasons, revision, policy_hash,
