@@ -16,7 +16,7 @@
  */
 
 import { readFile } from 'node:fs/promises';
-import { isError, loadNode } from '../index.js';
+import { ClearanceError, isError, loadNode } from '../index.js';
 
 /** @import { Denial } from '../index.js' */
 
@@ -41,7 +41,16 @@ async function run() {
   const session = new module.Session();
   must(session.loadPolicy(input.sources), 'the policy');
   must(session.loadFacts(input.facts), 'the facts');
-  const answers = input.writes.map((/** @type {{author: string, deltas: object[]}} */ w) => session.write(w.author, w.deltas, input.now));
+  // A write the session cannot make (a tuple that is not there to remove) throws; it is
+  // compared with the host's refusal as `{allowed: false, error}`.
+  const answers = input.writes.map((/** @type {{author: string, deltas: object[]}} */ w) => {
+    try {
+      return session.write(w.author, w.deltas, input.now);
+    } catch (e) {
+      if (e instanceof ClearanceError) return { allowed: false, error: e.toJSON() };
+      throw e;
+    }
+  });
   const facts = must(session.facts(), 'the facts after the writes');
   const decisions = must(session.checkBatch(input.requests), 'the decisions after the writes');
   session.free();
