@@ -82,7 +82,7 @@ if (!args.includes('--node-only')) {
       const mod = await c.loadBrowser('/pkg/clearance_bg.wasm');
       const s = new mod.Session();
       s.loadSnapshot(snap);
-      return { ua: navigator.userAgent.match(/Chrome\/[\d.]+/)?.[0], r: m(g, c.Answers, s, snap, rs) };
+      return { ua: navigator.userAgent.match(/Chrome\/[\d.]+/)?.[0], r: m(g, c.Answers, s, snap, rs, 4) };
     });
     console.log(`report js-face chromium=${result.ua}`);
     report('chromium', result.r);
