@@ -295,15 +295,8 @@ impl Clearance {
         target: Option<String>,
         now: JsValue,
     ) -> Result<JsValue, JsValue> {
-        let r = Request {
-            principal,
-            action,
-            resource,
-            target,
-            now: time_value(&now)?,
-        };
-        let s = self.session.snapshot().map_err(|e| js_error(&e))?;
-        Ok(self.cache.decision(s, &s.check(&r), &r))
+        let now = time_value(&now)?;
+        self.decide(principal, action, resource, target, now)
     }
 
     /// [`Clearance::check_value`] at `seconds` since the epoch (a whole number): `now`
@@ -317,15 +310,8 @@ impl Clearance {
         target: Option<String>,
         seconds: f64,
     ) -> Result<JsValue, JsValue> {
-        let r = Request {
-            principal,
-            action,
-            resource,
-            target,
-            now: seconds_of(seconds)?,
-        };
-        let s = self.session.snapshot().map_err(|e| js_error(&e))?;
-        Ok(self.cache.decision(s, &s.check(&r), &r))
+        let now = seconds_of(seconds)?;
+        self.decide(principal, action, resource, target, now)
     }
 
     /// The actions `principal` may take on `resource` at `now`, as `{actions, denied?}`.
@@ -348,5 +334,27 @@ impl Clearance {
             now,
         };
         Ok(self.cache.actions(s, got, &r))
+    }
+}
+
+impl Clearance {
+    /// Decides a request of these fields; the decision as an object.
+    fn decide(
+        &mut self,
+        principal: String,
+        action: String,
+        resource: String,
+        target: Option<String>,
+        now: TimeValue,
+    ) -> Result<JsValue, JsValue> {
+        let r = Request {
+            principal,
+            action,
+            resource,
+            target,
+            now,
+        };
+        let s = self.session.snapshot().map_err(|e| js_error(&e))?;
+        Ok(self.cache.decision(s, &s.check(&r), &r))
     }
 }
