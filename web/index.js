@@ -876,6 +876,25 @@ export class Session {
    * @returns {DecisionView | Denial}
    */
   #check(request) {
+    // The common case straight to the module: a plain request of the right types on a
+    // usable session. Anything else takes the path that names what is wrong.
+    const raw = this.#raw;
+    if (request !== null && typeof request === 'object' && raw !== null && !this.#freed && this.#state.poison === null) {
+      const { principal, action, resource, target, now } = /** @type {{[field: string]: unknown}} */ (/** @type {unknown} */ (request));
+      if (typeof principal === 'string' && typeof action === 'string' && typeof resource === 'string'
+        && (target === undefined || target === null || typeof target === 'string')
+        && (typeof now === 'string' || typeof now === 'number' || now instanceof Date)
+        && onlyRequestFields(request)) {
+        this.#answers.ask(principal, action, resource, target);
+        try {
+          return typeof now === 'number'
+            ? raw.checkAt(principal, action, resource, target ?? undefined, now)
+            : raw.checkValue(principal, action, resource, target ?? undefined, now);
+        } catch (e) {
+          return this.#caught(e);
+        }
+      }
+    }
     if (typeof request === 'string') return decision(this.#json('check', request, 'the request'));
     const r = requestArgs(request, 'the request');
     if ('denial' in r) return r.denial;
@@ -1180,25 +1199,6 @@ export class Session {
    * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
    */
   check(request) {
-    // The common case straight to the module: a plain request of the right types on a
-    // usable session. Anything else takes the path that names what is wrong.
-    const raw = this.#raw;
-    if (request !== null && typeof request === 'object' && raw !== null && !this.#freed && this.#state.poison === null) {
-      const { principal, action, resource, target, now } = /** @type {{[field: string]: unknown}} */ (/** @type {unknown} */ (request));
-      if (typeof principal === 'string' && typeof action === 'string' && typeof resource === 'string'
-        && (target === undefined || target === null || typeof target === 'string')
-        && (typeof now === 'string' || typeof now === 'number' || now instanceof Date)
-        && onlyRequestFields(request)) {
-        this.#answers.ask(principal, action, resource, target);
-        try {
-          return typeof now === 'number'
-            ? raw.checkAt(principal, action, resource, target ?? undefined, now)
-            : raw.checkValue(principal, action, resource, target ?? undefined, now);
-        } catch (e) {
-          throw new ClearanceError(this.#caught(e).error);
-        }
-      }
-    }
     return thrown(this.#check(request));
   }
 

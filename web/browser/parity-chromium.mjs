@@ -17,7 +17,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { extname, join, normalize } from 'node:path';
-import { parseArgs } from 'node:util';
+import { jobArgs } from '../test/jobs.js';
 import { ROOT, launch } from './chromium.mjs';
 
 const USAGE = 'usage: node web/browser/parity-chromium.mjs --work <dir> --jobs <n>';
@@ -101,15 +101,10 @@ async function decideAll({ jobs, chunk }) {
  * @param {string[]} argv the arguments after the script
  */
 async function run(argv) {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: argv, options: { work: { type: 'string' }, jobs: { type: 'string' } }, strict: true }));
-  } catch (e) {
-    return { error: { code: 'runner.usage', message: e instanceof Error ? e.message : String(e), help: USAGE } };
-  }
-  const jobs = Number(values.jobs);
-  if (!values.work || !Number.isInteger(jobs) || jobs < 0) return { error: { code: 'runner.usage', message: '--work and --jobs are required', help: USAGE } };
-  const http = server(values.work);
+  const args = jobArgs(argv, USAGE);
+  if ('error' in args) return args;
+  const { work, jobs } = args;
+  const http = server(work);
   await new Promise((resolve) => http.listen(0, '127.0.0.1', () => resolve(undefined)));
   const browser = await launch();
   try {

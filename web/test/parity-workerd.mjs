@@ -15,7 +15,7 @@
  */
 
 import { readFile, writeFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
+import { jobArgs } from './jobs.js';
 import { COMPATIBILITY_DATE, startWorker } from './workerd.js';
 
 /** @import { Miniflare } from 'miniflare' */
@@ -46,15 +46,9 @@ async function send(mf, path, method, body, what) {
  * @param {string[]} argv
  */
 async function run(argv) {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: argv, options: { work: { type: 'string' }, jobs: { type: 'string' } }, strict: true }));
-  } catch (e) {
-    return { error: { code: 'runner.usage', message: e instanceof Error ? e.message : String(e), help: USAGE } };
-  }
-  const jobs = Number(values.jobs);
-  if (!values.work || !Number.isInteger(jobs) || jobs < 0) return { error: { code: 'runner.usage', message: '--work and --jobs are required', help: USAGE } };
-  const work = values.work;
+  const args = jobArgs(argv, USAGE);
+  if ('error' in args) return args;
+  const { work, jobs } = args;
   const { mf, moduleHash } = startWorker('workers/parity.js');
   try {
     let decisions = 0;
