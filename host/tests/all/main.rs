@@ -24,6 +24,7 @@ mod multihost;
 mod observe;
 mod openapi;
 mod pg;
+mod security;
 mod service;
 mod soak;
 mod stores;
