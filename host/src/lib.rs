@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod checkpoint;
+pub mod limits;
 pub mod observe;
 pub mod openapi;
 pub mod pgcluster;

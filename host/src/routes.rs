@@ -152,7 +152,7 @@ impl<S> Route<S> {
             if deployment.rate_limited {
                 out.push(Failure {
                     status: 429,
-                    when: "the caller is past its rate limit, or its address past its limit of failed authentications (auth.rate_limited); wait for retry-after",
+                    when: "the caller is past its rate limit or its budget of work (a batch costs its requests, a write its deltas), or its address past its limit of failed authentications (auth.rate_limited); wait for retry-after",
                 });
             }
         }
@@ -162,6 +162,10 @@ impl<S> Route<S> {
                 Failure {
                     status: 400,
                     when: "a body that is not JSON of the documented shape (request.malformed)",
+                },
+                Failure {
+                    status: 408,
+                    when: "a body that did not arrive whole within the body deadline, or slower than the least rate (request.timeout); the connection is closed",
                 },
                 Failure {
                     status: 413,

@@ -8,9 +8,10 @@
 use clearance_core::ErrorData;
 use clearance_core::wire::{WireDecision, decode_decisions};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use wasmtime::{
@@ -220,8 +221,45 @@ pub struct Runtime {
     generations: AtomicU64,
     /// Set while the changes are being folded into new base bytes.
     rebasing: AtomicBool,
+    /// Each caller's turns.
+    shares: Arc<Shares>,
     stats: Stats,
     ticker: Arc<AtomicBool>,
+}
+
+/// Each caller's turns on the instances ([`Runtime::turn`]).
+#[derive(Debug)]
+struct Shares {
+    /// The turns one caller may hold at once.
+    per_caller: usize,
+    /// The turns of the callers holding or waiting for one, by caller.
+    held: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// One of a caller's turns on the instances ([`Runtime::turn`]), given back when dropped.
+#[derive(Debug)]
+pub struct Turn {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    caller: String,
+    shares: Arc<Shares>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        let mut held = self
+            .shares
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // No other turn of the caller held or waited for: its entry goes.
+        if held
+            .get(&self.caller)
+            .is_some_and(|turns| Arc::strong_count(turns) == 1)
+        {
+            held.remove(&self.caller);
+        }
+    }
 }
 
 /// Counters an operator reads: instances replaced, traps, callers turned away.
@@ -321,6 +359,10 @@ impl Runtime {
                 }
             })
             .map_err(setup)?;
+        let shares = Arc::new(Shares {
+            per_caller: (config.instances as usize).saturating_sub(1).max(1),
+            held: Mutex::default(),
+        });
         Ok(Runtime {
             ticker: stop,
             pre,
@@ -333,6 +375,7 @@ impl Runtime {
             current: Mutex::new(None),
             generations: AtomicU64::new(0),
             rebasing: AtomicBool::new(false),
+            shares,
             stats: Stats::default(),
         })
     }
@@ -438,6 +481,51 @@ impl Runtime {
         }
     }
 
+    /// Waits for one of `caller`'s turns on the instances. A caller holds at most one
+    /// instance fewer than there are (at least one) at once, so however much one caller
+    /// sends, an instance is left to the others, and its calls past its turns wait behind
+    /// its own, not in the queue every caller shares. Past `queue_timeout` the wait is
+    /// answered `host.busy`.
+    pub async fn turn(&self, caller: &str) -> Result<Turn, HostError> {
+        let per_caller = self.shares.per_caller;
+        let turns = {
+            let mut held = self
+                .shares
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match held.get(caller) {
+                Some(turns) => Arc::clone(turns),
+                None => {
+                    let turns = Arc::new(Semaphore::new(per_caller));
+                    held.insert(caller.to_string(), Arc::clone(&turns));
+                    turns
+                }
+            }
+        };
+        let permit = match Arc::clone(&turns).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                match tokio::time::timeout(self.config.queue_timeout, turns.acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => return Err(setup(e)),
+                    Err(_) => {
+                        self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                        return Err(HostError::Busy(format!(
+                            "`{caller}` holds its {per_caller} turns on the instances, and no turn came within {} ms",
+                            self.config.queue_timeout.as_millis()
+                        )));
+                    }
+                }
+            }
+        };
+        Ok(Turn {
+            permit: Some(permit),
+            caller: caller.to_string(),
+            shares: Arc::clone(&self.shares),
+        })
+    }
+
     /// Runs `f` on a worker holding the current snapshot, on the blocking pool, behind the
     /// semaphore. A worker whose call trapped is dropped (its pool slots are freed before
     /// its permit is), so the next call gets a fresh instance. A module error (a bad
@@ -449,12 +537,14 @@ impl Runtime {
     ) -> Result<T, HostError> {
         let permit = self.permit().await?;
         let this = Arc::clone(self);
+        let (answer, answered) = tokio::sync::oneshot::channel();
         let joined = tokio::task::spawn_blocking(move || {
             let mut w = match this.worker() {
                 Ok(w) => w,
                 Err(e) => {
                     drop(permit);
-                    return Err(e);
+                    let _ = answer.send(Err(e));
+                    return;
                 }
             };
             let result = this
@@ -468,16 +558,36 @@ impl Runtime {
                 }
                 Err(_) => false,
             };
-            if keep && let Ok(mut idle) = this.idle.lock() {
-                idle.push(w);
+            if keep && needs_snapshot && result.is_ok() {
+                // The caller is answered first; then the changes made meanwhile are
+                // applied before the instance goes back, its permit still held: whoever
+                // holds an instance while changes come in pays for them, not the next
+                // caller, who may have come for one check.
+                let _ = answer.send(result);
+                let current = this.ensure_loaded(&mut w, true).is_ok();
+                this.put_back(w, current);
+                drop(permit);
             } else {
-                drop(w);
+                this.put_back(w, keep);
+                drop(permit);
+                let _ = answer.send(result);
             }
-            drop(permit);
-            result
-        })
-        .await;
-        joined.map_err(|e| HostError::Trap(format!("the worker thread failed: {e}")))?
+        });
+        match answered.await {
+            Ok(result) => result,
+            Err(_) => Err(HostError::Trap(match joined.await {
+                Err(e) => format!("the worker thread failed: {e}"),
+                Ok(()) => "the worker thread ended without an answer".into(),
+            })),
+        }
+    }
+
+    /// Gives an instance back to the pool when `keep`, or drops it (freeing its pool
+    /// slots, before its permit is given back).
+    fn put_back(&self, w: Worker, keep: bool) {
+        if keep && let Ok(mut idle) = self.idle.lock() {
+            idle.push(w);
+        }
     }
 
     /// Brings `w` to the current state: the current bytes loaded (unless it holds them,

@@ -10,10 +10,11 @@
 //! wedges. A policy reload is a change like any other, stored with its sources.
 
 use crate::auth::{AuthError, Caller, DemoIssuer, Keys, Scope, TokenVerifier};
+use crate::limits::{FairQueue, Full, Place, Places};
 use crate::routes::{
     Answer, Availability, Callers, Deployment, Failure, Input, Method, Route, inline, named,
 };
-use crate::runtime::{HostError, Runtime};
+use crate::runtime::{HostError, Runtime, Turn};
 use crate::schemas::{self, MinRevision, ServerClock};
 use crate::signer::SliceSigner;
 use crate::store::{
@@ -471,6 +472,11 @@ pub struct ServiceConfig {
     /// Requests a second each caller (a key, or a user) may make, with as many at once;
     /// past it the caller is answered 429 with `retry-after`. `None`: no limit.
     pub rate_limit: Option<std::num::NonZeroU32>,
+    /// Work a second each caller may ask for, whatever the number of requests: a batch
+    /// costs its requests and a write its deltas (refused or not), any other request 1;
+    /// as much at once, or the largest batch or write if more. Past it the caller is
+    /// answered 429 with `retry-after`, naming the cost and the budget. `None`: no limit.
+    pub work_limit: Option<std::num::NonZeroU32>,
     /// Failed authentications (`auth.invalid`) a minute one network address may make,
     /// with as many at once; past it every request from the address is answered 429 with
     /// `retry-after` until its budget refills, before any credential is checked. Behind a
@@ -525,6 +531,7 @@ impl Default for ServiceConfig {
             max_batch: 10_000,
             clock_offset: 0,
             rate_limit: None,
+            work_limit: None,
             auth_failure_limit: None,
             slice_signer: None,
             slice_ttl: Duration::from_secs(900),
@@ -628,6 +635,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        // A request whose body was cut off ends its connection: the rest of the body is
+        // not waited for.
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -752,7 +766,9 @@ impl Service {
 /// still answered 429, but not refused before its credential is checked.
 const MAX_THROTTLED: usize = 100_000;
 
-/// The caller a request's credential proves, if it is within its rate limit.
+/// The caller a request's credential proves, if it is within its rate limit and its
+/// budget of work: the request costs one of each ([`Service::charge`] charges the rest of
+/// a batch or a write).
 fn admit(headers: &HeaderMap, s: &Service) -> Result<Caller, ApiError> {
     let caller = authenticate(headers, s)?;
     if let Some(limiter) = &s.limiter
@@ -772,7 +788,60 @@ fn admit(headers: &HeaderMap, s: &Service) -> Result<Caller, ApiError> {
         e.retry_after = Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX));
         return Err(e);
     }
+    s.charge(&caller, 1, || "a request".to_string())?;
     Ok(caller)
+}
+
+/// The most a caller's budget of work holds at once: its rate, or the largest batch or
+/// write if larger, so that every request the limits allow can be served from a full
+/// budget.
+fn budget_burst(config: &ServiceConfig, rate: std::num::NonZeroU32) -> std::num::NonZeroU32 {
+    let largest = config.max_batch.max(config.max_deltas);
+    rate.max(
+        std::num::NonZeroU32::new(u32::try_from(largest).unwrap_or(u32::MAX))
+            .unwrap_or(std::num::NonZeroU32::MIN),
+    )
+}
+
+impl Service {
+    /// Charges `caller`'s budget of work for `what`, of `cost` in all (a batch's requests,
+    /// a write's deltas), of which [`admit`] charged one already unless `what` is the
+    /// request itself (`cost` 1): 429 with `retry-after` when the budget holds less,
+    /// naming the cost and the budget.
+    fn charge(
+        &self,
+        caller: &Caller,
+        cost: usize,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), ApiError> {
+        let (Some(work), Some(rate)) = (&self.work, self.config.work_limit) else {
+            return Ok(());
+        };
+        // The request itself was charged one when it was admitted.
+        let more = if cost <= 1 { cost } else { cost - 1 };
+        let Some(more) = std::num::NonZeroU32::new(u32::try_from(more).unwrap_or(u32::MAX)) else {
+            return Ok(());
+        };
+        let burst = budget_burst(&self.config, rate);
+        let wait = match work.check_key_n(&caller.name(), more) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(until)) => Some(until.wait_time_from(governor::clock::Clock::now(work.clock()))),
+            Err(_) => None,
+        };
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "auth.rate_limited",
+            format!(
+                "{} costs {cost} of `{}`'s budget of {rate} a second ({burst} at most at once), more than it has left (a batch costs its requests, a write its deltas)",
+                what(),
+                caller.name()
+            ),
+            "wait for retry-after, then send less at a time; nothing was decided or written",
+        );
+        let wait = wait.unwrap_or(Duration::from_secs(u64::from(burst.get() / rate.get())));
+        e.retry_after = Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX));
+        Err(e)
+    }
 }
 
 /// The caller a request's credential proves.
@@ -966,21 +1035,83 @@ fn principal_of(body: &Value) -> Result<String, ApiError> {
 }
 
 /// A JSON body, read within the body limit; a bad one is an [`ApiError`] in the API's
-/// shape (not axum's plain-text rejection).
+/// shape (not axum's plain-text rejection). A large body is read as JSON off the async
+/// workers, which serve every other request meanwhile, and in one of its caller's turns
+/// ([`Runtime::turn`]), so that one caller's large bodies take no more of the machine
+/// than its share.
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+/// Bodies longer than this (or of no declared length) are read as JSON off the async
+/// workers.
+const LARGE_BODY: u64 = 64 << 10;
+
+impl<T: DeserializeOwned + Send + 'static> FromRequest<Arc<Service>> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(r) => Err(json_rejection(r)),
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<Service>,
+    ) -> Result<Self, ApiError> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n <= LARGE_BODY) {
+            return match Json::<T>::from_request(req, state).await {
+                Ok(Json(v)) => Ok(ApiJson(v)),
+                Err(r) => Err(json_rejection(r)),
+            };
         }
+        if !json_content_type(req.headers()) {
+            return Err(json_rejection(JsonRejection::MissingJsonContentType(
+                Default::default(),
+            )));
+        }
+        let caller = req.extensions().get::<Caller>().map(Caller::name);
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| json_rejection(JsonRejection::from(r)))?;
+        let _turn = match caller {
+            Some(name) => Some(state.runtime.turn(&name).await?),
+            None => None,
+        };
+        blocking(move || {
+            Json::<T>::from_bytes(&bytes)
+                .map(|Json(v)| ApiJson(v))
+                .map_err(json_rejection)
+        })
+        .await
     }
 }
 
+/// Whether a request says its body is JSON (`application/json`, or `application/*+json`),
+/// as axum's own JSON extractor asks.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((ty, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.to_ascii_lowercase();
+    ty.eq_ignore_ascii_case("application") && (subtype == "json" || subtype.ends_with("+json"))
+}
+
 fn json_rejection(r: JsonRejection) -> ApiError {
+    // A body cut off for its deadline or its rate: 408, and the connection is closed.
+    if let Some(slow) = crate::limits::BodyTooSlow::within(&r) {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request.timeout",
+            slow.to_string(),
+            "send the whole body at once, without pauses; nothing was written",
+        );
+    }
     // 413 and 415 say what is wrong with the body as a whole; anything else about its
     // content is a 400, as every other bad input.
     let (status, code) = match r.status() {
@@ -1083,6 +1214,8 @@ pub struct Service {
     writer: Mutex<()>,
     /// Writes waiting for the group commit ([`group_commit`]).
     writes: mpsc::Sender<QueuedWrite>,
+    /// The places of the writes waiting, per caller and in all.
+    write_places: Arc<Places>,
     /// Groups of writes appended, and the writes in them.
     groups: std::sync::atomic::AtomicU64,
     grouped: std::sync::atomic::AtomicU64,
@@ -1101,6 +1234,8 @@ pub struct Service {
     keys: RwLock<Arc<Keys>>,
     /// Requests per caller, when limited.
     limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+    /// Work per caller (a batch's requests, a write's deltas), when limited.
+    work: Option<governor::DefaultKeyedRateLimiter<String>>,
     /// Failed authentications per network address, when limited.
     failures: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
     /// Addresses past their failure budget, and until when.
@@ -1358,6 +1493,10 @@ impl Service {
         let limiter = config
             .rate_limit
             .map(|n| governor::RateLimiter::dashmap(governor::Quota::per_second(n)));
+        let work = config.work_limit.map(|n| {
+            let quota = governor::Quota::per_second(n).allow_burst(budget_burst(&config, n));
+            governor::RateLimiter::dashmap(quota)
+        });
         let failures = config
             .auth_failure_limit
             .map(|n| governor::RateLimiter::dashmap(governor::Quota::per_minute(n)));
@@ -1367,6 +1506,7 @@ impl Service {
             runtime,
             writer: Mutex::new(()),
             writes,
+            write_places: Arc::new(Places::new(WRITES_PER_CALLER, WRITE_QUEUE)),
             groups: std::sync::atomic::AtomicU64::new(0),
             grouped: std::sync::atomic::AtomicU64::new(0),
             served: RwLock::new(Arc::new(served)),
@@ -1379,6 +1519,7 @@ impl Service {
             policy_dir,
             config,
             limiter,
+            work,
             failures,
             throttled: std::sync::Mutex::default(),
             keys: RwLock::new(Arc::new(Keys::new(keys))),
@@ -2468,6 +2609,7 @@ impl Service {
     pub fn deployment(&self) -> Deployment {
         Deployment {
             rate_limited: self.config.rate_limit.is_some()
+                || self.config.work_limit.is_some()
                 || self.config.auth_failure_limit.is_some(),
             demo: self.config.demo.is_some(),
         }
@@ -2599,11 +2741,18 @@ fn typed<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
     })
 }
 
-async fn op(s: &Service, call: Call) -> ApiResult {
+/// Runs `call` in one of `caller`'s turns on the instances ([`Runtime::turn`]).
+async fn op(s: &Service, caller: &Caller, call: Call) -> ApiResult {
+    let turn = s.runtime.turn(&caller.name()).await?;
+    op_in_turn(s, &turn, call).await
+}
+
+/// Runs `call` in a turn its caller holds ([`decide`]), counted and traced.
+async fn op_in_turn(s: &Service, _turn: &Turn, call: Call) -> ApiResult {
     let name = call.op().spec().map_or("unknown", |spec| spec.name);
     let started = std::time::Instant::now();
     let span = tracing::info_span!("module", op = name);
-    let answer = tracing::Instrument::instrument(s.runtime.run(&call), span).await;
+    let answer = tracing::Instrument::instrument(decide(s, call), span).await;
     s.metrics.op(name, started.elapsed());
     let answer = answer?;
     if matches!(name, "check" | "check_batch" | "explain") {
@@ -2611,6 +2760,32 @@ async fn op(s: &Service, call: Call) -> ApiResult {
         crate::observe::note(|n| n.decision = crate::observe::decision_note(&answer));
     }
     Ok(Json(answer))
+}
+
+/// The most requests of a batch decided in one call: a larger batch is decided a chunk at
+/// a time, each chunk waiting for an instance as a single check does, so that another
+/// caller's check waits for a chunk at most, never for a whole batch.
+const BATCH_CHUNK: usize = 256;
+
+/// Runs `call` on the instances; a batch of more than [`BATCH_CHUNK`] requests a chunk at
+/// a time, each chunk decided at the latest revision when it runs.
+async fn decide(s: &Service, call: Call) -> Result<Value, HostError> {
+    let requests = match call {
+        Call::CheckBatch { requests } if requests.len() > BATCH_CHUNK => requests,
+        call => return s.runtime.run(&call).await,
+    };
+    let mut views = Vec::with_capacity(requests.len());
+    let mut rest = requests.into_iter();
+    loop {
+        let chunk: Vec<Request> = rest.by_ref().take(BATCH_CHUNK).collect();
+        if chunk.is_empty() {
+            return Ok(Value::Array(views));
+        }
+        match s.runtime.run(&Call::CheckBatch { requests: chunk }).await? {
+            Value::Array(part) => views.extend(part),
+            _ => return Err(HostError::Protocol("a batch's answer is not a list".into())),
+        }
+    }
 }
 
 /// `{requests: [...]}`.
@@ -2743,6 +2918,7 @@ async fn check(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value>) -
     at_least(&s, &mut body).await?;
     op(
         &s,
+        &caller,
         Call::Check {
             request: typed(body)?,
         },
@@ -2750,27 +2926,55 @@ async fn check(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value>) -
     .await
 }
 
-async fn check_batch(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value>) -> ApiResult {
+async fn check_batch(
+    State(s): S,
+    caller: Caller,
+    ApiJson(mut body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
     at_least(&s, &mut body).await?;
-    if let Some(list) = body.get_mut("requests").and_then(Value::as_array_mut) {
-        if list.len() > s.config.max_batch {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request.too_many",
-                format!(
-                    "{} requests in one batch; the limit is {}",
-                    list.len(),
-                    s.config.max_batch
-                ),
-                "split the batch",
-            ));
-        }
-        for r in list.iter_mut() {
-            gate_decision(&s, &caller, r)?;
-        }
+    let n = body
+        .get("requests")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if n > s.config.max_batch {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request.too_many",
+            format!(
+                "{n} requests in one batch; the limit is {}",
+                s.config.max_batch
+            ),
+            "split the batch",
+        ));
     }
-    let BatchBody { requests } = typed(body)?;
-    op(&s, Call::CheckBatch { requests }).await
+    s.charge(&caller, n, || format!("a batch of {n} requests"))?;
+    let read = {
+        let (s, caller) = (Arc::clone(&s), caller.clone());
+        move || {
+            if let Some(list) = body.get_mut("requests").and_then(Value::as_array_mut) {
+                for r in list.iter_mut() {
+                    gate_decision(&s, &caller, r)?;
+                }
+            }
+            let BatchBody { requests } = typed(body)?;
+            Ok(requests)
+        }
+    };
+    if n <= BATCH_CHUNK {
+        let requests = read()?;
+        let Json(answer) = op(&s, &caller, Call::CheckBatch { requests }).await?;
+        return Ok(Json(answer).into_response());
+    }
+    // A large batch is read, decided and its answer written in one of its caller's turns,
+    // and off the async workers, which serve every other caller's requests meanwhile.
+    let turn = s.runtime.turn(&caller.name()).await?;
+    let requests = blocking(read).await?;
+    let Json(answer) = op_in_turn(&s, &turn, Call::CheckBatch { requests }).await?;
+    let text = blocking(move || {
+        serde_json::to_vec(&answer).map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 
 async fn allowed_actions(
@@ -2787,6 +2991,7 @@ async fn allowed_actions(
     } = typed(body)?;
     op(
         &s,
+        &caller,
         Call::AllowedActions {
             principal,
             resource,
@@ -2807,6 +3012,7 @@ async fn resources(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value
     } = typed(body)?;
     op(
         &s,
+        &caller,
         Call::ListResources {
             principal,
             action,
@@ -2839,6 +3045,7 @@ async fn principals(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Valu
     }
     op(
         &s,
+        &caller,
         Call::ListPrincipals {
             resource,
             action,
@@ -2854,6 +3061,7 @@ async fn explain(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value>)
     at_least(&s, &mut body).await?;
     op(
         &s,
+        &caller,
         Call::Explain {
             request: typed(body)?,
         },
@@ -2886,6 +3094,7 @@ async fn matrix(
     user_gates(&s, &caller).await?;
     op(
         &s,
+        &caller,
         Call::Matrix {
             matrix,
             account: q.account,
@@ -3155,7 +3364,7 @@ fn touched_accounts(
 async fn write(
     State(s): S,
     caller: Caller,
-    body: Result<Json<WriteBody>, JsonRejection>,
+    body: Result<ApiJson<WriteBody>, ApiError>,
 ) -> ApiResult {
     let started = std::time::Instant::now();
     let span = tracing::info_span!("write");
@@ -3164,18 +3373,42 @@ async fn write(
     answer
 }
 
-/// Queues a write for the group commit and waits for its answer.
+/// Queues a write for the group commit and waits for its answer. The write is charged
+/// its deltas first; a large one is judged on an instance before it is queued, so that
+/// one the policy refuses never takes the writer; and a caller may have at most
+/// [`WRITES_PER_CALLER`] writes waiting.
 async fn queue_write(
     s: &Service,
     caller: &Caller,
-    body: Result<Json<WriteBody>, JsonRejection>,
+    body: Result<ApiJson<WriteBody>, ApiError>,
 ) -> ApiResult {
-    let Json(body) = body.map_err(|e| {
-        let mut err = json_rejection(e);
-        err.data.help = "a write is {author?, deltas, now?, parity?}; nothing was written".into();
+    let ApiJson(body) = body.map_err(|mut err| {
+        if err.status != StatusCode::REQUEST_TIMEOUT {
+            err.data.help =
+                "a write is {author?, deltas, now?, parity?}; nothing was written".into();
+        }
         err
     })?;
     let authored = authorise_write(s, caller, &body)?;
+    let n = body.deltas.len();
+    s.charge(caller, n, || format!("a write of {n} deltas"))?;
+    let body = if n > PREJUDGED_DELTAS && body.parity.is_none() {
+        prejudge(s, caller, body, &authored).await?
+    } else {
+        body
+    };
+    let name = caller.name();
+    let place = s.write_places.take(&name).map_err(|full| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "host.busy",
+            match full {
+                Full::Caller(n) => format!("`{name}` has {n} writes waiting already"),
+                Full::All(n) => format!("{n} writes are already waiting"),
+            },
+            "retry later; nothing was written",
+        )
+    })?;
     // The group commit's task, not this one, carries the write through: a client hanging
     // up cannot stop a write between the store and memory.
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -3184,6 +3417,8 @@ async fn queue_write(
             body,
             authored,
             reply,
+            caller: name,
+            _place: place,
         })
         .map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ApiError::new(
@@ -3201,11 +3436,56 @@ async fn queue_write(
         .map_err(|_| ApiError::internal("the write's task ended without an answer"))?
 }
 
+/// Writes of more deltas than this are judged on an instance, in their caller's turn,
+/// before they are queued for the writer ([`prejudge`]).
+const PREJUDGED_DELTAS: usize = 64;
+
+/// Judges a large write on an instance at the latest revision, in its caller's turn
+/// (`authorize_deltas`: the write pipeline, undone whatever it finds), before it takes the
+/// writer, and answers a refusal at once: a refused write changes nothing, so refusing it
+/// on the revision it was judged on is as if it had been judged in order there. An allowed
+/// write is given back, to be judged again in order by the group commit.
+async fn prejudge(
+    s: &Service,
+    caller: &Caller,
+    mut body: WriteBody,
+    authored: &Authored,
+) -> Result<WriteBody, ApiError> {
+    let call = Call::AuthorizeDeltas {
+        author: authored.author.clone(),
+        now: body.now.clone().unwrap_or(TimeValue::Seconds(s.clock())),
+        deltas: std::mem::take(&mut body.deltas),
+    };
+    let turn = s.runtime.turn(&caller.name()).await?;
+    // Its text is written off the async workers, which serve other callers meanwhile.
+    let (json, deltas) = blocking(move || {
+        let json = call.to_json().map_err(ApiError::bad);
+        let Call::AuthorizeDeltas { deltas, .. } = call else {
+            return Err(ApiError::internal("the judgement's call changed"));
+        };
+        Ok((json, deltas))
+    })
+    .await?;
+    body.deltas = deltas;
+    let answer = s.runtime.call(json?).await?;
+    drop(turn);
+    if answer.get("allowed") != Some(&Value::Bool(true))
+        && let Ok(Err(refused)) = verdict(&answer, 0)
+    {
+        return Err(refused);
+    }
+    Ok(body)
+}
+
 /// A change of more deltas than this (an import) reaches change feeds as a `reset`.
 const BULK_DELTAS: usize = 10_000;
 
 /// Writes that may wait for the group commit; one more is answered 503 `host.busy`.
 const WRITE_QUEUE: usize = 1024;
+
+/// Writes one caller may have waiting for the group commit; one more is answered 503
+/// `host.busy`, so that no caller takes every place.
+const WRITES_PER_CALLER: usize = WRITE_QUEUE / 4;
 
 /// The code of a write refused because another host took its revision, past the retries.
 const CONFLICT: &str = "revision.conflict";
@@ -3213,11 +3493,19 @@ const CONFLICT: &str = "revision.conflict";
 /// Writes committed together at most: one store transaction, one sync to disk.
 const GROUP: usize = 64;
 
+/// Deltas a group holds at most, unless its first write alone has more: a write waits for
+/// about this much of others' work, or one large write, before its own group.
+const GROUP_DELTAS: usize = 1024;
+
 /// A write waiting for the group commit, with where its answer goes.
 struct QueuedWrite {
     body: WriteBody,
     authored: Authored,
     reply: tokio::sync::oneshot::Sender<ApiResult>,
+    /// Who sent it (`Caller::name`): the writer takes callers in turn.
+    caller: String,
+    /// Its place among the writes waiting, given back once it is answered.
+    _place: Place,
 }
 
 /// A write that passed the checks made before judging, about to be judged.
@@ -3239,34 +3527,38 @@ enum Judged {
     OutOfScope(usize, ApiError),
 }
 
-/// The group commit: takes the writes waiting (up to [`GROUP`]), judges them in order on
-/// one instance (each on the state the ones before it leave), appends the allowed ones in
-/// one transaction, then applies them and answers each. Runs for as long as the service
-/// lives.
+/// The group commit: takes the writes waiting, a caller at a time in turn (up to
+/// [`GROUP`] writes and [`GROUP_DELTAS`] deltas, or one larger write alone), judges them in
+/// order on one instance (each on the state the ones before it leave), appends the
+/// allowed ones in one transaction, then applies them and answers each. Runs for as long
+/// as the service lives. One caller's many or large writes so delay another's by a group
+/// at most.
 ///
 /// A write with a parity token starts a group of its own making, so the decision it relied
 /// on is checked again on the state it is judged on. Each group runs in a task of its own:
 /// were one to panic, its writes are answered 500 and the next group goes on.
 async fn group_commit(service: std::sync::Weak<Service>, mut queue: mpsc::Receiver<QueuedWrite>) {
-    let mut carried: Option<QueuedWrite> = None;
+    let mut waiting: FairQueue<QueuedWrite> = FairQueue::default();
     loop {
-        let first = match carried.take() {
-            Some(w) => w,
-            None => match queue.recv().await {
-                Some(w) => w,
+        if waiting.is_empty() {
+            match queue.recv().await {
+                Some(w) => waiting.push(&w.caller.clone(), w),
                 None => return,
-            },
-        };
-        let mut batch = vec![first];
-        while batch.len() < GROUP {
-            match queue.try_recv() {
-                Ok(w) if w.body.parity.is_some() => {
-                    carried = Some(w);
-                    break;
-                }
-                Ok(w) => batch.push(w),
-                Err(_) => break,
             }
+        }
+        while let Ok(w) = queue.try_recv() {
+            waiting.push(&w.caller.clone(), w);
+        }
+        let mut batch: Vec<QueuedWrite> = Vec::new();
+        let mut deltas = 0;
+        while batch.len() < GROUP {
+            let first = batch.is_empty();
+            let next = waiting.pop_if(|w| {
+                first || (w.body.parity.is_none() && deltas + w.body.deltas.len() <= GROUP_DELTAS)
+            });
+            let Some(w) = next else { break };
+            deltas += w.body.deltas.len();
+            batch.push(w);
         }
         let Some(s) = service.upgrade() else { return };
         let _ = tokio::spawn(async move { s.commit_writes(batch).await }).await;
@@ -4065,10 +4357,19 @@ pub struct ServerLimits {
     /// How long a client has to send a request's head. hyper starts this clock whenever
     /// it waits for a head, so it also closes a kept-alive connection left idle this long.
     pub header_timeout: Duration,
-    /// How long a client has to send a request's body.
+    /// How long a client has to send a request's whole body, from its head; past it the
+    /// request is answered 408 `request.timeout` and the connection closed.
     pub body_timeout: Duration,
+    /// How long a body may take at any pace before it must keep to `body_min_rate`.
+    pub body_grace: Duration,
+    /// The least rate, in bytes a second on average since the head, a body must keep to
+    /// once its grace is over (408 `request.timeout` otherwise); 0: any.
+    pub body_min_rate: u64,
     /// Connections held at once; one more is answered 503 `host.busy` and closed.
     pub max_connections: usize,
+    /// Connections one network address (an IPv4 address, an IPv6 /64) may hold at once;
+    /// one more from it is answered 503 `host.busy` and closed.
+    pub max_connections_per_address: usize,
     /// How long, once shutting down, the server lets open connections finish the
     /// requests they are in (writes included) before it returns anyway.
     pub drain: Duration,
@@ -4079,7 +4380,10 @@ impl Default for ServerLimits {
         ServerLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            body_grace: Duration::from_secs(5),
+            body_min_rate: 1024,
             max_connections: 1024,
+            max_connections_per_address: 64,
             drain: Duration::from_secs(10),
         }
     }
@@ -4094,12 +4398,16 @@ pub async fn serve_with_limits(
     limits: ServerLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    use crate::limits::{Address, AddressSlots, BodyLimits, DeadlineBody};
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
-    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-        limits.body_timeout,
-    ));
+    let body_limits = BodyLimits {
+        deadline: limits.body_timeout,
+        grace: limits.body_grace,
+        min_rate: limits.body_min_rate,
+    };
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let addresses = Arc::new(AddressSlots::default());
     let (closing, closed) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -4131,14 +4439,31 @@ pub async fn serve_with_limits(
             }
         };
         let _ = stream.set_nodelay(true);
+        // An address's own share first, so that one address at its share takes none of
+        // the others' places.
+        let address = Address::of(peer.0);
+        let Some(slot) = addresses.take(address, limits.max_connections_per_address) else {
+            let cap = limits.max_connections_per_address;
+            tokio::spawn(refuse(
+                stream,
+                format!("`{address}` holds its limit of {cap} connections"),
+            ));
+            continue;
+        };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tokio::spawn(refuse(stream, limits.max_connections));
+            let cap = limits.max_connections;
+            tokio::spawn(refuse(
+                stream,
+                format!("the server holds its limit of {cap} connections"),
+            ));
             continue;
         };
         let app = app.clone();
         let service = TowerToHyperService::new(tower::util::MapRequest::new(
             app,
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            move |req: axum::http::Request<hyper::body::Incoming>| {
+                // The body's deadline runs from now, as its head has arrived.
+                let mut req = req.map(|body| DeadlineBody::new(body, body_limits));
                 req.extensions_mut().insert(peer);
                 req
             },
@@ -4146,7 +4471,7 @@ pub async fn serve_with_limits(
         let header_timeout = limits.header_timeout;
         let mut closed = closed.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
@@ -4165,10 +4490,11 @@ pub async fn serve_with_limits(
     }
 }
 
-/// Answers a connection past the cap with 503 `host.busy` and closes it.
-async fn refuse(mut stream: tokio::net::TcpStream, cap: usize) {
+/// Answers a connection past a cap with 503 `host.busy` (`message` says which) and
+/// closes it.
+async fn refuse(mut stream: tokio::net::TcpStream, message: String) {
     use tokio::io::AsyncWriteExt;
-    let body = json!({ "error": { "code": "host.busy", "message": format!("the server holds its limit of {cap} connections"), "help": "retry after the time in `retry-after`" }, "allowed": false }).to_string();
+    let body = json!({ "error": { "code": "host.busy", "message": message, "help": "retry after the time in `retry-after`, with fewer connections open" }, "allowed": false }).to_string();
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()

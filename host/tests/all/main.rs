@@ -166,6 +166,17 @@ pub(crate) fn create_event(id: &str) -> serde_json::Value {
     ])
 }
 
+/// Held by the tests that load the machine and measure it (the soak, the fair-share test),
+/// so that they take turns rather than measure each other's load.
+pub(crate) static MEASURED_LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`MEASURED_LOAD`], whatever a test that panicked holding it left.
+pub(crate) fn measured_load() -> std::sync::MutexGuard<'static, ()> {
+    MEASURED_LOAD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

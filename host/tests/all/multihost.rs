@@ -51,7 +51,8 @@ fn database(pg: &Pg, name: &str) -> String {
 }
 
 /// A host on the database at `url`, following the others every 200 ms besides their
-/// notifications.
+/// notifications, with no budget of work (the tests compare every decision of a growing
+/// world, hundreds of thousands a second).
 fn host(url: &str, name: &str) -> Result<Server, String> {
     host_with(url, name, &[])
 }
@@ -66,6 +67,8 @@ fn host_with(url: &str, name: &str, extra: &[&str]) -> Result<Server, String> {
         dir.join("cache").into(),
         "--follow-interval-ms".into(),
         "200".into(),
+        "--work-limit".into(),
+        "0".into(),
     ];
     args.extend(extra.iter().map(Into::into));
     start_with(&args, &|| {})

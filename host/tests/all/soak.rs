@@ -60,6 +60,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 #[test]
 fn a_mixed_load_never_fails_a_check_and_never_loses_or_invents_a_write() {
+    let _alone = super::measured_load();
     block(async {
         // Another server may be soaked: `CLEARANCE_SOAK_URL` (and `CLEARANCE_SOAK_DB`, its
         // SQLite store, to compare with). Otherwise one is started here on the demo data.

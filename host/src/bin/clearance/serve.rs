@@ -65,6 +65,20 @@ pub struct ServeArgs {
     /// Connections held at once; more are answered 503 and closed.
     #[arg(long, env = "CLEARANCE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Connections one network address (an IPv4 address, an IPv6 /64) may hold at once;
+    /// more from it are answered 503 and closed. Behind a proxy every client shares the
+    /// proxy's address.
+    #[arg(
+        long,
+        env = "CLEARANCE_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 64
+    )]
+    pub max_connections_per_address: usize,
+    /// The least rate, in bytes a second, a request body must keep to once 5 s have
+    /// passed (a body must also arrive whole within 30 s); slower: 408 and the connection
+    /// closed. 0: any rate.
+    #[arg(long, env = "CLEARANCE_BODY_MIN_RATE", default_value_t = 1024)]
+    pub body_min_rate: u64,
     /// Changes kept for live followers of the change feed; a follower that falls
     /// further behind gets a `reset` event.
     #[arg(long, env = "CLEARANCE_FEED_BUFFER", default_value_t = 1024)]
@@ -97,6 +111,12 @@ pub struct ServeArgs {
     /// past it: 429 with `retry-after`. 0: no limit.
     #[arg(long, env = "CLEARANCE_RATE_LIMIT", default_value_t = 5000)]
     pub rate_limit: u32,
+    /// Work a second each caller (a key or a user) may ask for, however few its
+    /// requests: a batch costs its requests and a write its deltas (refused or not), any
+    /// other request 1; as much at once, or the largest batch or write if more. Past it:
+    /// 429 with `retry-after`, naming the cost and the budget. 0: no limit.
+    #[arg(long, env = "CLEARANCE_WORK_LIMIT", default_value_t = 50_000)]
+    pub work_limit: u32,
     /// Failed authentications a minute one network address may make, with as many at
     /// once; past it the address is answered 429 with `retry-after` until its budget
     /// refills. Behind a proxy every caller shares the proxy's address. 0: no limit.
@@ -157,6 +177,8 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         adopt_policy,
         queue,
         max_connections,
+        max_connections_per_address,
+        body_min_rate,
         feed_buffer,
         demo,
         demo_time,
@@ -166,6 +188,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         token_claim,
         token_principal_type,
         rate_limit,
+        work_limit,
         auth_failure_limit,
         slice_key,
         slice_ttl,
@@ -231,6 +254,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         demo: issuer,
         clock_offset,
         rate_limit: std::num::NonZeroU32::new(*rate_limit),
+        work_limit: std::num::NonZeroU32::new(*work_limit),
         auth_failure_limit: std::num::NonZeroU32::new(*auth_failure_limit),
         slice_signer,
         slice_ttl: std::time::Duration::from_secs(*slice_ttl),
@@ -320,6 +344,8 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         app,
         ServerLimits {
             max_connections: *max_connections,
+            max_connections_per_address: *max_connections_per_address,
+            body_min_rate: *body_min_rate,
             ..ServerLimits::default()
         },
         async move {
