@@ -1,7 +1,8 @@
 //! The runtime: one wasmtime `Engine`, the module compiled once (and cached as `.cwasm`
 //! by artifact hash), an `InstancePre`, the pooling allocator, and a pool of long-lived
 //! instances that each hold the current snapshot. Calls run on tokio's blocking pool
-//! behind a semaphore, so load is bounded and excess callers wait. Every call has a
+//! behind a semaphore, so load is bounded and excess callers wait; a caller's large work
+//! waits for its own turns first, so it never holds every instance. Every call has a
 //! deadline (epoch interruption, ticked by a thread of the runtime) and every instance a
 //! memory cap.
 
@@ -481,11 +482,12 @@ impl Runtime {
         }
     }
 
-    /// Waits for one of `caller`'s turns on the instances. A caller holds at most one
-    /// instance fewer than there are (at least one) at once, so however much one caller
-    /// sends, an instance is left to the others, and its calls past its turns wait behind
-    /// its own, not in the queue every caller shares. Past `queue_timeout` the wait is
-    /// answered `host.busy`.
+    /// Waits for one of `caller`'s turns for large work (a large batch, a large write
+    /// judged first, a large body read). A caller holds at most one instance fewer than
+    /// there are (at least one) at once, so however much large work one caller sends, an
+    /// instance is left to the others, and its work past its turns waits behind its own,
+    /// not in the queue every caller shares. Past `queue_timeout` the wait is answered
+    /// `host.busy`.
     pub async fn turn(&self, caller: &str) -> Result<Turn, HostError> {
         let per_caller = self.shares.per_caller;
         let turns = {

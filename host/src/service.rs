@@ -14,7 +14,7 @@ use crate::limits::{FairQueue, Full, Place, Places};
 use crate::routes::{
     Answer, Availability, Callers, Deployment, Failure, Input, Method, Route, inline, named,
 };
-use crate::runtime::{HostError, Runtime, Turn};
+use crate::runtime::{HostError, Runtime};
 use crate::schemas::{self, MinRevision, ServerClock};
 use crate::signer::SliceSigner;
 use crate::store::{
@@ -2741,14 +2741,7 @@ fn typed<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
     })
 }
 
-/// Runs `call` in one of `caller`'s turns on the instances ([`Runtime::turn`]).
-async fn op(s: &Service, caller: &Caller, call: Call) -> ApiResult {
-    let turn = s.runtime.turn(&caller.name()).await?;
-    op_in_turn(s, &turn, call).await
-}
-
-/// Runs `call` in a turn its caller holds ([`decide`]), counted and traced.
-async fn op_in_turn(s: &Service, _turn: &Turn, call: Call) -> ApiResult {
+async fn op(s: &Service, call: Call) -> ApiResult {
     let name = call.op().spec().map_or("unknown", |spec| spec.name);
     let started = std::time::Instant::now();
     let span = tracing::info_span!("module", op = name);
@@ -2918,7 +2911,6 @@ async fn check(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value>) -
     at_least(&s, &mut body).await?;
     op(
         &s,
-        &caller,
         Call::Check {
             request: typed(body)?,
         },
@@ -2962,14 +2954,14 @@ async fn check_batch(
     };
     if n <= BATCH_CHUNK {
         let requests = read()?;
-        let Json(answer) = op(&s, &caller, Call::CheckBatch { requests }).await?;
+        let Json(answer) = op(&s, Call::CheckBatch { requests }).await?;
         return Ok(Json(answer).into_response());
     }
     // A large batch is read, decided and its answer written in one of its caller's turns,
     // and off the async workers, which serve every other caller's requests meanwhile.
-    let turn = s.runtime.turn(&caller.name()).await?;
+    let _turn = s.runtime.turn(&caller.name()).await?;
     let requests = blocking(read).await?;
-    let Json(answer) = op_in_turn(&s, &turn, Call::CheckBatch { requests }).await?;
+    let Json(answer) = op(&s, Call::CheckBatch { requests }).await?;
     let text = blocking(move || {
         serde_json::to_vec(&answer).map_err(|e| ApiError::internal(e.to_string()))
     })
@@ -2991,7 +2983,6 @@ async fn allowed_actions(
     } = typed(body)?;
     op(
         &s,
-        &caller,
         Call::AllowedActions {
             principal,
             resource,
@@ -3012,7 +3003,6 @@ async fn resources(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value
     } = typed(body)?;
     op(
         &s,
-        &caller,
         Call::ListResources {
             principal,
             action,
@@ -3045,7 +3035,6 @@ async fn principals(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Valu
     }
     op(
         &s,
-        &caller,
         Call::ListPrincipals {
             resource,
             action,
@@ -3061,7 +3050,6 @@ async fn explain(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value>)
     at_least(&s, &mut body).await?;
     op(
         &s,
-        &caller,
         Call::Explain {
             request: typed(body)?,
         },
@@ -3094,7 +3082,6 @@ async fn matrix(
     user_gates(&s, &caller).await?;
     op(
         &s,
-        &caller,
         Call::Matrix {
             matrix,
             account: q.account,
