@@ -267,6 +267,32 @@ impl Removals {
     }
 }
 
+/// The longest id a delta may give a new entity, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `id` may name a new entity: 1 to [`MAX_ID_LEN`] ASCII letters, digits, `_`, `-`
+/// and `.`. So an id never holds the `:`, `#` and `@` that tuples are written with, a line
+/// break, or a character that looks like another; ids loaded from facts already stored are
+/// not held to it. `Err` says what is wrong.
+pub fn valid_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(format!(
+            "an id has 1 to {MAX_ID_LEN} characters, got {}",
+            id.len()
+        ));
+    }
+    match id
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        Some((at, c)) => Err(format!(
+            "the id `{}` has {c:?} at byte {at}: an id is made of ASCII letters, digits, `_`, `-` and `.`",
+            id.escape_default()
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `type:id` of an entity.
 pub fn entity_key(ty: &str, id: &str) -> String {
     format!("{ty}:{id}")
@@ -529,8 +555,9 @@ impl Facts {
             .is_some_and(|names| names.iter().any(|n| n.as_str() == Some(attr)))
     }
 
-    /// Adds an entity; `at` names it in errors.
+    /// Adds an entity (a delta's: its id must be a [`valid_id`]); `at` names it in errors.
     pub fn add_entity(&mut self, e: EntityJson, at: &str) -> Result<(), FactsError> {
+        valid_id(&e.id).map_err(|m| FactsError::new("facts.invalid_id", at, m))?;
         let (key, record) = entity_record(e).map_err(|(code, m)| FactsError::new(code, at, m))?;
         if self.entities.contains_key(&key) {
             return Err(FactsError::new(
@@ -692,5 +719,29 @@ impl Facts {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_ID_LEN, valid_id};
+
+    #[test]
+    fn an_id_is_plain_ascii_of_bounded_length() {
+        for bad in [
+            "",
+            "a\nb",
+            "x#guest@user:ops_manager",
+            "g_sms\u{200b}",
+            "é",
+            "a b",
+            "a/b",
+        ] {
+            assert!(valid_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(valid_id(&"x".repeat(MAX_ID_LEN + 1)).is_err());
+        for good in ["g_new-1.2", "a", "A9", &"x".repeat(MAX_ID_LEN)] {
+            assert_eq!(valid_id(good), Ok(()), "{good:?}");
+        }
     }
 }

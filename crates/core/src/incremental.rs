@@ -514,7 +514,8 @@ impl Snapshot {
     }
 
     fn add_entity(&mut self, e: &EntityJson, at: &str, log: &mut Log) -> Result<(), FactsError> {
-        if e.ty.is_empty() || e.id.is_empty() || e.ty.contains(':') {
+        crate::facts::valid_id(&e.id).map_err(|m| bad("facts.invalid_id", at, m))?;
+        if e.ty.is_empty() || e.ty.contains(':') {
             return Err(bad(
                 "facts.invalid_entity",
                 at,
