@@ -37,10 +37,10 @@ pub struct Alive {
 pub struct Ready {
     /// Always `true`: a host that is not ready answers 503 `host.not_ready`.
     pub ready: bool,
-    /// The revision served.
-    pub revision: u64,
-    /// The store's last revision when it last answered.
-    pub store_revision: u64,
+    /// How many revisions the host is behind the store's last (when it last answered).
+    /// Not the revisions themselves: this route answers anyone, and the global revision
+    /// would tell every tenant how often the others write.
+    pub behind: u64,
     /// How long ago the store last answered, in milliseconds.
     pub store_answered_ms_ago: u64,
 }

@@ -476,6 +476,12 @@ pub struct ServiceConfig {
     /// `retry-after` until its budget refills, before any credential is checked. Behind a
     /// proxy every caller shares the proxy's address. `None`: no limit.
     pub auth_failure_limit: Option<std::num::NonZeroU32>,
+    /// Entities one author may create an hour through writes, with as many at once; past
+    /// it a write creating more is answered 429 `write.quota` with `retry-after`, before it
+    /// is judged. An admin key's writes are not counted. `None`: no quota.
+    pub author_creations_per_hour: Option<std::num::NonZeroU32>,
+    /// The same for all the authors of one account together.
+    pub account_creations_per_hour: Option<std::num::NonZeroU32>,
     /// The key slices are signed with; without one a key is made at start-up (its public
     /// half is served at `GET /v1/slice-keys`).
     pub slice_signer: Option<Arc<SliceSigner>>,
@@ -526,6 +532,8 @@ impl Default for ServiceConfig {
             clock_offset: 0,
             rate_limit: None,
             auth_failure_limit: None,
+            author_creations_per_hour: std::num::NonZeroU32::new(2_000),
+            account_creations_per_hour: std::num::NonZeroU32::new(20_000),
             slice_signer: None,
             slice_ttl: Duration::from_secs(900),
             checkpoint_changes: 50_000,
@@ -1101,6 +1109,8 @@ pub struct Service {
     keys: RwLock<Arc<Keys>>,
     /// Requests per caller, when limited.
     limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+    /// The entity creation quotas, per author and per account.
+    creations: Creations,
     /// Failed authentications per network address, when limited.
     failures: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
     /// Addresses past their failure budget, and until when.
@@ -1361,6 +1371,10 @@ impl Service {
         let failures = config
             .auth_failure_limit
             .map(|n| governor::RateLimiter::dashmap(governor::Quota::per_minute(n)));
+        let creations = Creations::new(
+            config.author_creations_per_hour,
+            config.account_creations_per_hour,
+        );
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let started_revision = served.revision;
         let service = Arc::new(Service {
@@ -1380,6 +1394,7 @@ impl Service {
             config,
             limiter,
             failures,
+            creations,
             throttled: std::sync::Mutex::default(),
             keys: RwLock::new(Arc::new(Keys::new(keys))),
             signer,
@@ -2090,14 +2105,13 @@ impl Service {
         let lag = store_revision.saturating_sub(revision);
         if lag > self.config.ready_lag {
             return Err(format!(
-                "revision {revision} is {lag} behind the store's {store_revision} (the bound is {})",
+                "the host is {lag} revisions behind the store (the bound is {})",
                 self.config.ready_lag
             ));
         }
         Ok(schemas::Ready {
             ready: true,
-            revision,
-            store_revision,
+            behind: lag,
             store_answered_ms_ago: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
         })
     }
@@ -3095,6 +3109,75 @@ fn authorise_write(s: &Service, caller: &Caller, body: &WriteBody) -> Result<Aut
     }
 }
 
+/// Quotas on the entities writes create: any user may create some (a guest record, an
+/// event), so the number an author, and an account, creates an hour is bounded.
+struct Creations {
+    per_author: Option<governor::DefaultKeyedRateLimiter<String>>,
+    per_account: Option<governor::DefaultKeyedRateLimiter<String>>,
+}
+
+impl Creations {
+    fn new(
+        author: Option<std::num::NonZeroU32>,
+        account: Option<std::num::NonZeroU32>,
+    ) -> Creations {
+        let limiter =
+            |n: std::num::NonZeroU32| governor::RateLimiter::dashmap(governor::Quota::per_hour(n));
+        Creations {
+            per_author: author.map(limiter),
+            per_account: account.map(limiter),
+        }
+    }
+
+    /// Charges the creations of `deltas` to `author` and its `account`, or says which
+    /// quota they exceed and when to retry.
+    fn charge(
+        &self,
+        author: &str,
+        account: Option<&str>,
+        deltas: &[Delta],
+    ) -> Result<(), ApiError> {
+        let made = deltas
+            .iter()
+            .filter(|d| matches!(d, Delta::AddEntity { .. }))
+            .count();
+        let Some(n) = u32::try_from(made).ok().and_then(std::num::NonZeroU32::new) else {
+            return Ok(());
+        };
+        let quotas = [
+            (self.per_author.as_ref(), Some(author), "the author"),
+            (self.per_account.as_ref(), account, "the author's account"),
+        ];
+        for (limiter, key, whose) in quotas {
+            let (Some(limiter), Some(key)) = (limiter, key) else {
+                continue;
+            };
+            let over = |retry: Option<Duration>, budget: String| {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "write.quota",
+                    format!("the write creates {n} entities, past the quota of {whose}: {budget}"),
+                    "create fewer entities, or wait for retry-after; nothing was written",
+                );
+                e.retry_after =
+                    retry.map(|w| u32::try_from(w.as_secs().max(1)).unwrap_or(u32::MAX));
+                e
+            };
+            match limiter.check_key_n(&key.to_string(), n) {
+                Ok(Ok(())) => {}
+                Ok(Err(until)) => {
+                    let wait = until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+                    return Err(over(Some(wait), "used up for now".into()));
+                }
+                Err(governor::InsufficientCapacity(most)) => {
+                    return Err(over(None, format!("at most {most} an hour")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The entities `deltas` create, with their accounts (`account:<id>`).
 fn created_accounts(deltas: &[Delta]) -> HashMap<String, String> {
     deltas
@@ -3176,6 +3259,18 @@ async fn queue_write(
         err
     })?;
     let authored = authorise_write(s, caller, &body)?;
+    if authored.accounts.is_some() {
+        let account = authored.accounts.as_deref().and_then(|a| {
+            Access {
+                caller,
+                served: &s.served(),
+            }
+            .account_of(&authored.author)
+            .filter(|own| a.contains(own))
+        });
+        s.creations
+            .charge(&authored.author, account.as_deref(), &body.deltas)?;
+    }
     // The group commit's task, not this one, carries the write through: a client hanging
     // up cannot stop a write between the store and memory.
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -3501,14 +3596,51 @@ struct Feed {
     subscriber: Subscriber,
 }
 
-/// Whether a follower scoped to `filter` sees change `c`: a policy change concerns every
-/// follower; a change of facts, those of the accounts it touches; a change stored before
-/// the store recorded its accounts, only an admin.
-fn visible(filter: Option<&[String]>, c: &Change) -> bool {
+/// What a follower scoped to `filter` is sent of change `c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sight {
+    /// Nothing: the change is of other accounts.
+    Hidden,
+    /// The change (as [`change_event`] shows it to the follower).
+    Whole,
+    /// A `reset`: the change touched the follower's accounts and others (an import), and
+    /// only its own part may reach it, so it fetches its state again at this revision.
+    Reset,
+}
+
+/// What a follower scoped to `filter` sees of change `c`: a policy change concerns every
+/// follower; a change of facts, those of the accounts it touches, whole when it touches
+/// only theirs; a change stored before the store recorded its accounts, only an admin.
+fn sight(filter: Option<&[String]>, c: &Change) -> Sight {
     match (filter, &c.policy, &c.accounts) {
-        (None, _, _) | (Some(_), Some(_), _) => true,
-        (Some(mine), None, Some(touched)) => touched.iter().any(|a| mine.contains(a)),
-        (Some(_), None, None) => false,
+        (None, _, _) | (Some(_), Some(_), _) => Sight::Whole,
+        (Some(mine), None, Some(touched)) if touched.iter().all(|a| mine.contains(a)) => {
+            Sight::Whole
+        }
+        (Some(mine), None, Some(touched)) if touched.iter().any(|a| mine.contains(a)) => {
+            Sight::Reset
+        }
+        (Some(_), None, _) => Sight::Hidden,
+    }
+}
+
+/// The event a follower scoped to `filter` (a user: `user`) is sent for change `c`.
+fn event_for(
+    filter: Option<&[String]>,
+    c: &Change,
+    user: Option<(&Service, &str)>,
+) -> Option<Event> {
+    match sight(filter, c) {
+        Sight::Hidden => None,
+        Sight::Whole => Some(change_event(c, user)),
+        Sight::Reset => Some(reset_event(
+            c.revision,
+            c.revision.saturating_sub(1),
+            &format!(
+                "revision {} changed other accounts too; only your accounts' part is yours to see",
+                c.revision
+            ),
+        )),
     }
 }
 
@@ -3642,13 +3774,14 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                         f.after = page.last().map_or(f.after, |c| c.revision);
                         let events: Vec<_> = page
                             .iter()
-                            .filter(|c| visible(f.filter.as_deref(), c))
-                            .map(|c| {
-                                Ok(change_event(
+                            .filter_map(|c| {
+                                event_for(
+                                    f.filter.as_deref(),
                                     c,
                                     f.user.as_deref().map(|p| (f.service.as_ref(), p)),
-                                ))
+                                )
                             })
+                            .map(Ok)
                             .collect();
                         if !events.is_empty() {
                             if let Some(end) = gated(&mut f).await {
@@ -3693,12 +3826,14 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                         if let Some(end) = revoked(&mut f) {
                             return Some((vec![Ok(end)], f));
                         }
-                        if visible(f.filter.as_deref(), &c) {
+                        if sight(f.filter.as_deref(), &c) != Sight::Hidden {
                             if let Some(end) = gated(&mut f).await {
                                 return Some((vec![Ok(end)], f));
                             }
                             let user = f.user.as_deref().map(|p| (f.service.as_ref(), p));
-                            return Some((vec![Ok(change_event(&c, user))], f));
+                            if let Some(event) = event_for(f.filter.as_deref(), &c, user) {
+                                return Some((vec![Ok(event)], f));
+                            }
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -4048,15 +4183,32 @@ pub struct ConsoleFiles {
     pub pkg: PathBuf,
 }
 
+/// The files of the module's directory the console may fetch: the module, its hash, its
+/// glue and their type declarations. Nothing else of that directory is served, whatever
+/// sits beside the module (a store, a log).
+pub const MODULE_FILES: [&str; 5] = [
+    "clearance_bg.wasm",
+    "clearance_bg.wasm.sha256",
+    "clearance.js",
+    "clearance.d.ts",
+    "clearance_bg.wasm.d.ts",
+];
+
 /// Adds the operations console to a router: the page at `/`, its files under `/console`,
-/// the JS package at `/index.js` and the module under `/pkg`.
+/// the JS package at `/index.js` and the module's own files ([`MODULE_FILES`], by name)
+/// under `/pkg`.
 pub fn with_console(router: Router, files: &ConsoleFiles) -> Router {
     use tower_http::services::{ServeDir, ServeFile};
-    router
+    let router = router
         .route_service("/", ServeFile::new(files.web.join("console/index.html")))
         .route_service("/index.js", ServeFile::new(files.web.join("index.js")))
-        .nest_service("/console", ServeDir::new(files.web.join("console")))
-        .nest_service("/pkg", ServeDir::new(&files.pkg))
+        .nest_service("/console", ServeDir::new(files.web.join("console")));
+    MODULE_FILES.iter().fold(router, |router, name| {
+        router.route_service(
+            &format!("/pkg/{name}"),
+            ServeFile::new(files.pkg.join(name)),
+        )
+    })
 }
 
 /// The limits of the HTTP server, against slow and greedy clients.

@@ -881,7 +881,7 @@ impl Snapshot {
         for &(local, id) in &entities {
             let name = self.names.get(id as usize).cloned().unwrap_or_default();
             let at = format!("entity `{name}`");
-            let role_name = name.strip_prefix("role:").unwrap_or(&name).to_string();
+            let role_name = self.custom_role_name(id);
             let matrix_name = self.str_attr(role_ty, a_matrix, local).unwrap_or_default();
             let Some(&matrix) = schema.matrix_index.get(&matrix_name) else {
                 let known: Vec<&str> = schema.matrix_index.keys().map(String::as_str).collect();
@@ -902,7 +902,13 @@ impl Snapshot {
                 matrix,
                 cells: Vec::new(),
             });
-            custom.insert((account, role_name), idx);
+            if custom.insert((account, role_name.clone()), idx).is_some() {
+                return Err(bad(
+                    "facts.invalid_role",
+                    &at,
+                    format!("another custom role of the account is named `{role_name}`"),
+                ));
+            }
             pending.push((id, local));
         }
         // Resolve `extends` in dependency order with a visiting set to refuse cycles.
@@ -969,6 +975,22 @@ impl Snapshot {
         Ok(())
     }
 
+    /// The name custom role `id` is held by: its id, less its account's id and a dot when
+    /// it begins with them (`role:mro_north.shift_lead` is `shift_lead` of `mro_north`),
+    /// so every account has its own role names and none can take another's.
+    pub(crate) fn custom_role_name(&self, id: u32) -> String {
+        let name = self.name(id);
+        let bare = name.strip_prefix("role:").unwrap_or(name);
+        let own = self
+            .account_of(id)
+            .map(|a| self.name(a))
+            .and_then(|a| a.strip_prefix("account:"))
+            .and_then(|a| bare.strip_prefix(a))
+            .and_then(|rest| rest.strip_prefix('.'))
+            .filter(|rest| !rest.is_empty());
+        own.unwrap_or(bare).to_string()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn resolve_custom(
         &self,
@@ -985,7 +1007,7 @@ impl Snapshot {
         let name = self.names.get(id as usize).cloned().unwrap_or_default();
         let at = format!("entity `{name}`");
         let account = self.account_or_err(id, &at)?;
-        let role_name = name.strip_prefix("role:").unwrap_or(&name).to_string();
+        let role_name = self.custom_role_name(id);
         let idx = *custom
             .get(&(account, role_name.clone()))
             .ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
@@ -1017,11 +1039,13 @@ impl Snapshot {
             let base_idx = if base != role_name {
                 match custom.get(&(account, base.clone())) {
                     Some(_) => {
-                        let key = format!("role:{base}");
                         let (bid, blocal) = pending
                             .iter()
                             .copied()
-                            .find(|(i, _)| self.names.get(*i as usize) == Some(&key))
+                            .find(|&(i, _)| {
+                                self.account_of(i) == Some(account)
+                                    && self.custom_role_name(i) == base
+                            })
                             .ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
                         Some(self.resolve_custom(bid, blocal, pending, custom, roles, done, stack)?)
                     }

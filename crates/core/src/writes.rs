@@ -111,6 +111,10 @@ impl<'a> Judging<'a> {
                 ),
             ));
         };
+        let role_type = before
+            .schema
+            .ty(before.schema.builtins.role)
+            .map_or("role", |t| t.name.as_str());
         let account_name = before.name(account);
         let account_id = account_name
             .strip_prefix("account:")
@@ -126,6 +130,26 @@ impl<'a> Judging<'a> {
                         ("account", _) => Some(entity.id.as_str()),
                         (_, a) => a.as_deref(),
                     };
+                    if declared == Some(account_id) && entity.ty == role_type {
+                        // A custom role's id is its account's and its name: no account
+                        // takes another's role names.
+                        let named = entity
+                            .id
+                            .strip_prefix(account_id)
+                            .and_then(|rest| rest.strip_prefix('.'))
+                            .is_some_and(|name| !name.is_empty());
+                        if !named {
+                            return Err(WriteRefusal {
+                                index,
+                                code: "write.invalid".into(),
+                                message: format!(
+                                    "a new custom role's id is its account's id, a dot and its name (`{account_id}.{}`), so that no account can take another's role names",
+                                    entity.id
+                                ),
+                                decision: None,
+                            });
+                        }
+                    }
                     (declared != Some(account_id))
                         .then(|| crate::facts::entity_key(&entity.ty, &entity.id))
                 }

@@ -102,6 +102,14 @@ pub struct ServeArgs {
     /// refills. Behind a proxy every caller shares the proxy's address. 0: no limit.
     #[arg(long, env = "CLEARANCE_AUTH_FAILURE_LIMIT", default_value_t = 120)]
     pub auth_failure_limit: u32,
+    /// Entities one author may create an hour through writes, with as many at once; past
+    /// it a write creating more is answered 429 `write.quota`. Admin keys are not counted.
+    /// 0: no quota.
+    #[arg(long, env = "CLEARANCE_AUTHOR_CREATIONS", default_value_t = 2000)]
+    pub author_creations_per_hour: u32,
+    /// The same for all the authors of one account together. 0: no quota.
+    #[arg(long, env = "CLEARANCE_ACCOUNT_CREATIONS", default_value_t = 20000)]
+    pub account_creations_per_hour: u32,
     /// The Ed25519 private key (PKCS#8 DER) slices are signed with. Without it a key is
     /// made at start-up; either way its public half is served at `GET /v1/slice-keys`.
     #[arg(long, env = "CLEARANCE_SLICE_KEY")]
@@ -167,6 +175,8 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         token_principal_type,
         rate_limit,
         auth_failure_limit,
+        author_creations_per_hour,
+        account_creations_per_hour,
         slice_key,
         slice_ttl,
         checkpoint_changes,
@@ -232,6 +242,8 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         clock_offset,
         rate_limit: std::num::NonZeroU32::new(*rate_limit),
         auth_failure_limit: std::num::NonZeroU32::new(*auth_failure_limit),
+        author_creations_per_hour: std::num::NonZeroU32::new(*author_creations_per_hour),
+        account_creations_per_hour: std::num::NonZeroU32::new(*account_creations_per_hour),
         slice_signer,
         slice_ttl: std::time::Duration::from_secs(*slice_ttl),
         checkpoint_changes: *checkpoint_changes,
