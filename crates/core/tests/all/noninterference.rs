@@ -720,7 +720,7 @@ fn the_two_worlds_differ_in_b_only_and_are_not_vacuous() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 8, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 8, ..ProptestConfig::default() })]
 
     /// Checks, explanations and gates of A's principals, on A's entities and pages and on
     /// every id of B's pool (as resource and as target).

@@ -347,21 +347,21 @@ fn random_writes_reach_the_paths_that_matter() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 32, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 32, ..ProptestConfig::default() })]
 
     /// Over generated worlds of two accounts: no allowed write changes roles, gate
     /// attributes, other attributes or tuples its author may not change.
     #[test]
     fn allowed_writes_in_generated_worlds_pass_every_rule(seed in any::<u64>(), writes in any::<u64>(), dt in -SPREAD..SPREAD) {
         let mut stage = generated(seed);
-        run(&mut stage, writes, EPOCH + dt, 300, true).map_err(TestCaseError::fail)?;
+        run(&mut stage, writes, EPOCH + dt, 400, true).map_err(TestCaseError::fail)?;
     }
 
     /// Over the airline demo world (its users, guests, roles and events as shipped).
     #[test]
     fn allowed_writes_in_the_airline_world_pass_every_rule(writes in any::<u64>(), dt in -SPREAD..SPREAD) {
         let mut stage = airline();
-        run(&mut stage, writes, EPOCH + dt, 300, true).map_err(TestCaseError::fail)?;
+        run(&mut stage, writes, EPOCH + dt, 400, true).map_err(TestCaseError::fail)?;
     }
 }
 
