@@ -14,7 +14,7 @@ use crate::random_deltas::{self, Pools};
 use crate::slice::{principals, schema};
 use crate::world as demo_world;
 use crate::write_reference::{Judged, Kind, Violation, gate_attrs};
-use clearance_core::writes::{WriteError, write};
+use clearance_core::writes::{WriteError, WriteRefusal, write};
 use clearance_core::{Delta, EntityJson, Facts, Schema, Snapshot, TimeValue};
 use proptest::prelude::*;
 use rand::rngs::SmallRng;
@@ -277,50 +277,77 @@ pub(crate) fn run(
     Ok(seen)
 }
 
-/// Finding 1, exactly: a contractor's technician with no roles creates a guest and gives
-/// it `administrator` in a second delta of the same write. The same roles given at
-/// creation are refused; so must they be when set by the next delta.
+/// The refusal of a write that must be refused (the snapshot left as it was).
+fn refused(snap: &mut Snapshot, author: &str, now: &TimeValue, deltas: &[Delta]) -> WriteRefusal {
+    match write(snap, author, now, deltas) {
+        Err(WriteError::Refused(r)) => r,
+        Ok((pending, derived)) => {
+            snap.rollback(pending);
+            panic!(
+                "`{author}` was allowed (derived {derived:?}): {}",
+                serde_json::to_string(deltas).unwrap_or_default()
+            );
+        }
+        Err(e) => panic!("expected a refusal, got {e:?}"),
+    }
+}
+
+/// Finding 1: a principal created in a write is given roles by a later delta of the same
+/// write. The review's reproduction exactly (a contractor's technician with no roles
+/// creates a guest and gives it `administrator` in a second delta) must be refused; and
+/// so must the same write by an author who may create the guest (an internal user of the
+/// airline organisation the guest is registered for), at the delta that gives the roles,
+/// as the same roles given in the creation are.
 #[test]
 fn a_principal_created_in_a_write_is_not_given_roles_by_a_later_delta() {
     let schema = schema();
     let facts = demo_world("airline").unwrap_or_else(|e| panic!("{e}"));
     let mut snap = Snapshot::build(Arc::clone(&schema), &facts).unwrap_or_else(|e| panic!("{e}"));
     let now = TimeValue::Text("2026-05-01T10:00:00Z".into());
-    let at_creation: Vec<Delta> = serde_json::from_value(json!([
-        { "op": "add_entity", "entity": { "type": "invitee", "id": "evil", "account": "skyways",
-          "attrs": { "channel": "sms", "address": "+15550100", "roles": ["administrator"] } } }
-    ]))
-    .unwrap_or_else(|e| panic!("{e}"));
-    match write(&mut snap, "user:jetfix_tech", &now, &at_creation) {
-        Err(WriteError::Refused(r)) => assert_eq!(r.code, "write.no_rule", "{r:?}"),
-        other => panic!("roles at creation: expected a refusal, got {other:?}"),
-    }
-    let later: Vec<Delta> = serde_json::from_value(json!([
+    let list = |v: serde_json::Value| -> Vec<Delta> {
+        serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let exact = list(json!([
         { "op": "add_entity", "entity": { "type": "invitee", "id": "evil", "account": "skyways",
           "attrs": { "channel": "sms", "address": "+15550100" } } },
         { "op": "set_attr", "entity": "invitee:evil", "attr": "roles", "value": ["administrator"] }
-    ]))
-    .unwrap_or_else(|e| panic!("{e}"));
-    match write(&mut snap, "user:jetfix_tech", &now, &later) {
-        Err(WriteError::Refused(r)) => {
-            assert!(
-                r.code == "write.no_rule" || r.code == "write.denied",
-                "{r:?}"
-            );
-            assert_eq!(
-                r.index, 1,
-                "the refused delta is the one giving roles: {r:?}"
-            );
+    ]));
+    refused(&mut snap, "user:jetfix_tech", &now, &exact);
+    let registered = |roles_later: bool| {
+        let roles = if roles_later {
+            json!([])
+        } else {
+            json!(["administrator"])
+        };
+        let mut v = json!([
+            { "op": "add_entity", "entity": { "type": "invitee", "id": "evil", "account": "skyways",
+              "attrs": { "channel": "sms", "address": "+15550100", "roles": roles } } },
+            { "op": "add_tuple", "tuple": { "resource": "invitee:evil", "relation": "registered_by",
+              "subject": "organization:skyways_occ" } }
+        ]);
+        if roles_later && let Some(a) = v.as_array_mut() {
+            a.push(json!({ "op": "set_attr", "entity": "invitee:evil", "attr": "roles", "value": ["administrator"] }));
         }
-        Ok((pending, derived)) => {
-            snap.rollback(pending);
-            panic!(
-                "`user:jetfix_tech` (no roles) created `invitee:evil` holding `administrator` \
-                 (derived {derived:?})"
-            );
-        }
-        Err(e) => panic!("expected a refusal, got {e:?}"),
+        list(v)
+    };
+    // The author may register the guest: without roles, the write is allowed.
+    let bare: Vec<Delta> = registered(true).into_iter().take(2).collect();
+    match write(&mut snap, "user:occ_controller", &now, &bare) {
+        Ok((pending, _)) => snap.rollback(pending),
+        Err(e) => panic!("`user:occ_controller` may register a guest: {e:?}"),
     }
+    let at_creation = refused(&mut snap, "user:occ_controller", &now, &registered(false));
+    assert_eq!(
+        (at_creation.index, at_creation.code.as_str()),
+        (0, "write.no_rule"),
+        "{at_creation:?}"
+    );
+    let later = refused(&mut snap, "user:occ_controller", &now, &registered(true));
+    assert_eq!(
+        (later.index, later.code.as_str()),
+        (2, "write.no_rule"),
+        "{later:?}"
+    );
 }
 
 /// The random writes below are not vacuous: across fixed seeds, writes are allowed that
