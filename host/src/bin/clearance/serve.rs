@@ -105,10 +105,18 @@ pub struct ServeArgs {
     /// Entities one author may create an hour through writes, with as many at once; past
     /// it a write creating more is answered 429 `write.quota`. Admin keys are not counted.
     /// 0: no quota.
-    #[arg(long, env = "CLEARANCE_AUTHOR_CREATIONS", default_value_t = 2000)]
+    #[arg(
+        long,
+        env = "CLEARANCE_AUTHOR_CREATIONS_PER_HOUR",
+        default_value_t = 2000
+    )]
     pub author_creations_per_hour: u32,
     /// The same for all the authors of one account together. 0: no quota.
-    #[arg(long, env = "CLEARANCE_ACCOUNT_CREATIONS", default_value_t = 20000)]
+    #[arg(
+        long,
+        env = "CLEARANCE_ACCOUNT_CREATIONS_PER_HOUR",
+        default_value_t = 20000
+    )]
     pub account_creations_per_hour: u32,
     /// The Ed25519 private key (PKCS#8 DER) slices are signed with. Without it a key is
     /// made at start-up; either way its public half is served at `GET /v1/slice-keys`.
