@@ -42,7 +42,9 @@ async function handlerAt(clock) {
       return { allowed: true, reasons: [{ code: 'granted', rule: 'event.view', message: '' }], revision: 0, policy_hash: '' };
     },
   };
-  const handle = createHandler({ session, tokens, routes: [{ method: 'GET', pattern: '/events/:id', action: 'view', resource: (p) => `event:${p.id}` }] });
+  const handle = createHandler({
+    session, principal: `${corpus.principal_type}:occ_controller`, tokens, routes: [{ method: 'GET', pattern: '/events/:id', action: 'view', resource: (p) => `event:${p.id}` }],
+  });
   return { handle, asked };
 }
 
