@@ -10,7 +10,7 @@ import { SignJWT, base64url, generateKeyPair } from 'jose';
 import { loadNode } from '../index.js';
 import { createHandler, loadSlice } from '../edge/handler.js';
 import { createTokenVerifier } from '../edge/token.js';
-import { AUDIENCE, ISSUER, NOW, buildSlice, cutAsTheHost, ok, policySources, sliceSigner, tokenIssuer } from './fixtures.js';
+import { AUDIENCE, ISSUER, NOW, buildSlice, cutAsTheHost, ok, policySources, reviewedPolicySources, sliceSigner, tokenIssuer } from './fixtures.js';
 import { startWorker } from './workerd.js';
 
 /**
@@ -134,7 +134,12 @@ describe('the edge gate in workerd', () => {
   });
 
   test('a revoked guest\'s token at a worker of user:occ_controller\'s slice is 403, not 200 (finding 8)', async () => {
-    const occ = cutAsTheHost(buildSlice('user:occ_controller', 'skyways', policyHash));
+    // The policy the review attacked, under which anyone registers a guest.
+    const module = await loadNode();
+    const scratch = new module.Session();
+    const reviewedHash = ok(scratch.loadPolicy(reviewedPolicySources())).policy_hash;
+    scratch.free();
+    const occ = cutAsTheHost({ ...buildSlice('user:occ_controller', 'skyways', policyHash), policy: reviewedPolicySources(), policy_hash: reviewedHash });
     const routes = [{ method: 'POST', pattern: '/guests/:id', action: 'register', resource: 'invitee:{id}' }];
     const { mf: worker } = startWorker('edge/worker.js', {
       bindings: { ...bindings(await signer.sign(occ), 'user:occ_controller'), ROUTES: JSON.stringify(routes) },

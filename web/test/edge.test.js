@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { ClearanceError, isError, loadNode } from '../index.js';
 import { createHandler, followChanges, loadSlice, maxAge } from '../edge/handler.js';
 import { createTokenVerifier } from '../edge/token.js';
-import { AUDIENCE, ISSUER, NOW, buildSlice, codes, cutAsTheHost, errorOf, invalid, loadedSession, ok, policySources, present, req, sliceSigner, tokenIssuer } from './fixtures.js';
+import { AUDIENCE, ISSUER, NOW, buildSlice, codes, cutAsTheHost, errorOf, invalid, loadedSession, ok, policySources, present, req, reviewedPolicySources, sliceSigner, tokenIssuer } from './fixtures.js';
 
 /**
  * @import { ClearanceModule, Denial, Info, Request as CheckRequest, Session, Source } from '../index.js'
@@ -454,8 +454,14 @@ describe('the edge handler on a slice', () => {
 
   test('a revoked guest\'s token is refused at the gate of another principal\'s slice, not allowed (finding 8)', async () => {
     // The slice of user:occ_controller as the host cuts it: other principals' gate
-    // attributes and roles are left out, so the revoked guest's `revoked` is not in it.
-    const occ = await sessionFor('user:occ_controller', cutAsTheHost);
+    // attributes and roles are left out, so the revoked guest's `revoked` is not in it. Its
+    // policy is the one the review attacked, under which anyone registers a guest.
+    const scratch = new module.Session();
+    const reviewedHash = ok(scratch.loadPolicy(reviewedPolicySources())).policy_hash;
+    scratch.free();
+    /** @param {Slice} slice @returns {Slice} */
+    const reviewed = (slice) => cutAsTheHost({ ...slice, policy: reviewedPolicySources(), policy_hash: reviewedHash });
+    const occ = await sessionFor('user:occ_controller', reviewed);
     /** @type {Route[]} */
     const routes = [{ method: 'POST', pattern: '/guests/:id', action: 'register', resource: (p) => `invitee:${p.id}` }];
     const guestTokens = await createTokenVerifier({ jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE, principalType: null });
@@ -488,7 +494,7 @@ describe('the edge handler on a slice', () => {
     assert.deepEqual(upstream.calls.map((c) => [c.principal, c.action, c.resource]), [['user:occ_controller', 'register', 'invitee:g_email']]);
 
     // The revoked guest at the gate of its own slice is denied by its gate, as on the host.
-    const guestGate = createHandler({ session: await sessionFor('invitee:g_revoked', cutAsTheHost), principal: 'invitee:g_revoked', tokens: guestTokens, now: () => NOW, routes });
+    const guestGate = createHandler({ session: await sessionFor('invitee:g_revoked', reviewed), principal: 'invitee:g_revoked', tokens: guestTokens, now: () => NOW, routes });
     const denied = await guestGate(await request('/guests/g_email', 'invitee:g_revoked', 'POST'));
     const deniedBody = await denied.json();
     assert.equal(denied.status, 403);

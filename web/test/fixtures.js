@@ -30,6 +30,20 @@ export function policySources() {
 }
 
 /**
+ * The default policy set as the December 2026 review found it: any user of an account may
+ * register a guest (`invitee.register = true`). A gate failing open on a slice of another
+ * principal allowed a revoked guest that register (finding 8).
+ */
+export function reviewedPolicySources() {
+  const registered = 'permission register = registered_by->internal';
+  return policySources().map(({ name, text }) => {
+    if (name !== 'events.policy') return { name, text };
+    if (!text.includes(registered)) throw new Error(`events.policy no longer has \`${registered}\``);
+    return { name, text: text.replace(registered, 'permission register = true') };
+  });
+}
+
+/**
  * The facts document of `tests/worlds/<name>.json`, as text.
  *
  * @param {string} name
