@@ -697,7 +697,7 @@ async fn authenticated(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    let peer = req.extensions().get::<Peer>().map(|p| p.failure_key());
     if let Some(e) = peer.and_then(|p| s.throttled(p)) {
         return e.into_response();
     }
@@ -717,6 +717,24 @@ async fn authenticated(
 /// The network address a request came from, as its connection says (never a header).
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub std::net::IpAddr);
+
+impl Peer {
+    /// The address failed authentications are counted against: an IPv4 address itself
+    /// (an IPv4-mapped IPv6 address, as a dual-stack listener sees an IPv4 client, as that
+    /// IPv4 address), an IPv6 address by its /64 prefix, since one IPv6 client commonly
+    /// holds a whole /64 and could otherwise take a fresh budget for every address of it.
+    pub fn failure_key(self) -> std::net::IpAddr {
+        match self.0 {
+            std::net::IpAddr::V4(v4) => std::net::IpAddr::V4(v4),
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => std::net::IpAddr::V4(v4),
+                None => std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+                    v6.to_bits() & !u128::from(u64::MAX),
+                )),
+            },
+        }
+    }
+}
 
 impl Service {
     /// 429 if `peer` is past its budget of failed authentications.
@@ -740,11 +758,15 @@ impl Service {
     }
 
     fn too_many_failures(&self, peer: std::net::IpAddr, wait: Duration) -> ApiError {
+        let from = match peer {
+            std::net::IpAddr::V4(_) => peer.to_string(),
+            std::net::IpAddr::V6(_) => format!("{peer}/64"),
+        };
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "auth.rate_limited",
             format!(
-                "{peer} failed to authenticate more than {} times a minute",
+                "{from} failed to authenticate more than {} times a minute",
                 self.config
                     .auth_failure_limit
                     .map_or(0, std::num::NonZeroU32::get)

@@ -4,7 +4,9 @@ use crate::Cli;
 use crate::common::{load_facts, runtime, sources};
 use crate::logs::LogFormat;
 use clearance_host::RuntimeConfig;
-use clearance_host::auth::{DemoIssuer, Scope, TokenRules, TokenVerifier, new_key};
+use clearance_host::auth::{
+    DEFAULT_MAX_LIFETIME, DemoIssuer, Scope, TokenRules, TokenVerifier, new_key,
+};
 use clearance_host::service::{self, ServerLimits, Service, ServiceConfig};
 use clearance_host::signer::SliceSigner;
 use std::path::PathBuf;
@@ -93,6 +95,11 @@ pub struct ServeArgs {
     /// The principal type the claim names an id of.
     #[arg(long, env = "CLEARANCE_TOKEN_PRINCIPAL_TYPE", default_value = "user")]
     pub token_principal_type: String,
+    /// The longest a user token may be valid, in seconds: a token whose `exp` is further
+    /// ahead of the server's clock (past the 30 s leeway), or further after its `iat`, is
+    /// refused, as is one whose `iat` is in the future.
+    #[arg(long, env = "CLEARANCE_TOKEN_MAX_LIFETIME", default_value_t = DEFAULT_MAX_LIFETIME, value_parser = clap::value_parser!(u64).range(1..))]
+    pub token_max_lifetime: u64,
     /// Requests a second each caller (a key or a user) may make, with as many at once;
     /// past it: 429 with `retry-after`. 0: no limit.
     #[arg(long, env = "CLEARANCE_RATE_LIMIT", default_value_t = 5000)]
@@ -181,6 +188,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         token_audience,
         token_claim,
         token_principal_type,
+        token_max_lifetime,
         rate_limit,
         auth_failure_limit,
         author_creations_per_hour,
@@ -205,7 +213,13 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         None
     };
     let tokens = match (&issuer, jwks) {
-        (Some(i), _) => Some(Arc::new(TokenVerifier::new(&i.jwks, i.rules.clone())?)),
+        (Some(i), _) => Some(Arc::new(TokenVerifier::new(
+            &i.jwks,
+            TokenRules {
+                max_lifetime: *token_max_lifetime,
+                ..i.rules.clone()
+            },
+        )?)),
         (None, Some(path)) => Some(Arc::new(TokenVerifier::from_file(
             path,
             TokenRules {
@@ -213,6 +227,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
                 audience: token_audience.clone().unwrap_or_default(),
                 claim: token_claim.clone(),
                 principal_type: Some(token_principal_type.clone()),
+                max_lifetime: *token_max_lifetime,
                 ..TokenRules::default()
             },
         )?)),

@@ -4,4 +4,5 @@
 
 mod feeds;
 mod files;
+mod tokens;
 mod writes;
