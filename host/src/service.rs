@@ -3132,10 +3132,97 @@ fn authorise_write(s: &Service, caller: &Caller, body: &WriteBody) -> Result<Aut
 }
 
 /// Quotas on the entities writes create: any user may create some (a guest record, an
-/// event), so the number an author, and an account, creates an hour is bounded.
+/// event), so the number an author, and an account, creates an hour is bounded. A write's
+/// creations are taken from both budgets while it is judged and given back if it is not
+/// stored, so refused writes cannot use up an account's budget.
 struct Creations {
-    per_author: Option<governor::DefaultKeyedRateLimiter<String>>,
-    per_account: Option<governor::DefaultKeyedRateLimiter<String>>,
+    per_author: Option<Buckets>,
+    per_account: Option<Buckets>,
+}
+
+/// Token buckets by key: each holds up to `per_hour` and refills at that rate.
+struct Buckets {
+    per_hour: f64,
+    held: std::sync::Mutex<HashMap<String, (f64, std::time::Instant)>>,
+}
+
+/// The most keys a quota remembers; past it, buckets refilled to the full are dropped
+/// first (a full bucket is the same as none).
+const MAX_BUCKETS: usize = 100_000;
+
+impl Buckets {
+    fn new(per_hour: std::num::NonZeroU32) -> Buckets {
+        Buckets {
+            per_hour: f64::from(per_hour.get()),
+            held: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Takes `n` from `key`'s bucket, or says how long until it holds `n` (`None`: never,
+    /// `n` is more than a bucket holds).
+    fn take(&self, key: &str, n: f64) -> Result<(), Option<Duration>> {
+        if n > self.per_hour {
+            return Err(None);
+        }
+        let now = std::time::Instant::now();
+        let rate = self.per_hour / 3600.0;
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.len() >= MAX_BUCKETS && !held.contains_key(key) {
+            let full = self.per_hour;
+            held.retain(|_, (level, at)| *level + at.elapsed().as_secs_f64() * rate < full);
+        }
+        let (level, at) = held.entry(key.to_string()).or_insert((self.per_hour, now));
+        *level = (*level + now.duration_since(*at).as_secs_f64() * rate).min(self.per_hour);
+        *at = now;
+        if *level < n {
+            return Err(Some(Duration::from_secs_f64((n - *level) / rate)));
+        }
+        *level -= n;
+        Ok(())
+    }
+
+    /// Gives `n` back to `key`'s bucket.
+    fn give_back(&self, key: &str, n: f64) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((level, _)) = held.get_mut(key) {
+            *level = (*level + n).min(self.per_hour);
+        }
+    }
+}
+
+/// A write's creations, taken from its quotas: given back when dropped unless kept.
+struct Charge<'a> {
+    creations: &'a Creations,
+    taken: Vec<(bool, String)>,
+    n: f64,
+}
+
+impl Charge<'_> {
+    /// The write was stored: what it took stays taken.
+    fn keep(mut self) {
+        self.taken.clear();
+    }
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        for (author, key) in &self.taken {
+            let buckets = if *author {
+                &self.creations.per_author
+            } else {
+                &self.creations.per_account
+            };
+            if let Some(b) = buckets {
+                b.give_back(key, self.n);
+            }
+        }
+    }
 }
 
 impl Creations {
@@ -3143,60 +3230,65 @@ impl Creations {
         author: Option<std::num::NonZeroU32>,
         account: Option<std::num::NonZeroU32>,
     ) -> Creations {
-        let limiter =
-            |n: std::num::NonZeroU32| governor::RateLimiter::dashmap(governor::Quota::per_hour(n));
         Creations {
-            per_author: author.map(limiter),
-            per_account: account.map(limiter),
+            per_author: author.map(Buckets::new),
+            per_account: account.map(Buckets::new),
         }
     }
 
-    /// Charges the creations of `deltas` to `author` and its `account`, or says which
-    /// quota they exceed and when to retry.
+    /// Takes the creations of `deltas` from `author`'s and its `account`'s quotas, or says
+    /// which quota they exceed and when to retry.
     fn charge(
         &self,
         author: &str,
         account: Option<&str>,
         deltas: &[Delta],
-    ) -> Result<(), ApiError> {
+    ) -> Result<Charge<'_>, ApiError> {
         let made = deltas
             .iter()
             .filter(|d| matches!(d, Delta::AddEntity { .. }))
             .count();
-        let Some(n) = u32::try_from(made).ok().and_then(std::num::NonZeroU32::new) else {
-            return Ok(());
+        let mut charge = Charge {
+            creations: self,
+            taken: Vec::new(),
+            n: made as f64,
         };
+        if made == 0 {
+            return Ok(charge);
+        }
         let quotas = [
-            (self.per_author.as_ref(), Some(author), "the author"),
-            (self.per_account.as_ref(), account, "the author's account"),
+            (true, self.per_author.as_ref(), Some(author), "the author"),
+            (
+                false,
+                self.per_account.as_ref(),
+                account,
+                "the author's account",
+            ),
         ];
-        for (limiter, key, whose) in quotas {
-            let (Some(limiter), Some(key)) = (limiter, key) else {
+        for (is_author, buckets, key, whose) in quotas {
+            let (Some(buckets), Some(key)) = (buckets, key) else {
                 continue;
             };
-            let over = |retry: Option<Duration>, budget: String| {
+            if let Err(retry) = buckets.take(key, charge.n) {
+                let budget = match retry {
+                    Some(_) => "used up for now".to_string(),
+                    None => format!("at most {} an hour", buckets.per_hour),
+                };
                 let mut e = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "write.quota",
-                    format!("the write creates {n} entities, past the quota of {whose}: {budget}"),
+                    format!(
+                        "the write creates {made} entities, past the quota of {whose}: {budget}"
+                    ),
                     "create fewer entities, or wait for retry-after; nothing was written",
                 );
                 e.retry_after =
                     retry.map(|w| u32::try_from(w.as_secs().max(1)).unwrap_or(u32::MAX));
-                e
-            };
-            match limiter.check_key_n(&key.to_string(), n) {
-                Ok(Ok(())) => {}
-                Ok(Err(until)) => {
-                    let wait = until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
-                    return Err(over(Some(wait), "used up for now".into()));
-                }
-                Err(governor::InsufficientCapacity(most)) => {
-                    return Err(over(None, format!("at most {most} an hour")));
-                }
+                return Err(e);
             }
+            charge.taken.push((is_author, key.to_string()));
         }
-        Ok(())
+        Ok(charge)
     }
 }
 
@@ -3281,18 +3373,21 @@ async fn queue_write(
         err
     })?;
     let authored = authorise_write(s, caller, &body)?;
-    if authored.accounts.is_some() {
-        let account = authored.accounts.as_deref().and_then(|a| {
-            Access {
+    // Admin keys are not counted.
+    let charge = match &authored.accounts {
+        Some(_) => {
+            let account = Access {
                 caller,
                 served: &s.served(),
             }
-            .account_of(&authored.author)
-            .filter(|own| a.contains(own))
-        });
-        s.creations
-            .charge(&authored.author, account.as_deref(), &body.deltas)?;
-    }
+            .account_of(&authored.author);
+            Some(
+                s.creations
+                    .charge(&authored.author, account.as_deref(), &body.deltas)?,
+            )
+        }
+        None => None,
+    };
     // The group commit's task, not this one, carries the write through: a client hanging
     // up cannot stop a write between the store and memory.
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -3313,9 +3408,14 @@ async fn queue_write(
                 ApiError::internal("the service is stopping; nothing was written")
             }
         })?;
-    answer
+    let answered = answer
         .await
-        .map_err(|_| ApiError::internal("the write's task ended without an answer"))?
+        .map_err(|_| ApiError::internal("the write's task ended without an answer"))?;
+    // Only a stored write keeps what it took of the quotas.
+    if let (Ok(_), Some(charge)) = (&answered, charge) {
+        charge.keep();
+    }
+    answered
 }
 
 /// A change of more deltas than this (an import) reaches change feeds as a `reset`.
