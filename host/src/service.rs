@@ -2987,6 +2987,7 @@ fn account_facts(facts: &Facts, account: &str) -> FactsJson {
         entities,
         tuples,
         omitted: Default::default(),
+        counts: Vec::new(),
     }
 }
 

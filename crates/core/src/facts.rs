@@ -63,6 +63,11 @@ pub struct FactsJson {
     /// the reader it has.)
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub omitted: BTreeMap<String, Value>,
+    /// Relations these facts carry as numbers in place of their tuples: a principal slice
+    /// holds, of a relation the policy reads only through `count(...)`, how many subjects
+    /// each entity has, not who they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counts: Vec<crate::slice::CountsJson>,
 }
 
 /// One change: `{"op": "add_entity" | "remove_entity" | "set_attr" | "add_tuple" |
@@ -247,6 +252,8 @@ pub struct Facts {
     /// Attributes left out, by type name, each an array of attribute names
     /// ([`FactsJson::omitted`]).
     pub omitted: BTreeMap<String, Value>,
+    /// Relations carried as numbers ([`FactsJson::counts`]).
+    pub counts: Vec<crate::slice::CountsJson>,
 }
 
 /// The tuples naming as their subject the entities a list of changes removes, as found
@@ -422,6 +429,7 @@ impl Facts {
         Ok(Facts {
             revision: doc.revision,
             omitted: doc.omitted,
+            counts: doc.counts,
             entities,
             tuples,
         })
@@ -478,6 +486,7 @@ impl Facts {
         Ok(Facts {
             revision: doc.revision,
             omitted: doc.omitted,
+            counts: doc.counts,
             entities,
             tuples: tuples.into_iter().collect(),
         })
@@ -512,6 +521,7 @@ impl Facts {
                 })
                 .collect(),
             omitted: self.omitted.clone(),
+            counts: self.counts.clone(),
         }
     }
 
@@ -544,6 +554,7 @@ impl Facts {
                 })
                 .collect(),
             omitted: self.omitted,
+            counts: self.counts,
         }
     }
 
@@ -649,12 +660,16 @@ impl Facts {
             match d.clone() {
                 Delta::AddEntity { entity } => f.add_entity(entity, &at)?,
                 Delta::RemoveEntity { entity } => {
-                    if f.entities.remove(&entity).is_none() {
+                    let Some(gone) = f.entities.remove(&entity) else {
                         return Err(FactsError::new(
                             "facts.unknown_entity",
                             at,
                             format!("no entity `{entity}` to remove"),
                         ));
+                    };
+                    // Its counts go with its tuples.
+                    for c in f.counts.iter_mut().filter(|c| c.ty == gone.ty) {
+                        c.of.retain(|n| n.id != gone.id);
                     }
                     // Its tuples as resource: a range of the map.
                     let start = (entity.clone(), String::new(), String::new());

@@ -459,6 +459,9 @@ impl Snapshot {
             }
         };
         log.certs |= ty == "authorization" || ty == "licence";
+        if !self.counts.is_empty() {
+            self.keeps_counts(d, at)?;
+        }
         match d {
             Delta::AddEntity { entity } => self.add_entity(entity, at, log),
             Delta::RemoveEntity { entity } => self.remove_entity(entity, at, log),
@@ -499,6 +502,60 @@ impl Snapshot {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Refuses a delta that may change a number these facts carry in place of tuples (a
+    /// principal slice's counts): how it changes depends on who the subjects are, which
+    /// only the whole facts know.
+    fn keeps_counts(&self, d: &Delta, at: &str) -> Result<(), FactsError> {
+        let schema = &self.schema;
+        let type_of = |key: &str| self.entity(key).and_then(|id| self.type_of(id));
+        // The counted relations `moves` says a change may move, named.
+        let moved = |moves: &dyn Fn(TypeId, &crate::policy::RelDef) -> bool| {
+            self.counts.iter().find_map(|c| {
+                let td = schema.ty(c.ty)?;
+                c.rels
+                    .iter()
+                    .filter_map(|&r| td.rels.get(r as usize))
+                    .find(|rd| moves(c.ty, rd))
+                    .map(|rd| format!("{}#{}", td.name, rd.name))
+            })
+        };
+        let (what, counted) = match d {
+            Delta::AddTuple { tuple } | Delta::RemoveTuple { tuple } => {
+                let t = type_of(&tuple.resource);
+                (
+                    &tuple.resource,
+                    moved(&|ct, rd| Some(ct) == t && rd.name == tuple.relation),
+                )
+            }
+            Delta::RemoveEntity { entity } => {
+                let t = type_of(entity);
+                (
+                    entity,
+                    moved(&|_, rd| t.is_some_and(|t| rd.targets.contains(&t))),
+                )
+            }
+            Delta::SetAttr { entity, attr, .. } => {
+                let t = type_of(entity);
+                let a = t.and_then(|t| schema.ty(t)).and_then(|td| td.attr(attr));
+                (
+                    entity,
+                    moved(&|ct, rd| Some(ct) == t && a.is_some() && rd.until == a),
+                )
+            }
+            Delta::AddEntity { .. } => return Ok(()),
+        };
+        match counted {
+            Some(rel) => Err(bad(
+                "facts.counted",
+                at,
+                format!(
+                    "the change to `{what}` may move how many subjects `{rel}` has, which these facts carry as a number (a principal slice), not as tuples: it is made only on the whole facts; fetch the slice again"
+                ),
+            )),
+            None => Ok(()),
         }
     }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// The policy hash of `policies/`, as `clearance validate` prints it.
 const POLICY_HASH: &str = "a94af34f69ec0c03d437173c93806a7d7166b1b07c77fce89807385bb4a334a7";
 /// The SHA-256 of the merged demo worlds' snapshot bytes.
-const SNAPSHOT_DIGEST: &str = "12fbeae64998c4324ea032332699aede058cc38fd605919a1b1a6a92e3daf2a6";
+const SNAPSHOT_DIGEST: &str = "34e9f4a88fa518a0b6d953013d83a22209783f58262ec22a1ada5a0d01f109bf";
 /// The SHA-256 of the rules, in id order.
 const RULES_DIGEST: &str = "d8ed5a1a47c82e27a96be830cd3e1c89e44d8405212aba02d26f9eaf86f672d2";
 

@@ -145,6 +145,7 @@ pub fn world(schema: &Schema, seed: u64, size: WorldSize) -> World {
             entities,
             tuples,
             omitted: BTreeMap::new(),
+            counts: Vec::new(),
         },
         by_type,
     }

@@ -185,6 +185,7 @@ fn tenants(seed: u64, b_seeds: [u64; 2]) -> Result<Tenants, String> {
                 .cloned()
                 .collect(),
             omitted: BTreeMap::new(),
+            counts: Vec::new(),
         };
         facts.push(Facts::from_doc(doc).map_err(|e| format!("facts: {e}"))?);
     }
