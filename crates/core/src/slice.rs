@@ -56,12 +56,14 @@ pub struct EntityCount {
     pub subjects: u32,
     /// When each subject whose tuples all end stops counting (the end of its last tuple),
     /// in seconds since the epoch, ascending: one per such subject.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    // Written even when empty, as `tuple_ends` is: a snapshot's bytes hold this type too,
+    // and they cannot leave out a field.
+    #[serde(default)]
     pub subject_ends: Vec<i64>,
     /// Every other instant at which one of the tuples ends, ascending, each once: the
     /// count does not change then, but a decision that counted is valid until the first
     /// of these or of `subject_ends` after its `now`, as one on the tuples is.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub tuple_ends: Vec<i64>,
 }
 

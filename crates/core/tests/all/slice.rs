@@ -702,8 +702,9 @@ fn a_technician_slice_names_no_grant_holder_of_an_aircraft_it_cannot_read() {
         json!([{ "type": "aircraft",
             "relations": ["co_owner", "pilot_own_records", "pilot_own_squawks", "pilot_all_squawks",
                           "mechanic_read", "mechanic_full", "mechanic_own_records", "visitor"],
-            "of": [{ "id": "g_skya", "subjects": 9 }, { "id": "g_skyb", "subjects": 3 },
-                   { "id": "g_skyc", "subjects": 2, "subject_ends": [ends] }] }])
+            "of": [{ "id": "g_skya", "subjects": 9, "subject_ends": [], "tuple_ends": [] },
+                   { "id": "g_skyb", "subjects": 3, "subject_ends": [], "tuple_ends": [] },
+                   { "id": "g_skyc", "subjects": 2, "subject_ends": [ends], "tuple_ends": [] }] }])
     );
     let mut nows = DEMO_NOWS.to_vec();
     nows.extend([ends - 1, ends, ends + 1]);
@@ -834,6 +835,12 @@ fn a_slice_refuses_what_may_move_a_number_it_carries() {
     let loaded = Facts::from_doc(slice.clone()).unwrap();
     assert_eq!(loaded.to_doc(), slice, "counts do not survive a round trip");
     let mut snap = Snapshot::build(Arc::clone(&schema), &loaded).unwrap();
+    // The numbers survive the snapshot's bytes, as a host's instance loads them.
+    let bytes = snap.to_bytes().unwrap();
+    let again = Snapshot::from_bytes(&bytes).unwrap();
+    assert!(!again.counts.is_empty());
+    assert_eq!(again.counts, snap.counts);
+    assert_eq!(again.to_bytes().unwrap(), bytes);
     let refused = [
         json!({ "op": "add_tuple", "tuple": { "resource": "aircraft:g_skyb", "relation": "visitor", "subject": "user:engineer" } }),
         json!({ "op": "remove_tuple", "tuple": { "resource": "aircraft:g_skya", "relation": "mechanic_full", "subject": "user:mech_gone" } }),
