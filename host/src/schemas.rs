@@ -196,7 +196,7 @@ pub struct SignedSlice {
     pub alg: String,
     /// The id of the key that signed, in `GET /v1/slice-keys`.
     pub key_id: String,
-    /// The Ed25519 signature of `clearance.slice.v1\n` followed by `slice`, base64url
+    /// The Ed25519 signature of `clearance.slice.v2\n` followed by `slice`, base64url
     /// without padding.
     pub signature: String,
 }

@@ -4,5 +4,6 @@
 
 mod feeds;
 mod files;
+mod slice_counts;
 mod tokens;
 mod writes;
