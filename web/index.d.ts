@@ -364,7 +364,7 @@ export interface ServerEvent {
 export function serverEvents(body: ReadableStream<Uint8Array<ArrayBuffer>>): AsyncGenerator<ServerEvent>;
 
 /** What a slice's signature covers first: the signed bytes are `SLICE_CONTEXT + slice`. */
-export const SLICE_CONTEXT: 'clearance.slice.v1\n';
+export const SLICE_CONTEXT: 'clearance.slice.v2\n';
 
 /** The size of an encoded query. */
 export const QUERY_LEN: 24;

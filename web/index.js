@@ -1484,9 +1484,10 @@ export function decodeDecisions(bytes) {
 
 /**
  * What a slice's signature covers comes first: the signed bytes are the UTF-8 of
- * `SLICE_CONTEXT + slice`, so no other signed text of the host can pass for a slice.
+ * `SLICE_CONTEXT + slice`, so no other signed text of the host can pass for a slice. Its
+ * version is the slice format's: a slice of another version does not verify.
  */
-export const SLICE_CONTEXT = 'clearance.slice.v1\n';
+export const SLICE_CONTEXT = 'clearance.slice.v2\n';
 
 const SLICE_HELP = 'give the body of GET /v1/slice/{principal} and the keys of GET /v1/slice-keys';
 

@@ -75,6 +75,7 @@ fn account_facts(facts: &Facts, account: &str) -> FactsJson {
         entities,
         tuples,
         omitted: BTreeMap::new(),
+        counts: Vec::new(),
     }
 }
 

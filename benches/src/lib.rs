@@ -285,6 +285,7 @@ pub fn world(scale: Scale, seed: u64) -> World {
         entities: b.entities,
         tuples: b.tuples,
         omitted: BTreeMap::new(),
+        counts: Vec::new(),
     };
     let facts = match Facts::from_doc(doc) {
         Ok(f) => f,

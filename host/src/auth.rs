@@ -7,10 +7,11 @@
 //!   `service` (named accounts: decides for any of their principals and writes on behalf
 //!   of a named author, recorded as made through the key) or `read` (decisions for named
 //!   accounts, nothing else);
-//! - a **user token**: a JWT signed by a key of the configured JWKS (ES256, EdDSA, RS256;
-//!   never `none`, never HMAC), from the configured issuer for the configured audience,
-//!   within `exp` and `nbf` (with a small leeway). A claim (default `sub`) names the
-//!   principal `user:<sub>`, which must exist. A user acts only as itself.
+//! - a **user token**: a JWT signed by a key of the configured JWKS (ES256, ES384, EdDSA,
+//!   RS256; never `none`, never HMAC), from the configured issuer for the configured
+//!   audience, within `exp` and `nbf` (with a small leeway), issued no later than now and
+//!   valid for at most the maximum token lifetime (24 hours by default). A claim (default
+//!   `sub`) names the principal `user:<sub>`, which must exist. A user acts only as itself.
 //!
 //! The comparison of a key's secret is constant-time; a key's lookup is by its public id.
 
@@ -263,9 +264,16 @@ pub struct TokenRules {
     /// The principal's type: the claim holds its id (`user` and `sub` by default give
     /// `user:<sub>`). `None`: the claim holds the whole `type:id`.
     pub principal_type: Option<String>,
-    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    /// Seconds of clock skew allowed on `exp`, `nbf` and `iat`.
     pub leeway: u64,
+    /// The longest a token may be valid, in seconds: a token whose `exp` is further than
+    /// this (plus the leeway) past the server's clock, or further than this past its own
+    /// `iat`, is refused, so that a token leaked or issued by mistake is not good for ever.
+    pub max_lifetime: u64,
 }
+
+/// The longest a user token may be valid unless the rules say otherwise: 24 hours.
+pub const DEFAULT_MAX_LIFETIME: u64 = 24 * 60 * 60;
 
 impl Default for TokenRules {
     fn default() -> Self {
@@ -275,20 +283,30 @@ impl Default for TokenRules {
             claim: "sub".into(),
             principal_type: Some("user".into()),
             leeway: 30,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
         }
     }
+}
+
+/// The times a token carries, in seconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Times {
+    exp: i64,
+    nbf: Option<i64>,
+    iat: Option<i64>,
 }
 
 /// Verifies user tokens against a set of public keys.
 ///
 /// A signature check costs tens to hundreds of microseconds (EdDSA, RS256, ES256), so a
-/// verified token is remembered, by its SHA-256, with its principal and `exp`, until it
-/// expires: a client sending the same token again pays a hash and a lookup. The JWKS is
-/// fixed for the verifier's life, so nothing else can make a verified token invalid.
+/// verified token is remembered, by its SHA-256, with its principal and times, until it
+/// expires: a client sending the same token again pays a hash, a lookup and the checks of
+/// its times. The JWKS is fixed for the verifier's life, so nothing else can make a
+/// verified token invalid.
 pub struct TokenVerifier {
     keys: HashMap<String, (DecodingKey, Algorithm)>,
     rules: TokenRules,
-    verified: std::sync::Mutex<HashMap<[u8; 32], (String, i64)>>,
+    verified: std::sync::Mutex<HashMap<[u8; 32], (String, Times)>>,
 }
 
 /// The most verified tokens remembered; past it the memory starts afresh.
@@ -303,19 +321,28 @@ impl std::fmt::Debug for TokenVerifier {
     }
 }
 
-/// The one algorithm a public key verifies: named by the key, or implied by its type.
-/// Symmetric keys are refused: a JWKS publishes public keys only.
+/// The one algorithm a public key verifies: named by the key, or implied by its type:
+/// ES256 (P-256), ES384 (P-384), EdDSA (Ed25519) or RS256 (RSA), the algorithms the edge's
+/// verifier (`web/edge/token.js`) accepts too. Symmetric keys are refused: a JWKS publishes
+/// public keys only.
 fn algorithm_of(jwk: &Jwk) -> Result<Algorithm, String> {
-    let named = jwk.common.key_algorithm;
     let implied = match &jwk.algorithm {
         AlgorithmParameters::EllipticCurve(p) => match p.curve {
             EllipticCurve::P256 => Algorithm::ES256,
             EllipticCurve::P384 => Algorithm::ES384,
-            _ => return Err(format!("curve {:?} is not supported", p.curve)),
+            _ => {
+                return Err(format!(
+                    "curve {:?} is not supported (P-256 or P-384)",
+                    p.curve
+                ));
+            }
         },
         AlgorithmParameters::OctetKeyPair(p) => {
             if p.curve != EllipticCurve::Ed25519 {
-                return Err(format!("curve {:?} is not supported", p.curve));
+                return Err(format!(
+                    "curve {:?} is not supported (Ed25519 only)",
+                    p.curve
+                ));
             }
             // The verifier reads exactly 32 bytes of key: check them here, once.
             let x = URL_SAFE_NO_PAD
@@ -326,11 +353,7 @@ fn algorithm_of(jwk: &Jwk) -> Result<Algorithm, String> {
             }
             Algorithm::EdDSA
         }
-        AlgorithmParameters::RSA(_) => match named {
-            Some(KeyAlgorithm::RS384) => Algorithm::RS384,
-            Some(KeyAlgorithm::RS512) => Algorithm::RS512,
-            _ => Algorithm::RS256,
-        },
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
         AlgorithmParameters::OctetKey(_) => {
             return Err(
                 "a symmetric (`oct`) key cannot verify user tokens: publish public keys only"
@@ -338,18 +361,18 @@ fn algorithm_of(jwk: &Jwk) -> Result<Algorithm, String> {
             );
         }
     };
-    if let Some(a) = named {
+    if let Some(a) = jwk.common.key_algorithm {
         let agrees = matches!(
             (a, implied),
             (KeyAlgorithm::ES256, Algorithm::ES256)
                 | (KeyAlgorithm::ES384, Algorithm::ES384)
                 | (KeyAlgorithm::EdDSA, Algorithm::EdDSA)
                 | (KeyAlgorithm::RS256, Algorithm::RS256)
-                | (KeyAlgorithm::RS384, Algorithm::RS384)
-                | (KeyAlgorithm::RS512, Algorithm::RS512)
         );
         if !agrees {
-            return Err(format!("its `alg` {a:?} does not fit its key type"));
+            return Err(format!(
+                "its `alg` `{a:?}` does not fit its key type ({implied:?} only)"
+            ));
         }
     }
     Ok(implied)
@@ -396,28 +419,71 @@ impl TokenVerifier {
     /// clock (seconds).
     pub fn verify(&self, token: &str, now: i64) -> Result<String, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let leeway = i64::try_from(self.rules.leeway).unwrap_or(i64::MAX);
         if let Ok(mut seen) = self.verified.lock()
-            && let Some((principal, exp)) = seen.get(&digest)
+            && let Some((principal, times)) = seen.get(&digest)
         {
-            if exp.saturating_add(leeway) > now {
-                return Ok(principal.clone());
-            }
-            seen.remove(&digest);
-            return Err(invalid("the token has expired"));
+            // Remembered: only its times can have changed their verdict.
+            return match self.check_times(*times, now) {
+                Ok(()) => Ok(principal.clone()),
+                Err(e) => {
+                    seen.remove(&digest);
+                    Err(e)
+                }
+            };
         }
-        let (principal, exp) = self.verify_signed(token, now)?;
+        let (principal, times) = self.verify_signed(token, now)?;
         if let Ok(mut seen) = self.verified.lock() {
             if seen.len() >= VERIFIED_CAP {
                 seen.clear();
             }
-            seen.insert(digest, (principal.clone(), exp));
+            seen.insert(digest, (principal.clone(), times));
         }
         Ok(principal)
     }
 
-    /// [`TokenVerifier::verify`] without the memory: the principal and `exp`.
-    fn verify_signed(&self, token: &str, now: i64) -> Result<(String, i64), AuthError> {
+    /// Whether a token's times let it be used at `now` (the server's clock): before `exp`
+    /// and not before `nbf` (each with the leeway), issued (`iat`) no later than now plus
+    /// the leeway, and valid for at most the maximum lifetime, from now (plus the leeway)
+    /// and from its `iat`.
+    fn check_times(&self, times: Times, now: i64) -> Result<(), AuthError> {
+        let leeway = i64::try_from(self.rules.leeway).unwrap_or(i64::MAX);
+        let max = i64::try_from(self.rules.max_lifetime).unwrap_or(i64::MAX);
+        // `exp` is the first second the token is refused (RFC 7519 4.1.4), after the leeway.
+        if times.exp.saturating_add(leeway) <= now {
+            return Err(invalid("the token has expired"));
+        }
+        if let Some(nbf) = times.nbf
+            && nbf.saturating_sub(leeway) > now
+        {
+            return Err(invalid("the token is not valid yet"));
+        }
+        if let Some(iat) = times.iat
+            && iat.saturating_sub(leeway) > now
+        {
+            return Err(invalid(format!(
+                "the token's `iat` is {} s ahead of the server's clock, more than the leeway of {leeway} s: a token is not issued in the future",
+                iat.saturating_sub(now)
+            )));
+        }
+        let ahead = times.exp.saturating_sub(now);
+        if ahead > max.saturating_add(leeway) {
+            return Err(invalid(format!(
+                "the token's `exp` is {ahead} s ahead of the server's clock, more than the maximum token lifetime of {max} s (plus the leeway of {leeway} s)"
+            )));
+        }
+        if let Some(iat) = times.iat {
+            let lifetime = times.exp.saturating_sub(iat);
+            if lifetime > max {
+                return Err(invalid(format!(
+                    "the token's `exp` is {lifetime} s after its `iat`, more than the maximum token lifetime of {max} s"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`TokenVerifier::verify`] without the memory: the principal and the token's times.
+    fn verify_signed(&self, token: &str, now: i64) -> Result<(String, Times), AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| invalid(format!("not a token this host accepts: {e}")))?;
         let kid = header
@@ -443,11 +509,12 @@ impl TokenVerifier {
         let mut v = Validation::new(*alg);
         v.set_issuer(&[&self.rules.issuer]);
         v.set_audience(&[&self.rules.audience]);
-        v.leeway = self.rules.leeway;
-        v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
-        // The library checks `exp` and `nbf` against its own reading of the clock; check
-        // them against the server's clock here as well, which tests can rely on.
+        // The library would check `exp` and `nbf` against its own reading of the system
+        // clock: every time is checked against the server's clock below instead, by the
+        // same rules as the edge's verifier.
+        v.validate_exp = false;
+        v.validate_nbf = false;
         let data =
             jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, &v)
                 .map_err(|e| invalid(format!("the token was refused: {e}")))?;
@@ -457,28 +524,21 @@ impl TokenVerifier {
         if claims.get("iss").and_then(serde_json::Value::as_str) != Some(&self.rules.issuer) {
             return Err(invalid("the token's `iss` is not the configured issuer"));
         }
-        // Times are whole seconds here, as `exp` is; the library reads no `iat`.
-        for time in ["iat", "nbf"] {
-            if claims.get(time).is_some_and(|t| t.as_i64().is_none()) {
-                return Err(invalid(format!(
+        // Times are whole seconds.
+        let whole = |time: &str| match claims.get(time) {
+            None => Ok(None),
+            Some(t) => t.as_i64().map(Some).ok_or_else(|| {
+                invalid(format!(
                     "the token's `{time}` is not a whole number of seconds"
-                )));
-            }
-        }
-        let leeway = i64::try_from(self.rules.leeway).unwrap_or(i64::MAX);
-        // `exp` is the first second the token is refused (RFC 7519 4.1.4), after the leeway.
-        let Some(exp) = claims
-            .get("exp")
-            .and_then(serde_json::Value::as_i64)
-            .filter(|exp| exp.saturating_add(leeway) > now)
-        else {
-            return Err(invalid("the token has expired"));
+                ))
+            }),
         };
-        if let Some(nbf) = claims.get("nbf").and_then(serde_json::Value::as_i64)
-            && nbf.saturating_sub(leeway) > now
-        {
-            return Err(invalid("the token is not valid yet"));
-        }
+        let times = Times {
+            exp: whole("exp")?.ok_or_else(|| invalid("the token has no `exp`"))?,
+            nbf: whole("nbf")?,
+            iat: whole("iat")?,
+        };
+        self.check_times(times, now)?;
         let id = claims
             .get(&self.rules.claim)
             .and_then(serde_json::Value::as_str)
@@ -490,8 +550,8 @@ impl TokenVerifier {
                 ))
             })?;
         match &self.rules.principal_type {
-            Some(t) => Ok((format!("{t}:{id}"), exp)),
-            None if id.contains(':') => Ok((id.to_string(), exp)),
+            Some(t) => Ok((format!("{t}:{id}"), times)),
+            None if id.contains(':') => Ok((id.to_string(), times)),
             None => Err(invalid(format!(
                 "the token's `{}` claim is not a principal `type:id`",
                 self.rules.claim

@@ -37,10 +37,10 @@ pub struct Alive {
 pub struct Ready {
     /// Always `true`: a host that is not ready answers 503 `host.not_ready`.
     pub ready: bool,
-    /// The revision served.
-    pub revision: u64,
-    /// The store's last revision when it last answered.
-    pub store_revision: u64,
+    /// How many revisions the host is behind the store's last (when it last answered).
+    /// Not the revisions themselves: this route answers anyone, and the global revision
+    /// would tell every tenant how often the others write.
+    pub behind: u64,
     /// How long ago the store last answered, in milliseconds.
     pub store_answered_ms_ago: u64,
 }
@@ -196,7 +196,7 @@ pub struct SignedSlice {
     pub alg: String,
     /// The id of the key that signed, in `GET /v1/slice-keys`.
     pub key_id: String,
-    /// The Ed25519 signature of `clearance.slice.v1\n` followed by `slice`, base64url
+    /// The Ed25519 signature of `clearance.slice.v2\n` followed by `slice`, base64url
     /// without padding.
     pub signature: String,
 }

@@ -482,6 +482,12 @@ pub struct ServiceConfig {
     /// `retry-after` until its budget refills, before any credential is checked. Behind a
     /// proxy every caller shares the proxy's address. `None`: no limit.
     pub auth_failure_limit: Option<std::num::NonZeroU32>,
+    /// Entities one author may create an hour through writes, with as many at once; past
+    /// it a write creating more is answered 429 `write.quota` with `retry-after`, before it
+    /// is judged. An admin key's writes are not counted. `None`: no quota.
+    pub author_creations_per_hour: Option<std::num::NonZeroU32>,
+    /// The same for all the authors of one account together.
+    pub account_creations_per_hour: Option<std::num::NonZeroU32>,
     /// The key slices are signed with; without one a key is made at start-up (its public
     /// half is served at `GET /v1/slice-keys`).
     pub slice_signer: Option<Arc<SliceSigner>>,
@@ -533,6 +539,8 @@ impl Default for ServiceConfig {
             rate_limit: None,
             work_limit: None,
             auth_failure_limit: None,
+            author_creations_per_hour: std::num::NonZeroU32::new(2_000),
+            account_creations_per_hour: std::num::NonZeroU32::new(20_000),
             slice_signer: None,
             slice_ttl: Duration::from_secs(900),
             checkpoint_changes: 50_000,
@@ -703,7 +711,7 @@ async fn authenticated(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let peer = req.extensions().get::<Peer>().map(|p| p.0);
+    let peer = req.extensions().get::<Peer>().map(|p| p.failure_key());
     if let Some(e) = peer.and_then(|p| s.throttled(p)) {
         return e.into_response();
     }
@@ -723,6 +731,24 @@ async fn authenticated(
 /// The network address a request came from, as its connection says (never a header).
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub std::net::IpAddr);
+
+impl Peer {
+    /// The address failed authentications are counted against: an IPv4 address itself
+    /// (an IPv4-mapped IPv6 address, as a dual-stack listener sees an IPv4 client, as that
+    /// IPv4 address), an IPv6 address by its /64 prefix, since one IPv6 client commonly
+    /// holds a whole /64 and could otherwise take a fresh budget for every address of it.
+    pub fn failure_key(self) -> std::net::IpAddr {
+        match self.0 {
+            std::net::IpAddr::V4(v4) => std::net::IpAddr::V4(v4),
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => std::net::IpAddr::V4(v4),
+                None => std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+                    v6.to_bits() & !u128::from(u64::MAX),
+                )),
+            },
+        }
+    }
+}
 
 impl Service {
     /// 429 if `peer` is past its budget of failed authentications.
@@ -746,11 +772,15 @@ impl Service {
     }
 
     fn too_many_failures(&self, peer: std::net::IpAddr, wait: Duration) -> ApiError {
+        let from = match peer {
+            std::net::IpAddr::V4(_) => peer.to_string(),
+            std::net::IpAddr::V6(_) => format!("{peer}/64"),
+        };
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "auth.rate_limited",
             format!(
-                "{peer} failed to authenticate more than {} times a minute",
+                "{from} failed to authenticate more than {} times a minute",
                 self.config
                     .auth_failure_limit
                     .map_or(0, std::num::NonZeroU32::get)
@@ -1236,6 +1266,8 @@ pub struct Service {
     limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
     /// Work per caller (a batch's requests, a write's deltas), when limited.
     work: Option<governor::DefaultKeyedRateLimiter<String>>,
+    /// The entity creation quotas, per author and per account.
+    creations: Creations,
     /// Failed authentications per network address, when limited.
     failures: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
     /// Addresses past their failure budget, and until when.
@@ -1500,6 +1532,10 @@ impl Service {
         let failures = config
             .auth_failure_limit
             .map(|n| governor::RateLimiter::dashmap(governor::Quota::per_minute(n)));
+        let creations = Creations::new(
+            config.author_creations_per_hour,
+            config.account_creations_per_hour,
+        );
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let started_revision = served.revision;
         let service = Arc::new(Service {
@@ -1521,6 +1557,7 @@ impl Service {
             limiter,
             work,
             failures,
+            creations,
             throttled: std::sync::Mutex::default(),
             keys: RwLock::new(Arc::new(Keys::new(keys))),
             signer,
@@ -2231,14 +2268,13 @@ impl Service {
         let lag = store_revision.saturating_sub(revision);
         if lag > self.config.ready_lag {
             return Err(format!(
-                "revision {revision} is {lag} behind the store's {store_revision} (the bound is {})",
+                "the host is {lag} revisions behind the store (the bound is {})",
                 self.config.ready_lag
             ));
         }
         Ok(schemas::Ready {
             ready: true,
-            revision,
-            store_revision,
+            behind: lag,
             store_answered_ms_ago: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
         })
     }
@@ -3147,6 +3183,7 @@ fn account_facts(facts: &Facts, account: &str) -> FactsJson {
         entities,
         tuples,
         omitted: Default::default(),
+        counts: Vec::new(),
     }
 }
 
@@ -3291,6 +3328,167 @@ fn authorise_write(s: &Service, caller: &Caller, body: &WriteBody) -> Result<Aut
     }
 }
 
+/// Quotas on the entities writes create: any user may create some (a guest record, an
+/// event), so the number an author, and an account, creates an hour is bounded. A write's
+/// creations are taken from both budgets while it is judged and given back if it is not
+/// stored, so refused writes cannot use up an account's budget.
+struct Creations {
+    per_author: Option<Buckets>,
+    per_account: Option<Buckets>,
+}
+
+/// Token buckets by key: each holds up to `per_hour` and refills at that rate.
+struct Buckets {
+    per_hour: f64,
+    held: std::sync::Mutex<HashMap<String, (f64, std::time::Instant)>>,
+}
+
+/// The most keys a quota remembers; past it, buckets refilled to the full are dropped
+/// first (a full bucket is the same as none).
+const MAX_BUCKETS: usize = 100_000;
+
+impl Buckets {
+    fn new(per_hour: std::num::NonZeroU32) -> Buckets {
+        Buckets {
+            per_hour: f64::from(per_hour.get()),
+            held: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Takes `n` from `key`'s bucket, or says how long until it holds `n` (`None`: never,
+    /// `n` is more than a bucket holds).
+    fn take(&self, key: &str, n: f64) -> Result<(), Option<Duration>> {
+        if n > self.per_hour {
+            return Err(None);
+        }
+        let now = std::time::Instant::now();
+        let rate = self.per_hour / 3600.0;
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.len() >= MAX_BUCKETS && !held.contains_key(key) {
+            let full = self.per_hour;
+            held.retain(|_, (level, at)| *level + at.elapsed().as_secs_f64() * rate < full);
+        }
+        let (level, at) = held.entry(key.to_string()).or_insert((self.per_hour, now));
+        *level = (*level + now.duration_since(*at).as_secs_f64() * rate).min(self.per_hour);
+        *at = now;
+        if *level < n {
+            return Err(Some(Duration::from_secs_f64((n - *level) / rate)));
+        }
+        *level -= n;
+        Ok(())
+    }
+
+    /// Gives `n` back to `key`'s bucket.
+    fn give_back(&self, key: &str, n: f64) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((level, _)) = held.get_mut(key) {
+            *level = (*level + n).min(self.per_hour);
+        }
+    }
+}
+
+/// A write's creations, taken from its quotas: given back when dropped unless kept.
+struct Charge<'a> {
+    creations: &'a Creations,
+    taken: Vec<(bool, String)>,
+    n: f64,
+}
+
+impl Charge<'_> {
+    /// The write was stored: what it took stays taken.
+    fn keep(mut self) {
+        self.taken.clear();
+    }
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        for (author, key) in &self.taken {
+            let buckets = if *author {
+                &self.creations.per_author
+            } else {
+                &self.creations.per_account
+            };
+            if let Some(b) = buckets {
+                b.give_back(key, self.n);
+            }
+        }
+    }
+}
+
+impl Creations {
+    fn new(
+        author: Option<std::num::NonZeroU32>,
+        account: Option<std::num::NonZeroU32>,
+    ) -> Creations {
+        Creations {
+            per_author: author.map(Buckets::new),
+            per_account: account.map(Buckets::new),
+        }
+    }
+
+    /// Takes the creations of `deltas` from `author`'s and its `account`'s quotas, or says
+    /// which quota they exceed and when to retry.
+    fn charge(
+        &self,
+        author: &str,
+        account: Option<&str>,
+        deltas: &[Delta],
+    ) -> Result<Charge<'_>, ApiError> {
+        let made = deltas
+            .iter()
+            .filter(|d| matches!(d, Delta::AddEntity { .. }))
+            .count();
+        let mut charge = Charge {
+            creations: self,
+            taken: Vec::new(),
+            n: made as f64,
+        };
+        if made == 0 {
+            return Ok(charge);
+        }
+        let quotas = [
+            (true, self.per_author.as_ref(), Some(author), "the author"),
+            (
+                false,
+                self.per_account.as_ref(),
+                account,
+                "the author's account",
+            ),
+        ];
+        for (is_author, buckets, key, whose) in quotas {
+            let (Some(buckets), Some(key)) = (buckets, key) else {
+                continue;
+            };
+            if let Err(retry) = buckets.take(key, charge.n) {
+                let budget = match retry {
+                    Some(_) => "used up for now".to_string(),
+                    None => format!("at most {} an hour", buckets.per_hour),
+                };
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "write.quota",
+                    format!(
+                        "the write creates {made} entities, past the quota of {whose}: {budget}"
+                    ),
+                    "create fewer entities, or wait for retry-after; nothing was written",
+                );
+                e.retry_after =
+                    retry.map(|w| u32::try_from(w.as_secs().max(1)).unwrap_or(u32::MAX));
+                return Err(e);
+            }
+            charge.taken.push((is_author, key.to_string()));
+        }
+        Ok(charge)
+    }
+}
+
 /// The entities `deltas` create, with their accounts (`account:<id>`).
 fn created_accounts(deltas: &[Delta]) -> HashMap<String, String> {
     deltas
@@ -3379,6 +3577,21 @@ async fn queue_write(
     let authored = authorise_write(s, caller, &body)?;
     let n = body.deltas.len();
     s.charge(caller, n, || format!("a write of {n} deltas"))?;
+    // Admin keys are not counted.
+    let charge = match &authored.accounts {
+        Some(_) => {
+            let account = Access {
+                caller,
+                served: &s.served(),
+            }
+            .account_of(&authored.author);
+            Some(
+                s.creations
+                    .charge(&authored.author, account.as_deref(), &body.deltas)?,
+            )
+        }
+        None => None,
+    };
     let body = if n > PREJUDGED_DELTAS && body.parity.is_none() {
         prejudge(s, caller, body, &authored).await?
     } else {
@@ -3418,9 +3631,14 @@ async fn queue_write(
                 ApiError::internal("the service is stopping; nothing was written")
             }
         })?;
-    answer
+    let answered = answer
         .await
-        .map_err(|_| ApiError::internal("the write's task ended without an answer"))?
+        .map_err(|_| ApiError::internal("the write's task ended without an answer"))?;
+    // Only a stored write keeps what it took of the quotas.
+    if let (Ok(_), Some(charge)) = (&answered, charge) {
+        charge.keep();
+    }
+    answered
 }
 
 /// Writes of more deltas than this are judged on an instance, in their caller's turn,
@@ -3780,14 +3998,51 @@ struct Feed {
     subscriber: Subscriber,
 }
 
-/// Whether a follower scoped to `filter` sees change `c`: a policy change concerns every
-/// follower; a change of facts, those of the accounts it touches; a change stored before
-/// the store recorded its accounts, only an admin.
-fn visible(filter: Option<&[String]>, c: &Change) -> bool {
+/// What a follower scoped to `filter` is sent of change `c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sight {
+    /// Nothing: the change is of other accounts.
+    Hidden,
+    /// The change (as [`change_event`] shows it to the follower).
+    Whole,
+    /// A `reset`: the change touched the follower's accounts and others (an import), and
+    /// only its own part may reach it, so it fetches its state again at this revision.
+    Reset,
+}
+
+/// What a follower scoped to `filter` sees of change `c`: a policy change concerns every
+/// follower; a change of facts, those of the accounts it touches, whole when it touches
+/// only theirs; a change stored before the store recorded its accounts, only an admin.
+fn sight(filter: Option<&[String]>, c: &Change) -> Sight {
     match (filter, &c.policy, &c.accounts) {
-        (None, _, _) | (Some(_), Some(_), _) => true,
-        (Some(mine), None, Some(touched)) => touched.iter().any(|a| mine.contains(a)),
-        (Some(_), None, None) => false,
+        (None, _, _) | (Some(_), Some(_), _) => Sight::Whole,
+        (Some(mine), None, Some(touched)) if touched.iter().all(|a| mine.contains(a)) => {
+            Sight::Whole
+        }
+        (Some(mine), None, Some(touched)) if touched.iter().any(|a| mine.contains(a)) => {
+            Sight::Reset
+        }
+        (Some(_), None, _) => Sight::Hidden,
+    }
+}
+
+/// The event a follower scoped to `filter` (a user: `user`) is sent for change `c`.
+fn event_for(
+    filter: Option<&[String]>,
+    c: &Change,
+    user: Option<(&Service, &str)>,
+) -> Option<Event> {
+    match sight(filter, c) {
+        Sight::Hidden => None,
+        Sight::Whole => Some(change_event(c, user)),
+        Sight::Reset => Some(reset_event(
+            c.revision,
+            c.revision.saturating_sub(1),
+            &format!(
+                "revision {} changed other accounts too; only your accounts' part is yours to see",
+                c.revision
+            ),
+        )),
     }
 }
 
@@ -3921,13 +4176,14 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                         f.after = page.last().map_or(f.after, |c| c.revision);
                         let events: Vec<_> = page
                             .iter()
-                            .filter(|c| visible(f.filter.as_deref(), c))
-                            .map(|c| {
-                                Ok(change_event(
+                            .filter_map(|c| {
+                                event_for(
+                                    f.filter.as_deref(),
                                     c,
                                     f.user.as_deref().map(|p| (f.service.as_ref(), p)),
-                                ))
+                                )
                             })
+                            .map(Ok)
                             .collect();
                         if !events.is_empty() {
                             if let Some(end) = gated(&mut f).await {
@@ -3972,12 +4228,14 @@ async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallible>>, Feed)
                         if let Some(end) = revoked(&mut f) {
                             return Some((vec![Ok(end)], f));
                         }
-                        if visible(f.filter.as_deref(), &c) {
+                        if sight(f.filter.as_deref(), &c) != Sight::Hidden {
                             if let Some(end) = gated(&mut f).await {
                                 return Some((vec![Ok(end)], f));
                             }
                             let user = f.user.as_deref().map(|p| (f.service.as_ref(), p));
-                            return Some((vec![Ok(change_event(&c, user))], f));
+                            if let Some(event) = event_for(f.filter.as_deref(), &c, user) {
+                                return Some((vec![Ok(event)], f));
+                            }
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -4327,15 +4585,32 @@ pub struct ConsoleFiles {
     pub pkg: PathBuf,
 }
 
+/// The files of the module's directory the console may fetch: the module, its hash, its
+/// glue and their type declarations. Nothing else of that directory is served, whatever
+/// sits beside the module (a store, a log).
+pub const MODULE_FILES: [&str; 5] = [
+    "clearance_bg.wasm",
+    "clearance_bg.wasm.sha256",
+    "clearance.js",
+    "clearance.d.ts",
+    "clearance_bg.wasm.d.ts",
+];
+
 /// Adds the operations console to a router: the page at `/`, its files under `/console`,
-/// the JS package at `/index.js` and the module under `/pkg`.
+/// the JS package at `/index.js` and the module's own files ([`MODULE_FILES`], by name)
+/// under `/pkg`.
 pub fn with_console(router: Router, files: &ConsoleFiles) -> Router {
     use tower_http::services::{ServeDir, ServeFile};
-    router
+    let router = router
         .route_service("/", ServeFile::new(files.web.join("console/index.html")))
         .route_service("/index.js", ServeFile::new(files.web.join("index.js")))
-        .nest_service("/console", ServeDir::new(files.web.join("console")))
-        .nest_service("/pkg", ServeDir::new(&files.pkg))
+        .nest_service("/console", ServeDir::new(files.web.join("console")));
+    MODULE_FILES.iter().fold(router, |router, name| {
+        router.route_service(
+            &format!("/pkg/{name}"),
+            ServeFile::new(files.pkg.join(name)),
+        )
+    })
 }
 
 /// The limits of the HTTP server, against slow and greedy clients.

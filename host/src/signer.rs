@@ -15,8 +15,11 @@ use ed25519_dalek::pkcs8::DecodePrivateKey;
 use serde_json::{Value, json};
 use std::path::Path;
 
-/// What every signed message starts with, so a slice signature can mean nothing else.
-pub const DOMAIN: &str = "clearance.slice.v1\n";
+/// What every signed message starts with, so a slice signature can mean nothing else;
+/// its version is the slice format's. Version 2 carries relations read only through
+/// `count(...)` as numbers (the facts' `counts`), which a reader of version 1 would take
+/// for no subjects at all: it refuses the signature rather than decide on them.
+pub const DOMAIN: &str = "clearance.slice.v2\n";
 
 /// The host's slice-signing key.
 pub struct SliceSigner {

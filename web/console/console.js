@@ -975,30 +975,34 @@ function roleEditor(matrix, roles) {
   const base = /** @type {HTMLSelectElement} */ (h('select', { name: 'extends' }, h('option', { value: '' }, '(extends nothing)'),
     roles.map((r) => h('option', { value: r.name }, r.name))));
   const cells = field('cells', 'row:cell, row:cell (e.g. bookings:write, dispatch:read(owner))');
-  /** @param {string} id */
-  const ownType = (id) => {
-    const e = entityByKey(`role:${id}`);
-    return e && e.account === account ? e : undefined;
-  };
+  // A custom role's name is its id less `<account>.`: the matrix, principals' roles and
+  // other roles' `extends` name it by its name alone. A write creates it as
+  // `<account>.<name>`; facts loaded from files may give it its bare name as its id.
+  /** @param {string} typeName */
+  const ownType = (typeName) => [`role:${account}.${typeName}`, `role:${typeName}`]
+    .map((key) => ({ key, e: entityByKey(key) }))
+    .find(({ e }) => e && e.account === account);
+  /** @param {string} typeName */
+  const keyOf = (typeName) => ownType(typeName)?.key ?? `role:${account}.${typeName}`;
   const save = () => {
-    const id = name.value.trim();
+    const typeName = name.value.trim();
     const list = cells.value.split(',').map((c) => c.trim()).filter((c) => c);
-    const key = `role:${id}`;
-    if (ownType(id)) {
+    const key = keyOf(typeName);
+    if (ownType(typeName)) {
       /** @type {object[]} */
       const deltas = [{ op: 'set_attr', entity: key, attr: 'cells', value: list }];
       deltas.push({ op: 'set_attr', entity: key, attr: 'extends', value: base.value || null });
       return post(deltas, request('edit', key), true);
     }
     const attrs = { matrix, cells: list, ...(base.value ? { extends: base.value } : {}) };
-    return post([{ op: 'add_entity', entity: { type: 'role', id, account, attrs } }], null, true);
+    return post([{ op: 'add_entity', entity: { type: 'role', id: `${account}.${typeName}`, account, attrs } }], null, true);
   };
   const custom = roles.filter((r) => r.custom && ownType(r.name));
   return h('div', { class: 'role-editor', 'data-role-editor': matrix },
     h('h3', {}, `This account's own types of ${matrix}`),
     custom.length
       ? h('ul', {}, custom.map((r) => {
-        const e = ownType(r.name);
+        const e = ownType(r.name)?.e;
         const its = /** @type {string[]} */ (e?.attrs?.cells ?? []);
         return h('li', { 'data-custom-role': r.name }, h('strong', {}, r.name), ` ${its.join(', ') || '(no cells)'} `,
           h('button', { class: 'action', 'data-edit-role': r.name, onclick: () => {
@@ -1006,7 +1010,7 @@ function roleEditor(matrix, roles) {
             base.value = String(e?.attrs?.extends ?? '');
             cells.value = its.join(', ');
           } }, 'edit'),
-          h('button', { class: 'action', 'data-remove-role': r.name, onclick: () => post([{ op: 'remove_entity', entity: `role:${r.name}` }], request('edit', `role:${r.name}`), true) }, 'remove'));
+          h('button', { class: 'action', 'data-remove-role': r.name, onclick: () => post([{ op: 'remove_entity', entity: keyOf(r.name) }], request('edit', keyOf(r.name)), true) }, 'remove'));
       }))
       : h('p', { class: 'empty' }, 'None yet.'),
     h('div', {}, name, ' ', base, ' ', cells, ' ', h('button', { class: 'action write', 'data-save-role': matrix, onclick: save }, 'save type')));

@@ -7,11 +7,15 @@
  * The caller is named by a user token in `Authorization: Bearer …`, verified here by the
  * host's rules (see `token.js`); no header or body field names a principal. The slice is
  * verified too: `loadSlice` loads only a slice signed by a key of the host's
- * `GET /v1/slice-keys`, for the expected principal, not expired.
+ * `GET /v1/slice-keys`, for the expected principal, not expired. A slice decides exactly
+ * only for its own principal (the host cuts other principals' gate attributes, roles and
+ * relations out of it), so a handler serves that one principal: a token of any other is
+ * 403 `edge.wrong_principal`, and is never decided on the slice.
  *
  * It fails closed: a missing credential is 401 `auth.missing`, a bad one 401 `auth.invalid`,
- * an unknown route 404, and anything that is not a clean allow from the session (a denial, a
- * session error, a throw, a malformed answer) is 403.
+ * another principal's 403 `edge.wrong_principal`, an unknown route 404, and anything that is
+ * not a clean allow from the session (a denial, a session error, a throw, a malformed
+ * answer) is 403.
  */
 
 import { ClearanceError, isError, serverEvents, verifySlice } from '../index.js';
@@ -74,10 +78,13 @@ import { bearer } from './token.js';
  */
 
 /**
- * The options of `createHandler`; `session`, `tokens` and `routes` are required.
+ * The options of `createHandler`; `session`, `principal`, `tokens` and `routes` are
+ * required.
  *
  * @typedef {object} HandlerOptions
  * @property {Checker} session
+ * @property {string} principal the principal (`type:id`) the session's slice was loaded
+ *   for: the only one the handler serves
  * @property {TokenVerifier} tokens
  * @property {() => Time} [now]
  * @property {Route[]} routes
@@ -87,6 +94,32 @@ import { bearer } from './token.js';
 
 /** The default `max-age` of an allow whose decision has no `valid_until`, in seconds. */
 export const DEFAULT_MAX_AGE = 60;
+
+/**
+ * The principal of the slice each session was last given by `loadSlice`: null while one
+ * loads or after one failed to load. A session `loadSlice` never saw (any object with
+ * `check`) is not here.
+ *
+ * @type {WeakMap<object, string | null>}
+ */
+const sliceOf = new WeakMap();
+
+/**
+ * Why `session` cannot serve `principal`, or null: its last slice, loaded by `loadSlice`,
+ * is another principal's, or did not load.
+ *
+ * @param {object} session
+ * @param {string} principal
+ * @returns {ErrorData | null}
+ */
+function sliceMismatch(session, principal) {
+  const loaded = sliceOf.get(session);
+  if (loaded === undefined || loaded === principal) return null;
+  if (loaded === null) {
+    return errorData('slice.not_loaded', 'the session\'s last slice did not load', 'load the slice of the principal this gate serves again (loadSlice)');
+  }
+  return errorData('slice.wrong_principal', `the session holds the slice of \`${loaded}\`, not of \`${principal}\``, 'load the slice of the principal this gate serves (loadSlice with its `principal`)');
+}
 
 /**
  * An error as data, like the session's: `{code, message, help}`.
@@ -252,6 +285,10 @@ function decisionUpstream(_request, { action, resource, decision }) {
  * A `fetch(request) → Response` handler gating requests with `session` alone.
  *
  * - `session`: a loaded `Session` (see `loadSlice`), or anything with `check(request)`.
+ * - `principal`: the principal (`type:id`) the session's slice was loaded for (the
+ *   `principal` given to `loadSlice`). The handler serves it alone: a verified token of any
+ *   other principal is answered 403 `edge.wrong_principal` without a decision, since the
+ *   slice lacks what decides for others (their gate attributes, roles, relations).
  * - `tokens`: the verifier of user tokens (`createTokenVerifier` of `token.js`); the token of
  *   `Authorization: Bearer …` names the principal.
  * - `now`: the time of a decision (RFC 3339 text or epoch seconds), called per request.
@@ -266,11 +303,16 @@ function decisionUpstream(_request, { action, resource, decision }) {
  * `valid_until`) and `vary: authorization`: it is one principal's answer, so a shared cache
  * must not serve it to another.
  *
+ * Throws a `ClearanceError` (`edge.no_principal`) without a principal, or (`slice.wrong_principal`,
+ * `slice.not_loaded`) when `loadSlice` gave the session another principal's slice or none,
+ * and a TypeError for any other malformed option.
+ *
  * @param {HandlerOptions} options
  * @returns {(request: Request) => Promise<Response>}
  */
 export function createHandler({
   session,
+  principal: served,
   tokens,
   now = () => new Date().toISOString(),
   routes,
@@ -287,6 +329,15 @@ export function createHandler({
   if (!Array.isArray(routes)) throw new TypeError('createHandler needs routes: [{method, pattern, action, resource}]');
   if (typeof upstream !== 'function') throw new TypeError('upstream must be a function of the request');
   if (typeof now !== 'function') throw new TypeError('now must be a function giving the time');
+  if (typeof served !== 'string' || !/^[^:]+:.+$/s.test(served)) {
+    throw new ClearanceError(errorData(
+      'edge.no_principal',
+      'createHandler needs principal: the principal (`type:id`) whose slice the session holds',
+      'pass the `principal` the slice was loaded for; a handler serves that principal alone',
+    ));
+  }
+  const mismatch = sliceMismatch(session, served);
+  if (mismatch !== null) throw new ClearanceError(mismatch);
   const compiled = routes.map(compileRoute);
 
   return async function fetch(request) {
@@ -323,6 +374,16 @@ export function createHandler({
     }
     if ('error' in proof) return refuse(401, [], proof.error);
     const { principal } = proof;
+    // The slice decides only for its own principal: another's is refused, never decided.
+    if (principal !== served) {
+      return refuse(403, [], errorData(
+        'edge.wrong_principal',
+        `the token is for \`${principal}\`; this gate decides only for the principal whose slice it holds`,
+        'send the request to the gate of this principal (one loaded with its own slice)',
+      ));
+    }
+    const stale = sliceMismatch(session, served);
+    if (stale !== null) return refuse(403, [], stale);
 
     // Everything from here on fails closed: no path to an allow but a clean session allow.
     let resource;
@@ -388,6 +449,9 @@ function thrownText(e) {
  * `slice.unknown_key`, `slice.bad_signature`, `slice.invalid`, `slice.wrong_principal`,
  * `slice.expired` or `slice.policy_mismatch`, or the session's own. Nothing is loaded from
  * a slice that does not verify; after a denial from loading, do not serve with this session.
+ * The session is then known to hold the slice's principal: `createHandler` refuses to make
+ * a handler of another principal on it, and a handler made on it refuses every request
+ * (403) once it holds another principal's slice or its last slice failed to load.
  *
  * @param {Session} session
  * @param {unknown} signed the signed slice, as JSON text or parsed
@@ -397,8 +461,12 @@ function thrownText(e) {
 export async function loadSlice(session, signed, options) {
   const slice = await verifySlice(signed, options);
   if (isError(slice)) return slice;
+  // Until it has loaded, the session serves no handler.
+  sliceOf.set(session, null);
   try {
-    return loadVerified(session, slice);
+    const loaded = loadVerified(session, slice);
+    if (!isError(loaded)) sliceOf.set(session, slice.principal);
+    return loaded;
   } catch (e) {
     if (e instanceof ClearanceError) return { allowed: false, error: e.toJSON() };
     throw e;

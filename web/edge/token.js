@@ -4,11 +4,13 @@
  * here too (host/tests/fixtures/tokens/corpus.json holds the cases both are tested on).
  *
  * A token is a JWT signed by a key of the configured JWKS, each key verifying exactly one
- * algorithm (its `alg`, or the one its type implies): ES256, EdDSA (Ed25519) or RS256;
- * never `none`, never HMAC (a JWKS with an `oct` key is refused). The token names its key
- * (`kid`); it must come from the configured issuer (`iss`) for the configured audience
- * (`aud`), carry `exp`, and be within `exp` and `nbf` with a leeway (30 s). A claim
- * (default `sub`) names the principal `<principalType>:<claim>` (default `user`).
+ * algorithm (its `alg`, or the one its type implies): ES256 (P-256), ES384 (P-384), EdDSA
+ * (Ed25519) or RS256, the host's set; never `none`, never HMAC (a JWKS with an `oct` key is
+ * refused). The token names its key (`kid`); it must come from the configured issuer
+ * (`iss`) for the configured audience (`aud`), carry `exp`, be within `exp` and `nbf` with
+ * a leeway (30 s), not be issued (`iat`) in the future, and be valid for at most the
+ * maximum lifetime (24 h): from now (plus the leeway) and from its `iat`. A claim (default
+ * `sub`) names the principal `<principalType>:<claim>` (default `user`).
  * Signatures are checked by `jose`; nothing here is cryptography.
  */
 
@@ -43,7 +45,9 @@ import { base64url, decodeProtectedHeader, importJWK, jwtVerify } from 'jose';
  * @property {string} [claim] the claim naming the principal (`sub`)
  * @property {string | null} [principalType] the principal's type (`user`): the claim holds
  *   its id; `null`: the claim holds the whole `type:id`
- * @property {number} [leeway] seconds of clock skew allowed on `exp` and `nbf` (30)
+ * @property {number} [leeway] seconds of clock skew allowed on `exp`, `nbf` and `iat` (30)
+ * @property {number} [maxLifetime] the longest a token may be valid, in seconds (86400):
+ *   its `exp` no further than this (plus the leeway) past `clock()`, nor past its `iat`
  * @property {() => number} [clock] the time tokens are checked at, in seconds since the
  *   epoch (the system clock; decisions have their own clock)
  */
@@ -62,8 +66,11 @@ import { base64url, decodeProtectedHeader, importJWK, jwtVerify } from 'jose';
  *   proves, at `now` (seconds; default the rules' clock)
  */
 
-/** Seconds of clock skew allowed on `exp` and `nbf` unless the rules say otherwise. */
+/** Seconds of clock skew allowed on `exp`, `nbf` and `iat` unless the rules say otherwise. */
 export const DEFAULT_LEEWAY = 30;
+
+/** The longest a token may be valid unless the rules say otherwise, in seconds: 24 hours. */
+export const DEFAULT_MAX_LIFETIME = 24 * 60 * 60;
 
 /** The longest principal id a claim may hold, in UTF-8 bytes, as the host allows. */
 const MAX_CLAIM_BYTES = 256;
@@ -102,19 +109,21 @@ export function bearer(value) {
 }
 
 /**
- * The one algorithm a public key verifies: named by the key, or implied by its type; throws
- * a TypeError for a key that can verify none of ES256, EdDSA and RS256.
+ * The one algorithm a public key verifies: named by the key, or implied by its type, as the
+ * host's `algorithm_of` (host/src/auth.rs) decides it; throws a TypeError for a key that
+ * can verify none of ES256, ES384, EdDSA and RS256.
  *
  * @param {Jwk} jwk
- * @returns {'ES256' | 'EdDSA' | 'RS256'}
+ * @returns {'ES256' | 'ES384' | 'EdDSA' | 'RS256'}
  */
 function algorithmOf(jwk) {
-  /** @type {'ES256' | 'EdDSA' | 'RS256'} */
+  /** @type {'ES256' | 'ES384' | 'EdDSA' | 'RS256'} */
   let implied;
   switch (jwk.kty) {
     case 'EC':
-      if (jwk.crv !== 'P-256') throw new TypeError(`curve \`${jwk.crv}\` is not supported (P-256 only)`);
-      implied = 'ES256';
+      if (jwk.crv === 'P-256') implied = 'ES256';
+      else if (jwk.crv === 'P-384') implied = 'ES384';
+      else throw new TypeError(`curve \`${jwk.crv}\` is not supported (P-256 or P-384)`);
       break;
     case 'OKP': {
       if (jwk.crv !== 'Ed25519') throw new TypeError(`curve \`${jwk.crv}\` is not supported (Ed25519 only)`);
@@ -140,6 +149,32 @@ function algorithmOf(jwk) {
     throw new TypeError(`its \`alg\` \`${jwk.alg}\` does not fit its key type (${implied} only)`);
   }
   return implied;
+}
+
+/**
+ * Why a token's times do not let it be used at `now`, or null: the host's `check_times`.
+ * Before `exp` and not before `nbf` (each with the leeway, checked by `jose` already),
+ * issued (`iat`) no later than `now` plus the leeway, and valid for at most `maxLifetime`:
+ * from `now` (plus the leeway) and from its `iat`.
+ *
+ * @param {{exp: number, iat?: number}} times whole seconds
+ * @param {number} now
+ * @param {number} leeway
+ * @param {number} maxLifetime
+ * @returns {string | null}
+ */
+function timesRefused({ exp, iat }, now, leeway, maxLifetime) {
+  if (iat !== undefined && iat - leeway > now) {
+    return `the token's \`iat\` is ${iat - now} s ahead of the edge's clock, more than the leeway of ${leeway} s: a token is not issued in the future`;
+  }
+  const ahead = exp - now;
+  if (ahead > maxLifetime + leeway) {
+    return `the token's \`exp\` is ${ahead} s ahead of the edge's clock, more than the maximum token lifetime of ${maxLifetime} s (plus the leeway of ${leeway} s)`;
+  }
+  if (iat !== undefined && exp - iat > maxLifetime) {
+    return `the token's \`exp\` is ${exp - iat} s after its \`iat\`, more than the maximum token lifetime of ${maxLifetime} s`;
+  }
+  return null;
 }
 
 /**
@@ -178,7 +213,7 @@ function thrownText(e) {
 export async function createTokenVerifier(rules) {
   if (rules === null || typeof rules !== 'object') throw new TypeError('createTokenVerifier needs rules: {jwks, issuer, audience}');
   const {
-    jwks, issuer, audience, claim = 'sub', principalType = 'user', leeway = DEFAULT_LEEWAY, clock = systemSeconds,
+    jwks, issuer, audience, claim = 'sub', principalType = 'user', leeway = DEFAULT_LEEWAY, maxLifetime = DEFAULT_MAX_LIFETIME, clock = systemSeconds,
   } = rules;
   if (typeof issuer !== 'string' || issuer === '' || typeof audience !== 'string' || audience === '') {
     throw new TypeError('user tokens need an issuer and an audience to check');
@@ -188,6 +223,7 @@ export async function createTokenVerifier(rules) {
     throw new TypeError('principalType must be a type name, or null for a claim holding `type:id`');
   }
   if (!Number.isInteger(leeway) || leeway < 0) throw new TypeError('leeway must be a whole number of seconds, at least 0');
+  if (!Number.isSafeInteger(maxLifetime) || maxLifetime < 1) throw new TypeError('maxLifetime must be a whole number of seconds, at least 1');
   if (typeof clock !== 'function') throw new TypeError('clock must be a function giving seconds since the epoch');
   if (jwks === null || typeof jwks !== 'object' || !Array.isArray(jwks.keys)) throw new TypeError('jwks must be a JWKS: {keys: [...]}');
   if (jwks.keys.length === 0) throw new TypeError('the JWKS holds no key');
@@ -249,6 +285,9 @@ export async function createTokenVerifier(rules) {
         return invalid(`the token's \`${time}\` is not a whole number of seconds`);
       }
     }
+    const times = { exp: /** @type {number} */ (payload.exp), iat: Object.hasOwn(payload, 'iat') ? payload.iat : undefined };
+    const refused = timesRefused(times, now, leeway, maxLifetime);
+    if (refused !== null) return invalid(refused);
     const id = Object.hasOwn(payload, claim) ? payload[claim] : undefined;
     if (typeof id !== 'string' || id === '' || new TextEncoder().encode(id).length > MAX_CLAIM_BYTES) {
       return invalid(`the token's \`${claim}\` claim is missing or not a short string`);

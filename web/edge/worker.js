@@ -7,7 +7,8 @@
  * caller):
  *
  * - `SLICE`: a signed slice, the body of `GET /v1/slice/{principal}`; `SLICE_KEYS`: the
- *   JWKS of `GET /v1/slice-keys`; `SLICE_PRINCIPAL`: the principal it must be for.
+ *   JWKS of `GET /v1/slice-keys`; `SLICE_PRINCIPAL`: the principal it must be for, and the
+ *   only one the worker serves (another principal's token is 403 `edge.wrong_principal`).
  * - `TOKEN_JWKS`, `TOKEN_ISSUER`, `TOKEN_AUDIENCE`: the verifier of user tokens
  *   (`token.js`); `TOKEN_PRINCIPAL_TYPE` (default `user`; `-` for tokens whose subject is a
  *   whole `type:id`).
@@ -93,7 +94,8 @@ async function makeGate(env) {
   glue.initSync({ module: wasm });
   const module = fromGlue(glue, setting(env, 'MODULE_SHA256'));
   const session = new module.Session();
-  const loaded = await loadSlice(session, setting(env, 'SLICE'), { keys: jsonSetting(env, 'SLICE_KEYS'), principal: setting(env, 'SLICE_PRINCIPAL') });
+  const principal = setting(env, 'SLICE_PRINCIPAL');
+  const loaded = await loadSlice(session, setting(env, 'SLICE'), { keys: jsonSetting(env, 'SLICE_KEYS'), principal });
   if (isError(loaded)) throw new Error(`the slice does not load: ${loaded.error.code}: ${loaded.error.message}`);
   const type = typeof env.TOKEN_PRINCIPAL_TYPE === 'string' ? env.TOKEN_PRINCIPAL_TYPE : 'user';
   const tokens = await createTokenVerifier({
@@ -105,6 +107,7 @@ async function makeGate(env) {
   const fixed = typeof env.DECISION_TIME === 'string' && env.DECISION_TIME !== '' ? env.DECISION_TIME : null;
   return createHandler({
     session,
+    principal,
     tokens,
     routes: routes(jsonSetting(env, 'ROUTES')),
     ...(fixed === null ? {} : { now: () => fixed }),

@@ -2,7 +2,7 @@
 // `edge/worker.js` with the module's bytes as a compiled module, a signed slice and a
 // token issuer as its bindings. Each request gets the answer the same handler gives in
 // Node, status, body and caching headers alike; a worker that cannot verify its slice
-// allows nothing.
+// allows nothing, and a worker serves the principal of its slice alone.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -10,7 +10,7 @@ import { SignJWT, base64url, generateKeyPair } from 'jose';
 import { loadNode } from '../index.js';
 import { createHandler, loadSlice } from '../edge/handler.js';
 import { createTokenVerifier } from '../edge/token.js';
-import { AUDIENCE, ISSUER, NOW, buildSlice, ok, policySources, sliceSigner, tokenIssuer } from './fixtures.js';
+import { AUDIENCE, ISSUER, NOW, buildSlice, cutAsTheHost, ok, policySources, reviewedPolicySources, sliceSigner, tokenIssuer } from './fixtures.js';
 import { startWorker } from './workerd.js';
 
 /**
@@ -30,6 +30,8 @@ let idp;
 let signer;
 /** @type {import('./fixtures.js').Slice} */
 let slice;
+/** @type {string} */
+let policyHash;
 
 /**
  * The worker's bindings for `signed`, the signed slice, as its operator would set them.
@@ -69,7 +71,7 @@ describe('the edge gate in workerd', () => {
   before(async () => {
     const module = await loadNode();
     const scratch = new module.Session();
-    const policyHash = ok(scratch.loadPolicy(policySources())).policy_hash;
+    policyHash = ok(scratch.loadPolicy(policySources())).policy_hash;
     scratch.free();
     slice = buildSlice('user:aeroserv_tech', 'skyways', policyHash);
     signer = await sliceSigner();
@@ -82,7 +84,7 @@ describe('the edge gate in workerd', () => {
     /** @type {Route[]} */
     const routes = ROUTES.map((r) => ({ ...r, resource: (p) => r.resource.replace('{id}', p.id ?? '{id}') }));
     const tokens = await createTokenVerifier({ jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE, principalType: null });
-    inNode = createHandler({ session, tokens, routes, now: () => NOW });
+    inNode = createHandler({ session, principal: 'user:aeroserv_tech', tokens, routes, now: () => NOW });
   });
 
   after(async () => {
@@ -99,8 +101,10 @@ describe('the edge gate in workerd', () => {
     /** @type {[string, string, string | undefined, number][]} */
     const cases = [
       ['GET', '/events/aog_lhr', `Bearer ${await idp.token('user:aeroserv_tech')}`, 200],
-      ['GET', '/events/aog_lhr', `Bearer ${await idp.token('invitee:g_sms')}`, 200],
       ['POST', '/events/aog_lhr/messages', `Bearer ${await idp.token('user:aeroserv_tech')}`, 200],
+      // Any other principal, of this account or another: not the slice's, not decided.
+      ['GET', '/events/aog_lhr', `Bearer ${await idp.token('invitee:g_sms')}`, 403],
+      ['GET', '/events/aog_lhr', `Bearer ${await idp.token('user:jetfix_tech')}`, 403],
       ['GET', '/events/aog_lhr', `Bearer ${await idp.token('user:blue_pilot')}`, 403],
       ['GET', '/events/no_such_event', `Bearer ${await idp.token('user:aeroserv_tech')}`, 403],
       ['GET', '/events/aog_lhr', undefined, 401],
@@ -126,6 +130,35 @@ describe('the edge gate in workerd', () => {
       } else {
         assert.equal(edge.body.allowed, false, what);
       }
+    }
+  });
+
+  test('a revoked guest\'s token at a worker of user:occ_controller\'s slice is 403, not 200 (finding 8)', async () => {
+    // The policy the review attacked, under which anyone registers a guest.
+    const module = await loadNode();
+    const scratch = new module.Session();
+    const reviewedHash = ok(scratch.loadPolicy(reviewedPolicySources())).policy_hash;
+    scratch.free();
+    const occ = cutAsTheHost({ ...buildSlice('user:occ_controller', 'skyways', policyHash), policy: reviewedPolicySources(), policy_hash: reviewedHash });
+    const routes = [{ method: 'POST', pattern: '/guests/:id', action: 'register', resource: 'invitee:{id}' }];
+    const { mf: worker } = startWorker('edge/worker.js', {
+      bindings: { ...bindings(await signer.sign(occ), 'user:occ_controller'), ROUTES: JSON.stringify(routes) },
+    });
+    try {
+      /** @param {string} principal */
+      const register = async (principal) => {
+        const r = await worker.dispatchFetch(`${ORIGIN}/guests/g_email`, { method: 'POST', headers: { authorization: `Bearer ${await idp.token(principal)}` } });
+        return { status: r.status, body: await r.json() };
+      };
+      const revoked = await register('invitee:g_revoked');
+      assert.equal(revoked.status, 403, JSON.stringify(revoked.body));
+      assert.equal(revoked.body.allowed, false);
+      assert.equal(revoked.body.error.code, 'edge.wrong_principal');
+      const own = await register('user:occ_controller');
+      assert.equal(own.status, 200, JSON.stringify(own.body));
+      assert.equal(own.body.allowed, true);
+    } finally {
+      await worker.dispose();
     }
   });
 

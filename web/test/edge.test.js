@@ -1,13 +1,14 @@
 // The edge-function example (edge/handler.js): a principal slice built and signed the way
 // the server does it, loaded with loadSlice, and requests gated by the module alone, each
-// naming its caller by a user token the handler verifies.
+// naming its caller by a user token the handler verifies; a handler serves its slice's
+// principal alone.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { isError, loadNode } from '../index.js';
+import { ClearanceError, isError, loadNode } from '../index.js';
 import { createHandler, followChanges, loadSlice, maxAge } from '../edge/handler.js';
 import { createTokenVerifier } from '../edge/token.js';
-import { AUDIENCE, ISSUER, NOW, buildSlice, codes, errorOf, invalid, loadedSession, ok, policySources, present, req, sliceSigner, tokenIssuer } from './fixtures.js';
+import { AUDIENCE, ISSUER, NOW, buildSlice, codes, cutAsTheHost, errorOf, invalid, loadedSession, ok, policySources, present, req, reviewedPolicySources, sliceSigner, tokenIssuer } from './fixtures.js';
 
 /**
  * @import { ClearanceModule, Denial, Info, Request as CheckRequest, Session, Source } from '../index.js'
@@ -91,8 +92,37 @@ describe('the edge handler on a slice', () => {
   let signer;
   /** @type {TokenVerifier} */
   let tokens;
+  /** @type {string} */
+  let policyHash;
+  /** @type {Session[]} */
+  const sessions = [];
   const realFetch = globalThis.fetch;
   let fetchCalls = 0;
+
+  /**
+   * A session loaded with a signed slice of skyways for `principal`, as a gate of that
+   * principal holds one; `cut` changes the slice before it is signed.
+   *
+   * @param {string} principal
+   * @param {(slice: Slice) => Slice} [cut]
+   */
+  async function sessionFor(principal, cut = (x) => x) {
+    const s = new module.Session();
+    sessions.push(s);
+    const signed = await signer.sign(cut(buildSlice(principal, 'skyways', policyHash)));
+    ok(await loadSlice(s, JSON.stringify(signed), { keys: signer.keys, principal }));
+    return s;
+  }
+
+  /**
+   * A handler of `principal` on its own slice, with the test routes.
+   *
+   * @param {string} principal
+   * @param {Partial<import('../edge/handler.js').HandlerOptions>} [options]
+   */
+  async function gateOf(principal, options = {}) {
+    return createHandler({ session: await sessionFor(principal), principal, tokens, now: () => NOW, routes: ROUTES, ...options });
+  }
 
   before(async () => {
     // Any network call during these tests is a failure: the module decides alone.
@@ -103,7 +133,7 @@ describe('the edge handler on a slice', () => {
     module = await loadNode();
     session = new module.Session();
     const scratch = new module.Session();
-    const policyHash = ok(scratch.loadPolicy(policySources())).policy_hash;
+    policyHash = ok(scratch.loadPolicy(policySources())).policy_hash;
     scratch.free();
     slice = buildSlice('user:aeroserv_tech', 'skyways', policyHash);
     signer = await sliceSigner();
@@ -115,6 +145,7 @@ describe('the edge handler on a slice', () => {
   after(() => {
     globalThis.fetch = realFetch;
     session.free();
+    for (const s of sessions) s.free();
   });
 
   test('loadSlice loads the slice and gives the info', () => {
@@ -172,7 +203,7 @@ describe('the edge handler on a slice', () => {
 
   test('gates requests with the module alone, as the token\'s principal', async () => {
     const upstream = upstreamSpy();
-    const handle = createHandler({ session, tokens, now: () => NOW, routes: ROUTES, upstream });
+    const handle = createHandler({ session, principal: 'user:aeroserv_tech', tokens, now: () => NOW, routes: ROUTES, upstream });
 
     // An assigned contractor technician may view the event.
     const ok = await handle(await request('/events/aog_lhr', 'user:aeroserv_tech'));
@@ -182,8 +213,8 @@ describe('the edge handler on a slice', () => {
     assert.match(present(ok.headers.get('cache-control')), /\bprivate\b/);
     assert.match(present(ok.headers.get('vary')), /authorization/);
 
-    // A technician of another contractor may not.
-    const no = await handle(await request('/events/aog_lhr', 'user:jetfix_tech'));
+    // A technician of another contractor may not, at the gate of its own slice.
+    const no = await (await gateOf('user:jetfix_tech', { upstream }))(await request('/events/aog_lhr', 'user:jetfix_tech'));
     assert.equal(no.status, 403);
     const noBody = await no.json();
     assert.equal(noBody.allowed, false);
@@ -191,7 +222,7 @@ describe('the edge handler on a slice', () => {
     assert.equal(no.headers.get('cache-control'), 'no-store');
 
     // A guest may, until the guest tuple expires at 18:00: max-age is the seconds until then.
-    const guest = await handle(await request('/events/aog_lhr', 'invitee:g_sms'));
+    const guest = await (await gateOf('invitee:g_sms', { upstream }))(await request('/events/aog_lhr', 'invitee:g_sms'));
     assert.equal(guest.status, 200);
     assert.equal(maxAgeOf(guest), 28800);
     assert.equal(maxAgeOf(guest), (Date.parse('2026-05-01T18:00:00Z') - Date.parse(NOW)) / 1000);
@@ -213,19 +244,19 @@ describe('the edge handler on a slice', () => {
     // The default rules: `sub` holds a user's id.
     const users = await createTokenVerifier({ jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE });
     const upstream = upstreamSpy();
-    const handle = createHandler({ session, tokens: users, now: () => NOW, routes: ROUTES, upstream });
+    const handle = createHandler({ session, principal: 'user:aeroserv_tech', tokens: users, now: () => NOW, routes: ROUTES, upstream });
     assert.equal((await handle(await request('/events/aog_lhr', 'aeroserv_tech'))).status, 200);
     // Another claim, and another type.
     const guests = await createTokenVerifier({ jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE, claim: 'guest', principalType: 'invitee' });
-    const asGuest = createHandler({ session, tokens: guests, now: () => NOW, routes: ROUTES, upstream });
+    const asGuest = await gateOf('invitee:g_sms', { tokens: guests, upstream });
     const token = await idp.token('nobody', { guest: 'g_sms' });
     assert.equal((await asGuest(requestWith('/events/aog_lhr', `Bearer ${token}`))).status, 200);
     assert.deepEqual(upstream.calls.map((c) => c.principal), ['user:aeroserv_tech', 'invitee:g_sms']);
   });
 
   test('the default upstream answers the decision', async () => {
-    const handle = createHandler({ session, tokens, now: () => NOW, routes: ROUTES });
-    const guest = await handle(await request('/events/aog_lhr', 'invitee:g_sms'));
+    const handle = createHandler({ session, principal: 'user:aeroserv_tech', tokens, now: () => NOW, routes: ROUTES });
+    const guest = await (await gateOf('invitee:g_sms'))(await request('/events/aog_lhr', 'invitee:g_sms'));
     assert.equal(guest.status, 200);
     assert.deepEqual(await guest.json(), {
       allowed: true,
@@ -254,7 +285,7 @@ describe('the edge handler on a slice', () => {
         return session.check(r);
       },
     };
-    const handle = createHandler({ session: counting, tokens, now: () => NOW, routes: ROUTES, upstream });
+    const handle = createHandler({ session: counting, principal: 'user:aeroserv_tech', tokens, now: () => NOW, routes: ROUTES, upstream });
 
     const anon = await handle(requestWith('/events/aog_lhr', undefined));
     assert.equal(anon.status, 401);
@@ -298,12 +329,19 @@ describe('the edge handler on a slice', () => {
     const wrongMethod = await handle(await request('/events/aog_lhr', 'user:aeroserv_tech', 'DELETE'));
     assert.equal(wrongMethod.status, 404);
 
-    // A principal of another account is not in the slice: fail closed.
-    const stranger = await handle(await request('/events/aog_lhr', 'user:blue_pilot'));
-    assert.equal(stranger.status, 403);
-    const strangerBody = await stranger.json();
-    assert.equal(strangerBody.allowed, false);
-    assert.ok(strangerBody.reasons.includes('entity.unknown'), JSON.stringify(strangerBody));
+    // A principal of another account, or another of this one, is not the slice's: refused
+    // before any decision.
+    for (const other of ['user:blue_pilot', 'user:jetfix_tech', 'invitee:g_sms']) {
+      const stranger = await handle(await request('/events/aog_lhr', other));
+      assert.equal(stranger.status, 403, other);
+      assert.equal(stranger.headers.get('cache-control'), 'no-store', other);
+      const strangerBody = await stranger.json();
+      assert.equal(strangerBody.allowed, false, other);
+      assert.deepEqual(strangerBody.reasons, [], other);
+      assert.equal(strangerBody.error.code, 'edge.wrong_principal', other);
+      assert.ok(strangerBody.error.message.includes(`\`${other}\``), strangerBody.error.message);
+    }
+    assert.deepEqual(asked, [], 'another principal reached the session');
 
     // An event that does not exist.
     const missing = await handle(await request('/events/nope', 'user:aeroserv_tech'));
@@ -320,7 +358,7 @@ describe('the edge handler on a slice', () => {
     const freed = new m.Session();
     assert.ok(!isError(await loadSlice(freed, await signer.sign(slice), { keys: signer.keys })));
     freed.free();
-    const sessions = {
+    const stand = {
       freed,
       poisoned: {
         check: () => ({ allowed: false, error: { code: 'instance.poisoned', message: 'the module instance is unusable', help: '' } }),
@@ -334,9 +372,9 @@ describe('the edge handler on a slice', () => {
       empty: { check: () => undefined },
       noReasons: { check: () => ({ allowed: true }) },
     };
-    for (const [name, e] of Object.entries(sessions)) {
+    for (const [name, e] of Object.entries(stand)) {
       const upstream = upstreamSpy();
-      const handle = createHandler({ session: e, tokens, now: () => NOW, routes: ROUTES, upstream });
+      const handle = createHandler({ session: e, principal: 'user:aeroserv_tech', tokens, now: () => NOW, routes: ROUTES, upstream });
       const res = await handle(await request('/events/aog_lhr', 'user:aeroserv_tech'));
       assert.equal(res.status, 403, name);
       const body = await res.json();
@@ -344,14 +382,15 @@ describe('the edge handler on a slice', () => {
       assert.equal(typeof body.error?.code, 'string', name);
       assert.equal(upstream.calls.length, 0, name);
     }
-    const poisoned = await (await createHandler({ session: sessions.poisoned, tokens, routes: ROUTES })(await request('/events/x', 'user:a'))).json();
+    const poisoned = await (await createHandler({ session: stand.poisoned, principal: 'user:a', tokens, routes: ROUTES })(await request('/events/x', 'user:a'))).json();
     assert.equal(poisoned.error.code, 'instance.poisoned');
-    const freedBody = await (await createHandler({ session: freed, tokens, routes: ROUTES })(await request('/events/x', 'user:a'))).json();
+    const freedBody = await (await createHandler({ session: freed, principal: 'user:aeroserv_tech', tokens, routes: ROUTES })(await request('/events/x', 'user:aeroserv_tech'))).json();
     assert.equal(freedBody.error.code, 'session.freed');
 
     // A route whose resource function throws is a deny too.
     const handle = createHandler({
       session,
+      principal: 'user:aeroserv_tech',
       tokens,
       now: () => NOW,
       routes: [{ method: 'GET', pattern: '/boom/:id', action: 'view', resource: () => { throw new Error('bad'); } }],
@@ -359,7 +398,7 @@ describe('the edge handler on a slice', () => {
     assert.equal((await handle(await request('/boom/1', 'user:aeroserv_tech'))).status, 403);
 
     // A verifier that throws is a refused credential, not a crash and never an allow.
-    const broken = createHandler({ session, tokens: { verify: () => Promise.reject(new Error('no keys')) }, now: () => NOW, routes: ROUTES });
+    const broken = createHandler({ session, principal: 'user:aeroserv_tech', tokens: { verify: () => Promise.reject(new Error('no keys')) }, now: () => NOW, routes: ROUTES });
     const res = await broken(await request('/events/aog_lhr', 'user:aeroserv_tech'));
     assert.equal(res.status, 401);
     assert.equal((await res.json()).error.code, 'auth.invalid');
@@ -367,12 +406,100 @@ describe('the edge handler on a slice', () => {
   });
 
   test('rejects a malformed setup', async () => {
-    assert.throws(() => createHandler(invalid({ tokens, routes: ROUTES })), TypeError);
-    assert.throws(() => createHandler({ session, tokens, routes: [invalid({ method: 'GET', pattern: 'events', action: 'view', resource: (/** @type {unknown} */ p) => p })] }), TypeError);
-    assert.throws(() => createHandler(invalid({ session, tokens })), TypeError);
+    const principal = 'user:aeroserv_tech';
+    assert.throws(() => createHandler(invalid({ principal, tokens, routes: ROUTES })), TypeError);
+    assert.throws(() => createHandler({ session, principal, tokens, routes: [invalid({ method: 'GET', pattern: 'events', action: 'view', resource: (/** @type {unknown} */ p) => p })] }), TypeError);
+    assert.throws(() => createHandler(invalid({ session, principal, tokens })), TypeError);
     // Without a token verifier there is no handler: nothing names a principal as given.
-    assert.throws(() => createHandler(invalid({ session, routes: ROUTES })), /tokens/);
-    assert.throws(() => createHandler(invalid({ session, routes: ROUTES, principalHeader: 'x-clearance-principal' })), /tokens/);
+    assert.throws(() => createHandler(invalid({ session, principal, routes: ROUTES })), /tokens/);
+    assert.throws(() => createHandler(invalid({ session, principal, routes: ROUTES, principalHeader: 'x-clearance-principal' })), /tokens/);
+  });
+
+  test('a handler needs the principal of its slice, and serves no other (finding 8)', async () => {
+    /** @param {unknown} options @param {string} code */
+    const refused = (options, code) => {
+      assert.throws(() => createHandler(invalid(options)), (e) => {
+        assert.ok(e instanceof ClearanceError, String(e));
+        assert.equal(e.code, code, e.message);
+        assert.ok(e.help.length > 0);
+        return true;
+      });
+    };
+    for (const principal of [undefined, null, '', 'aeroserv_tech', ':aeroserv_tech', 'user:', 42]) {
+      refused({ session, principal, tokens, routes: ROUTES }, 'edge.no_principal');
+    }
+    // The session holds aeroserv_tech's slice: no handler of another principal on it.
+    refused({ session, principal: 'user:jetfix_tech', tokens, routes: ROUTES }, 'slice.wrong_principal');
+
+    // Once the session is given another principal's slice, or a slice fails to load into
+    // it, the handler made on it refuses everyone, its own principal included.
+    const own = await sessionFor('user:aeroserv_tech');
+    const handle = createHandler({ session: own, principal: 'user:aeroserv_tech', tokens, now: () => NOW, routes: ROUTES });
+    assert.equal((await handle(await request('/events/aog_lhr', 'user:aeroserv_tech'))).status, 200);
+    const others = await signer.sign(buildSlice('user:jetfix_tech', 'skyways', policyHash));
+    ok(await loadSlice(own, JSON.stringify(others), { keys: signer.keys, principal: 'user:jetfix_tech' }));
+    for (const who of ['user:aeroserv_tech', 'user:jetfix_tech']) {
+      const r = await handle(await request('/events/aog_lhr', who));
+      assert.equal(r.status, 403, who);
+      const code = who === 'user:aeroserv_tech' ? 'slice.wrong_principal' : 'edge.wrong_principal';
+      assert.equal((await r.json()).error.code, code, who);
+    }
+    const mismatched = await signer.sign({ ...buildSlice('user:aeroserv_tech', 'skyways', policyHash), policy_hash: '0'.repeat(64) });
+    assert.ok(isError(await loadSlice(own, JSON.stringify(mismatched), { keys: signer.keys, principal: 'user:aeroserv_tech' })));
+    const r = await handle(await request('/events/aog_lhr', 'user:aeroserv_tech'));
+    assert.equal(r.status, 403);
+    assert.equal((await r.json()).error.code, 'slice.not_loaded');
+    refused({ session: own, principal: 'user:aeroserv_tech', tokens, routes: ROUTES }, 'slice.not_loaded');
+  });
+
+  test('a revoked guest\'s token is refused at the gate of another principal\'s slice, not allowed (finding 8)', async () => {
+    // The slice of user:occ_controller as the host cuts it: other principals' gate
+    // attributes and roles are left out, so the revoked guest's `revoked` is not in it. Its
+    // policy is the one the review attacked, under which anyone registers a guest.
+    const scratch = new module.Session();
+    const reviewedHash = ok(scratch.loadPolicy(reviewedPolicySources())).policy_hash;
+    scratch.free();
+    /** @param {Slice} slice @returns {Slice} */
+    const reviewed = (slice) => cutAsTheHost({ ...slice, policy: reviewedPolicySources(), policy_hash: reviewedHash });
+    const occ = await sessionFor('user:occ_controller', reviewed);
+    /** @type {Route[]} */
+    const routes = [{ method: 'POST', pattern: '/guests/:id', action: 'register', resource: (p) => `invitee:${p.id}` }];
+    const guestTokens = await createTokenVerifier({ jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE, principalType: null });
+    // On this slice the revoked guest passes its gate: deciding it here would allow it.
+    assert.equal(ok(occ.check({ principal: 'invitee:g_revoked', action: 'register', resource: 'invitee:g_email', now: NOW })).allowed, true);
+
+    /** @type {string[]} */
+    const asked = [];
+    const counting = {
+      /** @param {CheckRequest} r */
+      check: (r) => {
+        asked.push(r.principal);
+        return occ.check(r);
+      },
+    };
+    const upstream = upstreamSpy();
+    const handle = createHandler({ session: counting, principal: 'user:occ_controller', tokens: guestTokens, now: () => NOW, routes, upstream });
+    const revoked = await handle(await request('/guests/g_email', 'invitee:g_revoked', 'POST'));
+    const body = await revoked.json();
+    assert.equal(revoked.status, 403, JSON.stringify(body));
+    assert.equal(body.allowed, false);
+    assert.equal(body.error.code, 'edge.wrong_principal');
+    assert.deepEqual(asked, [], 'the revoked guest was decided on another principal\'s slice');
+    assert.equal(upstream.calls.length, 0);
+
+    // The slice's own principal still decides as before.
+    const own = await handle(await request('/guests/g_email', 'user:occ_controller', 'POST'));
+    assert.equal(own.status, 200);
+    assert.deepEqual(asked, ['user:occ_controller']);
+    assert.deepEqual(upstream.calls.map((c) => [c.principal, c.action, c.resource]), [['user:occ_controller', 'register', 'invitee:g_email']]);
+
+    // The revoked guest at the gate of its own slice is denied by its gate, as on the host.
+    const guestGate = createHandler({ session: await sessionFor('invitee:g_revoked', reviewed), principal: 'invitee:g_revoked', tokens: guestTokens, now: () => NOW, routes });
+    const denied = await guestGate(await request('/guests/g_email', 'invitee:g_revoked', 'POST'));
+    const deniedBody = await denied.json();
+    assert.equal(denied.status, 403);
+    assert.ok(deniedBody.reasons.includes('gate.not_revoked'), JSON.stringify(deniedBody));
+    assert.equal(fetchCalls, 0);
   });
 
   test('a token verifier refuses keys and rules that cannot work', async () => {
@@ -383,7 +510,11 @@ describe('the edge handler on a slice', () => {
       ['an HMAC key', { ...rules, jwks: { keys: [{ kty: 'oct', k: 'c2VjcmV0', kid: 's' }] } }],
       ['a short Ed25519 key', { ...rules, jwks: { keys: [{ kty: 'OKP', crv: 'Ed25519', x: 'AAAA', kid: 'short' }] } }],
       ['a key whose alg does not fit it', { ...rules, jwks: { keys: [{ ...key, alg: 'RS256' }] } }],
-      ['a P-384 key', { ...rules, jwks: { keys: [{ kty: 'EC', crv: 'P-384', x: 'AA', y: 'AA', kid: 'p384' }] } }],
+      ['a malformed P-384 key', { ...rules, jwks: { keys: [{ kty: 'EC', crv: 'P-384', x: 'AA', y: 'AA', kid: 'p384' }] } }],
+      ['a P-521 key', { ...rules, jwks: { keys: [{ kty: 'EC', crv: 'P-521', x: 'AA', y: 'AA', kid: 'p521' }] } }],
+      ['an RSA key for RS384', { ...rules, jwks: { keys: [{ kty: 'RSA', n: 'AQAB', e: 'AQAB', kid: 'rs384', alg: 'RS384' }] } }],
+      ['no maximum lifetime', { ...rules, maxLifetime: 0 }],
+      ['a maximum lifetime in part seconds', { ...rules, maxLifetime: 1.5 }],
       ['a key without kid', { ...rules, jwks: { keys: [{ ...key, kid: undefined }] } }],
       ['two keys of one kid', { ...rules, jwks: { keys: [key, key] } }],
       ['no key', { ...rules, jwks: { keys: [] } }],

@@ -30,6 +30,20 @@ export function policySources() {
 }
 
 /**
+ * The default policy set as the December 2026 review found it: any user of an account may
+ * register a guest (`invitee.register = true`). A gate failing open on a slice of another
+ * principal allowed a revoked guest that register (finding 8).
+ */
+export function reviewedPolicySources() {
+  const registered = 'permission register = registered_by->internal';
+  return policySources().map(({ name, text }) => {
+    if (name !== 'events.policy') return { name, text };
+    if (!text.includes(registered)) throw new Error(`events.policy no longer has \`${registered}\``);
+    return { name, text: text.replace(registered, 'permission register = true') };
+  });
+}
+
+/**
  * The facts document of `tests/worlds/<name>.json`, as text.
  *
  * @param {string} name
@@ -179,7 +193,7 @@ export async function sliceSigner(kid = 'test-slice') {
 /**
  * A facts document, as much of it as these tests read.
  *
- * @typedef {{revision: number, entities: Array<{type: string, id: string, account?: string}>, tuples: Array<{resource: string}>}} Facts
+ * @typedef {{revision: number, entities: Array<{type: string, id: string, account?: string, attrs?: {[name: string]: unknown}}>, tuples: Array<{resource: string}>, omitted?: {[type: string]: string[]}}} Facts
  */
 
 /**
@@ -221,6 +235,26 @@ export function buildSlice(principal, account, policyHash) {
     policy: policySources(),
     facts: { revision: world.revision, entities, tuples },
   };
+}
+
+/**
+ * `slice` with its principal attributes cut as the host cuts them (core's `principal_slice`;
+ * `demo_slices_leave_out_what_no_rule_reads` in crates/core/tests/all/slice.rs): other
+ * principals' gate attributes, roles and contact details left out, the slice's own kept.
+ *
+ * @param {Slice} slice
+ * @returns {Slice}
+ */
+export function cutAsTheHost(slice) {
+  /** @type {{[type: string]: string[]}} */
+  const omitted = { user: ['roles', 'email', 'invitation', 'status'], invitee: ['roles', 'channel', 'address', 'revoked'] };
+  const entities = slice.facts.entities.map((e) => {
+    const drop = omitted[e.type];
+    if (drop === undefined || `${e.type}:${e.id}` === slice.principal) return e;
+    const { attrs = {}, ...rest } = e;
+    return { ...rest, attrs: Object.fromEntries(Object.entries(attrs).filter(([name]) => !drop.includes(name))) };
+  });
+  return { ...slice, facts: { ...slice.facts, entities, omitted } };
 }
 
 /**

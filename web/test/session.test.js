@@ -288,7 +288,11 @@ describe('deltas', () => {
     // Bad arguments are errors, not writes.
     assert.equal(failure(() => session.write('user:occ_controller', /** @type {any} */ ('[]'), NOW)).code, 'request.malformed');
     assert.equal(failure(() => session.write('user:occ_controller', [], 1.5)).code, 'request.malformed');
-    assert.equal(failure(() => session.write('user:occ_controller', [{ op: 'set_attr', entity: 'user:nobody', attr: 'status', value: 'active' }], NOW)).code, 'facts.unknown_entity');
+    // An entity that does not exist is refused as one of another account is, with the
+    // same answer: a refusal, before anything is applied.
+    const missing = session.write('user:occ_controller', [{ op: 'set_attr', entity: 'user:nobody', attr: 'status', value: 'active' }], NOW);
+    assert.equal(missing.allowed, false);
+    assert.equal(missing.refusal?.code, 'write.outside_account');
   });
 
   test('loading another policy rebuilds the facts under it', async () => {

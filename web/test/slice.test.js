@@ -150,3 +150,78 @@ describe('a signed slice', () => {
     assert.equal(await refusal(await signer.sign({ ...slice, facts: [] }), options), 'slice.invalid');
   });
 });
+
+/** The relations the aircraft's seats count (`count(...)` in `policies/aircraft.policy`). */
+const SEATS = ['co_owner', 'pilot_own_records', 'pilot_own_squawks', 'pilot_all_squawks', 'mechanic_read', 'mechanic_full', 'mechanic_own_records', 'visitor'];
+
+/**
+ * The airline world as a slice of `principal` carries the aircraft's seats: the tuples
+ * of the counted relations naming anyone else left out, and in their place how many
+ * subjects each aircraft has and when each stops counting (`counts`).
+ *
+ * @param {string} principal
+ */
+function seatCountedWorld(principal) {
+  /** @type {{revision: number, entities: object[], tuples: Array<{resource: string, relation: string, subject: string, expires?: string | number}>}} */
+  const world = JSON.parse(worldText('airline'));
+  const counted = (/** @type {{resource: string, relation: string}} */ t) => t.resource.startsWith('aircraft:') && SEATS.includes(t.relation);
+  /** @type {Map<string, Map<string, number[]>>} */
+  const ends = new Map();
+  for (const t of world.tuples.filter(counted)) {
+    const id = t.resource.slice('aircraft:'.length);
+    const holders = ends.get(id) ?? new Map();
+    const end = t.expires === undefined ? Infinity : typeof t.expires === 'number' ? t.expires : Date.parse(t.expires) / 1000;
+    holders.set(t.subject, [...(holders.get(t.subject) ?? []), end]);
+    ends.set(id, holders);
+  }
+  /** @type {Array<{id: string, subjects: number, subject_ends?: number[], tuple_ends?: number[]}>} */
+  const of = [];
+  for (const [id, holders] of [...ends].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const last = [...holders.values()].map((e) => Math.max(...e)).filter(Number.isFinite).sort((a, b) => a - b);
+    const others = [...new Set([...holders.values()].flat().filter((e) => Number.isFinite(e) && !last.includes(e)))].sort((a, b) => a - b);
+    of.push({ id, subjects: holders.size, ...(last.length > 0 ? { subject_ends: last } : {}), ...(others.length > 0 ? { tuple_ends: others } : {}) });
+  }
+  return {
+    ...world,
+    tuples: world.tuples.filter((t) => !counted(t) || t.subject === principal),
+    counts: [{ type: 'aircraft', relations: SEATS, of }],
+  };
+}
+
+describe('a slice carrying counts', () => {
+  test('decides the seats of every aircraft as the whole world, before and after a grant ends', async () => {
+    const principal = 'user:ac_coowner';
+    const facts = seatCountedWorld(principal);
+    assert.ok(!JSON.stringify(facts.tuples).includes('user:mech_gone'), 'a grant holder is named');
+    const session = new module.Session();
+    const info = await loadSlice(session, await signer.sign({ ...slice, principal, facts }), { keys, principal, now: ISSUED });
+    assert.ok(!isError(info), JSON.stringify(info));
+    const whole = new module.Session();
+    ok(whole.loadPolicy(policySources()));
+    ok(whole.loadFacts(worldText('airline')));
+    const world = JSON.parse(worldText('airline'));
+    /** @type {string[]} */
+    const aircraft = world.entities.filter((/** @type {{type: string}} */ e) => e.type === 'aircraft').map((/** @type {{id: string}} */ e) => `aircraft:${e.id}`);
+    /** @type {string[]} */
+    const users = world.entities.filter((/** @type {{type: string, account?: string}} */ e) => e.type === 'user' && e.account === 'skyways').map((/** @type {{id: string}} */ e) => `user:${e.id}`);
+    // The visitor's grant on `aircraft:g_skyc` ends at 12:00: its seat is free after.
+    const requests = [];
+    for (const now of ['2026-05-01T10:00:00Z', '2026-05-01T11:59:59Z', '2026-05-01T12:00:00Z', '2026-05-02T00:00:00Z']) {
+      for (const resource of aircraft) {
+        requests.push({ principal, action: 'read', resource, now });
+        for (const target of users) {
+          for (const action of ['invite', 'grant', 'change_grant']) requests.push({ principal, action, resource, target, now });
+        }
+      }
+    }
+    const want = whole.checkBatch(requests);
+    const got = session.checkBatch(requests);
+    assert.deepEqual(got, want);
+    assert.ok(want.some((d) => d.allowed) && want.some((d) => !d.allowed), 'every decision is the same');
+    // Who holds a seat is not in the slice, so a change of seats cannot be followed here.
+    const grant = { op: 'add_tuple', tuple: { resource: 'aircraft:g_skyb', relation: 'visitor', subject: 'user:engineer' } };
+    failure(() => session.applyDeltas([grant]), 'facts.counted');
+    session.free();
+    whole.free();
+  });
+});

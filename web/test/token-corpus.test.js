@@ -1,10 +1,13 @@
 // The shared token corpus (host/tests/fixtures/tokens/corpus.json) through the edge handler:
-// every token gets the verdict, error code and principal the host's TokenVerifier gives it
-// (host/tests/all/token_corpus.rs runs the same cases through the host).
+// every token gets the verdict, error code and principal the host's TokenVerifier gives it,
+// and every key the host refuses is refused here (host/tests/all/token_corpus.rs runs the
+// same cases through the host).
 
 import assert from 'node:assert/strict';
+import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
+import { SignJWT, importPKCS8 } from 'jose';
 import { createHandler } from '../edge/handler.js';
 import { createTokenVerifier } from '../edge/token.js';
 
@@ -14,7 +17,8 @@ import { createTokenVerifier } from '../edge/token.js';
 
 /**
  * @typedef {{name: string, token: string, verdict: 'allow' | 'deny', code?: string, principal?: string, now?: number}} Case
- * @typedef {{issuer: string, audience: string, claim: string, principal_type: string, leeway: number, now: number, cases: Case[]}} Corpus
+ * @typedef {{name: string, jwk: {kty: string, [member: string]: string}}} RefusedKey
+ * @typedef {{issuer: string, audience: string, claim: string, principal_type: string, leeway: number, max_lifetime: number, now: number, cases: Case[], refused_keys: RefusedKey[]}} Corpus
  */
 
 const DIR = new URL('../../host/tests/fixtures/tokens/', import.meta.url);
@@ -31,7 +35,7 @@ const jwks = JSON.parse(readFileSync(new URL('jwks.json', DIR), 'utf8'));
  */
 async function handlerAt(clock) {
   const tokens = await createTokenVerifier({
-    jwks, issuer: corpus.issuer, audience: corpus.audience, claim: corpus.claim, principalType: corpus.principal_type, leeway: corpus.leeway, clock,
+    jwks, issuer: corpus.issuer, audience: corpus.audience, claim: corpus.claim, principalType: corpus.principal_type, leeway: corpus.leeway, maxLifetime: corpus.max_lifetime, clock,
   });
   /** @type {string[]} */
   const asked = [];
@@ -42,17 +46,35 @@ async function handlerAt(clock) {
       return { allowed: true, reasons: [{ code: 'granted', rule: 'event.view', message: '' }], revision: 0, policy_hash: '' };
     },
   };
-  const handle = createHandler({ session, tokens, routes: [{ method: 'GET', pattern: '/events/:id', action: 'view', resource: (p) => `event:${p.id}` }] });
+  const handle = createHandler({
+    session, principal: `${corpus.principal_type}:occ_controller`, tokens, routes: [{ method: 'GET', pattern: '/events/:id', action: 'view', resource: (p) => `event:${p.id}` }],
+  });
   return { handle, asked };
 }
 
 test('the corpus holds the cases both verifiers must agree on', () => {
   const names = corpus.cases.map((c) => c.name);
   assert.equal(new Set(names).size, names.length, 'case names are unique');
-  for (const name of ['valid ES256', 'valid EdDSA', 'valid RS256', 'expired', 'not yet valid', 'exp within the leeway', 'forged signature', 'alg none',
+  for (const name of ['valid ES256', 'valid ES384', 'valid EdDSA', 'valid RS256', 'expired', 'not yet valid', 'exp within the leeway', 'forged signature', 'alg none',
     'HS256 keyed with the RSA public key', 'unknown kid', 'wrong audience', 'wrong issuer', 'missing exp', 'missing sub', 'RS256 header on the EC key',
-    'malformed: not three parts', 'malformed: bad base64']) {
+    'malformed: not three parts', 'malformed: bad base64', 'exp far ahead (1e17)', 'iat 28 hours in the future',
+    'exp one second more than the maximum lifetime after iat', 'RS384 under the RSA key', 'RS512 under the RSA key']) {
     assert.ok(names.includes(name), `no case ${name}`);
+  }
+  const keys = corpus.refused_keys.map((k) => k.name);
+  for (const name of ['an RSA key for RS384', 'an RSA key for RS512', 'a P-521 key', 'a symmetric key']) {
+    assert.ok(keys.includes(name), `no refused key ${name}`);
+  }
+});
+
+test('every key the corpus refuses is refused at the edge, and the JWKS of the corpus is not', async () => {
+  const rules = { issuer: corpus.issuer, audience: corpus.audience };
+  await createTokenVerifier({ ...rules, jwks });
+  assert.deepEqual(jwks.keys.map((/** @type {{alg: string}} */ k) => k.alg).sort(), ['ES256', 'ES384', 'EdDSA', 'RS256']);
+  for (const { name, jwk } of corpus.refused_keys) {
+    await assert.rejects(createTokenVerifier({ ...rules, jwks: { keys: [jwk] } }), TypeError, name);
+    // Beside good keys too: one refused key refuses the whole JWKS.
+    await assert.rejects(createTokenVerifier({ ...rules, jwks: { keys: [...jwks.keys, jwk] } }), TypeError, name);
   }
 });
 
@@ -77,9 +99,21 @@ test('every token of the corpus gets its verdict at the edge', async () => {
   }
 });
 
-test('the valid tokens of the corpus are valid at the system clock too (until 2100)', async () => {
+test('without a clock, tokens are checked at the system clock', async () => {
   const tokens = await createTokenVerifier({ jwks, issuer: corpus.issuer, audience: corpus.audience });
-  for (const c of corpus.cases.filter((x) => x.verdict === 'allow' && x.now === undefined)) {
-    assert.deepEqual(await tokens.verify(c.token), { principal: c.principal }, c.name);
+  // The corpus's valid tokens expired an hour after its clock, long before the system's.
+  const valid = corpus.cases.filter((x) => x.verdict === 'allow' && x.now === undefined);
+  assert.ok(valid.length > 0);
+  for (const c of valid) {
+    const got = await tokens.verify(c.token);
+    assert.ok('error' in got && got.error.code === 'auth.invalid', `${c.name}: ${JSON.stringify(got)}`);
   }
+  // A token issued now by a key of the JWKS is valid now.
+  const pem = createPrivateKey({ key: readFileSync(new URL('es384.der', DIR)), format: 'der', type: 'pkcs8' }).export({ format: 'pem', type: 'pkcs8' });
+  const key = await importPKCS8(String(pem), 'ES384');
+  const now = Math.floor(Date.now() / 1000);
+  const token = await new SignJWT({ iss: corpus.issuer, aud: corpus.audience, sub: 'occ_controller', iat: now, exp: now + 600 })
+    .setProtectedHeader({ alg: 'ES384', kid: 'test-es384' })
+    .sign(key);
+  assert.deepEqual(await tokens.verify(token), { principal: 'user:occ_controller' });
 });

@@ -120,7 +120,13 @@ impl Snapshot {
         if principal.is_none() {
             deny(Code::EntityUnknown, field::PRINCIPAL);
         }
-        let resource = self.resource(&r.resource);
+        // An entity of another account than the principal's is, to the principal, one
+        // that does not exist: the same denial, so no answer tells whether an id exists
+        // in another tenant.
+        let ours = |e: u32| principal.is_none_or(|p| self.account_of(e) == self.account_of(p));
+        let resource = self
+            .resource(&r.resource)
+            .filter(|res| !matches!(*res, Resource::Entity(e) if !ours(e)));
         if resource.is_none() {
             deny(Code::EntityUnknown, field::RESOURCE);
         }
@@ -158,7 +164,7 @@ impl Snapshot {
         let target = match (&r.target, wants_target) {
             (None, None) => None,
             (Some(t), Some(tt)) => match self.entity(t) {
-                Some(id) if self.type_of(id) == Some(tt) => Some(id),
+                Some(id) if self.type_of(id) == Some(tt) && ours(id) => Some(id),
                 _ => {
                     deny(Code::TargetInvalid, field::TARGET);
                     None
@@ -231,8 +237,11 @@ impl Snapshot {
                 rule: field::PRINCIPAL,
             });
         }
+        // As in `resolve`: an entity of another account is one that does not exist.
+        let ours =
+            |e: u32| !exists(q.principal) || self.account_of(e) == self.account_of(q.principal);
         let wants_target = match q.resource {
-            Resource::Entity(e) if exists(e) => {
+            Resource::Entity(e) if exists(e) && ours(e) => {
                 match self
                     .def_of(e)
                     .and_then(|td| td.perms.get(q.action as usize))
@@ -282,7 +291,7 @@ impl Snapshot {
         if let Some(wants) = wants_target {
             let fits = match (wants, q.target) {
                 (None, None) => true,
-                (Some(tt), Some(t)) => self.type_of(t) == Some(tt),
+                (Some(tt), Some(t)) => self.type_of(t) == Some(tt) && ours(t),
                 _ => false,
             };
             if !fits {
@@ -911,7 +920,14 @@ impl Snapshot {
                 "the request's `now` ({}) is not a timestamp",
                 field_value(field::NOW)
             ),
-            Code::EntityUnknown => format!("the {text} `{}` does not exist", field_value(x.rule)),
+            Code::EntityUnknown if x.rule == field::PRINCIPAL => {
+                format!("the {text} `{}` does not exist", field_value(x.rule))
+            }
+            Code::EntityUnknown => format!(
+                "the {text} `{}` is not an entity of the account of `{}`",
+                field_value(x.rule),
+                r.principal
+            ),
             Code::ActionUnknown => {
                 let known = self.action_names(&r.resource);
                 format!(

@@ -846,6 +846,11 @@ impl<'a> Eval<'a> {
                 let Some(e) = self.base(*base, cur) else {
                     return Val::None;
                 };
+                // A principal slice carries the number, not the tuples.
+                if let Some((n, next)) = self.s.carried_count(e, rels, self.now) {
+                    self.note(next);
+                    return Val::Int(n);
+                }
                 let mut all = SmallVec::new();
                 for (_, rel) in rels {
                     self.live_subjects(e, *rel, &mut all);

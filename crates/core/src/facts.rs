@@ -63,6 +63,11 @@ pub struct FactsJson {
     /// the reader it has.)
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub omitted: BTreeMap<String, Value>,
+    /// Relations these facts carry as numbers in place of their tuples: a principal slice
+    /// holds, of a relation the policy reads only through `count(...)`, how many subjects
+    /// each entity has, not who they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counts: Vec<crate::slice::CountsJson>,
 }
 
 /// One change: `{"op": "add_entity" | "remove_entity" | "set_attr" | "add_tuple" |
@@ -247,6 +252,8 @@ pub struct Facts {
     /// Attributes left out, by type name, each an array of attribute names
     /// ([`FactsJson::omitted`]).
     pub omitted: BTreeMap<String, Value>,
+    /// Relations carried as numbers ([`FactsJson::counts`]).
+    pub counts: Vec<crate::slice::CountsJson>,
 }
 
 /// The tuples naming as their subject the entities a list of changes removes, as found
@@ -264,6 +271,32 @@ impl Removals {
     /// The revision of the facts they were found on.
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+}
+
+/// The longest id a delta may give a new entity, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `id` may name a new entity: 1 to [`MAX_ID_LEN`] ASCII letters, digits, `_`, `-`
+/// and `.`. So an id never holds the `:`, `#` and `@` that tuples are written with, a line
+/// break, or a character that looks like another; ids loaded from facts already stored are
+/// not held to it. `Err` says what is wrong.
+pub fn valid_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(format!(
+            "an id has 1 to {MAX_ID_LEN} characters, got {}",
+            id.len()
+        ));
+    }
+    match id
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        Some((at, c)) => Err(format!(
+            "the id `{}` has {c:?} at byte {at}: an id is made of ASCII letters, digits, `_`, `-` and `.`",
+            id.escape_default()
+        )),
+        None => Ok(()),
     }
 }
 
@@ -396,6 +429,7 @@ impl Facts {
         Ok(Facts {
             revision: doc.revision,
             omitted: doc.omitted,
+            counts: doc.counts,
             entities,
             tuples,
         })
@@ -452,6 +486,7 @@ impl Facts {
         Ok(Facts {
             revision: doc.revision,
             omitted: doc.omitted,
+            counts: doc.counts,
             entities,
             tuples: tuples.into_iter().collect(),
         })
@@ -486,6 +521,7 @@ impl Facts {
                 })
                 .collect(),
             omitted: self.omitted.clone(),
+            counts: self.counts.clone(),
         }
     }
 
@@ -518,6 +554,7 @@ impl Facts {
                 })
                 .collect(),
             omitted: self.omitted,
+            counts: self.counts,
         }
     }
 
@@ -529,8 +566,9 @@ impl Facts {
             .is_some_and(|names| names.iter().any(|n| n.as_str() == Some(attr)))
     }
 
-    /// Adds an entity; `at` names it in errors.
+    /// Adds an entity (a delta's: its id must be a [`valid_id`]); `at` names it in errors.
     pub fn add_entity(&mut self, e: EntityJson, at: &str) -> Result<(), FactsError> {
+        valid_id(&e.id).map_err(|m| FactsError::new("facts.invalid_id", at, m))?;
         let (key, record) = entity_record(e).map_err(|(code, m)| FactsError::new(code, at, m))?;
         if self.entities.contains_key(&key) {
             return Err(FactsError::new(
@@ -622,12 +660,16 @@ impl Facts {
             match d.clone() {
                 Delta::AddEntity { entity } => f.add_entity(entity, &at)?,
                 Delta::RemoveEntity { entity } => {
-                    if f.entities.remove(&entity).is_none() {
+                    let Some(gone) = f.entities.remove(&entity) else {
                         return Err(FactsError::new(
                             "facts.unknown_entity",
                             at,
                             format!("no entity `{entity}` to remove"),
                         ));
+                    };
+                    // Its counts go with its tuples.
+                    for c in f.counts.iter_mut().filter(|c| c.ty == gone.ty) {
+                        c.of.retain(|n| n.id != gone.id);
                     }
                     // Its tuples as resource: a range of the map.
                     let start = (entity.clone(), String::new(), String::new());
@@ -692,5 +734,29 @@ impl Facts {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_ID_LEN, valid_id};
+
+    #[test]
+    fn an_id_is_plain_ascii_of_bounded_length() {
+        for bad in [
+            "",
+            "a\nb",
+            "x#guest@user:ops_manager",
+            "g_sms\u{200b}",
+            "é",
+            "a b",
+            "a/b",
+        ] {
+            assert!(valid_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(valid_id(&"x".repeat(MAX_ID_LEN + 1)).is_err());
+        for good in ["g_new-1.2", "a", "A9", &"x".repeat(MAX_ID_LEN)] {
+            assert_eq!(valid_id(good), Ok(()), "{good:?}");
+        }
     }
 }

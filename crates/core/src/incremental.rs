@@ -459,6 +459,9 @@ impl Snapshot {
             }
         };
         log.certs |= ty == "authorization" || ty == "licence";
+        if !self.counts.is_empty() {
+            self.keeps_counts(d, at)?;
+        }
         match d {
             Delta::AddEntity { entity } => self.add_entity(entity, at, log),
             Delta::RemoveEntity { entity } => self.remove_entity(entity, at, log),
@@ -502,6 +505,60 @@ impl Snapshot {
         }
     }
 
+    /// Refuses a delta that may change a number these facts carry in place of tuples (a
+    /// principal slice's counts): how it changes depends on who the subjects are, which
+    /// only the whole facts know.
+    fn keeps_counts(&self, d: &Delta, at: &str) -> Result<(), FactsError> {
+        let schema = &self.schema;
+        let type_of = |key: &str| self.entity(key).and_then(|id| self.type_of(id));
+        // The counted relations `moves` says a change may move, named.
+        let moved = |moves: &dyn Fn(TypeId, &crate::policy::RelDef) -> bool| {
+            self.counts.iter().find_map(|c| {
+                let td = schema.ty(c.ty)?;
+                c.rels
+                    .iter()
+                    .filter_map(|&r| td.rels.get(r as usize))
+                    .find(|rd| moves(c.ty, rd))
+                    .map(|rd| format!("{}#{}", td.name, rd.name))
+            })
+        };
+        let (what, counted) = match d {
+            Delta::AddTuple { tuple } | Delta::RemoveTuple { tuple } => {
+                let t = type_of(&tuple.resource);
+                (
+                    &tuple.resource,
+                    moved(&|ct, rd| Some(ct) == t && rd.name == tuple.relation),
+                )
+            }
+            Delta::RemoveEntity { entity } => {
+                let t = type_of(entity);
+                (
+                    entity,
+                    moved(&|_, rd| t.is_some_and(|t| rd.targets.contains(&t))),
+                )
+            }
+            Delta::SetAttr { entity, attr, .. } => {
+                let t = type_of(entity);
+                let a = t.and_then(|t| schema.ty(t)).and_then(|td| td.attr(attr));
+                (
+                    entity,
+                    moved(&|ct, rd| Some(ct) == t && a.is_some() && rd.until == a),
+                )
+            }
+            Delta::AddEntity { .. } => return Ok(()),
+        };
+        match counted {
+            Some(rel) => Err(bad(
+                "facts.counted",
+                at,
+                format!(
+                    "the change to `{what}` may move how many subjects `{rel}` has, which these facts carry as a number (a principal slice), not as tuples: it is made only on the whole facts; fetch the slice again"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The ids of a tuple's ends, and its relation's index when the type has it.
     fn tuple_ids(&self, t: &TupleJson, at: &str) -> Result<(u32, Option<u16>, u32), FactsError> {
         let rid = self.entity_or(&t.resource, at, "tuple names unknown entity")?;
@@ -514,7 +571,8 @@ impl Snapshot {
     }
 
     fn add_entity(&mut self, e: &EntityJson, at: &str, log: &mut Log) -> Result<(), FactsError> {
-        if e.ty.is_empty() || e.id.is_empty() || e.ty.contains(':') {
+        crate::facts::valid_id(&e.id).map_err(|m| bad("facts.invalid_id", at, m))?;
+        if e.ty.is_empty() || e.ty.contains(':') {
             return Err(bad(
                 "facts.invalid_entity",
                 at,

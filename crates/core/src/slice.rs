@@ -7,18 +7,90 @@
 //! `setup_mode`, personnel authorisations). [`Reads::slice`] keeps every entity of the
 //! principal's account (any of them may be a request's resource or target), each
 //! attribute only where it is read, each tuple only where its relation is read, and
-//! nothing of another account. A snapshot built from the slice decides every request of
-//! that principal exactly as one built from the whole facts.
+//! nothing of another account. A relation the policy reads only through `count(...)` (or
+//! whose tuples it reads otherwise only where they name the principal) is carried as
+//! numbers ([`CountsJson`]): per entity, how many subjects its counted relations hold and
+//! when each stops counting, never who they are. A snapshot built from the slice decides
+//! every request of that principal exactly as one built from the whole facts.
 //!
 //! Only the host slices; the module decides on slices but never makes one.
 
 use crate::error::FactsError;
-use crate::facts::{Delta, EntityJson, Facts, FactsJson, TupleJson, TupleKey};
-use crate::policy::{Base, Expr, Operand, Schema, TypeId};
+use crate::facts::{Delta, EntityJson, EntityRecord, Facts, FactsJson, TupleJson, TupleKey};
+use crate::policy::{Base, Expr, Operand, Schema, TypeDef, TypeId};
+use crate::snapshot::NEVER;
 use crate::time::TimeValue;
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Relations of one type counted together, carried as numbers in place of their tuples
+/// (the `counts` of facts): what a `count(...)` of those relations needs, of each entity
+/// of the type, without the names of the subjects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CountsJson {
+    /// The type whose entities hold the relations.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The relations, counted together: a subject of several of them counts once.
+    pub relations: Vec<String>,
+    /// The subjects of each entity of the type that has any, in the order of their ids;
+    /// every other entity of the type has none.
+    #[serde(default)]
+    pub of: Vec<EntityCount>,
+}
+
+/// The subjects an entity holds through a set of counted relations, without their names.
+/// A subject counts while one of its tuples of those relations has not ended: at `now`,
+/// `subjects` less those whose last tuple ended at or before `now`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EntityCount {
+    /// The entity's id (of the type counted).
+    pub id: String,
+    /// How many distinct subjects hold a tuple of the relations, ended or not.
+    pub subjects: u32,
+    /// When each subject whose tuples all end stops counting (the end of its last tuple),
+    /// in seconds since the epoch, ascending: one per such subject.
+    // Written even when empty, as `tuple_ends` is: a snapshot's bytes hold this type too,
+    // and they cannot leave out a field.
+    #[serde(default)]
+    pub subject_ends: Vec<i64>,
+    /// Every other instant at which one of the tuples ends, ascending, each once: the
+    /// count does not change then, but a decision that counted is valid until the first
+    /// of these or of `subject_ends` after its `now`, as one on the tuples is.
+    #[serde(default)]
+    pub tuple_ends: Vec<i64>,
+}
+
+impl EntityCount {
+    /// The subjects counted at `now`, and the first instant after `now` at which one of
+    /// the tuples ends ([`NEVER`] if none does): what counting the tuples gives.
+    pub fn at(&self, now: i64) -> (i64, i64) {
+        let ends = self.subject_ends.len();
+        let ended = self.subject_ends.partition_point(|&t| t <= now);
+        // A subject whose tuples never end counts while `now` is before the end of time.
+        let endless = if now < NEVER {
+            (self.subjects as usize).saturating_sub(ends)
+        } else {
+            0
+        };
+        let next = |v: &[i64]| {
+            v.get(v.partition_point(|&t| t <= now))
+                .copied()
+                .unwrap_or(NEVER)
+        };
+        let counted = i64::try_from(ends - ended + endless).unwrap_or(i64::MAX);
+        (
+            counted,
+            next(&self.subject_ends).min(next(&self.tuple_ends)),
+        )
+    }
+}
 
 /// On which entities the policy reads an attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +147,13 @@ impl RelRead {
 pub struct Reads {
     /// By type id, then attribute index.
     pub attrs: Vec<Vec<AttrRead>>,
-    /// By type id, then relation index.
+    /// By type id, then relation index. A `count(...)` reads no tuple here: it reads
+    /// numbers (`counts`).
     pub rels: Vec<Vec<RelRead>>,
+    /// The sets of relations `count(...)` counts (a type, its relation indices ascending)
+    /// whose tuples are not all read otherwise, in order: a slice carries, per entity, how
+    /// many subjects they hold ([`CountsJson`]) in place of the tuples.
+    pub counts: Vec<(TypeId, Vec<u16>)>,
 }
 
 /// Whether a rule is evaluated on the requesting principal itself (the top level of a
@@ -101,6 +178,7 @@ impl Reads {
                 .iter()
                 .map(|t| vec![RelRead::Unread; t.rels.len()])
                 .collect(),
+            counts: Vec::new(),
         }
     }
 
@@ -185,7 +263,35 @@ impl Reads {
                 }
             }
         }
+        // A count whose relations are all read whole is counted on the tuples; any other
+        // is carried as numbers, which a slice computes with the relations' `until`.
+        r.counts.sort_unstable();
+        r.counts.dedup();
+        let counts = std::mem::take(&mut r.counts);
+        r.counts = counts
+            .into_iter()
+            .filter(|(t, rels)| rels.iter().any(|&i| r.rel_read(*t, i) != RelRead::Any))
+            .collect();
         r
+    }
+
+    /// Whether relation `r` of type `t` is among the relations counted as numbers.
+    pub fn counted(&self, t: TypeId, r: u16) -> bool {
+        self.counts
+            .iter()
+            .any(|(ct, rels)| *ct == t && rels.contains(&r))
+    }
+
+    /// A relation counted as numbers whose subjects may be of type `t`: removing an entity
+    /// of that type may change a count.
+    fn counting(&self, schema: &Schema, t: TypeId) -> Option<String> {
+        self.counts.iter().find_map(|(ct, rels)| {
+            let td = schema.ty(*ct)?;
+            rels.iter()
+                .filter_map(|&i| td.rels.get(i as usize))
+                .find(|rd| rd.targets.contains(&t))
+                .map(|rd| format!("{}#{}", td.name, rd.name))
+        })
     }
 
     /// Where attribute `a` of type `t` is read.
@@ -281,9 +387,18 @@ impl Reads {
                 };
                 self.attr(attr.0, attr.1, read);
             }
-            Operand::Entities { path: rels, .. } | Operand::Count { rels, .. } => {
+            Operand::Entities { path: rels, .. } => {
                 for &(t, r) in rels {
                     self.rel(t, r, RelRead::Any);
+                }
+            }
+            // The number of subjects, not who they are.
+            Operand::Count { rels, .. } => {
+                if let Some(&(t, _)) = rels.first() {
+                    let mut set: Vec<u16> = rels.iter().map(|&(_, r)| r).collect();
+                    set.sort_unstable();
+                    set.dedup();
+                    self.counts.push((t, set));
                 }
             }
             Operand::Now
@@ -415,12 +530,108 @@ impl Reads {
                 omitted.insert(td.name.clone(), Value::Array(names));
             }
         }
+        // The counted relations' numbers, of every entity of the account that holds any.
+        let mut counts = Vec::with_capacity(self.counts.len());
+        for (t, rels) in &self.counts {
+            let Some(td) = schema.ty(*t) else { continue };
+            let mut of = Vec::new();
+            for &(key, e, _) in in_account.iter().filter(|(_, _, et)| et == t) {
+                let c = entity_count(td, rels, facts, key, e)?;
+                if c.subjects > 0 {
+                    of.push(c);
+                }
+            }
+            counts.push(CountsJson {
+                ty: td.name.clone(),
+                relations: rels
+                    .iter()
+                    .filter_map(|&i| td.rels.get(i as usize))
+                    .map(|rd| rd.name.clone())
+                    .collect(),
+                of,
+            });
+        }
         Ok(FactsJson {
             revision: facts.revision,
             entities,
             tuples,
             omitted,
+            counts,
         })
+    }
+}
+
+/// What a `count(...)` of relations `rels` of entity `key` (`e`, of type `td`) needs:
+/// its distinct subjects and when their tuples end, each tuple's end bounded by its
+/// relation's `until` as a snapshot bounds it.
+fn entity_count(
+    td: &TypeDef,
+    rels: &[u16],
+    facts: &Facts,
+    key: &str,
+    e: &EntityRecord,
+) -> Result<EntityCount, FactsError> {
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut ends = BTreeSet::new();
+    for ((_, rel, s), exp) in tuples_of(facts, key) {
+        let Some(rd) = td
+            .rel(rel)
+            .filter(|i| rels.contains(i))
+            .and_then(|i| td.rels.get(i as usize))
+        else {
+            continue;
+        };
+        let mut end = exp.unwrap_or(NEVER);
+        if let Some(bound) = rd
+            .until
+            .and_then(|u| td.attrs.get(u as usize))
+            .and_then(|ad| e.attrs.get(&ad.name))
+        {
+            let bound = seconds(bound).map_err(|m| {
+                FactsError::new("facts.invalid_value", format!("entity `{key}`"), m)
+            })?;
+            if let Some(b) = bound.filter(|&b| b != crate::snapshot::NONE_I64) {
+                end = end.min(b);
+            }
+        }
+        let l = last.entry(s.as_str()).or_insert(end);
+        *l = (*l).max(end);
+        if end != NEVER {
+            ends.insert(end);
+        }
+    }
+    let mut subject_ends: Vec<i64> = last.values().copied().filter(|&t| t != NEVER).collect();
+    subject_ends.sort_unstable();
+    let tuple_ends = ends
+        .into_iter()
+        .filter(|t| subject_ends.binary_search(t).is_err())
+        .collect();
+    let subjects = u32::try_from(last.len()).map_err(|_| {
+        FactsError::new(
+            "facts.too_large",
+            format!("entity `{key}`"),
+            "more subjects than a count holds",
+        )
+    })?;
+    Ok(EntityCount {
+        id: e.id.clone(),
+        subjects,
+        subject_ends,
+        tuple_ends,
+    })
+}
+
+/// A timestamp attribute's value in seconds, read as a snapshot reads it; `None` when it
+/// is null.
+fn seconds(v: &Value) -> Result<Option<i64>, String> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| format!("expected a timestamp, found `{n}`")),
+        Value::String(s) => crate::time::parse(s).map(Some),
+        _ => Err("expected a timestamp (RFC 3339 text or seconds)".into()),
     }
 }
 
@@ -441,8 +652,10 @@ impl Reads {
     /// cuts them. `account_of` answers the account of an entity a delta names (before or
     /// after the change); an entity added by the change is known from it. A change that
     /// moves which authorisations the principal holds, sets an attribute read only on
-    /// held authorisations, or names an entity whose account or type is unknown, is not
-    /// followed: [`Projected::Refetch`].
+    /// held authorisations, may change a number the slice carries in place of tuples (a
+    /// tuple of a counted relation, the `until` bounding one, an entity removed that may
+    /// be counted), or names an entity whose account or type is unknown, is not followed:
+    /// [`Projected::Refetch`].
     pub fn project(
         &self,
         schema: &Schema,
@@ -514,7 +727,28 @@ impl Reads {
                 Delta::RemoveEntity { .. } if t == b.authorization => {
                     return refetch(format!("the authorisation `{named}` is removed"));
                 }
-                Delta::RemoveEntity { .. } => out.push(d.clone()),
+                // Counts are carried without their subjects' names: whether the entity
+                // removed was counted is not known here.
+                Delta::RemoveEntity { .. } => match self.counting(schema, t) {
+                    Some(counted) => {
+                        return refetch(format!(
+                            "`{named}` may be counted in `{counted}`, which the slice holds as numbers"
+                        ));
+                    }
+                    None => out.push(d.clone()),
+                },
+                Delta::SetAttr { attr, .. }
+                    if td.attr(attr).is_some_and(|a| {
+                        td.rels
+                            .iter()
+                            .zip(0..=u16::MAX)
+                            .any(|(rd, i)| rd.until == Some(a) && self.counted(t, i))
+                    }) =>
+                {
+                    return refetch(format!(
+                        "`{attr}` of `{named}` ends tuples the slice holds as numbers"
+                    ));
+                }
                 Delta::SetAttr { attr, .. } => match td.attr(attr).map(|a| self.attr_read(t, a)) {
                     Some(AttrRead::Any) => out.push(d.clone()),
                     Some(AttrRead::Principal) if named == principal => out.push(d.clone()),
@@ -536,6 +770,12 @@ impl Reads {
                     }
                     if t == b.authorization && tuple.relation == "licence" {
                         return refetch(format!("the licence `{named}` rests on changes"));
+                    }
+                    if td.rel(&tuple.relation).is_some_and(|i| self.counted(t, i)) {
+                        return refetch(format!(
+                            "the number of subjects of `{named}#{}`, which the slice holds as a number, may change",
+                            tuple.relation
+                        ));
                     }
                     match td.rel(&tuple.relation).map(|i| self.rel_read(t, i)) {
                         Some(RelRead::Any) => out.push(d.clone()),

@@ -4,6 +4,7 @@
 use crate::error::FactsError;
 use crate::facts::Facts;
 use crate::policy::{CellDef, RoleCells, Schema, TypeId, ValueType, parse_cell};
+use crate::slice::{CountsJson, EntityCount};
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -280,6 +281,21 @@ pub struct Ent {
     pub ty: TypeId,
 }
 
+/// Relations of one type whose subjects the facts carry as numbers, not tuples (a
+/// principal slice's [`CountsJson`]): a `count(...)` of exactly these relations reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Carried {
+    /// The type.
+    pub ty: TypeId,
+    /// Its relations, each once.
+    pub rels: Vec<u16>,
+    /// By the local index of an entity of the type, its count's index in `of`, or
+    /// [`NO_PATCH`]; an entity past the end (added since the build) has none.
+    pub slot: Vec<u32>,
+    /// The counts of the entities that have one.
+    pub of: Vec<EntityCount>,
+}
+
 /// A scoped cell held by a principal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScopedGrant {
@@ -363,6 +379,8 @@ pub struct Snapshot {
     pub built: u32,
     /// The attributes the facts leave out (`omitted`), which may be absent: `(type, attr)`.
     pub omits: Vec<(TypeId, u16)>,
+    /// The relations the facts carry as numbers (`counts`); empty for whole facts.
+    pub counts: Vec<Carried>,
 }
 
 /// The type of an entity removed since the build ([`Snapshot::apply`]): no type, so no
@@ -371,7 +389,7 @@ pub const REMOVED: TypeId = TypeId::MAX;
 
 /// The version of the snapshot bytes, the first thing in them: a snapshot of another
 /// version is refused rather than read as if it were this one.
-pub const SNAPSHOT_FORMAT: u32 = 4;
+pub const SNAPSHOT_FORMAT: u32 = 5;
 
 /// A snapshot's policy as bytes: its sources. [`Snapshot::from_bytes`] compiles them
 /// again, so the bytes need not hold the compiled form (whose readers and writers were a
@@ -706,6 +724,10 @@ impl Snapshot {
             }
         }
         let auth_by_holder = Csr::build(n, auth_edges);
+        let counts = carried(&schema, &facts.counts, &types, |key| {
+            let id = *index.get(key)?;
+            Some((*ent_type.get(id as usize)?, *ent_local.get(id as usize)?))
+        })?;
         // Account members.
         let n_accounts = types
             .get(account_ty as usize)
@@ -746,6 +768,7 @@ impl Snapshot {
             account_members,
             built: id32(n),
             omits: Vec::new(),
+            counts,
         };
         for (t, def) in snap.schema.types.iter().enumerate() {
             for (a, ad) in def.attrs.iter().enumerate() {
@@ -757,6 +780,34 @@ impl Snapshot {
         snap.compile_roles()?;
         snap.check_certifications()?;
         Ok(snap)
+    }
+
+    /// The subjects entity `e` holds through relations `rels` (of its type) at `now`, and
+    /// the first instant after `now` at which one of their tuples ends, where the facts
+    /// carry them as numbers; `None` where the tuples are to be counted.
+    #[inline]
+    pub(crate) fn carried_count(
+        &self,
+        e: u32,
+        rels: &[(TypeId, u16)],
+        now: i64,
+    ) -> Option<(i64, i64)> {
+        if self.counts.is_empty() {
+            return None;
+        }
+        let ent = self.ent(e)?;
+        let c = self.counts.iter().find(|c| {
+            c.ty == ent.ty
+                && rels
+                    .iter()
+                    .all(|&(t, r)| t == ent.ty && c.rels.contains(&r))
+                && c.rels.iter().all(|r| rels.iter().any(|&(_, x)| x == *r))
+        })?;
+        let n = c
+            .slot
+            .get(ent.local as usize)
+            .and_then(|&i| c.of.get(i as usize));
+        Some(n.map_or((0, NEVER), |n| n.at(now)))
     }
 
     /// The time attribute `a` of entity `id`, if set.
@@ -881,7 +932,7 @@ impl Snapshot {
         for &(local, id) in &entities {
             let name = self.names.get(id as usize).cloned().unwrap_or_default();
             let at = format!("entity `{name}`");
-            let role_name = name.strip_prefix("role:").unwrap_or(&name).to_string();
+            let role_name = self.custom_role_name(id);
             let matrix_name = self.str_attr(role_ty, a_matrix, local).unwrap_or_default();
             let Some(&matrix) = schema.matrix_index.get(&matrix_name) else {
                 let known: Vec<&str> = schema.matrix_index.keys().map(String::as_str).collect();
@@ -902,7 +953,13 @@ impl Snapshot {
                 matrix,
                 cells: Vec::new(),
             });
-            custom.insert((account, role_name), idx);
+            if custom.insert((account, role_name.clone()), idx).is_some() {
+                return Err(bad(
+                    "facts.invalid_role",
+                    &at,
+                    format!("another custom role of the account is named `{role_name}`"),
+                ));
+            }
             pending.push((id, local));
         }
         // Resolve `extends` in dependency order with a visiting set to refuse cycles.
@@ -969,6 +1026,22 @@ impl Snapshot {
         Ok(())
     }
 
+    /// The name custom role `id` is held by: its id, less its account's id and a dot when
+    /// it begins with them (`role:mro_north.shift_lead` is `shift_lead` of `mro_north`),
+    /// so every account has its own role names and none can take another's.
+    pub(crate) fn custom_role_name(&self, id: u32) -> String {
+        let name = self.name(id);
+        let bare = name.strip_prefix("role:").unwrap_or(name);
+        let own = self
+            .account_of(id)
+            .map(|a| self.name(a))
+            .and_then(|a| a.strip_prefix("account:"))
+            .and_then(|a| bare.strip_prefix(a))
+            .and_then(|rest| rest.strip_prefix('.'))
+            .filter(|rest| !rest.is_empty());
+        own.unwrap_or(bare).to_string()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn resolve_custom(
         &self,
@@ -985,7 +1058,7 @@ impl Snapshot {
         let name = self.names.get(id as usize).cloned().unwrap_or_default();
         let at = format!("entity `{name}`");
         let account = self.account_or_err(id, &at)?;
-        let role_name = name.strip_prefix("role:").unwrap_or(&name).to_string();
+        let role_name = self.custom_role_name(id);
         let idx = *custom
             .get(&(account, role_name.clone()))
             .ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
@@ -1017,11 +1090,13 @@ impl Snapshot {
             let base_idx = if base != role_name {
                 match custom.get(&(account, base.clone())) {
                     Some(_) => {
-                        let key = format!("role:{base}");
                         let (bid, blocal) = pending
                             .iter()
                             .copied()
-                            .find(|(i, _)| self.names.get(*i as usize) == Some(&key))
+                            .find(|&(i, _)| {
+                                self.account_of(i) == Some(account)
+                                    && self.custom_role_name(i) == base
+                            })
                             .ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
                         Some(self.resolve_custom(bid, blocal, pending, custom, roles, done, stack)?)
                     }
@@ -1392,4 +1467,94 @@ pub(crate) fn grant_set(schema: &Schema, roles: &[AccountRole], held: &[usize]) 
         }
     }
     GrantSet { matrices }
+}
+
+/// The relations `counts` carry as numbers, checked against `schema`; `entity` finds an
+/// entity's type and local index by `type:id`, among `types`.
+fn carried(
+    schema: &Schema,
+    counts: &[CountsJson],
+    types: &[TypeData],
+    entity: impl Fn(&str) -> Option<(TypeId, u32)>,
+) -> Result<Vec<Carried>, FactsError> {
+    let mut out: Vec<Carried> = Vec::with_capacity(counts.len());
+    for (i, c) in counts.iter().enumerate() {
+        let at = format!("counts[{i}]");
+        let invalid = |m: String| Err(bad("facts.invalid_value", &at, m));
+        let Some((ty, def)) = schema.type_id(&c.ty).and_then(|t| Some((t, schema.ty(t)?))) else {
+            return Err(bad(
+                "facts.unknown_type",
+                &at,
+                format!("unknown type `{}`", c.ty),
+            ));
+        };
+        let mut rels = Vec::with_capacity(c.relations.len());
+        for name in &c.relations {
+            let Some(r) = def.rel(name) else {
+                return Err(bad(
+                    "facts.unknown_relation",
+                    &at,
+                    format!("`{}` has no relation `{name}`", def.name),
+                ));
+            };
+            if rels.contains(&r) {
+                return invalid(format!("relation `{name}` is listed twice"));
+            }
+            rels.push(r);
+        }
+        if rels.is_empty() {
+            return invalid("expected at least one relation to count".into());
+        }
+        if out.iter().any(|o| {
+            o.ty == ty && o.rels.len() == rels.len() && rels.iter().all(|r| o.rels.contains(r))
+        }) {
+            return invalid(format!(
+                "these relations of `{}` are counted twice",
+                def.name
+            ));
+        }
+        let len = types.get(ty as usize).map_or(0, |t| t.entities.len());
+        let mut slot = vec![NO_PATCH; len];
+        for (j, n) in c.of.iter().enumerate() {
+            let key = format!("{}:{}", c.ty, n.id);
+            let eat = format!("{at} `{key}`");
+            let invalid = |m: String| Err(bad("facts.invalid_value", &eat, m));
+            let Some(s) = entity(&key)
+                .filter(|(t, _)| *t == ty)
+                .and_then(|(_, local)| slot.get_mut(local as usize))
+            else {
+                return Err(bad(
+                    "facts.unknown_entity",
+                    &eat,
+                    format!("no entity `{key}` to count"),
+                ));
+            };
+            if *s != NO_PATCH {
+                return invalid("counted twice".into());
+            }
+            *s = id32(j);
+            if n.subject_ends.len() > n.subjects as usize {
+                return invalid(format!(
+                    "{} subject ends for {} subjects: expected at most one per subject",
+                    n.subject_ends.len(),
+                    n.subjects
+                ));
+            }
+            if !n.subject_ends.is_sorted()
+                || !n
+                    .tuple_ends
+                    .windows(2)
+                    .all(|w| matches!(w, [a, b] if a < b))
+            {
+                return invalid("expected the ends in ascending order, each tuple end once".into());
+            }
+        }
+        out.push(Carried {
+            ty,
+            rels,
+            slot,
+            of: c.of.clone(),
+        });
+    }
+    Ok(out)
 }

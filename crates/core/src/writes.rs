@@ -2,11 +2,20 @@
 //! for its author, by the permission the policy's `on` rules name for it. A change the
 //! policy names no rule for is refused.
 //!
+//! Before anything else, every entity a delta names must be of the author's account (or
+//! be created by the list in it): a delta naming anything else is refused with one fixed
+//! message, whether the entity is in another account or nowhere, so a write never tells
+//! its author anything of another tenant.
+//!
 //! A change is judged on the facts before the list, unless it concerns an entity the list
 //! creates (then on the facts after it). The tuples and attributes of an entity created
 //! in the same list are covered by its `on create` rule, unless the policy has a rule for
 //! that relation or attribute, which is then checked too (assigning a maintenance
-//! organisation while creating an event still needs `assign`).
+//! organisation while creating an event still needs `assign`), whether the attribute is
+//! given in the creation itself or by a later delta of the list: the two are the same
+//! write. A principal's `roles` grant access, so a created principal given roles (either
+//! way) needs the rule that setting them later needs (`on set roles`), and without one
+//! the list is refused.
 
 use crate::api::DecisionView;
 use crate::facts::{Delta, TupleJson};
@@ -43,8 +52,9 @@ pub fn authorize_writes(
     now: &TimeValue,
 ) -> Result<(), WriteRefusal> {
     let judging = Judging::new(author, deltas, now);
-    let on_before = judging.before(before);
-    judging.after(after, on_before)
+    judging.tenancy(before)?;
+    judging.before(before)?;
+    judging.after(after)
 }
 
 /// The changes of one list, judged in two passes: those judged on the state before the
@@ -68,23 +78,101 @@ impl<'a> Judging<'a> {
 
     /// The first pass, on `before`: its first refusal.
     fn before(&self, before: &Snapshot) -> Result<(), WriteRefusal> {
-        judge_pass(before, Phase::Before, self, self.deltas.len())
+        judge_pass(before, Phase::Before, self)
     }
 
-    /// The second pass, on `after`, up to the first pass's refusal: the first refusal of
-    /// the two, by index.
-    fn after(
-        &self,
-        after: &Snapshot,
-        on_before: Result<(), WriteRefusal>,
-    ) -> Result<(), WriteRefusal> {
-        let upto = on_before
-            .as_ref()
-            .err()
-            .map_or(self.deltas.len(), |r| r.index);
-        judge_pass(after, Phase::After, self, upto)?;
-        on_before?;
+    /// The second pass, on `after`, once the first allowed every change it judges: its
+    /// first refusal, then the invariants the list leaves.
+    fn after(&self, after: &Snapshot) -> Result<(), WriteRefusal> {
+        judge_pass(after, Phase::After, self)?;
         self.left(after)
+    }
+
+    /// The pass before all others, on the state before the list: every entity a delta
+    /// names is of the author's account, or is created by the list in that account. The
+    /// refusal says the same whether the entity is in another account or does not exist,
+    /// and names no account but the author's.
+    fn tenancy(&self, before: &Snapshot) -> Result<(), WriteRefusal> {
+        let refuse = |index: usize, message: String| WriteRefusal {
+            index,
+            code: "write.outside_account".into(),
+            message,
+            decision: None,
+        };
+        let Some(account) = before
+            .entity(self.author)
+            .and_then(|a| before.account_of(a))
+        else {
+            return Err(refuse(
+                0,
+                format!(
+                    "the author `{}` is not a principal of the facts",
+                    self.author
+                ),
+            ));
+        };
+        let role_type = before
+            .schema
+            .ty(before.schema.builtins.role)
+            .map_or("role", |t| t.name.as_str());
+        let account_name = before.name(account);
+        let account_id = account_name
+            .strip_prefix("account:")
+            .unwrap_or(account_name);
+        let ours = |key: &str| match before.entity(key) {
+            Some(e) => before.account_of(e) == Some(account),
+            None => self.created.contains(key),
+        };
+        for (index, d) in self.deltas.iter().enumerate() {
+            let outside = match d {
+                Delta::AddEntity { entity } => {
+                    let declared = match (entity.ty.as_str(), &entity.account) {
+                        ("account", _) => Some(entity.id.as_str()),
+                        (_, a) => a.as_deref(),
+                    };
+                    if declared == Some(account_id) && entity.ty == role_type {
+                        // A custom role's id is its account's and its name: no account
+                        // takes another's role names.
+                        let named = entity
+                            .id
+                            .strip_prefix(account_id)
+                            .and_then(|rest| rest.strip_prefix('.'))
+                            .is_some_and(|name| !name.is_empty());
+                        if !named {
+                            return Err(WriteRefusal {
+                                index,
+                                code: "write.invalid".into(),
+                                message: format!(
+                                    "a new custom role's id is its account's id, a dot and its name (`{account_id}.{}`), so that no account can take another's role names",
+                                    entity.id
+                                ),
+                                decision: None,
+                            });
+                        }
+                    }
+                    (declared != Some(account_id))
+                        .then(|| crate::facts::entity_key(&entity.ty, &entity.id))
+                }
+                Delta::RemoveEntity { entity } | Delta::SetAttr { entity, .. } => {
+                    (!ours(entity)).then(|| entity.clone())
+                }
+                Delta::AddTuple { tuple } | Delta::RemoveTuple { tuple } => {
+                    [&tuple.resource, &tuple.subject]
+                        .into_iter()
+                        .find(|k| !ours(k))
+                        .cloned()
+                }
+            };
+            if let Some(key) = outside {
+                return Err(refuse(
+                    index,
+                    format!(
+                        "`{key}` is not an entity of account `{account_id}`, the author's: a write changes only its author's account"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The last pass, on `after`, once every change is permitted: each entity the list
@@ -144,6 +232,11 @@ impl<'a> Judging<'a> {
     }
 }
 
+/// Whether a `roles` value gives no role (an empty list or nothing).
+fn no_roles(value: &serde_json::Value) -> bool {
+    value.is_null() || value.as_array().is_some_and(Vec::is_empty)
+}
+
 /// The entities a list of deltas creates.
 fn created(deltas: &[Delta]) -> BTreeSet<String> {
     deltas
@@ -164,14 +257,9 @@ enum Phase {
     After,
 }
 
-/// Judges the changes among the first `upto` of `deltas` that are judged on `phase`,
-/// on `snap`, the state of that phase: the first refused.
-fn judge_pass(
-    snap: &Snapshot,
-    phase: Phase,
-    judging: &Judging<'_>,
-    upto: usize,
-) -> Result<(), WriteRefusal> {
+/// Judges the changes of the list that are judged on `phase`, on `snap`, the state of
+/// that phase: the first refused.
+fn judge_pass(snap: &Snapshot, phase: Phase, judging: &Judging<'_>) -> Result<(), WriteRefusal> {
     let Judging {
         author,
         deltas,
@@ -184,7 +272,7 @@ fn judge_pass(
         message,
         decision: None,
     };
-    for (index, d) in deltas.iter().enumerate().take(upto) {
+    for (index, d) in deltas.iter().enumerate() {
         let (judged_on, entity, event, member, subject) = match d {
             Delta::AddEntity { entity } => (
                 Phase::After,
@@ -272,7 +360,20 @@ fn judge_pass(
         };
         let rule = td.write_rule(event, member_id);
         let Some(rule) = rule else {
-            // The parts of a new entity are covered by its creation.
+            // The parts of a new entity are covered by its creation, but for a principal's
+            // roles, which need their own rule however they are given.
+            let gives_roles = matches!(d, Delta::SetAttr { attr, value, .. }
+                if td.principal && attr == "roles" && !no_roles(value));
+            if gives_roles {
+                return Err(refuse(
+                    index,
+                    "write.no_rule",
+                    format!(
+                        "no rule of the policy permits giving {what} roles: declare `on set roles` on `{}`",
+                        td.name
+                    ),
+                ));
+            }
             if matches!(event, WriteEvent::Set | WriteEvent::Add) && created.contains(&entity) {
                 continue;
             }
@@ -305,26 +406,31 @@ fn judge_pass(
             subject.clone(),
             &format!("make this change to {what}"),
         )?;
-        // A new principal's roles grant access: given at creation, they need the rule that
-        // setting them later needs (`on set roles`), not only the rule for creating.
-        if let Delta::AddEntity { entity: e } = d
-            && td.principal
-            && e.attrs
-                .get("roles")
-                .and_then(serde_json::Value::as_array)
-                .is_some_and(|roles| !roles.is_empty())
-        {
-            let Some(rule) = td.write_rule(WriteEvent::Set, td.attr("roles")) else {
-                return Err(refuse(
-                    index,
-                    "write.no_rule",
-                    format!(
-                        "no rule of the policy permits creating {what} with roles: declare `on set roles` on `{}`",
-                        td.name
-                    ),
-                ));
-            };
-            change.permitted(rule.perm, None, &format!("give {what} roles"))?;
+        // The attributes given at creation are judged as if set by a later delta of the
+        // list: by their `on set` rule when the policy has one. A new principal's roles
+        // grant access, so they need that rule.
+        if let Delta::AddEntity { entity: e } = d {
+            for (name, value) in &e.attrs {
+                let rule = td.write_rule(WriteEvent::Set, td.attr(name));
+                match rule {
+                    Some(rule) => change.permitted(
+                        rule.perm,
+                        None,
+                        &format!("create {what} with `{name}` set"),
+                    )?,
+                    None if td.principal && name == "roles" && !no_roles(value) => {
+                        return Err(refuse(
+                            index,
+                            "write.no_rule",
+                            format!(
+                                "no rule of the policy permits creating {what} with roles: declare `on set roles` on `{}`",
+                                td.name
+                            ),
+                        ));
+                    }
+                    None => {}
+                }
+            }
         }
     }
     Ok(())
@@ -452,18 +558,19 @@ pub enum WriteError {
     Invalid(crate::ErrorData),
 }
 
-/// The one write pipeline, in place: the deltas applied to `snap` (all or nothing,
-/// each checked as it is applied), the author judged against the states before and
-/// after them, and the tuples the policy derives on creation (EV5) applied too, in the
-/// same revision. Each change is judged on the state before the list unless it concerns
-/// an entity the list creates, so the changes judged before are judged first, then the
-/// deltas applied, then the rest judged.
+/// The one write pipeline, in place: the entities the deltas name checked to be of the
+/// author's account, the changes judged on the state before the list judged, and only
+/// if all of them are allowed the deltas applied to `snap` (all or nothing, each checked
+/// as it is applied), the changes that concern an entity the list creates judged on the
+/// state after, and the tuples the policy derives on creation (EV5) applied too, in the
+/// same revision. A refusal is answered alone: nothing of a refused list is applied, so
+/// no error of applying it (which would describe the facts it names) reaches its author.
 ///
 /// On success the snapshot holds the write, pending: the caller keeps it
 /// ([`Snapshot::commit`]) or undoes it ([`Snapshot::rollback`]); with it come the derived
 /// tuples (the change is the deltas asked for, then these). On an error the snapshot is
-/// exactly as it was. A list that does not apply is [`WriteError::Invalid`] even when the
-/// author could not have made it either.
+/// exactly as it was. A list refused on the state before it is [`WriteError::Refused`]
+/// whether or not it would apply.
 pub fn write(
     snap: &mut Snapshot,
     author: &str,
@@ -471,12 +578,12 @@ pub fn write(
     deltas: &[Delta],
 ) -> Result<(crate::incremental::Pending, Vec<Delta>), WriteError> {
     let judging = Judging::new(author, deltas, now);
-    let on_before = judging.before(snap);
+    judging.tenancy(snap).map_err(WriteError::Refused)?;
+    judging.before(snap).map_err(WriteError::Refused)?;
     let mut pending = snap
         .apply_pending(deltas)
         .map_err(|e| WriteError::Invalid(e.into()))?;
-    let judged = judging.after(snap, on_before);
-    if let Err(r) = judged {
+    if let Err(r) = judging.after(snap) {
         snap.rollback(pending);
         return Err(WriteError::Refused(r));
     }

@@ -130,7 +130,7 @@ fn writes() -> Vec<(&'static str, Value)> {
         // not removed.
         (
             "user:a_administrator",
-            json!([{ "op": "add_entity", "entity": { "type": "role", "id": "weekend_sales", "account": "skyline_charter",
+            json!([{ "op": "add_entity", "entity": { "type": "role", "id": "skyline_charter.weekend_sales", "account": "skyline_charter",
                 "attrs": { "matrix": "operations", "extends": "sales_read", "cells": ["bookings:write", "dispatch:write"] } } }]),
         ),
         (
@@ -139,7 +139,7 @@ fn writes() -> Vec<(&'static str, Value)> {
         ),
         (
             "user:a_manager",
-            json!([{ "op": "add_entity", "entity": { "type": "role", "id": "manager_made", "account": "skyline_charter",
+            json!([{ "op": "add_entity", "entity": { "type": "role", "id": "skyline_charter.manager_made", "account": "skyline_charter",
                 "attrs": { "matrix": "operations", "cells": ["dispatch:write"] } } }]),
         ),
         (

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The policy hash of `policies/`, as `clearance validate` prints it.
-const POLICY_HASH: &str = "1a0b6980c1a46e42ecd2ef073baa21f1bf3e0c912872111149740687df57e5ff";
+const POLICY_HASH: &str = "a94af34f69ec0c03d437173c93806a7d7166b1b07c77fce89807385bb4a334a7";
 /// The SHA-256 of the merged demo worlds' snapshot bytes.
-const SNAPSHOT_DIGEST: &str = "9a7f27a9000f3620c696b764ed235bb7ce5d2a5d32172182c40d60730fd9934d";
+const SNAPSHOT_DIGEST: &str = "34e9f4a88fa518a0b6d953013d83a22209783f58262ec22a1ada5a0d01f109bf";
 /// The SHA-256 of the rules, in id order.
-const RULES_DIGEST: &str = "984c53017662e9f91e7840ccac49eeca578b0eb63dd94dc09362e8a46e2602e6";
+const RULES_DIGEST: &str = "d8ed5a1a47c82e27a96be830cd3e1c89e44d8405212aba02d26f9eaf86f672d2";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -457,7 +457,7 @@ fn snapshots_of_another_format_or_with_a_broken_policy_are_refused() {
     }
     let refused = Snapshot::from_bytes(&other).map(|_| ()).unwrap_err();
     assert!(
-        refused.to_string().contains("snapshot format 5"),
+        refused.to_string().contains("snapshot format 6"),
         "{refused}"
     );
     // A policy that no longer compiles: the sources are replaced by a broken one.

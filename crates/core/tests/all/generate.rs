@@ -2,7 +2,7 @@
 //! entities with values of the declared types, and every relation gets tuples between
 //! entities of the same account, some of them expiring.
 
-use clearance_core::policy::ValueType;
+use clearance_core::policy::{AttrDef, ValueType};
 use clearance_core::{EntityJson, FactsJson, Schema, TimeValue, TupleJson};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -145,6 +145,7 @@ pub fn world(schema: &Schema, seed: u64, size: WorldSize) -> World {
             entities,
             tuples,
             omitted: BTreeMap::new(),
+            counts: Vec::new(),
         },
         by_type,
     }
@@ -173,39 +174,44 @@ pub fn attrs(
         if a.optional && rng.gen_bool(0.2) {
             continue;
         }
-        let v = match &a.ty {
-            ValueType::Bool => json!(rng.gen_bool(0.5)),
-            ValueType::Int => json!(rng.gen_range(0..6)),
-            ValueType::Str => json!(pick(rng, strings).cloned().unwrap_or_default()),
-            ValueType::Time => json!(EPOCH + rng.gen_range(-SPREAD..SPREAD)),
-            ValueType::Enum(values) => json!(pick(rng, values).cloned().unwrap_or_default()),
-            ValueType::StrSet if a.name == "roles" => {
-                let n = rng.gen_range(0..3);
-                json!(
-                    (0..n)
-                        .filter_map(|_| pick(rng, roles).cloned())
-                        .collect::<Vec<_>>()
-                )
-            }
-            ValueType::StrSet if a.name == "categories" => {
-                let n = rng.gen_range(0..3);
-                let known = &clearance_core::LICENCE_CATEGORIES;
-                json!(
-                    (0..n)
-                        .filter_map(|_| pick(rng, known).map(|c| c.to_string()))
-                        .collect::<Vec<_>>()
-                )
-            }
-            ValueType::StrSet => {
-                let n = rng.gen_range(0..4);
-                json!(
-                    (0..n)
-                        .filter_map(|_| pick(rng, strings).cloned())
-                        .collect::<Vec<_>>()
-                )
-            }
-        };
-        out.insert(a.name.clone(), v);
+        out.insert(a.name.clone(), value(a, rng, strings, roles));
     }
     out
+}
+
+/// A random value of attribute `a`'s type: `roles` from `roles`, licence categories from
+/// the known ones, other strings from `strings`.
+pub fn value(a: &AttrDef, rng: &mut SmallRng, strings: &[String], roles: &[String]) -> Value {
+    match &a.ty {
+        ValueType::Bool => json!(rng.gen_bool(0.5)),
+        ValueType::Int => json!(rng.gen_range(0..6)),
+        ValueType::Str => json!(pick(rng, strings).cloned().unwrap_or_default()),
+        ValueType::Time => json!(EPOCH + rng.gen_range(-SPREAD..SPREAD)),
+        ValueType::Enum(values) => json!(pick(rng, values).cloned().unwrap_or_default()),
+        ValueType::StrSet if a.name == "roles" => {
+            let n = rng.gen_range(0..3);
+            json!(
+                (0..n)
+                    .filter_map(|_| pick(rng, roles).cloned())
+                    .collect::<Vec<_>>()
+            )
+        }
+        ValueType::StrSet if a.name == "categories" => {
+            let n = rng.gen_range(0..3);
+            let known = &clearance_core::LICENCE_CATEGORIES;
+            json!(
+                (0..n)
+                    .filter_map(|_| pick(rng, known).map(|c| c.to_string()))
+                    .collect::<Vec<_>>()
+            )
+        }
+        ValueType::StrSet => {
+            let n = rng.gen_range(0..4);
+            json!(
+                (0..n)
+                    .filter_map(|_| pick(rng, strings).cloned())
+                    .collect::<Vec<_>>()
+            )
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! The core's behaviour tests, in one binary (wasmtime's `tests/all` pattern): scenario
 //! files naming requirements, properties over generated worlds, fail-closed inputs, the
-//! cost bound, and snapshots (insta) of the policy error text and the shipped policies'
-//! outline. They build against the core and the scenario runner only, so a change
+//! cost bound, snapshots (insta) of the policy error text and the shipped policies'
+//! outline, non-interference between tenants, privilege through writes, and a bounded
+//! fuzz harness over the write pipeline and the call protocol. They build against the core and the scenario runner only, so a change
 //! to the compiler is tested without building the host (`cargo test -p clearance-core`).
 
 #![allow(
@@ -13,16 +14,21 @@
 
 mod compiled_digest;
 mod fail_closed;
+mod fuzz_writes;
 mod generate;
 mod incremental;
+mod noninterference;
 mod outline;
 mod policy_cost;
 mod policy_errors;
 mod policy_limits;
+mod privilege;
 mod properties;
 mod protocol;
+mod random_deltas;
 mod scenarios;
 mod slice;
+mod write_reference;
 mod writes;
 
 use clearance_core::{Facts, Schema, Source};

@@ -288,6 +288,40 @@ fn holds_only_reads(
             ));
         }
     }
+    // Numbers of exactly the counted sets the reads carry, of the account's entities.
+    let sets: Vec<(String, Vec<String>)> = reads
+        .counts
+        .iter()
+        .map(|(t, rels)| {
+            let td = schema.ty(*t).unwrap();
+            let names = rels.iter().map(|&r| td.rels[r as usize].name.clone());
+            (td.name.clone(), names.collect())
+        })
+        .collect();
+    let carried: Vec<(String, Vec<String>)> = slice
+        .counts
+        .iter()
+        .map(|c| (c.ty.clone(), c.relations.clone()))
+        .collect();
+    if carried != sets {
+        return Err(format!(
+            "the slice of {principal} counts {carried:?}, the reads {sets:?}"
+        ));
+    }
+    for c in &slice.counts {
+        for n in &c.of {
+            let key = format!("{}:{}", c.ty, n.id);
+            if facts
+                .entities
+                .get(&key)
+                .is_none_or(|e| e.account != *account)
+            {
+                return Err(format!(
+                    "the slice of {principal} counts {key}, not of its account"
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -454,6 +488,14 @@ fn every_read_is_needed() {
             .any(|f| check_slices(f, narrow, &[EPOCH], Compare::Decisions).is_err())
     };
     let mut missed = Vec::new();
+    // A set of relations counted as tuples of the principal alone, not as numbers.
+    for i in 0..reads.counts.len() {
+        let mut narrow = reads.clone();
+        let (t, rels) = narrow.counts.remove(i);
+        if !caught(&narrow) {
+            missed.push(format!("count {} {rels:?}", schema.types[t as usize].name));
+        }
+    }
     for (t, td) in (0..).zip(&schema.types) {
         for (a, ad) in (0..).zip(&td.attrs) {
             if reads.attr_read(t, a) == AttrRead::Unread {
@@ -582,7 +624,8 @@ fn demo_slices_leave_out_what_no_rule_reads() {
 }
 
 /// What the shipped policies read, per attribute and relation: `any` entity, only the
-/// requesting `principal`, only the authorisations it holds (`held`), or nothing.
+/// requesting `principal`, only the authorisations it holds (`held`), or nothing; and the
+/// relations counted as numbers.
 #[test]
 fn the_shipped_policies_read() {
     let schema = schema();
@@ -607,5 +650,235 @@ fn the_shipped_policies_read() {
             writeln!(text, "{}#{}: {read}", td.name, rd.name).unwrap();
         }
     }
+    for (t, rels) in &reads.counts {
+        let td = &schema.types[*t as usize];
+        let names: Vec<&str> = rels
+            .iter()
+            .map(|&r| td.rels[r as usize].name.as_str())
+            .collect();
+        writeln!(text, "count {}({}): numbers", td.name, names.join(" | ")).unwrap();
+    }
     insta::assert_snapshot!("shipped_policies_read", text);
+}
+
+/// A contractor's technician reads no aircraft, yet every aircraft's seat count is read
+/// by the rules of its invitation and the invariant of writes (`count(...)`). Its slice
+/// names no other user holding a grant on an aircraft it cannot read (a count needs the
+/// number, not the names), and decides every request of the technician as the whole
+/// facts, around the end of a grant that expires.
+#[test]
+fn a_technician_slice_names_no_grant_holder_of_an_aircraft_it_cannot_read() {
+    let schema = schema();
+    let facts = demo_facts();
+    let full = Snapshot::build(Arc::clone(&schema), &facts).unwrap();
+    let principal = "user:aeroserv_tech";
+    let slice = principal_slice(&schema, &facts, principal).unwrap();
+    let unreadable: BTreeSet<&String> = members(&facts, "skyways")
+        .filter(|k| k.starts_with("aircraft:"))
+        .filter(|k| {
+            let r = Request {
+                principal: principal.into(),
+                action: "read".into(),
+                resource: (*k).clone(),
+                target: None,
+                now: TimeValue::Seconds(EPOCH),
+            };
+            !full.check(&r).allowed
+        })
+        .collect();
+    assert_eq!(unreadable.len(), 3, "{unreadable:?}");
+    let named: Vec<String> = slice
+        .tuples
+        .iter()
+        .filter(|t| unreadable.contains(&t.resource) && t.subject != principal)
+        .map(|t| format!("{}#{}@{}", t.resource, t.relation, t.subject))
+        .collect();
+    assert!(named.is_empty(), "the slice names {named:?}");
+    // The grant of `aircraft:g_skyc` to `user:ac_visitor2` ends at 12:00.
+    let ends = EPOCH + 12 * 3_600;
+    // In their place, how many hold a seat of each aircraft, and when one stops holding it.
+    assert_eq!(
+        serde_json::to_value(&slice.counts).unwrap(),
+        json!([{ "type": "aircraft",
+            "relations": ["co_owner", "pilot_own_records", "pilot_own_squawks", "pilot_all_squawks",
+                          "mechanic_read", "mechanic_full", "mechanic_own_records", "visitor"],
+            "of": [{ "id": "g_skya", "subjects": 9, "subject_ends": [], "tuple_ends": [] },
+                   { "id": "g_skyb", "subjects": 3, "subject_ends": [], "tuple_ends": [] },
+                   { "id": "g_skyc", "subjects": 2, "subject_ends": [ends], "tuple_ends": [] }] }])
+    );
+    let mut nows = DEMO_NOWS.to_vec();
+    nows.extend([ends - 1, ends, ends + 1]);
+    let compared = agrees(
+        &schema,
+        &facts,
+        &full,
+        &slice,
+        principal,
+        &nows,
+        Compare::Everything,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(compared > 1_000, "only {compared} requests compared");
+}
+
+/// Worlds with more grant holders per aircraft than seats, several grants per holder.
+const COUNTED: WorldSize = WorldSize {
+    accounts: 2,
+    per_type: 4,
+    fanout: 3,
+};
+
+/// The instants at which a number `slice` carries changes or ends a decision's validity,
+/// each with the second before and after: where counting numbers could differ from
+/// counting tuples. At most `most` ends, spread over them.
+fn count_instants(slice: &FactsJson, most: usize) -> Vec<i64> {
+    let ends: BTreeSet<i64> = slice
+        .counts
+        .iter()
+        .flat_map(|c| &c.of)
+        .flat_map(|n| n.subject_ends.iter().chain(&n.tuple_ends).copied())
+        .collect();
+    let step = ends.len().div_ceil(most.max(1)).max(1);
+    ends.iter()
+        .step_by(step)
+        .flat_map(|&t| [t - 1, t, t + 1])
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Over generated worlds whose aircraft hold several grants per user, some ending:
+    /// every principal's slice carries the counted relations as numbers, holds of them
+    /// only the tuples it reads otherwise (those naming the principal), and decides every
+    /// request of the principal as the whole facts at the instants the numbers change,
+    /// the seconds around them, and one more.
+    #[test]
+    fn slices_carrying_counts_decide_as_the_whole_facts(
+        seed in any::<u64>(),
+        dt in -SPREAD..SPREAD,
+    ) {
+        let schema = schema();
+        let reads = Reads::of(&schema);
+        prop_assert!(!reads.counts.is_empty());
+        let facts = Facts::from_doc(world(&schema, seed, COUNTED).facts).unwrap();
+        let full = Snapshot::build(Arc::clone(&schema), &facts).unwrap();
+        for p in principals(&schema, &facts) {
+            let slice = reads.slice(&schema, &facts, &p).unwrap();
+            let held = holds_only_reads(&schema, &reads, &facts, &slice, &p);
+            prop_assert!(held.is_ok(), "{}", held.unwrap_err());
+            for t in &slice.tuples {
+                let ty = schema.type_id(t.resource.split(':').next().unwrap()).unwrap();
+                let r = schema.ty(ty).unwrap().rel(&t.relation).unwrap();
+                prop_assert!(
+                    !reads.counted(ty, r) || t.subject == p,
+                    "the slice of {} names {}#{}@{}", p, t.resource, t.relation, t.subject
+                );
+            }
+            let mut nows = count_instants(&slice, 4);
+            nows.push(EPOCH + dt);
+            let compared = agrees(&schema, &facts, &full, &slice, &p, &nows, Compare::Decisions);
+            prop_assert!(compared.is_ok(), "{}", compared.unwrap_err());
+        }
+    }
+}
+
+/// The property above is not vacuous: generated worlds carry counts of several subjects,
+/// some ending, with tuples ending before their subject's last; and counting the numbers
+/// differs from counting the principal's own tuples (the slice without its numbers is
+/// caught deciding otherwise).
+#[test]
+fn generated_worlds_carry_counts_that_end() {
+    let schema = schema();
+    let reads = Reads::of(&schema);
+    let (mut subjects, mut subject_ends, mut tuple_ends) = (0, 0, 0);
+    for seed in 0..4 {
+        let facts = Facts::from_doc(world(&schema, seed, COUNTED).facts).unwrap();
+        for p in principals(&schema, &facts).iter().take(2) {
+            for n in reads
+                .slice(&schema, &facts, p)
+                .unwrap()
+                .counts
+                .iter()
+                .flat_map(|c| &c.of)
+            {
+                subjects = subjects.max(n.subjects);
+                subject_ends += n.subject_ends.len();
+                tuple_ends += n.tuple_ends.len();
+            }
+        }
+    }
+    assert!(
+        subjects >= 3 && subject_ends > 0 && tuple_ends > 0,
+        "{subjects} subjects at most, {subject_ends} subject ends, {tuple_ends} tuple ends"
+    );
+    let mut uncounted = reads.clone();
+    uncounted.counts.clear();
+    let caught = (0..8).any(|seed| {
+        let facts = Facts::from_doc(world(&schema, seed, COUNTED).facts).unwrap();
+        check_slices(&facts, &uncounted, &[EPOCH], Compare::Decisions).is_err()
+    });
+    assert!(
+        caught,
+        "slices without their numbers decide as the whole facts"
+    );
+}
+
+/// A snapshot of a slice refuses a delta that may move a number it carries (only the
+/// whole facts know who the subjects are), names the change, and is left as it was; a
+/// change elsewhere applies. Counts that do not hold together do not load.
+#[test]
+fn a_slice_refuses_what_may_move_a_number_it_carries() {
+    let schema = schema();
+    let facts = demo_facts();
+    let slice = principal_slice(&schema, &facts, "user:aeroserv_tech").unwrap();
+    let loaded = Facts::from_doc(slice.clone()).unwrap();
+    assert_eq!(loaded.to_doc(), slice, "counts do not survive a round trip");
+    let mut snap = Snapshot::build(Arc::clone(&schema), &loaded).unwrap();
+    // The numbers survive the snapshot's bytes, as a host's instance loads them.
+    let bytes = snap.to_bytes().unwrap();
+    let again = Snapshot::from_bytes(&bytes).unwrap();
+    assert!(!again.counts.is_empty());
+    assert_eq!(again.counts, snap.counts);
+    assert_eq!(again.to_bytes().unwrap(), bytes);
+    let refused = [
+        json!({ "op": "add_tuple", "tuple": { "resource": "aircraft:g_skyb", "relation": "visitor", "subject": "user:engineer" } }),
+        json!({ "op": "remove_tuple", "tuple": { "resource": "aircraft:g_skya", "relation": "mechanic_full", "subject": "user:mech_gone" } }),
+        json!({ "op": "remove_entity", "entity": "user:mech_gone" }),
+    ];
+    for d in refused {
+        let d: clearance_core::Delta = serde_json::from_value(d).unwrap();
+        let err = snap.apply(std::slice::from_ref(&d)).unwrap_err();
+        assert_eq!(err.code, "facts.counted", "{d:?}: {err}");
+        assert!(err.message.contains("fetch the slice again"), "{err}");
+    }
+    assert_eq!(snap.revision, slice.revision);
+    let elsewhere: Vec<clearance_core::Delta> = serde_json::from_value(json!([
+        { "op": "add_tuple", "tuple": { "resource": "aircraft:g_skya", "relation": "owner", "subject": "user:engineer" } },
+        { "op": "remove_entity", "entity": "aircraft:g_skyc" },
+    ]))
+    .unwrap();
+    snap.apply(&elsewhere).unwrap();
+
+    let broken = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut doc = serde_json::to_value(&slice).unwrap();
+        edit(&mut doc);
+        let facts = Facts::from_doc(serde_json::from_value(doc).unwrap()).unwrap();
+        Snapshot::build(Arc::clone(&schema), &facts).unwrap_err()
+    };
+    let e = broken(&|d| d["counts"][0]["relations"][0] = json!("pilot"));
+    assert_eq!(e.code, "facts.unknown_relation", "{e}");
+    let e = broken(&|d| d["counts"][0]["of"][0]["id"] = json!("nowhere"));
+    assert_eq!(e.code, "facts.unknown_entity", "{e}");
+    let e = broken(&|d| d["counts"][0]["of"][1]["subject_ends"] = json!([1, 2, 3, 4]));
+    assert_eq!(e.code, "facts.invalid_value", "{e}");
+    let e = broken(&|d| d["counts"][0]["of"][2]["subject_ends"] = json!([2, 1]));
+    assert_eq!(e.code, "facts.invalid_value", "{e}");
+    let e = broken(&|d| d["counts"][0]["of"][1]["id"] = json!("g_skya"));
+    assert_eq!(e.code, "facts.invalid_value", "{e}");
+    let e = broken(&|d| {
+        let twice = d["counts"][0].clone();
+        d["counts"].as_array_mut().unwrap().push(twice);
+    });
+    assert_eq!(e.code, "facts.invalid_value", "{e}");
 }

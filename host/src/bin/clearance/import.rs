@@ -176,6 +176,7 @@ fn by_account(facts: &Facts, schema: &Arc<Schema>) -> Result<(), String> {
                 .filter_map(|k| Some(((*k).clone(), *facts.tuples.get(*k)?)))
                 .collect(),
             omitted: facts.omitted.clone(),
+            counts: Vec::new(),
         };
         Snapshot::build(Arc::clone(schema), &part).map_err(|e| e.to_string())?;
     }

@@ -4,7 +4,9 @@ use crate::Cli;
 use crate::common::{load_facts, runtime, sources};
 use crate::logs::LogFormat;
 use clearance_host::RuntimeConfig;
-use clearance_host::auth::{DemoIssuer, Scope, TokenRules, TokenVerifier, new_key};
+use clearance_host::auth::{
+    DEFAULT_MAX_LIFETIME, DemoIssuer, Scope, TokenRules, TokenVerifier, new_key,
+};
 use clearance_host::service::{self, ServerLimits, Service, ServiceConfig};
 use clearance_host::signer::SliceSigner;
 use std::path::PathBuf;
@@ -107,6 +109,11 @@ pub struct ServeArgs {
     /// The principal type the claim names an id of.
     #[arg(long, env = "CLEARANCE_TOKEN_PRINCIPAL_TYPE", default_value = "user")]
     pub token_principal_type: String,
+    /// The longest a user token may be valid, in seconds: a token whose `exp` is further
+    /// ahead of the server's clock (past the 30 s leeway), or further after its `iat`, is
+    /// refused, as is one whose `iat` is in the future.
+    #[arg(long, env = "CLEARANCE_TOKEN_MAX_LIFETIME", default_value_t = DEFAULT_MAX_LIFETIME, value_parser = clap::value_parser!(u64).range(1..))]
+    pub token_max_lifetime: u64,
     /// Requests a second each caller (a key or a user) may make, with as many at once;
     /// past it: 429 with `retry-after`. 0: no limit.
     #[arg(long, env = "CLEARANCE_RATE_LIMIT", default_value_t = 5000)]
@@ -122,6 +129,22 @@ pub struct ServeArgs {
     /// refills. Behind a proxy every caller shares the proxy's address. 0: no limit.
     #[arg(long, env = "CLEARANCE_AUTH_FAILURE_LIMIT", default_value_t = 120)]
     pub auth_failure_limit: u32,
+    /// Entities one author may create an hour through writes, with as many at once; past
+    /// it a write creating more is answered 429 `write.quota`. Admin keys are not counted.
+    /// 0: no quota.
+    #[arg(
+        long,
+        env = "CLEARANCE_AUTHOR_CREATIONS_PER_HOUR",
+        default_value_t = 2000
+    )]
+    pub author_creations_per_hour: u32,
+    /// The same for all the authors of one account together. 0: no quota.
+    #[arg(
+        long,
+        env = "CLEARANCE_ACCOUNT_CREATIONS_PER_HOUR",
+        default_value_t = 20000
+    )]
+    pub account_creations_per_hour: u32,
     /// The Ed25519 private key (PKCS#8 DER) slices are signed with. Without it a key is
     /// made at start-up; either way its public half is served at `GET /v1/slice-keys`.
     #[arg(long, env = "CLEARANCE_SLICE_KEY")]
@@ -187,9 +210,12 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         token_audience,
         token_claim,
         token_principal_type,
+        token_max_lifetime,
         rate_limit,
         work_limit,
         auth_failure_limit,
+        author_creations_per_hour,
+        account_creations_per_hour,
         slice_key,
         slice_ttl,
         checkpoint_changes,
@@ -210,7 +236,13 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         None
     };
     let tokens = match (&issuer, jwks) {
-        (Some(i), _) => Some(Arc::new(TokenVerifier::new(&i.jwks, i.rules.clone())?)),
+        (Some(i), _) => Some(Arc::new(TokenVerifier::new(
+            &i.jwks,
+            TokenRules {
+                max_lifetime: *token_max_lifetime,
+                ..i.rules.clone()
+            },
+        )?)),
         (None, Some(path)) => Some(Arc::new(TokenVerifier::from_file(
             path,
             TokenRules {
@@ -218,6 +250,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
                 audience: token_audience.clone().unwrap_or_default(),
                 claim: token_claim.clone(),
                 principal_type: Some(token_principal_type.clone()),
+                max_lifetime: *token_max_lifetime,
                 ..TokenRules::default()
             },
         )?)),
@@ -256,6 +289,8 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         rate_limit: std::num::NonZeroU32::new(*rate_limit),
         work_limit: std::num::NonZeroU32::new(*work_limit),
         auth_failure_limit: std::num::NonZeroU32::new(*auth_failure_limit),
+        author_creations_per_hour: std::num::NonZeroU32::new(*author_creations_per_hour),
+        account_creations_per_hour: std::num::NonZeroU32::new(*account_creations_per_hour),
         slice_signer,
         slice_ttl: std::time::Duration::from_secs(*slice_ttl),
         checkpoint_changes: *checkpoint_changes,

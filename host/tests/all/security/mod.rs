@@ -4,3 +4,8 @@
 
 mod connections;
 mod fairness;
+mod feeds;
+mod files;
+mod slice_counts;
+mod tokens;
+mod writes;
