@@ -166,6 +166,24 @@ fn test() -> Result<(), String> {
             ("INSTA_FORCE_PASS", "0"),
         ],
     )?;
+    // The fair-share test measures latencies under load, so it runs alone, not beside
+    // the rest of the suite.
+    run(
+        "fair share under one greedy caller",
+        "cargo",
+        &[
+            "test",
+            "--workspace",
+            "--release",
+            "--test",
+            "all",
+            "security::fairness::one_greedy_caller_leaves_another_its_share",
+            "--",
+            "--include-ignored",
+            "--nocapture",
+        ],
+        &[],
+    )?;
     run(
         "types of the JS package",
         "node",

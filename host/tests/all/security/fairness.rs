@@ -32,11 +32,12 @@ fn allowed_write(n: usize) -> Value {
     json!({ "author": "user:occ_controller", "deltas": deltas })
 }
 
-/// A write of `n` deltas the policy refuses: events created by a contractor's
-/// technician, who may not create them.
+/// A write of `n` deltas the policy refuses: an event's title set again and again by a
+/// contractor's technician, who may not update the event. (Not creations: those are
+/// held to the creation quotas, 2,000 an hour per author, before they are judged.)
 fn refused_write(n: usize) -> Value {
     let deltas: Vec<Value> = (0..n)
-        .map(|i| json!({ "op": "add_entity", "entity": { "type": "event", "id": format!("g{i}"), "account": "skyways", "attrs": { "ends_at": "2026-05-03T00:00:00Z" } } }))
+        .map(|i| json!({ "op": "set_attr", "entity": "event:aog_lhr", "attr": "title", "value": format!("t{i}") }))
         .collect();
     json!({ "author": "user:jetfix_tech", "deltas": deltas })
 }
@@ -156,13 +157,16 @@ impl std::fmt::Display for Window {
 /// requests and four writes of 8,000 deltas (two the policy allows, two it refuses) in
 /// flight, with no rate limit, while another caller sends a single check every 10 ms and
 /// a one-delta write every 25 ms for a window of 4 s: its check p99 must stay under 20
-/// ms and its write p99 under 50 ms (the issue's targets). Other processes share this
-/// 2-core machine and can spoil a window by themselves, so the soak does not run
-/// meanwhile ([`crate::measured_load`]), and up to three windows are measured in turn
-/// under the same load, the test passing on the first within the targets; the code before the fix answered the other caller's first check after 3.5
-/// s. Each window's figures are printed; BENCHMARKS.md records them ("Fair share under
+/// ms and its write p99 under 50 ms (the issue's targets). Other processes share a
+/// 2-core machine and can spoil a window by themselves, so the test runs alone (ignored
+/// in the suite; `cargo xtask test` runs it after the other tests, and it takes
+/// [`crate::measured_load`] against the soak when run with them), and up to three
+/// windows are measured in turn under the same load, the test passing on the first
+/// within the targets. The code before the fix answered the other caller's first check
+/// after 3.5 s. Each window's figures are printed; BENCHMARKS.md records them ("Fair share under
 /// one greedy caller").
 #[test]
+#[ignore = "measures the machine: `cargo xtask test` runs it alone, after the other tests"]
 fn one_greedy_caller_leaves_another_its_share() {
     let _alone = crate::measured_load();
     block(async {
