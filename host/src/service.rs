@@ -1267,7 +1267,7 @@ pub struct Service {
     /// Work per caller (a batch's requests, a write's deltas), when limited.
     work: Option<governor::DefaultKeyedRateLimiter<String>>,
     /// The entity creation quotas, per author and per account.
-    creations: Creations,
+    creations: Arc<Creations>,
     /// Failed authentications per network address, when limited.
     failures: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
     /// Addresses past their failure budget, and until when.
@@ -1532,10 +1532,10 @@ impl Service {
         let failures = config
             .auth_failure_limit
             .map(|n| governor::RateLimiter::dashmap(governor::Quota::per_minute(n)));
-        let creations = Creations::new(
+        let creations = Arc::new(Creations::new(
             config.author_creations_per_hour,
             config.account_creations_per_hour,
-        );
+        ));
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let started_revision = served.revision;
         let service = Arc::new(Service {
@@ -3393,21 +3393,23 @@ impl Buckets {
     }
 }
 
-/// A write's creations, taken from its quotas: given back when dropped unless kept.
-struct Charge<'a> {
-    creations: &'a Creations,
+/// A write's creations, taken from its quotas: given back when dropped unless kept. It
+/// travels with the write to the writer ([`Reply`]), so that a client hanging up cannot
+/// take back what a stored write took.
+struct Charge {
+    creations: Arc<Creations>,
     taken: Vec<(bool, String)>,
     n: f64,
 }
 
-impl Charge<'_> {
+impl Charge {
     /// The write was stored: what it took stays taken.
     fn keep(mut self) {
         self.taken.clear();
     }
 }
 
-impl Drop for Charge<'_> {
+impl Drop for Charge {
     fn drop(&mut self) {
         for (author, key) in &self.taken {
             let buckets = if *author {
@@ -3436,17 +3438,17 @@ impl Creations {
     /// Takes the creations of `deltas` from `author`'s and its `account`'s quotas, or says
     /// which quota they exceed and when to retry.
     fn charge(
-        &self,
+        self: &Arc<Self>,
         author: &str,
         account: Option<&str>,
         deltas: &[Delta],
-    ) -> Result<Charge<'_>, ApiError> {
+    ) -> Result<Charge, ApiError> {
         let made = deltas
             .iter()
             .filter(|d| matches!(d, Delta::AddEntity { .. }))
             .count();
         let mut charge = Charge {
-            creations: self,
+            creations: Arc::clone(self),
             taken: Vec::new(),
             n: made as f64,
         };
@@ -3611,12 +3613,12 @@ async fn queue_write(
     })?;
     // The group commit's task, not this one, carries the write through: a client hanging
     // up cannot stop a write between the store and memory.
-    let (reply, answer) = tokio::sync::oneshot::channel();
+    let (to, answer) = tokio::sync::oneshot::channel();
     s.writes
         .try_send(QueuedWrite {
             body,
             authored,
-            reply,
+            reply: Reply { to, charge },
             caller: name,
             _place: place,
         })
@@ -3631,14 +3633,29 @@ async fn queue_write(
                 ApiError::internal("the service is stopping; nothing was written")
             }
         })?;
-    let answered = answer
+    answer
         .await
-        .map_err(|_| ApiError::internal("the write's task ended without an answer"))?;
-    // Only a stored write keeps what it took of the quotas.
-    if let (Ok(_), Some(charge)) = (&answered, charge) {
-        charge.keep();
+        .map_err(|_| ApiError::internal("the write's task ended without an answer"))?
+}
+
+/// Where a queued write's answer goes, with what it took of the creation quotas: kept
+/// when the writer answers that it was stored, given back otherwise (the reply dropped
+/// unsent too), whether or not its client is still there to read the answer.
+struct Reply {
+    to: tokio::sync::oneshot::Sender<ApiResult>,
+    charge: Option<Charge>,
+}
+
+impl Reply {
+    /// Answers the write; only a stored one (an `Ok` answer) keeps its creations.
+    fn send(mut self, answer: ApiResult) -> Result<(), ApiResult> {
+        if answer.is_ok()
+            && let Some(charge) = self.charge.take()
+        {
+            charge.keep();
+        }
+        self.to.send(answer)
     }
-    answered
 }
 
 /// Writes of more deltas than this are judged on an instance, in their caller's turn,
@@ -3706,7 +3723,7 @@ const GROUP_DELTAS: usize = 1024;
 struct QueuedWrite {
     body: WriteBody,
     authored: Authored,
-    reply: tokio::sync::oneshot::Sender<ApiResult>,
+    reply: Reply,
     /// Who sent it (`Caller::name`): the writer takes callers in turn.
     caller: String,
     /// Its place among the writes waiting, given back once it is answered.
@@ -3718,7 +3735,7 @@ struct Ready {
     call: String,
     authored: Authored,
     deltas: Vec<Delta>,
-    reply: tokio::sync::oneshot::Sender<ApiResult>,
+    reply: Reply,
 }
 
 /// An allowed write of a group: the tuples the policy derived, and the accounts it touches.
@@ -4038,8 +4055,9 @@ fn event_for(
         Sight::Reset => Some(reset_event(
             c.revision,
             c.revision.saturating_sub(1),
+            // The reason says nothing of the other accounts: not even that there were any.
             &format!(
-                "revision {} changed other accounts too; only your accounts' part is yours to see",
+                "revision {} is not sent as deltas; read your accounts' state again",
                 c.revision
             ),
         )),

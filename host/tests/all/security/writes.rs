@@ -359,3 +359,112 @@ fn guests_are_registered_by_who_may_invite_with_plain_ids_and_a_quota() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The second attack's first finding: a write whose client hangs up while it waits for
+/// the writer is still stored (the writer, not the request, carries it through), and
+/// what it took of the creation quotas must stay taken. Each round keeps the writer busy
+/// with three large writes of the same author, queues a write creating four guests behind
+/// them and resets its connection at once. However the rounds fall (a reset may also come
+/// before the write is queued, and then nothing is stored), the guests stored and the
+/// creations still allowed after them add up to the quota, never more.
+#[test]
+fn a_write_whose_client_hangs_up_keeps_what_it_took_of_the_quota() {
+    const QUOTA: usize = 8;
+    let (server, dir) = demo_host(
+        "hang-up",
+        &["--author-creations-per-hour", "8", "--work-limit", "0"],
+    );
+    let base = server.base.clone();
+    let addr = base.trim_start_matches("http://").to_string();
+    block(async {
+        let token = token(&base, "user:occ_controller").await;
+        let occ = client_with(&token);
+        let url = format!("{base}/v1/facts");
+        let guests = |ids: &[String]| -> Vec<Value> {
+            ids.iter()
+                .flat_map(|id| {
+                    [
+                        json!({ "op": "add_entity", "entity": { "type": "invitee", "id": id, "account": "skyways", "attrs": { "channel": "sms", "address": "1" } } }),
+                        json!({ "op": "add_tuple", "tuple": { "resource": format!("invitee:{id}"), "relation": "registered_by", "subject": "organization:skyways_occ" } }),
+                    ]
+                })
+                .collect()
+        };
+        let titles: Vec<Value> = (0..8_000)
+            .map(|i| json!({ "op": "set_attr", "entity": "event:aog_lhr", "attr": "title", "value": format!("t{i}") }))
+            .collect();
+        let large = json!({ "deltas": titles });
+        for round in 0..6 {
+            let fillers: Vec<_> = (0..3)
+                .map(|_| {
+                    let (occ, url, large) = (occ.clone(), url.clone(), large.clone());
+                    tokio::spawn(async move { post_text(&occ, &url, &large).await })
+                })
+                .collect();
+            tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+            let ids: Vec<String> = (0..4).map(|i| format!("hu{round}_{i}")).collect();
+            let body = json!({ "deltas": guests(&ids) }).to_string();
+            {
+                use tokio::io::AsyncWriteExt;
+                let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                let head = format!(
+                    "POST /v1/facts HTTP/1.1\r\nHost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                s.write_all(head.as_bytes()).await.unwrap();
+                s.write_all(body.as_bytes()).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                // A reset, not a graceful close.
+                s.set_zero_linger().unwrap();
+                drop(s);
+            }
+            for f in fillers {
+                let (status, text) = f.await.unwrap();
+                assert_eq!(status, 200, "{text}");
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let facts = crate::get_json(
+            &client_with(ADMIN),
+            &format!("{base}/v1/facts?account=skyways"),
+        )
+        .await;
+        let stored = facts["entities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "invitee" && e["id"].as_str().unwrap_or("").starts_with("hu"))
+            .count();
+        assert!(
+            stored <= QUOTA,
+            "{stored} guests stored on a quota of {QUOTA}"
+        );
+        // What is left of the quota, one creation at a time.
+        let mut left = 0;
+        loop {
+            let (status, text) = post_text(
+                &occ,
+                &url,
+                &json!({ "deltas": guests(&[format!("left{left}")]) }),
+            )
+            .await;
+            if status == 429 {
+                assert!(text.contains("write.quota"), "{text}");
+                break;
+            }
+            assert_eq!(status, 200, "{text}");
+            left += 1;
+            assert!(
+                left <= QUOTA,
+                "more than the quota was allowed after the rounds"
+            );
+        }
+        assert_eq!(
+            stored + left,
+            QUOTA,
+            "{stored} guests were stored by writes whose client hung up, and {left} creations were still allowed after them: the quota of {QUOTA} was given back for stored writes"
+        );
+    });
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
