@@ -3037,6 +3037,8 @@ async fn resources(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Value
         ty,
         now,
     } = typed(body)?;
+    // A list is as long as the account is large: it takes one of its caller's turns.
+    let _turn = s.runtime.turn(&caller.name()).await?;
     op(
         &s,
         Call::ListResources {
@@ -3069,6 +3071,7 @@ async fn principals(State(s): S, caller: Caller, ApiJson(mut body): ApiJson<Valu
             .or_else(|| account.as_deref().map(account_key));
         access.read_account(of.as_deref(), false)?;
     }
+    let _turn = s.runtime.turn(&caller.name()).await?;
     op(
         &s,
         Call::ListPrincipals {
@@ -4414,8 +4417,14 @@ async fn slice(State(s): S, caller: Caller, ApiPath(principal): ApiPath<String>)
     }
     .decide_for(&principal)?;
     user_gates(&s, &caller).await?;
+    // A slice is built off the instances, but as large as what its principal may reach
+    // (a guest list of thousands): it takes one of its caller's turns, so one caller's
+    // slices are built one fewer at a time than there are instances, however many it
+    // sends.
+    let turn = s.runtime.turn(&caller.name()).await?;
     let (signer, ttl) = (Arc::clone(&s.signer), s.config.slice_ttl);
     blocking(move || {
+        let _turn = turn;
         let live = served.facts.read();
         let Some(p) = live.entities.get(&principal) else {
             return Err(ApiError::new(

@@ -119,6 +119,77 @@ fn a_batch_costs_its_requests_and_a_write_its_deltas() {
     });
 }
 
+/// The second attack's second finding: requests the budget of work counts as one, but
+/// whose work grows with the account (a principal's slice, a list of resources), sent by
+/// one caller many at once, took every core (400 slices of a user with 10,000 guests in
+/// its account raised another tenant's check from 1 ms to 2.4 s). They take their
+/// caller's turns now, as large batches do: with two instances, one at a time, and past
+/// the queue's timeout (none here, so that any wait shows) the rest are answered
+/// `host.busy` naming the caller's turns, while another caller is served as before.
+#[test]
+fn one_callers_slices_and_lists_wait_for_its_own_turns() {
+    block(async {
+        let db = temp_db("sec-slice-turns");
+        let rt = runtime_with(RuntimeConfig {
+            instances: 2,
+            queue_timeout: Duration::ZERO,
+            ..RuntimeConfig::default()
+        });
+        let (base, service) = serve_on(&db, ServiceConfig::default(), rt).await;
+        add_key(&db, GREEDY, Scope::Service, &["skyways"]);
+        add_key(&db, OTHER, Scope::Service, &["blueair"]);
+        service.refresh_keys().await.unwrap();
+        let greedy = client_with(GREEDY);
+        for (what, request) in [
+            (
+                "slice",
+                greedy.get(format!("{base}/v1/slice/user:occ_controller")),
+            ),
+            (
+                "list",
+                greedy
+                    .post(format!("{base}/v1/resources"))
+                    .json(&json!({ "principal": "user:occ_controller", "action": "view", "type": "event", "now": NOW })),
+            ),
+        ] {
+            let sent: Vec<_> = (0..40)
+                .map(|_| {
+                    let r = request.try_clone().unwrap();
+                    tokio::spawn(async move {
+                        let r = r.send().await.unwrap();
+                        (r.status().as_u16(), r.text().await.unwrap())
+                    })
+                })
+                .collect();
+            let (mut served, mut turned_away) = (0, 0);
+            for s in sent {
+                let (status, text) = s.await.unwrap();
+                match status {
+                    200 => served += 1,
+                    503 => {
+                        assert!(text.contains("host.busy") && text.contains("turns"), "{text}");
+                        turned_away += 1;
+                    }
+                    _ => panic!("{what}: {status} {text}"),
+                }
+            }
+            assert!(served > 0, "no {what} was served");
+            assert!(
+                turned_away > 0,
+                "40 {what}s of one caller at once were all served at once, none waiting for its turns"
+            );
+            // Another caller is served all along.
+            let (status, answer) = crate::service::post(
+                &client_with(OTHER),
+                &format!("{base}/v1/check"),
+                json!({ "principal": "user:blue_controller", "action": "view", "resource": "event:blue_aog_ams", "now": NOW }),
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    });
+}
+
 /// Latencies in ms: (count, p50, p99, max), each the least sample at or above that share.
 fn percentiles(mut ms: Vec<f64>) -> (usize, f64, f64, f64) {
     ms.sort_by(f64::total_cmp);
