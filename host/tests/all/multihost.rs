@@ -358,14 +358,17 @@ fn the_database_restarted_under_writes_is_answered_503_and_loses_nothing() {
     );
     block(async {
         let (ba, bb) = (a.base.clone(), b.base.clone());
-        // Writes on both hosts for 4 s; the database is down for 1 s of it.
-        let until = Some(Instant::now() + Duration::from_secs(4));
+        // Writes on both hosts for 8 s; the database is down for 4 s of it, longer than
+        // a host waits for a connection (3 s), so that writes meet it down whenever the
+        // stop falls (a shorter outage could fall between two transactions and be waited
+        // out by every write).
+        let until = Some(Instant::now() + Duration::from_secs(8));
         let wa = tokio::spawn(async move { write_events_until(&ba, "ra", 100_000, until).await });
         let wb = tokio::spawn(async move { write_events_until(&bb, "rb", 100_000, until).await });
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let pg = &pg;
         tokio::task::block_in_place(|| pg.down());
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
         tokio::task::block_in_place(|| pg.up());
         let (acked_a, seen_a) = wa.await.unwrap();
         let (acked_b, seen_b) = wb.await.unwrap();
