@@ -98,6 +98,87 @@ impl Drop for AddressSlot {
     }
 }
 
+/// The connections that have not sent a request yet, by address, so that one more
+/// connection past the server's cap can take the place of one of them
+/// ([`Waiting::evict`]) rather than be refused: sockets opened and left silent, from
+/// however many addresses, cannot keep a client that sends requests out.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    next: std::sync::atomic::AtomicU64,
+    held: Mutex<HashMap<u64, (Address, Arc<tokio::sync::Notify>)>>,
+}
+
+/// A connection's place among the [`Waiting`] ones until it sends its first request
+/// ([`WaitingPlace::served`]) or closes.
+#[derive(Debug)]
+pub struct WaitingPlace {
+    waiting: Arc<Waiting>,
+    id: u64,
+    /// Notified when the connection is to close to make room.
+    pub evicted: Arc<tokio::sync::Notify>,
+}
+
+impl Waiting {
+    /// Registers a new connection of `address` that has sent nothing yet.
+    pub fn enter(self: &Arc<Self>, address: Address) -> WaitingPlace {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let evicted = Arc::new(tokio::sync::Notify::new());
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, (address, Arc::clone(&evicted)));
+        WaitingPlace {
+            waiting: Arc::clone(self),
+            id,
+            evicted,
+        }
+    }
+
+    /// Tells the oldest silent connection of the address that holds the most of them to
+    /// close; whether there was one. A connection that has sent a request is never
+    /// chosen.
+    pub fn evict(&self) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut per_address: HashMap<Address, usize> = HashMap::new();
+        for (address, _) in held.values() {
+            *per_address.entry(*address).or_default() += 1;
+        }
+        let Some(chosen) = held
+            .iter()
+            .max_by_key(|(id, (address, _))| {
+                (
+                    per_address.get(address).copied().unwrap_or(0),
+                    std::cmp::Reverse(**id),
+                )
+            })
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        if let Some((_, evicted)) = held.remove(&chosen) {
+            evicted.notify_one();
+        }
+        true
+    }
+}
+
+impl WaitingPlace {
+    /// The connection sent a request: it is no longer one to evict.
+    pub fn served(&self) {
+        self.waiting
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+impl Drop for WaitingPlace {
+    fn drop(&mut self) {
+        self.served();
+    }
+}
+
 /// How long a request's body may take to arrive: whole within `deadline` of the request's
 /// head, and, once `grace` has passed, at `min_rate` bytes a second at least on average
 /// since the head (0: no least rate).

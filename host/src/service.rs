@@ -4654,7 +4654,9 @@ pub struct ServerLimits {
     /// The least rate, in bytes a second on average since the head, a body must keep to
     /// once its grace is over (408 `request.timeout` otherwise); 0: any.
     pub body_min_rate: u64,
-    /// Connections held at once; one more is answered 503 `host.busy` and closed.
+    /// Connections held at once; past it, a connection that has sent no request yet is
+    /// closed to make room ([`crate::limits::Waiting`]), or else the new one is answered
+    /// 503 `host.busy` and closed.
     pub max_connections: usize,
     /// Connections one network address (an IPv4 address, an IPv6 /64) may hold at once;
     /// one more from it is answered 503 `host.busy` and closed.
@@ -4687,7 +4689,7 @@ pub async fn serve_with_limits(
     limits: ServerLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    use crate::limits::{Address, AddressSlots, BodyLimits, DeadlineBody};
+    use crate::limits::{Address, AddressSlots, BodyLimits, DeadlineBody, Waiting};
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     let body_limits = BodyLimits {
@@ -4697,6 +4699,7 @@ pub async fn serve_with_limits(
     };
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let addresses = Arc::new(AddressSlots::default());
+    let waiting = Arc::new(Waiting::default());
     let (closing, closed) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -4739,18 +4742,46 @@ pub async fn serve_with_limits(
             ));
             continue;
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            let cap = limits.max_connections;
-            tokio::spawn(refuse(
-                stream,
-                format!("the server holds its limit of {cap} connections"),
-            ));
-            continue;
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            // At the cap, a connection that has sent no request yet makes room: the
+            // oldest of the address holding the most of them closes, and this one takes
+            // its place once it has.
+            Err(_) if waiting.evict() => {
+                match tokio::time::timeout(
+                    Duration::from_millis(500),
+                    Arc::clone(&permits).acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        let cap = limits.max_connections;
+                        tokio::spawn(refuse(
+                            stream,
+                            format!("the server holds its limit of {cap} connections"),
+                        ));
+                        continue;
+                    }
+                }
+            }
+            Err(_) => {
+                let cap = limits.max_connections;
+                tokio::spawn(refuse(
+                    stream,
+                    format!("the server holds its limit of {cap} connections"),
+                ));
+                continue;
+            }
         };
+        let place = Arc::new(waiting.enter(address));
+        let evicted = Arc::clone(&place.evicted);
         let app = app.clone();
+        let sent = Arc::clone(&place);
         let service = TowerToHyperService::new(tower::util::MapRequest::new(
             app,
             move |req: axum::http::Request<hyper::body::Incoming>| {
+                sent.served();
                 // The body's deadline runs from now, as its head has arrived.
                 let mut req = req.map(|body| DeadlineBody::new(body, body_limits));
                 req.extensions_mut().insert(peer);
@@ -4760,7 +4791,7 @@ pub async fn serve_with_limits(
         let header_timeout = limits.header_timeout;
         let mut closed = closed.clone();
         tokio::spawn(async move {
-            let _held = (permit, slot);
+            let _held = (permit, slot, place);
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
@@ -4774,6 +4805,8 @@ pub async fn serve_with_limits(
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
                 }
+                // It sent nothing, and another connection needs its place: closed.
+                () = evicted.notified() => {}
             }
         });
     }

@@ -125,6 +125,89 @@ fn idle_sockets_from_one_address_do_not_lock_out_another() {
     });
 }
 
+/// The second attack's fourth finding: silent sockets from many addresses, each within
+/// its address's share, filled the server's cap, and every client was refused until the
+/// head timeout closed them. Now a connection past the cap takes the place of a silent
+/// one (of the address holding the most): a client from yet another address is served,
+/// and a client that has sent requests keeps its connection.
+#[test]
+fn silent_sockets_from_many_addresses_do_not_lock_out_a_client() {
+    block(async {
+        let limits = ServerLimits {
+            max_connections: 60,
+            max_connections_per_address: 20,
+            ..ServerLimits::default()
+        };
+        let addr = server("sec-silent-many", limits).await;
+        // A client already served, on a kept-alive connection.
+        let served = admin_from([127, 0, 0, 9]);
+        let ok = served
+            .get(format!("http://{addr}/v1/revision"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        assert_eq!(ok, 200);
+        // Three addresses at their share: 60 connections with the client's, past the cap.
+        let held = tokio::task::spawn_blocking(move || {
+            let mut held = Vec::new();
+            for a in 2..5u8 {
+                for _ in 0..20 {
+                    let s = connect_from([127, 0, 0, a], addr);
+                    held.push(s);
+                }
+            }
+            held
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A new client from another address is served.
+        let status = admin_from([127, 0, 0, 7])
+            .get(format!("http://{addr}/v1/revision"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        assert_eq!(
+            status, 200,
+            "a new client was refused while silent sockets filled the server's cap"
+        );
+        // The client served before keeps being served on its connection.
+        let again = served
+            .get(format!("http://{addr}/v1/revision"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        assert_eq!(again, 200);
+        // Some silent sockets were closed to make room.
+        let closed = held
+            .iter()
+            .filter(|s| {
+                s.set_nonblocking(true).unwrap();
+                let mut buf = [0u8; 4096];
+                matches!((&**s).read(&mut buf), Ok(0))
+                    || String::from_utf8_lossy(&buf).contains("host.busy")
+            })
+            .count();
+        assert!(closed > 0, "no silent socket was closed");
+    });
+}
+
+/// A connection to `addr` from the loopback address `from`.
+fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from((from, 0))).unwrap();
+            socket.connect(addr).await.unwrap().into_std().unwrap()
+        })
+}
+
 /// A body trickled a byte at a time, each byte well within the old per-frame timeout:
 /// the whole body has `body_timeout` to arrive, so the request is answered 408 with a
 /// structured error at the deadline and its connection closed.
