@@ -134,27 +134,28 @@ impl Waiting {
         }
     }
 
-    /// Tells the oldest silent connection of the address that holds the most of them to
-    /// close; whether there was one. A connection that has sent a request is never
-    /// chosen.
-    pub fn evict(&self) -> bool {
+    /// Makes room for a new connection of `newcomer`: tells the oldest silent connection
+    /// of the address that holds the most of them to close, if that address holds more
+    /// than `newcomer` does (an address does not churn its own silent connections: its
+    /// surplus is refused); whether one was told. A connection that has sent a request
+    /// is never chosen.
+    pub fn evict(&self, newcomer: Address) -> bool {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let mut per_address: HashMap<Address, usize> = HashMap::new();
         for (address, _) in held.values() {
             *per_address.entry(*address).or_default() += 1;
         }
-        let Some(chosen) = held
+        let count = |a: &Address| per_address.get(a).copied().unwrap_or(0);
+        let Some((chosen, heaviest)) = held
             .iter()
-            .max_by_key(|(id, (address, _))| {
-                (
-                    per_address.get(address).copied().unwrap_or(0),
-                    std::cmp::Reverse(**id),
-                )
-            })
-            .map(|(id, _)| *id)
+            .max_by_key(|(id, (address, _))| (count(address), std::cmp::Reverse(**id)))
+            .map(|(id, (address, _))| (*id, *address))
         else {
             return false;
         };
+        if count(&heaviest) <= count(&newcomer) {
+            return false;
+        }
         if let Some((_, evicted)) = held.remove(&chosen) {
             evicted.notify_one();
         }

@@ -4654,9 +4654,10 @@ pub struct ServerLimits {
     /// The least rate, in bytes a second on average since the head, a body must keep to
     /// once its grace is over (408 `request.timeout` otherwise); 0: any.
     pub body_min_rate: u64,
-    /// Connections held at once; past it, a connection that has sent no request yet is
-    /// closed to make room ([`crate::limits::Waiting`]), or else the new one is answered
-    /// 503 `host.busy` and closed.
+    /// Connections held at once; past it, a connection that has sent no request yet, of
+    /// an address holding more such than the new one's, is closed to make room
+    /// ([`crate::limits::Waiting`]), or else the new one is answered 503 `host.busy` and
+    /// closed.
     pub max_connections: usize,
     /// Connections one network address (an IPv4 address, an IPv6 /64) may hold at once;
     /// one more from it is answered 503 `host.busy` and closed.
@@ -4745,9 +4746,10 @@ pub async fn serve_with_limits(
         let permit = match Arc::clone(&permits).try_acquire_owned() {
             Ok(permit) => permit,
             // At the cap, a connection that has sent no request yet makes room: the
-            // oldest of the address holding the most of them closes, and this one takes
-            // its place once it has.
-            Err(_) if waiting.evict() => {
+            // oldest of the address holding the most of them closes (if that is not this
+            // one's address, nor one holding no more than it), and this one takes its
+            // place once it has.
+            Err(_) if waiting.evict(address) => {
                 match tokio::time::timeout(
                     Duration::from_millis(500),
                     Arc::clone(&permits).acquire_owned(),

@@ -64,8 +64,9 @@ pub struct ServeArgs {
     /// Callers that may wait for an instance before more are answered 503.
     #[arg(long, env = "CLEARANCE_QUEUE", default_value_t = 1024)]
     pub queue: u32,
-    /// Connections held at once; past it, a connection that has sent no request yet is
-    /// closed to make room, or else the new one is answered 503 and closed.
+    /// Connections held at once; past it, a connection that has sent no request yet, of
+    /// an address holding more such than the new one's, is closed to make room, or else
+    /// the new one is answered 503 and closed.
     #[arg(long, env = "CLEARANCE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
     /// Connections one network address (an IPv4 address, an IPv6 /64) may hold at once;
