@@ -1202,8 +1202,17 @@ impl Snapshot {
     }
 
     /// The strings of set attribute `a` of entity `local` of type `t` (none when it is
-    /// not a set).
+    /// not a set), sorted: what an error names first must not depend on the order in which
+    /// the facts' strings were interned, which another account's strings change.
     pub(crate) fn set_attr_strings(&self, t: TypeId, a: u16, local: usize) -> Vec<String> {
+        let mut out = self.set_attr_interned(t, a, local);
+        out.sort_unstable();
+        out
+    }
+
+    /// The strings of a set attribute in the order of their interning, which depends on
+    /// every string of the facts (another account's too): not for an answer.
+    fn set_attr_interned(&self, t: TypeId, a: u16, local: usize) -> Vec<String> {
         match self
             .types
             .get(t as usize)
