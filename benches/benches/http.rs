@@ -7,7 +7,9 @@
 #![allow(clippy::indexing_slicing, missing_docs)]
 
 use clearance_core::{Facts, FactsJson};
-use clearance_host::service::{Service, ServiceConfig, read_policies, serve};
+use clearance_host::api::serve;
+use clearance_host::policy_dir::read_policies;
+use clearance_host::service::{Service, ServiceConfig};
 use clearance_host::{Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 use std::sync::Arc;

@@ -33,7 +33,7 @@ fn main() {
         ..TokenRules::default()
     };
     let jwks = fixtures.join("jwks.json");
-    let now = clearance_host::service::now_seconds();
+    let now = clearance_host::clock::now_seconds();
     // COLD distinct tokens per algorithm (a `jti` each), signed beforehand.
     let sign = |alg: Algorithm, kid: &str, k: &EncodingKey, i: u32| {
         let claims = serde_json::json!({ "iss": "https://idp.test", "aud": "clearance-test", "sub": "occ_controller", "exp": now + 3600, "nbf": now, "jti": i });

@@ -19,10 +19,12 @@
 #![allow(clippy::indexing_slicing)]
 
 use clearance_benches::{default_schema, percentile, world};
+use clearance_host::api::serve;
 use clearance_host::pgcluster::Cluster;
-use clearance_host::pgstore::PgStore;
-use clearance_host::service::{Service, ServiceConfig, read_policies, serve};
+use clearance_host::policy_dir::read_policies;
+use clearance_host::service::{Service, ServiceConfig};
 use clearance_host::store::FactStore;
+use clearance_host::store::postgres::PgStore;
 use clearance_host::{Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 use std::sync::Arc;

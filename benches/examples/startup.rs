@@ -17,7 +17,9 @@
 
 use clearance_benches::{percentile, scales, world};
 use clearance_core::Delta;
-use clearance_host::service::{Service, ServiceConfig, read_policies, stored_policy};
+use clearance_host::policy_dir::read_policies;
+use clearance_host::service::{Service, ServiceConfig};
+use clearance_host::store::StoredPolicy;
 use clearance_host::store::{Change, SqliteFile, SqliteStore};
 use clearance_host::{Runtime, RuntimeConfig};
 use std::sync::Arc;
@@ -48,7 +50,7 @@ fn run() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let sources = read_policies(&root.join("policies"))?;
-    let policy = stored_policy(&sources)?;
+    let policy = StoredPolicy::of(&sources)?;
     println!(
         "| scale | replay of the base and {CHANGES} changes, median of {ROUNDS} | from a checkpoint and {AFTER} changes, median of {ROUNDS} | writing the checkpoint (storing it) | checkpoint facts / snapshot |"
     );
@@ -111,7 +113,9 @@ fn run() -> Result<(), String> {
             let upto = store.last_revision().map_err(|e| e.to_string())?;
             let store = SqliteStore::new(store);
             tokio
-                .block_on(clearance_host::checkpoint::write_checkpoint(&store, upto))?
+                .block_on(clearance_host::store::checkpoint::write_checkpoint(
+                    &store, upto,
+                ))?
                 .ok_or("no checkpoint written")?
         };
         let writing = t.elapsed();

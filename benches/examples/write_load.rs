@@ -17,7 +17,9 @@
 #![allow(clippy::indexing_slicing)]
 
 use clearance_benches::{default_schema, percentile, scales, world};
-use clearance_host::service::{Service, ServiceConfig, read_policies, serve};
+use clearance_host::api::serve;
+use clearance_host::policy_dir::read_policies;
+use clearance_host::service::{Service, ServiceConfig};
 use clearance_host::{Runtime, RuntimeConfig};
 use serde_json::json;
 use std::sync::Arc;

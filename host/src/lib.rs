@@ -4,13 +4,14 @@
 //! store, writes validated by the policy, the change feed and principal slices. Decisions
 //! come only from the module.
 
+pub mod api;
 pub mod auth;
-pub mod checkpoint;
+pub mod clock;
 pub mod limits;
 pub mod observe;
 pub mod openapi;
 pub mod pgcluster;
-pub mod pgstore;
+pub mod policy_dir;
 pub mod routes;
 pub mod runtime;
 pub mod schemas;

@@ -209,7 +209,7 @@ export const AUDIENCE = 'edge-test';
 
 
 /**
- * The slice of `account` as `GET /v1/slice/{principal}` gives it (host/src/service.rs):
+ * The slice of `account` as `GET /v1/slice/{principal}` gives it (host/src/api/slice.rs):
  * the entities whose account (or own id, for accounts) is `account`, the tuples on them;
  * issued now, for an hour.
  *

@@ -16,81 +16,15 @@
 //! Only the host slices; the module decides on slices but never makes one.
 
 use crate::error::FactsError;
-use crate::facts::{Delta, EntityJson, EntityRecord, Facts, FactsJson, TupleJson, TupleKey};
+use crate::facts::{
+    CountsJson, Delta, EntityCount, EntityJson, EntityRecord, Facts, FactsJson, TupleJson, TupleKey,
+};
 use crate::policy::{Base, Expr, Operand, Schema, TypeDef, TypeId};
 use crate::snapshot::NEVER;
 use crate::time::TimeValue;
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Relations of one type counted together, carried as numbers in place of their tuples
-/// (the `counts` of facts): what a `count(...)` of those relations needs, of each entity
-/// of the type, without the names of the subjects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct CountsJson {
-    /// The type whose entities hold the relations.
-    #[serde(rename = "type")]
-    pub ty: String,
-    /// The relations, counted together: a subject of several of them counts once.
-    pub relations: Vec<String>,
-    /// The subjects of each entity of the type that has any, in the order of their ids;
-    /// every other entity of the type has none.
-    #[serde(default)]
-    pub of: Vec<EntityCount>,
-}
-
-/// The subjects an entity holds through a set of counted relations, without their names.
-/// A subject counts while one of its tuples of those relations has not ended: at `now`,
-/// `subjects` less those whose last tuple ended at or before `now`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct EntityCount {
-    /// The entity's id (of the type counted).
-    pub id: String,
-    /// How many distinct subjects hold a tuple of the relations, ended or not.
-    pub subjects: u32,
-    /// When each subject whose tuples all end stops counting (the end of its last tuple),
-    /// in seconds since the epoch, ascending: one per such subject.
-    // Written even when empty, as `tuple_ends` is: a snapshot's bytes hold this type too,
-    // and they cannot leave out a field.
-    #[serde(default)]
-    pub subject_ends: Vec<i64>,
-    /// Every other instant at which one of the tuples ends, ascending, each once: the
-    /// count does not change then, but a decision that counted is valid until the first
-    /// of these or of `subject_ends` after its `now`, as one on the tuples is.
-    #[serde(default)]
-    pub tuple_ends: Vec<i64>,
-}
-
-impl EntityCount {
-    /// The subjects counted at `now`, and the first instant after `now` at which one of
-    /// the tuples ends ([`NEVER`] if none does): what counting the tuples gives.
-    pub fn at(&self, now: i64) -> (i64, i64) {
-        let ends = self.subject_ends.len();
-        let ended = self.subject_ends.partition_point(|&t| t <= now);
-        // A subject whose tuples never end counts while `now` is before the end of time.
-        let endless = if now < NEVER {
-            (self.subjects as usize).saturating_sub(ends)
-        } else {
-            0
-        };
-        let next = |v: &[i64]| {
-            v.get(v.partition_point(|&t| t <= now))
-                .copied()
-                .unwrap_or(NEVER)
-        };
-        let counted = i64::try_from(ends - ended + endless).unwrap_or(i64::MAX);
-        (
-            counted,
-            next(&self.subject_ends).min(next(&self.tuple_ends)),
-        )
-    }
-}
 
 /// On which entities the policy reads an attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

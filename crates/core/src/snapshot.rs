@@ -2,9 +2,8 @@
 //! indexed relations and role bitsets, ready to decide requests.
 
 use crate::error::FactsError;
-use crate::facts::Facts;
+use crate::facts::{CountsJson, EntityCount, Facts};
 use crate::policy::{CellDef, RoleCells, Schema, TypeId, ValueType, parse_cell};
-use crate::slice::{CountsJson, EntityCount};
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -21,8 +20,7 @@ pub const NONE_I64: i64 = i64::MIN;
 pub const NONE_STR: u32 = u32::MAX;
 /// "No value" in bool and enum columns.
 pub const NONE_U8: u8 = u8::MAX;
-/// The expiry of tuples that never expire.
-pub const NEVER: i64 = i64::MAX;
+pub use crate::time::NEVER;
 
 /// The licence categories a certification authorisation or a licence may name: those of
 /// aircraft maintenance licences (`A` and `B1` with their subcategories, `B2`, `B2L`,

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// The end of time: the expiry of tuples that never expire.
+pub const NEVER: i64 = i64::MAX;
+
 /// A timestamp as written in JSON or TOML: RFC 3339 text or seconds since the epoch.
 // Read by a visitor of its own rather than serde's untagged enums, which buffer the value
 // first and cost the wasm module a second deserializer per format.

@@ -5,9 +5,10 @@
 
 use super::service::{NOW, serve_config, temp_db};
 use super::{ADMIN, add_key, block, client_with, root};
+use clearance_host::api::ROUTES;
 use clearance_host::auth::{Scope, TokenRules, TokenVerifier};
 use clearance_host::routes::Callers;
-use clearance_host::service::{ROUTES, ServiceConfig};
+use clearance_host::service::ServiceConfig;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn now() -> i64 {
-    clearance_host::service::now_seconds()
+    clearance_host::clock::now_seconds()
 }
 
 fn claims(sub: &str) -> Value {

@@ -5,9 +5,9 @@
 
 use super::service::{NOW, decision_mix, get, post, runtime_with, serve_config, serve_on, temp_db};
 use clearance_host::RuntimeConfig;
-use clearance_host::checkpoint::recover_with;
 use clearance_host::service::ServiceConfig;
 use clearance_host::store::SqliteFile;
+use clearance_host::store::checkpoint::recover_with;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;

@@ -137,8 +137,8 @@ fn matrix_output_escapes_role_names_from_facts() {
 fn keys_are_created_once_listed_without_secrets_and_revoked() {
     let dir = super::scratch("cli-keys");
     let db = dir.join("facts.db");
-    let sources = clearance_host::service::read_policies(&root().join("policies")).unwrap();
-    let policy = clearance_host::service::stored_policy(&sources).unwrap();
+    let sources = clearance_host::policy_dir::read_policies(&root().join("policies")).unwrap();
+    let policy = clearance_host::store::StoredPolicy::of(&sources).unwrap();
     clearance_host::store::SqliteFile::open_or_create(&db, || {
         Ok((clearance_core::Facts::default(), policy))
     })
@@ -527,7 +527,7 @@ fn watch_stops_on_an_error_event() {
 
     {
         let mut store = clearance_host::store::SqliteFile::open(&db).unwrap();
-        let at = clearance_host::service::now_seconds();
+        let at = clearance_host::clock::now_seconds();
         assert!(store.revoke_key("00000000000000ae", at).unwrap());
     }
     let said = until_code(WATCHER, false);

@@ -631,7 +631,7 @@ fn sigterm_with_a_change_feed_attached_ends_the_feed_and_exits_0() {
 /// The state a SQLite store holds at `upto` (its last revision when `None`).
 fn stored_state(db: &Path, upto: Option<u64>) -> clearance_core::Facts {
     let file = clearance_host::store::SqliteFile::open(db).unwrap();
-    clearance_host::checkpoint::recover_with(file.latest(upto).unwrap(), &|_| {})
+    clearance_host::store::checkpoint::recover_with(file.latest(upto).unwrap(), &|_| {})
         .unwrap()
         .facts
 }
@@ -747,10 +747,10 @@ fn a_backup_taken_while_writes_go_on_restores_to_one_revision_on_sqlite_and_post
         String::from_utf8_lossy(&out.stderr)
     );
     let recovered = block(async {
-        let store = clearance_host::pgstore::PgStore::connect(&url)
+        let store = clearance_host::store::postgres::PgStore::connect(&url)
             .await
             .unwrap();
-        clearance_host::checkpoint::recover(&store, None)
+        clearance_host::store::checkpoint::recover(&store, None)
             .await
             .unwrap()
     });

@@ -42,7 +42,7 @@ fn database(pg: &Pg, name: &str) -> String {
     assert!(ok, "clearance migrate: {said}");
     let key = stored_key(ADMIN, Scope::Admin, &[], "test", 0).unwrap();
     block(async {
-        let store = clearance_host::pgstore::PgStore::connect(&url)
+        let store = clearance_host::store::postgres::PgStore::connect(&url)
             .await
             .unwrap();
         store.add_key(key).await.unwrap();

@@ -9,10 +9,13 @@
 
 use super::service::{NOW, serve_config, temp_db};
 use super::{ADMIN, add_key, block, client_with, create_event, root};
+use clearance_host::api::ROUTES;
 use clearance_host::auth::{DemoIssuer, Scope, TokenVerifier};
+use clearance_host::clock::now_seconds;
 use clearance_host::openapi::document;
+use clearance_host::policy_dir::read_policies;
 use clearance_host::routes::{Answer, Callers, Deployment, Input, Method};
-use clearance_host::service::{ROUTES, ServiceConfig, now_seconds, read_policies};
+use clearance_host::service::ServiceConfig;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -4,9 +4,9 @@
 
 use super::{artifact, block, root};
 use clearance_core::{Facts, FactsJson, Schema, Snapshot, Source};
-use clearance_host::service::{
-    ConsoleFiles, Service, ServiceConfig, read_policies, router, with_console,
-};
+use clearance_host::api::{ConsoleFiles, router, with_console};
+use clearance_host::policy_dir::read_policies;
+use clearance_host::service::{Service, ServiceConfig};
 use clearance_host::{Runtime, RuntimeConfig};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -77,7 +77,7 @@ pub(crate) async fn serve_on(
     };
     let app = with_console(router(Arc::clone(&service)), &files);
     tokio::spawn(async move {
-        let _ = clearance_host::service::serve_with_limits(
+        let _ = clearance_host::api::serve_with_limits(
             listener,
             app,
             Default::default(),
@@ -973,12 +973,12 @@ fn slow_and_surplus_connections_are_closed_not_held() {
         service.refresh_keys().await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let limits = clearance_host::service::ServerLimits {
+        let limits = clearance_host::api::ServerLimits {
             header_timeout: std::time::Duration::from_secs(1),
             max_connections: 50,
             ..Default::default()
         };
-        tokio::spawn(clearance_host::service::serve_with_limits(
+        tokio::spawn(clearance_host::api::serve_with_limits(
             listener,
             router(service),
             limits,

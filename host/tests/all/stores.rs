@@ -6,7 +6,7 @@
 use super::block;
 use super::pg::Pg;
 use clearance_core::Facts;
-use clearance_host::pgstore::PgStore;
+use clearance_host::store::postgres::PgStore;
 use clearance_host::store::{
     Change, Checkpoint, FactStore, SqliteFile, SqliteStore, StoreErrorKind, StoredKey, StoredPolicy,
 };
@@ -14,8 +14,9 @@ use serde_json::json;
 use std::sync::Arc;
 
 fn policy() -> StoredPolicy {
-    let sources = clearance_host::service::read_policies(&super::root().join("policies")).unwrap();
-    clearance_host::service::stored_policy(&sources).unwrap()
+    let sources =
+        clearance_host::policy_dir::read_policies(&super::root().join("policies")).unwrap();
+    clearance_host::store::StoredPolicy::of(&sources).unwrap()
 }
 
 fn change(revision: u64, author: &str) -> Change {

@@ -5,7 +5,8 @@
 
 use super::service::{NOW, demo_facts, serve_config, temp_db};
 use super::{admin, block, get_json, root};
-use clearance_host::service::{ServiceConfig, read_policies};
+use clearance_host::policy_dir::read_policies;
+use clearance_host::service::ServiceConfig;
 use serde_json::{Value, json};
 
 fn add(resource: &str, relation: &str, subject: &str) -> Value {

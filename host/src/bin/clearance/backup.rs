@@ -4,7 +4,7 @@
 //! the source's policy and service keys. Restore seeds an empty store (SQLite or a
 //! migrated PostgreSQL) with it: a host started on it serves that revision.
 
-use clearance_host::checkpoint::recover;
+use clearance_host::store::checkpoint::recover;
 use clearance_host::store::{FactStore, SqliteFile, SqliteStore, StoredKey, open_existing};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -83,8 +83,8 @@ pub async fn restore(from: &Path, spec: &str) -> Result<ExitCode, String> {
         .map_err(|e| format!("{}: {e}", from.display()))?;
     let (facts, policy, keys) = state(&SqliteStore::new(file)).await?;
     let revision = facts.revision;
-    if clearance_host::pgstore::is_postgres(spec) {
-        let store = clearance_host::pgstore::PgStore::connect(spec)
+    if clearance_host::store::postgres::is_postgres(spec) {
+        let store = clearance_host::store::postgres::PgStore::connect(spec)
             .await
             .map_err(|e| e.to_string())?;
         let seeded = store

@@ -2,7 +2,7 @@
 
 use crate::Cli;
 use clearance_core::{Facts, Schema, Snapshot, Source};
-use clearance_host::service::read_policies;
+use clearance_host::policy_dir::read_policies;
 use clearance_host::{Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,5 +89,5 @@ pub async fn loaded(cli: &Cli, facts_path: &Path) -> Result<Arc<Runtime>, String
 
 /// The server's clock, as RFC 3339.
 pub fn now_text() -> String {
-    clearance_core::time::format(clearance_host::service::now_seconds())
+    clearance_core::time::format(clearance_host::clock::now_seconds())
 }

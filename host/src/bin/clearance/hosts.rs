@@ -6,8 +6,8 @@
 use crate::Cli;
 use clearance_host::auth::{Scope, new_key};
 use clearance_host::pgcluster::Cluster;
-use clearance_host::pgstore::PgStore;
 use clearance_host::store::FactStore;
+use clearance_host::store::postgres::PgStore;
 use std::process::{Child, Command, ExitCode};
 
 /// What `hosts` takes.
@@ -50,7 +50,7 @@ pub async fn run(cli: &Cli, args: &HostsArgs) -> Result<ExitCode, String> {
         Scope::Admin,
         &[],
         "hosts demo admin",
-        clearance_host::service::now_seconds(),
+        clearance_host::clock::now_seconds(),
     )?;
     PgStore::connect(&url)
         .await

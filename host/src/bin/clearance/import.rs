@@ -11,8 +11,9 @@
 
 use clearance_core::facts::Delta;
 use clearance_core::{Facts, Schema, Snapshot};
-use clearance_host::checkpoint::recover;
-use clearance_host::service::{accounts_touched, now_seconds, stored_policy};
+use clearance_host::clock::now_seconds;
+use clearance_host::service::accounts_touched;
+use clearance_host::store::checkpoint::recover;
 use clearance_host::store::{Change, FactStore, SqliteFile, SqliteStore, StoredPolicy};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -224,9 +225,9 @@ fn give_back_memory() {
 /// Opens the store `spec` names; a SQLite file that does not exist yet is created with
 /// no facts, under the policy files.
 async fn open(spec: &str, policies: &Path) -> Result<Arc<dyn FactStore>, String> {
-    let sqlite = !clearance_host::pgstore::is_postgres(spec);
+    let sqlite = !clearance_host::store::postgres::is_postgres(spec);
     if sqlite && !Path::new(spec).exists() {
-        let policy = stored_policy(&crate::common::sources(policies)?)?;
+        let policy = StoredPolicy::of(&crate::common::sources(policies)?)?;
         let path = PathBuf::from(spec);
         let file = tokio::task::spawn_blocking(move || {
             SqliteFile::open_or_create(&path, move || Ok((Facts::default(), policy)))

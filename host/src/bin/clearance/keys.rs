@@ -3,7 +3,7 @@
 //! new or revoked key within its refresh interval (a second by default).
 
 use clearance_host::auth::{Scope, new_key};
-use clearance_host::service::now_seconds;
+use clearance_host::clock::now_seconds;
 
 use std::process::ExitCode;
 

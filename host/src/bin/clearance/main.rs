@@ -374,7 +374,7 @@ fn on_server(cli: &Cli) -> Result<remote::Remote, String> {
 /// SQLite file.
 fn store_spec(data: &std::path::Path, store: Option<&str>) -> Result<String, String> {
     match store {
-        Some(url) if clearance_host::pgstore::is_postgres(url) => Ok(url.to_string()),
+        Some(url) if clearance_host::store::postgres::is_postgres(url) => Ok(url.to_string()),
         Some(other) => Err(format!(
             "--store `{other}`: expected a PostgreSQL URL (postgres://…); a SQLite file is given with --data"
         )),

@@ -4,10 +4,11 @@ use crate::Cli;
 use crate::common::{load_facts, runtime, sources};
 use crate::logs::LogFormat;
 use clearance_host::RuntimeConfig;
+use clearance_host::api::ServerLimits;
 use clearance_host::auth::{
     DEFAULT_MAX_LIFETIME, DemoIssuer, Scope, TokenRules, TokenVerifier, new_key,
 };
-use clearance_host::service::{self, ServerLimits, Service, ServiceConfig};
+use clearance_host::service::{Service, ServiceConfig};
 use clearance_host::signer::SliceSigner;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -261,7 +262,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
     let clock_offset = match demo_time {
         Some(t) => clearance_core::time::parse(t)
             .map_err(|m| format!("--demo-time: {m}"))?
-            .saturating_sub(service::now_seconds()),
+            .saturating_sub(clearance_host::clock::now_seconds()),
         None => 0,
     };
     let cache = cache_dir
@@ -304,7 +305,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
     };
     let (files, dir) = (sources(&cli.policies)?, Some(cli.policies.clone()));
     let service = match store {
-        Some(url) if clearance_host::pgstore::is_postgres(url) => {
+        Some(url) if clearance_host::store::postgres::is_postgres(url) => {
             Service::open_postgres(rt, files, url, seeded, dir, config).await?
         }
         Some(other) => {
@@ -325,7 +326,12 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
             "DEMO MODE: POST /demo/token {{\"principal\": \"user:…\"}} gives a user token for any principal of the facts (a key made at start-up); never serve real data like this"
         );
         if service.key_count() == 0 {
-            let key = new_key(Scope::Admin, &[], "demo admin", service::now_seconds())?;
+            let key = new_key(
+                Scope::Admin,
+                &[],
+                "demo admin",
+                clearance_host::clock::now_seconds(),
+            )?;
             service
                 .add_key(key.stored.clone())
                 .await
@@ -348,7 +354,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
     tracing::info!(
         "console at http://{local}/, API at http://{local}/v1 (OpenAPI at /v1/openapi.json)"
     );
-    let files = service::ConsoleFiles {
+    let files = clearance_host::api::ConsoleFiles {
         web: web.clone(),
         pkg: cli
             .wasm
@@ -363,20 +369,22 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!("metrics at http://{local}/metrics (without credentials)");
         let closed = service.closed();
-        let app = service::metrics_router(Arc::clone(&service));
+        let app = clearance_host::api::metrics_router(Arc::clone(&service));
         tokio::spawn(async move {
             let limits = ServerLimits {
                 max_connections: 64,
                 ..ServerLimits::default()
             };
-            if let Err(e) = service::serve_with_limits(listener, app, limits, closed).await {
+            if let Err(e) =
+                clearance_host::api::serve_with_limits(listener, app, limits, closed).await
+            {
                 tracing::warn!("the metrics listener stopped: {e}");
             }
         });
     }
     let stopping = Arc::clone(&service);
-    let app = service::with_console(service::router(service), &files);
-    service::serve_with_limits(
+    let app = clearance_host::api::with_console(clearance_host::api::router(service), &files);
+    clearance_host::api::serve_with_limits(
         listener,
         app,
         ServerLimits {

@@ -5,7 +5,9 @@
 use crate::service::{demo_facts, runtime_with, temp_db};
 use crate::{ADMIN, block, root};
 use clearance_host::RuntimeConfig;
-use clearance_host::service::{ServerLimits, Service, ServiceConfig, read_policies, router};
+use clearance_host::api::{ServerLimits, router};
+use clearance_host::policy_dir::read_policies;
+use clearance_host::service::{Service, ServiceConfig};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -31,7 +33,7 @@ async fn server(name: &str, limits: ServerLimits) -> SocketAddr {
     service.refresh_keys().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(clearance_host::service::serve_with_limits(
+    tokio::spawn(clearance_host::api::serve_with_limits(
         listener,
         router(service),
         limits,

@@ -5,8 +5,9 @@
 
 use crate::service::{serve_config, temp_db};
 use crate::{ADMIN, block, root};
+use clearance_host::api::{Peer, router};
 use clearance_host::auth::{TokenRules, TokenVerifier};
-use clearance_host::service::{Peer, ServiceConfig, router};
+use clearance_host::service::ServiceConfig;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -22,7 +23,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn now() -> i64 {
-    clearance_host::service::now_seconds()
+    clearance_host::clock::now_seconds()
 }
 
 fn rules() -> TokenRules {
@@ -314,12 +315,12 @@ fn over_ipv6_loopback_failures_are_counted_by_64_and_mapped_ipv4_by_address() {
         let (_base, service) = server("auth-failures-loopback-v6", 5).await;
         let v6 = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
         let v6_port = v6.local_addr().unwrap().port();
-        tokio::spawn(clearance_host::service::serve(v6, Arc::clone(&service)));
+        tokio::spawn(clearance_host::api::serve(v6, Arc::clone(&service)));
         let mapped = tokio::net::TcpListener::bind("[::ffff:127.0.0.1]:0")
             .await
             .unwrap();
         let mapped_port = mapped.local_addr().unwrap().port();
-        tokio::spawn(clearance_host::service::serve(mapped, Arc::clone(&service)));
+        tokio::spawn(clearance_host::api::serve(mapped, Arc::clone(&service)));
 
         let get = |from: IpAddr, url: String, token: String| async move {
             let r = crate::bearer(&token)

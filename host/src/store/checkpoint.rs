@@ -10,8 +10,7 @@
 //! ([`write_checkpoint`]): from a second handle on the store, by the same recovery, so it
 //! never holds the live facts or the store's appends.
 
-use crate::service::compile_stored;
-use crate::store::{Checkpoint, FactStore, Latest, StoredPolicy};
+use super::{Checkpoint, FactStore, Latest, StoredPolicy};
 use clearance_core::{Facts, FactsJson, Schema, Snapshot};
 use std::sync::Arc;
 
@@ -95,11 +94,7 @@ pub fn recover_with(
 
 /// The checkpoint's snapshot with `changes` applied in place; `None` (said why) when it
 /// cannot be carried, and is built from the facts instead.
-fn carry(
-    bytes: Option<&[u8]>,
-    revision: u64,
-    changes: &[crate::store::Change],
-) -> Option<Snapshot> {
+fn carry(bytes: Option<&[u8]>, revision: u64, changes: &[super::Change]) -> Option<Snapshot> {
     let mut snapshot = Snapshot::from_bytes(bytes?)
         .map_err(|e| tracing::warn!("the checkpoint's snapshot does not load ({e}); building it"))
         .ok()?;
@@ -130,23 +125,20 @@ fn replay(
     text: &str,
     revision: u64,
     mut policy: Option<StoredPolicy>,
-    changes: &[crate::store::Change],
+    changes: &[super::Change],
 ) -> Result<Replayed, String> {
     let at = format!("the facts at revision {revision}");
     let mut doc: FactsJson = serde_json::from_str(text).map_err(|x| format!("{at}: {x}"))?;
     doc.revision = revision;
     let mut facts = Facts::from_doc(doc).map_err(|x| format!("{at}: {x}"))?;
     let mut schema = match &policy {
-        Some(p) => Some(compile_stored(
-            p,
-            &format!("the policy at revision {revision}"),
-        )?),
+        Some(p) => Some(p.compile(&format!("the policy at revision {revision}"))?),
         None => None,
     };
     for c in changes {
         match &c.policy {
             Some(p) => {
-                schema = Some(compile_stored(p, &format!("revision {}", c.revision))?);
+                schema = Some(p.compile(&format!("revision {}", c.revision))?);
                 policy = Some(p.clone());
             }
             None => facts

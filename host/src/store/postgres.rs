@@ -12,7 +12,7 @@
 //! handing it out and drops broken ones, so a restarted database is reconnected to
 //! without code of ours, and its listener reconnects and listens again by itself.
 
-use crate::store::{
+use super::{
     CHECKPOINTS_KEPT, Chain, Change, Checkpoint, CheckpointRow, FactStore, Latest, Row, StoreError,
     StoreErrorKind, StoreFuture, Stored, StoredKey, StoredPolicy, base_checksum, change_checksum,
     checkpoint_checksum, policy_of, verify_checkpoint,
@@ -264,7 +264,7 @@ impl PgStore {
         .bind(&text)
         .bind(&policy)
         .bind(base_checksum(facts.revision, &text, Some(&policy)))
-        .bind(crate::service::now_seconds())
+        .bind(crate::clock::now_seconds())
         .execute(&self.pool)
         .await
         .map_err(pe)?;
@@ -754,7 +754,7 @@ impl FactStore for PgStore {
             .bind(&policy)
             .bind(&c.snapshot)
             .bind(&sum)
-            .bind(crate::service::now_seconds())
+            .bind(crate::clock::now_seconds())
             .execute(&mut *tx)
             .await
             .map_err(pe)?;

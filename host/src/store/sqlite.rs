@@ -1,285 +1,15 @@
-//! The durable fact store: the base facts with the policy they were stored under, then
-//! every change with its revision: a list of deltas, or a new policy (its sources and
-//! hash). The embedded default is SQLite (bundled, WAL, synchronous writes); hosts that
-//! outgrow one machine share a PostgreSQL store (`crate::pgstore`) through the same
-//! async `FactStore` trait, appending by compare-and-set on the revision.
-//!
-//! The store checks itself: the base and every change carry a SHA-256 chained from the
-//! one before, verified on every load, so a changed byte, a changed or missing row is
-//! found and the store refuses to load, naming the revision. A store is seeded only when
-//! it is created, atomically (built under a temporary name, then renamed into place): an
-//! existing file that holds no store is refused, never seeded again.
+//! The embedded SQLite store: bundled, WAL, synchronous writes; checkpoints in a database
+//! file of their own beside it, so writing one never holds up appends.
 
-use clearance_core::{Delta, Facts, FactsJson, Source};
+use super::{
+    CHECKPOINTS_KEPT, Chain, Change, Checkpoint, CheckpointRow, FactStore, Latest, Row, StoreError,
+    StoreFuture, Stored, StoredKey, StoredPolicy, base_checksum, change_checksum,
+    checkpoint_checksum, e, policy_of, verify_checkpoint,
+};
+use clearance_core::{Facts, FactsJson};
 use rusqlite::{Connection, OptionalExtension, params};
-use sha2::{Digest, Sha256};
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-
-/// What kind of failure a store error is: what the caller can do about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreErrorKind {
-    /// The store refused or could not do it (a damaged store, a bad row).
-    Failed,
-    /// The revision asked to append is taken: another host appended first. Nothing was
-    /// stored; catch up and judge again.
-    Conflict,
-    /// The store could not be reached (a lost connection, a database restarting).
-    /// Whether a write in flight was stored is to be read back.
-    Unavailable,
-}
-
-/// A store error, with what failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("fact store: {message}")]
-pub struct StoreError {
-    /// What the caller can do about it.
-    pub kind: StoreErrorKind,
-    /// What failed.
-    pub message: String,
-}
-
-impl StoreError {
-    /// The store refused or could not do it.
-    pub fn failed(message: impl Into<String>) -> StoreError {
-        StoreError {
-            kind: StoreErrorKind::Failed,
-            message: message.into(),
-        }
-    }
-
-    /// Another host took the revision first.
-    pub fn conflict(message: impl Into<String>) -> StoreError {
-        StoreError {
-            kind: StoreErrorKind::Conflict,
-            message: message.into(),
-        }
-    }
-
-    /// The store could not be reached.
-    pub fn unavailable(message: impl Into<String>) -> StoreError {
-        StoreError {
-            kind: StoreErrorKind::Unavailable,
-            message: message.into(),
-        }
-    }
-}
-
-fn e(err: impl std::fmt::Display) -> StoreError {
-    StoreError::failed(err.to_string())
-}
-
-/// A stored policy: its sources and the hash they compile to.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StoredPolicy {
-    /// The policy hash (lowercase hex) of the sources.
-    pub hash: String,
-    /// The policy files, in order.
-    pub sources: Vec<Source>,
-}
-
-/// One change: a list of deltas applied, or a new policy.
-#[derive(Debug, Clone)]
-pub struct Change {
-    /// The revision it produced.
-    pub revision: u64,
-    /// Who made it.
-    pub author: String,
-    /// When it was applied (seconds).
-    pub at: i64,
-    /// The deltas (empty for a policy change).
-    pub deltas: Vec<Delta>,
-    /// The new policy, for a policy change.
-    pub policy: Option<StoredPolicy>,
-    /// The credential that made it when that is not the author itself: a service key
-    /// writing on the author's behalf (`key:<id>`), or an admin import.
-    pub via: Option<String>,
-    /// The accounts whose facts it touches (`account:<id>`), so a follower scoped to some
-    /// accounts sees only their changes. `None` for a change stored before the store
-    /// recorded them (only an admin follows those); a policy change concerns every
-    /// follower whatever it holds here.
-    pub accounts: Option<Vec<String>>,
-}
-
-/// A service key as stored: never the secret, only its SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredKey {
-    /// The public part of the key, which names it.
-    pub id: String,
-    /// The SHA-256 of the secret part, lowercase hex.
-    pub hash: String,
-    /// `admin`, `service` or `read`.
-    pub scope: String,
-    /// The accounts a `service` or `read` key is for (none for `admin`).
-    pub accounts: Vec<String>,
-    /// What the key is for, as its creator described it.
-    pub label: String,
-    /// When it was created (seconds).
-    pub created: i64,
-    /// When it was revoked (seconds), if it was.
-    pub revoked: Option<i64>,
-}
-
-/// What a store holds: the base, the policy it was stored under (none for a store from
-/// before policies were stored), and every change since, verified.
-#[derive(Debug)]
-pub struct Stored {
-    /// The base facts.
-    pub base: Facts,
-    /// The policy of the base.
-    pub policy: Option<StoredPolicy>,
-    /// Every change after the base, in order.
-    pub changes: Vec<Change>,
-}
-
-/// The state at a revision, kept so that start-up loads it and the changes after it
-/// instead of replaying the whole history: the facts, the policy they hold under and the
-/// snapshot built from both.
-#[derive(Debug, Clone)]
-pub struct Checkpoint {
-    /// The revision it is the state at.
-    pub revision: u64,
-    /// The facts, as a JSON facts document (the base's format).
-    pub facts: String,
-    /// The policy at that revision.
-    pub policy: StoredPolicy,
-    /// The snapshot of the facts under the policy (`Snapshot::to_bytes`).
-    pub snapshot: Vec<u8>,
-}
-
-/// Where start-up begins: the latest checkpoint that verifies (or else the base), and
-/// every change after it, verified.
-#[derive(Debug)]
-pub struct Latest {
-    /// The revision of the store's base (changes before it are not kept).
-    pub base_revision: u64,
-    /// The revision of the state below: a checkpoint's, or the base's.
-    pub revision: u64,
-    /// The facts at `revision`, as a JSON facts document.
-    pub facts: String,
-    /// The policy at `revision` (none for a store from before policies were stored).
-    pub policy: Option<StoredPolicy>,
-    /// The snapshot at `revision`, from a checkpoint.
-    pub snapshot: Option<Vec<u8>>,
-    /// The changes after `revision`, in order.
-    pub changes: Vec<Change>,
-    /// Checkpoints that did not verify and were passed over, each with why.
-    pub passed_over: Vec<String>,
-}
-
-/// What a store call answers, later: every store is reached without blocking an async
-/// worker (SQLite on the blocking pool, PostgreSQL over its own connections).
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
-
-/// Where facts live durably: one ordered history of changes, appended by compare-and-set
-/// on the revision, so that several hosts can share one.
-pub trait FactStore: Send + Sync {
-    /// Where the store is, for logs (never a password).
-    fn describe(&self) -> String;
-    /// Everything stored, with every checksum verified.
-    fn load(&self) -> StoreFuture<'_, Stored>;
-    /// Appends consecutive changes all or nothing, in one transaction (one sync to disk);
-    /// answers only once they are durable. Fails with [`StoreErrorKind::Conflict`],
-    /// storing nothing, if the first revision is not the next one (another host took it)
-    /// or the revisions do not follow one another.
-    fn append_all(&self, changes: Arc<Vec<Change>>) -> StoreFuture<'_, ()>;
-    /// Appends one change whose deltas are given as their JSON text (an array) rather
-    /// than in `change.deltas`: an import's, so that its deltas are in memory once, as
-    /// text. The same compare-and-set as [`FactStore::append_all`].
-    fn append_serialized(&self, change: Change, deltas: String) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let mut change = change;
-            change.deltas = serde_json::from_str(&deltas)
-                .map_err(|x| StoreError::failed(format!("the deltas given: {x}")))?;
-            self.append_all(Arc::new(vec![change])).await
-        })
-    }
-    /// Appends one change ([`FactStore::append_all`]).
-    fn append(&self, change: Change) -> StoreFuture<'_, ()> {
-        self.append_all(Arc::new(vec![change]))
-    }
-    /// The last revision stored.
-    fn last_revision(&self) -> StoreFuture<'_, u64>;
-    /// The changes after `revision`, in order: at most `max_count` of them and, past the
-    /// first, at most about `max_bytes` of stored text.
-    fn changes_page(
-        &self,
-        revision: u64,
-        max_count: usize,
-        max_bytes: usize,
-    ) -> StoreFuture<'_, Vec<Change>>;
-    /// Every service key, revoked ones included.
-    fn keys(&self) -> StoreFuture<'_, Vec<StoredKey>>;
-    /// Stores a new key; fails if its id is taken.
-    fn add_key(&self, key: StoredKey) -> StoreFuture<'_, ()>;
-    /// Marks a key revoked at `at`; answers whether a live key of that id was there.
-    fn revoke_key(&self, id: String, at: i64) -> StoreFuture<'_, bool>;
-    /// The latest checkpoint at or before `upto` (every one when `None`) that verifies,
-    /// or the base when none does, and the changes after it up to `upto`, verified.
-    fn latest(&self, upto: Option<u64>) -> StoreFuture<'_, Latest>;
-    /// Keeps a checkpoint; the revision must be stored. Older checkpoints but the one
-    /// before it are dropped. Never holds up appends.
-    fn put_checkpoint(&self, checkpoint: Arc<Checkpoint>) -> StoreFuture<'_, ()>;
-    /// The revisions of the checkpoints kept, oldest first.
-    fn checkpoints(&self) -> StoreFuture<'_, Vec<u64>>;
-    /// Reads the base's facts and checks them against their checksum. Start-up from a
-    /// checkpoint does not read them; the service checks them after it serves.
-    fn verify_base(&self) -> StoreFuture<'_, ()>;
-    /// Holds off every other host's appends until this store's next append (which it
-    /// then makes) or [`FactStore::release_appends`]: how a host that lost the
-    /// compare-and-set catches up and judges again without losing once more. Bounded by
-    /// the store (a holder that stops is cut off). A no-op for a store one process
-    /// writes.
-    fn hold_appends(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async { Ok(()) })
-    }
-    /// Lets other hosts append again, if this store held them off and has not appended.
-    fn release_appends(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async { Ok(()) })
-    }
-    /// Woken when another host may have appended (PostgreSQL's LISTEN/NOTIFY); `None`
-    /// when the store has no such signal and followers poll.
-    fn appended_elsewhere(&self) -> Option<Arc<tokio::sync::Notify>> {
-        None
-    }
-}
-
-/// Opens the existing store `spec` names: a PostgreSQL URL (`postgres://…`), or else
-/// the path of a SQLite file.
-pub async fn open_existing(spec: &str) -> Result<Arc<dyn FactStore>, StoreError> {
-    if crate::pgstore::is_postgres(spec) {
-        return Ok(Arc::new(crate::pgstore::PgStore::connect(spec).await?));
-    }
-    let path = PathBuf::from(spec);
-    let file = tokio::task::spawn_blocking(move || SqliteFile::open(&path))
-        .await
-        .map_err(|x| StoreError::failed(format!("the store's thread failed: {x}")))??;
-    Ok(Arc::new(SqliteStore::new(file)))
-}
-
-/// Migrates the store `spec` names to this host's format; answers what it did.
-pub async fn migrate(spec: &str) -> Result<String, StoreError> {
-    if crate::pgstore::is_postgres(spec) {
-        let from = crate::pgstore::PgStore::migrate(spec).await?;
-        let to = crate::pgstore::PG_FORMAT;
-        return Ok(if from == to {
-            format!("the schema is at version {to} already")
-        } else {
-            format!("migrated the schema from version {from} to {to}")
-        });
-    }
-    let path = PathBuf::from(spec);
-    let from = tokio::task::spawn_blocking(move || SqliteFile::migrate(&path))
-        .await
-        .map_err(|x| StoreError::failed(format!("the store's thread failed: {x}")))??;
-    Ok(if from == FORMAT {
-        format!("the store is at format {FORMAT} already")
-    } else {
-        format!("migrated the store from format {from} to {FORMAT}")
-    })
-}
 
 /// The embedded SQLite store, for the service: a [`SqliteFile`] reached on the blocking
 /// pool. Long reads and checkpoint writes take a handle of their own, so appends go on
@@ -377,10 +107,6 @@ impl FactStore for SqliteStore {
     }
 }
 
-/// How many checkpoints a store keeps: the latest, and the one before in case the latest
-/// does not verify.
-pub const CHECKPOINTS_KEPT: usize = 2;
-
 /// The store format this host writes (SQLite's `user_version`). Version 1, from before
 /// the store checked itself or kept its policy, had no `user_version`. An older store is
 /// migrated only on request ([`SqliteFile::migrate`], `clearance migrate`).
@@ -394,142 +120,6 @@ pub struct SqliteFile {
     path: PathBuf,
     /// The checksum of the last change (or of the base), which the next one chains from.
     last: Option<(u64, String)>,
-}
-
-pub(crate) fn hash_fields(fields: &[&[u8]]) -> String {
-    let mut h = Sha256::new();
-    for f in fields {
-        h.update((f.len() as u64).to_le_bytes());
-        h.update(f);
-    }
-    clearance_core::policy::hex(&h.finalize())
-}
-
-pub(crate) fn base_checksum(revision: u64, facts: &str, policy: Option<&str>) -> String {
-    hash_fields(&[
-        b"clearance.base.v2",
-        &revision.to_le_bytes(),
-        facts.as_bytes(),
-        policy.unwrap_or("").as_bytes(),
-    ])
-}
-
-pub(crate) fn checkpoint_checksum(
-    revision: u64,
-    chain: &str,
-    facts: &str,
-    policy: &str,
-    snapshot: &[u8],
-) -> String {
-    hash_fields(&[
-        b"clearance.checkpoint.v1",
-        &revision.to_le_bytes(),
-        chain.as_bytes(),
-        facts.as_bytes(),
-        policy.as_bytes(),
-        snapshot,
-    ])
-}
-
-pub(crate) fn change_checksum(prev: &str, row: &Row) -> String {
-    let revision = row.revision.to_le_bytes();
-    let at = row.at.to_le_bytes();
-    let common: [&[u8]; 6] = [
-        prev.as_bytes(),
-        &revision,
-        row.author.as_bytes(),
-        &at,
-        row.deltas.as_bytes(),
-        row.policy.as_deref().unwrap_or("").as_bytes(),
-    ];
-    match (&row.via, &row.accounts) {
-        // A change from before format 3 hashes as in format 2, so older chains verify.
-        (None, None) => hash_fields(&[&[b"clearance.change.v2".as_slice()], &common[..]].concat()),
-        (via, accounts) => hash_fields(
-            &[
-                &[b"clearance.change.v3".as_slice()],
-                &common[..],
-                &[
-                    via.as_deref().unwrap_or("").as_bytes(),
-                    accounts.as_deref().unwrap_or("").as_bytes(),
-                ],
-            ]
-            .concat(),
-        ),
-    }
-}
-
-/// A change as stored.
-pub(crate) struct Row {
-    pub(crate) revision: u64,
-    pub(crate) author: String,
-    pub(crate) at: i64,
-    pub(crate) deltas: String,
-    pub(crate) policy: Option<String>,
-    pub(crate) via: Option<String>,
-    pub(crate) accounts: Option<String>,
-    pub(crate) checksum: Option<String>,
-}
-
-impl Row {
-    /// The row of `c`, with its deltas as `deltas` gives them (a JSON array) when given,
-    /// instead of `c.deltas`.
-    pub(crate) fn with(c: &Change, deltas: Option<String>) -> Result<Row, StoreError> {
-        let deltas = match deltas {
-            Some(text) => text,
-            None => serde_json::to_string(&c.deltas).map_err(e)?,
-        };
-        Ok(Row {
-            revision: c.revision,
-            author: c.author.clone(),
-            at: c.at,
-            deltas,
-            policy: c
-                .policy
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(e)?,
-            via: c.via.clone(),
-            accounts: c
-                .accounts
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(e)?,
-            checksum: None,
-        })
-    }
-
-    pub(crate) fn change(&self) -> Result<Change, StoreError> {
-        let at = |m: String| StoreError::failed(format!("revision {}: {m}", self.revision));
-        Ok(Change {
-            revision: self.revision,
-            author: self.author.clone(),
-            at: self.at,
-            deltas: serde_json::from_str(&self.deltas).map_err(|x| at(x.to_string()))?,
-            policy: self
-                .policy
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|x| at(x.to_string()))?,
-            via: self.via.clone(),
-            accounts: self
-                .accounts
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|x| at(x.to_string()))?,
-        })
-    }
-
-    pub(crate) fn bytes(&self) -> usize {
-        self.deltas.len()
-            + self.policy.as_ref().map_or(0, String::len)
-            + self.author.len()
-            + self.via.as_ref().map_or(0, String::len)
-    }
 }
 
 const SCHEMA: &str = "
@@ -610,15 +200,6 @@ fn base_head(conn: &Connection) -> Result<(u64, String), StoreError> {
     Ok((revision as u64, checksum.unwrap_or_default()))
 }
 
-pub(crate) fn policy_of(
-    text: Option<&str>,
-    what: &str,
-) -> Result<Option<StoredPolicy>, StoreError> {
-    text.map(serde_json::from_str)
-        .transpose()
-        .map_err(|x| StoreError::failed(format!("{what}: {x}")))
-}
-
 /// The checksum the change at `revision` (or the base, at its revision) ends the chain
 /// with.
 fn chain_at(conn: &Connection, revision: u64) -> Result<String, StoreError> {
@@ -668,26 +249,6 @@ fn checkpoint(
     verify_checkpoint(revision, row, stored.as_deref())
 }
 
-/// A checkpoint as stored: its chain, facts, policy, snapshot and checksum.
-pub(crate) type CheckpointRow = (String, String, String, Vec<u8>, String);
-
-/// Verifies a checkpoint read at `revision` against its checksum and `stored`, the chain
-/// the store holds at that revision.
-pub(crate) fn verify_checkpoint(
-    revision: u64,
-    (chain, facts, policy, snapshot, checksum): CheckpointRow,
-    stored: Option<&str>,
-) -> Result<(String, String, StoredPolicy, Vec<u8>), String> {
-    if checkpoint_checksum(revision, &chain, &facts, &policy, &snapshot) != checksum {
-        return Err("it does not match its checksum".into());
-    }
-    if stored != Some(chain.as_str()) {
-        return Err("it does not match the change stored at its revision".into());
-    }
-    let policy = serde_json::from_str(&policy).map_err(|x| format!("its policy: {x}"))?;
-    Ok((chain, facts, policy, snapshot))
-}
-
 /// The changes after `revision` (up to `upto`), each verified against the chain from
 /// `prev`, the checksum at `revision`.
 fn verified_changes(
@@ -704,64 +265,6 @@ fn verified_changes(
         }
     }
     Ok(chain.changes)
-}
-
-/// The changes of a store read page by page, each verified against the checksum of the
-/// one before: a changed, missing or reordered row is found.
-pub(crate) struct Chain {
-    expected: u64,
-    prev: String,
-    upto: Option<u64>,
-    /// The changes verified so far, in order.
-    pub(crate) changes: Vec<Change>,
-}
-
-impl Chain {
-    /// A chain after `revision`, whose checksum is `prev`, up to `upto`.
-    pub(crate) fn new(revision: u64, prev: String, upto: Option<u64>) -> Chain {
-        Chain {
-            expected: revision + 1,
-            prev,
-            upto,
-            changes: Vec::new(),
-        }
-    }
-
-    /// The revision the next page is read after.
-    pub(crate) fn after(&self) -> u64 {
-        self.expected - 1
-    }
-
-    /// Whether `upto` is reached.
-    pub(crate) fn done(&self) -> bool {
-        self.upto.is_some_and(|u| self.expected > u)
-    }
-
-    /// Verifies a page read after [`Chain::after`]; false once `upto` is passed.
-    pub(crate) fn take(&mut self, page: Vec<Row>) -> Result<bool, StoreError> {
-        for row in page {
-            if self.upto.is_some_and(|u| row.revision > u) {
-                return Ok(false);
-            }
-            if row.revision != self.expected {
-                return Err(StoreError::failed(format!(
-                    "revision {} is missing (the next stored is {}): the store was changed outside Clearance; restore it from a backup",
-                    self.expected, row.revision
-                )));
-            }
-            let sum = change_checksum(&self.prev, &row);
-            if row.checksum.as_deref() != Some(sum.as_str()) {
-                return Err(StoreError::failed(format!(
-                    "revision {} does not match its checksum: the store was changed outside Clearance; restore it from a backup",
-                    row.revision
-                )));
-            }
-            self.changes.push(row.change()?);
-            self.prev = sum;
-            self.expected += 1;
-        }
-        Ok(true)
-    }
 }
 
 /// Where a store's checkpoints are kept: `<store>.checkpoints`, a database of its own, so
@@ -851,7 +354,7 @@ impl SqliteFile {
             .map_err(e)?;
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('created', ?1)",
-                [crate::service::now_seconds().to_string()],
+                [crate::clock::now_seconds().to_string()],
             )
             .map_err(e)?;
             tx.pragma_update(None, "user_version", FORMAT).map_err(e)?;
@@ -1150,7 +653,7 @@ impl SqliteFile {
                 policy,
                 c.snapshot,
                 sum,
-                crate::service::now_seconds()
+                crate::clock::now_seconds()
             ],
         )
         .map_err(e)?;

@@ -1,0 +1,227 @@
+//! Who may ask what: a caller's scope over principals, accounts and entities, a user's
+//! gates, the server's clock for users, and `min_revision` waited for.
+
+use crate::auth::{Caller, Scope};
+use crate::service::error::{ApiError, forbidden};
+use crate::service::state::{Served, Service, account_key};
+use axum::http::StatusCode;
+use clearance_core::TimeValue;
+use clearance_core::protocol::Call;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::time::Duration;
+
+pub(crate) fn admin_only(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(forbidden("this route needs an admin key"))
+    }
+}
+
+/// What a caller may touch, checked against the facts being served.
+pub(crate) struct Access<'a> {
+    pub(crate) caller: &'a Caller,
+    pub(crate) served: &'a Served,
+}
+
+impl Access<'_> {
+    /// The account of an entity, `account:<id>`.
+    pub(crate) fn account_of(&self, entity: &str) -> Option<String> {
+        self.served
+            .facts
+            .read()
+            .entities
+            .get(entity)
+            .map(|e| account_key(&e.account))
+    }
+
+    /// Whether a key's accounts hold `account`.
+    pub(crate) fn scoped(accounts: &[String], account: Option<&str>) -> bool {
+        account.is_some_and(|a| accounts.iter().any(|x| x == a))
+    }
+
+    /// Deciding, listing or explaining for `principal`.
+    pub(crate) fn decide_for(&self, principal: &str) -> Result<(), ApiError> {
+        match self.caller {
+            Caller::Key {
+                scope: Scope::Admin,
+                ..
+            } => Ok(()),
+            Caller::Key { accounts, .. } => {
+                if Self::scoped(accounts, self.account_of(principal).as_deref()) {
+                    Ok(())
+                } else {
+                    Err(forbidden(format!(
+                        "`{principal}` is not a principal of this key's accounts"
+                    )))
+                }
+            }
+            Caller::User { principal: me } => {
+                if me == principal {
+                    Ok(())
+                } else {
+                    Err(forbidden(format!(
+                        "a user token decides only for itself (`{me}`), not for `{principal}`"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Reading the data of `account` (`account:<id>`); users only their own.
+    pub(crate) fn read_account(&self, account: Option<&str>, users: bool) -> Result<(), ApiError> {
+        let ok = match self.caller {
+            Caller::Key {
+                scope: Scope::Admin,
+                ..
+            } => true,
+            Caller::Key { accounts, .. } => Self::scoped(accounts, account),
+            Caller::User { principal } => {
+                users && account.is_some() && self.account_of(principal).as_deref() == account
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(forbidden(match account {
+                Some(a) => format!("`{a}` is not an account of this caller"),
+                None => "name an `account` of this caller".to_string(),
+            }))
+        }
+    }
+}
+
+/// A user reads nothing for itself (its slice, the access-rights matrix, its account's
+/// changes) unless it passes the gates of its type at the server's clock, as each of its
+/// requests does first: an invited user who has not accepted, a deactivated user, a
+/// removed one are refused with the gate's code. Keys have no gates.
+pub(crate) async fn user_gates(s: &Service, caller: &Caller) -> Result<(), ApiError> {
+    let Caller::User { principal } = caller else {
+        return Ok(());
+    };
+    let call = Call::Gates {
+        principal: principal.clone(),
+        now: TimeValue::Seconds(s.clock()),
+    };
+    let answer = s.runtime.run(&call).await?;
+    let view: clearance_core::DecisionView = serde_json::from_value(answer).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "host.protocol",
+            format!("unreadable answer to `gates`: {e}"),
+            "the module and the host disagree on the protocol",
+        )
+    })?;
+    if view.allowed {
+        return Ok(());
+    }
+    let (code, message) = view.reasons.first().map_or_else(
+        || {
+            (
+                "auth.forbidden".to_string(),
+                "the caller's gates failed".to_string(),
+            )
+        },
+        |r| (r.code.clone(), r.message.clone()),
+    );
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        &code,
+        format!("`{principal}` may read nothing yet: {message}"),
+        "nothing was revealed; the principal passes its gates before it reads anything",
+    ))
+}
+
+/// The server's clock decides for users: a `now` of theirs is refused, and the server's
+/// is put in its place. Keys may pass `now` (replay, tests).
+pub(crate) fn server_clock(caller: &Caller, request: &mut Value, now: i64) -> Result<(), ApiError> {
+    if !matches!(caller, Caller::User { .. }) {
+        return Ok(());
+    }
+    let Some(obj) = request.as_object_mut() else {
+        return Ok(());
+    };
+    if obj.contains_key("now") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "request.now_not_allowed",
+            "a user token is decided at the server's clock: leave `now` out",
+            "",
+        ));
+    }
+    obj.insert("now".into(), Value::from(now));
+    Ok(())
+}
+
+/// The `principal` field of a request body.
+pub(crate) fn principal_of(body: &Value) -> Result<String, ApiError> {
+    body.get("principal")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "request.malformed",
+                "missing field `principal`",
+                "see /v1/openapi.json",
+            )
+        })
+}
+
+/// Waits briefly for `min_revision`, or fails clearly.
+pub(crate) async fn at_least(s: &Service, body: &mut Value) -> Result<(), ApiError> {
+    let Some(min) = body.as_object_mut().and_then(|o| o.remove("min_revision")) else {
+        return Ok(());
+    };
+    let min = min.as_u64().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "request.invalid",
+            "`min_revision` must be a revision number",
+            "",
+        )
+    })?;
+    if min > s.revision() {
+        s.follow_now();
+    }
+    let mut rx = s.revision.subscribe();
+    let wait = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|r| *r >= min)).await;
+    match wait {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "revision.unavailable",
+            format!("revision {min} is not here yet (current {})", s.revision()),
+            "retry later, or ask without `min_revision`",
+        )),
+    }
+}
+
+/// The body read as the typed fields of a call.
+pub(crate) fn typed<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    serde_json::from_value(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "request.malformed",
+            format!("malformed request: {e}"),
+            "see /v1/openapi.json",
+        )
+    })
+}
+
+/// The checks every decision route makes before deciding: the caller may decide for the
+/// body's principal, and a user's `now` is the server's.
+pub(crate) fn gate_decision(
+    s: &Service,
+    caller: &Caller,
+    body: &mut Value,
+) -> Result<(), ApiError> {
+    let served = s.served();
+    Access {
+        caller,
+        served: &served,
+    }
+    .decide_for(&principal_of(body)?)?;
+    server_clock(caller, body, s.clock())
+}

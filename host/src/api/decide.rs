@@ -1,0 +1,478 @@
+//! The routes that decide: check, batch, allowed actions, resource and principal lists,
+//! explain, the access-rights matrix and an account's facts; and the routes that tell
+//! what the service is (revision, metrics, health, readiness, the demo issuer).
+
+use crate::api::access::{Access, admin_only, at_least, gate_decision, typed, user_gates};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, S};
+use crate::auth::{Caller, Scope};
+use crate::clock::now_seconds;
+use crate::runtime::HostError;
+use crate::schemas::{self, ServerClock};
+use crate::service::error::{ApiError, ApiResult, answer, forbidden};
+use crate::service::state::{Service, account_key, blocking};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use clearance_core::protocol::Call;
+use clearance_core::{Facts, FactsJson, Request, TimeValue};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// `{principal}`: the user a demo token is for.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DemoTokenBody {
+    /// The principal, `user:<id>`.
+    pub(crate) principal: String,
+}
+
+/// The demo issuer (`serve --demo` only): a token for a principal of the facts, valid
+/// for an hour, signed by a key made at start-up and verified like any other.
+pub(crate) async fn demo_token(State(s): S, ApiJson(body): ApiJson<DemoTokenBody>) -> ApiResult {
+    let Some(issuer) = &s.config.demo else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "route.unknown",
+            "no demo issuer runs here",
+            "",
+        ));
+    };
+    let served = s.served();
+    let principal = body.principal;
+    let is_principal = served
+        .facts
+        .read()
+        .entities
+        .get(&principal)
+        .is_some_and(|e| {
+            served
+                .schema
+                .type_id(&e.ty)
+                .and_then(|t| served.schema.ty(t))
+                .is_some_and(|t| t.principal)
+        });
+    if !is_principal {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "entity.unknown",
+            format!("no principal `{principal}`"),
+            "name a principal of the demo data, as `type:id`",
+        ));
+    }
+    let now = now_seconds();
+    let ttl = 3600;
+    let token = issuer
+        .token(&principal, now, ttl)
+        .map_err(ApiError::internal)?;
+    answer(schemas::DemoToken {
+        token,
+        principal,
+        expires: now + ttl,
+    })
+}
+
+pub(crate) async fn op(s: &Service, call: Call) -> ApiResult {
+    let name = call.op().spec().map_or("unknown", |spec| spec.name);
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!("module", op = name);
+    let answer = tracing::Instrument::instrument(decide(s, call), span).await;
+    s.metrics.op(name, started.elapsed());
+    let answer = answer?;
+    if matches!(name, "check" | "check_batch" | "explain") {
+        s.metrics.decisions(name, &answer);
+        crate::observe::note(|n| n.decision = crate::observe::decision_note(&answer));
+    }
+    Ok(Json(answer))
+}
+
+/// The most requests of a batch decided in one call: a larger batch is decided a chunk at
+/// a time, each chunk waiting for an instance as a single check does, so that another
+/// caller's check waits for a chunk at most, never for a whole batch.
+pub(crate) const BATCH_CHUNK: usize = 256;
+
+/// Runs `call` on the instances; a batch of more than [`BATCH_CHUNK`] requests a chunk at
+/// a time, each chunk decided at the latest revision when it runs.
+pub(crate) async fn decide(s: &Service, call: Call) -> Result<Value, HostError> {
+    let requests = match call {
+        Call::CheckBatch { requests } if requests.len() > BATCH_CHUNK => requests,
+        call => return s.runtime.run(&call).await,
+    };
+    let mut views = Vec::with_capacity(requests.len());
+    let mut rest = requests.into_iter();
+    loop {
+        let chunk: Vec<Request> = rest.by_ref().take(BATCH_CHUNK).collect();
+        if chunk.is_empty() {
+            return Ok(Value::Array(views));
+        }
+        match s.runtime.run(&Call::CheckBatch { requests: chunk }).await? {
+            Value::Array(part) => views.extend(part),
+            _ => return Err(HostError::Protocol("a batch's answer is not a list".into())),
+        }
+    }
+}
+
+/// `{requests: [...]}`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchBody {
+    /// The requests, decided in order.
+    #[schemars(with = "Vec<ServerClock<Request>>")]
+    pub(crate) requests: Vec<Request>,
+}
+
+/// `{principal, resource, now}`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ActionsBody {
+    /// The principal, `type:id`.
+    pub(crate) principal: String,
+    /// The resource, `type:id`, or a page `matrix:row`.
+    pub(crate) resource: String,
+    /// The time of the request.
+    pub(crate) now: TimeValue,
+}
+
+/// `{principal, action, type, now}`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResourcesBody {
+    /// The principal, `type:id`.
+    pub(crate) principal: String,
+    /// The action.
+    pub(crate) action: String,
+    /// The entity type, or a matrix (its rows are listed).
+    #[serde(rename = "type")]
+    pub(crate) ty: String,
+    /// The time of the request.
+    pub(crate) now: TimeValue,
+}
+
+/// `{resource, action, now, account?}`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PrincipalsBody {
+    /// The resource, `type:id`, or a page `matrix:row`.
+    pub(crate) resource: String,
+    /// The action.
+    pub(crate) action: String,
+    /// The time of the request.
+    pub(crate) now: TimeValue,
+    /// For a page: only this account's principals.
+    pub(crate) account: Option<String>,
+}
+
+pub(crate) async fn revision(State(s): S, _caller: Caller) -> ApiResult {
+    let served = s.served();
+    answer(schemas::Revision {
+        revision: served.revision,
+        policy_hash: served.schema.hash_hex(),
+        module_hash: s.runtime.module_hash().to_string(),
+    })
+}
+
+pub(crate) async fn metrics(State(s): S, caller: Caller) -> Result<Response, ApiError> {
+    admin_only(&caller)?;
+    metrics_answer(&s)
+}
+
+/// The metrics as `/metrics` answers them.
+pub(crate) fn metrics_answer(s: &Service) -> Result<Response, ApiError> {
+    let text = s
+        .metrics_text()
+        .map_err(|e| ApiError::internal(format!("writing the metrics: {e}")))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::observe::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
+}
+
+pub(crate) async fn healthz(State(_s): S) -> ApiResult {
+    answer(schemas::Alive { alive: true })
+}
+
+pub(crate) async fn readyz(State(s): S) -> ApiResult {
+    match s.readiness() {
+        Ok(ready) => answer(ready),
+        Err(why) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "host.not_ready",
+            why,
+            "wait, or send traffic to another host",
+        )),
+    }
+}
+
+pub(crate) async fn check(
+    State(s): S,
+    caller: Caller,
+    ApiJson(mut body): ApiJson<Value>,
+) -> ApiResult {
+    gate_decision(&s, &caller, &mut body)?;
+    at_least(&s, &mut body).await?;
+    op(
+        &s,
+        Call::Check {
+            request: typed(body)?,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn check_batch(
+    State(s): S,
+    caller: Caller,
+    ApiJson(mut body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    at_least(&s, &mut body).await?;
+    let n = body
+        .get("requests")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if n > s.config.max_batch {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request.too_many",
+            format!(
+                "{n} requests in one batch; the limit is {}",
+                s.config.max_batch
+            ),
+            "split the batch",
+        ));
+    }
+    s.charge(&caller, n, || format!("a batch of {n} requests"))?;
+    let read = {
+        let (s, caller) = (Arc::clone(&s), caller.clone());
+        move || {
+            if let Some(list) = body.get_mut("requests").and_then(Value::as_array_mut) {
+                for r in list.iter_mut() {
+                    gate_decision(&s, &caller, r)?;
+                }
+            }
+            let BatchBody { requests } = typed(body)?;
+            Ok(requests)
+        }
+    };
+    if n <= BATCH_CHUNK {
+        let requests = read()?;
+        let Json(answer) = op(&s, Call::CheckBatch { requests }).await?;
+        return Ok(Json(answer).into_response());
+    }
+    // A large batch is read, decided and its answer written in one of its caller's turns,
+    // and off the async workers, which serve every other caller's requests meanwhile.
+    let _turn = s.runtime.turn(&caller.name()).await?;
+    let requests = blocking(read).await?;
+    let Json(answer) = op(&s, Call::CheckBatch { requests }).await?;
+    let text = blocking(move || {
+        serde_json::to_vec(&answer).map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+}
+
+pub(crate) async fn allowed_actions(
+    State(s): S,
+    caller: Caller,
+    ApiJson(mut body): ApiJson<Value>,
+) -> ApiResult {
+    gate_decision(&s, &caller, &mut body)?;
+    at_least(&s, &mut body).await?;
+    let ActionsBody {
+        principal,
+        resource,
+        now,
+    } = typed(body)?;
+    op(
+        &s,
+        Call::AllowedActions {
+            principal,
+            resource,
+            now,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn resources(
+    State(s): S,
+    caller: Caller,
+    ApiJson(mut body): ApiJson<Value>,
+) -> ApiResult {
+    gate_decision(&s, &caller, &mut body)?;
+    at_least(&s, &mut body).await?;
+    let ResourcesBody {
+        principal,
+        action,
+        ty,
+        now,
+    } = typed(body)?;
+    // A list is as long as the account is large: it takes one of its caller's turns.
+    let _turn = s.runtime.turn(&caller.name()).await?;
+    op(
+        &s,
+        Call::ListResources {
+            principal,
+            action,
+            ty,
+            now,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn principals(
+    State(s): S,
+    caller: Caller,
+    ApiJson(mut body): ApiJson<Value>,
+) -> ApiResult {
+    at_least(&s, &mut body).await?;
+    let PrincipalsBody {
+        resource,
+        action,
+        now,
+        account,
+    } = typed(body)?;
+    // Who may do something names other principals: keys only, for the resource's account.
+    {
+        let served = s.served();
+        let access = Access {
+            caller: &caller,
+            served: &served,
+        };
+        let of = access
+            .account_of(&resource)
+            .or_else(|| account.as_deref().map(account_key));
+        access.read_account(of.as_deref(), false)?;
+    }
+    let _turn = s.runtime.turn(&caller.name()).await?;
+    op(
+        &s,
+        Call::ListPrincipals {
+            resource,
+            action,
+            now,
+            account,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn explain(
+    State(s): S,
+    caller: Caller,
+    ApiJson(mut body): ApiJson<Value>,
+) -> ApiResult {
+    gate_decision(&s, &caller, &mut body)?;
+    at_least(&s, &mut body).await?;
+    op(
+        &s,
+        Call::Explain {
+            request: typed(body)?,
+        },
+    )
+    .await
+}
+
+/// `?account=`.
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct AccountQuery {
+    /// An account's id: only its data.
+    pub(crate) account: Option<String>,
+}
+
+pub(crate) async fn matrix(
+    State(s): S,
+    caller: Caller,
+    ApiPath(matrix): ApiPath<String>,
+    ApiQuery(q): ApiQuery<AccountQuery>,
+) -> ApiResult {
+    {
+        let served = s.served();
+        Access {
+            caller: &caller,
+            served: &served,
+        }
+        .read_account(q.account.as_deref().map(account_key).as_deref(), true)
+        .or_else(|e| if caller.is_admin() { Ok(()) } else { Err(e) })?;
+    }
+    user_gates(&s, &caller).await?;
+    op(
+        &s,
+        Call::Matrix {
+            matrix,
+            account: q.account,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn facts(
+    State(s): S,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AccountQuery>,
+) -> ApiResult {
+    let served = s.served();
+    let account = q.account.as_deref().map(account_key);
+    if !(caller.is_admin() && account.is_none()) {
+        if !matches!(
+            caller,
+            Caller::Key {
+                scope: Scope::Admin | Scope::Service,
+                ..
+            }
+        ) {
+            return Err(forbidden(
+                "the facts are read with an admin or service key; a user reads its slice",
+            ));
+        }
+        Access {
+            caller: &caller,
+            served: &served,
+        }
+        .read_account(account.as_deref(), false)?;
+    }
+    blocking(move || {
+        let facts = served.facts.read();
+        let facts = match account {
+            None => facts.to_doc(),
+            Some(a) => account_facts(&facts, &a),
+        };
+        serde_json::to_value(facts)
+            .map(Json)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await
+}
+
+/// The facts of one account (`account:<id>`): its entities and the tuples on them.
+pub(crate) fn account_facts(facts: &Facts, account: &str) -> FactsJson {
+    let revision = facts.revision;
+    let doc = facts.to_doc();
+    let entities: Vec<_> = doc
+        .entities
+        .into_iter()
+        .filter(|e| account_key(e.account.as_deref().unwrap_or(&e.id)) == account)
+        .collect();
+    let keys: std::collections::BTreeSet<String> = entities
+        .iter()
+        .map(|e| clearance_core::facts::entity_key(&e.ty, &e.id))
+        .collect();
+    let tuples = doc
+        .tuples
+        .into_iter()
+        .filter(|t| keys.contains(&t.resource))
+        .collect();
+    FactsJson {
+        revision,
+        entities,
+        tuples,
+        omitted: Default::default(),
+        counts: Vec::new(),
+    }
+}
