@@ -552,14 +552,7 @@ impl Runtime {
             let result = this
                 .ensure_loaded(&mut w, needs_snapshot)
                 .and_then(|()| f(&mut w));
-            let keep = match &result {
-                Ok(_) | Err(HostError::Module(_) | HostError::NotLoaded) => true,
-                Err(HostError::Trap(_)) => {
-                    this.stats.traps.fetch_add(1, Ordering::Relaxed);
-                    false
-                }
-                Err(_) => false,
-            };
+            let keep = this.keeps(&result);
             if keep && needs_snapshot && result.is_ok() {
                 // The caller is answered first; then the changes made meanwhile are
                 // applied before the instance goes back, its permit still held: whoever
@@ -582,6 +575,54 @@ impl Runtime {
                 Ok(()) => "the worker thread ended without an answer".into(),
             })),
         }
+    }
+
+    /// Runs `f` on this thread when an instance is free at once and already holds the
+    /// current state: a short call then costs no hop to the blocking pool and back (two
+    /// thread switches, most of a single check's time in the service). `None` when no
+    /// permit or no such instance is free at once; the caller then takes the pool's way,
+    /// which waits, loads and applies changes as needed.
+    fn try_inline<T>(
+        &self,
+        f: impl FnOnce(&mut Worker) -> Result<T, HostError>,
+    ) -> Option<Result<T, HostError>> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
+        let mut w = self.idle.lock().ok().and_then(|mut v| v.pop())?;
+        if !self.is_current(&w) {
+            self.put_back(w, true);
+            drop(permit);
+            return None;
+        }
+        let result = f(&mut w);
+        let keep = self.keeps(&result);
+        self.put_back(w, keep);
+        drop(permit);
+        Some(result)
+    }
+
+    /// Whether an instance may be used again after answering `result`: not after a trap
+    /// or a fault of the host.
+    fn keeps<T>(&self, result: &Result<T, HostError>) -> bool {
+        match result {
+            Ok(_) | Err(HostError::Module(_) | HostError::NotLoaded) => true,
+            Err(HostError::Trap(_)) => {
+                self.stats.traps.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether `w` holds the current snapshot with every change made since.
+    fn is_current(&self, w: &Worker) -> bool {
+        self.current.lock().ok().is_some_and(|c| {
+            c.as_ref().is_some_and(|c| {
+                c.generation == w.generation
+                    && w.generation != 0
+                    && w.revision >= c.base
+                    && c.changes.last().is_none_or(|(r, _)| *r <= w.revision)
+            })
+        })
     }
 
     /// Gives an instance back to the pool when `keep`, or drops it (freeing its pool
@@ -848,7 +889,13 @@ impl Runtime {
         call: &clearance_core::protocol::Call,
     ) -> Result<serde_json::Value, HostError> {
         let json = call.to_json().map_err(HostError::Module)?;
-        self.call(json).await
+        let deadline = self.config.call_deadline;
+        if short(call)
+            && let Some(answer) = self.try_inline(|w| w.call_json(json.as_bytes(), deadline))
+        {
+            return answer;
+        }
+        self.call_within(json, deadline).await
     }
 
     /// A JSON call (see ARCHITECTURE.md) on the current snapshot.
@@ -861,14 +908,8 @@ impl Runtime {
         json: String,
         deadline: Duration,
     ) -> Result<serde_json::Value, HostError> {
-        let deadline = ticks(deadline);
-        self.with_worker(true, move |w| {
-            w.store.set_epoch_deadline(deadline);
-            let answer =
-                w.exchange(|w, p, l| w.call.call(&mut w.store, (p, l)), json.as_bytes())?;
-            json_ok(&answer)
-        })
-        .await
+        self.with_worker(true, move |w| w.call_json(json.as_bytes(), deadline))
+            .await
     }
 
     /// Decides binary queries (`clearance_core::wire`), through the module.
@@ -986,7 +1027,32 @@ impl Worker {
         self.free.call(&mut self.store, (ptr, len)).map_err(trap)?;
         self.take(packed)
     }
+
+    /// A JSON call within `deadline`: its `ok`, or the module's error.
+    fn call_json(
+        &mut self,
+        json: &[u8],
+        deadline: Duration,
+    ) -> Result<serde_json::Value, HostError> {
+        self.store.set_epoch_deadline(ticks(deadline));
+        let answer = self.exchange(|w, p, l| w.call.call(&mut w.store, (p, l)), json)?;
+        json_ok(&answer)
+    }
 }
+
+/// Whether `call` is short enough to run on the caller's thread when an instance is free
+/// at once: one decision, or a handful. Everything else goes to the blocking pool.
+fn short(call: &clearance_core::protocol::Call) -> bool {
+    use clearance_core::protocol::Call;
+    match call {
+        Call::Check { .. } | Call::Gates { .. } | Call::AllowedActions { .. } => true,
+        Call::CheckBatch { requests } => requests.len() <= INLINE_BATCH,
+        _ => false,
+    }
+}
+
+/// The most requests of a batch decided on the caller's thread.
+const INLINE_BATCH: usize = 8;
 
 /// Compiles the module, or deserialises it from the cache keyed by its hash.
 ///
