@@ -16,9 +16,10 @@
 use crate::error::FactsError;
 use crate::facts::{Delta, EntityJson, TupleJson, entity_key};
 use crate::policy::{TypeId, ValueType};
+use crate::snapshot::roles::grant_set;
 use crate::snapshot::{
     AccountRole, Column, Csr, Ent, GrantSet, Interner, NEVER, NO_PATCH, NONE_I64, NONE_STR,
-    NONE_U8, REMOVED, Row, Snapshot, bad, grant_set, id16, id32, set_value,
+    NONE_U8, REMOVED, Row, Snapshot, bad, id16, id32, set_value,
 };
 use compact_str::CompactString;
 use serde_json::Value;

@@ -20,5 +20,6 @@ pub use error::{ErrorData, FactsError, PolicyError, PolicyErrors, Span};
 pub use facts::{Delta, EntityJson, Facts, FactsJson, Removals, TupleJson};
 pub use policy::{Schema, Source};
 pub use slice::principal_slice;
-pub use snapshot::{LICENCE_CATEGORIES, Snapshot};
+pub use snapshot::Snapshot;
+pub use snapshot::aviation::LICENCE_CATEGORIES;
 pub use time::TimeValue;
