@@ -8,7 +8,7 @@
 // A benchmark: it indexes its own inputs; nothing here takes outside input.
 #![allow(clippy::indexing_slicing, missing_docs)]
 
-use clearance_host::observe::Metrics;
+use clearance_host::observe::{Decided, Metrics};
 use serde_json::json;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -33,15 +33,18 @@ fn per_call(mut f: impl FnMut(u32)) -> f64 {
 
 fn main() {
     let metrics = Metrics::new();
-    let allow = json!({ "allowed": true, "reasons": [{ "code": "granted" }], "revision": 7 });
+    let allow =
+        json!({ "allowed": true, "reasons": [{ "code": "granted" }], "revision": 7 }).to_string();
     let deny =
-        json!({ "allowed": false, "reasons": [{ "code": "relation.missing" }], "revision": 7 });
+        json!({ "allowed": false, "reasons": [{ "code": "relation.missing" }], "revision": 7 })
+            .to_string();
     let count = |i: u32| {
         let answer = if i.is_multiple_of(2) { &allow } else { &deny };
         metrics.request("/v1/check", "POST", 200, Duration::from_micros(300));
         metrics.op("check", Duration::from_micros(200));
-        metrics.decisions("check", black_box(answer));
-        black_box(clearance_host::observe::decision_note(answer));
+        let decided = Decided::read(black_box(answer));
+        metrics.decisions("check", &decided);
+        black_box(decided.note());
     };
     let log = |i: u32| {
         tracing::info!(

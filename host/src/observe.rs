@@ -176,31 +176,16 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Counts the decisions of an answer of `op`: a decision, a list of them, or an
-    /// explanation (its `decision`).
-    pub fn decisions(&self, op: &'static str, answer: &serde_json::Value) {
-        let mut count = |d: &serde_json::Value| {
-            let Some(allowed) = d.get("allowed").and_then(serde_json::Value::as_bool) else {
-                return;
-            };
-            let reason = d
-                .pointer("/reasons/0/code")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or(if allowed { "granted" } else { "none" });
+    /// Counts the decisions of an answer of `op` ([`Decided::read`]).
+    pub fn decisions(&self, op: &'static str, decided: &Decided) {
+        for d in &decided.each {
             self.decisions
                 .get_or_create(&DecisionLabels {
                     op,
-                    outcome: if allowed { "allow" } else { "deny" },
-                    reason: reason.to_string(),
+                    outcome: if d.allowed { "allow" } else { "deny" },
+                    reason: d.reason(),
                 })
                 .inc();
-        };
-        match answer {
-            serde_json::Value::Array(list) => list.iter().for_each(&mut count),
-            one => match one.get("decision") {
-                Some(d) => count(d),
-                None => count(one),
-            },
         }
     }
 
@@ -342,27 +327,93 @@ pub async fn noted<F: std::future::Future>(fut: F) -> (F::Output, Note) {
     (out, note)
 }
 
-/// The decision of an answer of `op`, as a request's log line gives it.
-pub fn decision_note(answer: &serde_json::Value) -> Option<String> {
-    let one = |d: &serde_json::Value| -> Option<String> {
-        let allowed = d.get("allowed")?.as_bool()?;
-        if allowed {
-            return Some("allow".into());
+/// What an answer of a deciding call decided, read from its JSON text without building
+/// a JSON value: for the metrics and the request's log line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Decided {
+    /// Each decision, in order.
+    pub each: Vec<OneDecision>,
+    /// Whether the answer is a list of decisions (a batch) rather than one.
+    pub list: bool,
+}
+
+/// One decision: allowed or not, and the code of its first reason.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OneDecision {
+    /// Whether it allows.
+    pub allowed: bool,
+    /// The code of its first reason, if it gives one.
+    pub code: Option<String>,
+}
+
+impl OneDecision {
+    /// The reason the metrics count it under: its first reason's code, else `granted`
+    /// for an allow and `none` for a denial.
+    fn reason(&self) -> String {
+        self.code
+            .clone()
+            .unwrap_or_else(|| if self.allowed { "granted" } else { "none" }.to_string())
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SeenDecision<'a> {
+    allowed: Option<bool>,
+    #[serde(default, borrow)]
+    reasons: Vec<SeenReason<'a>>,
+    #[serde(default, borrow)]
+    decision: Option<Box<SeenDecision<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct SeenReason<'a> {
+    #[serde(borrow)]
+    code: std::borrow::Cow<'a, str>,
+}
+
+impl Decided {
+    /// Reads an answer's JSON text: a decision, a list of them, or an explanation (its
+    /// `decision`). Anything else decided nothing.
+    pub fn read(json: &str) -> Decided {
+        let one = |d: SeenDecision<'_>| -> Option<OneDecision> {
+            let d = match d.decision {
+                Some(inner) => *inner,
+                None => d,
+            };
+            Some(OneDecision {
+                allowed: d.allowed?,
+                code: d.reasons.into_iter().next().map(|r| r.code.into_owned()),
+            })
+        };
+        // Read as what it is, not as an untagged either-or (which buffers the whole
+        // answer first).
+        if json.trim_start().starts_with('[') {
+            let list: Vec<SeenDecision<'_>> = serde_json::from_str(json).unwrap_or_default();
+            Decided {
+                each: list.into_iter().filter_map(one).collect(),
+                list: true,
+            }
+        } else {
+            let d: Option<SeenDecision<'_>> = serde_json::from_str(json).ok();
+            Decided {
+                each: d.and_then(one).into_iter().collect(),
+                list: false,
+            }
         }
-        let code = d
-            .pointer("/reasons/0/code")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("none");
-        Some(format!("deny:{code}"))
-    };
-    match answer {
-        serde_json::Value::Array(list) => {
-            let allowed = list
-                .iter()
-                .filter(|d| d.get("allowed").and_then(serde_json::Value::as_bool) == Some(true))
-                .count();
-            Some(format!("{allowed} allowed of {}", list.len()))
+    }
+
+    /// The decision as a request's log line gives it: `allow`, `deny:<code>`, or for a
+    /// batch `N allowed of M`.
+    pub fn note(&self) -> Option<String> {
+        if self.list {
+            let allowed = self.each.iter().filter(|d| d.allowed).count();
+            return Some(format!("{allowed} allowed of {}", self.each.len()));
         }
-        other => one(other.get("decision").unwrap_or(other)),
+        let d = self.each.first()?;
+        Some(if d.allowed {
+            "allow".into()
+        } else {
+            format!("deny:{}", d.code.as_deref().unwrap_or("none"))
+        })
     }
 }

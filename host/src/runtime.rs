@@ -8,6 +8,7 @@
 
 use clearance_core::ErrorData;
 use clearance_core::wire::{WireDecision, decode_decisions};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -391,6 +392,11 @@ impl Runtime {
         &self.stats
     }
 
+    /// How many instances are free now: no caller holds their permit.
+    pub fn instances_free(&self) -> usize {
+        self.permits.available_permits()
+    }
+
     fn worker(&self) -> Result<Worker, HostError> {
         if let Some(w) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
             return Ok(w);
@@ -662,7 +668,7 @@ impl Runtime {
             w.generation = 0;
             w.store.set_epoch_deadline(ticks(self.config.load_deadline));
             let answer = w.exchange(|w, p, l| w.load.call(&mut w.store, (p, l)), &bytes)?;
-            json_ok(&answer)?;
+            raw_ok(&answer)?;
             w.generation = generation;
             w.revision = base;
         }
@@ -670,7 +676,7 @@ impl Runtime {
             w.store.set_epoch_deadline(ticks(self.config.load_deadline));
             let answer = w
                 .exchange(|w, p, l| w.call.call(&mut w.store, (p, l)), call.as_bytes())
-                .and_then(|a| json_ok(&a));
+                .and_then(|a| raw_ok(&a));
             match answer {
                 Ok(_) => w.revision = revision,
                 // A change every other instance took and this one refuses: this instance
@@ -888,10 +894,20 @@ impl Runtime {
         self: &Arc<Self>,
         call: &clearance_core::protocol::Call,
     ) -> Result<serde_json::Value, HostError> {
+        let raw = self.run_raw(call).await?;
+        serde_json::from_str(raw.get()).map_err(|e| HostError::Protocol(e.to_string()))
+    }
+
+    /// A typed call on the current snapshot, answered with its result as the module
+    /// wrote it (JSON text, unparsed): what an HTTP answer passes on as it is.
+    pub async fn run_raw(
+        self: &Arc<Self>,
+        call: &clearance_core::protocol::Call,
+    ) -> Result<Box<RawValue>, HostError> {
         let json = call.to_json().map_err(HostError::Module)?;
         let deadline = self.config.call_deadline;
         if short(call)
-            && let Some(answer) = self.try_inline(|w| w.call_json(json.as_bytes(), deadline))
+            && let Some(answer) = self.try_inline(|w| w.call_raw(json.as_bytes(), deadline))
         {
             return answer;
         }
@@ -900,15 +916,16 @@ impl Runtime {
 
     /// A JSON call (see ARCHITECTURE.md) on the current snapshot.
     pub async fn call(self: &Arc<Self>, json: String) -> Result<serde_json::Value, HostError> {
-        self.call_within(json, self.config.call_deadline).await
+        let raw = self.call_within(json, self.config.call_deadline).await?;
+        serde_json::from_str(raw.get()).map_err(|e| HostError::Protocol(e.to_string()))
     }
 
     async fn call_within(
         self: &Arc<Self>,
         json: String,
         deadline: Duration,
-    ) -> Result<serde_json::Value, HostError> {
-        self.with_worker(true, move |w| w.call_json(json.as_bytes(), deadline))
+    ) -> Result<Box<RawValue>, HostError> {
+        self.with_worker(true, move |w| w.call_raw(json.as_bytes(), deadline))
             .await
     }
 
@@ -981,10 +998,21 @@ fn module_error(json: &[u8]) -> HostError {
 }
 
 fn json_ok(answer: &[u8]) -> Result<serde_json::Value, HostError> {
-    let v: serde_json::Value =
+    let ok = raw_ok(answer)?;
+    serde_json::from_str(ok.get()).map_err(|e| HostError::Protocol(e.to_string()))
+}
+
+/// The `ok` of a module's answer as the module wrote it, unparsed; its error otherwise.
+fn raw_ok(answer: &[u8]) -> Result<Box<RawValue>, HostError> {
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        ok: Option<&'a RawValue>,
+    }
+    let envelope: Envelope<'_> =
         serde_json::from_slice(answer).map_err(|e| HostError::Protocol(e.to_string()))?;
-    match v.get("ok") {
-        Some(ok) => Ok(ok.clone()),
+    match envelope.ok {
+        Some(ok) => Ok(ok.to_owned()),
         None => Err(module_error(answer)),
     }
 }
@@ -1028,15 +1056,12 @@ impl Worker {
         self.take(packed)
     }
 
-    /// A JSON call within `deadline`: its `ok`, or the module's error.
-    fn call_json(
-        &mut self,
-        json: &[u8],
-        deadline: Duration,
-    ) -> Result<serde_json::Value, HostError> {
+    /// A JSON call within `deadline`: its `ok` as the module wrote it, or the module's
+    /// error.
+    fn call_raw(&mut self, json: &[u8], deadline: Duration) -> Result<Box<RawValue>, HostError> {
         self.store.set_epoch_deadline(ticks(deadline));
         let answer = self.exchange(|w, p, l| w.call.call(&mut w.store, (p, l)), json)?;
-        json_ok(&answer)
+        raw_ok(&answer)
     }
 }
 

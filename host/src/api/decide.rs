@@ -6,6 +6,7 @@ use crate::api::access::{Access, admin_only, at_least, gate_decision, typed, use
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, S};
 use crate::auth::{Caller, Scope};
 use crate::clock::now_seconds;
+use crate::observe::Decided;
 use crate::runtime::HostError;
 use crate::schemas::{self, ServerClock};
 use crate::service::error::{ApiError, ApiResult, answer, forbidden};
@@ -74,18 +75,30 @@ pub(crate) async fn demo_token(State(s): S, ApiJson(body): ApiJson<DemoTokenBody
     })
 }
 
-pub(crate) async fn op(s: &Service, call: Call) -> ApiResult {
+/// Runs `call` through the module and answers with its result as the module wrote it:
+/// the JSON text passes through unparsed; the metrics and the request's log line read
+/// what was decided from it, typed ([`Decided`]).
+pub(crate) async fn op(s: &Service, call: Call) -> Result<Response, ApiError> {
     let name = call.op().spec().map_or("unknown", |spec| spec.name);
+    let large = matches!(&call, Call::CheckBatch { requests } if requests.len() > BATCH_CHUNK);
     let started = std::time::Instant::now();
     let span = tracing::info_span!("module", op = name);
     let answer = tracing::Instrument::instrument(decide(s, call), span).await;
     s.metrics.op(name, started.elapsed());
     let answer = answer?;
     if matches!(name, "check" | "check_batch" | "explain") {
-        s.metrics.decisions(name, &answer);
-        crate::observe::note(|n| n.decision = crate::observe::decision_note(&answer));
+        let decided = if large {
+            // Reading a large batch's decisions is work: off the async workers.
+            let text = std::sync::Arc::clone(&answer);
+            blocking(move || Ok(Decided::read(&text))).await?
+        } else {
+            Decided::read(&answer)
+        };
+        s.metrics.decisions(name, &decided);
+        crate::observe::note(|n| n.decision = decided.note());
     }
-    Ok(Json(answer))
+    let body = String::from(answer.as_ref());
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// The most requests of a batch decided in one call: a larger batch is decided a chunk at
@@ -93,23 +106,38 @@ pub(crate) async fn op(s: &Service, call: Call) -> ApiResult {
 /// caller's check waits for a chunk at most, never for a whole batch.
 pub(crate) const BATCH_CHUNK: usize = 256;
 
-/// Runs `call` on the instances; a batch of more than [`BATCH_CHUNK`] requests a chunk at
-/// a time, each chunk decided at the latest revision when it runs.
-pub(crate) async fn decide(s: &Service, call: Call) -> Result<Value, HostError> {
+/// Runs `call` on the instances, answered with the module's JSON text; a batch of more
+/// than [`BATCH_CHUNK`] requests a chunk at a time, each chunk decided at the latest
+/// revision when it runs, the chunks' lists joined into one.
+pub(crate) async fn decide(s: &Service, call: Call) -> Result<std::sync::Arc<str>, HostError> {
     let requests = match call {
         Call::CheckBatch { requests } if requests.len() > BATCH_CHUNK => requests,
-        call => return s.runtime.run(&call).await,
+        call => return Ok(std::sync::Arc::from(s.runtime.run_raw(&call).await?.get())),
     };
-    let mut views = Vec::with_capacity(requests.len());
+    let mut joined = String::from("[");
     let mut rest = requests.into_iter();
     loop {
         let chunk: Vec<Request> = rest.by_ref().take(BATCH_CHUNK).collect();
         if chunk.is_empty() {
-            return Ok(Value::Array(views));
+            joined.push(']');
+            return Ok(std::sync::Arc::from(joined));
         }
-        match s.runtime.run(&Call::CheckBatch { requests: chunk }).await? {
-            Value::Array(part) => views.extend(part),
-            _ => return Err(HostError::Protocol("a batch's answer is not a list".into())),
+        let part = s
+            .runtime
+            .run_raw(&Call::CheckBatch { requests: chunk })
+            .await?;
+        let inner = part
+            .get()
+            .trim()
+            .strip_prefix('[')
+            .and_then(|p| p.strip_suffix(']'))
+            .ok_or_else(|| HostError::Protocol("a batch's answer is not a list".into()))?
+            .trim();
+        if !inner.is_empty() {
+            if joined.len() > 1 {
+                joined.push(',');
+            }
+            joined.push_str(inner);
         }
     }
 }
@@ -213,7 +241,7 @@ pub(crate) async fn check(
     State(s): S,
     caller: Caller,
     ApiJson(mut body): ApiJson<Value>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     gate_decision(&s, &caller, &mut body)?;
     at_least(&s, &mut body).await?;
     op(
@@ -261,26 +289,20 @@ pub(crate) async fn check_batch(
     };
     if n <= BATCH_CHUNK {
         let requests = read()?;
-        let Json(answer) = op(&s, Call::CheckBatch { requests }).await?;
-        return Ok(Json(answer).into_response());
+        return op(&s, Call::CheckBatch { requests }).await;
     }
-    // A large batch is read, decided and its answer written in one of its caller's turns,
-    // and off the async workers, which serve every other caller's requests meanwhile.
+    // A large batch is read and decided in one of its caller's turns, and read off the
+    // async workers, which serve every other caller's requests meanwhile.
     let _turn = s.runtime.turn(&caller.name()).await?;
     let requests = blocking(read).await?;
-    let Json(answer) = op(&s, Call::CheckBatch { requests }).await?;
-    let text = blocking(move || {
-        serde_json::to_vec(&answer).map_err(|e| ApiError::internal(e.to_string()))
-    })
-    .await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+    op(&s, Call::CheckBatch { requests }).await
 }
 
 pub(crate) async fn allowed_actions(
     State(s): S,
     caller: Caller,
     ApiJson(mut body): ApiJson<Value>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     gate_decision(&s, &caller, &mut body)?;
     at_least(&s, &mut body).await?;
     let ActionsBody {
@@ -303,7 +325,7 @@ pub(crate) async fn resources(
     State(s): S,
     caller: Caller,
     ApiJson(mut body): ApiJson<Value>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     gate_decision(&s, &caller, &mut body)?;
     at_least(&s, &mut body).await?;
     let ResourcesBody {
@@ -330,7 +352,7 @@ pub(crate) async fn principals(
     State(s): S,
     caller: Caller,
     ApiJson(mut body): ApiJson<Value>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     at_least(&s, &mut body).await?;
     let PrincipalsBody {
         resource,
@@ -367,7 +389,7 @@ pub(crate) async fn explain(
     State(s): S,
     caller: Caller,
     ApiJson(mut body): ApiJson<Value>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     gate_decision(&s, &caller, &mut body)?;
     at_least(&s, &mut body).await?;
     op(
@@ -391,7 +413,7 @@ pub(crate) async fn matrix(
     caller: Caller,
     ApiPath(matrix): ApiPath<String>,
     ApiQuery(q): ApiQuery<AccountQuery>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     {
         let served = s.served();
         Access {
