@@ -7,6 +7,7 @@
 //! memory cap.
 
 use clearance_core::ErrorData;
+use clearance_core::protocol::Info;
 use clearance_core::wire::{WireDecision, decode_decisions};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -196,12 +197,12 @@ const REBASE_BYTES: usize = 64 << 20;
 pub struct Prepared {
     generation: u64,
     bytes: Arc<Vec<u8>>,
-    info: serde_json::Value,
+    info: Info,
 }
 
 impl Prepared {
     /// What the module said of the snapshot (`info`).
-    pub fn info(&self) -> &serde_json::Value {
+    pub fn info(&self) -> &Info {
         &self.info
     }
 }
@@ -770,7 +771,7 @@ impl Runtime {
     pub async fn write_in_order(
         self: &Arc<Self>,
         calls: Vec<String>,
-    ) -> Result<(Vec<Result<serde_json::Value, HostError>>, Held), (Option<usize>, HostError)> {
+    ) -> Result<(Vec<Result<Box<RawValue>, HostError>>, Held), (Option<usize>, HostError)> {
         let permit = self.permit().await.map_err(|e| (None, e))?;
         let this = Arc::clone(self);
         let deadline = ticks(self.config.load_deadline);
@@ -782,7 +783,7 @@ impl Runtime {
                 w.store.set_epoch_deadline(deadline);
                 let answer = w
                     .exchange(|w, p, l| w.call.call(&mut w.store, (p, l)), call.as_bytes())
-                    .and_then(|a| json_ok(&a));
+                    .and_then(|a| raw_ok(&a));
                 if let Err(e @ (HostError::Trap(_) | HostError::Protocol(_))) = answer {
                     this.stats.traps.fetch_add(1, Ordering::Relaxed);
                     return Err((Some(i), e));
@@ -839,12 +840,10 @@ impl Runtime {
                 w.generation = 0;
                 w.store.set_epoch_deadline(deadline);
                 let answer = w.exchange(|w, p, l| w.load.call(&mut w.store, (p, l)), &probe)?;
-                let info = json_ok(&answer)?;
+                let info: Info = serde_json::from_str(raw_ok(&answer)?.get())
+                    .map_err(|e| HostError::Protocol(format!("unreadable `info`: {e}")))?;
                 w.generation = generation;
-                w.revision = info
-                    .get("revision")
-                    .and_then(serde_json::Value::as_u64)
-                    .unwrap_or(0);
+                w.revision = info.revision;
                 Ok(info)
             })
             .await?;
@@ -862,11 +861,7 @@ impl Runtime {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let base = prepared
-            .info
-            .get("revision")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0);
+        let base = prepared.info.revision;
         *c = Some(Current {
             generation: prepared.generation,
             bytes: prepared.bytes,
@@ -879,10 +874,7 @@ impl Runtime {
     /// Makes `bytes` (a snapshot, policy included) the snapshot every instance decides on.
     /// It is loaded into one instance first, so a bad snapshot is refused and the old one
     /// keeps serving.
-    pub async fn load_snapshot(
-        self: &Arc<Self>,
-        bytes: Vec<u8>,
-    ) -> Result<serde_json::Value, HostError> {
+    pub async fn load_snapshot(self: &Arc<Self>, bytes: Vec<u8>) -> Result<Info, HostError> {
         let prepared = self.prepare(bytes).await?;
         let info = prepared.info.clone();
         self.install(prepared);
@@ -916,6 +908,14 @@ impl Runtime {
 
     /// A JSON call (see ARCHITECTURE.md) on the current snapshot.
     pub async fn call(self: &Arc<Self>, json: String) -> Result<serde_json::Value, HostError> {
+        self.call_typed(json).await
+    }
+
+    /// A JSON call on the current snapshot, its answer read as `T`.
+    pub async fn call_typed<T: serde::de::DeserializeOwned>(
+        self: &Arc<Self>,
+        json: String,
+    ) -> Result<T, HostError> {
         let raw = self.call_within(json, self.config.call_deadline).await?;
         serde_json::from_str(raw.get()).map_err(|e| HostError::Protocol(e.to_string()))
     }
@@ -995,11 +995,6 @@ fn module_error(json: &[u8]) -> HostError {
         Ok(e) => HostError::Module(e.error),
         Err(e) => HostError::Protocol(format!("unreadable error: {e}")),
     }
-}
-
-fn json_ok(answer: &[u8]) -> Result<serde_json::Value, HostError> {
-    let ok = raw_ok(answer)?;
-    serde_json::from_str(ok.get()).map_err(|e| HostError::Protocol(e.to_string()))
 }
 
 /// The `ok` of a module's answer as the module wrote it, unparsed; its error otherwise.

@@ -207,10 +207,7 @@ pub fn wasmtime(
                 .map_err(|e| format!("{}: {e}", j.name))?;
             // Each change handed to the instances as a write hands it: applied in place
             // by an instance before its next call.
-            let mut revision = info
-                .get("revision")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0);
+            let mut revision = info.revision;
             for deltas in &j.changes {
                 revision += 1;
                 let call = clearance_core::protocol::Call::ApplyDeltas {

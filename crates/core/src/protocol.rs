@@ -643,14 +643,19 @@ struct PolicyLoaded {
     policy_hash: String,
 }
 
-/// What is loaded.
-#[derive(Serialize)]
-struct Info {
-    core_version: &'static str,
-    entities: usize,
-    policy_hash: String,
-    revision: u64,
-    tuples: usize,
+/// What is loaded: the answer to `info`, and to loading a snapshot. Hosts read it typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    /// The core's version.
+    pub core_version: String,
+    /// How many entities the snapshot holds.
+    pub entities: usize,
+    /// The hash of the policy it was built under.
+    pub policy_hash: String,
+    /// Its revision.
+    pub revision: u64,
+    /// How many tuples it holds.
+    pub tuples: usize,
 }
 
 /// What `allowed_actions` answers: the actions a principal may take, or none with the
@@ -674,16 +679,21 @@ enum Resolved {
     Denied { denied: crate::DecisionView },
 }
 
-/// Whether a write may be made: the revision it makes (and what it derives), or why not.
-#[derive(Serialize)]
-struct WriteAnswer {
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    derived: Option<Vec<Delta>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refusal: Option<crate::writes::WriteRefusal>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    revision: Option<u64>,
+/// The answer to `authorize_deltas` and `write`: whether the write may be made, the
+/// revision it makes and what it derives, or why not. Hosts read it typed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteAnswer {
+    /// Whether every delta is allowed.
+    pub allowed: bool,
+    /// The tuples the policy adds by itself on creation (EV5), when allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived: Option<Vec<Delta>>,
+    /// Why not, when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<crate::writes::WriteRefusal>,
+    /// The revision the write makes, when allowed (`write` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
 }
 
 impl WriteAnswer {
@@ -1112,7 +1122,7 @@ fn too_large(n: usize) -> ErrorData {
 
 fn info(s: &Snapshot) -> String {
     text(&Info {
-        core_version: env!("CARGO_PKG_VERSION"),
+        core_version: env!("CARGO_PKG_VERSION").to_string(),
         entities: s.names.len(),
         policy_hash: s.schema.hash_hex(),
         revision: s.revision,

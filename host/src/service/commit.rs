@@ -5,6 +5,7 @@
 use crate::auth::Caller;
 use crate::clock::now_seconds;
 use crate::limits::{FairQueue, Full};
+use crate::observe::Decided;
 use crate::runtime::HostError;
 use crate::schemas;
 use crate::service::error::{ApiError, ApiResult, answer, forbidden};
@@ -18,8 +19,9 @@ use crate::service::state::{Served, Service, account_key, blocking};
 use crate::store::{Change, StoreErrorKind};
 use axum::http::StatusCode;
 use clearance_core::protocol::Call;
+use clearance_core::protocol::WriteAnswer;
 use clearance_core::{Delta, Facts, TimeValue};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -312,7 +314,7 @@ impl Service {
         &self,
         served: &Served,
         ready: &[Ready],
-        answers: Vec<Result<Value, HostError>>,
+        answers: Vec<Result<Box<serde_json::value::RawValue>, HostError>>,
     ) -> Result<Vec<Result<Allowed, ApiError>>, Box<Judged>> {
         let facts = served.facts.read();
         let mut created = HashMap::new();
@@ -320,7 +322,14 @@ impl Service {
         let mut out = Vec::with_capacity(ready.len());
         for (i, (r, answer)) in ready.iter().zip(answers).enumerate() {
             let derived = match answer {
-                Ok(a) => verdict(&a, revision + 1).map_err(|e| Box::new(Judged::Fault(e)))?,
+                Ok(a) => {
+                    let answer: WriteAnswer = serde_json::from_str(a.get()).map_err(|e| {
+                        Box::new(Judged::Fault(ApiError::internal(format!(
+                            "unreadable answer to a write from the module: {e}"
+                        ))))
+                    })?;
+                    verdict(&answer, revision + 1).map_err(|e| Box::new(Judged::Fault(e)))?
+                }
                 Err(e) => Err(ApiError::from(e)),
             };
             let Ok(derived) = derived else {
@@ -598,9 +607,9 @@ pub(crate) async fn prejudge(
     })
     .await?;
     body.deltas = deltas;
-    let answer = s.runtime.call(json?).await?;
+    let answer: WriteAnswer = s.runtime.call_typed(json?).await?;
     drop(turn);
-    if answer.get("allowed") != Some(&Value::Bool(true))
+    if !answer.allowed
         && let Ok(Err(refused)) = verdict(&answer, 0)
     {
         return Err(refused);
@@ -730,8 +739,9 @@ pub(crate) async fn prepare_write(
             if authored.user {
                 request.now = TimeValue::Seconds(s.clock());
             }
-            let now = s.runtime.run(&Call::Check { request }).await?;
-            if now.get("allowed").and_then(Value::as_bool) != Some(allowed) {
+            let now = s.runtime.run_raw(&Call::Check { request }).await?;
+            let now = Decided::read(now.get());
+            if now.each.first().map(|d| d.allowed) != Some(allowed) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "parity.outcome_changed",
@@ -762,38 +772,26 @@ pub(crate) async fn prepare_write(
 /// A module's answer to a write: the derived tuples when allowed, the refusal (403) when
 /// not; a fault when the module took it as another revision than `expected`.
 pub(crate) fn verdict(
-    answer: &Value,
+    answer: &WriteAnswer,
     expected: u64,
 ) -> Result<Result<Vec<Delta>, ApiError>, ApiError> {
-    if answer.get("allowed") != Some(&Value::Bool(true)) {
-        let refusal = answer.get("refusal").cloned().unwrap_or(Value::Null);
-        let message = refusal
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("refused")
-            .to_string();
-        let code = refusal
-            .get("code")
-            .and_then(Value::as_str)
-            .unwrap_or("write.denied")
-            .to_string();
-        let mut e = ApiError::new(StatusCode::FORBIDDEN, &code, message, "nothing was written");
-        e.extra = Some(json!({ "refusal": refusal }));
+    if !answer.allowed {
+        let (code, message) = answer.refusal.as_ref().map_or_else(
+            || ("write.denied", "refused".to_string()),
+            |r| (r.code.as_str(), r.message.clone()),
+        );
+        let mut e = ApiError::new(StatusCode::FORBIDDEN, code, message, "nothing was written");
+        e.extra = Some(json!({ "refusal": answer.refusal }));
         return Ok(Err(e));
     }
-    if answer.get("revision").and_then(Value::as_u64) != Some(expected) {
+    if answer.revision != Some(expected) {
         return Err(ApiError::internal(format!(
             "the module took the write as revision {:?}, the host expected {expected}",
-            answer.get("revision")
+            answer.revision
         )));
     }
     // Tuples the policy adds by itself on creation (EV5) join the same change.
-    match answer.get("derived") {
-        None | Some(Value::Null) => Ok(Ok(Vec::new())),
-        Some(v) => serde_json::from_value(v.clone()).map(Ok).map_err(|e| {
-            ApiError::internal(format!("unreadable derived tuples from the module: {e}"))
-        }),
-    }
+    Ok(Ok(answer.derived.clone().unwrap_or_default()))
 }
 
 #[cfg(test)]

@@ -214,7 +214,7 @@ fn decides_through_the_module_like_the_core() {
     ];
     block(async {
         let info = rt.load_snapshot(snap.to_bytes().unwrap()).await.unwrap();
-        assert_eq!(info["policy_hash"], snap.schema.hash_hex());
+        assert_eq!(info.policy_hash, snap.schema.hash_hex());
         let ds = rt.check_ids(queries(&snap, &rs)).await.unwrap();
         let native: Vec<bool> = rs.iter().map(|r| snap.check(r).allowed).collect();
         assert_eq!(ds.iter().map(|d| d.allowed).collect::<Vec<_>>(), native);
