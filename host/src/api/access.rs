@@ -143,12 +143,7 @@ pub(crate) fn server_clock(caller: &Caller, request: &mut Value, now: i64) -> Re
         return Ok(());
     };
     if obj.contains_key("now") {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "request.now_not_allowed",
-            "a user token is decided at the server's clock: leave `now` out",
-            "",
-        ));
+        return Err(now_not_allowed());
     }
     obj.insert("now".into(), Value::from(now));
     Ok(())
@@ -169,7 +164,17 @@ pub(crate) fn principal_of(body: &Value) -> Result<String, ApiError> {
         })
 }
 
-/// Waits briefly for `min_revision`, or fails clearly.
+/// The answer to a user's request that names a `now`.
+pub(crate) fn now_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "request.now_not_allowed",
+        "a user token is decided at the server's clock: leave `now` out",
+        "",
+    )
+}
+
+/// Waits briefly for a body's `min_revision`, or fails clearly.
 pub(crate) async fn at_least(s: &Service, body: &mut Value) -> Result<(), ApiError> {
     let Some(min) = body.as_object_mut().and_then(|o| o.remove("min_revision")) else {
         return Ok(());
@@ -182,6 +187,14 @@ pub(crate) async fn at_least(s: &Service, body: &mut Value) -> Result<(), ApiErr
             "",
         )
     })?;
+    wait_for_revision(s, Some(min)).await
+}
+
+/// Waits briefly for revision `min`, when given, or fails clearly.
+pub(crate) async fn wait_for_revision(s: &Service, min: Option<u64>) -> Result<(), ApiError> {
+    let Some(min) = min else {
+        return Ok(());
+    };
     if min > s.revision() {
         s.follow_now();
     }

@@ -2,6 +2,8 @@
 //! explain, the access-rights matrix and an account's facts; and the routes that tell
 //! what the service is (revision, metrics, health, readiness, the demo issuer).
 
+use crate::api::access::now_not_allowed;
+use crate::api::access::wait_for_revision;
 use crate::api::access::{Access, admin_only, at_least, gate_decision, typed, user_gates};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, S};
 use crate::auth::{Caller, Scope};
@@ -142,6 +144,57 @@ pub(crate) async fn decide(s: &Service, call: Call) -> Result<std::sync::Arc<str
     }
 }
 
+/// The body of a check or an explanation, read typed: the request, `now` (which a user
+/// leaves out: the server's clock decides for users) and `min_revision`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DecideBody {
+    principal: String,
+    action: String,
+    resource: String,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    now: Option<TimeValue>,
+    #[serde(default)]
+    min_revision: Option<u64>,
+}
+
+impl DecideBody {
+    /// The request to decide for `caller`, who must be scoped to its principal, at the
+    /// server's clock for a user (who may not send `now`), at its own `now` for a key;
+    /// and the revision to wait for.
+    fn request(self, s: &Service, caller: &Caller) -> Result<(Request, Option<u64>), ApiError> {
+        let served = s.served();
+        Access {
+            caller,
+            served: &served,
+        }
+        .decide_for(&self.principal)?;
+        let now = match (caller, self.now) {
+            (Caller::User { .. }, Some(_)) => return Err(now_not_allowed()),
+            (Caller::User { .. }, None) => TimeValue::Seconds(s.clock()),
+            (_, Some(now)) => now,
+            (_, None) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "request.malformed",
+                    "malformed request: missing field `now`",
+                    "see /v1/openapi.json",
+                ));
+            }
+        };
+        let request = Request {
+            principal: self.principal,
+            action: self.action,
+            resource: self.resource,
+            target: self.target,
+            now,
+        };
+        Ok((request, self.min_revision))
+    }
+}
+
 /// `{requests: [...]}`.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -240,17 +293,11 @@ pub(crate) async fn readyz(State(s): S) -> ApiResult {
 pub(crate) async fn check(
     State(s): S,
     caller: Caller,
-    ApiJson(mut body): ApiJson<Value>,
+    ApiJson(body): ApiJson<DecideBody>,
 ) -> Result<Response, ApiError> {
-    gate_decision(&s, &caller, &mut body)?;
-    at_least(&s, &mut body).await?;
-    op(
-        &s,
-        Call::Check {
-            request: typed(body)?,
-        },
-    )
-    .await
+    let (request, min_revision) = body.request(&s, &caller)?;
+    wait_for_revision(&s, min_revision).await?;
+    op(&s, Call::Check { request }).await
 }
 
 pub(crate) async fn check_batch(
@@ -388,17 +435,11 @@ pub(crate) async fn principals(
 pub(crate) async fn explain(
     State(s): S,
     caller: Caller,
-    ApiJson(mut body): ApiJson<Value>,
+    ApiJson(body): ApiJson<DecideBody>,
 ) -> Result<Response, ApiError> {
-    gate_decision(&s, &caller, &mut body)?;
-    at_least(&s, &mut body).await?;
-    op(
-        &s,
-        Call::Explain {
-            request: typed(body)?,
-        },
-    )
-    .await
+    let (request, min_revision) = body.request(&s, &caller)?;
+    wait_for_revision(&s, min_revision).await?;
+    op(&s, Call::Explain { request }).await
 }
 
 /// `?account=`.
