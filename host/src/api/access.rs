@@ -7,8 +7,6 @@ use crate::service::state::{Served, Service, account_key};
 use axum::http::StatusCode;
 use clearance_core::TimeValue;
 use clearance_core::protocol::Call;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
 use std::time::Duration;
 
 pub(crate) fn admin_only(caller: &Caller) -> Result<(), ApiError> {
@@ -133,35 +131,35 @@ pub(crate) async fn user_gates(s: &Service, caller: &Caller) -> Result<(), ApiEr
     ))
 }
 
-/// The server's clock decides for users: a `now` of theirs is refused, and the server's
-/// is put in its place. Keys may pass `now` (replay, tests).
-pub(crate) fn server_clock(caller: &Caller, request: &mut Value, now: i64) -> Result<(), ApiError> {
-    if !matches!(caller, Caller::User { .. }) {
-        return Ok(());
+/// The caller may decide, list or explain for `principal` (its scope, against the facts
+/// being served).
+pub(crate) fn decide_for(s: &Service, caller: &Caller, principal: &str) -> Result<(), ApiError> {
+    let served = s.served();
+    Access {
+        caller,
+        served: &served,
     }
-    let Some(obj) = request.as_object_mut() else {
-        return Ok(());
-    };
-    if obj.contains_key("now") {
-        return Err(now_not_allowed());
-    }
-    obj.insert("now".into(), Value::from(now));
-    Ok(())
+    .decide_for(principal)
 }
 
-/// The `principal` field of a request body.
-pub(crate) fn principal_of(body: &Value) -> Result<String, ApiError> {
-    body.get("principal")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "request.malformed",
-                "missing field `principal`",
-                "see /v1/openapi.json",
-            )
-        })
+/// The time a request is decided at: the server's clock for a user, who may not send
+/// one; the request's own for a key, which must.
+pub(crate) fn clock_for(
+    s: &Service,
+    caller: &Caller,
+    now: Option<TimeValue>,
+) -> Result<TimeValue, ApiError> {
+    match (caller, now) {
+        (Caller::User { .. }, Some(_)) => Err(now_not_allowed()),
+        (Caller::User { .. }, None) => Ok(TimeValue::Seconds(s.clock())),
+        (_, Some(now)) => Ok(now),
+        (_, None) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "request.malformed",
+            "malformed request: missing field `now`",
+            "see /v1/openapi.json",
+        )),
+    }
 }
 
 /// The answer to a user's request that names a `now`.
@@ -172,22 +170,6 @@ pub(crate) fn now_not_allowed() -> ApiError {
         "a user token is decided at the server's clock: leave `now` out",
         "",
     )
-}
-
-/// Waits briefly for a body's `min_revision`, or fails clearly.
-pub(crate) async fn at_least(s: &Service, body: &mut Value) -> Result<(), ApiError> {
-    let Some(min) = body.as_object_mut().and_then(|o| o.remove("min_revision")) else {
-        return Ok(());
-    };
-    let min = min.as_u64().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "request.invalid",
-            "`min_revision` must be a revision number",
-            "",
-        )
-    })?;
-    wait_for_revision(s, Some(min)).await
 }
 
 /// Waits briefly for revision `min`, when given, or fails clearly.
@@ -209,32 +191,4 @@ pub(crate) async fn wait_for_revision(s: &Service, min: Option<u64>) -> Result<(
             "retry later, or ask without `min_revision`",
         )),
     }
-}
-
-/// The body read as the typed fields of a call.
-pub(crate) fn typed<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
-    serde_json::from_value(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "request.malformed",
-            format!("malformed request: {e}"),
-            "see /v1/openapi.json",
-        )
-    })
-}
-
-/// The checks every decision route makes before deciding: the caller may decide for the
-/// body's principal, and a user's `now` is the server's.
-pub(crate) fn gate_decision(
-    s: &Service,
-    caller: &Caller,
-    body: &mut Value,
-) -> Result<(), ApiError> {
-    let served = s.served();
-    Access {
-        caller,
-        served: &served,
-    }
-    .decide_for(&principal_of(body)?)?;
-    server_clock(caller, body, s.clock())
 }

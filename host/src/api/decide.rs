@@ -2,9 +2,10 @@
 //! explain, the access-rights matrix and an account's facts; and the routes that tell
 //! what the service is (revision, metrics, health, readiness, the demo issuer).
 
-use crate::api::access::now_not_allowed;
+use crate::api::access::clock_for;
+use crate::api::access::decide_for;
 use crate::api::access::wait_for_revision;
-use crate::api::access::{Access, admin_only, at_least, gate_decision, typed, user_gates};
+use crate::api::access::{Access, admin_only, user_gates};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, S};
 use crate::auth::{Caller, Scope};
 use crate::clock::now_seconds;
@@ -21,7 +22,6 @@ use clearance_core::protocol::Call;
 use clearance_core::{Facts, FactsJson, Request, TimeValue};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
 use std::sync::Arc;
 
 /// `{principal}`: the user a demo token is for.
@@ -165,31 +165,13 @@ impl DecideBody {
     /// server's clock for a user (who may not send `now`), at its own `now` for a key;
     /// and the revision to wait for.
     fn request(self, s: &Service, caller: &Caller) -> Result<(Request, Option<u64>), ApiError> {
-        let served = s.served();
-        Access {
-            caller,
-            served: &served,
-        }
-        .decide_for(&self.principal)?;
-        let now = match (caller, self.now) {
-            (Caller::User { .. }, Some(_)) => return Err(now_not_allowed()),
-            (Caller::User { .. }, None) => TimeValue::Seconds(s.clock()),
-            (_, Some(now)) => now,
-            (_, None) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "request.malformed",
-                    "malformed request: missing field `now`",
-                    "see /v1/openapi.json",
-                ));
-            }
-        };
+        decide_for(s, caller, &self.principal)?;
         let request = Request {
+            now: clock_for(s, caller, self.now)?,
             principal: self.principal,
             action: self.action,
             resource: self.resource,
             target: self.target,
-            now,
         };
         Ok((request, self.min_revision))
     }
@@ -201,7 +183,37 @@ impl DecideBody {
 pub(crate) struct BatchBody {
     /// The requests, decided in order.
     #[schemars(with = "Vec<ServerClock<Request>>")]
-    pub(crate) requests: Vec<Request>,
+    pub(crate) requests: Vec<RequestBody>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub(crate) min_revision: Option<u64>,
+}
+
+/// A request of a batch as sent: `now` left out by users.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RequestBody {
+    principal: String,
+    action: String,
+    resource: String,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    now: Option<TimeValue>,
+}
+
+impl RequestBody {
+    /// The request to decide for `caller` (see [`DecideBody::request`]).
+    fn request(self, s: &Service, caller: &Caller) -> Result<Request, ApiError> {
+        decide_for(s, caller, &self.principal)?;
+        Ok(Request {
+            now: clock_for(s, caller, self.now)?,
+            principal: self.principal,
+            action: self.action,
+            resource: self.resource,
+            target: self.target,
+        })
+    }
 }
 
 /// `{principal, resource, now}`.
@@ -213,7 +225,12 @@ pub(crate) struct ActionsBody {
     /// The resource, `type:id`, or a page `matrix:row`.
     pub(crate) resource: String,
     /// The time of the request.
-    pub(crate) now: TimeValue,
+    #[serde(default)]
+    #[schemars(with = "TimeValue")]
+    pub(crate) now: Option<TimeValue>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub(crate) min_revision: Option<u64>,
 }
 
 /// `{principal, action, type, now}`.
@@ -228,7 +245,12 @@ pub(crate) struct ResourcesBody {
     #[serde(rename = "type")]
     pub(crate) ty: String,
     /// The time of the request.
-    pub(crate) now: TimeValue,
+    #[serde(default)]
+    #[schemars(with = "TimeValue")]
+    pub(crate) now: Option<TimeValue>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub(crate) min_revision: Option<u64>,
 }
 
 /// `{resource, action, now, account?}`.
@@ -243,6 +265,9 @@ pub(crate) struct PrincipalsBody {
     pub(crate) now: TimeValue,
     /// For a page: only this account's principals.
     pub(crate) account: Option<String>,
+    #[serde(default)]
+    #[schemars(skip)]
+    pub(crate) min_revision: Option<u64>,
 }
 
 pub(crate) async fn revision(State(s): S, _caller: Caller) -> ApiResult {
@@ -303,13 +328,10 @@ pub(crate) async fn check(
 pub(crate) async fn check_batch(
     State(s): S,
     caller: Caller,
-    ApiJson(mut body): ApiJson<Value>,
+    ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Response, ApiError> {
-    at_least(&s, &mut body).await?;
-    let n = body
-        .get("requests")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
+    wait_for_revision(&s, body.min_revision).await?;
+    let n = body.requests.len();
     if n > s.config.max_batch {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -325,21 +347,18 @@ pub(crate) async fn check_batch(
     let read = {
         let (s, caller) = (Arc::clone(&s), caller.clone());
         move || {
-            if let Some(list) = body.get_mut("requests").and_then(Value::as_array_mut) {
-                for r in list.iter_mut() {
-                    gate_decision(&s, &caller, r)?;
-                }
-            }
-            let BatchBody { requests } = typed(body)?;
-            Ok(requests)
+            body.requests
+                .into_iter()
+                .map(|r| r.request(&s, &caller))
+                .collect::<Result<Vec<Request>, ApiError>>()
         }
     };
     if n <= BATCH_CHUNK {
         let requests = read()?;
         return op(&s, Call::CheckBatch { requests }).await;
     }
-    // A large batch is read and decided in one of its caller's turns, and read off the
-    // async workers, which serve every other caller's requests meanwhile.
+    // A large batch is checked and decided in one of its caller's turns, and checked off
+    // the async workers, which serve every other caller's requests meanwhile.
     let _turn = s.runtime.turn(&caller.name()).await?;
     let requests = blocking(read).await?;
     op(&s, Call::CheckBatch { requests }).await
@@ -348,20 +367,16 @@ pub(crate) async fn check_batch(
 pub(crate) async fn allowed_actions(
     State(s): S,
     caller: Caller,
-    ApiJson(mut body): ApiJson<Value>,
+    ApiJson(body): ApiJson<ActionsBody>,
 ) -> Result<Response, ApiError> {
-    gate_decision(&s, &caller, &mut body)?;
-    at_least(&s, &mut body).await?;
-    let ActionsBody {
-        principal,
-        resource,
-        now,
-    } = typed(body)?;
+    decide_for(&s, &caller, &body.principal)?;
+    let now = clock_for(&s, &caller, body.now)?;
+    wait_for_revision(&s, body.min_revision).await?;
     op(
         &s,
         Call::AllowedActions {
-            principal,
-            resource,
+            principal: body.principal,
+            resource: body.resource,
             now,
         },
     )
@@ -371,24 +386,19 @@ pub(crate) async fn allowed_actions(
 pub(crate) async fn resources(
     State(s): S,
     caller: Caller,
-    ApiJson(mut body): ApiJson<Value>,
+    ApiJson(body): ApiJson<ResourcesBody>,
 ) -> Result<Response, ApiError> {
-    gate_decision(&s, &caller, &mut body)?;
-    at_least(&s, &mut body).await?;
-    let ResourcesBody {
-        principal,
-        action,
-        ty,
-        now,
-    } = typed(body)?;
+    decide_for(&s, &caller, &body.principal)?;
+    let now = clock_for(&s, &caller, body.now)?;
+    wait_for_revision(&s, body.min_revision).await?;
     // A list is as long as the account is large: it takes one of its caller's turns.
     let _turn = s.runtime.turn(&caller.name()).await?;
     op(
         &s,
         Call::ListResources {
-            principal,
-            action,
-            ty,
+            principal: body.principal,
+            action: body.action,
+            ty: body.ty,
             now,
         },
     )
@@ -398,15 +408,16 @@ pub(crate) async fn resources(
 pub(crate) async fn principals(
     State(s): S,
     caller: Caller,
-    ApiJson(mut body): ApiJson<Value>,
+    ApiJson(body): ApiJson<PrincipalsBody>,
 ) -> Result<Response, ApiError> {
-    at_least(&s, &mut body).await?;
+    wait_for_revision(&s, body.min_revision).await?;
     let PrincipalsBody {
         resource,
         action,
         now,
         account,
-    } = typed(body)?;
+        ..
+    } = body;
     // Who may do something names other principals: keys only, for the resource's account.
     {
         let served = s.served();
