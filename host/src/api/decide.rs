@@ -225,7 +225,8 @@ pub(crate) struct ActionsBody {
     /// The resource, `type:id`, or a page `matrix:row`.
     pub(crate) resource: String,
     /// The time of the request.
-    #[serde(default)]
+    // Not `serde(default)`: a missing `Option` is `None` already, and the schema keeps
+    // no `default` (the document says when it may be left out).
     #[schemars(with = "TimeValue")]
     pub(crate) now: Option<TimeValue>,
     #[serde(default)]
@@ -245,7 +246,8 @@ pub(crate) struct ResourcesBody {
     #[serde(rename = "type")]
     pub(crate) ty: String,
     /// The time of the request.
-    #[serde(default)]
+    // Not `serde(default)`: a missing `Option` is `None` already, and the schema keeps
+    // no `default` (the document says when it may be left out).
     #[schemars(with = "TimeValue")]
     pub(crate) now: Option<TimeValue>,
     #[serde(default)]
