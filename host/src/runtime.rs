@@ -896,14 +896,31 @@ impl Runtime {
         self: &Arc<Self>,
         call: &clearance_core::protocol::Call,
     ) -> Result<Box<RawValue>, HostError> {
+        Ok(self.run_raw_with(call, |_| ()).await?.0)
+    }
+
+    /// [`Runtime::run_raw`], and `read` of the answer, on the thread that called the
+    /// module, while it holds the instance's permit: what is read of a large answer is
+    /// work of the instances, shared between callers as their calls are, not work beside
+    /// them.
+    pub async fn run_raw_with<T: Send + 'static>(
+        self: &Arc<Self>,
+        call: &clearance_core::protocol::Call,
+        read: fn(&str) -> T,
+    ) -> Result<(Box<RawValue>, T), HostError> {
         let json = call.to_json().map_err(HostError::Module)?;
         let deadline = self.config.call_deadline;
+        let answer = move |w: &mut Worker| {
+            let raw = w.call_raw(json.as_bytes(), deadline)?;
+            let read = read(raw.get());
+            Ok((raw, read))
+        };
         if short(call)
-            && let Some(answer) = self.try_inline(|w| w.call_raw(json.as_bytes(), deadline))
+            && let Some(answer) = self.try_inline(answer.clone())
         {
             return answer;
         }
-        self.call_within(json, deadline).await
+        self.with_worker(true, answer).await
     }
 
     /// A JSON call (see ARCHITECTURE.md) on the current snapshot.

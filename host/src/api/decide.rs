@@ -82,24 +82,16 @@ pub(crate) async fn demo_token(State(s): S, ApiJson(body): ApiJson<DemoTokenBody
 /// what was decided from it, typed ([`Decided`]).
 pub(crate) async fn op(s: &Service, call: Call) -> Result<Response, ApiError> {
     let name = call.op().spec().map_or("unknown", |spec| spec.name);
-    let large = matches!(&call, Call::CheckBatch { requests } if requests.len() > BATCH_CHUNK);
+    let counted = matches!(name, "check" | "check_batch" | "explain");
     let started = std::time::Instant::now();
     let span = tracing::info_span!("module", op = name);
-    let answer = tracing::Instrument::instrument(decide(s, call), span).await;
+    let answer = tracing::Instrument::instrument(decide(s, call, counted), span).await;
     s.metrics.op(name, started.elapsed());
-    let answer = answer?;
-    if matches!(name, "check" | "check_batch" | "explain") {
-        let decided = if large {
-            // Reading a large batch's decisions is work: off the async workers.
-            let text = std::sync::Arc::clone(&answer);
-            blocking(move || Ok(Decided::read(&text))).await?
-        } else {
-            Decided::read(&answer)
-        };
+    let (body, decided) = answer?;
+    if let Some(decided) = decided {
         s.metrics.decisions(name, &decided);
         crate::observe::note(|n| n.decision = decided.note());
     }
-    let body = String::from(answer.as_ref());
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -108,40 +100,72 @@ pub(crate) async fn op(s: &Service, call: Call) -> Result<Response, ApiError> {
 /// caller's check waits for a chunk at most, never for a whole batch.
 pub(crate) const BATCH_CHUNK: usize = 256;
 
-/// Runs `call` on the instances, answered with the module's JSON text; a batch of more
-/// than [`BATCH_CHUNK`] requests a chunk at a time, each chunk decided at the latest
-/// revision when it runs, the chunks' lists joined into one.
-pub(crate) async fn decide(s: &Service, call: Call) -> Result<std::sync::Arc<str>, HostError> {
+/// Runs `call` on the instances, answered with the module's JSON text and, when
+/// `counted`, what it decided (read where the module answered, under its permit); a batch
+/// of more than [`BATCH_CHUNK`] requests a chunk at a time, each chunk decided at the
+/// latest revision when it runs, the chunks' lists joined into one off the async
+/// workers.
+pub(crate) async fn decide(
+    s: &Service,
+    call: Call,
+    counted: bool,
+) -> Result<(String, Option<Decided>), ApiError> {
+    let read: fn(&str) -> Option<Decided> = if counted {
+        |text| Some(Decided::read(text))
+    } else {
+        |_| None
+    };
     let requests = match call {
         Call::CheckBatch { requests } if requests.len() > BATCH_CHUNK => requests,
-        call => return Ok(std::sync::Arc::from(s.runtime.run_raw(&call).await?.get())),
+        call => {
+            let (raw, decided) = s.runtime.run_raw_with(&call, read).await?;
+            return Ok((String::from(Box::<str>::from(raw)), decided));
+        }
     };
-    let mut joined = String::from("[");
+    let mut parts = Vec::new();
+    let mut decided = Decided {
+        each: Vec::with_capacity(requests.len()),
+        list: true,
+    };
     let mut rest = requests.into_iter();
     loop {
         let chunk: Vec<Request> = rest.by_ref().take(BATCH_CHUNK).collect();
         if chunk.is_empty() {
-            joined.push(']');
-            return Ok(std::sync::Arc::from(joined));
+            break;
         }
-        let part = s
+        let (part, seen) = s
             .runtime
-            .run_raw(&Call::CheckBatch { requests: chunk })
+            .run_raw_with(&Call::CheckBatch { requests: chunk }, read)
             .await?;
-        let inner = part
-            .get()
-            .trim()
-            .strip_prefix('[')
-            .and_then(|p| p.strip_suffix(']'))
-            .ok_or_else(|| HostError::Protocol("a batch's answer is not a list".into()))?
-            .trim();
-        if !inner.is_empty() {
-            if joined.len() > 1 {
-                joined.push(',');
-            }
-            joined.push_str(inner);
+        if let Some(seen) = seen {
+            decided.each.extend(seen.each);
         }
+        parts.push(part);
     }
+    let text = blocking(move || {
+        let mut joined = String::from("[");
+        for part in &parts {
+            let inner = part
+                .get()
+                .trim()
+                .strip_prefix('[')
+                .and_then(|p| p.strip_suffix(']'))
+                .ok_or_else(|| {
+                    ApiError::from(HostError::Protocol("a batch's answer is not a list".into()))
+                })?
+                .trim();
+            if !inner.is_empty() {
+                if joined.len() > 1 {
+                    joined.push(',');
+                }
+                joined.push_str(inner);
+            }
+        }
+        joined.push(']');
+        Ok(joined)
+    })
+    .await?;
+    Ok((text, counted.then_some(decided)))
 }
 
 /// The body of a check or an explanation, read typed: the request, `now` (which a user
