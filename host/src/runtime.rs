@@ -586,25 +586,29 @@ impl Runtime {
 
     /// Runs `f` on this thread when an instance is free at once and already holds the
     /// current state: a short call then costs no hop to the blocking pool and back (two
-    /// thread switches, most of a single check's time in the service). `None` when no
-    /// permit or no such instance is free at once; the caller then takes the pool's way,
-    /// which waits, loads and applies changes as needed.
-    fn try_inline<T>(
+    /// thread switches, most of a single check's time in the service). Gives `f` back,
+    /// not run, when no permit or no such instance is free at once; the caller then takes
+    /// the pool's way, which waits, loads and applies changes as needed.
+    fn try_inline<T, F: FnOnce(&mut Worker) -> Result<T, HostError>>(
         &self,
-        f: impl FnOnce(&mut Worker) -> Result<T, HostError>,
-    ) -> Option<Result<T, HostError>> {
-        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
-        let mut w = self.idle.lock().ok().and_then(|mut v| v.pop())?;
+        f: F,
+    ) -> Result<Result<T, HostError>, F> {
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            return Err(f);
+        };
+        let Some(mut w) = self.idle.lock().ok().and_then(|mut v| v.pop()) else {
+            return Err(f);
+        };
         if !self.is_current(&w) {
             self.put_back(w, true);
             drop(permit);
-            return None;
+            return Err(f);
         }
         let result = f(&mut w);
         let keep = self.keeps(&result);
         self.put_back(w, keep);
         drop(permit);
-        Some(result)
+        Ok(result)
     }
 
     /// Whether an instance may be used again after answering `result`: not after a trap
@@ -915,11 +919,14 @@ impl Runtime {
             let read = read(raw.get());
             Ok((raw, read))
         };
-        if short(call)
-            && let Some(answer) = self.try_inline(answer.clone())
-        {
-            return answer;
-        }
+        let answer = if short(call) {
+            match self.try_inline(answer) {
+                Ok(answered) => return answered,
+                Err(answer) => answer,
+            }
+        } else {
+            answer
+        };
         self.with_worker(true, answer).await
     }
 

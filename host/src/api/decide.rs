@@ -185,19 +185,17 @@ pub(crate) struct DecideBody {
 }
 
 impl DecideBody {
-    /// The request to decide for `caller`, who must be scoped to its principal, at the
-    /// server's clock for a user (who may not send `now`), at its own `now` for a key;
-    /// and the revision to wait for.
+    /// The request to decide for `caller` ([`RequestBody::request`]), and the revision to
+    /// wait for.
     fn request(self, s: &Service, caller: &Caller) -> Result<(Request, Option<u64>), ApiError> {
-        decide_for(s, caller, &self.principal)?;
-        let request = Request {
-            now: clock_for(s, caller, self.now)?,
+        let one = RequestBody {
             principal: self.principal,
             action: self.action,
             resource: self.resource,
             target: self.target,
+            now: self.now,
         };
-        Ok((request, self.min_revision))
+        Ok((one.request(s, caller)?, self.min_revision))
     }
 }
 
@@ -227,7 +225,8 @@ pub(crate) struct RequestBody {
 }
 
 impl RequestBody {
-    /// The request to decide for `caller` (see [`DecideBody::request`]).
+    /// The request to decide for `caller`, who must be scoped to its principal, at the
+    /// server's clock for a user (who may not send `now`), at its own `now` for a key.
     fn request(self, s: &Service, caller: &Caller) -> Result<Request, ApiError> {
         decide_for(s, caller, &self.principal)?;
         Ok(Request {
