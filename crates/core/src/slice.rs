@@ -694,6 +694,23 @@ impl Reads {
                     Some(AttrRead::Principal | AttrRead::Unread) | None => {}
                 },
                 Delta::AddTuple { tuple } | Delta::RemoveTuple { tuple } => {
+                    // A tuple whose subject is of another account cannot outlast the
+                    // change (facts link no two accounts): a later delta of the same
+                    // change removes it or its subject, and neither is the follower's.
+                    let subject = added
+                        .get(&tuple.subject)
+                        .cloned()
+                        .or_else(|| account_of(&tuple.subject));
+                    match subject {
+                        None => {
+                            return refetch(format!(
+                                "the account of `{}` is not known",
+                                tuple.subject
+                            ));
+                        }
+                        Some(a) if a != account => continue,
+                        Some(_) => {}
+                    }
                     if t == b.authorization
                         && tuple.relation == "holder"
                         && tuple.subject == principal
