@@ -15,6 +15,7 @@
 //!
 //! The comparison of a key's secret is constant-time; a key's lookup is by its public id.
 
+use crate::codes::Code;
 use crate::store::StoredKey;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -100,15 +101,15 @@ impl Caller {
 /// Why a credential was not accepted: the code and what to say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthError {
-    /// `auth.missing` or `auth.invalid`.
-    pub code: &'static str,
+    /// [`Code::AuthMissing`] or [`Code::AuthInvalid`].
+    pub code: Code,
     /// What was wrong.
     pub message: String,
 }
 
 fn invalid(message: impl Into<String>) -> AuthError {
     AuthError {
-        code: "auth.invalid",
+        code: Code::AuthInvalid,
         message: message.into(),
     }
 }
@@ -622,7 +623,7 @@ impl DemoIssuer {
 pub fn bearer(value: Option<&str>) -> Result<&str, AuthError> {
     let Some(v) = value else {
         return Err(AuthError {
-            code: "auth.missing",
+            code: Code::AuthMissing,
             message: "no credentials: send `Authorization: Bearer <service key or user token>`"
                 .into(),
         });

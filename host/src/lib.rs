@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod codes;
 pub mod limits;
 pub mod observe;
 pub mod openapi;

@@ -6,8 +6,10 @@
 //! Bodies are described as the host reads them and answers as it writes them: answers
 //! list every field they always carry as required, and no field besides.
 
+use crate::codes::{Code, Kind};
 use crate::routes::{Answer, Callers, Deployment, Input, Route};
 use crate::schemas::ErrorAnswer;
+use clearance_core::ErrorCode;
 use schemars::generate::SchemaSettings;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
@@ -46,7 +48,8 @@ pub fn document<S>(routes: &[Route<S>], deployment: Deployment) -> Value {
         .into_iter()
         .map(|(name, schema)| (name, closed(schema)))
         .collect();
-    let (schemas, renamed) = merge(answer_schemas, bodies.take_definitions(true));
+    let (mut schemas, renamed) = merge(answer_schemas, bodies.take_definitions(true));
+    list_error_codes(&mut schemas);
     let mut paths = Value::Object(paths);
     rename_refs_in_bodies(&mut paths, &renamed);
     json!({
@@ -69,6 +72,54 @@ pub fn document<S>(routes: &[Route<S>], deployment: Deployment) -> Value {
             },
         },
     })
+}
+
+/// Every error code an answer can carry, as the schema `ErrorCode` that `ErrorData.code`
+/// refers to: one entry per code's text with what it means and the statuses it is answered
+/// with, from the host's table ([`crate::codes::Code`]) and the core's
+/// ([`clearance_core::ErrorCode`]), and the gates' codes (`gate.<name>`) by their pattern.
+fn list_error_codes(schemas: &mut Map<String, Value>) {
+    let mut codes: std::collections::BTreeMap<&str, (String, std::collections::BTreeSet<u16>)> =
+        std::collections::BTreeMap::new();
+    for code in Code::ALL.iter().filter(|c| **c != Code::Gate) {
+        let entry = codes
+            .entry(code.as_str())
+            .or_insert_with(|| (code.meaning().trim().to_string(), Default::default()));
+        entry.1.insert(code.kind().http_status());
+    }
+    for code in ErrorCode::ALL {
+        let entry = codes
+            .entry(code.as_str())
+            .or_insert_with(|| (code.meaning().trim().to_string(), Default::default()));
+        entry.1.insert(Kind::of_module(code.as_str()).http_status());
+    }
+    let mut one_of: Vec<Value> = codes
+        .into_iter()
+        .map(|(code, (meaning, statuses))| {
+            let statuses: Vec<String> = statuses.iter().map(u16::to_string).collect();
+            json!({ "const": code, "description": format!("{}: {meaning}", statuses.join(", ")) })
+        })
+        .collect();
+    one_of.push(json!({
+        "type": "string",
+        "pattern": "^gate\\.[a-z_]+$",
+        "description": format!("{}: {}", Code::Gate.kind().http_status(), Code::Gate.meaning().trim()),
+    }));
+    schemas.insert(
+        "ErrorCode".into(),
+        json!({
+            "description": "Every error code, with what it means and the HTTP statuses it is answered with.",
+            "type": "string",
+            "oneOf": one_of,
+        }),
+    );
+    if let Some(code) = schemas
+        .get_mut("ErrorData")
+        .and_then(|d| d.get_mut("properties"))
+        .and_then(|p| p.get_mut("code"))
+    {
+        *code = json!({ "$ref": format!("{REF_PREFIX}ErrorCode"), "description": "The stable code: one of `ErrorCode`." });
+    }
 }
 
 /// One operation: summary, who, parameters, body, answer and errors.

@@ -6,6 +6,7 @@
 //! deadline (epoch interruption, ticked by a thread of the runtime) and every instance a
 //! memory cap.
 
+use crate::codes::Code;
 use clearance_core::ErrorData;
 use clearance_core::protocol::Info;
 use clearance_core::wire::{WireDecision, decode_decisions};
@@ -100,35 +101,28 @@ pub enum HostError {
 }
 
 impl HostError {
+    /// The code of a failure of the host's (a module's own error has the module's code).
+    pub fn code(&self) -> Code {
+        match self {
+            HostError::ModuleMismatch { .. } => Code::HostModuleMismatch,
+            HostError::Setup(_) => Code::HostSetup,
+            HostError::Trap(_) => Code::HostTrap,
+            HostError::Protocol(_) | HostError::Module(_) => Code::HostProtocol,
+            HostError::Busy(_) => Code::HostBusy,
+            HostError::NotLoaded => Code::HostNotLoaded,
+        }
+    }
+
     /// The error as data for a boundary.
     pub fn data(&self) -> ErrorData {
         match self {
             HostError::Module(e) => e.clone(),
             other => {
-                let (code, help) = match other {
-                    HostError::ModuleMismatch { .. } => (
-                        "host.module_mismatch",
-                        "rebuild with `cargo xtask wasm` and restart",
-                    ),
-                    HostError::Setup(_) => ("host.setup", "check the wasm runtime configuration"),
-                    HostError::Trap(_) => (
-                        "host.trap",
-                        "the instance was replaced; the request was denied",
-                    ),
-                    HostError::Protocol(_) => (
-                        "host.protocol",
-                        "the module and the host disagree on the ABI",
-                    ),
-                    HostError::Busy(_) => (
-                        "host.busy",
-                        "retry after the time in `retry-after`; nothing was decided or written",
-                    ),
-                    _ => ("host.not_loaded", "load a snapshot first"),
-                };
+                let code = other.code();
                 ErrorData {
-                    code: code.into(),
+                    code: code.as_str().into(),
                     message: other.to_string(),
-                    help: help.into(),
+                    help: code.help().into(),
                 }
             }
         }

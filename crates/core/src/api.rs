@@ -2,6 +2,7 @@
 //! listing resources and principals, explanations and the access-rights matrix.
 
 use crate::decision::{Code, Decision, Query, Reason, Request, Resource, field};
+use crate::error::ErrorCode;
 use crate::error::ErrorData;
 use crate::eval::{Eval, Mode};
 use crate::policy::{LEVELS, hex};
@@ -1080,7 +1081,7 @@ impl Snapshot {
 
 fn request_error(message: &str) -> ErrorData {
     ErrorData {
-        code: "request.invalid".into(),
+        code: ErrorCode::RequestInvalid.into(),
         message: message.to_string(),
         help: "see docs/facts-format.md for the request format".into(),
     }

@@ -1,6 +1,7 @@
 //! Facts: entities with attributes and relationship tuples, their JSON format, and
 //! deltas that change them, each applied list bumping the revision.
 
+use crate::error::ErrorCode;
 use crate::error::FactsError;
 use crate::time::{NEVER, TimeValue};
 use rustc_hash::FxHashMap;
@@ -307,17 +308,17 @@ pub fn entity_key(ty: &str, id: &str) -> String {
 
 fn duplicate(i: usize, record: &EntityRecord) -> FactsError {
     FactsError::new(
-        "facts.duplicate_entity",
+        ErrorCode::FactsDuplicateEntity,
         format!("entities[{i}]"),
         format!("entity `{}:{}` already exists", record.ty, record.id),
     )
 }
 
 /// An entity as held, with its key; or the error's code and message.
-fn entity_record(e: EntityJson) -> Result<(String, EntityRecord), (&'static str, String)> {
+fn entity_record(e: EntityJson) -> Result<(String, EntityRecord), (ErrorCode, String)> {
     if e.ty.is_empty() || e.id.is_empty() || e.ty.contains(':') {
         return Err((
-            "facts.invalid_entity",
+            ErrorCode::FactsInvalidEntity,
             "expected a non-empty `type` without `:` and a non-empty `id`".into(),
         ));
     }
@@ -326,7 +327,7 @@ fn entity_record(e: EntityJson) -> Result<(String, EntityRecord), (&'static str,
         ("account", Some(a)) if a == e.id => a,
         ("account", Some(a)) => {
             return Err((
-                "facts.invalid_entity",
+                ErrorCode::FactsInvalidEntity,
                 format!(
                     "account `{}` names another account `{a}`: an account belongs to itself",
                     e.id
@@ -336,7 +337,7 @@ fn entity_record(e: EntityJson) -> Result<(String, EntityRecord), (&'static str,
         (_, Some(a)) => a,
         (_, None) => {
             return Err((
-                "facts.missing_account",
+                ErrorCode::FactsMissingAccount,
                 format!(
                     "entity `{}:{}` names no `account`: every entity belongs to exactly one account",
                     e.ty, e.id
@@ -361,18 +362,18 @@ fn entity_record(e: EntityJson) -> Result<(String, EntityRecord), (&'static str,
 fn tuple_checked(
     exists: impl Fn(&str) -> bool,
     t: &TupleJson,
-) -> Result<Option<i64>, (&'static str, String)> {
+) -> Result<Option<i64>, (ErrorCode, String)> {
     for end in [&t.resource, &t.subject] {
         if !exists(end) {
             return Err((
-                "facts.unknown_entity",
+                ErrorCode::FactsUnknownEntity,
                 format!("tuple names unknown entity `{end}`"),
             ));
         }
     }
     t.expires
         .as_ref()
-        .map(|v| v.seconds().map_err(|m| ("facts.invalid_value", m)))
+        .map(|v| v.seconds().map_err(|m| (ErrorCode::FactsInvalidValue, m)))
         .transpose()
 }
 
@@ -381,7 +382,7 @@ impl Facts {
     pub fn from_json(text: &str) -> Result<Facts, FactsError> {
         let doc: FactsJson = serde_json::from_str(text).map_err(|e| {
             FactsError::new(
-                "facts.malformed",
+                ErrorCode::FactsMalformed,
                 format!("line {} column {}", e.line(), e.column()),
                 format!("malformed facts JSON: {e}"),
             )
@@ -395,7 +396,7 @@ impl Facts {
             let names = names.as_array().map(|v| v.iter().all(Value::is_string));
             if names != Some(true) {
                 return Err(FactsError::new(
-                    "facts.invalid_value",
+                    ErrorCode::FactsInvalidValue,
                     format!("omitted `{ty}`"),
                     "expected an array of attribute names",
                 ));
@@ -568,11 +569,11 @@ impl Facts {
 
     /// Adds an entity (a delta's: its id must be a [`valid_id`]); `at` names it in errors.
     pub fn add_entity(&mut self, e: EntityJson, at: &str) -> Result<(), FactsError> {
-        valid_id(&e.id).map_err(|m| FactsError::new("facts.invalid_id", at, m))?;
+        valid_id(&e.id).map_err(|m| FactsError::new(ErrorCode::FactsInvalidId, at, m))?;
         let (key, record) = entity_record(e).map_err(|(code, m)| FactsError::new(code, at, m))?;
         if self.entities.contains_key(&key) {
             return Err(FactsError::new(
-                "facts.duplicate_entity",
+                ErrorCode::FactsDuplicateEntity,
                 at,
                 format!("entity `{key}` already exists"),
             ));
@@ -662,7 +663,7 @@ impl Facts {
                 Delta::RemoveEntity { entity } => {
                     let Some(gone) = f.entities.remove(&entity) else {
                         return Err(FactsError::new(
-                            "facts.unknown_entity",
+                            ErrorCode::FactsUnknownEntity,
                             at,
                             format!("no entity `{entity}` to remove"),
                         ));
@@ -700,7 +701,7 @@ impl Facts {
                 } => {
                     let Some(e) = f.entities.get_mut(&entity) else {
                         return Err(FactsError::new(
-                            "facts.unknown_entity",
+                            ErrorCode::FactsUnknownEntity,
                             at,
                             format!("no entity `{entity}`"),
                         ));
@@ -725,7 +726,7 @@ impl Facts {
                     let key = (tuple.resource, tuple.relation, tuple.subject);
                     if f.tuples.remove(&key).is_none() {
                         return Err(FactsError::new(
-                            "facts.unknown_tuple",
+                            ErrorCode::FactsUnknownTuple,
                             at,
                             format!("no tuple `{}#{}@{}` to remove", key.0, key.1, key.2),
                         ));

@@ -13,6 +13,7 @@
 //! in every relation that can name its type, and a change to a custom role compiles the
 //! roles of every principal again.
 
+use crate::error::ErrorCode;
 use crate::error::FactsError;
 use crate::facts::{Delta, EntityJson, TupleJson, entity_key};
 use crate::policy::{TypeId, ValueType};
@@ -439,14 +440,20 @@ impl Snapshot {
 
     fn entity_or(&self, key: &str, at: &str, what: &str) -> Result<u32, FactsError> {
         self.entity(key)
-            .ok_or_else(|| bad("facts.unknown_entity", at, format!("{what} `{key}`")))
+            .ok_or_else(|| bad(ErrorCode::FactsUnknownEntity, at, format!("{what} `{key}`")))
     }
 
     fn ent_of(&self, id: u32, at: &str) -> Result<Ent, FactsError> {
         self.ent(id)
             .copied()
             .filter(|e| e.ty != REMOVED)
-            .ok_or_else(|| bad("facts.internal", at, "an entity without a type".into()))
+            .ok_or_else(|| {
+                bad(
+                    ErrorCode::FactsInternal,
+                    at,
+                    "an entity without a type".into(),
+                )
+            })
     }
 
     fn apply_one(&mut self, d: &Delta, at: &str, log: &mut Log) -> Result<(), FactsError> {
@@ -485,7 +492,7 @@ impl Snapshot {
                 let (rid, rel, sid) = self.tuple_ids(tuple, at)?;
                 let missing = || {
                     bad(
-                        "facts.unknown_tuple",
+                        ErrorCode::FactsUnknownTuple,
                         at,
                         format!(
                             "no tuple `{}#{}@{}` to remove",
@@ -550,7 +557,7 @@ impl Snapshot {
         };
         match counted {
             Some(rel) => Err(bad(
-                "facts.counted",
+                ErrorCode::FactsCounted,
                 at,
                 format!(
                     "the change to `{what}` may move how many subjects `{rel}` has, which these facts carry as a number (a principal slice), not as tuples: it is made only on the whole facts; fetch the slice again"
@@ -572,10 +579,10 @@ impl Snapshot {
     }
 
     fn add_entity(&mut self, e: &EntityJson, at: &str, log: &mut Log) -> Result<(), FactsError> {
-        crate::facts::valid_id(&e.id).map_err(|m| bad("facts.invalid_id", at, m))?;
+        crate::facts::valid_id(&e.id).map_err(|m| bad(ErrorCode::FactsInvalidId, at, m))?;
         if e.ty.is_empty() || e.ty.contains(':') {
             return Err(bad(
-                "facts.invalid_entity",
+                ErrorCode::FactsInvalidEntity,
                 at,
                 "expected a non-empty `type` without `:` and a non-empty `id`".into(),
             ));
@@ -586,7 +593,7 @@ impl Snapshot {
             (true, Some(a)) if *a == e.id => a.clone(),
             (true, Some(a)) => {
                 return Err(bad(
-                    "facts.invalid_entity",
+                    ErrorCode::FactsInvalidEntity,
                     at,
                     format!(
                         "account `{}` names another account `{a}`: an account belongs to itself",
@@ -597,7 +604,7 @@ impl Snapshot {
             (false, Some(a)) => a.clone(),
             (false, None) => {
                 return Err(bad(
-                    "facts.missing_account",
+                    ErrorCode::FactsMissingAccount,
                     at,
                     format!(
                         "entity `{}:{}` names no `account`: every entity belongs to exactly one account",
@@ -609,7 +616,7 @@ impl Snapshot {
         let key = entity_key(&e.ty, &e.id);
         if self.entity(&key).is_some() {
             return Err(bad(
-                "facts.duplicate_entity",
+                ErrorCode::FactsDuplicateEntity,
                 at,
                 format!("entity `{key}` already exists"),
             ));
@@ -617,7 +624,7 @@ impl Snapshot {
         let Some(t) = self.schema.type_id(&e.ty) else {
             let known: Vec<&str> = self.schema.type_index.keys().map(String::as_str).collect();
             return Err(bad(
-                "facts.unknown_type",
+                ErrorCode::FactsUnknownType,
                 &format!("entity `{key}`"),
                 format!(
                     "unknown type `{}`: expected one of {}",
@@ -629,7 +636,7 @@ impl Snapshot {
         let id = self.names.len();
         if id >= crate::snapshot::MAX_IDS as usize {
             return Err(bad(
-                "facts.too_large",
+                ErrorCode::FactsTooLarge,
                 "entities",
                 format!("{} entities is more than a snapshot holds", id + 1),
             ));
@@ -640,7 +647,7 @@ impl Snapshot {
         } else {
             self.entity(&format!("account:{account}")).ok_or_else(|| {
                 bad(
-                    "facts.unknown_account",
+                    ErrorCode::FactsUnknownAccount,
                     &format!("entity `{key}`"),
                     format!(
                         "account `{account}` does not exist: add an entity `account:{account}`"
@@ -649,7 +656,11 @@ impl Snapshot {
             })?
         };
         let Some(td) = self.types.get_mut(t as usize) else {
-            return Err(bad("facts.unknown_type", at, "type out of range".into()));
+            return Err(bad(
+                ErrorCode::FactsUnknownType,
+                at,
+                "type out of range".into(),
+            ));
         };
         let local = id32(td.entities.len());
         td.entities.push(id);
@@ -732,7 +743,7 @@ impl Snapshot {
     fn remove_entity(&mut self, key: &str, at: &str, log: &mut Log) -> Result<(), FactsError> {
         let Some(id) = self.entity(key) else {
             return Err(bad(
-                "facts.unknown_entity",
+                ErrorCode::FactsUnknownEntity,
                 at,
                 format!("no entity `{key}` to remove"),
             ));
@@ -834,12 +845,12 @@ impl Snapshot {
         let e = self.ent_of(id, at)?;
         let schema = std::sync::Arc::clone(&self.schema);
         let Some(def) = schema.ty(e.ty) else {
-            return Err(bad("facts.unknown_type", at, String::new()));
+            return Err(bad(ErrorCode::FactsUnknownType, at, String::new()));
         };
         let Some(a) = def.attr(attr) else {
             let known: Vec<&str> = def.attrs.iter().map(|a| a.name.as_str()).collect();
             return Err(bad(
-                "facts.unknown_attribute",
+                ErrorCode::FactsUnknownAttribute,
                 at,
                 format!(
                     "`{}` has no attribute `{attr}`: expected one of {}",
@@ -849,7 +860,7 @@ impl Snapshot {
             ));
         };
         let Some(ad) = def.attrs.get(a as usize) else {
-            return Err(bad("facts.unknown_attribute", at, String::new()));
+            return Err(bad(ErrorCode::FactsUnknownAttribute, at, String::new()));
         };
         let mut interner = Interner {
             strings: std::mem::take(&mut self.strings),
@@ -870,9 +881,9 @@ impl Snapshot {
                     local: e.local,
                     old,
                 });
-                set.map_err(|m| bad("facts.invalid_value", at, m))
+                set.map_err(|m| bad(ErrorCode::FactsInvalidValue, at, m))
             }
-            None => Err(bad("facts.unknown_attribute", at, String::new())),
+            None => Err(bad(ErrorCode::FactsUnknownAttribute, at, String::new())),
         };
         self.strings = interner.strings;
         self.string_index = interner.index;
@@ -918,7 +929,9 @@ impl Snapshot {
     fn add_tuple(&mut self, t: &TupleJson, at: &str, log: &mut Log) -> Result<(), FactsError> {
         let (rid, rel, sid) = self.tuple_ids(t, at)?;
         let own = match &t.expires {
-            Some(v) => v.seconds().map_err(|m| bad("facts.invalid_value", at, m))?,
+            Some(v) => v
+                .seconds()
+                .map_err(|m| bad(ErrorCode::FactsInvalidValue, at, m))?,
             None => NEVER,
         };
         let tat = format!("tuple `{}#{}@{}`", t.resource, t.relation, t.subject);
@@ -927,11 +940,11 @@ impl Snapshot {
         let schema = std::sync::Arc::clone(&self.schema);
         let def = schema
             .ty(re.ty)
-            .ok_or_else(|| bad("facts.unknown_type", &tat, String::new()))?;
+            .ok_or_else(|| bad(ErrorCode::FactsUnknownType, &tat, String::new()))?;
         let Some(ri) = rel else {
             let known: Vec<&str> = def.rels.iter().map(|r| r.name.as_str()).collect();
             return Err(bad(
-                "facts.unknown_relation",
+                ErrorCode::FactsUnknownRelation,
                 &tat,
                 format!(
                     "`{}` has no relation `{}`: expected one of {}",
@@ -944,7 +957,7 @@ impl Snapshot {
         let rd = def
             .rels
             .get(ri as usize)
-            .ok_or_else(|| bad("facts.unknown_relation", &tat, String::new()))?;
+            .ok_or_else(|| bad(ErrorCode::FactsUnknownRelation, &tat, String::new()))?;
         if !rd.targets.contains(&se.ty) {
             let accepted: Vec<&str> = rd
                 .targets
@@ -954,7 +967,7 @@ impl Snapshot {
                 .collect();
             let sn = schema.ty(se.ty).map_or("?", |x| x.name.as_str());
             return Err(bad(
-                "facts.wrong_subject_type",
+                ErrorCode::FactsWrongSubjectType,
                 &tat,
                 format!(
                     "`{}.{}` takes {}, not `{sn}`",
@@ -966,7 +979,7 @@ impl Snapshot {
         }
         if re.account != se.account {
             return Err(bad(
-                "facts.cross_account",
+                ErrorCode::FactsCrossAccount,
                 &tat,
                 format!(
                     "`{}` and `{}` belong to different accounts: nothing links two accounts",
@@ -1006,7 +1019,7 @@ impl Snapshot {
             if let Some(x) = left {
                 let account = key.strip_prefix("account:").unwrap_or(key);
                 return Err(bad(
-                    "facts.unknown_account",
+                    ErrorCode::FactsUnknownAccount,
                     &format!("entity `{}`", self.name(x)),
                     format!("account `{account}` does not exist: add an entity `{key}`"),
                 ));
@@ -1031,7 +1044,7 @@ impl Snapshot {
                     && is_none(col, e.local as usize)
                 {
                     return Err(bad(
-                        "facts.missing_attribute",
+                        ErrorCode::FactsMissingAttribute,
                         &format!("entity `{}`", self.name(id)),
                         format!(
                             "attribute `{}` ({}) is required",

@@ -16,7 +16,7 @@ pub mod writes;
 
 pub use api::{AccessMatrix, DecisionView, Explanation, MatrixRole, ReasonView};
 pub use decision::{Code, Decision, Query, Reason, Request, Resource};
-pub use error::{ErrorData, FactsError, PolicyError, PolicyErrors, Span};
+pub use error::{ErrorCode, ErrorData, ErrorKind, FactsError, PolicyError, PolicyErrors, Span};
 pub use facts::{Delta, EntityJson, Facts, FactsJson, Removals, TupleJson};
 pub use policy::{Schema, Source};
 pub use slice::principal_slice;

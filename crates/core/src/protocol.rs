@@ -8,6 +8,7 @@
 //! The module's two faces (`crates/wasm`: a wasm-bindgen class and a raw ABI) only adapt
 //! this to their calling conventions.
 
+use crate::error::ErrorCode;
 use crate::facts::check_fields;
 use crate::wire::{QUERY_LEN, decode_query, encode_decision};
 use crate::{Delta, ErrorData, Facts, FactsJson, Request, Schema, Snapshot, Source, TimeValue};
@@ -330,7 +331,7 @@ impl Call {
     pub fn to_json(&self) -> Result<String, ErrorData> {
         serde_json::to_string(self).map_err(|e| {
             error(
-                "request.malformed",
+                ErrorCode::RequestMalformed,
                 format!("the call cannot be written: {e}"),
                 "",
             )
@@ -597,7 +598,7 @@ pub struct Session {
     state: State,
 }
 
-fn error(code: &str, message: impl Into<String>, help: &str) -> ErrorData {
+fn error(code: ErrorCode, message: impl Into<String>, help: &str) -> ErrorData {
     ErrorData {
         code: code.into(),
         message: message.into(),
@@ -607,7 +608,7 @@ fn error(code: &str, message: impl Into<String>, help: &str) -> ErrorData {
 
 fn not_loaded() -> ErrorData {
     error(
-        "session.not_loaded",
+        ErrorCode::SessionNotLoaded,
         "no snapshot is loaded",
         "load a policy and facts, or a snapshot, first",
     )
@@ -721,7 +722,7 @@ impl Session {
             Ok(c) => c,
             Err(message) => {
                 return err(&error(
-                    "request.malformed",
+                    ErrorCode::RequestMalformed,
                     message,
                     &format!(
                         "a call is a JSON object with an `op` ({}) and its fields",
@@ -786,7 +787,7 @@ impl Session {
             Call::LoadFacts { facts } => {
                 let schema = self.schema().cloned().ok_or_else(|| {
                     error(
-                        "session.no_policy",
+                        ErrorCode::SessionNoPolicy,
                         "no policy is loaded",
                         "load a policy before facts",
                     )
@@ -909,7 +910,7 @@ impl Session {
                 Some(schema) => text(&schema.outline()),
                 None => {
                     return Err(error(
-                        "session.no_policy",
+                        ErrorCode::SessionNoPolicy,
                         "no policy is loaded",
                         "load a policy first",
                     ));
@@ -923,7 +924,7 @@ impl Session {
         match &self.state {
             State::Facts(facts, snapshot) => Ok((facts, snapshot)),
             State::Snapshot(_) => Err(error(
-                "session.no_facts",
+                ErrorCode::SessionNoFacts,
                 "no facts are loaded (a snapshot loaded from bytes takes no writes)",
                 "load facts first",
             )),
@@ -935,12 +936,12 @@ impl Session {
     fn nothing_to_change(&self) -> ErrorData {
         match &self.state {
             State::Policy(_) => error(
-                "session.no_facts",
+                ErrorCode::SessionNoFacts,
                 "no facts are loaded",
                 "load facts first",
             ),
             _ => error(
-                "session.no_policy",
+                ErrorCode::SessionNoPolicy,
                 "no policy is loaded",
                 "load a policy and facts first",
             ),
@@ -963,7 +964,7 @@ impl Session {
         match &mut self.state {
             State::Snapshot(snap) | State::Facts(_, snap) => Ok(snap),
             State::Policy(_) | State::Empty => Err(error(
-                "session.no_policy",
+                ErrorCode::SessionNoPolicy,
                 "no policy is loaded",
                 "load a policy and facts first",
             )),
@@ -977,7 +978,7 @@ impl Session {
     fn follow(&mut self, deltas: &[Delta]) -> Result<String, ErrorData> {
         let fail_closed = |m: String| {
             error(
-                "session.internal",
+                ErrorCode::SessionInternal,
                 m,
                 "load the policy and the facts again; nothing is loaded meanwhile",
             )
@@ -1055,7 +1056,7 @@ impl Session {
             let s = self.snapshot()?;
             if !input.len().is_multiple_of(QUERY_LEN) {
                 return Err(error(
-                    "request.malformed",
+                    ErrorCode::RequestMalformed,
                     format!(
                         "a batch is a multiple of {QUERY_LEN} bytes, got {}",
                         input.len()
@@ -1080,7 +1081,11 @@ impl Session {
             match decode_query(chunk) {
                 Some(q) => encode_decision(&s.decide_checked(&q), &mut out),
                 None => {
-                    return framed_error(&error("request.malformed", "unreadable query", ""));
+                    return framed_error(&error(
+                        ErrorCode::RequestMalformed,
+                        "unreadable query",
+                        "",
+                    ));
                 }
             }
         }
@@ -1114,7 +1119,7 @@ pub fn framed_error(e: &ErrorData) -> Vec<u8> {
 
 fn too_large(n: usize) -> ErrorData {
     error(
-        "request.too_large",
+        ErrorCode::RequestTooLarge,
         format!("a batch of {n} requests is more than {MAX_BATCH}"),
         "split the batch",
     )

@@ -15,6 +15,7 @@
 //!
 //! Only the host slices; the module decides on slices but never makes one.
 
+use crate::error::ErrorCode;
 use crate::error::FactsError;
 use crate::facts::{
     CountsJson, Delta, EntityCount, EntityJson, EntityRecord, Facts, FactsJson, TupleJson, TupleKey,
@@ -357,7 +358,7 @@ impl Reads {
         let at = format!("principal `{principal}`");
         let Some(p) = facts.entities.get(principal) else {
             return Err(FactsError::new(
-                "slice.unknown_principal",
+                ErrorCode::SliceUnknownPrincipal,
                 at,
                 format!("no entity `{principal}`"),
             ));
@@ -368,7 +369,7 @@ impl Reads {
             .is_some_and(|td| td.principal)
         {
             return Err(FactsError::new(
-                "slice.not_principal",
+                ErrorCode::SliceNotPrincipal,
                 at,
                 format!("`{}` is not a principal type", p.ty),
             ));
@@ -383,7 +384,7 @@ impl Reads {
             }
             let Some(t) = schema.type_id(&e.ty) else {
                 return Err(FactsError::new(
-                    "facts.unknown_type",
+                    ErrorCode::FactsUnknownType,
                     format!("entity `{key}`"),
                     format!("unknown type `{}`", e.ty),
                 ));
@@ -522,7 +523,7 @@ fn entity_count(
             .and_then(|ad| e.attrs.get(&ad.name))
         {
             let bound = seconds(bound).map_err(|m| {
-                FactsError::new("facts.invalid_value", format!("entity `{key}`"), m)
+                FactsError::new(ErrorCode::FactsInvalidValue, format!("entity `{key}`"), m)
             })?;
             if let Some(b) = bound.filter(|&b| b != crate::snapshot::NONE_I64) {
                 end = end.min(b);
@@ -542,7 +543,7 @@ fn entity_count(
         .collect();
     let subjects = u32::try_from(last.len()).map_err(|_| {
         FactsError::new(
-            "facts.too_large",
+            ErrorCode::FactsTooLarge,
             format!("entity `{key}`"),
             "more subjects than a count holds",
         )

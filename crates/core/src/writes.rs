@@ -18,6 +18,7 @@
 //! the list is refused.
 
 use crate::api::DecisionView;
+use crate::error::ErrorCode;
 use crate::facts::{Delta, TupleJson};
 use crate::policy::WriteEvent;
 use crate::snapshot::Snapshot;
@@ -95,7 +96,7 @@ impl<'a> Judging<'a> {
     fn tenancy(&self, before: &Snapshot) -> Result<(), WriteRefusal> {
         let refuse = |index: usize, message: String| WriteRefusal {
             index,
-            code: "write.outside_account".into(),
+            code: ErrorCode::WriteOutsideAccount.into(),
             message,
             decision: None,
         };
@@ -141,7 +142,7 @@ impl<'a> Judging<'a> {
                         if !named {
                             return Err(WriteRefusal {
                                 index,
-                                code: "write.invalid".into(),
+                                code: ErrorCode::WriteInvalid.into(),
                                 message: format!(
                                     "a new custom role's id is its account's id, a dot and its name (`{account_id}.{}`), so that no account can take another's role names",
                                     entity.id
@@ -198,7 +199,7 @@ impl<'a> Judging<'a> {
             let Ok(at) = self.now.seconds() else {
                 return Err(WriteRefusal {
                     index,
-                    code: "write.invalid".into(),
+                    code: ErrorCode::WriteInvalid.into(),
                     message: "the write's `now` is not a timestamp".into(),
                     decision: None,
                 });
@@ -220,7 +221,7 @@ impl<'a> Judging<'a> {
             };
             return Err(WriteRefusal {
                 index,
-                code: "write.invariant".into(),
+                code: ErrorCode::WriteInvariant.into(),
                 message: format!(
                     "the write would leave `{entity}` breaking `{ty}.{}`: {message}",
                     inv.name
@@ -266,7 +267,7 @@ fn judge_pass(snap: &Snapshot, phase: Phase, judging: &Judging<'_>) -> Result<()
         now,
         ref created,
     } = *judging;
-    let refuse = |index: usize, code: &str, message: String| WriteRefusal {
+    let refuse = |index: usize, code: ErrorCode, message: String| WriteRefusal {
         index,
         code: code.into(),
         message,
@@ -336,7 +337,7 @@ fn judge_pass(snap: &Snapshot, phase: Phase, judging: &Judging<'_>) -> Result<()
         let Some(id) = snap.entity(&entity) else {
             return Err(refuse(
                 index,
-                "write.invalid",
+                ErrorCode::WriteInvalid,
                 format!("`{entity}` does not exist"),
             ));
         };
@@ -344,7 +345,7 @@ fn judge_pass(snap: &Snapshot, phase: Phase, judging: &Judging<'_>) -> Result<()
         let Some(td) = ty else {
             return Err(refuse(
                 index,
-                "write.invalid",
+                ErrorCode::WriteInvalid,
                 format!("`{entity}` has no type"),
             ));
         };
@@ -367,7 +368,7 @@ fn judge_pass(snap: &Snapshot, phase: Phase, judging: &Judging<'_>) -> Result<()
             if gives_roles {
                 return Err(refuse(
                     index,
-                    "write.no_rule",
+                    ErrorCode::WriteNoRule,
                     format!(
                         "no rule of the policy permits giving {what} roles: declare `on set roles` on `{}`",
                         td.name
@@ -386,7 +387,7 @@ fn judge_pass(snap: &Snapshot, phase: Phase, judging: &Judging<'_>) -> Result<()
             };
             return Err(refuse(
                 index,
-                "write.no_rule",
+                ErrorCode::WriteNoRule,
                 format!(
                     "no rule of the policy permits {verb} {what}: declare `on ...` on `{}`",
                     td.name
@@ -421,7 +422,7 @@ fn judge_pass(snap: &Snapshot, phase: Phase, judging: &Judging<'_>) -> Result<()
                     None if td.principal && name == "roles" && !no_roles(value) => {
                         return Err(refuse(
                             index,
-                            "write.no_rule",
+                            ErrorCode::WriteNoRule,
                             format!(
                                 "no rule of the policy permits creating {what} with roles: declare `on set roles` on `{}`",
                                 td.name
@@ -458,7 +459,7 @@ impl Change<'_> {
         let Some(p) = self.td.perms.get(perm as usize) else {
             return Err(WriteRefusal {
                 index: self.index,
-                code: "write.invalid".into(),
+                code: ErrorCode::WriteInvalid.into(),
                 message: "unknown permission".into(),
                 decision: None,
             });
@@ -476,7 +477,7 @@ impl Change<'_> {
         }
         Err(WriteRefusal {
             index: self.index,
-            code: "write.denied".into(),
+            code: ErrorCode::WriteDenied.into(),
             message: format!(
                 "`{}` may not {doing}: `{}.{}` denies it",
                 self.author, self.td.name, p.name

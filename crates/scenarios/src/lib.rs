@@ -209,7 +209,7 @@ impl Case {
             (Ok(_), Some(code)) => Err(format!(
                 "deltas were applied, expected them refused with `{code}`"
             )),
-            (Err(e), Some(code)) if e.code == *code => Ok(None),
+            (Err(e), Some(code)) if e.code.as_str() == code.as_str() => Ok(None),
             (Err(e), _) => Err(format!("deltas refused: {} {e}", e.code)),
         }
     }

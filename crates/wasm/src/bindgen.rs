@@ -1,6 +1,7 @@
 //! The JavaScript face: a `Clearance` class whose methods take and give strings (JSON),
 //! bytes and numbers, which keeps the module small and its TypeScript types exact.
 
+use clearance_core::ErrorCode;
 use clearance_core::protocol::{Call, Op, Session, err, framed_error};
 use clearance_core::{ErrorData, TimeValue};
 use wasm_bindgen::prelude::*;
@@ -144,7 +145,7 @@ impl Clearance {
         match Call::from_arg(op, arg) {
             Ok(call) => self.session.answer(call),
             Err(e) => err(&ErrorData {
-                code: "request.malformed".into(),
+                code: ErrorCode::RequestMalformed.into(),
                 message: format!(
                     "malformed JSON at line {} column {}: {e}",
                     e.line(),

@@ -10,6 +10,7 @@
 //! in an exception handler.
 
 use crate::bindgen::Clearance;
+use clearance_core::ErrorCode;
 use clearance_core::{Decision, ErrorData, Reason, Request, Snapshot, TimeValue};
 use js_sys::{Array, Object};
 use rustc_hash::FxHashMap;
@@ -72,7 +73,7 @@ pub fn js_error(e: &ErrorData) -> JsValue {
 /// A thrown `request.malformed`.
 pub fn malformed(message: String, help: &str) -> JsValue {
     js_error(&ErrorData {
-        code: "request.malformed".into(),
+        code: ErrorCode::RequestMalformed.into(),
         message,
         help: help.into(),
     })

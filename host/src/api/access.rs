@@ -2,14 +2,14 @@
 //! gates, the server's clock for users, and `min_revision` waited for.
 
 use crate::auth::{Caller, Scope};
-use crate::service::error::{ApiError, forbidden};
+use crate::codes::Code;
+use crate::service::error::{ServiceError, forbidden};
 use crate::service::state::{Served, Service, account_key};
-use axum::http::StatusCode;
 use clearance_core::TimeValue;
 use clearance_core::protocol::Call;
 use std::time::Duration;
 
-pub(crate) fn admin_only(caller: &Caller) -> Result<(), ApiError> {
+pub(crate) fn admin_only(caller: &Caller) -> Result<(), ServiceError> {
     if caller.is_admin() {
         Ok(())
     } else {
@@ -40,7 +40,7 @@ impl Access<'_> {
     }
 
     /// Deciding, listing or explaining for `principal`.
-    pub(crate) fn decide_for(&self, principal: &str) -> Result<(), ApiError> {
+    pub(crate) fn decide_for(&self, principal: &str) -> Result<(), ServiceError> {
         match self.caller {
             Caller::Key {
                 scope: Scope::Admin,
@@ -68,7 +68,11 @@ impl Access<'_> {
     }
 
     /// Reading the data of `account` (`account:<id>`); users only their own.
-    pub(crate) fn read_account(&self, account: Option<&str>, users: bool) -> Result<(), ApiError> {
+    pub(crate) fn read_account(
+        &self,
+        account: Option<&str>,
+        users: bool,
+    ) -> Result<(), ServiceError> {
         let ok = match self.caller {
             Caller::Key {
                 scope: Scope::Admin,
@@ -94,7 +98,7 @@ impl Access<'_> {
 /// changes) unless it passes the gates of its type at the server's clock, as each of its
 /// requests does first: an invited user who has not accepted, a deactivated user, a
 /// removed one are refused with the gate's code. Keys have no gates.
-pub(crate) async fn user_gates(s: &Service, caller: &Caller) -> Result<(), ApiError> {
+pub(crate) async fn user_gates(s: &Service, caller: &Caller) -> Result<(), ServiceError> {
     let Caller::User { principal } = caller else {
         return Ok(());
     };
@@ -104,12 +108,11 @@ pub(crate) async fn user_gates(s: &Service, caller: &Caller) -> Result<(), ApiEr
     };
     let answer = s.runtime.run(&call).await?;
     let view: clearance_core::DecisionView = serde_json::from_value(answer).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "host.protocol",
+        ServiceError::new(
+            Code::HostProtocol,
             format!("unreadable answer to `gates`: {e}"),
-            "the module and the host disagree on the protocol",
         )
+        .help("the module and the host disagree on the protocol")
     })?;
     if view.allowed {
         return Ok(());
@@ -117,23 +120,25 @@ pub(crate) async fn user_gates(s: &Service, caller: &Caller) -> Result<(), ApiEr
     let (code, message) = view.reasons.first().map_or_else(
         || {
             (
-                "auth.forbidden".to_string(),
+                Code::AuthForbidden.as_str().to_string(),
                 "the caller's gates failed".to_string(),
             )
         },
         |r| (r.code.clone(), r.message.clone()),
     );
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
+    Err(ServiceError::gate(
         &code,
         format!("`{principal}` may read nothing yet: {message}"),
-        "nothing was revealed; the principal passes its gates before it reads anything",
     ))
 }
 
 /// The caller may decide, list or explain for `principal` (its scope, against the facts
 /// being served).
-pub(crate) fn decide_for(s: &Service, caller: &Caller, principal: &str) -> Result<(), ApiError> {
+pub(crate) fn decide_for(
+    s: &Service,
+    caller: &Caller,
+    principal: &str,
+) -> Result<(), ServiceError> {
     let served = s.served();
     Access {
         caller,
@@ -148,32 +153,28 @@ pub(crate) fn clock_for(
     s: &Service,
     caller: &Caller,
     now: Option<TimeValue>,
-) -> Result<TimeValue, ApiError> {
+) -> Result<TimeValue, ServiceError> {
     match (caller, now) {
         (Caller::User { .. }, Some(_)) => Err(now_not_allowed()),
         (Caller::User { .. }, None) => Ok(TimeValue::Seconds(s.clock())),
         (_, Some(now)) => Ok(now),
-        (_, None) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "request.malformed",
+        (_, None) => Err(ServiceError::new(
+            Code::RequestMalformed,
             "malformed request: missing field `now`",
-            "see /v1/openapi.json",
         )),
     }
 }
 
 /// The answer to a user's request that names a `now`.
-pub(crate) fn now_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "request.now_not_allowed",
+pub(crate) fn now_not_allowed() -> ServiceError {
+    ServiceError::new(
+        Code::RequestNowNotAllowed,
         "a user token is decided at the server's clock: leave `now` out",
-        "",
     )
 }
 
 /// Waits briefly for revision `min`, when given, or fails clearly.
-pub(crate) async fn wait_for_revision(s: &Service, min: Option<u64>) -> Result<(), ApiError> {
+pub(crate) async fn wait_for_revision(s: &Service, min: Option<u64>) -> Result<(), ServiceError> {
     let Some(min) = min else {
         return Ok(());
     };
@@ -184,11 +185,9 @@ pub(crate) async fn wait_for_revision(s: &Service, min: Option<u64>) -> Result<(
     let wait = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|r| *r >= min)).await;
     match wait {
         Ok(Ok(_)) => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "revision.unavailable",
+        _ => Err(ServiceError::new(
+            Code::RevisionUnavailable,
             format!("revision {min} is not here yet (current {})", s.revision()),
-            "retry later, or ask without `min_revision`",
         )),
     }
 }

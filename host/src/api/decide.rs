@@ -6,17 +6,19 @@ use crate::api::access::clock_for;
 use crate::api::access::decide_for;
 use crate::api::access::wait_for_revision;
 use crate::api::access::{Access, admin_only, user_gates};
+use crate::api::error::{ApiResult, answer};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, S};
 use crate::auth::{Caller, Scope};
 use crate::clock::now_seconds;
+use crate::codes::Code;
 use crate::observe::Decided;
 use crate::runtime::HostError;
 use crate::schemas::{self, ServerClock};
-use crate::service::error::{ApiError, ApiResult, answer, forbidden};
+use crate::service::error::{ServiceError, forbidden};
 use crate::service::state::{Service, account_key, blocking};
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use clearance_core::protocol::Call;
 use clearance_core::{Facts, FactsJson, Request, TimeValue};
@@ -36,11 +38,9 @@ pub(crate) struct DemoTokenBody {
 /// for an hour, signed by a key made at start-up and verified like any other.
 pub(crate) async fn demo_token(State(s): S, ApiJson(body): ApiJson<DemoTokenBody>) -> ApiResult {
     let Some(issuer) = &s.config.demo else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "route.unknown",
+        return Err(ServiceError::new(
+            Code::RouteUnknown,
             "no demo issuer runs here",
-            "",
         ));
     };
     let served = s.served();
@@ -58,18 +58,16 @@ pub(crate) async fn demo_token(State(s): S, ApiJson(body): ApiJson<DemoTokenBody
                 .is_some_and(|t| t.principal)
         });
     if !is_principal {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "entity.unknown",
-            format!("no principal `{principal}`"),
-            "name a principal of the demo data, as `type:id`",
-        ));
+        return Err(
+            ServiceError::new(Code::EntityUnknown, format!("no principal `{principal}`"))
+                .help("name a principal of the demo data, as `type:id`"),
+        );
     }
     let now = now_seconds();
     let ttl = 3600;
     let token = issuer
         .token(&principal, now, ttl)
-        .map_err(ApiError::internal)?;
+        .map_err(ServiceError::internal)?;
     answer(schemas::DemoToken {
         token,
         principal,
@@ -80,7 +78,7 @@ pub(crate) async fn demo_token(State(s): S, ApiJson(body): ApiJson<DemoTokenBody
 /// Runs `call` through the module and answers with its result as the module wrote it:
 /// the JSON text passes through unparsed; the metrics and the request's log line read
 /// what was decided from it, typed ([`Decided`]).
-pub(crate) async fn op(s: &Service, call: Call) -> Result<Response, ApiError> {
+pub(crate) async fn op(s: &Service, call: Call) -> Result<Response, ServiceError> {
     let name = call.op().spec().map_or("unknown", |spec| spec.name);
     let counted = matches!(name, "check" | "check_batch" | "explain");
     let started = std::time::Instant::now();
@@ -109,7 +107,7 @@ pub(crate) async fn decide(
     s: &Service,
     call: Call,
     counted: bool,
-) -> Result<(String, Option<Decided>), ApiError> {
+) -> Result<(String, Option<Decided>), ServiceError> {
     let read: fn(&str) -> Option<Decided> = if counted {
         |text| Some(Decided::read(text))
     } else {
@@ -151,7 +149,7 @@ pub(crate) async fn decide(
                 .strip_prefix('[')
                 .and_then(|p| p.strip_suffix(']'))
                 .ok_or_else(|| {
-                    ApiError::from(HostError::Protocol("a batch's answer is not a list".into()))
+                    ServiceError::from(HostError::Protocol("a batch's answer is not a list".into()))
                 })?
                 .trim();
             if !inner.is_empty() {
@@ -187,7 +185,7 @@ pub(crate) struct DecideBody {
 impl DecideBody {
     /// The request to decide for `caller` ([`RequestBody::request`]), and the revision to
     /// wait for.
-    fn request(self, s: &Service, caller: &Caller) -> Result<(Request, Option<u64>), ApiError> {
+    fn request(self, s: &Service, caller: &Caller) -> Result<(Request, Option<u64>), ServiceError> {
         let one = RequestBody {
             principal: self.principal,
             action: self.action,
@@ -227,7 +225,7 @@ pub(crate) struct RequestBody {
 impl RequestBody {
     /// The request to decide for `caller`, who must be scoped to its principal, at the
     /// server's clock for a user (who may not send `now`), at its own `now` for a key.
-    fn request(self, s: &Service, caller: &Caller) -> Result<Request, ApiError> {
+    fn request(self, s: &Service, caller: &Caller) -> Result<Request, ServiceError> {
         decide_for(s, caller, &self.principal)?;
         Ok(Request {
             now: clock_for(s, caller, self.now)?,
@@ -304,16 +302,16 @@ pub(crate) async fn revision(State(s): S, _caller: Caller) -> ApiResult {
     })
 }
 
-pub(crate) async fn metrics(State(s): S, caller: Caller) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(State(s): S, caller: Caller) -> Result<Response, ServiceError> {
     admin_only(&caller)?;
     metrics_answer(&s)
 }
 
 /// The metrics as `/metrics` answers them.
-pub(crate) fn metrics_answer(s: &Service) -> Result<Response, ApiError> {
+pub(crate) fn metrics_answer(s: &Service) -> Result<Response, ServiceError> {
     let text = s
         .metrics_text()
-        .map_err(|e| ApiError::internal(format!("writing the metrics: {e}")))?;
+        .map_err(|e| ServiceError::internal(format!("writing the metrics: {e}")))?;
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -331,12 +329,8 @@ pub(crate) async fn healthz(State(_s): S) -> ApiResult {
 pub(crate) async fn readyz(State(s): S) -> ApiResult {
     match s.readiness() {
         Ok(ready) => answer(ready),
-        Err(why) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "host.not_ready",
-            why,
-            "wait, or send traffic to another host",
-        )),
+        Err(why) => Err(ServiceError::new(Code::HostNotReady, why)
+            .help("wait, or send traffic to another host")),
     }
 }
 
@@ -344,7 +338,7 @@ pub(crate) async fn check(
     State(s): S,
     caller: Caller,
     ApiJson(body): ApiJson<DecideBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let (request, min_revision) = body.request(&s, &caller)?;
     wait_for_revision(&s, min_revision).await?;
     op(&s, Call::Check { request }).await
@@ -354,19 +348,18 @@ pub(crate) async fn check_batch(
     State(s): S,
     caller: Caller,
     ApiJson(body): ApiJson<BatchBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     wait_for_revision(&s, body.min_revision).await?;
     let n = body.requests.len();
     if n > s.config.max_batch {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request.too_many",
+        return Err(ServiceError::new(
+            Code::RequestTooMany,
             format!(
                 "{n} requests in one batch; the limit is {}",
                 s.config.max_batch
             ),
-            "split the batch",
-        ));
+        )
+        .help("split the batch"));
     }
     s.charge(&caller, n, || format!("a batch of {n} requests"))?;
     let read = {
@@ -375,7 +368,7 @@ pub(crate) async fn check_batch(
             body.requests
                 .into_iter()
                 .map(|r| r.request(&s, &caller))
-                .collect::<Result<Vec<Request>, ApiError>>()
+                .collect::<Result<Vec<Request>, ServiceError>>()
         }
     };
     if n <= BATCH_CHUNK {
@@ -393,7 +386,7 @@ pub(crate) async fn allowed_actions(
     State(s): S,
     caller: Caller,
     ApiJson(body): ApiJson<ActionsBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     decide_for(&s, &caller, &body.principal)?;
     let now = clock_for(&s, &caller, body.now)?;
     wait_for_revision(&s, body.min_revision).await?;
@@ -412,7 +405,7 @@ pub(crate) async fn resources(
     State(s): S,
     caller: Caller,
     ApiJson(body): ApiJson<ResourcesBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     decide_for(&s, &caller, &body.principal)?;
     let now = clock_for(&s, &caller, body.now)?;
     wait_for_revision(&s, body.min_revision).await?;
@@ -434,7 +427,7 @@ pub(crate) async fn principals(
     State(s): S,
     caller: Caller,
     ApiJson(body): ApiJson<PrincipalsBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     wait_for_revision(&s, body.min_revision).await?;
     let PrincipalsBody {
         resource,
@@ -472,7 +465,7 @@ pub(crate) async fn explain(
     State(s): S,
     caller: Caller,
     ApiJson(body): ApiJson<DecideBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let (request, min_revision) = body.request(&s, &caller)?;
     wait_for_revision(&s, min_revision).await?;
     op(&s, Call::Explain { request }).await
@@ -490,7 +483,7 @@ pub(crate) async fn matrix(
     caller: Caller,
     ApiPath(matrix): ApiPath<String>,
     ApiQuery(q): ApiQuery<AccountQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     {
         let served = s.served();
         Access {
@@ -544,7 +537,7 @@ pub(crate) async fn facts(
         };
         serde_json::to_value(facts)
             .map(Json)
-            .map_err(|e| ApiError::internal(e.to_string()))
+            .map_err(|e| ServiceError::internal(e.to_string()))
     })
     .await
 }

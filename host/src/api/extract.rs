@@ -4,7 +4,8 @@
 
 use crate::auth::{AuthError, Caller};
 use crate::clock::now_seconds;
-use crate::service::error::ApiError;
+use crate::codes::Code;
+use crate::service::error::ServiceError;
 use crate::service::state::{Service, blocking, budget_burst};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -18,11 +19,13 @@ use std::time::Duration;
 
 /// The caller [`authenticated`] proved: a handler that takes one is served only behind it.
 impl FromRequestParts<Arc<Service>> for Caller {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &Arc<Service>) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<Service>) -> Result<Self, ServiceError> {
         parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-            ApiError::internal("this route is served without a credential, yet it needs a caller")
+            ServiceError::internal(
+                "this route is served without a credential, yet it needs a caller",
+            )
         })
     }
 }
@@ -45,7 +48,7 @@ pub(crate) async fn authenticated(
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(e) if e.data.code == "auth.invalid" => {
+        Err(e) if e.is(Code::AuthInvalid) => {
             peer.and_then(|p| s.failed(p)).unwrap_or(e).into_response()
         }
         Err(e) => e.into_response(),
@@ -76,14 +79,14 @@ impl Peer {
 
 impl Service {
     /// 429 if `peer` is past its budget of failed authentications.
-    pub(crate) fn throttled(&self, peer: std::net::IpAddr) -> Option<ApiError> {
+    pub(crate) fn throttled(&self, peer: std::net::IpAddr) -> Option<ServiceError> {
         let until = *self.throttled.lock().ok()?.get(&peer)?;
         let wait = until.checked_duration_since(std::time::Instant::now())?;
         Some(self.too_many_failures(peer, wait))
     }
 
     /// Counts a failed authentication from `peer`: 429 once it is past its budget.
-    pub(crate) fn failed(&self, peer: std::net::IpAddr) -> Option<ApiError> {
+    pub(crate) fn failed(&self, peer: std::net::IpAddr) -> Option<ServiceError> {
         let until = self.failures.as_ref()?.check_key(&peer).err()?;
         let wait =
             until.wait_time_from(governor::clock::Clock::now(self.failures.as_ref()?.clock()));
@@ -95,22 +98,21 @@ impl Service {
         Some(self.too_many_failures(peer, wait))
     }
 
-    pub(crate) fn too_many_failures(&self, peer: std::net::IpAddr, wait: Duration) -> ApiError {
+    pub(crate) fn too_many_failures(&self, peer: std::net::IpAddr, wait: Duration) -> ServiceError {
         let from = match peer {
             std::net::IpAddr::V4(_) => peer.to_string(),
             std::net::IpAddr::V6(_) => format!("{peer}/64"),
         };
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "auth.rate_limited",
+        let mut e = ServiceError::new(
+            Code::AuthRateLimited,
             format!(
                 "{from} failed to authenticate more than {} times a minute",
                 self.config
                     .auth_failure_limit
                     .map_or(0, std::num::NonZeroU32::get)
             ),
-            "check the credential; wait for retry-after before sending another",
-        );
+        )
+        .help("check the credential; wait for retry-after before sending another");
         e.retry_after = Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX));
         e
     }
@@ -123,22 +125,21 @@ pub(crate) const MAX_THROTTLED: usize = 100_000;
 /// The caller a request's credential proves, if it is within its rate limit and its
 /// budget of work: the request costs one of each ([`Service::charge`] charges the rest of
 /// a batch or a write).
-pub(crate) fn admit(headers: &HeaderMap, s: &Service) -> Result<Caller, ApiError> {
+pub(crate) fn admit(headers: &HeaderMap, s: &Service) -> Result<Caller, ServiceError> {
     let caller = authenticate(headers, s)?;
     if let Some(limiter) = &s.limiter
         && let Err(until) = limiter.check_key(&caller.name())
     {
         let wait = until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "auth.rate_limited",
+        let mut e = ServiceError::new(
+            Code::AuthRateLimited,
             format!(
                 "{} made more than {} requests a second",
                 caller.name(),
                 s.config.rate_limit.map_or(0, std::num::NonZeroU32::get)
             ),
-            "wait for retry-after, then send fewer, or batch them",
-        );
+        )
+        .help("wait for retry-after, then send fewer, or batch them");
         e.retry_after = Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX));
         return Err(e);
     }
@@ -156,7 +157,7 @@ impl Service {
         caller: &Caller,
         cost: usize,
         what: impl FnOnce() -> String,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         let (Some(work), Some(rate)) = (&self.work, self.config.work_limit) else {
             return Ok(());
         };
@@ -171,16 +172,11 @@ impl Service {
             Ok(Err(until)) => Some(until.wait_time_from(governor::clock::Clock::now(work.clock()))),
             Err(_) => None,
         };
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "auth.rate_limited",
-            format!(
+        let mut e = ServiceError::new(Code::AuthRateLimited, format!(
                 "{} costs {cost} of `{}`'s budget of {rate} a second ({burst} at most at once), more than it has left (a batch costs its requests, a write its deltas)",
                 what(),
                 caller.name()
-            ),
-            "wait for retry-after, then send less at a time; nothing was decided or written",
-        );
+            )).help("wait for retry-after, then send less at a time; nothing was decided or written");
         let wait = wait.unwrap_or(Duration::from_secs(u64::from(burst.get() / rate.get())));
         e.retry_after = Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX));
         Err(e)
@@ -188,19 +184,19 @@ impl Service {
 }
 
 /// The caller a request's credential proves.
-pub(crate) fn authenticate(headers: &HeaderMap, s: &Service) -> Result<Caller, ApiError> {
+pub(crate) fn authenticate(headers: &HeaderMap, s: &Service) -> Result<Caller, ServiceError> {
     // Two credentials are no credential: which one a proxy or a framework reads is not
     // for the caller to choose.
     if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
-        return Err(ApiError::from(AuthError {
-            code: "auth.invalid",
+        return Err(ServiceError::from(AuthError {
+            code: Code::AuthInvalid,
             message: "more than one Authorization header".into(),
         }));
     }
     let value = match headers.get(header::AUTHORIZATION) {
         Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::from(AuthError {
-                code: "auth.invalid",
+            ServiceError::from(AuthError {
+                code: Code::AuthInvalid,
                 message: "the Authorization header is not text".into(),
             })
         })?),
@@ -211,23 +207,23 @@ pub(crate) fn authenticate(headers: &HeaderMap, s: &Service) -> Result<Caller, A
         return Ok(s.live_keys().verify(credential)?);
     }
     let Some(tokens) = &s.config.tokens else {
-        return Err(ApiError::from(AuthError {
-            code: "auth.invalid",
+        return Err(ServiceError::from(AuthError {
+            code: Code::AuthInvalid,
             message: "this host accepts service keys only (no user token issuer is configured)"
                 .into(),
         }));
     };
     let principal = tokens.verify(credential, now_seconds())?;
     if !s.served().facts.read().entities.contains_key(&principal) {
-        return Err(ApiError::from(AuthError {
-            code: "auth.invalid",
+        return Err(ServiceError::from(AuthError {
+            code: Code::AuthInvalid,
             message: format!("the token names `{principal}`, which does not exist"),
         }));
     }
     Ok(Caller::User { principal })
 }
 
-/// A JSON body, read within the body limit; a bad one is an [`ApiError`] in the API's
+/// A JSON body, read within the body limit; a bad one is an [`ServiceError`] in the API's
 /// shape (not axum's plain-text rejection). A large body is read as JSON off the async
 /// workers, which serve every other request meanwhile, and in one of its caller's turns
 /// ([`Runtime::turn`]), so that one caller's large bodies take no more of the machine
@@ -239,12 +235,12 @@ pub struct ApiJson<T>(pub T);
 pub(crate) const LARGE_BODY: u64 = 64 << 10;
 
 impl<T: DeserializeOwned + Send + 'static> FromRequest<Arc<Service>> for ApiJson<T> {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
     async fn from_request(
         req: axum::extract::Request,
         state: &Arc<Service>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, ServiceError> {
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -295,51 +291,42 @@ pub(crate) fn json_content_type(headers: &HeaderMap) -> bool {
     ty.eq_ignore_ascii_case("application") && (subtype == "json" || subtype.ends_with("+json"))
 }
 
-pub(crate) fn json_rejection(r: JsonRejection) -> ApiError {
+pub(crate) fn json_rejection(r: JsonRejection) -> ServiceError {
     // A body cut off for its deadline or its rate: 408, and the connection is closed.
     if let Some(slow) = crate::limits::BodyTooSlow::within(&r) {
-        return ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request.timeout",
-            slow.to_string(),
-            "send the whole body at once, without pauses; nothing was written",
-        );
+        return ServiceError::new(Code::RequestTimeout, slow.to_string());
     }
     // 413 and 415 say what is wrong with the body as a whole; anything else about its
     // content is a 400, as every other bad input.
-    let (status, code) = match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "request.too_large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "request.malformed")
-        }
-        _ => (StatusCode::BAD_REQUEST, "request.malformed"),
+    let code = match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Code::RequestTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::RequestMediaType,
+        _ => Code::RequestMalformed,
     };
-    ApiError::new(
-        status,
-        code,
-        r.body_text(),
-        "send a JSON object (content-type: application/json) within the body limit; see /v1/openapi.json; nothing was written",
-    )
+    ServiceError::new(code, r.body_text()).help(Code::RequestMediaType.help())
+}
+
+/// A query or path that does not read: a 400, or the host's fault where the extractor
+/// says so (a route whose path lacks the parameter).
+fn unreadable(status: StatusCode, text: String) -> ServiceError {
+    if status.is_client_error() {
+        ServiceError::new(Code::RequestMalformed, text)
+    } else {
+        ServiceError::new(Code::HostInternal, text)
+    }
 }
 
 /// A query string, with rejections in the API's shape.
 pub struct ApiQuery<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ServiceError> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|r: QueryRejection| {
-                ApiError::new(
-                    r.status(),
-                    "request.malformed",
-                    r.body_text(),
-                    "see /v1/openapi.json",
-                )
-            })
+            .map_err(|r: QueryRejection| unreadable(r.status(), r.body_text()))
     }
 }
 
@@ -347,20 +334,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 pub struct ApiPath<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ServiceError> {
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
-            .map_err(|r: PathRejection| {
-                ApiError::new(
-                    r.status(),
-                    "request.malformed",
-                    r.body_text(),
-                    "see /v1/openapi.json",
-                )
-            })
+            .map_err(|r: PathRejection| unreadable(r.status(), r.body_text()))
     }
 }
 
@@ -377,11 +357,9 @@ pub(crate) async fn declared_length(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
-        Some(n) if n > limit as u64 => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request.too_large",
+        Some(n) if n > limit as u64 => ServiceError::new(
+            Code::RequestTooLarge,
             format!("the body is {n} bytes; the limit is {limit}"),
-            "send less; nothing was written",
         )
         .into_response(),
         _ => next.run(req).await,

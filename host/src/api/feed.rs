@@ -6,12 +6,13 @@
 use crate::api::access::{Access, user_gates};
 use crate::api::extract::{ApiQuery, S};
 use crate::auth::{Caller, Scope};
+use crate::codes::Code;
 use crate::service::commit::BULK_DELTAS;
-use crate::service::error::{ApiError, forbidden};
+use crate::service::error::{ServiceError, forbidden};
 use crate::service::state::Service;
 use crate::store::Change;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use clearance_core::Delta;
 use clearance_core::slice::Projected;
@@ -283,7 +284,7 @@ pub(crate) fn revoked(f: &mut Feed) -> Option<Event> {
     }
     f.phase = Phase::Done;
     Some(Event::default().event("error").data(
-        json!({ "code": "auth.invalid", "message": "the key this feed was opened with was revoked", "help": "follow again with a live credential" }).to_string(),
+        json!({ "code": Code::AuthInvalid.as_str(), "message": "the key this feed was opened with was revoked", "help": "follow again with a live credential" }).to_string(),
     ))
 }
 
@@ -346,7 +347,7 @@ pub(crate) async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallib
                     Err(e) => {
                         f.phase = Phase::Done;
                         let event = Event::default().event("error").data(
-                            json!({ "code": "store.failed", "message": e.to_string(), "help": "reconnect with Last-Event-ID" }).to_string(),
+                            json!({ "code": Code::StoreFailed.as_str(), "message": e.to_string(), "help": "reconnect with Last-Event-ID" }).to_string(),
                         );
                         return Some((vec![Ok(event)], f));
                     }
@@ -364,7 +365,7 @@ pub(crate) async fn feed_step(mut f: Feed) -> Option<(Vec<Result<Event, Infallib
                     // close.
                     f.phase = Phase::Done;
                     let event = Event::default().event("error").data(
-                        json!({ "code": "host.shutdown", "message": "the host is shutting down", "help": "reconnect, to this host or another, with Last-Event-ID" }).to_string(),
+                        json!({ "code": Code::HostShutdown.as_str(), "message": "the host is shutting down", "help": Code::HostShutdown.help() }).to_string(),
                     );
                     return Some((vec![Ok(event)], f));
                 }
@@ -411,7 +412,7 @@ pub(crate) async fn changes(
     caller: Caller,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<Since>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ServiceError> {
     // An admin follows every change; a service key its accounts'; a user its account's.
     let filter = match &caller {
         Caller::Key {
@@ -448,11 +449,9 @@ pub(crate) async fn changes(
                 .ok()
                 .and_then(|t| t.trim().parse::<u64>().ok())
                 .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "request.malformed",
+                    ServiceError::new(
+                        Code::RequestMalformed,
                         "`Last-Event-ID` must be a revision number",
-                        "",
                     )
                 })?,
         ),
@@ -461,37 +460,33 @@ pub(crate) async fn changes(
     let current = s.revision();
     let since = last_event.or(q.since).unwrap_or(current);
     if since > current {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "revision.future",
+        return Err(ServiceError::new(
+            Code::RevisionFuture,
             format!("revision {since} is ahead of the host's {current}"),
-            "follow from a revision this host has",
         ));
     }
     let own =
         CallerFeed::take(&s.feeds, caller.name(), s.config.max_feeds_per_caller).map_err(|n| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "feed.too_many",
+            ServiceError::new(
+                Code::FeedTooMany,
                 format!(
                     "this caller follows {n} feeds already; the limit is {}",
                     s.config.max_feeds_per_caller
                 ),
-                "close a feed first: one feed carries every change the caller may see",
             )
+            .help("close a feed first: one feed carries every change the caller may see")
         })?;
     let count = s.subscribers.fetch_add(1, Ordering::AcqRel);
     let subscriber = Subscriber::new(&s, since.min(current));
     if count >= s.config.max_subscribers {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "host.busy",
+        return Err(ServiceError::new(
+            Code::HostBusy,
             format!(
                 "{count} followers already; the limit is {}",
                 s.config.max_subscribers
             ),
-            "retry later",
-        ));
+        )
+        .help("retry later"));
     }
     // Subscribed before the first page is read, so nothing falls between the two.
     let rx = s.changes.subscribe();

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod decide;
+pub mod error;
 pub mod extract;
 pub mod feed;
 pub mod serve;
@@ -22,15 +23,15 @@ use crate::api::extract::{S, authenticated, declared_length};
 use crate::api::feed::{Since, changes};
 use crate::api::slice::{PolicyBody, reload, slice, slice_keys, validate};
 use crate::api::write::write;
+use crate::codes::Code;
 use crate::routes::{
     Answer, Availability, Callers, Deployment, Failure, Input, Method, Route, inline, named,
 };
 use crate::schemas::{self, MinRevision, ServerClock};
-use crate::service::error::ApiError;
+use crate::service::error::ServiceError;
 use crate::service::queue::WriteBody;
 use crate::service::state::Service;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::on;
 use axum::{Json, Router};
@@ -436,14 +437,7 @@ pub const ROUTES: &[Route<Arc<Service>>] = &[
 pub fn router(service: Arc<Service>) -> Router {
     let limit = service.config.body_limit;
     let deployment = service.deployment();
-    let not_found = || async {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "route.unknown",
-            "no such route",
-            "see /v1/openapi.json",
-        )
-    };
+    let not_found = || async { ServiceError::new(Code::RouteUnknown, "no such route") };
     let mut routes = Router::new();
     for route in ROUTES.iter().filter(|r| r.is_served(deployment)) {
         let handler = (route.handler)(route.method.filter());
@@ -459,12 +453,7 @@ pub fn router(service: Arc<Service>) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "route.method",
-                "this route does not take that method",
-                "see /v1/openapi.json",
-            )
+            ServiceError::new(Code::RouteMethod, "this route does not take that method")
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(limit, declared_length))

@@ -4,6 +4,7 @@
 
 use crate::api::extract::Peer;
 use crate::api::router;
+use crate::codes::Code;
 use crate::service::state::Service;
 use axum::Router;
 use serde_json::json;
@@ -189,7 +190,7 @@ pub async fn serve_with_limits(
 /// closes it.
 pub(crate) async fn refuse(mut stream: tokio::net::TcpStream, message: String) {
     use tokio::io::AsyncWriteExt;
-    let body = json!({ "error": { "code": "host.busy", "message": message, "help": "retry after the time in `retry-after`, with fewer connections open" }, "allowed": false }).to_string();
+    let body = json!({ "error": { "code": Code::HostBusy.as_str(), "message": message, "help": "retry after the time in `retry-after`, with fewer connections open" }, "allowed": false }).to_string();
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()

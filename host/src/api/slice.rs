@@ -2,17 +2,18 @@
 //! policy, reload the one served.
 
 use crate::api::access::{Access, admin_only, user_gates};
+use crate::api::error::{ApiResult, answer};
 use crate::api::extract::{ApiJson, ApiPath, S};
 use crate::auth::{Caller, Scope};
 use crate::clock::now_seconds;
+use crate::codes::Code;
 use crate::policy_dir::read_policies;
 use crate::schemas;
-use crate::service::error::{ApiError, ApiResult, answer, forbidden};
+use crate::service::error::{ServiceError, forbidden};
 use crate::service::policy::{apply_reload, policy_errors};
 use crate::service::state::blocking;
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use clearance_core::{ErrorData, Schema, Source};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -53,19 +54,14 @@ pub(crate) async fn slice(
         let _turn = turn;
         let live = served.facts.read();
         let Some(p) = live.entities.get(&principal) else {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "entity.unknown",
-                format!("no principal `{principal}`"),
-                "name a principal as `type:id`",
-            ));
+            return Err(ServiceError::new(Code::EntityUnknown, format!("no principal `{principal}`")).help("name a principal as `type:id`"));
         };
         let account = p.account.clone();
         // Only what the policy reads when it decides for this principal (core's
         // `principal_slice`): other users' emails, guests' addresses, others' roles and
         // authorisations stay on the server.
         let facts = clearance_core::principal_slice(&served.schema, &live, &principal)
-            .map_err(|e| ApiError::bad(ErrorData::from(e)))?;
+            .map_err(|e| ServiceError::bad(ErrorData::from(e)))?;
         let revision = live.revision;
         drop(live);
         let policy: Vec<Value> = served
@@ -143,23 +139,20 @@ pub(crate) async fn reload(
             Some(dir) => {
                 let dir = dir.clone();
                 blocking(move || {
-                    read_policies(&dir).map_err(|m| {
-                        ApiError::new(StatusCode::BAD_REQUEST, "policy.unreadable", m, "")
-                    })
+                    read_policies(&dir).map_err(|m| ServiceError::new(Code::PolicyUnreadable, m))
                 })
                 .await?
             }
             None => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "policy.missing",
+                return Err(ServiceError::new(
+                    Code::PolicyMissing,
                     "no sources given and no policy directory",
-                    "",
                 ));
             }
         },
     };
-    tokio::spawn(async move { apply_reload(&s, sources).await })
+    let reloaded = tokio::spawn(async move { apply_reload(&s, sources).await })
         .await
-        .map_err(|e| ApiError::internal(format!("the reload's task failed: {e}")))?
+        .map_err(|e| ServiceError::internal(format!("the reload's task failed: {e}")))??;
+    answer(reloaded)
 }

@@ -3,40 +3,40 @@
 //! creation quotas, then the write queued for the group commit.
 
 use crate::api::access::Access;
+use crate::api::error::{ApiResult, answer};
 use crate::api::extract::{ApiJson, S};
 use crate::auth::{Caller, Scope};
+use crate::codes::Code;
+use crate::codes::Kind;
 use crate::service::commit::queue_write;
-use crate::service::error::{ApiError, ApiResult, forbidden};
+use crate::service::error::{ServiceError, forbidden};
 use crate::service::queue::{Authored, WriteBody};
 use crate::service::state::Service;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde_json::json;
 
 pub(crate) fn authorise_write(
     s: &Service,
     caller: &Caller,
     body: &WriteBody,
-) -> Result<Authored, ApiError> {
+) -> Result<Authored, ServiceError> {
     if body.deltas.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "request.empty",
+        return Err(ServiceError::new(
+            Code::RequestEmpty,
             "a write with no deltas changes nothing",
-            "nothing was written",
-        ));
+        )
+        .help("nothing was written"));
     }
     if body.deltas.len() > s.config.max_deltas {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request.too_many",
+        return Err(ServiceError::new(
+            Code::RequestTooMany,
             format!(
                 "{} deltas in one write; the limit is {}",
                 body.deltas.len(),
                 s.config.max_deltas
             ),
-            "split the write; nothing was written",
-        ));
+        )
+        .help("split the write; nothing was written"));
     }
     let served = s.served();
     let access = Access {
@@ -51,12 +51,11 @@ pub(crate) fn authorise_write(
     match caller {
         Caller::User { principal } => {
             if body.now.is_some() {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "request.now_not_allowed",
+                return Err(ServiceError::new(
+                    Code::RequestNowNotAllowed,
                     "a write is checked at the server's clock: leave `now` out",
-                    "only an admin key importing facts may set `now`; nothing was written",
-                ));
+                )
+                .help("only an admin key importing facts may set `now`; nothing was written"));
             }
             match &body.author {
                 Some(a) if a != principal => Err(forbidden(format!(
@@ -76,12 +75,11 @@ pub(crate) fn authorise_write(
             accounts,
         } => {
             let author = body.author.clone().ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "request.malformed",
+                ServiceError::new(
+                    Code::RequestMalformed,
                     "a write with a key names its `author`, the principal it is made for",
-                    "nothing was written",
                 )
+                .help("nothing was written")
             })?;
             match scope {
                 Scope::Admin => Ok(Authored {
@@ -102,12 +100,11 @@ pub(crate) fn authorise_write(
                         accounts: Some(accounts.clone()),
                     })
                 }
-                Scope::Service => Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "request.now_not_allowed",
+                Scope::Service => Err(ServiceError::new(
+                    Code::RequestNowNotAllowed,
                     "a write is checked at the server's clock: leave `now` out",
-                    "only an admin key importing facts may set `now`; nothing was written",
-                )),
+                )
+                .help("only an admin key importing facts may set `now`; nothing was written")),
                 Scope::Read => Err(forbidden("a read key decides only; it cannot write")),
             }
         }
@@ -117,7 +114,7 @@ pub(crate) fn authorise_write(
 pub(crate) async fn write(
     State(s): S,
     caller: Caller,
-    body: Result<ApiJson<WriteBody>, ApiError>,
+    body: Result<ApiJson<WriteBody>, ServiceError>,
 ) -> ApiResult {
     let started = std::time::Instant::now();
     let span = tracing::info_span!("write");
@@ -131,10 +128,10 @@ pub(crate) async fn write(
 pub(crate) async fn submit(
     s: &Service,
     caller: &Caller,
-    body: Result<ApiJson<WriteBody>, ApiError>,
+    body: Result<ApiJson<WriteBody>, ServiceError>,
 ) -> ApiResult {
     let ApiJson(body) = body.map_err(|mut err| {
-        if err.status != StatusCode::REQUEST_TIMEOUT {
+        if err.kind != Kind::Timeout {
             err.data.help =
                 "a write is {author?, deltas, now?, parity?}; nothing was written".into();
         }
@@ -158,5 +155,5 @@ pub(crate) async fn submit(
         }
         None => None,
     };
-    queue_write(s, caller, body, authored, charge).await
+    answer(queue_write(s, caller, body, authored, charge).await?)
 }

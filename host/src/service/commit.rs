@@ -3,21 +3,21 @@
 //! waiting writer answered; a conflict with another host is caught up and judged again.
 
 use crate::auth::Caller;
-use crate::clock::now_seconds;
+use crate::codes::Code;
 use crate::limits::{FairQueue, Full};
 use crate::observe::Decided;
 use crate::runtime::HostError;
-use crate::schemas;
-use crate::service::error::{ApiError, ApiResult, answer, forbidden};
+use crate::service::error::{ServiceError, forbidden};
 use crate::service::follow::same_change;
 use crate::service::queue::Authored;
 use crate::service::queue::QueuedWrite;
 use crate::service::queue::Reply;
 use crate::service::queue::WriteBody;
+use crate::service::queue::WriteResult;
 use crate::service::quota::Charge;
 use crate::service::state::{Served, Service, account_key, blocking};
 use crate::store::{Change, StoreErrorKind};
-use axum::http::StatusCode;
+use clearance_core::ErrorCode;
 use clearance_core::protocol::Call;
 use clearance_core::protocol::WriteAnswer;
 use clearance_core::{Delta, Facts, TimeValue};
@@ -34,7 +34,7 @@ impl Service {
     /// nothing changed. When the store cannot say, or holds something else at that
     /// revision, the service reads its state again from the store before the next write
     /// ([`Service::resync`]).
-    pub(crate) async fn append(&self, changes: &Arc<Vec<Change>>) -> Result<(), ApiError> {
+    pub(crate) async fn append(&self, changes: &Arc<Vec<Change>>) -> Result<(), ServiceError> {
         let started = std::time::Instant::now();
         let span = tracing::info_span!("store.append", changes = changes.len());
         let appended =
@@ -43,16 +43,11 @@ impl Service {
         if let Err(e) = appended {
             if e.kind == StoreErrorKind::Conflict {
                 // Nothing was stored: another host holds the revision.
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    CONFLICT,
-                    e.to_string(),
-                    "another host wrote first; nothing was written: retry",
-                ));
+                return Err(ServiceError::new(Code::RevisionConflict, e.to_string()));
             }
             // One transaction: the last change stored means all of them are.
             let Some(last) = changes.last() else {
-                return Err(ApiError::store(e, "nothing was written; retry"));
+                return Err(ServiceError::store(e, "nothing was written; retry"));
             };
             let revision = last.revision;
             let ours = last.clone();
@@ -76,7 +71,7 @@ impl Service {
                         // Another change holds this revision: memory is behind the store.
                         self.needs_resync.store(true, Ordering::Release);
                     }
-                    return Err(ApiError::store(e, "nothing was written; retry"));
+                    return Err(ServiceError::store(e, "nothing was written; retry"));
                 }
                 Err(again) => {
                     // Neither stored nor known not to be: no answer either way; the state
@@ -85,12 +80,7 @@ impl Service {
                     tracing::warn!(
                         "revision {revision}: the append failed (`{e}`) and the store cannot say whether it holds it (`{again}`)"
                     );
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "store.unknown",
-                        format!("{e}; reading it back: {again}"),
-                        "whether this write was stored is unknown: read it back after the store recovers",
-                    ));
+                    return Err(ServiceError::new(Code::StoreUnknown, format!("{e}; reading it back: {again}")).help("whether this write was stored is unknown: read it back after the store recovers"));
                 }
             }
         }
@@ -104,7 +94,7 @@ impl Service {
         change: Change,
         prepared: crate::runtime::Prepared,
         next: Served,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         let change = Arc::new(change);
         self.append(&Arc::new(vec![change.as_ref().clone()]))
             .await?;
@@ -129,182 +119,6 @@ impl Service {
         }
     }
 
-    /// [`Service::commit_writes`], under the writer's lock.
-    pub(crate) async fn commit_writes_locked(self: &Arc<Self>, group: Vec<QueuedWrite>) {
-        let ready = async {
-            self.resync().await?;
-            if self.store.appended_elsewhere().is_some() {
-                // A store other hosts append to: their appends wait while this group is
-                // caught up, judged and stored, so it is judged on the latest state and
-                // never loses the compare-and-set (a loss would cost the judging
-                // instance, which holds the group's changes, and a reload).
-                self.store
-                    .hold_appends()
-                    .await
-                    .map_err(|e| ApiError::store(e, "nothing was written; retry"))?;
-                self.catch_up().await?;
-            }
-            Ok::<(), ApiError>(())
-        };
-        if let Err(e) = ready.await {
-            for w in group {
-                let _ = w.reply.send(Err(e.clone()));
-            }
-            return;
-        }
-        let mut served = self.served();
-        let mut ready = Vec::new();
-        for w in group {
-            match prepare_write(self, &served, w.body, w.authored).await {
-                Ok((call, deltas, authored)) => ready.push(Ready {
-                    call,
-                    authored,
-                    deltas,
-                    reply: w.reply,
-                }),
-                Err(e) => {
-                    let _ = w.reply.send(Err(e));
-                }
-            }
-        }
-        let mut attempts = 0;
-        // Judged in order; a write that traps, or that turns out to touch an account its
-        // caller may not write to, is answered and taken out, and the rest judged again
-        // on a fresh instance (the ones after it were judged on a state holding it).
-        let (held, judged, group) = 'judge: loop {
-            let (held, judged) = loop {
-                if ready.is_empty() {
-                    return;
-                }
-                let calls = ready.iter().map(|r| r.call.clone()).collect();
-                let (answers, held) = match self.runtime.write_in_order(calls).await {
-                    Ok(x) => x,
-                    Err((Some(i), e)) if i < ready.len() => {
-                        let r = ready.remove(i);
-                        let _ = r.reply.send(Err(ApiError::from(e)));
-                        continue;
-                    }
-                    Err((_, e)) => {
-                        let e = ApiError::from(e);
-                        for r in ready {
-                            let _ = r.reply.send(Err(e.clone()));
-                        }
-                        return;
-                    }
-                };
-                match self.judged(&served, &ready, answers).map_err(|j| *j) {
-                    Ok(judged) => break (held, judged),
-                    Err(Judged::Fault(e)) => {
-                        // The instance's state and the host's count of revisions disagree:
-                        // nothing of the group is stored, and the instance is dropped.
-                        self.runtime.release(held, None);
-                        for r in ready {
-                            let _ = r.reply.send(Err(e.clone()));
-                        }
-                        return;
-                    }
-                    Err(Judged::OutOfScope(i, e)) => {
-                        self.runtime.release(held, None);
-                        let r = ready.remove(i);
-                        let _ = r.reply.send(Err(e));
-                    }
-                }
-            };
-            let mut revision = served.revision;
-            let mut changes = Vec::new();
-            for (r, verdict) in ready.iter().zip(&judged) {
-                if let Ok((derived, accounts)) = verdict {
-                    revision += 1;
-                    let mut all = r.deltas.clone();
-                    all.extend(derived.iter().cloned());
-                    changes.push(Change {
-                        revision,
-                        author: r.authored.author.clone(),
-                        at: now_seconds(),
-                        deltas: all,
-                        policy: None,
-                        via: r.authored.via.clone(),
-                        accounts: Some(accounts.clone()),
-                    });
-                }
-            }
-            let group = Arc::new(changes);
-            if !group.is_empty()
-                && let Err(e) = self.append(&group).await
-            {
-                self.runtime.release(held, None);
-                // Another host took the revision: catch up, and judge the group again on
-                // the state it left.
-                let e = if e.data.code == CONFLICT && attempts < self.config.conflict_retries {
-                    attempts += 1;
-                    if attempts > 1 {
-                        // Lost twice: the other hosts' appends wait while this one
-                        // catches up and judges again, so it cannot lose a third time.
-                        if let Err(e) = self.store.hold_appends().await {
-                            tracing::warn!("holding off other hosts' appends: {e}");
-                        }
-                    }
-                    match self.catch_up().await {
-                        Ok(()) => {
-                            served = self.served();
-                            continue 'judge;
-                        }
-                        Err(caught) => caught,
-                    }
-                } else {
-                    e
-                };
-                // The refusals were judged after writes that are not stored: they are
-                // answered with the store's error too, to be tried again.
-                for r in ready {
-                    let _ = r.reply.send(Err(e.clone()));
-                }
-                return;
-            }
-            break (held, judged, group);
-        };
-        let revision = group.last().map_or(served.revision, |c| c.revision);
-        let mut replies = Vec::new();
-        let mut refused = Vec::new();
-        for (r, verdict) in ready.into_iter().zip(judged) {
-            match verdict {
-                Ok(_) => replies.push(r.reply),
-                Err(e) => refused.push((r.reply, e)),
-            }
-        }
-        if !group.is_empty() {
-            self.groups.fetch_add(1, Ordering::Relaxed);
-            self.grouped.fetch_add(
-                u64::try_from(group.len()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-        }
-        if self.apply_stored(&served, &group).await {
-            self.runtime.release(held, Some(revision));
-        } else {
-            // The stored changes could not be applied in memory: the judging instance
-            // holds them while nothing else does, so it goes, and the whole state is read
-            // again from the store, which holds them.
-            self.runtime.release(held, None);
-            self.needs_resync.store(true, Ordering::Release);
-            if let Err(e) = self.resync().await {
-                tracing::warn!("reading the store again failed: {e:?}");
-            }
-        }
-        for change in group.iter() {
-            let _ = self.changes.send(Arc::new(change.clone()));
-        }
-        for (reply, change) in replies.into_iter().zip(group.iter()) {
-            let _ = reply.send(answer(schemas::Written {
-                allowed: true,
-                revision: change.revision,
-            }));
-        }
-        for (reply, e) in refused {
-            let _ = reply.send(Err(e));
-        }
-    }
-
     /// Reads the module's answers to a group judged in order: for each write, its derived
     /// tuples and the accounts it touches when allowed, its refusal when not. The accounts
     /// are those of the entities it names on the facts served, or created by the allowed
@@ -315,7 +129,7 @@ impl Service {
         served: &Served,
         ready: &[Ready],
         answers: Vec<Result<Box<serde_json::value::RawValue>, HostError>>,
-    ) -> Result<Vec<Result<Allowed, ApiError>>, Box<Judged>> {
+    ) -> Result<Vec<Result<Allowed, ServiceError>>, Box<Judged>> {
         let facts = served.facts.read();
         let mut created = HashMap::new();
         let mut revision = served.revision;
@@ -324,13 +138,13 @@ impl Service {
             let derived = match answer {
                 Ok(a) => {
                     let answer: WriteAnswer = serde_json::from_str(a.get()).map_err(|e| {
-                        Box::new(Judged::Fault(ApiError::internal(format!(
+                        Box::new(Judged::Fault(ServiceError::internal(format!(
                             "unreadable answer to a write from the module: {e}"
                         ))))
                     })?;
                     verdict(&answer, revision + 1).map_err(|e| Box::new(Judged::Fault(e)))?
                 }
-                Err(e) => Err(ApiError::from(e)),
+                Err(e) => Err(ServiceError::from(e)),
             };
             let Ok(derived) = derived else {
                 out.push(derived.map(|d| (d, Vec::new())));
@@ -423,7 +237,7 @@ impl Service {
     /// in order, applied in place as this host's own writes are, and hands them to the
     /// change feeds. A policy change among them is served by reading the state again.
     /// Called under the writer's lock.
-    pub(crate) async fn catch_up(self: &Arc<Self>) -> Result<(), ApiError> {
+    pub(crate) async fn catch_up(self: &Arc<Self>) -> Result<(), ServiceError> {
         loop {
             let served = self.served();
             let page = self
@@ -434,7 +248,7 @@ impl Service {
                     self.config.feed_page_bytes,
                 )
                 .await
-                .map_err(|e| ApiError::store(e, "nothing was written; retry"))?;
+                .map_err(|e| ServiceError::store(e, "nothing was written; retry"))?;
             let Some(first) = page.first() else {
                 return Ok(());
             };
@@ -530,7 +344,7 @@ pub(crate) async fn queue_write(
     body: WriteBody,
     authored: Authored,
     charge: Option<Charge>,
-) -> ApiResult {
+) -> WriteResult {
     let n = body.deltas.len();
     let body = if n > PREJUDGED_DELTAS && body.parity.is_none() {
         prejudge(s, caller, body, &authored).await?
@@ -539,15 +353,14 @@ pub(crate) async fn queue_write(
     };
     let name = caller.name();
     let place = s.write_places.take(&name).map_err(|full| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "host.busy",
+        ServiceError::new(
+            Code::HostBusy,
             match full {
                 Full::Caller(n) => format!("`{name}` has {n} writes waiting already"),
                 Full::All(n) => format!("{n} writes are already waiting"),
             },
-            "retry later; nothing was written",
         )
+        .help("retry later; nothing was written")
     })?;
     // The group commit's task, not this one, carries the write through: a client hanging
     // up cannot stop a write between the store and memory.
@@ -561,19 +374,18 @@ pub(crate) async fn queue_write(
             _place: place,
         })
         .map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "host.busy",
+            mpsc::error::TrySendError::Full(_) => ServiceError::new(
+                Code::HostBusy,
                 format!("{WRITE_QUEUE} writes are already waiting"),
-                "retry later; nothing was written",
-            ),
+            )
+            .help("retry later; nothing was written"),
             mpsc::error::TrySendError::Closed(_) => {
-                ApiError::internal("the service is stopping; nothing was written")
+                ServiceError::internal("the service is stopping; nothing was written")
             }
         })?;
     answer
         .await
-        .map_err(|_| ApiError::internal("the write's task ended without an answer"))?
+        .map_err(|_| ServiceError::internal("the write's task ended without an answer"))?
 }
 
 /// Writes of more deltas than this are judged on an instance, in their caller's turn,
@@ -590,7 +402,7 @@ pub(crate) async fn prejudge(
     caller: &Caller,
     mut body: WriteBody,
     authored: &Authored,
-) -> Result<WriteBody, ApiError> {
+) -> Result<WriteBody, ServiceError> {
     let call = Call::AuthorizeDeltas {
         author: authored.author.clone(),
         now: body.now.clone().unwrap_or(TimeValue::Seconds(s.clock())),
@@ -599,9 +411,9 @@ pub(crate) async fn prejudge(
     let turn = s.runtime.turn(&caller.name()).await?;
     // Its text is written off the async workers, which serve other callers meanwhile.
     let (json, deltas) = blocking(move || {
-        let json = call.to_json().map_err(ApiError::bad);
+        let json = call.to_json().map_err(ServiceError::bad);
         let Call::AuthorizeDeltas { deltas, .. } = call else {
-            return Err(ApiError::internal("the judgement's call changed"));
+            return Err(ServiceError::internal("the judgement's call changed"));
         };
         Ok((json, deltas))
     })
@@ -627,9 +439,6 @@ pub(crate) const WRITE_QUEUE: usize = 1024;
 /// `host.busy`, so that no caller takes every place.
 pub(crate) const WRITES_PER_CALLER: usize = WRITE_QUEUE / 4;
 
-/// The code of a write refused because another host took its revision, past the retries.
-pub(crate) const CONFLICT: &str = "revision.conflict";
-
 /// Writes committed together at most: one store transaction, one sync to disk.
 pub(crate) const GROUP: usize = 64;
 
@@ -651,9 +460,9 @@ pub(crate) type Allowed = (Vec<Delta>, Vec<String>);
 /// Why a group judged in order cannot be stored as judged.
 pub(crate) enum Judged {
     /// The module and the host disagree (on a revision, say): nothing of it is stored.
-    Fault(ApiError),
+    Fault(ServiceError),
     /// The write at this index touches an account its caller may not write to.
-    OutOfScope(usize, ApiError),
+    OutOfScope(usize, ServiceError),
 }
 
 /// The group commit: takes the writes waiting, a caller at a time in turn (up to
@@ -705,31 +514,24 @@ pub(crate) async fn prepare_write(
     served: &Served,
     body: WriteBody,
     authored: Authored,
-) -> Result<(String, Vec<Delta>, Authored), ApiError> {
+) -> Result<(String, Vec<Delta>, Authored), ServiceError> {
     if let Some(p) = &body.parity {
         if p.module_hash != s.runtime.module_hash() || p.policy_hash != served.schema.hash_hex() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "parity.stale",
-                format!(
+            return Err(ServiceError::new(Code::ParityStale, format!(
                     "the client decided on module {} and policy {}, the host runs module {} and policy {}",
                     p.module_hash,
                     p.policy_hash,
                     s.runtime.module_hash(),
                     served.schema.hash_hex()
-                ),
-                "reload the module and the policy, decide again, then write",
-            ));
+                )).help("reload the module and the policy, decide again, then write"));
         }
         if p.revision > served.revision {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "parity.future",
+            return Err(ServiceError::new(
+                Code::ParityFuture,
                 format!(
                     "the client decided on revision {}, ahead of the host's {}",
                     p.revision, served.revision
                 ),
-                "",
             ));
         }
         if let (Some(request), Some(allowed)) = (&p.request, p.allowed)
@@ -742,15 +544,10 @@ pub(crate) async fn prepare_write(
             let now = s.runtime.run_raw(&Call::Check { request }).await?;
             let now = Decided::read(now.get());
             if now.each.first().map(|d| d.allowed) != Some(allowed) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "parity.outcome_changed",
-                    format!(
+                return Err(ServiceError::new(Code::ParityOutcomeChanged, format!(
                         "the client's decision (allowed: {allowed}) was made at revision {}; at revision {} it is no longer so",
                         p.revision, served.revision
-                    ),
-                    "decide again on the current facts, then write",
-                ));
+                    )).help("decide again on the current facts, then write"));
             }
         }
     }
@@ -762,9 +559,9 @@ pub(crate) async fn prepare_write(
         now,
         deltas: body.deltas,
     };
-    let json = call.to_json().map_err(ApiError::bad)?;
+    let json = call.to_json().map_err(ServiceError::bad)?;
     let Call::Write { deltas, .. } = call else {
-        return Err(ApiError::internal("the write's call changed"));
+        return Err(ServiceError::internal("the write's call changed"));
     };
     Ok((json, deltas, authored))
 }
@@ -774,18 +571,18 @@ pub(crate) async fn prepare_write(
 pub(crate) fn verdict(
     answer: &WriteAnswer,
     expected: u64,
-) -> Result<Result<Vec<Delta>, ApiError>, ApiError> {
+) -> Result<Result<Vec<Delta>, ServiceError>, ServiceError> {
     if !answer.allowed {
         let (code, message) = answer.refusal.as_ref().map_or_else(
-            || ("write.denied", "refused".to_string()),
+            || (ErrorCode::WriteDenied.as_str(), "refused".to_string()),
             |r| (r.code.as_str(), r.message.clone()),
         );
-        let mut e = ApiError::new(StatusCode::FORBIDDEN, code, message, "nothing was written");
+        let mut e = ServiceError::refused(code, message);
         e.extra = Some(json!({ "refusal": answer.refusal }));
         return Ok(Err(e));
     }
     if answer.revision != Some(expected) {
-        return Err(ApiError::internal(format!(
+        return Err(ServiceError::internal(format!(
             "the module took the write as revision {:?}, the host expected {expected}",
             answer.revision
         )));

@@ -1,34 +1,35 @@
-//! The service's error: a status, a code, a message naming what was wrong and where, and
-//! what to do; every failure of every route is answered in this one shape.
+//! The commands' error: a kind, a code, a message naming what was wrong and where, and
+//! what to do. Every failure of every command is this one shape; `api` answers it over
+//! HTTP (the kind decides the status there, never here).
 
 use crate::auth::AuthError;
+use crate::codes::{Code, Kind};
 use crate::runtime::HostError;
 use crate::store::StoreError;
-use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use clearance_core::ErrorData;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-/// An API error: a status and `{code, message, help}`, always with `"allowed": false`.
+/// A command's error: `{code, message, help}` and what kind of failure it is.
 #[derive(Debug, Clone)]
-pub struct ApiError {
-    pub(crate) status: StatusCode,
+pub struct ServiceError {
+    pub(crate) kind: Kind,
     pub(crate) data: ErrorData,
+    /// Fields answered beside `error` (a refused write's `refusal`, a policy's `errors`).
     pub(crate) extra: Option<Value>,
-    /// Seconds to wait before retrying (`retry-after`); 503 answers default to 1.
+    /// Seconds to wait before retrying (`retry-after`); answers of kind
+    /// [`Kind::Unavailable`] default to 1.
     pub(crate) retry_after: Option<u32>,
 }
 
-impl ApiError {
-    pub(crate) fn new(
-        status: StatusCode,
-        code: &str,
-        message: impl Into<String>,
-        help: &str,
-    ) -> ApiError {
-        ApiError {
-            status,
+impl ServiceError {
+    /// An error of `code`, with its help from the table.
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> ServiceError {
+        ServiceError::of(code.kind(), code.as_str(), message, code.help())
+    }
+
+    fn of(kind: Kind, code: &str, message: impl Into<String>, help: &str) -> ServiceError {
+        ServiceError {
+            kind,
             data: ErrorData {
                 code: code.into(),
                 message: message.into(),
@@ -39,109 +40,74 @@ impl ApiError {
         }
     }
 
-    pub(crate) fn bad(data: ErrorData) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
+    /// The same error with the help of the place that answers it.
+    pub(crate) fn help(mut self, help: impl Into<String>) -> ServiceError {
+        self.data.help = help.into();
+        self
+    }
+
+    /// An error the module reported, of its code's kind.
+    pub(crate) fn module(data: ErrorData) -> ServiceError {
+        ServiceError {
+            kind: Kind::of_module(&data.code),
             data,
             extra: None,
             retry_after: None,
         }
     }
 
-    pub(crate) fn store(e: StoreError, help: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store.failed",
-            e.to_string(),
-            help,
-        )
-    }
-
-    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "host.internal",
-            message,
-            "nothing was written",
-        )
-    }
-}
-
-impl From<HostError> for ApiError {
-    fn from(e: HostError) -> ApiError {
-        let status = match &e {
-            HostError::Module(d)
-                if d.code.starts_with("request.")
-                    || d.code.starts_with("facts.")
-                    || d.code.starts_with("policy.") =>
-            {
-                StatusCode::BAD_REQUEST
-            }
-            HostError::NotLoaded | HostError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError {
-            status,
-            data: e.data(),
+    /// Input the core refused (facts, a policy, a call that cannot be written).
+    pub(crate) fn bad(data: ErrorData) -> ServiceError {
+        ServiceError {
+            kind: Kind::Malformed,
+            data,
             extra: None,
             retry_after: None,
         }
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.data, "allowed": false });
-        if let (Some(Value::Object(extra)), Some(obj)) = (self.extra, body.as_object_mut()) {
-            obj.extend(extra);
-        }
-        let mut response = (self.status, Json(body)).into_response();
-        let retry = match (self.retry_after, self.status) {
-            (Some(s), _) => Some(s),
-            (None, StatusCode::SERVICE_UNAVAILABLE) => Some(1),
-            _ => None,
-        };
-        if let Some(s) = retry {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
-        }
-        // A request whose body was cut off ends its connection: the rest of the body is
-        // not waited for.
-        if self.status == StatusCode::REQUEST_TIMEOUT {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        response
+    /// A principal refused by its gate: the gate's own code (`gate.<name>`).
+    pub(crate) fn gate(code: &str, message: impl Into<String>) -> ServiceError {
+        ServiceError::of(Kind::Forbidden, code, message, Code::Gate.help())
+    }
+
+    /// A refused write: the refusal's code (the core's, of kind refused).
+    pub(crate) fn refused(code: &str, message: impl Into<String>) -> ServiceError {
+        ServiceError::of(Kind::Forbidden, code, message, "nothing was written")
+    }
+
+    pub(crate) fn store(e: StoreError, help: &str) -> ServiceError {
+        ServiceError::new(Code::StoreFailed, e.to_string()).help(help)
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> ServiceError {
+        ServiceError::new(Code::HostInternal, message)
+    }
+
+    /// Whether the error is of `code`.
+    pub(crate) fn is(&self, code: Code) -> bool {
+        self.kind == code.kind() && self.data.code == code.as_str()
     }
 }
 
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> ApiError {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            e.code,
-            e.message,
-            "send `Authorization: Bearer <credential>`: a service key (clearance keys create) or a user token from the configured issuer",
-        )
+impl From<HostError> for ServiceError {
+    fn from(e: HostError) -> ServiceError {
+        match e {
+            HostError::Module(d) => ServiceError::module(d),
+            other => {
+                let code = other.code();
+                ServiceError::new(code, other.to_string())
+            }
+        }
     }
 }
 
-pub(crate) fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "auth.forbidden",
-        message,
-        "nothing was decided, written or revealed; ask with a credential scoped to it",
-    )
+impl From<AuthError> for ServiceError {
+    fn from(e: AuthError) -> ServiceError {
+        ServiceError::new(e.code, e.message)
+    }
 }
 
-/// An answer of the host's own, as JSON.
-pub(crate) fn answer<T: serde::Serialize>(value: T) -> ApiResult {
-    serde_json::to_value(value)
-        .map(Json)
-        .map_err(|e| ApiError::internal(e.to_string()))
+pub(crate) fn forbidden(message: impl Into<String>) -> ServiceError {
+    ServiceError::new(Code::AuthForbidden, message)
 }
-
-pub(crate) type ApiResult = Result<Json<Value>, ApiError>;

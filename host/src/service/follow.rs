@@ -3,10 +3,10 @@
 //! the background.
 
 use crate::clock::now_seconds;
-use crate::service::error::ApiError;
+use crate::codes::Code;
+use crate::service::error::ServiceError;
 use crate::service::state::{LiveFacts, Served, Service, blocking};
 use crate::store::{Change, StoredPolicy};
-use axum::http::StatusCode;
 use clearance_core::{Schema, Snapshot, Source};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +15,7 @@ use std::time::Duration;
 impl Service {
     /// Reads the served state again from the store (after an append whose outcome was
     /// unknown), under the writer's lock. Followers page the changes they missed.
-    pub(crate) async fn resync(&self) -> Result<(), ApiError> {
+    pub(crate) async fn resync(&self) -> Result<(), ServiceError> {
         if !self.needs_resync.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -24,15 +24,10 @@ impl Service {
             .store
             .latest(None)
             .await
-            .map_err(|e| ApiError::store(e, "nothing was written; retry"))?;
+            .map_err(|e| ServiceError::store(e, "nothing was written; retry"))?;
         let ((served, snapshot, _, _), adopted) = blocking(move || {
             replay_with(latest, sources, false, &|_| {}).map_err(|m| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store.failed",
-                    m,
-                    "nothing was written; retry",
-                )
+                ServiceError::new(Code::StoreFailed, m).help("nothing was written; retry")
             })
         })
         .await?;
@@ -42,12 +37,12 @@ impl Service {
             self.store
                 .append(change)
                 .await
-                .map_err(|e| ApiError::store(e, "nothing was written; retry"))?;
+                .map_err(|e| ServiceError::store(e, "nothing was written; retry"))?;
         }
         let bytes = blocking(move || {
             snapshot
                 .to_bytes()
-                .map_err(|e| ApiError::internal(e.to_string()))
+                .map_err(|e| ServiceError::internal(e.to_string()))
         })
         .await?;
         let prepared = self.runtime.prepare(bytes).await?;

@@ -12,6 +12,7 @@
 pub mod commit;
 pub mod error;
 pub mod follow;
+pub mod group;
 pub mod policy;
 pub mod queue;
 pub mod quota;
@@ -19,5 +20,5 @@ pub mod start;
 pub mod state;
 
 pub use commit::accounts_touched;
-pub use error::ApiError;
+pub use error::ServiceError;
 pub use state::{Service, ServiceConfig};

@@ -3,7 +3,7 @@
 
 use crate::clock::now_seconds;
 use crate::schemas;
-use crate::service::error::{ApiError, ApiResult, answer};
+use crate::service::error::ServiceError;
 use crate::service::state::{LiveFacts, Served, Service, blocking};
 use crate::store::{Change, StoredPolicy};
 use clearance_core::ErrorData;
@@ -13,7 +13,10 @@ use std::sync::Arc;
 
 /// Reloads the policy to `sources`: compiled, the live facts built into a snapshot under
 /// it (refused, nothing stored, if they do not fit it), then stored and made current.
-pub(crate) async fn apply_reload(s: &Arc<Service>, sources: Vec<Source>) -> ApiResult {
+pub(crate) async fn apply_reload(
+    s: &Arc<Service>,
+    sources: Vec<Source>,
+) -> Result<schemas::Reloaded, ServiceError> {
     let compiled = sources.clone();
     let schema = blocking(move || {
         Schema::compile(&compiled)
@@ -30,7 +33,7 @@ pub(crate) async fn apply_reload(s: &Arc<Service>, sources: Vec<Source>) -> ApiR
         next.revision += 1;
         let bytes = Snapshot::build(next_schema, &next)
             .and_then(|s| s.to_bytes())
-            .map_err(|e| ApiError::bad(e.into()))?;
+            .map_err(|e| ServiceError::bad(e.into()))?;
         Ok((next, bytes))
     })
     .await?;
@@ -62,16 +65,16 @@ pub(crate) async fn apply_reload(s: &Arc<Service>, sources: Vec<Source>) -> ApiR
     .await?;
     // Start-up after a policy change builds the snapshot unless a checkpoint follows it.
     s.checkpoint_soon.notify_one();
-    answer(schemas::Reloaded {
+    Ok(schemas::Reloaded {
         reloaded: true,
         policy_hash: hash,
         revision,
     })
 }
 
-pub(crate) fn policy_errors(e: clearance_core::PolicyErrors) -> ApiError {
+pub(crate) fn policy_errors(e: clearance_core::PolicyErrors) -> ServiceError {
     let list: Vec<Value> = e.0.iter().map(|x| json!({ "file": x.span.file, "line": x.span.line, "col": x.span.col, "message": x.message })).collect();
-    let mut err = ApiError::bad(ErrorData::from(e));
+    let mut err = ServiceError::bad(ErrorData::from(e));
     err.extra = Some(json!({ "errors": list }));
     err
 }

@@ -2,7 +2,11 @@
 //! and where its answer goes, with what it took of the creation quotas.
 
 use crate::limits::Place;
-use crate::service::error::ApiResult;
+use crate::schemas::Written;
+use crate::service::error::ServiceError;
+
+/// What a queued write is answered: the change it became, or why not.
+pub(crate) type WriteResult = Result<Written, ServiceError>;
 use crate::service::quota::Charge;
 use clearance_core::{Delta, Request, TimeValue};
 use schemars::JsonSchema;
@@ -12,7 +16,7 @@ use serde::Deserialize;
 /// when the writer answers that it was stored, given back otherwise (the reply dropped
 /// unsent too), whether or not its client is still there to read the answer.
 pub(crate) struct Reply {
-    pub(crate) to: tokio::sync::oneshot::Sender<ApiResult>,
+    pub(crate) to: tokio::sync::oneshot::Sender<WriteResult>,
     pub(crate) charge: Option<Charge>,
 }
 
@@ -73,7 +77,7 @@ pub(crate) struct Authored {
 
 impl Reply {
     /// Answers the write; only a stored one (an `Ok` answer) keeps its creations.
-    pub(crate) fn send(mut self, answer: ApiResult) -> Result<(), ApiResult> {
+    pub(crate) fn send(mut self, answer: WriteResult) -> Result<(), WriteResult> {
         if answer.is_ok()
             && let Some(charge) = self.charge.take()
         {

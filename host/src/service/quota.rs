@@ -1,8 +1,8 @@
 //! Creation quotas: how many entities an account and an author may create, charged when
 //! a write is queued, kept only when it is stored.
 
-use crate::service::error::ApiError;
-use axum::http::StatusCode;
+use crate::codes::Code;
+use crate::service::error::ServiceError;
 use clearance_core::Delta;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -122,7 +122,7 @@ impl Creations {
         author: &str,
         account: Option<&str>,
         deltas: &[Delta],
-    ) -> Result<Charge, ApiError> {
+    ) -> Result<Charge, ServiceError> {
         let made = deltas
             .iter()
             .filter(|d| matches!(d, Delta::AddEntity { .. }))
@@ -153,14 +153,13 @@ impl Creations {
                     Some(_) => "used up for now".to_string(),
                     None => format!("at most {} an hour", buckets.per_hour),
                 };
-                let mut e = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "write.quota",
+                let mut e = ServiceError::new(
+                    Code::WriteQuota,
                     format!(
                         "the write creates {made} entities, past the quota of {whose}: {budget}"
                     ),
-                    "create fewer entities, or wait for retry-after; nothing was written",
-                );
+                )
+                .help("create fewer entities, or wait for retry-after; nothing was written");
                 e.retry_after =
                     retry.map(|w| u32::try_from(w.as_secs().max(1)).unwrap_or(u32::MAX));
                 return Err(e);

@@ -6,7 +6,7 @@ use crate::clock::now_seconds;
 use crate::limits::Places;
 use crate::runtime::Runtime;
 use crate::schemas;
-use crate::service::error::ApiError;
+use crate::service::error::ServiceError;
 use crate::service::queue::QueuedWrite;
 use crate::service::quota::Creations;
 use crate::signer::SliceSigner;
@@ -243,11 +243,11 @@ pub(crate) struct StoreHealth {
 
 /// Runs CPU-heavy work (compiling, building snapshots) off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::internal(format!("a worker thread failed: {e}")))?
+        .map_err(|e| ServiceError::internal(format!("a worker thread failed: {e}")))?
 }
 
 impl Service {

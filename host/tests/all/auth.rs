@@ -277,7 +277,9 @@ fn each_algorithm_of_the_jwks_verifies_and_names_its_principal() {
     assert!(verifier.verify(&token, now()).is_ok());
     assert!(verifier.verify(&token, now()).is_ok());
     assert_eq!(
-        verifier.verify(&token, now() + 3600).map_err(|e| e.code),
+        verifier
+            .verify(&token, now() + 3600)
+            .map_err(|e| e.code.as_str()),
         Err("auth.invalid")
     );
     assert!(verifier.verify(&token, now() + 3600).is_err());

@@ -60,6 +60,26 @@ fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
         .unwrap_or_else(|e| panic!("not a JSON Schema 2020-12: {e}\n{schema}"))
 }
 
+/// The statuses the document's `ErrorCode` lists for `code` (a gate's by its pattern).
+fn code_statuses(doc: &Value, code: &str) -> Vec<u16> {
+    let entries = doc["components"]["schemas"]["ErrorCode"]["oneOf"]
+        .as_array()
+        .expect("the document lists the error codes");
+    let entry = entries.iter().find(|e| e["const"] == code).or_else(|| {
+        code.starts_with("gate.")
+            .then(|| entries.iter().find(|e| e["pattern"].is_string()))
+            .flatten()
+    });
+    let Some(description) = entry.and_then(|e| e["description"].as_str()) else {
+        return Vec::new();
+    };
+    let statuses = description.split(':').next().unwrap_or_default();
+    statuses
+        .split(", ")
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
 fn path_of(route_path: &str) -> String {
     route_path
         .replace("{matrix}", "operations")
@@ -328,6 +348,14 @@ impl Fixture {
                 errors.is_empty(),
                 "{name} {status}: the answer does not validate against its schema: {errors:?}\n{}",
                 body.to_string().chars().take(2000).collect::<String>()
+            );
+        }
+        // An error's status is one its code is listed with, in the table of codes.
+        if let Some(code) = body["error"]["code"].as_str() {
+            let listed = code_statuses(&self.doc, code);
+            assert!(
+                listed.contains(&status),
+                "{name}: `{code}` answered {status}; the document lists it with {listed:?}"
             );
         }
         self.seen

@@ -2,6 +2,7 @@
 //! authorisations resting on licences, and relations carried as counts.
 
 use super::{Column, NEVER, NONE_I64, REMOVED, Snapshot, bad, id32};
+use crate::error::ErrorCode;
 use crate::error::FactsError;
 use crate::policy::TypeId;
 
@@ -53,7 +54,7 @@ impl Snapshot {
             for c in self.set_attr_strings(t, a, local) {
                 if !LICENCE_CATEGORIES.contains(&c.as_str()) {
                     return Err(bad(
-                        "facts.invalid_value",
+                        ErrorCode::FactsInvalidValue,
                         &format!("entity `{}` attribute `categories`", self.name(id)),
                         format!(
                             "unknown licence category `{c}`: expected one of {}",
@@ -100,7 +101,7 @@ impl Snapshot {
                 }
                 if until.is_none_or(|u| u > ends) {
                     return Err(bad(
-                        "facts.invalid_authorization",
+                        ErrorCode::FactsInvalidAuthorization,
                         &format!("entity `{}`", self.name(id)),
                         format!(
                             "the authorisation is valid until {}, after the licence `{}` it rests on ends ({}): an authorisation cannot outlast its licence",

@@ -6,6 +6,7 @@ use super::{
     Carried, Column, Csr, Edge, Ent, Interner, MAX_IDS, NEVER, NO_PATCH, NONE_I64, NONE_STR,
     NONE_U8, Snapshot, TypeData, bad, describe_col, id16, id32, set_value,
 };
+use crate::error::ErrorCode;
 use crate::error::FactsError;
 use crate::facts::{CountsJson, Facts};
 use crate::policy::{Schema, TypeId, ValueType};
@@ -102,12 +103,12 @@ impl<'a> Builder<'a> {
         for l in &schema.literals {
             strings
                 .id(l)
-                .map_err(|m| bad("facts.too_large", "policy literals", m))?;
+                .map_err(|m| bad(ErrorCode::FactsTooLarge, "policy literals", m))?;
         }
         let n = facts.entities.len();
         if n >= MAX_IDS as usize {
             return Err(bad(
-                "facts.too_large",
+                ErrorCode::FactsTooLarge,
                 "entities",
                 format!("{n} entities is more than a snapshot holds"),
             ));
@@ -123,7 +124,7 @@ impl<'a> Builder<'a> {
             let Some(t) = schema.type_id(&e.ty) else {
                 let known: Vec<&str> = schema.type_index.keys().map(String::as_str).collect();
                 return Err(bad(
-                    "facts.unknown_type",
+                    ErrorCode::FactsUnknownType,
                     &at,
                     format!(
                         "unknown type `{}`: expected one of {}",
@@ -135,7 +136,7 @@ impl<'a> Builder<'a> {
             let id = id32(names.len());
             let td = types
                 .get_mut(t as usize)
-                .ok_or_else(|| bad("facts.unknown_type", &at, "type out of range".into()))?;
+                .ok_or_else(|| bad(ErrorCode::FactsUnknownType, &at, "type out of range".into()))?;
             ent_local.push(id32(td.entities.len()));
             td.entities.push(id);
             ent_type.push(t);
@@ -165,7 +166,7 @@ impl<'a> Builder<'a> {
                 Some(a) => self.ent_account.push(*a),
                 None => {
                     return Err(bad(
-                        "facts.unknown_account",
+                        ErrorCode::FactsUnknownAccount,
                         &format!("entity `{key}`"),
                         format!(
                             "account `{}` does not exist: add an entity `{akey}`",
@@ -217,7 +218,7 @@ impl<'a> Builder<'a> {
                 let Some(a) = def.attr(name) else {
                     let known: Vec<&str> = def.attrs.iter().map(|a| a.name.as_str()).collect();
                     return Err(bad(
-                        "facts.unknown_attribute",
+                        ErrorCode::FactsUnknownAttribute,
                         &at,
                         format!(
                             "`{}` has no attribute `{name}`: expected one of {}",
@@ -229,13 +230,13 @@ impl<'a> Builder<'a> {
                 let ad = def
                     .attrs
                     .get(a as usize)
-                    .ok_or_else(|| bad("facts.unknown_attribute", &at, String::new()))?;
+                    .ok_or_else(|| bad(ErrorCode::FactsUnknownAttribute, &at, String::new()))?;
                 let col = td
                     .columns
                     .get_mut(a as usize)
-                    .ok_or_else(|| bad("facts.unknown_attribute", &at, String::new()))?;
+                    .ok_or_else(|| bad(ErrorCode::FactsUnknownAttribute, &at, String::new()))?;
                 set_value(col, local, &ad.ty, v, &mut self.strings)
-                    .map_err(|m| bad("facts.invalid_value", &at, m))?;
+                    .map_err(|m| bad(ErrorCode::FactsInvalidValue, &at, m))?;
             }
             for (a, ad) in def.attrs.iter().enumerate() {
                 if ad.optional
@@ -248,7 +249,7 @@ impl<'a> Builder<'a> {
                 }
                 if let Some(col) = td.columns.get(a) {
                     return Err(bad(
-                        "facts.missing_attribute",
+                        ErrorCode::FactsMissingAttribute,
                         &format!("entity `{key}`"),
                         format!(
                             "attribute `{}` ({}) is required",
@@ -276,7 +277,7 @@ impl<'a> Builder<'a> {
             let (Some(&rid), Some(&sid)) = (self.index.get(r.as_str()), self.index.get(s.as_str()))
             else {
                 return Err(bad(
-                    "facts.unknown_entity",
+                    ErrorCode::FactsUnknownEntity,
                     &at,
                     "the tuple names an unknown entity".into(),
                 ));
@@ -288,7 +289,7 @@ impl<'a> Builder<'a> {
                 self.ent_local.get(rid as usize),
             ) else {
                 return Err(bad(
-                    "facts.internal",
+                    ErrorCode::FactsInternal,
                     &at,
                     "an entity without a type".into(),
                 ));
@@ -296,11 +297,11 @@ impl<'a> Builder<'a> {
             let def = self
                 .schema
                 .ty(rt)
-                .ok_or_else(|| bad("facts.unknown_type", &at, String::new()))?;
+                .ok_or_else(|| bad(ErrorCode::FactsUnknownType, &at, String::new()))?;
             let Some(ri) = def.rel(rel) else {
                 let known: Vec<&str> = def.rels.iter().map(|r| r.name.as_str()).collect();
                 return Err(bad(
-                    "facts.unknown_relation",
+                    ErrorCode::FactsUnknownRelation,
                     &at,
                     format!(
                         "`{}` has no relation `{rel}`: expected one of {}",
@@ -312,7 +313,7 @@ impl<'a> Builder<'a> {
             let rd = def
                 .rels
                 .get(ri as usize)
-                .ok_or_else(|| bad("facts.unknown_relation", &at, String::new()))?;
+                .ok_or_else(|| bad(ErrorCode::FactsUnknownRelation, &at, String::new()))?;
             if !rd.targets.contains(&st) {
                 let accepted: Vec<&str> = rd
                     .targets
@@ -322,7 +323,7 @@ impl<'a> Builder<'a> {
                     .collect();
                 let sn = self.schema.ty(st).map_or("?", |t| t.name.as_str());
                 return Err(bad(
-                    "facts.wrong_subject_type",
+                    ErrorCode::FactsWrongSubjectType,
                     &at,
                     format!(
                         "`{}.{rel}` takes {}, not `{sn}`",
@@ -333,7 +334,7 @@ impl<'a> Builder<'a> {
             }
             if self.ent_account.get(rid as usize) != self.ent_account.get(sid as usize) {
                 return Err(bad(
-                    "facts.cross_account",
+                    ErrorCode::FactsCrossAccount,
                     &at,
                     format!(
                         "`{r}` and `{s}` belong to different accounts: nothing links two accounts"
@@ -408,7 +409,7 @@ impl<'a> Builder<'a> {
         for (id, (&a, &t)) in self.ent_account.iter().zip(&self.ent_type).enumerate() {
             let Some(&al) = self.ent_local.get(a as usize) else {
                 return Err(bad(
-                    "facts.internal",
+                    ErrorCode::FactsInternal,
                     "accounts",
                     "an unknown account".into(),
                 ));
@@ -435,10 +436,10 @@ fn carried(
     let mut out: Vec<Carried> = Vec::with_capacity(counts.len());
     for (i, c) in counts.iter().enumerate() {
         let at = format!("counts[{i}]");
-        let invalid = |m: String| Err(bad("facts.invalid_value", &at, m));
+        let invalid = |m: String| Err(bad(ErrorCode::FactsInvalidValue, &at, m));
         let Some((ty, def)) = schema.type_id(&c.ty).and_then(|t| Some((t, schema.ty(t)?))) else {
             return Err(bad(
-                "facts.unknown_type",
+                ErrorCode::FactsUnknownType,
                 &at,
                 format!("unknown type `{}`", c.ty),
             ));
@@ -447,7 +448,7 @@ fn carried(
         for name in &c.relations {
             let Some(r) = def.rel(name) else {
                 return Err(bad(
-                    "facts.unknown_relation",
+                    ErrorCode::FactsUnknownRelation,
                     &at,
                     format!("`{}` has no relation `{name}`", def.name),
                 ));
@@ -473,13 +474,13 @@ fn carried(
         for (j, n) in c.of.iter().enumerate() {
             let key = format!("{}:{}", c.ty, n.id);
             let eat = format!("{at} `{key}`");
-            let invalid = |m: String| Err(bad("facts.invalid_value", &eat, m));
+            let invalid = |m: String| Err(bad(ErrorCode::FactsInvalidValue, &eat, m));
             let Some(s) = entity(&key)
                 .filter(|(t, _)| *t == ty)
                 .and_then(|(_, local)| slot.get_mut(local as usize))
             else {
                 return Err(bad(
-                    "facts.unknown_entity",
+                    ErrorCode::FactsUnknownEntity,
                     &eat,
                     format!("no entity `{key}` to count"),
                 ));

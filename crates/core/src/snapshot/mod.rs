@@ -8,6 +8,7 @@ pub mod aviation;
 pub mod build;
 pub mod roles;
 
+use crate::error::ErrorCode;
 use crate::error::FactsError;
 use crate::facts::EntityCount;
 use crate::policy::{CellDef, Schema, TypeId, ValueType};
@@ -450,9 +451,9 @@ pub(crate) fn id16(i: usize) -> u16 {
     u16::try_from(i).unwrap_or(u16::MAX)
 }
 
-pub(crate) fn bad(code: &str, at: &str, msg: String) -> FactsError {
+pub(crate) fn bad(code: ErrorCode, at: &str, msg: String) -> FactsError {
     FactsError {
-        code: code.to_string(),
+        code,
         at: at.to_string(),
         message: msg,
     }
@@ -516,12 +517,12 @@ impl Snapshot {
     /// version first, then the snapshot.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FactsError> {
         postcard::to_allocvec(&(SNAPSHOT_FORMAT, self))
-            .map_err(|e| bad("snapshot.encode", "snapshot", e.to_string()))
+            .map_err(|e| bad(ErrorCode::SnapshotEncode, "snapshot", e.to_string()))
     }
 
     /// Reads a snapshot from [`Snapshot::to_bytes`] output.
     pub fn from_bytes(bytes: &[u8]) -> Result<Snapshot, FactsError> {
-        let malformed = |m: String| bad("snapshot.malformed", "snapshot", m);
+        let malformed = |m: String| bad(ErrorCode::SnapshotMalformed, "snapshot", m);
         let (format, rest) = postcard::take_from_bytes::<u32>(bytes)
             .map_err(|e| malformed(format!("not a snapshot: {e}")))?;
         if format != SNAPSHOT_FORMAT {

@@ -5,6 +5,7 @@ use super::{
     AccountRole, Column, GrantSet, MAX_EXTENDS, MatrixGrant, NONE_STR, REMOVED, ScopedGrant,
     Snapshot, bad, id16, id32,
 };
+use crate::error::ErrorCode;
 use crate::error::FactsError;
 use crate::policy::{CellDef, RoleCells, Schema, TypeId, parse_cell};
 use std::collections::BTreeMap;
@@ -14,8 +15,13 @@ impl Snapshot {
     /// Resolves custom roles and every principal's roles into shared grant sets.
     /// The account of entity `id`, which `build` gave every entity it holds.
     pub(crate) fn account_or_err(&self, id: u32, at: &str) -> Result<u32, FactsError> {
-        self.account_of(id)
-            .ok_or_else(|| bad("facts.internal", at, "an entity without an account".into()))
+        self.account_of(id).ok_or_else(|| {
+            bad(
+                ErrorCode::FactsInternal,
+                at,
+                "an entity without an account".into(),
+            )
+        })
     }
 
     pub(crate) fn compile_roles(&mut self) -> Result<(), FactsError> {
@@ -34,7 +40,11 @@ impl Snapshot {
         let mut custom: BTreeMap<(u32, String), usize> = BTreeMap::new();
         let role_ty = schema.builtins.role;
         if schema.ty(role_ty).is_none() {
-            return Err(bad("facts.unknown_type", "role", "no role type".into()));
+            return Err(bad(
+                ErrorCode::FactsUnknownType,
+                "role",
+                "no role type".into(),
+            ));
         }
         let a_matrix = schema.builtins.role_attrs.matrix;
         // In name order (the order of ids a build gives), without those removed since.
@@ -57,7 +67,7 @@ impl Snapshot {
             let Some(&matrix) = schema.matrix_index.get(&matrix_name) else {
                 let known: Vec<&str> = schema.matrix_index.keys().map(String::as_str).collect();
                 return Err(bad(
-                    "facts.invalid_role",
+                    ErrorCode::FactsInvalidRole,
                     &at,
                     format!(
                         "unknown matrix `{matrix_name}`: expected one of {}",
@@ -75,7 +85,7 @@ impl Snapshot {
             });
             if custom.insert((account, role_name.clone()), idx).is_some() {
                 return Err(bad(
-                    "facts.invalid_role",
+                    ErrorCode::FactsInvalidRole,
                     &at,
                     format!("another custom role of the account is named `{role_name}`"),
                 ));
@@ -181,29 +191,32 @@ impl Snapshot {
         let role_name = self.custom_role_name(id);
         let idx = *custom
             .get(&(account, role_name.clone()))
-            .ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
+            .ok_or_else(|| bad(ErrorCode::FactsInvalidRole, &at, String::new()))?;
         if done.get(idx).copied().unwrap_or(false) {
             return Ok(idx);
         }
         if stack.len() >= MAX_EXTENDS {
             return Err(bad(
-                "facts.invalid_role",
+                ErrorCode::FactsInvalidRole,
                 &at,
                 format!("role `{role_name}` extends a chain of more than {MAX_EXTENDS} roles"),
             ));
         }
         if stack.contains(&id) {
             return Err(bad(
-                "facts.invalid_role",
+                ErrorCode::FactsInvalidRole,
                 &at,
                 format!("role `{role_name}` extends itself through a cycle"),
             ));
         }
         stack.push(id);
-        let matrix = roles
-            .get(idx)
-            .map(|r| r.matrix)
-            .ok_or_else(|| bad("facts.internal", &at, "a custom role out of range".into()))?;
+        let matrix = roles.get(idx).map(|r| r.matrix).ok_or_else(|| {
+            bad(
+                ErrorCode::FactsInternal,
+                &at,
+                "a custom role out of range".into(),
+            )
+        })?;
         let mut inherited: Vec<CellDef> = Vec::new();
         if let Some(base) = self.str_attr(role_ty, attrs.extends, local) {
             // A custom role extends another custom role of its account, or a policy role.
@@ -217,7 +230,7 @@ impl Snapshot {
                                 self.account_of(i) == Some(account)
                                     && self.custom_role_name(i) == base
                             })
-                            .ok_or_else(|| bad("facts.invalid_role", &at, String::new()))?;
+                            .ok_or_else(|| bad(ErrorCode::FactsInvalidRole, &at, String::new()))?;
                         Some(self.resolve_custom(bid, blocal, pending, custom, roles, done, stack)?)
                     }
                     None => None,
@@ -236,14 +249,14 @@ impl Snapshot {
             };
             let Some(b) = base_role else {
                 return Err(bad(
-                    "facts.invalid_role",
+                    ErrorCode::FactsInvalidRole,
                     &format!("{at} attribute `extends`"),
                     format!("unknown role `{base}` to extend"),
                 ));
             };
             if b.matrix != matrix {
                 return Err(bad(
-                    "facts.invalid_role",
+                    ErrorCode::FactsInvalidRole,
                     &format!("{at} attribute `extends`"),
                     format!("role `{base}` is of another matrix"),
                 ));
@@ -256,15 +269,15 @@ impl Snapshot {
         let mut cells = RoleCells::extending(inherited);
         for text in &written {
             let cat = format!("{at} cell `{text}`");
-            let decl =
-                parse_cell(&cat, text).map_err(|e| bad("facts.invalid_role", &cat, e.message))?;
+            let decl = parse_cell(&cat, text)
+                .map_err(|e| bad(ErrorCode::FactsInvalidRole, &cat, e.message))?;
             let cell = self
                 .schema
                 .compile_cell(matrix, &decl)
-                .map_err(|e| bad("facts.invalid_role", &cat, e.message))?;
+                .map_err(|e| bad(ErrorCode::FactsInvalidRole, &cat, e.message))?;
             if cells.write(cell).is_err() {
                 return Err(bad(
-                    "facts.invalid_role",
+                    ErrorCode::FactsInvalidRole,
                     &cat,
                     "the row appears twice in the role".into(),
                 ));
@@ -313,7 +326,7 @@ impl Snapshot {
             who.push_str(&format!(" and {} more", holders.len() - LISTED));
         }
         bad(
-            "facts.unknown_role",
+            ErrorCode::FactsUnknownRole,
             &format!("entity `{}` attribute `roles`", self.name(id)),
             format!(
                 "unknown role `{name}`, held by {who}: expected a role of the policy or a custom role of the account (a custom role still held cannot be removed: change the holders' roles first)"

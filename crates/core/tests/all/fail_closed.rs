@@ -362,7 +362,7 @@ proptest! {
                     }
                 }
             }
-            Err(e) => prop_assert!(e.code.starts_with("facts."), "{e}"),
+            Err(e) => prop_assert!(e.code.as_str().starts_with("facts."), "{e}"),
         }
     }
 
