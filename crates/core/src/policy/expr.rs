@@ -4,46 +4,10 @@
 //! by [`typecheck`](super::typecheck), and a rule for every part a decision may name.
 
 use super::ast::{self, CmpOp, Sep};
-use super::resolve::{Compiler, list};
+use super::resolve::{Compiler, RuleKind, RuleOwner, Scope, list};
 use super::typecheck::{self, Kind};
 use super::types::{Base, Expr, Limits, MemberRef, Operand, RuleId, TypeId, ValueType};
 use crate::error::Span;
-
-/// Where an expression is compiled: the current type, the target's type, and the rule it
-/// is part of.
-#[derive(Clone, Copy)]
-pub(super) struct Scope {
-    /// The type the rule is evaluated on.
-    pub(super) ty: TypeId,
-    /// The type of the permission's target, if it takes one.
-    pub(super) target: Option<TypeId>,
-    /// The permission, scope or gate being compiled.
-    pub(super) owner: RuleOwner,
-}
-
-/// The permission, scope or gate a rule is part of, for the names of its rules.
-#[derive(Clone, Copy)]
-pub(super) struct RuleOwner {
-    /// Its type.
-    pub(super) ty: TypeId,
-    /// What it is.
-    pub(super) kind: RuleKind,
-    /// Its index among the type's permissions, scopes or gates.
-    pub(super) idx: u16,
-}
-
-/// What kind of named rule a [`RuleOwner`] is.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum RuleKind {
-    /// A permission (`TypeDef::perms`).
-    Permission,
-    /// A scope (`TypeDef::scopes`).
-    Scope,
-    /// A gate (`TypeDef::gates`).
-    Gate,
-    /// An invariant (`TypeDef::invariants`).
-    Invariant,
-}
 
 impl Compiler {
     /// Compiles rule `e` on type `sc.ty`.

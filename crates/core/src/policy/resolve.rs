@@ -8,7 +8,6 @@
 //! too many, never given an id that another already has.
 
 use super::ast::{self, Decl, FieldType, Member, TypeDecl, WriteEvent};
-use super::expr::{RuleKind, RuleOwner, Scope};
 use super::types::{
     AccountAttrs, AttrDef, AuthorizationAttrs, Builtins, ControlDef, Expr, LEVEL_ACTIONS,
     LicenceAttrs, MatrixDef, MemberRef, NamedRule, PermDef, RelDef, RoleAttrs, RowDef, Rule,
@@ -16,6 +15,42 @@ use super::types::{
 };
 use crate::error::{PolicyError, Span};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Where an expression is compiled: the current type, the target's type, and the rule it
+/// is part of.
+#[derive(Clone, Copy)]
+pub(super) struct Scope {
+    /// The type the rule is evaluated on.
+    pub(super) ty: TypeId,
+    /// The type of the permission's target, if it takes one.
+    pub(super) target: Option<TypeId>,
+    /// The permission, scope or gate being compiled.
+    pub(super) owner: RuleOwner,
+}
+
+/// The permission, scope or gate a rule is part of, for the names of its rules.
+#[derive(Clone, Copy)]
+pub(super) struct RuleOwner {
+    /// Its type.
+    pub(super) ty: TypeId,
+    /// What it is.
+    pub(super) kind: RuleKind,
+    /// Its index among the type's permissions, scopes or gates.
+    pub(super) idx: u16,
+}
+
+/// What kind of named rule a [`RuleOwner`] is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum RuleKind {
+    /// A permission (`TypeDef::perms`).
+    Permission,
+    /// A scope (`TypeDef::scopes`).
+    Scope,
+    /// A gate (`TypeDef::gates`).
+    Gate,
+    /// An invariant (`TypeDef::invariants`).
+    Invariant,
+}
 
 /// What the passes have declared and compiled so far, and the errors they found.
 #[derive(Default)]
