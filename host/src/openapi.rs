@@ -144,7 +144,7 @@ fn operation<S>(
         "security".into(),
         match route.callers {
             Callers::Anyone => json!([]),
-            Callers::Authenticated => json!([{ "bearer": [] }]),
+            Callers::Authenticated | Callers::Admin => json!([{ "bearer": [] }]),
         },
     );
     let mut parameters: Vec<Value> = path_parameters(route.path)

@@ -56,6 +56,9 @@ pub enum Callers {
     /// A service key or a user token, verified before the handler runs (401 otherwise),
     /// and counted against the caller's rate limit when one is set (429 past it).
     Authenticated,
+    /// An admin key: verified as [`Callers::Authenticated`], and refused (403) before the
+    /// handler runs, its body unread, when it is not an admin's.
+    Admin,
 }
 
 /// What a route reads besides its path.
@@ -144,11 +147,17 @@ impl<S> Route<S> {
     /// each with when: those of its access, of its input, and its own.
     pub fn errors(&self, deployment: Deployment) -> Vec<Failure> {
         let mut out: Vec<Failure> = Vec::new();
-        if self.callers == Callers::Authenticated {
+        if self.callers != Callers::Anyone {
             out.push(Failure {
                 status: 401,
                 when: "no credential, or one that is not valid (auth.missing, auth.invalid)",
             });
+            if self.callers == Callers::Admin {
+                out.push(Failure {
+                    status: 403,
+                    when: "not an admin key (auth.forbidden)",
+                });
+            }
             if deployment.rate_limited {
                 out.push(Failure {
                     status: 429,

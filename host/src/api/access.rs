@@ -9,11 +9,20 @@ use clearance_core::TimeValue;
 use clearance_core::protocol::Call;
 use std::time::Duration;
 
-pub(crate) fn admin_only(caller: &Caller) -> Result<(), ServiceError> {
-    if caller.is_admin() {
-        Ok(())
-    } else {
-        Err(forbidden("this route needs an admin key"))
+/// Refuses, before its handler runs and its body is read, a caller of an admin route
+/// ([`crate::routes::Callers::Admin`]) that is not an admin key; runs inside
+/// [`authenticated`](crate::api::extract::authenticated), which gives the caller.
+pub(crate) async fn admin_only(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match req.extensions().get::<Caller>() {
+        Some(caller) if caller.is_admin() => next.run(req).await,
+        Some(_) => forbidden("this route needs an admin key").into_response(),
+        None => {
+            ServiceError::internal("an admin route is served without a credential").into_response()
+        }
     }
 }
 

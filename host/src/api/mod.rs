@@ -14,6 +14,7 @@ pub mod write;
 pub use extract::Peer;
 pub use serve::{ServerLimits, serve, serve_with_limits};
 
+use crate::api::access::admin_only;
 use crate::api::decide::{
     AccountQuery, ActionsBody, BatchBody, DemoTokenBody, PrincipalsBody, ResourcesBody,
     allowed_actions, check, check_batch, demo_token, explain, facts, healthz, matrix, metrics,
@@ -317,17 +318,13 @@ pub const ROUTES: &[Route<Arc<Service>>] = &[
         path: "/v1/policy/validate",
         summary: "Compile a policy set without loading it",
         who: "an admin key",
-        callers: Callers::Authenticated,
+        callers: Callers::Admin,
         input: Input::Body(named::<PolicyBody>),
         answer: Answer::Json(named::<schemas::Validated>),
         failures: &[
             Failure {
                 status: 400,
                 when: "a policy set that does not compile (policy.invalid, with `errors`)",
-            },
-            Failure {
-                status: 403,
-                when: "not an admin key (auth.forbidden)",
             },
             INTERNAL,
         ],
@@ -339,17 +336,13 @@ pub const ROUTES: &[Route<Arc<Service>>] = &[
         path: "/v1/policy/reload",
         summary: "Replace the policy atomically (refused with its errors if it does not load)",
         who: "an admin key",
-        callers: Callers::Authenticated,
+        callers: Callers::Admin,
         input: Input::Body(named::<PolicyBody>),
         answer: Answer::Json(named::<schemas::Reloaded>),
         failures: &[
             Failure {
                 status: 400,
                 when: "a policy set that does not compile or that a fact breaks (policy.invalid with `errors`, facts.*), or no sources and no policy directory (policy.missing, policy.unreadable)",
-            },
-            Failure {
-                status: 403,
-                when: "not an admin key (auth.forbidden)",
             },
             INTERNAL,
             Failure {
@@ -392,10 +385,10 @@ pub const ROUTES: &[Route<Arc<Service>>] = &[
         path: "/metrics",
         summary: "The host's metrics in the OpenMetrics text format: requests by route and status, latencies, decisions by outcome and reason, writes and appends, change feeds and their lag, the module's traps and instances, the revision and hashes served. A host run with `metrics_addr` also serves them there, without credentials",
         who: "an admin key",
-        callers: Callers::Authenticated,
+        callers: Callers::Admin,
         input: Input::Nothing,
         answer: Answer::Text(crate::observe::CONTENT_TYPE),
-        failures: &[FORBIDDEN],
+        failures: &[],
         availability: Availability::Always,
         handler: |m| on(m, metrics),
     },
@@ -447,6 +440,14 @@ pub fn router(service: Arc<Service>) -> Router {
                 Arc::clone(&service),
                 authenticated,
             )),
+            // The admin check is inside the authentication: it reads the caller that
+            // proved itself.
+            Callers::Admin => handler
+                .route_layer(axum::middleware::from_fn(admin_only))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(&service),
+                    authenticated,
+                )),
         };
         routes = routes.route(route.path, handler);
     }

@@ -377,6 +377,22 @@ fn a_user_token_acts_only_as_itself_and_at_the_servers_clock() {
             assert_eq!(status, 403, "{path}: {answer}");
             assert_eq!(answer["error"]["code"], "auth.forbidden", "{path}");
         }
+        // An admin route refuses a caller that is not an admin before it reads the body:
+        // what the body holds (here, not a policy body at all) tells it nothing.
+        for path in ["/v1/policy/validate", "/v1/policy/reload"] {
+            let (status, answer) = call(
+                &me,
+                "post",
+                &format!("{base}{path}"),
+                Some(json!({ "sources": 7 })),
+            )
+            .await;
+            assert_eq!(
+                (status, answer["error"]["code"].as_str()),
+                (403, Some("auth.forbidden")),
+                "{path}: {answer}"
+            );
+        }
         // Slices: its own, not another's; the facts are not for users.
         assert_eq!(
             call(
