@@ -1,12 +1,16 @@
 //! Who may ask what: a caller's scope over principals, accounts and entities, a user's
 //! gates, the server's clock for users, and `min_revision` waited for.
 
+use crate::api::extract::ApiJson;
 use crate::auth::{Caller, Scope};
 use crate::codes::Code;
 use crate::service::error::{ServiceError, forbidden};
 use crate::service::state::{Served, Service, account_key};
+use axum::extract::FromRequest;
 use clearance_core::TimeValue;
 use clearance_core::protocol::Call;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Refuses, before its handler runs and its body is read, a caller of an admin route
@@ -180,6 +184,32 @@ pub(crate) fn now_not_allowed() -> ServiceError {
         Code::RequestNowNotAllowed,
         "a user token is decided at the server's clock: leave `now` out",
     )
+}
+
+/// A body that may ask to be decided at a revision at least as new as its
+/// `min_revision`.
+pub(crate) trait AtRevision {
+    /// The revision the body asks for, if any.
+    fn min_revision(&self) -> Option<u64>;
+}
+
+/// A body read as [`ApiJson`] and handed to its handler only once the host serves the
+/// revision it asks for ([`AtRevision`]): waited for briefly, then 503
+/// `revision.unavailable`. Every deciding route reads its body through it, so none can
+/// forget the wait.
+pub(crate) struct Fresh<T>(pub T);
+
+impl<T: AtRevision + DeserializeOwned + Send + 'static> FromRequest<Arc<Service>> for Fresh<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<Service>,
+    ) -> Result<Self, ServiceError> {
+        let ApiJson(body) = ApiJson::<T>::from_request(req, state).await?;
+        wait_for_revision(state, body.min_revision()).await?;
+        Ok(Fresh(body))
+    }
 }
 
 /// Waits briefly for revision `min`, when given, or fails clearly.

@@ -4,8 +4,8 @@
 
 use crate::api::access::clock_for;
 use crate::api::access::decide_for;
-use crate::api::access::wait_for_revision;
 use crate::api::access::{Access, user_gates};
+use crate::api::access::{AtRevision, Fresh};
 use crate::api::error::{ApiResult, answer};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, S};
 use crate::auth::{Caller, Scope};
@@ -183,9 +183,8 @@ pub(crate) struct DecideBody {
 }
 
 impl DecideBody {
-    /// The request to decide for `caller` ([`RequestBody::request`]), and the revision to
-    /// wait for.
-    fn request(self, s: &Service, caller: &Caller) -> Result<(Request, Option<u64>), ServiceError> {
+    /// The request to decide for `caller` ([`RequestBody::request`]).
+    fn request(self, s: &Service, caller: &Caller) -> Result<Request, ServiceError> {
         let one = RequestBody {
             principal: self.principal,
             action: self.action,
@@ -193,9 +192,28 @@ impl DecideBody {
             target: self.target,
             now: self.now,
         };
-        Ok((one.request(s, caller)?, self.min_revision))
+        one.request(s, caller)
     }
 }
+
+/// The bodies that may name a `min_revision`: read through [`Fresh`], which waits for it.
+macro_rules! at_revision {
+    ($($body:ty),+) => {
+        $(impl AtRevision for $body {
+            fn min_revision(&self) -> Option<u64> {
+                self.min_revision
+            }
+        })+
+    };
+}
+
+at_revision!(
+    DecideBody,
+    BatchBody,
+    ActionsBody,
+    ResourcesBody,
+    PrincipalsBody
+);
 
 /// `{requests: [...]}`.
 #[derive(Deserialize, JsonSchema)]
@@ -336,19 +354,17 @@ pub(crate) async fn readyz(State(s): S) -> ApiResult {
 pub(crate) async fn check(
     State(s): S,
     caller: Caller,
-    ApiJson(body): ApiJson<DecideBody>,
+    Fresh(body): Fresh<DecideBody>,
 ) -> Result<Response, ServiceError> {
-    let (request, min_revision) = body.request(&s, &caller)?;
-    wait_for_revision(&s, min_revision).await?;
+    let request = body.request(&s, &caller)?;
     op(&s, Call::Check { request }).await
 }
 
 pub(crate) async fn check_batch(
     State(s): S,
     caller: Caller,
-    ApiJson(body): ApiJson<BatchBody>,
+    Fresh(body): Fresh<BatchBody>,
 ) -> Result<Response, ServiceError> {
-    wait_for_revision(&s, body.min_revision).await?;
     let n = body.requests.len();
     if n > s.config.max_batch {
         return Err(ServiceError::new(
@@ -384,11 +400,10 @@ pub(crate) async fn check_batch(
 pub(crate) async fn allowed_actions(
     State(s): S,
     caller: Caller,
-    ApiJson(body): ApiJson<ActionsBody>,
+    Fresh(body): Fresh<ActionsBody>,
 ) -> Result<Response, ServiceError> {
     decide_for(&s, &caller, &body.principal)?;
     let now = clock_for(&s, &caller, body.now)?;
-    wait_for_revision(&s, body.min_revision).await?;
     op(
         &s,
         Call::AllowedActions {
@@ -403,11 +418,10 @@ pub(crate) async fn allowed_actions(
 pub(crate) async fn resources(
     State(s): S,
     caller: Caller,
-    ApiJson(body): ApiJson<ResourcesBody>,
+    Fresh(body): Fresh<ResourcesBody>,
 ) -> Result<Response, ServiceError> {
     decide_for(&s, &caller, &body.principal)?;
     let now = clock_for(&s, &caller, body.now)?;
-    wait_for_revision(&s, body.min_revision).await?;
     // A list is as long as the account is large: it takes one of its caller's turns.
     let _turn = s.runtime.turn(&caller.name()).await?;
     op(
@@ -425,9 +439,8 @@ pub(crate) async fn resources(
 pub(crate) async fn principals(
     State(s): S,
     caller: Caller,
-    ApiJson(body): ApiJson<PrincipalsBody>,
+    Fresh(body): Fresh<PrincipalsBody>,
 ) -> Result<Response, ServiceError> {
-    wait_for_revision(&s, body.min_revision).await?;
     let PrincipalsBody {
         resource,
         action,
@@ -463,10 +476,9 @@ pub(crate) async fn principals(
 pub(crate) async fn explain(
     State(s): S,
     caller: Caller,
-    ApiJson(body): ApiJson<DecideBody>,
+    Fresh(body): Fresh<DecideBody>,
 ) -> Result<Response, ServiceError> {
-    let (request, min_revision) = body.request(&s, &caller)?;
-    wait_for_revision(&s, min_revision).await?;
+    let request = body.request(&s, &caller)?;
     op(&s, Call::Explain { request }).await
 }
 
