@@ -1,7 +1,7 @@
 /**
  * Workers in workerd, the runtime of a real edge platform, through Miniflare (from npm; the
  * workerd binary ships in its package). A worker gets the package's modules by name
- * (`index.js`, `pkg/clearance.js`, `edge/*.js`, `jose`) and the module's bytes as a
+ * (`index.js`, `lib/*.js`, `pkg/clearance.js`, `edge/*.js`, `jose`) and the module's bytes as a
  * compiled module, so it imports them as a deployed worker does. Requests reach it with
  * `dispatchFetch`, over loopback.
  *
@@ -46,6 +46,7 @@ export function startWorker(entry, { bindings = {}, wasm } = {}) {
   const modules = [
     { type: 'ESModule', path: `${WEB}${entry}` },
     { type: 'ESModule', path: `${WEB}index.js` },
+    ...jsFiles(`${WEB}lib/`).map((path) => ({ type: /** @type {const} */ ('ESModule'), path })),
     { type: 'ESModule', path: `${WEB}pkg/clearance.js` },
     { type: 'CompiledWasm', path: `${WEB}pkg/clearance_bg.wasm`, contents: bytes },
   ];

@@ -13,7 +13,7 @@ use crate::facts::check_fields;
 use crate::wire::{QUERY_LEN, decode_query, encode_decision};
 use crate::{Delta, ErrorData, Facts, FactsJson, Request, Schema, Snapshot, Source, TimeValue};
 use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::sync::Arc;
 
 /// The most requests one batch may carry.
@@ -346,27 +346,36 @@ impl Call {
     /// `serde_json::from_str::<T>` itself would compile its own copy of each reader
     /// (generics are instantiated per crate, and LTO does not merge the copies).
     pub fn from_arg(op: Op, arg: &str) -> Result<Call, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(arg);
+        let call = Call::read_arg(op, &mut de)?;
+        de.end()?;
+        Ok(call)
+    }
+
+    /// Reads the one argument of a one-argument op from any serde data: JSON text
+    /// ([`Call::from_arg`]), or a face's own values (the module reads JS values so).
+    pub fn read_arg<'de, D: Deserializer<'de>>(op: Op, d: D) -> Result<Call, D::Error> {
         Ok(match op {
             Op::LoadPolicy => Call::LoadPolicy {
-                sources: serde_json::from_str(arg)?,
+                sources: Deserialize::deserialize(d)?,
             },
             Op::LoadFacts => Call::LoadFacts {
-                facts: serde_json::from_str(arg)?,
+                facts: Deserialize::deserialize(d)?,
             },
             Op::ApplyDeltas => Call::ApplyDeltas {
-                deltas: serde_json::from_str(arg)?,
+                deltas: Deserialize::deserialize(d)?,
             },
             Op::Check => Call::Check {
-                request: serde_json::from_str(arg)?,
+                request: Deserialize::deserialize(d)?,
             },
             Op::Explain => Call::Explain {
-                request: serde_json::from_str(arg)?,
+                request: Deserialize::deserialize(d)?,
             },
             Op::CheckBatch => Call::CheckBatch {
-                requests: serde_json::from_str(arg)?,
+                requests: Deserialize::deserialize(d)?,
             },
             Op::Resolve => Call::Resolve {
-                requests: serde_json::from_str(arg)?,
+                requests: Deserialize::deserialize(d)?,
             },
             Op::Gates
             | Op::AllowedActions
@@ -400,6 +409,19 @@ impl Call {
                 )
             }
         })?;
+        Call::from_fields(f)
+    }
+
+    /// Reads a call from any serde data, as [`Call::parse`] reads JSON text: a face's own
+    /// values (the module reads JS values so). Its errors carry no place in a text.
+    pub fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Call, String> {
+        let f = Fields::deserialize(d).map_err(|e| format!("malformed call: {e}"))?;
+        Call::from_fields(f)
+    }
+
+    /// The call of the fields read: what is wrong (an unknown op, a field missing or not
+    /// of that op) is an error that names it.
+    fn from_fields(f: Fields) -> Result<Call, String> {
         let Some(spec) = Op::named(&f.op) else {
             return Err(format!(
                 "unknown op `{}`, expected one of {}",
@@ -639,9 +661,10 @@ pub fn err(e: &ErrorData) -> String {
 }
 
 /// What loading a policy answers.
-#[derive(Serialize)]
-struct PolicyLoaded {
-    policy_hash: String,
+#[derive(Debug, Serialize)]
+pub struct PolicyLoaded {
+    /// The hash of the policy compiled.
+    pub policy_hash: String,
 }
 
 /// What is loaded: the answer to `info`, and to loading a snapshot. Hosts read it typed.
@@ -675,9 +698,55 @@ pub struct Actions {
 /// A request resolved to its binary query, or its denial.
 #[derive(Serialize)]
 #[serde(untagged)]
-enum Resolved {
-    Query { query: Vec<u8> },
-    Denied { denied: crate::DecisionView },
+pub enum Resolved {
+    /// The request's 24-byte query.
+    Query {
+        /// The query's bytes.
+        query: Vec<u8>,
+    },
+    /// Why the request does not resolve.
+    Denied {
+        /// The denial.
+        denied: crate::DecisionView,
+    },
+}
+
+/// A call's answer, typed: what [`Session::run`] gives. [`Session::answer`] writes it as
+/// JSON; the module's JS face gives it as a JS value. Written as the value it holds.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// `load_policy`.
+    PolicyLoaded(PolicyLoaded),
+    /// `load_facts`, `apply_deltas`, `info`, and loading a snapshot.
+    Info(Info),
+    /// `check` and `gates`.
+    Decision(crate::DecisionView),
+    /// `check_batch`.
+    Decisions(Vec<crate::DecisionView>),
+    /// `allowed_actions`.
+    Actions(Actions),
+    /// `list_resources` and `list_principals`.
+    Names(Vec<String>),
+    /// `explain`.
+    Explanation(crate::Explanation),
+    /// `matrix`.
+    Matrix(crate::AccessMatrix),
+    /// `resolve`.
+    Resolved(Vec<Resolved>),
+    /// `write` and `authorize_deltas`.
+    Write(WriteAnswer),
+    /// `facts`.
+    Facts(FactsJson),
+    /// `schema`.
+    Outline(crate::policy::Outline),
+}
+
+impl Answer {
+    /// The answer as JSON text, as [`Session::answer`] writes it inside `{"ok": ...}`.
+    pub fn to_json(&self) -> String {
+        text(self)
+    }
 }
 
 /// The answer to `authorize_deltas` and `write`: whether the write may be made, the
@@ -698,13 +767,13 @@ pub struct WriteAnswer {
 }
 
 impl WriteAnswer {
-    fn refused(refusal: crate::writes::WriteRefusal) -> String {
-        text(&WriteAnswer {
+    fn refused(refusal: crate::writes::WriteRefusal) -> WriteAnswer {
+        WriteAnswer {
             allowed: false,
             derived: None,
             refusal: Some(refusal),
             revision: None,
-        })
+        }
     }
 }
 
@@ -737,7 +806,7 @@ impl Session {
     /// Runs a call already read: `{"ok": ...}` or the error.
     pub fn answer(&mut self, call: Call) -> String {
         match self.run(call) {
-            Ok(v) => ok(&v),
+            Ok(v) => ok(&text(&v)),
             Err(e) => err(&e),
         }
     }
@@ -758,7 +827,8 @@ impl Session {
         }
     }
 
-    fn run(&mut self, call: Call) -> Result<String, ErrorData> {
+    /// Runs a call already read: its answer, or the error.
+    pub fn run(&mut self, call: Call) -> Result<Answer, ErrorData> {
         Ok(match call {
             Call::LoadPolicy { sources } => {
                 let sources: Vec<Source> = sources
@@ -782,7 +852,7 @@ impl Session {
                     }
                     State::Empty | State::Policy(_) | State::Snapshot(_) => State::Policy(schema),
                 };
-                text(&PolicyLoaded { policy_hash: hash })
+                Answer::PolicyLoaded(PolicyLoaded { policy_hash: hash })
             }
             Call::LoadFacts { facts } => {
                 let schema = self.schema().cloned().ok_or_else(|| {
@@ -796,20 +866,19 @@ impl Session {
                 let snap = Snapshot::build(schema, &facts).map_err(ErrorData::from)?;
                 let info = info(&snap);
                 self.state = State::Facts(facts, snap);
-                info
+                Answer::Info(info)
             }
-            Call::ApplyDeltas { deltas } => self.apply_deltas(&deltas)?,
+            Call::ApplyDeltas { deltas } => Answer::Info(self.apply_deltas(&deltas)?),
             Call::Check { request } => {
                 let s = self.snapshot()?;
-                text(&s.view(&s.check(&request), &request))
+                Answer::Decision(s.view(&s.check(&request), &request))
             }
             Call::CheckBatch { requests } => {
                 let s = self.snapshot()?;
                 if requests.len() > MAX_BATCH {
                     return Err(too_large(requests.len()));
                 }
-                let views: Vec<_> = requests.iter().map(|r| s.view(&s.check(r), r)).collect();
-                text(&views)
+                Answer::Decisions(requests.iter().map(|r| s.view(&s.check(r), r)).collect())
             }
             Call::Gates { principal, now } => {
                 let s = self.snapshot()?;
@@ -821,7 +890,7 @@ impl Session {
                     target: None,
                     now,
                 };
-                text(&s.view(&d, &req))
+                Answer::Decision(s.view(&d, &req))
             }
             Call::AllowedActions {
                 principal,
@@ -830,7 +899,7 @@ impl Session {
             } => {
                 let s = self.snapshot()?;
                 match s.allowed_actions(&principal, &resource, &now) {
-                    Ok(actions) => text(&Actions {
+                    Ok(actions) => Answer::Actions(Actions {
                         actions,
                         denied: None,
                     }),
@@ -842,7 +911,7 @@ impl Session {
                             target: None,
                             now,
                         };
-                        text(&Actions {
+                        Answer::Actions(Actions {
                             actions: Vec::new(),
                             denied: Some(s.view(&d, &req)),
                         })
@@ -854,9 +923,8 @@ impl Session {
                 action,
                 ty,
                 now,
-            } => text(
-                &self
-                    .snapshot()?
+            } => Answer::Names(
+                self.snapshot()?
                     .list_resources(&principal, &action, &ty, &now)?,
             ),
             Call::ListPrincipals {
@@ -864,15 +932,15 @@ impl Session {
                 action,
                 now,
                 account,
-            } => text(&self.snapshot()?.list_principals(
+            } => Answer::Names(self.snapshot()?.list_principals(
                 &resource,
                 &action,
                 &now,
                 account.as_deref(),
             )?),
-            Call::Explain { request } => text(&self.snapshot()?.explain(&request)),
+            Call::Explain { request } => Answer::Explanation(self.snapshot()?.explain(&request)),
             Call::Matrix { matrix, account } => {
-                text(&self.snapshot()?.matrix(&matrix, account.as_deref())?)
+                Answer::Matrix(self.snapshot()?.matrix(&matrix, account.as_deref())?)
             }
             Call::Resolve { requests } => {
                 let s = self.snapshot()?;
@@ -892,22 +960,22 @@ impl Session {
                         },
                     })
                     .collect();
-                text(&resolved)
+                Answer::Resolved(resolved)
             }
             Call::AuthorizeDeltas {
                 author,
                 now,
                 deltas,
-            } => self.write(&author, &now, &deltas, false)?,
+            } => Answer::Write(self.write(&author, &now, &deltas, false)?),
             Call::Write {
                 author,
                 now,
                 deltas,
-            } => self.write(&author, &now, &deltas, true)?,
-            Call::Info => info(self.snapshot()?),
-            Call::Facts => text(&self.facts()?.0.to_doc()),
+            } => Answer::Write(self.write(&author, &now, &deltas, true)?),
+            Call::Info => Answer::Info(info(self.snapshot()?)),
+            Call::Facts => Answer::Facts(self.facts()?.0.to_doc()),
             Call::Schema => match self.schema() {
-                Some(schema) => text(&schema.outline()),
+                Some(schema) => Answer::Outline(schema.outline()),
                 None => {
                     return Err(error(
                         ErrorCode::SessionNoPolicy,
@@ -950,7 +1018,7 @@ impl Session {
 
     /// Applies `deltas` in place, all or nothing ([`Snapshot::apply`]): to the snapshot,
     /// and to the facts when the session holds them.
-    fn apply_deltas(&mut self, deltas: &[Delta]) -> Result<String, ErrorData> {
+    fn apply_deltas(&mut self, deltas: &[Delta]) -> Result<Info, ErrorData> {
         let snap = self.snapshot_mut()?;
         snap.apply(deltas).map_err(ErrorData::from)?;
         self.follow(deltas)
@@ -975,7 +1043,7 @@ impl Session {
     /// too, and the snapshot is built again from them once its changed rows pass
     /// [`rebuild_after`]. A snapshot loaded from bytes keeps its changes until the next
     /// snapshot is loaded. The answer is the snapshot's `info`.
-    fn follow(&mut self, deltas: &[Delta]) -> Result<String, ErrorData> {
+    fn follow(&mut self, deltas: &[Delta]) -> Result<Info, ErrorData> {
         let fail_closed = |m: String| {
             error(
                 ErrorCode::SessionInternal,
@@ -1023,7 +1091,7 @@ impl Session {
         now: &TimeValue,
         deltas: &[Delta],
         commit: bool,
-    ) -> Result<String, ErrorData> {
+    ) -> Result<WriteAnswer, ErrorData> {
         let snap = self.snapshot_mut()?;
         let (pending, derived) = match crate::writes::write(snap, author, now, deltas) {
             Ok(w) => w,
@@ -1040,68 +1108,69 @@ impl Session {
         } else {
             snap.rollback(pending);
         }
-        Ok(text(&WriteAnswer {
+        Ok(WriteAnswer {
             allowed: true,
             derived: Some(derived),
             refusal: None,
             revision: Some(revision),
-        }))
+        })
     }
 
     /// Decides a batch of binary queries (`clearance_core::wire`), each query checked for
     /// ids that exist first: `0` then the decisions, or `1` then the error as JSON. The
     /// frame byte is written first, so the decisions are never moved to make room for it.
     pub fn check_ids(&self, input: &[u8]) -> Vec<u8> {
-        let checked = (|| {
-            let s = self.snapshot()?;
-            if !input.len().is_multiple_of(QUERY_LEN) {
-                return Err(error(
-                    ErrorCode::RequestMalformed,
-                    format!(
-                        "a batch is a multiple of {QUERY_LEN} bytes, got {}",
-                        input.len()
-                    ),
-                    "encode each query with crate::wire::encode_query",
-                ));
-            }
-            let n = input.len() / QUERY_LEN;
-            if n > MAX_BATCH {
-                return Err(too_large(n));
-            }
-            Ok(s)
-        })();
-        let s = match checked {
-            Ok(s) => s,
-            Err(e) => return framed_error(&e),
-        };
         // A decision is at least 10 bytes, 15 with one reason.
         let mut out = Vec::with_capacity(1 + input.len() / QUERY_LEN * 16);
         out.push(0);
-        for chunk in input.chunks_exact(QUERY_LEN) {
-            match decode_query(chunk) {
-                Some(q) => encode_decision(&s.decide_checked(&q), &mut out),
-                None => {
-                    return framed_error(&error(
-                        ErrorCode::RequestMalformed,
-                        "unreadable query",
-                        "",
-                    ));
-                }
-            }
+        match self.check_ids_into(input, &mut out) {
+            Ok(()) => out,
+            Err(e) => framed_error(&e),
         }
-        out
     }
 
-    /// Loads a snapshot from its bytes (policy included).
-    pub fn load_snapshot(&mut self, bytes: &[u8]) -> String {
-        match Snapshot::from_bytes(bytes) {
-            Ok(s) => {
-                let v = info(&s);
-                self.state = State::Snapshot(s);
-                ok(&v)
-            }
-            Err(e) => err(&ErrorData::from(e)),
+    /// Decides a batch of binary queries as [`Session::check_ids`] does, appending the
+    /// decisions to `out` unframed; on an error, what `out` holds is no answer.
+    pub fn check_ids_into(&self, input: &[u8], out: &mut Vec<u8>) -> Result<(), ErrorData> {
+        let s = self.snapshot()?;
+        if !input.len().is_multiple_of(QUERY_LEN) {
+            return Err(error(
+                ErrorCode::RequestMalformed,
+                format!(
+                    "a batch is a multiple of {QUERY_LEN} bytes, got {}",
+                    input.len()
+                ),
+                "encode each query with crate::wire::encode_query",
+            ));
         }
+        let n = input.len() / QUERY_LEN;
+        if n > MAX_BATCH {
+            return Err(too_large(n));
+        }
+        for chunk in input.chunks_exact(QUERY_LEN) {
+            match decode_query(chunk) {
+                Some(q) => encode_decision(&s.decide_checked(&q), out),
+                None => return Err(error(ErrorCode::RequestMalformed, "unreadable query", "")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a snapshot from its bytes (policy included): its `info` as JSON, or the
+    /// error.
+    pub fn load_snapshot(&mut self, bytes: &[u8]) -> String {
+        match self.load_snapshot_info(bytes) {
+            Ok(v) => ok(&text(&v)),
+            Err(e) => err(&e),
+        }
+    }
+
+    /// Loads a snapshot from its bytes (policy included): its `info`, or the error.
+    pub fn load_snapshot_info(&mut self, bytes: &[u8]) -> Result<Info, ErrorData> {
+        let s = Snapshot::from_bytes(bytes).map_err(ErrorData::from)?;
+        let v = info(&s);
+        self.state = State::Snapshot(s);
+        Ok(v)
     }
 
     /// The loaded snapshot's bytes.
@@ -1125,12 +1194,12 @@ fn too_large(n: usize) -> ErrorData {
     )
 }
 
-fn info(s: &Snapshot) -> String {
-    text(&Info {
+fn info(s: &Snapshot) -> Info {
+    Info {
         core_version: env!("CARGO_PKG_VERSION").to_string(),
         entities: s.names.len(),
         policy_hash: s.schema.hash_hex(),
         revision: s.revision,
         tuples: s.tuple_count(),
-    })
+    }
 }

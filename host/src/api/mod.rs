@@ -531,8 +531,8 @@ pub(crate) async fn openapi(State(s): S) -> Json<Value> {
 }
 
 /// Where the operations console's files are: `web/` (the page under `console/`, the
-/// package's `index.js`) and the directory of the module the host runs, so the page runs
-/// exactly the host's bytes.
+/// package's `index.js` and its modules under `lib/`) and the directory of the module the
+/// host runs, so the page runs exactly the host's bytes.
 #[derive(Debug, Clone)]
 pub struct ConsoleFiles {
     /// The `web/` directory.
@@ -552,15 +552,31 @@ pub const MODULE_FILES: [&str; 5] = [
     "clearance_bg.wasm.d.ts",
 ];
 
+/// The modules of the JS package beside its `index.js` (`web/lib/`), which `index.js`
+/// imports: served by name, as the module's files are, and nothing else of that directory.
+pub const PACKAGE_MODULES: [&str; 7] = [
+    "answers.js",
+    "errors.js",
+    "feed.js",
+    "session.js",
+    "slices.js",
+    "values.js",
+    "wire.js",
+];
+
 /// Adds the operations console to a router: the page at `/`, its files under `/console`,
-/// the JS package at `/index.js` and the module's own files ([`MODULE_FILES`], by name)
-/// under `/pkg`.
+/// the JS package at `/index.js` with its modules ([`PACKAGE_MODULES`], by name) under
+/// `/lib`, and the module's own files ([`MODULE_FILES`], by name) under `/pkg`.
 pub fn with_console(router: Router, files: &ConsoleFiles) -> Router {
     use tower_http::services::{ServeDir, ServeFile};
     let router = router
         .route_service("/", ServeFile::new(files.web.join("console/index.html")))
         .route_service("/index.js", ServeFile::new(files.web.join("index.js")))
         .nest_service("/console", ServeDir::new(files.web.join("console")));
+    let lib = files.web.join("lib");
+    let router = PACKAGE_MODULES.iter().fold(router, |router, name| {
+        router.route_service(&format!("/lib/{name}"), ServeFile::new(lib.join(name)))
+    });
     MODULE_FILES.iter().fold(router, |router, name| {
         router.route_service(
             &format!("/pkg/{name}"),

@@ -4,7 +4,7 @@
 
 use super::{artifact, block, root};
 use clearance_core::{Facts, FactsJson, Schema, Snapshot, Source};
-use clearance_host::api::{ConsoleFiles, router, with_console};
+use clearance_host::api::{ConsoleFiles, PACKAGE_MODULES, router, with_console};
 use clearance_host::policy_dir::read_policies;
 use clearance_host::service::{Service, ServiceConfig};
 use clearance_host::{Runtime, RuntimeConfig};
@@ -108,6 +108,21 @@ fn req(p: &str, a: &str, r: &str) -> Value {
     json!({ "principal": p, "action": a, "resource": r, "now": NOW })
 }
 
+/// The console serves the package's modules by a list of names; the list is every module
+/// of `web/lib/`, so a new module cannot be left out (the page would not load).
+#[test]
+fn the_package_modules_served_are_those_of_web_lib() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(root().join("web/lib"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|name| name.ends_with(".js"))
+        .collect();
+    on_disk.sort();
+    let mut served: Vec<String> = PACKAGE_MODULES.iter().map(|m| m.to_string()).collect();
+    served.sort();
+    assert_eq!(served, on_disk);
+}
+
 #[test]
 fn the_console_is_served_with_the_hosts_own_module() {
     block(async {
@@ -116,12 +131,17 @@ fn the_console_is_served_with_the_hosts_own_module() {
         let page = c.get(format!("{base}/")).send().await.unwrap();
         assert_eq!(page.status().as_u16(), 200);
         assert!(page.text().await.unwrap().contains("operations console"));
+        let modules = PACKAGE_MODULES.iter().map(|m| format!("/lib/{m}"));
         for path in [
             "/console/console.js",
             "/console/personas.json",
             "/index.js",
             "/pkg/clearance.js",
-        ] {
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain(modules)
+        {
             let r = c.get(format!("{base}{path}")).send().await.unwrap();
             assert_eq!(r.status().as_u16(), 200, "{path}");
         }

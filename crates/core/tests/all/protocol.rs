@@ -1,7 +1,7 @@
 //! The call protocol: every op has one row and its calls round-trip through JSON; a
 //! session's state is one of its kinds, never a policy of one and a snapshot of another.
 
-use clearance_core::protocol::{Call, OPS, Session, SourceJson};
+use clearance_core::protocol::{Call, OPS, Op, Session, SourceJson, ok};
 use clearance_core::{FactsJson, Request, TimeValue};
 
 #[test]
@@ -86,6 +86,115 @@ fn every_op_has_one_row_and_round_trips_through_json() {
         let back = Call::parse(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
         assert_eq!(back.op(), c.op(), "{}", spec.name);
         assert_eq!(back.to_json().unwrap(), json);
+    }
+}
+
+/// A message without the places in a text (` at line 1 column 9`) it names.
+fn unplaced(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some((before, after)) = rest.split_once(" at line ") {
+        out.push_str(before);
+        let after = after.trim_start_matches(|c: char| c.is_ascii_digit());
+        let after = after.strip_prefix(" column ").unwrap_or(after);
+        rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A call read from other serde data (the module reads JS values so) is the call read
+/// from its JSON text, and so is its error, but for the place in the text.
+#[test]
+fn calls_read_from_values_are_those_read_from_text() {
+    let texts = [
+        r#"{"op":"info"}"#,
+        r#"{"op":"check","request":{"principal":"user:a","action":"view","resource":"event:e","now":5}}"#,
+        r#"{"op":"list_principals","resource":"event:e","action":"view","now":"2026-05-01T10:00:00Z","account":"x"}"#,
+        r#"{"op":"write","author":"user:a","now":0,"deltas":[{"op":"set_attr","entity":"user:a","attr":"status","value":null}]}"#,
+        r#"{"op":"info","colour":1}"#,
+        r#"{"op":"launch"}"#,
+        r#"{"op":"check"}"#,
+        r#"{"op":"check","request":{"principal":"user:a","action":"view","resource":"event:e"}}"#,
+        r#"{"op":"apply_deltas","deltas":[{"op":"set_attr","entity":"user:a","attr":"status"}]}"#,
+    ];
+    for text in texts {
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        let by_value = Call::read(value).map(|c| c.to_json().unwrap());
+        let by_text = Call::parse(text)
+            .map(|c| c.to_json().unwrap())
+            .map_err(|e| unplaced(&e));
+        assert_eq!(by_value, by_text, "{text}");
+    }
+    let request = r#"{"principal":"user:a","action":"view","resource":"event:e","now":5}"#;
+    for (op, arg) in [
+        (Op::Check, request),
+        (Op::Explain, request),
+        (Op::CheckBatch, "[]"),
+        (Op::Check, r#"{"principal":"user:a"}"#),
+        (Op::Info, "null"),
+    ] {
+        let value: serde_json::Value = serde_json::from_str(arg).unwrap();
+        let by_value = Call::read_arg(op, value)
+            .map(|c| c.to_json().unwrap())
+            .map_err(|e| e.to_string());
+        let by_text = Call::from_arg(op, arg)
+            .map(|c| c.to_json().unwrap())
+            .map_err(|e| unplaced(&e.to_string()));
+        assert_eq!(by_value, by_text, "{arg}");
+    }
+}
+
+/// A call's typed answer ([`Session::run`]) is what its JSON answer holds, the error too.
+#[test]
+fn typed_answers_are_the_json_answers() {
+    let (sources, facts) = shipped();
+    let now = || TimeValue::Text("2026-05-01T10:00:00Z".into());
+    let calls = || {
+        vec![
+            Call::Info,
+            Call::LoadPolicy {
+                sources: sources.clone(),
+            },
+            Call::Schema,
+            Call::LoadFacts {
+                facts: facts.clone(),
+            },
+            Call::Info,
+            Call::Explain {
+                request: Request {
+                    principal: "user:aeroserv_tech".into(),
+                    action: "view".into(),
+                    resource: "event:aog_lhr".into(),
+                    target: None,
+                    now: now(),
+                },
+            },
+            Call::ListResources {
+                principal: "user:aeroserv_tech".into(),
+                action: "view".into(),
+                ty: "event".into(),
+                now: now(),
+            },
+            Call::Matrix {
+                matrix: "operations".into(),
+                account: None,
+            },
+            Call::Matrix {
+                matrix: "nope".into(),
+                account: None,
+            },
+            Call::Facts,
+        ]
+    };
+    let mut typed = Session::default();
+    let mut json = Session::default();
+    for (a, b) in calls().into_iter().zip(calls()) {
+        let written = match typed.run(a) {
+            Ok(answer) => ok(&answer.to_json()),
+            Err(e) => clearance_core::protocol::err(&e),
+        };
+        assert_eq!(written, json.answer(b));
     }
 }
 
