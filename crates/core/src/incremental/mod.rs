@@ -13,6 +13,7 @@
 //! in every relation that can name its type, and a change to a custom role compiles the
 //! roles of every principal again.
 
+mod cells;
 use crate::error::ErrorCode;
 use crate::error::FactsError;
 use crate::facts::{Delta, EntityJson, TupleJson, entity_key};
@@ -22,6 +23,7 @@ use crate::snapshot::{
     AccountRole, Column, Csr, Ent, GrantSet, Interner, NEVER, NO_PATCH, NONE_I64, NONE_STR,
     NONE_U8, REMOVED, Row, Snapshot, bad, id16, id32, set_value,
 };
+use cells::{Cell, add_row, clear_cell, is_none, push_none, put_cell, take_cell, truncate_column};
 use compact_str::CompactString;
 use serde_json::Value;
 
@@ -30,17 +32,6 @@ use serde_json::Value;
 enum At {
     Rel(TypeId, u16),
     Auth,
-}
-
-/// One cell's value, to put back.
-#[derive(Debug, Clone)]
-enum Cell {
-    Bool(u8),
-    Int(i64),
-    Str(u32),
-    Time(i64),
-    Enum(u8),
-    Set(Box<[u32]>),
 }
 
 /// One logged step, undone in reverse order.
@@ -1120,94 +1111,5 @@ impl Snapshot {
             *g = gid;
         }
         Ok(())
-    }
-}
-
-/// A new, empty row at the end of a relation.
-fn add_row(c: &mut Csr) {
-    let last = c.offsets.last().copied().unwrap_or(0);
-    if c.offsets.is_empty() {
-        c.offsets.push(0);
-    }
-    c.offsets.push(last);
-    if !c.patch_slot.is_empty() {
-        c.patch_slot.push(NO_PATCH);
-    }
-}
-
-fn push_none(col: &mut Column) {
-    match col {
-        Column::Bool(v) | Column::Enum(v) => v.push(NONE_U8),
-        Column::Int(v) | Column::Time(v) => v.push(NONE_I64),
-        Column::Str(v) => v.push(NONE_STR),
-        Column::Set(v) => v.push(Box::from([])),
-    }
-}
-
-fn truncate_column(col: &mut Column, len: usize) {
-    match col {
-        Column::Bool(v) | Column::Enum(v) => v.truncate(len),
-        Column::Int(v) | Column::Time(v) => v.truncate(len),
-        Column::Str(v) => v.truncate(len),
-        Column::Set(v) => v.truncate(len),
-    }
-}
-
-fn take_cell(col: &Column, i: usize) -> Cell {
-    match col {
-        Column::Bool(v) => Cell::Bool(v.get(i).copied().unwrap_or(NONE_U8)),
-        Column::Enum(v) => Cell::Enum(v.get(i).copied().unwrap_or(NONE_U8)),
-        Column::Int(v) => Cell::Int(v.get(i).copied().unwrap_or(NONE_I64)),
-        Column::Time(v) => Cell::Time(v.get(i).copied().unwrap_or(NONE_I64)),
-        Column::Str(v) => Cell::Str(v.get(i).copied().unwrap_or(NONE_STR)),
-        Column::Set(v) => Cell::Set(v.get(i).cloned().unwrap_or_default()),
-    }
-}
-
-fn put_cell(col: &mut Column, i: usize, cell: Cell) {
-    match (col, cell) {
-        (Column::Bool(v), Cell::Bool(x)) | (Column::Enum(v), Cell::Enum(x)) => {
-            if let Some(c) = v.get_mut(i) {
-                *c = x;
-            }
-        }
-        (Column::Int(v), Cell::Int(x)) | (Column::Time(v), Cell::Time(x)) => {
-            if let Some(c) = v.get_mut(i) {
-                *c = x;
-            }
-        }
-        (Column::Str(v), Cell::Str(x)) => {
-            if let Some(c) = v.get_mut(i) {
-                *c = x;
-            }
-        }
-        (Column::Set(v), Cell::Set(x)) => {
-            if let Some(c) = v.get_mut(i) {
-                *c = x;
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Makes cell `i` absent, as a build leaves an attribute the facts do not give.
-fn clear_cell(col: &mut Column, i: usize) {
-    let none = match col {
-        Column::Bool(_) => Cell::Bool(NONE_U8),
-        Column::Enum(_) => Cell::Enum(NONE_U8),
-        Column::Int(_) => Cell::Int(NONE_I64),
-        Column::Time(_) => Cell::Time(NONE_I64),
-        Column::Str(_) => Cell::Str(NONE_STR),
-        Column::Set(_) => Cell::Set(Box::from([])),
-    };
-    put_cell(col, i, none);
-}
-
-fn is_none(col: &Column, i: usize) -> bool {
-    match col {
-        Column::Bool(v) | Column::Enum(v) => v.get(i).is_none_or(|x| *x == NONE_U8),
-        Column::Int(v) | Column::Time(v) => v.get(i).is_none_or(|x| *x == NONE_I64),
-        Column::Str(v) => v.get(i).is_none_or(|x| *x == NONE_STR),
-        Column::Set(_) => false,
     }
 }
