@@ -12,7 +12,7 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen]
 pub struct Clearance {
     pub(crate) session: Session,
-    pub(crate) cache: crate::values::Cache,
+    pub(crate) cache: crate::js::Cache,
 }
 
 /// `now` as text: whole seconds, or RFC 3339.
@@ -27,10 +27,10 @@ pub fn time(now: &str) -> TimeValue {
 impl Clearance {
     /// An empty session whose answers `builder` makes (see `index.js`).
     #[wasm_bindgen(constructor)]
-    pub fn new(builder: crate::values::Builder) -> Clearance {
+    pub fn new(builder: crate::js::Builder) -> Clearance {
         Clearance {
             session: Session::default(),
-            cache: crate::values::Cache::new(builder),
+            cache: crate::js::Cache::new(builder),
         }
     }
 

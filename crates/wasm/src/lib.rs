@@ -5,6 +5,7 @@
 
 pub mod abi;
 pub mod bindgen;
+pub mod js;
 pub mod read;
 pub mod structured;
 pub mod values;

@@ -11,8 +11,8 @@
 //! prototype), the answer is given by `JSON.parse` of its JSON, exactly as before.
 
 use crate::bindgen::{Clearance, malformed_json, time};
+use crate::js::{js_error, malformed};
 use crate::read::Reader;
-use crate::values::{js_error, malformed};
 use clearance_core::facts::FactsJson;
 use clearance_core::protocol::{Answer, Call, Op, op_names};
 use clearance_core::wire::QUERY_LEN;
