@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * The JS path in Node: the module loaded with `loadNode`, the medium world's snapshot
- * loaded, then binary batches (`checkIdsRaw`), single checks by name (`check`, JSON
- * in and out) and changes applied in place (`applyDeltas`) timed. Reads what `cargo bench --bench runtimes` writes to
+ * loaded, then binary batches (`checkIdsRaw`), single checks by name (`check`, the value
+ * face) and changes applied in place (`applyDeltas`, a value in and out) timed. Reads what `cargo bench --bench runtimes` writes to
  * `target/bench-js/`; run by `cargo xtask bench`.
  *
  *   node web/bench/js-path.mjs [dir]
@@ -95,5 +95,5 @@ const wasmBytes = statSync(fileURLToPath(new URL('../pkg/clearance_bg.wasm', imp
 console.log(`report js-path node=${process.version} module_bytes=${wasmBytes} module_sha256=${module.moduleHash.slice(0, 12)} compile_ms=${compiled.toFixed(1)} load_snapshot_ms=${load.toFixed(1)} entities=${info.entities} tuples=${info.tuples}`);
 console.log(`report js-path batch: ${n} queries in ${batchMs.toFixed(2)} ms = ${(n / batchMs / 1e3).toFixed(2)} M checks/s (${((batchMs * 1e6) / n).toFixed(0)} ns per check)`);
 console.log(`report js-path check by names (Session.check): p50 ${pct(per, 0.5).toFixed(2)} us, p99 ${pct(per, 0.99).toFixed(2)} us over ${per.length} requests`);
-console.log(`report js-path applyDeltas (one delta, JSON in and out): p50 ${pct(applied, 0.5).toFixed(2)} us, p99 ${pct(applied, 0.99).toFixed(2)} us over ${applied.length} changes`);
+console.log(`report js-path applyDeltas (one delta, a value in and out): p50 ${pct(applied, 0.5).toFixed(2)} us, p99 ${pct(applied, 0.99).toFixed(2)} us over ${applied.length} changes`);
 session.free();

@@ -9,9 +9,9 @@
  */
 
 import { Answers } from './answers.js';
-import { ClearanceError, badAnswer, failure, isModuleError, malformed, thrownMessage } from './errors.js';
+import { ClearanceError, badAnswer, failure, isModuleError, malformed } from './errors.js';
 import { QUERY_LEN, decodeDecisions } from './wire.js';
-import { MAX_BATCH, TIME_HELP, asBytes, dateSeconds, describe, jsonText, onlyRequestFields, requestArgs, strings, time, timeText } from './values.js';
+import { MAX_BATCH, TIME_HELP, asBytes, dateSeconds, describe, onlyRequestFields, present, requestArgs, strings, time, timeText } from './values.js';
 
 /**
  * @import { AccessMatrix, Bytes, ClearanceModule, DecisionView, ErrorData, Explanation, Info, Outline, Request, Resolved, Source, Time, WireDecision, WriteAnswer } from '../index.js'
@@ -142,70 +142,6 @@ export function fromGlue(glue, moduleHash) {
 }
 
 /**
- * An error object from the module, kept to its three fields.
- *
- * @param {{code?: unknown, message?: unknown, help?: unknown}} e
- * @returns {ErrorData}
- */
-function errorData(e) {
-  return { code: String(e.code ?? ''), message: String(e.message ?? ''), help: String(e.help ?? '') };
-}
-
-/**
- * Reads a JSON answer of the module: its `ok` value, or its error thrown. The type of the
- * `ok` value, `T`, is the one the caller expects (from its declared return type): the
- * module's protocol fixes each call's answer, and no checker sees across the JSON.
- *
- * @template T
- * @param {string} text
- * @returns {T}
- */
-function answer(text) {
-  /** @type {unknown} */
-  let v;
-  try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw badAnswer(`not JSON (${thrownMessage(e)})`);
-  }
-  if (v !== null && typeof v === 'object') {
-    if ('error' in v && v.error !== null && typeof v.error === 'object') throw new ClearanceError(errorData(v.error));
-    if ('ok' in v && v.ok !== undefined && v.ok !== null) return /** @type {T} */ (v.ok);
-  }
-  throw badAnswer('neither `ok` nor `error`');
-}
-
-/**
- * A decision answer: a decision view (an object with a boolean `allowed`), or a thrown
- * `wasm.bad_answer`.
- *
- * @param {unknown} v
- * @returns {DecisionView}
- */
-function decision(v) {
-  if (v === null || typeof v !== 'object' || !('allowed' in v) || typeof v.allowed !== 'boolean') throw badAnswer('not a decision');
-  // The module's answer to a check, with its boolean `allowed`: a decision view.
-  return /** @type {DecisionView} */ (v);
-}
-
-/**
- * Splits a framed answer (`0` then payload, or `1` then JSON): the payload, or the error
- * thrown.
- *
- * @param {unknown} framed
- * @returns {Uint8Array}
- */
-function unframe(framed) {
-  if (!(framed instanceof Uint8Array) || framed.length === 0) throw badAnswer('an empty framed answer');
-  if (framed[0] === 0) return framed.subarray(1);
-  if (framed[0] === 1) {
-    answer(new TextDecoder().decode(framed.subarray(1)));
-    throw badAnswer('a framed error without an error');
-  }
-  throw badAnswer(`a framed answer starting with ${framed[0]}`);
-}
-
-/**
  * One session: a policy, facts or a snapshot, and the decisions made on them. Create it
  * with `new module.Session()` (or `new Session(module)`) on a module from `loadNode` or
  * `loadBrowser`. Every method gives its value or throws a `ClearanceError`.
@@ -284,30 +220,33 @@ export class Session {
   }
 
   /**
-   * Runs a glue method that takes one JSON argument and answers JSON; `T` is the type of
-   * its `ok` value (see `answer`).
+   * Runs the op `op` of the module on its one argument, a value or JSON text, which the
+   * module reads; `T` is the type of its answer, which the module's protocol fixes for
+   * each op (no checker sees into the module).
    *
    * @template T
-   * @param {'call' | 'loadPolicy' | 'loadFacts' | 'applyDeltas' | 'check' | 'checkBatch' | 'explain'} method
-   * @param {unknown} value
+   * @param {'load_policy' | 'load_facts' | 'apply_deltas' | 'check' | 'check_batch' | 'explain' | 'resolve'} op
+   * @param {unknown} arg
    * @param {string} what the argument, for an error
    * @returns {T}
    */
-  #json(method, value, what) {
-    const text = jsonText(value, what);
-    return this.#run((raw) => answer(raw[method](text)));
+  #with(op, arg, what) {
+    const value = present(arg, what);
+    return this.#run((raw) => raw.callWith(op, value));
   }
 
   /**
-   * Runs any JSON call (`{op: ...}`, see ARCHITECTURE.md) and gives its `ok` value. Takes
-   * the call as an object or as JSON text.
+   * Runs any call of the module's protocol (`{op: ...}`, see ARCHITECTURE.md) and gives
+   * its answer. Takes the call as an object (read as its JSON text would be) or as JSON
+   * text.
    *
    * @param {object | string} call
    * @returns {unknown}
    * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
    */
   call(call) {
-    return this.#json('call', call, 'the call');
+    const value = present(call, 'the call');
+    return this.#run((raw) => raw.callValue(value));
   }
 
   /**
@@ -318,7 +257,7 @@ export class Session {
    * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
    */
   loadPolicy(sources) {
-    return this.#json('loadPolicy', sources, 'the sources');
+    return this.#with('load_policy', sources, 'the sources');
   }
 
   /**
@@ -329,7 +268,7 @@ export class Session {
    * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
    */
   loadFacts(facts) {
-    return this.#json('loadFacts', facts, 'the facts');
+    return this.#with('load_facts', facts, 'the facts');
   }
 
   /**
@@ -340,7 +279,7 @@ export class Session {
    * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
    */
   applyDeltas(deltas) {
-    return this.#json('applyDeltas', deltas, 'the deltas');
+    return this.#with('apply_deltas', deltas, 'the deltas');
   }
 
   /**
@@ -353,7 +292,7 @@ export class Session {
   loadSnapshot(bytes) {
     const b = asBytes(bytes);
     if (b === null) throw malformed(`a snapshot is bytes, got ${describe(bytes)}`, 'pass a Uint8Array from snapshotBytes()');
-    return this.#run((raw) => answer(raw.loadSnapshot(b)));
+    return this.#run((raw) => raw.loadSnapshotValue(b));
   }
 
   /**
@@ -480,7 +419,7 @@ export class Session {
         }
       }
     }
-    if (typeof request === 'string') return decision(this.#json('check', request, 'the request'));
+    if (typeof request === 'string') return this.#with('check', request, 'the request');
     const r = requestArgs(request, 'the request');
     return this.#run((raw) => {
       this.#answers.ask(r.principal, r.action, r.resource, r.target);
@@ -510,10 +449,7 @@ export class Session {
       }
       return out;
     }
-    /** @type {unknown} */
-    const v = this.#json('checkBatch', requests, 'the requests');
-    if (!Array.isArray(v) || !v.every((d) => d !== null && typeof d === 'object' && typeof d.allowed === 'boolean')) throw badAnswer('not a list of decisions');
-    return v;
+    return this.#with('check_batch', requests, 'the requests');
   }
 
   /**
@@ -525,18 +461,12 @@ export class Session {
    * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
    */
   resolve(requests) {
-    /** @type {unknown} */
-    let list = requests;
-    if (typeof requests === 'string') {
-      try {
-        list = JSON.parse(requests);
-      } catch (e) {
-        throw malformed(`malformed JSON: ${thrownMessage(e)}`, 'pass a JSON list of requests');
-      }
-    }
-    const v = this.call({ op: 'resolve', requests: list });
-    if (!Array.isArray(v)) throw badAnswer('not a list');
-    return v.map((entry) => (Array.isArray(entry?.query) ? { query: Uint8Array.from(entry.query) } : entry));
+    // The module's answer to `resolve`: a query's bytes as a list of numbers.
+    /** @type {({query: number[]} | {denied: DecisionView})[]} */
+    const resolved = typeof requests === 'string'
+      ? this.#with('resolve', requests, 'the requests')
+      : /** @type {({query: number[]} | {denied: DecisionView})[]} */ (this.call({ op: 'resolve', requests }));
+    return resolved.map((entry) => ('query' in entry ? { query: Uint8Array.from(entry.query) } : entry));
   }
 
   /**
@@ -552,7 +482,7 @@ export class Session {
     if (b === null) {
       throw malformed(`queries are bytes (${QUERY_LEN} per query), got ${describe(queries)}`, 'encode queries with encodeQueries() or take them from resolve()');
     }
-    return this.#run((raw) => unframe(raw.checkIds(b)));
+    return this.#run((raw) => raw.checkIdsValue(b));
   }
 
   /**
@@ -606,7 +536,7 @@ export class Session {
   listResources(principal, action, type, now) {
     strings({ principal, action, type });
     const t = timeText(now);
-    return this.#run((raw) => answer(raw.listResources(principal, action, type, t)));
+    return this.#run((raw) => raw.listResourcesValue(principal, action, type, t));
   }
 
   /**
@@ -624,7 +554,7 @@ export class Session {
     const acct = account ?? '';
     strings({ resource, action, account: acct });
     const t = timeText(now);
-    return this.#run((raw) => answer(raw.listPrincipals(resource, action, t, acct)));
+    return this.#run((raw) => raw.listPrincipalsValue(resource, action, t, acct));
   }
 
   /**
@@ -636,7 +566,7 @@ export class Session {
    * @throws {ClearanceError} on a failure (bad input, nothing loaded, a trap)
    */
   explain(request) {
-    return this.#json('explain', request, 'the request');
+    return this.#with('explain', request, 'the request');
   }
 
   /**
@@ -651,7 +581,7 @@ export class Session {
   matrix(matrix, account) {
     const acct = account ?? '';
     strings({ matrix, account: acct });
-    return this.#run((raw) => answer(raw.matrix(matrix, acct)));
+    return this.#run((raw) => raw.matrixValue(matrix, acct));
   }
 
   /** Frees the session's memory in the module now; later calls throw `session.freed`. */

@@ -6,7 +6,7 @@
  * Node and workerd.
  */
 
-import { malformed, thrownMessage } from './errors.js';
+import { malformed } from './errors.js';
 
 /** The most requests one batch may carry (`clearance_core::protocol::MAX_BATCH`). */
 export const MAX_BATCH = 1 << 20;
@@ -28,23 +28,21 @@ export function describe(value) {
 }
 
 /**
- * JSON text of an argument: strings pass as they are (the module reports bad JSON).
- * Throws a `request.malformed` error for a value that JSON cannot write.
+ * A structured argument as the module reads it: JSON text as it is, any other value as
+ * `JSON.stringify` would write it (the module reads it so). A value of which JSON writes
+ * nothing (`undefined`, a function, a symbol) or that it cannot write (a BigInt) is
+ * thrown as a `request.malformed` error.
  *
  * @param {unknown} value
  * @param {string} what the argument, for the error
- * @returns {string}
+ * @returns {unknown}
  */
-export function jsonText(value, what) {
-  if (typeof value === 'string') return value;
-  let text;
-  try {
-    text = JSON.stringify(value);
-  } catch (e) {
-    throw malformed(`${what} cannot be written as JSON: ${thrownMessage(e)}`, `pass ${what} as plain data or JSON text`);
+export function present(value, what) {
+  if (value === undefined || typeof value === 'function' || typeof value === 'symbol') {
+    throw malformed(`${what} is missing`, `pass ${what} as plain data or JSON text`);
   }
-  if (typeof text !== 'string') throw malformed(`${what} is missing`, `pass ${what} as plain data or JSON text`);
-  return text;
+  if (typeof value === 'bigint') throw malformed(`${what} cannot be written as JSON: a BigInt is not JSON data`, `pass ${what} as plain data or JSON text`);
+  return value;
 }
 
 /**

@@ -1,5 +1,7 @@
 //! The JavaScript face: a `Clearance` class whose methods take and give strings (JSON),
-//! bytes and numbers, which keeps the module small and its TypeScript types exact.
+//! bytes and numbers, which keeps the module small and its TypeScript types exact. Its
+//! calls that take and give JS values instead are in `values.rs` (the check path) and
+//! `structured.rs` (the other calls).
 
 use clearance_core::protocol::{Call, Op, Session, err, framed_error};
 use clearance_core::{ErrorData, TimeValue};
@@ -12,7 +14,8 @@ pub struct Clearance {
     pub(crate) cache: crate::values::Cache,
 }
 
-fn time(now: &str) -> TimeValue {
+/// `now` as text: whole seconds, or RFC 3339.
+pub fn time(now: &str) -> TimeValue {
     match now.trim().parse::<i64>() {
         Ok(s) => TimeValue::Seconds(s),
         Err(_) => TimeValue::Text(now.to_string()),
@@ -143,16 +146,21 @@ impl Clearance {
     fn with(&mut self, arg: &str, op: Op) -> String {
         match Call::from_arg(op, arg) {
             Ok(call) => self.session.answer(call),
-            Err(e) => err(&ErrorData {
-                code: "request.malformed".into(),
-                message: format!(
-                    "malformed JSON at line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-                help: "pass a JSON document".into(),
-            }),
+            Err(e) => err(&malformed_json(&e)),
         }
+    }
+}
+
+/// The error of a call's argument that is not the JSON its op takes.
+pub fn malformed_json(e: &serde_json::Error) -> ErrorData {
+    ErrorData {
+        code: "request.malformed".into(),
+        message: format!(
+            "malformed JSON at line {} column {}: {e}",
+            e.line(),
+            e.column()
+        ),
+        help: "pass a JSON document".into(),
     }
 }
 

@@ -5,4 +5,6 @@
 
 pub mod abi;
 pub mod bindgen;
+pub mod read;
+pub mod structured;
 pub mod values;
