@@ -236,8 +236,9 @@ export class Session {
   }
 
   /**
-   * Runs any JSON call (`{op: ...}`, see ARCHITECTURE.md) and gives its `ok` value. Takes
-   * the call as an object or as JSON text.
+   * Runs any call of the module's protocol (`{op: ...}`, see ARCHITECTURE.md) and gives
+   * its answer. Takes the call as an object (read as its JSON text would be) or as JSON
+   * text.
    *
    * @param {object | string} call
    * @returns {unknown}

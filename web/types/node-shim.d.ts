@@ -73,10 +73,12 @@ declare module 'node:path' {
   function join(...paths: string[]): string;
   function extname(path: string): string;
   function normalize(path: string): string;
+  function resolve(...paths: string[]): string;
 }
 
 declare module 'node:url' {
   function fileURLToPath(url: string | URL): string;
+  function pathToFileURL(path: string): URL;
 }
 
 declare module 'node:stream' {
