@@ -8,6 +8,13 @@
 //! and the server time the request log gives (`duration_us` of `clearance::request`).
 //! Medians of the rounds' p50s.
 //!
+//! Where the client runs (`CLEARANCE_BENCH_CLIENT`):
+//! - `apart` (the default): the service's threads on the first CPU, the client on a
+//!   thread of its own on the second, as a server sees a client on another machine;
+//! - `shared`: the client's requests on the service's own two async workers, unpinned,
+//!   so the client's work and the kernel's for both ends share the caches the service
+//!   decides with (how this benchmark measured before it had the choice).
+//!
 //! `cargo xtask wasm && cargo run --release -p clearance-benches --example check_path`
 
 // A benchmark: it indexes its own generated inputs.
@@ -19,6 +26,7 @@ use clearance_host::auth::{Scope, new_key};
 use clearance_host::policy_dir::read_policies;
 use clearance_host::service::{Service, ServiceConfig};
 use clearance_host::{Runtime, RuntimeConfig};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing_subscriber::layer::SubscriberExt;
@@ -91,13 +99,31 @@ fn main() {
     if tracing::subscriber::set_global_default(subscriber).is_err() {
         return;
     }
+    let apart = match std::env::var("CLEARANCE_BENCH_CLIENT").as_deref() {
+        Ok("shared") => false,
+        Ok("apart") | Err(_) => true,
+        Ok(other) => {
+            eprintln!("CLEARANCE_BENCH_CLIENT is `apart` or `shared`, not `{other}`");
+            return;
+        }
+    };
+    if apart && !(cpus() > CLIENT_CPU && pin(SERVICE_CPU)) {
+        eprintln!("the client cannot have a CPU of its own here: CLEARANCE_BENCH_CLIENT=shared");
+        return;
+    }
     let Ok(tokio) = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .on_thread_start(move || {
+            if apart {
+                pin(SERVICE_CPU);
+            }
+        })
         .enable_all()
         .build()
     else {
         return;
     };
+    let layout = if apart { "apart" } else { "shared" };
     let chosen: Vec<_> = match std::env::var("CLEARANCE_BENCH_SCALES") {
         Ok(_) => scales(),
         Err(_) => scales()
@@ -106,9 +132,9 @@ fn main() {
             .collect(),
     };
     println!(
-        "| scale | check: round trip / server | /healthz: round trip / server | /v1/revision: round trip / server | check ÷ healthz |"
+        "| scale | client | check: round trip / server | /healthz: round trip / server | /v1/revision: round trip / server | check ÷ healthz |"
     );
-    println!("|---|--:|--:|--:|--:|");
+    println!("|---|---|--:|--:|--:|--:|");
     for scale in chosen {
         let w = world(scale, 7);
         let facts = w.facts.clone();
@@ -183,6 +209,8 @@ fn main() {
                 format!("http://{addr}/v1/revision"),
             );
             eprintln!("{}: serving on {addr}, measuring", scale.name);
+            let logged = Arc::clone(&logged);
+            let measure = async move {
             let mut rounds: [Vec<[f64; 2]>; 3] = Default::default();
             let mut refused = 0usize;
             // For a profiler: checks only, many more rounds.
@@ -224,6 +252,13 @@ fn main() {
                     rounds[kind].push([p50(trips), p50(server)]);
                 }
             }
+            (rounds, refused)
+            };
+            let (rounds, refused) = if apart {
+                on_client_cpu(measure)?
+            } else {
+                measure.await
+            };
             let m =
                 |k: usize, i: usize| median(&rounds[k].iter().map(|r| r[i]).collect::<Vec<_>>());
             if refused > 0 {
@@ -231,7 +266,7 @@ fn main() {
             }
             clearance_benches::remove_store(&db);
             Ok::<_, String>(format!(
-                "| {} | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {:.2}× |",
+                "| {} | {layout} | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {:.0} / {:.0} µs | {:.2}× |",
                 scale.name,
                 m(0, 0),
                 m(0, 1),
@@ -246,5 +281,46 @@ fn main() {
             Ok(row) => println!("{row}"),
             Err(e) => eprintln!("{}: {e}", scale.name),
         }
+    }
+}
+
+/// The CPUs of the service's threads and of the client's, when the client runs apart.
+const SERVICE_CPU: usize = 0;
+const CLIENT_CPU: usize = 1;
+
+/// Runs `measure` to its end on a thread of its own, pinned to [`CLIENT_CPU`], on a
+/// runtime of its own: the client shares no thread, and no CPU, with the service.
+fn on_client_cpu<T: Send + 'static>(
+    measure: impl Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    std::thread::spawn(move || {
+        if !pin(CLIENT_CPU) {
+            return Err("cannot pin the client's thread".to_string());
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(rt.block_on(measure))
+    })
+    .join()
+    .map_err(|_| "the client's thread panicked".to_string())?
+}
+
+/// The CPUs this process may run on (before any thread of it is pinned).
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Pins the calling thread to `cpu` (one of the first two); false if it cannot be.
+// `sched_setaffinity` on a set this function owns; std has no call for it.
+#[allow(unsafe_code)]
+fn pin(cpu: usize) -> bool {
+    // SAFETY: `cpu_set_t` is plain data, zero is the empty set, and `CPU_SET` and
+    // `sched_setaffinity` read and write only the set passed, of the size given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
     }
 }
