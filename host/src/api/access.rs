@@ -1,5 +1,10 @@
 //! Who may ask what: a caller's scope over principals, accounts and entities, a user's
 //! gates, the server's clock for users, and `min_revision` waited for.
+//!
+//! A deciding route's handler never checks these itself: it takes its body as
+//! [`Asked`], which reads the body ([`Fresh`], so `min_revision` is waited for) and hands
+//! over only what the body asks once it is checked against the caller who sent it: the
+//! principal in the caller's scope, `now` the server's clock for a user.
 
 use crate::api::extract::ApiJson;
 use crate::auth::{Caller, Scope};
@@ -10,6 +15,7 @@ use axum::extract::FromRequest;
 use clearance_core::TimeValue;
 use clearance_core::protocol::Call;
 use serde::de::DeserializeOwned;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -228,5 +234,38 @@ pub(crate) async fn wait_for_revision(s: &Service, min: Option<u64>) -> Result<(
             Code::RevisionUnavailable,
             format!("revision {min} is not here yet (current {})", s.revision()),
         )),
+    }
+}
+
+/// A deciding body, made into what it asks for the caller that sent it.
+pub(crate) trait Ask: AtRevision + DeserializeOwned + Send + 'static {
+    /// What is asked, once checked against the caller (a request to decide, a call).
+    type Asked: Send;
+
+    /// What the body asks for `caller`; refused when the caller may not ask it.
+    fn ask(
+        self,
+        s: &Arc<Service>,
+        caller: &Caller,
+    ) -> impl Future<Output = Result<Self::Asked, ServiceError>> + Send;
+}
+
+/// A body read through [`Fresh`] and made into what it asks for its caller ([`Ask`]),
+/// before the handler runs: the scope over principals and the server's clock are checked
+/// here, once for every deciding route.
+pub(crate) struct Asked<T: Ask>(pub T::Asked);
+
+impl<T: Ask> FromRequest<Arc<Service>> for Asked<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<Service>,
+    ) -> Result<Self, ServiceError> {
+        let caller = req.extensions().get::<Caller>().cloned().ok_or_else(|| {
+            ServiceError::internal("a deciding route is served without a credential")
+        })?;
+        let Fresh(body) = Fresh::<T>::from_request(req, state).await?;
+        body.ask(state, &caller).await.map(Asked)
     }
 }

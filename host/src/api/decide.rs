@@ -5,14 +5,14 @@
 use crate::api::access::clock_for;
 use crate::api::access::decide_for;
 use crate::api::access::{Access, user_gates};
-use crate::api::access::{AtRevision, Fresh};
+use crate::api::access::{Ask, Asked, AtRevision};
 use crate::api::error::{ApiResult, answer};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, S};
 use crate::auth::{Caller, Scope};
 use crate::clock::now_seconds;
 use crate::codes::Code;
 use crate::observe::Decided;
-use crate::runtime::HostError;
+use crate::runtime::{HostError, Turn};
 use crate::schemas::{self, ServerClock};
 use crate::service::error::{ServiceError, forbidden};
 use crate::service::state::{Service, account_key, blocking};
@@ -182,9 +182,11 @@ pub(crate) struct DecideBody {
     min_revision: Option<u64>,
 }
 
-impl DecideBody {
+impl Ask for DecideBody {
+    type Asked = Request;
+
     /// The request to decide for `caller` ([`RequestBody::request`]).
-    fn request(self, s: &Service, caller: &Caller) -> Result<Request, ServiceError> {
+    async fn ask(self, s: &Arc<Service>, caller: &Caller) -> Result<Request, ServiceError> {
         let one = RequestBody {
             principal: self.principal,
             action: self.action,
@@ -193,6 +195,57 @@ impl DecideBody {
             now: self.now,
         };
         one.request(s, caller)
+    }
+}
+
+/// A batch's requests, each checked against its caller; a batch of more than
+/// [`BATCH_CHUNK`] requests holds one of its caller's turns, taken before its requests
+/// are checked, until it is decided.
+pub(crate) struct Batch {
+    requests: Vec<Request>,
+    turn: Option<Turn>,
+}
+
+impl Ask for BatchBody {
+    type Asked = Batch;
+
+    /// The batch's requests for `caller`, within the batch limit and charged to the
+    /// caller's budget before any is checked.
+    async fn ask(self, s: &Arc<Service>, caller: &Caller) -> Result<Batch, ServiceError> {
+        let n = self.requests.len();
+        if n > s.config.max_batch {
+            return Err(ServiceError::new(
+                Code::RequestTooMany,
+                format!(
+                    "{n} requests in one batch; the limit is {}",
+                    s.config.max_batch
+                ),
+            )
+            .help("split the batch"));
+        }
+        s.charge(caller, n, || format!("a batch of {n} requests"))?;
+        let read = {
+            let (s, caller) = (Arc::clone(s), caller.clone());
+            move || {
+                self.requests
+                    .into_iter()
+                    .map(|r| r.request(&s, &caller))
+                    .collect::<Result<Vec<Request>, ServiceError>>()
+            }
+        };
+        if n <= BATCH_CHUNK {
+            return Ok(Batch {
+                requests: read()?,
+                turn: None,
+            });
+        }
+        // A large batch is checked and decided in one of its caller's turns, and checked
+        // off the async workers, which serve every other caller's requests meanwhile.
+        let turn = s.runtime.turn(&caller.name()).await?;
+        Ok(Batch {
+            requests: blocking(read).await?,
+            turn: Some(turn),
+        })
     }
 }
 
@@ -311,6 +364,68 @@ pub(crate) struct PrincipalsBody {
     pub(crate) min_revision: Option<u64>,
 }
 
+impl Ask for ActionsBody {
+    type Asked = Call;
+
+    /// The actions `principal` may take on the resource, for a caller scoped to it.
+    async fn ask(self, s: &Arc<Service>, caller: &Caller) -> Result<Call, ServiceError> {
+        decide_for(s, caller, &self.principal)?;
+        Ok(Call::AllowedActions {
+            now: clock_for(s, caller, self.now)?,
+            principal: self.principal,
+            resource: self.resource,
+        })
+    }
+}
+
+impl Ask for ResourcesBody {
+    type Asked = Call;
+
+    /// The resources `principal` may act on, for a caller scoped to it.
+    async fn ask(self, s: &Arc<Service>, caller: &Caller) -> Result<Call, ServiceError> {
+        decide_for(s, caller, &self.principal)?;
+        Ok(Call::ListResources {
+            now: clock_for(s, caller, self.now)?,
+            principal: self.principal,
+            action: self.action,
+            ty: self.ty,
+        })
+    }
+}
+
+impl Ask for PrincipalsBody {
+    type Asked = Call;
+
+    /// Who may act on a resource names other principals: keys only, for the resource's
+    /// account (or, for a page, the account named).
+    async fn ask(self, s: &Arc<Service>, caller: &Caller) -> Result<Call, ServiceError> {
+        let PrincipalsBody {
+            resource,
+            action,
+            now,
+            account,
+            ..
+        } = self;
+        {
+            let served = s.served();
+            let access = Access {
+                caller,
+                served: &served,
+            };
+            let of = access
+                .account_of(&resource)
+                .or_else(|| account.as_deref().map(account_key));
+            access.read_account(of.as_deref(), false)?;
+        }
+        Ok(Call::ListPrincipals {
+            resource,
+            action,
+            now,
+            account,
+        })
+    }
+}
+
 pub(crate) async fn revision(State(s): S, _caller: Caller) -> ApiResult {
     let served = s.served();
     answer(schemas::Revision {
@@ -353,132 +468,51 @@ pub(crate) async fn readyz(State(s): S) -> ApiResult {
 
 pub(crate) async fn check(
     State(s): S,
-    caller: Caller,
-    Fresh(body): Fresh<DecideBody>,
+    Asked(request): Asked<DecideBody>,
 ) -> Result<Response, ServiceError> {
-    let request = body.request(&s, &caller)?;
     op(&s, Call::Check { request }).await
 }
 
 pub(crate) async fn check_batch(
     State(s): S,
-    caller: Caller,
-    Fresh(body): Fresh<BatchBody>,
+    Asked(batch): Asked<BatchBody>,
 ) -> Result<Response, ServiceError> {
-    let n = body.requests.len();
-    if n > s.config.max_batch {
-        return Err(ServiceError::new(
-            Code::RequestTooMany,
-            format!(
-                "{n} requests in one batch; the limit is {}",
-                s.config.max_batch
-            ),
-        )
-        .help("split the batch"));
-    }
-    s.charge(&caller, n, || format!("a batch of {n} requests"))?;
-    let read = {
-        let (s, caller) = (Arc::clone(&s), caller.clone());
-        move || {
-            body.requests
-                .into_iter()
-                .map(|r| r.request(&s, &caller))
-                .collect::<Result<Vec<Request>, ServiceError>>()
-        }
-    };
-    if n <= BATCH_CHUNK {
-        let requests = read()?;
-        return op(&s, Call::CheckBatch { requests }).await;
-    }
-    // A large batch is checked and decided in one of its caller's turns, and checked off
-    // the async workers, which serve every other caller's requests meanwhile.
-    let _turn = s.runtime.turn(&caller.name()).await?;
-    let requests = blocking(read).await?;
-    op(&s, Call::CheckBatch { requests }).await
+    let Batch { requests, turn } = batch;
+    let answer = op(&s, Call::CheckBatch { requests }).await;
+    drop(turn);
+    answer
 }
 
 pub(crate) async fn allowed_actions(
     State(s): S,
-    caller: Caller,
-    Fresh(body): Fresh<ActionsBody>,
+    Asked(call): Asked<ActionsBody>,
 ) -> Result<Response, ServiceError> {
-    decide_for(&s, &caller, &body.principal)?;
-    let now = clock_for(&s, &caller, body.now)?;
-    op(
-        &s,
-        Call::AllowedActions {
-            principal: body.principal,
-            resource: body.resource,
-            now,
-        },
-    )
-    .await
+    op(&s, call).await
 }
 
 pub(crate) async fn resources(
     State(s): S,
     caller: Caller,
-    Fresh(body): Fresh<ResourcesBody>,
+    Asked(call): Asked<ResourcesBody>,
 ) -> Result<Response, ServiceError> {
-    decide_for(&s, &caller, &body.principal)?;
-    let now = clock_for(&s, &caller, body.now)?;
     // A list is as long as the account is large: it takes one of its caller's turns.
     let _turn = s.runtime.turn(&caller.name()).await?;
-    op(
-        &s,
-        Call::ListResources {
-            principal: body.principal,
-            action: body.action,
-            ty: body.ty,
-            now,
-        },
-    )
-    .await
+    op(&s, call).await
 }
 
 pub(crate) async fn principals(
     State(s): S,
     caller: Caller,
-    Fresh(body): Fresh<PrincipalsBody>,
+    Asked(call): Asked<PrincipalsBody>,
 ) -> Result<Response, ServiceError> {
-    let PrincipalsBody {
-        resource,
-        action,
-        now,
-        account,
-        ..
-    } = body;
-    // Who may do something names other principals: keys only, for the resource's account.
-    {
-        let served = s.served();
-        let access = Access {
-            caller: &caller,
-            served: &served,
-        };
-        let of = access
-            .account_of(&resource)
-            .or_else(|| account.as_deref().map(account_key));
-        access.read_account(of.as_deref(), false)?;
-    }
     let _turn = s.runtime.turn(&caller.name()).await?;
-    op(
-        &s,
-        Call::ListPrincipals {
-            resource,
-            action,
-            now,
-            account,
-        },
-    )
-    .await
+    op(&s, call).await
 }
 
 pub(crate) async fn explain(
     State(s): S,
-    caller: Caller,
-    Fresh(body): Fresh<DecideBody>,
+    Asked(request): Asked<DecideBody>,
 ) -> Result<Response, ServiceError> {
-    let request = body.request(&s, &caller)?;
     op(&s, Call::Explain { request }).await
 }
 
