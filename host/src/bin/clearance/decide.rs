@@ -3,7 +3,7 @@
 use crate::common::{loaded, now_text};
 use crate::{Cli, RequestArgs};
 use clearance_core::protocol::Call;
-use clearance_core::{Request, TimeValue};
+use clearance_core::{DecisionView, Explanation, Request, TimeValue};
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -23,49 +23,39 @@ pub async fn run(cli: &Cli, args: &RequestArgs, explain: bool) -> Result<ExitCod
         Call::Check { request }
     };
     let answer = rt.run(&call).await.map_err(|e| e.to_string())?;
-    Ok(print_decision(&answer, explain))
+    Ok(print_decision(&read_decision(answer, explain)?))
 }
 
-/// Prints a decision (or, with `explain`, an explanation) as `check` and `explain`
-/// print it, locally or from a server: ALLOW or DENY, then each reason, the time it
-/// holds until and, for an explanation, what was held. Exit 0 for an allow, 1 for a
-/// deny.
-pub fn print_decision(answer: &Value, explain: bool) -> ExitCode {
-    let decision = if explain {
-        answer.get("decision").cloned().unwrap_or(Value::Null)
+/// An answer of `check` (a decision) or, with `explain`, of `explain` (a decision and
+/// what held), read typed, locally or from a server.
+pub fn read_decision(answer: Value, explain: bool) -> Result<Explanation, String> {
+    let read = if explain {
+        serde_json::from_value::<Explanation>(answer)
     } else {
-        answer.clone()
+        serde_json::from_value::<DecisionView>(answer).map(|decision| Explanation {
+            decision,
+            held: Vec::new(),
+        })
     };
-    let allowed = decision.get("allowed") == Some(&Value::Bool(true));
-    println!("{}", if allowed { "ALLOW" } else { "DENY" });
-    for r in decision
-        .get("reasons")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        println!(
-            "  {:<26} {}",
-            r.get("code").and_then(Value::as_str).unwrap_or(""),
-            r.get("message").and_then(Value::as_str).unwrap_or("")
-        );
+    read.map_err(|e| format!("an unreadable decision: {e}"))
+}
+
+/// Prints a decision as `check` and `explain` print it, locally or from a server: ALLOW
+/// or DENY, then each reason, the time it holds until and what held (an explanation's).
+/// Exit 0 for an allow, 1 for a deny.
+pub fn print_decision(answer: &Explanation) -> ExitCode {
+    let decision = &answer.decision;
+    println!("{}", if decision.allowed { "ALLOW" } else { "DENY" });
+    for r in &decision.reasons {
+        println!("  {:<26} {}", r.code, r.message);
     }
-    if let Some(u) = decision.get("valid_until").and_then(Value::as_str) {
+    if let Some(u) = &decision.valid_until {
         println!("  valid until {u}");
     }
-    for h in answer
-        .get("held")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        println!(
-            "  held: {} {}",
-            h.get("rule").and_then(Value::as_str).unwrap_or(""),
-            h.get("message").and_then(Value::as_str).unwrap_or("")
-        );
+    for h in &answer.held {
+        println!("  held: {} {}", h.rule, h.message);
     }
-    if allowed {
+    if decision.allowed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

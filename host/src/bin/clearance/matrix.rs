@@ -3,8 +3,8 @@
 
 use crate::common::loaded;
 use crate::{Cli, Format};
+use clearance_core::AccessMatrix;
 use clearance_core::protocol::Call;
-use serde_json::Value;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -22,35 +22,33 @@ pub async fn run(
         account: account.map(str::to_string),
     };
     let m = rt.run(&call).await.map_err(|e| e.to_string())?;
-    print!("{}", render_matrix(&m, format));
+    let text = match format {
+        // As the module answered it.
+        Format::Json => format!("{m:#}\n"),
+        Format::Csv | Format::Html | Format::Table => {
+            let m: AccessMatrix =
+                serde_json::from_value(m).map_err(|e| format!("an unreadable matrix: {e}"))?;
+            render_matrix(&m, format)
+        }
+    };
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
-fn render_matrix(m: &Value, format: Format) -> String {
-    let rows: Vec<&str> = m["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let roles: Vec<(&str, Vec<&str>)> = m["roles"]
-        .as_array()
-        .into_iter()
-        .flatten()
+/// The matrix as a table, CSV or HTML (JSON is printed as the module answers it).
+fn render_matrix(m: &AccessMatrix, format: Format) -> String {
+    let rows: Vec<&str> = m.rows.iter().map(String::as_str).collect();
+    let roles: Vec<(&str, Vec<&str>)> = m
+        .roles
+        .iter()
         .map(|r| {
             (
-                r.get("name").and_then(Value::as_str).unwrap_or(""),
-                r["cells"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect(),
+                r.name.as_str(),
+                r.cells.iter().map(String::as_str).collect(),
             )
         })
         .collect();
     match format {
-        Format::Json => format!("{m:#}\n"),
         Format::Csv => {
             let line = |first: &str, rest: &[&str]| {
                 std::iter::once(first)
@@ -83,7 +81,7 @@ fn render_matrix(m: &Value, format: Format) -> String {
             out.push_str("</table>\n");
             out
         }
-        Format::Table => {
+        Format::Table | Format::Json => {
             let width = rows
                 .iter()
                 .map(|r| r.len())

@@ -3,7 +3,7 @@
 //! decision; `resources`, `principals`, `write` and `watch` call the API's routes of the
 //! same names. The key is sent as a bearer credential and never printed.
 
-use crate::decide::print_decision;
+use crate::decide::{print_decision, read_decision};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -185,7 +185,7 @@ pub async fn decide(
     let path = if explain { "/v1/explain" } else { "/v1/check" };
     let (status, answer) = remote.post(path, &body).await?;
     let answer = ok(status, answer)?;
-    Ok(print_decision(&answer, explain))
+    Ok(print_decision(&read_decision(answer, explain)?))
 }
 
 /// `resources`: the resources of a type a principal may act on, one a line.
@@ -287,7 +287,12 @@ pub async fn write(remote: &Remote, args: &WriteArgs, output: Output) -> Result<
         (403, Some(decision)) => {
             if output == Output::Text {
                 println!("REFUSED: nothing was written");
-                print_decision(decision, false);
+                match read_decision(decision.clone(), false) {
+                    Ok(decision) => {
+                        print_decision(&decision);
+                    }
+                    Err(e) => println!("  {e}"),
+                }
             }
             Err(Failed(1, error_line(status, &answer)))
         }
