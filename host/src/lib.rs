@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod codes;
+pub mod embedded;
 pub mod limits;
 pub mod observe;
 pub mod openapi;
@@ -19,5 +20,6 @@ pub mod schemas;
 pub mod service;
 pub mod signer;
 pub mod store;
+pub mod tls;
 
 pub use runtime::{HostError, Runtime, RuntimeConfig, Verdict};

@@ -285,8 +285,8 @@ impl JsonSchema for OpenApiDocument {
     }
 }
 
-/// A decision route's body `T` as a user token sends it: decided at the server's clock,
-/// so `now` is left out (a key sends it).
+/// A decision route's body `T` with `now` optional: a user token leaves it out and is
+/// decided at the server's clock; a key may give it, or leave it to the server's clock.
 pub struct ServerClock<T>(PhantomData<T>);
 
 impl<T: JsonSchema> JsonSchema for ServerClock<T> {
@@ -309,7 +309,7 @@ impl<T: JsonSchema> JsonSchema for ServerClock<T> {
             now.insert(
                 "description".into(),
                 Value::from(
-                    "The time of the request: required with a key; a user token leaves it out and is decided at the server's clock.",
+                    "The time of the request: a key may give it (without it, the server's clock); a user token leaves it out and is decided at the server's clock.",
                 ),
             );
         }

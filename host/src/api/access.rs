@@ -167,7 +167,7 @@ pub(crate) fn decide_for(
 }
 
 /// The time a request is decided at: the server's clock for a user, who may not send
-/// one; the request's own for a key, which must.
+/// one; for a key, the request's own, or the server's clock when it gives none.
 pub(crate) fn clock_for(
     s: &Service,
     caller: &Caller,
@@ -177,10 +177,7 @@ pub(crate) fn clock_for(
         (Caller::User { .. }, Some(_)) => Err(now_not_allowed()),
         (Caller::User { .. }, None) => Ok(TimeValue::Seconds(s.clock())),
         (_, Some(now)) => Ok(now),
-        (_, None) => Err(ServiceError::new(
-            Code::RequestMalformed,
-            "malformed request: missing field `now`",
-        )),
+        (_, None) => Ok(TimeValue::Seconds(s.clock())),
     }
 }
 

@@ -356,7 +356,8 @@ pub(crate) struct PrincipalsBody {
     /// The action.
     pub(crate) action: String,
     /// The time of the request.
-    pub(crate) now: TimeValue,
+    #[schemars(with = "TimeValue")]
+    pub(crate) now: Option<TimeValue>,
     /// For a page: only this account's principals.
     pub(crate) account: Option<String>,
     #[serde(default)]
@@ -418,9 +419,9 @@ impl Ask for PrincipalsBody {
             access.read_account(of.as_deref(), false)?;
         }
         Ok(Call::ListPrincipals {
+            now: clock_for(s, caller, now)?,
             resource,
             action,
-            now,
             account,
         })
     }

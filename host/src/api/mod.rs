@@ -144,7 +144,7 @@ pub const ROUTES: &[Route<Arc<Service>>] = &[
         summary: "The principals who may act on a resource",
         who: "an admin key; a service or read key of the resource's account (users may not list other principals)",
         callers: Callers::Authenticated,
-        input: Input::Body(inline::<MinRevision<PrincipalsBody>>),
+        input: Input::Body(inline::<MinRevision<ServerClock<PrincipalsBody>>>),
         answer: Answer::Json(named::<Vec<String>>),
         failures: &[
             Failure {
@@ -563,6 +563,61 @@ pub const PACKAGE_MODULES: [&str; 7] = [
     "values.js",
     "wire.js",
 ];
+
+/// Adds the operations console the binary carries ([`crate::embedded::CONSOLE`]) to a
+/// router, at the paths [`with_console`] serves a `web/` directory at, and the module
+/// `wasm` (SHA-256 `sha256`) the page runs at `/pkg/clearance_bg.wasm`: the one the server
+/// runs. An error if the binary carries no console (it was built before the module).
+pub fn with_embedded_console(
+    router: Router,
+    wasm: axum::body::Bytes,
+    sha256: &str,
+) -> Result<Router, String> {
+    use axum::http::header;
+    if crate::embedded::CONSOLE.is_empty() {
+        return Err(
+            "this binary carries no console (it was built before `cargo xtask wasm`): rebuild it after `cargo xtask wasm`, or give --web DIR"
+                .into(),
+        );
+    }
+    let file = |bytes: axum::body::Bytes, ty: &'static str| {
+        axum::routing::get(move || {
+            let bytes = bytes.clone();
+            async move { ([(header::CONTENT_TYPE, ty)], bytes) }
+        })
+    };
+    let mut router = router;
+    for (path, bytes) in crate::embedded::CONSOLE {
+        let served = axum::body::Bytes::from_static(bytes);
+        let ty = content_type(path);
+        if *path == "console/index.html" {
+            router = router.route("/", file(served.clone(), ty));
+        }
+        router = router.route(&format!("/{path}"), file(served, ty));
+    }
+    Ok(router
+        .route("/pkg/clearance_bg.wasm", file(wasm, "application/wasm"))
+        .route(
+            "/pkg/clearance_bg.wasm.sha256",
+            file(
+                axum::body::Bytes::from(format!("{sha256}\n")),
+                "text/plain; charset=utf-8",
+            ),
+        ))
+}
+
+/// The content type of a console file, by its extension.
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json") => "application/json",
+        Some("wasm") => "application/wasm",
+        Some("ts") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
 
 /// Adds the operations console to a router: the page at `/`, its files under `/console`,
 /// the JS package at `/index.js` with its modules ([`PACKAGE_MODULES`], by name) under

@@ -37,6 +37,9 @@ pub struct ServerLimits {
     /// How long, once shutting down, the server lets open connections finish the
     /// requests they are in (writes included) before it returns anyway.
     pub drain: Duration,
+    /// TLS for every connection (HTTP/2 or HTTP/1.1 by ALPN); `None`: plain HTTP/1.1.
+    /// The handshake must finish within `header_timeout`.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Default for ServerLimits {
@@ -49,6 +52,7 @@ impl Default for ServerLimits {
             max_connections: 1024,
             max_connections_per_address: 64,
             drain: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -63,13 +67,15 @@ pub async fn serve_with_limits(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     use crate::limits::{Address, AddressSlots, BodyLimits, DeadlineBody, Waiting};
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
     let body_limits = BodyLimits {
         deadline: limits.body_timeout,
         grace: limits.body_grace,
         min_rate: limits.body_min_rate,
     };
+    let acceptor = limits.tls.as_ref().map(crate::tls::Tls::acceptor);
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let addresses = Arc::new(AddressSlots::default());
     let waiting = Arc::new(Waiting::default());
@@ -111,6 +117,7 @@ pub async fn serve_with_limits(
             let cap = limits.max_connections_per_address;
             tokio::spawn(refuse(
                 stream,
+                acceptor.clone(),
                 format!("`{address}` holds its limit of {cap} connections"),
             ));
             continue;
@@ -133,6 +140,7 @@ pub async fn serve_with_limits(
                         let cap = limits.max_connections;
                         tokio::spawn(refuse(
                             stream,
+                            acceptor.clone(),
                             format!("the server holds its limit of {cap} connections"),
                         ));
                         continue;
@@ -143,6 +151,7 @@ pub async fn serve_with_limits(
                 let cap = limits.max_connections;
                 tokio::spawn(refuse(
                     stream,
+                    acceptor.clone(),
                     format!("the server holds its limit of {cap} connections"),
                 ));
                 continue;
@@ -164,12 +173,27 @@ pub async fn serve_with_limits(
         ));
         let header_timeout = limits.header_timeout;
         let mut closed = closed.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _held = (permit, slot, place);
-            let connection = hyper::server::conn::http1::Builder::new()
+            let Some((io, h2)) = handshake(stream, acceptor.as_ref(), header_timeout).await else {
+                return;
+            };
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder = if h2 {
+                builder.http2_only()
+            } else {
+                builder.http1_only()
+            };
+            builder
+                .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
+                .header_read_timeout(header_timeout);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_STREAMS);
+            let connection = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
@@ -186,9 +210,58 @@ pub async fn serve_with_limits(
     }
 }
 
+/// The requests one HTTP/2 connection may have in flight at once.
+const MAX_STREAMS: u32 = 64;
+
+/// A connection's byte stream, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// The connection's stream, through a TLS handshake when `acceptor` is given (within
+/// `within`), and whether it speaks HTTP/2 (chosen by ALPN); `None` when the handshake
+/// fails or takes too long (the connection is then closed).
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    acceptor: Option<&tokio_rustls::TlsAcceptor>,
+    within: Duration,
+) -> Option<(Box<dyn Io>, bool)> {
+    let Some(acceptor) = acceptor else {
+        return Some((Box::new(stream), false));
+    };
+    match tokio::time::timeout(within, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            Some((Box::new(tls), h2))
+        }
+        Ok(Err(e)) => {
+            tracing::debug!("TLS handshake: {e}");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// Answers a connection past a cap with 503 `host.busy` (`message` says which) and
-/// closes it.
-pub(crate) async fn refuse(mut stream: tokio::net::TcpStream, message: String) {
+/// closes it: over TLS when the server speaks it (after a handshake of at most a second).
+pub(crate) async fn refuse(
+    stream: tokio::net::TcpStream,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    message: String,
+) {
+    match acceptor {
+        None => refuse_on(stream, message).await,
+        Some(acceptor) => {
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(1), acceptor.accept(stream)).await
+            {
+                refuse_on(tls, message).await;
+            }
+        }
+    }
+}
+
+async fn refuse_on(mut stream: impl tokio::io::AsyncWrite + Unpin, message: String) {
     use tokio::io::AsyncWriteExt;
     let body = json!({ "error": { "code": Code::HostBusy.as_str(), "message": message, "help": "retry after the time in `retry-after`, with fewer connections open" }, "allowed": false }).to_string();
     let response = format!(

@@ -323,6 +323,58 @@ fn check_body(principal: &str, now: bool) -> Value {
     b
 }
 
+/// A key may leave `now` out, as a client with no clock of its own would: its request is
+/// decided at the server's clock, exactly as a user's is (and it may still give one).
+#[test]
+fn a_key_without_now_is_decided_at_the_servers_clock() {
+    block(async {
+        let (base, _service) = server("auth-key-clock").await;
+        let me = client_with(&user("occ_controller"));
+        let key = client_with(SERVICE_SKYWAYS);
+        for (path, body) in [
+            ("/v1/check", check_body("user:occ_controller", false)),
+            ("/v1/explain", check_body("user:occ_controller", false)),
+            (
+                "/v1/allowed-actions",
+                json!({ "principal": "user:occ_controller", "resource": "event:aog_lhr" }),
+            ),
+            (
+                "/v1/resources",
+                json!({ "principal": "user:occ_controller", "action": "view", "type": "event" }),
+            ),
+            (
+                "/v1/check/batch",
+                json!({ "requests": [check_body("user:occ_controller", false)] }),
+            ),
+        ] {
+            let (by_user, user_answer) =
+                call(&me, "post", &format!("{base}{path}"), Some(body.clone())).await;
+            let (by_key, key_answer) =
+                call(&key, "post", &format!("{base}{path}"), Some(body)).await;
+            assert_eq!((by_user, by_key), (200, 200), "{path}: {key_answer}");
+            assert_eq!(user_answer, key_answer, "{path}");
+        }
+        // Who may act on a resource is for keys only: without `now`, at the server's clock.
+        let (status, answer) = call(
+            &key,
+            "post",
+            &format!("{base}/v1/principals"),
+            Some(json!({ "resource": "event:aog_lhr", "action": "view" })),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        // A key's own `now` is still what it is decided at.
+        let (status, answer) = call(
+            &key,
+            "post",
+            &format!("{base}/v1/check"),
+            Some(check_body("user:occ_controller", true)),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    });
+}
+
 #[test]
 fn a_user_token_acts_only_as_itself_and_at_the_servers_clock() {
     block(async {

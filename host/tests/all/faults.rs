@@ -49,13 +49,26 @@ pub(crate) fn start(db: &Path, extra: &[&str]) -> Result<Server, String> {
 /// listens, and waits until the admin key is accepted; `Err` with everything it printed
 /// if it exits instead.
 pub(crate) fn start_with(args: &[std::ffi::OsString], ready: &dyn Fn()) -> Result<Server, String> {
-    let root = root();
     // `CLEARANCE_BIN` runs these faults against another build of the server.
     let bin = std::env::var_os("CLEARANCE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_clearance")));
+    // The demo's facts seed a new store (a later `--seed` wins).
+    let mut seeded: Vec<std::ffi::OsString> = vec!["--seed".into(), "tests/worlds".into()];
+    seeded.extend(args.iter().cloned());
+    start_in(&bin, &root(), &seeded, ready)
+}
+
+/// [`start_with`] for the binary `bin` run in `dir`, with only `args` after
+/// `serve --addr 127.0.0.1:0`.
+pub(crate) fn start_in(
+    bin: &Path,
+    dir: &Path,
+    args: &[std::ffi::OsString],
+    ready: &dyn Fn(),
+) -> Result<Server, String> {
     let mut child = Command::new(bin)
-        .current_dir(&root)
+        .current_dir(dir)
         .args(["serve", "--addr", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::null())
@@ -69,19 +82,23 @@ pub(crate) fn start_with(args: &[std::ffi::OsString], ready: &dyn Fn()) -> Resul
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             sink.lock().unwrap().push_str(&format!("{line}\n"));
-            if let Some(rest) = line.split("API at http://").nth(1) {
-                let addr = rest.split('/').next().unwrap_or_default().to_string();
-                let _ = tx.send(addr);
+            // `API at http://ADDR/v1 …`, or `https://` with TLS.
+            if let Some(rest) = line.split("API at ").nth(1) {
+                let base = rest.split("/v1").next().unwrap_or_default().to_string();
+                let _ = tx.send(base);
             }
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
-            let base = format!("http://{addr}");
+        if let Ok(base) = rx.recv_timeout(Duration::from_millis(50)) {
             ready();
             block(async {
-                let c = super::admin();
+                // Whether it is up, not whom it proves to be: a TLS test checks that.
+                let c = super::bearer(super::ADMIN)
+                    .danger_accept_invalid_certs(true)
+                    .build()
+                    .unwrap();
                 for _ in 0..100 {
                     let r = c.get(format!("{base}/v1/revision")).send().await;
                     if r.is_ok_and(|r| r.status().is_success()) {

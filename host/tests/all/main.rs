@@ -26,8 +26,10 @@ mod openapi;
 mod pg;
 mod security;
 mod service;
+mod ship;
 mod soak;
 mod stores;
+mod tls;
 mod token_corpus;
 mod writes;
 

@@ -13,7 +13,7 @@ pub fn sources(dir: &Path) -> Result<Vec<Source>, String> {
     read_policies(dir)
 }
 
-/// Facts from a JSON file, or the merge of a directory's `*.json` files.
+/// Facts from a JSON file, or the merge of a directory's `*.json` files in name order.
 pub fn load_facts(path: &Path) -> Result<Facts, String> {
     let files: Vec<PathBuf> = if path.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(path)
@@ -26,15 +26,14 @@ pub fn load_facts(path: &Path) -> Result<Facts, String> {
     } else {
         vec![path.to_path_buf()]
     };
-    let mut merged = clearance_core::FactsJson::default();
-    for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let doc: clearance_core::FactsJson =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", f.display()))?;
-        merged.entities.extend(doc.entities);
-        merged.tuples.extend(doc.tuples);
-    }
-    Facts::from_doc(merged).map_err(|e| e.to_string())
+    let docs = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            Ok((f.display().to_string(), text))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    clearance_host::embedded::merge_facts(docs)
 }
 
 /// The per-user cache of compiled modules, for the commands that run without a store.
@@ -45,8 +44,24 @@ pub fn user_cache() -> Option<PathBuf> {
         .map(|d| d.join("clearance").join("cwasm"))
 }
 
-/// The module on wasmtime, its hash checked.
-pub fn runtime(wasm: &Path, config: RuntimeConfig) -> Result<Arc<Runtime>, String> {
+/// The module on wasmtime: the one this binary carries, or `wasm` (its hash read from
+/// `<wasm>.sha256` and checked).
+pub fn runtime(wasm: Option<&Path>, config: RuntimeConfig) -> Result<Arc<Runtime>, String> {
+    let (bytes, hash) = module(wasm)?;
+    let rt = Runtime::new(&bytes, &hash, config).map_err(|e| e.to_string())?;
+    tracing::info!("module {} ({} bytes)", rt.module_hash(), bytes.len());
+    Ok(Arc::new(rt))
+}
+
+/// The module's bytes and SHA-256: `wasm`'s, or the module this binary carries.
+pub fn module(wasm: Option<&Path>) -> Result<(Vec<u8>, String), String> {
+    let Some(wasm) = wasm else {
+        return clearance_host::embedded::module()
+            .map(|(bytes, hash)| (bytes.to_vec(), hash.to_string()))
+            .ok_or_else(|| {
+                "this binary carries no module (it was built before `cargo xtask wasm`): rebuild it after `cargo xtask wasm`, or give --wasm FILE".to_string()
+            });
+    };
     let bytes = std::fs::read(wasm)
         .map_err(|e| format!("{}: {e}; build it with `cargo xtask wasm`", wasm.display()))?;
     let hash_file = PathBuf::from(format!("{}.sha256", wasm.display()));
@@ -56,15 +71,14 @@ pub fn runtime(wasm: &Path, config: RuntimeConfig) -> Result<Arc<Runtime>, Strin
             hash_file.display()
         )
     })?;
-    let rt = Runtime::new(&bytes, hash.trim(), config).map_err(|e| e.to_string())?;
-    tracing::info!("module {} ({} bytes)", rt.module_hash(), bytes.len());
-    Ok(Arc::new(rt))
+    Ok((bytes, hash.trim().to_string()))
 }
 
 /// The module on the policy files and the facts at `facts_path`.
 pub async fn loaded(cli: &Cli, facts_path: &Path) -> Result<Arc<Runtime>, String> {
     let t = Instant::now();
-    let schema = Arc::new(Schema::compile(&sources(&cli.policies)?).map_err(|e| e.to_string())?);
+    let schema =
+        Arc::new(Schema::compile(&sources(&cli.policy_dir())?).map_err(|e| e.to_string())?);
     let facts = load_facts(facts_path)?;
     let snap = Snapshot::build(schema, &facts).map_err(|e| e.to_string())?;
     tracing::info!(
@@ -74,7 +88,7 @@ pub async fn loaded(cli: &Cli, facts_path: &Path) -> Result<Arc<Runtime>, String
         t.elapsed().as_millis()
     );
     let rt = runtime(
-        &cli.wasm,
+        cli.wasm.as_deref(),
         RuntimeConfig {
             instances: 1,
             cache_dir: user_cache(),

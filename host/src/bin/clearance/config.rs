@@ -39,8 +39,10 @@ pub fn expand(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
         .map_err(|e| format!("--config {}: {e}", file.display()))?;
     let command = crate::Cli::command();
     let serve = command.find_subcommand("serve").ok_or("no serve command")?;
+    // `serve`'s own flags, and the global ones (`policies`, `wasm`).
     let mut known: Vec<(String, bool)> = serve
         .get_arguments()
+        .chain(command.get_arguments().filter(|a| a.is_global_set()))
         .filter_map(|a| {
             let long = a.get_long()?.to_string();
             Some((long, a.get_action().takes_values()))

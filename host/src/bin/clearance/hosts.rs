@@ -64,11 +64,12 @@ pub async fn run(cli: &Cli, args: &HostsArgs) -> Result<ExitCode, String> {
     for i in 0..args.count {
         let port = args.first_port.saturating_add(i);
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(&exe)
-            .arg("--policies")
-            .arg(&cli.policies)
-            .arg("--wasm")
-            .arg(&cli.wasm)
+        let mut command = Command::new(&exe);
+        command.arg("--policies").arg(cli.policy_dir());
+        if let Some(wasm) = &cli.wasm {
+            command.arg("--wasm").arg(wasm);
+        }
+        let child = command
             .args(["serve", "--store", &url, "--addr", &addr, "--demo"])
             .args(["--demo-time", &args.demo_time])
             .arg("--cache-dir")

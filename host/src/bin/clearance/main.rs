@@ -10,6 +10,7 @@ mod config;
 mod decide;
 mod hosts;
 mod import;
+mod init;
 mod keys;
 mod logs;
 mod matrix;
@@ -22,32 +23,33 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The version `--version` prints: the crate's, and the SHA-256 of the module the binary
+/// carries (the digest `/v1/revision` reports as `module_hash` when it runs it).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (module sha256 ",
+    env!("CLEARANCE_MODULE_SHA256"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     // A setting from a config file comes first on the command line; the command line's
     // own, later, wins.
     args_override_self = true,
     name = "clearance",
-    version,
+    version = VERSION,
     about = "Access checks for aviation operations: one wasm module decides, everywhere"
 )]
 struct Cli {
-    /// The policy directory (`*.policy`).
-    #[arg(
-        long,
-        global = true,
-        env = "CLEARANCE_POLICIES",
-        default_value = "policies"
-    )]
-    policies: PathBuf,
-    /// The wasm artifact (its SHA-256 is read from `<file>.sha256`, written by `cargo xtask wasm`).
-    #[arg(
-        long,
-        global = true,
-        env = "CLEARANCE_WASM",
-        default_value = "web/pkg/clearance_bg.wasm"
-    )]
-    wasm: PathBuf,
+    /// The policy directory (`*.policy`) [default: `policies`; `serve --demo` without
+    /// one serves the shipped policies]. `clearance init DIR` writes a starting one.
+    #[arg(long, global = true, env = "CLEARANCE_POLICIES")]
+    policies: Option<PathBuf>,
+    /// A wasm module to run instead of the one this binary carries, for development (its
+    /// SHA-256 is read from `<file>.sha256`, written by `cargo xtask wasm`).
+    #[arg(long, global = true, env = "CLEARANCE_WASM")]
+    wasm: Option<PathBuf>,
     /// A running server to ask instead of deciding here (`http://127.0.0.1:8080`):
     /// `check` and `explain` go to it; `resources`, `principals`, `write` and `watch`
     /// need it.
@@ -62,8 +64,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the HTTP API (seeds the demo data on first start with no store).
+    /// Serve the HTTP API on a store (`--demo`: the demo, its data and its console).
     Serve(Box<serve::ServeArgs>),
+    /// Write a starting policy directory (the shipped policies, to edit) and a config
+    /// file for `serve` into DIR, which must not hold either yet.
+    Init {
+        /// The directory to write into (made if it does not exist).
+        dir: PathBuf,
+    },
     /// Manage the service keys of a store.
     Keys {
         /// The SQLite fact store.
@@ -278,6 +286,18 @@ fn main() -> ExitCode {
     }
 }
 
+impl Cli {
+    /// The policy directory: as given, or `policies`.
+    fn policy_dir(&self) -> PathBuf {
+        self.policies
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICIES))
+    }
+}
+
+/// The policy directory when none is given.
+const DEFAULT_POLICIES: &str = "policies";
+
 fn fail(message: &str) -> ExitCode {
     eprintln!("clearance: {message}");
     ExitCode::from(2)
@@ -285,12 +305,12 @@ fn fail(message: &str) -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
     match &cli.command {
-        Command::Validate => validate::run(&cli.policies),
+        Command::Validate => validate::run(&cli.policy_dir()),
         Command::Test {
             paths,
             worlds,
             verbose,
-        } => scenarios::run(&cli.policies, paths, worlds, *verbose),
+        } => scenarios::run(&cli.policy_dir(), paths, worlds, *verbose),
         Command::Check(args) | Command::Explain(args) => {
             let explain = matches!(cli.command, Command::Explain(_));
             match &cli.server {
@@ -325,6 +345,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             facts,
         } => matrix::run(&cli, matrix, account.as_deref(), *format, facts).await,
         Command::Serve(args) => serve::run(&cli, args).await,
+        Command::Init { dir } => init::run(dir),
         Command::Keys {
             data,
             store,
@@ -347,7 +368,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 &store_spec(data, store.as_deref())?,
                 from,
                 author,
-                &cli.policies,
+                &cli.policy_dir(),
             )
             .await
         }

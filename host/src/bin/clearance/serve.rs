@@ -1,7 +1,7 @@
 //! `clearance serve`: the HTTP API on a store, with the operations console.
 
 use crate::Cli;
-use crate::common::{load_facts, runtime, sources};
+use crate::common::{load_facts, module, sources};
 use crate::logs::LogFormat;
 use clearance_host::RuntimeConfig;
 use clearance_host::api::ServerLimits;
@@ -26,6 +26,17 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CLEARANCE_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
+    /// Serve HTTPS with this certificate chain (PEM), HTTP/2 and HTTP/1.1 offered by
+    /// ALPN; needs `--tls-key`. The files are read again when they change, and a renewed
+    /// certificate is served to the next connection.
+    #[arg(long, env = "CLEARANCE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "CLEARANCE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// How often, in milliseconds, the TLS files are checked for a change.
+    #[arg(long, env = "CLEARANCE_TLS_CHECK_INTERVAL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub tls_check_interval_ms: u64,
     /// The SQLite fact store.
     #[arg(long, env = "CLEARANCE_DATA", default_value = "clearance.db")]
     pub data: PathBuf,
@@ -43,16 +54,23 @@ pub struct ServeArgs {
     /// with 200.
     #[arg(long, env = "CLEARANCE_READY_LAG", default_value_t = 1000)]
     pub ready_lag: u64,
-    /// Facts to seed an empty store with: a JSON facts file, or a directory whose
-    /// `*.json` facts are merged.
-    #[arg(long, env = "CLEARANCE_SEED", default_value = "tests/worlds")]
-    pub seed: PathBuf,
+    /// Facts to seed a new, empty store with: a JSON facts file, or a directory whose
+    /// `*.json` facts are merged. Without it a new store starts empty, except with
+    /// `--demo`, which seeds the demo's facts.
+    #[arg(long, env = "CLEARANCE_SEED")]
+    pub seed: Option<PathBuf>,
     /// Instances of the module.
     #[arg(long, env = "CLEARANCE_INSTANCES", default_value_t = 2)]
     pub instances: u32,
-    /// The `web/` directory the operations console is served from (at `/`).
-    #[arg(long, env = "CLEARANCE_WEB", default_value = "web")]
-    pub web: PathBuf,
+    /// Serve the operations console at `/` (the page, the JS package and the module it
+    /// runs in the browser). On with `--demo`; off otherwise.
+    #[arg(long, env = "CLEARANCE_CONSOLE")]
+    pub console: bool,
+    /// Serve the console from this `web/` directory instead of the files the binary
+    /// carries, for working on it (the module's files from `--wasm`'s directory, or
+    /// `<web>/pkg`).
+    #[arg(long, env = "CLEARANCE_WEB")]
+    pub web: Option<PathBuf>,
     /// Where compiled modules are cached (a directory only this user may write to;
     /// default: `<data>.cache`).
     #[arg(long, env = "CLEARANCE_CACHE_DIR")]
@@ -192,12 +210,16 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
     let ServeArgs {
         config: _,
         addr,
+        tls_cert,
+        tls_key,
+        tls_check_interval_ms,
         data,
         store,
         follow_interval_ms,
         ready_lag,
         seed,
         instances,
+        console,
         web,
         cache_dir,
         adopt_policy,
@@ -229,6 +251,10 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         metrics_addr,
         otel_endpoint: _,
     } = args;
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(clearance_host::tls::Tls::from_files(cert, key)?),
+        _ => None,
+    };
     let slice_signer = match slice_key {
         Some(path) => Some(Arc::new(SliceSigner::from_file(path)?)),
         None => None,
@@ -268,19 +294,45 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
     let cache = cache_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.cache", data.display())));
-    let rt = runtime(
-        &cli.wasm,
+    let (module_bytes, module_hash) = module(cli.wasm.as_deref())?;
+    let rt = clearance_host::Runtime::new(
+        &module_bytes,
+        &module_hash,
         RuntimeConfig {
             instances: *instances,
             queue: *queue,
             cache_dir: Some(cache),
             ..RuntimeConfig::default()
         },
-    )?;
-    let seed = seed.clone();
-    let seeded = move || {
-        tracing::info!("new store; seeding the demo data from {}", seed.display());
-        load_facts(&seed)
+    )
+    .map_err(|e| e.to_string())?;
+    tracing::info!(
+        "module {} ({} bytes{})",
+        rt.module_hash(),
+        module_bytes.len(),
+        if cli.wasm.is_some() {
+            ", from --wasm"
+        } else {
+            ""
+        }
+    );
+    let rt = Arc::new(rt);
+    let (seed, demo_seed) = (seed.clone(), *demo);
+    let seeded = move || match (seed, demo_seed) {
+        (Some(seed), _) => {
+            tracing::info!("a new store: seeding it from {}", seed.display());
+            load_facts(&seed)
+        }
+        (None, true) => {
+            tracing::info!("a new store: seeding it with the demo's facts");
+            clearance_host::embedded::demo_facts()
+        }
+        (None, false) => {
+            tracing::warn!(
+                "a new store, empty: no facts yet (give --seed FILE on a first start, write facts through POST /v1/facts, or `clearance import` them)"
+            );
+            Ok(clearance_core::Facts::default())
+        }
     };
     let t = Instant::now();
     let config = ServiceConfig {
@@ -303,7 +355,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         ready_lag: *ready_lag,
         ..ServiceConfig::default()
     };
-    let (files, dir) = (sources(&cli.policies)?, Some(cli.policies.clone()));
+    let (files, dir) = policies(cli, *demo)?;
     let service = match store {
         Some(url) if clearance_host::store::postgres::is_postgres(url) => {
             Service::open_postgres(rt, files, url, seeded, dir, config).await?
@@ -343,36 +395,36 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         }
     } else if service.key_count() == 0 {
         tracing::warn!(
-            "the store has no service keys: every /v1 call needs one; create one with `clearance keys create --scope admin --data {}`",
-            data.display()
+            "the store has no service keys: every /v1 call needs one; create one with `{}`",
+            keys_command(data, store.as_deref())
         );
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(
-        "console at http://{local}/, API at http://{local}/v1 (OpenAPI at /v1/openapi.json)"
-    );
-    let files = clearance_host::api::ConsoleFiles {
-        web: web.clone(),
-        pkg: cli
-            .wasm
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(".")),
-    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(tls) = &tls {
+        tls.watch(std::time::Duration::from_millis(*tls_check_interval_ms));
+    }
+    let console = *console || *demo;
+    if console {
+        tracing::info!("console at {scheme}://{local}/");
+    }
+    tracing::info!("API at {scheme}://{local}/v1 (OpenAPI at /v1/openapi.json)");
     if let Some(at) = metrics_addr {
         let listener = tokio::net::TcpListener::bind(at)
             .await
             .map_err(|e| format!("--metrics-addr {at}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!("metrics at http://{local}/metrics (without credentials)");
+        tracing::info!("metrics at {scheme}://{local}/metrics (without credentials)");
         let closed = service.closed();
+        let tls = tls.clone();
         let app = clearance_host::api::metrics_router(Arc::clone(&service));
         tokio::spawn(async move {
             let limits = ServerLimits {
                 max_connections: 64,
+                tls,
                 ..ServerLimits::default()
             };
             if let Err(e) =
@@ -383,7 +435,26 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         });
     }
     let stopping = Arc::clone(&service);
-    let app = clearance_host::api::with_console(clearance_host::api::router(service), &files);
+    let app = clearance_host::api::router(service);
+    let app = match (console, web) {
+        (false, _) => app,
+        (true, Some(web)) => {
+            let files = clearance_host::api::ConsoleFiles {
+                web: web.clone(),
+                pkg: match &cli.wasm {
+                    Some(wasm) => wasm
+                        .parent()
+                        .map_or_else(|| PathBuf::from("."), PathBuf::from),
+                    None => web.join("pkg"),
+                },
+            };
+            clearance_host::api::with_console(app, &files)
+        }
+        (true, None) => {
+            clearance_host::api::with_embedded_console(app, module_bytes.into(), &module_hash)
+                .map_err(|e| format!("--console: {e}"))?
+        }
+    };
     clearance_host::api::serve_with_limits(
         listener,
         app,
@@ -391,6 +462,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
             max_connections: *max_connections,
             max_connections_per_address: *max_connections_per_address,
             body_min_rate: *body_min_rate,
+            tls,
             ..ServerLimits::default()
         },
         async move {
@@ -418,4 +490,37 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
     .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The policies `serve` starts with, and the directory a reload reads: `--policies`, or
+/// `policies` if it is here, or, for the demo, the shipped policies (no directory).
+fn policies(
+    cli: &Cli,
+    demo: bool,
+) -> Result<(Vec<clearance_core::Source>, Option<PathBuf>), String> {
+    let dir = cli.policy_dir();
+    if cli.policies.is_some() || dir.is_dir() {
+        return Ok((sources(&dir)?, Some(dir)));
+    }
+    if demo {
+        tracing::info!("no policy directory here: serving the shipped policies");
+        return Ok((clearance_host::embedded::policies(), None));
+    }
+    Err(format!(
+        "no policy directory `{}` here: give --policies DIR, or write a starting one with `clearance init DIR`",
+        dir.display()
+    ))
+}
+
+/// The command that creates an admin key for this store, as it must be typed.
+pub fn keys_command(data: &std::path::Path, store: Option<&str>) -> String {
+    match store {
+        // Not the URL itself: it may hold a password.
+        Some(_) => "clearance keys --store URL create --scope admin (URL: this server's --store)"
+            .to_string(),
+        None => format!(
+            "clearance keys --data '{}' create --scope admin",
+            data.display()
+        ),
+    }
 }

@@ -25,6 +25,9 @@ fn only_the_modules_own_files_are_served_beside_it() {
     let wasm_arg = wasm.to_string_lossy().to_string();
     let server = crate::faults::start_with(
         &[
+            "--console".into(),
+            "--web".into(),
+            root().join("web").into(),
             "--wasm".into(),
             wasm_arg.into(),
             "--data".into(),

@@ -1,0 +1,199 @@
+//! The API over TLS (`serve --tls-cert --tls-key`), with a throwaway CA made here: a
+//! client that trusts the CA is served, over HTTP/2 or HTTP/1.1 as ALPN chooses; one
+//! that does not is refused, as is plain HTTP; a renewed certificate written over the
+//! files is served to the next connection without a restart; a key that is not the
+//! certificate's is refused at start.
+
+use crate::faults::start_in;
+use crate::{ADMIN, add_key, block, root, scratch};
+use clearance_host::auth::Scope;
+use clearance_host::tls::Tls;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A CA: its certificate (PEM) and what signs with it.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} test CA"));
+    let cert = params.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A certificate for `localhost` and 127.0.0.1 signed by `ca`, and its key (PEM).
+fn leaf(ca: &Ca) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn write_pair(dir: &Path, (cert, key): &(String, String)) {
+    std::fs::write(dir.join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
+}
+
+/// A client that trusts only `ca` (none of the system's roots).
+fn trusting(ca: &Ca, http1: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(10));
+    if http1 {
+        b = b.http1_only();
+    }
+    b.build().unwrap()
+}
+
+fn with_bearer(c: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    c.header("authorization", format!("Bearer {ADMIN}"))
+}
+
+#[test]
+fn the_api_over_tls_serves_clients_that_trust_its_ca_and_takes_a_renewed_certificate() {
+    let dir = scratch("tls");
+    let (first, second) = (ca("first"), ca("second"));
+    write_pair(&dir, &leaf(&first));
+    let db = dir.join("facts.db");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--data".into(),
+        db.clone().into(),
+        "--seed".into(),
+        root().join("tests/worlds").into(),
+        "--tls-cert".into(),
+        cert.into(),
+        "--tls-key".into(),
+        key.into(),
+        "--tls-check-interval-ms".into(),
+        "100".into(),
+    ];
+    let server = start_in(
+        Path::new(env!("CARGO_BIN_EXE_clearance")),
+        &root(),
+        &args,
+        &|| add_key(&db, ADMIN, Scope::Admin, &[]),
+    )
+    .unwrap_or_else(|log| panic!("the server did not start: {log}"));
+    let base = server.base.clone();
+    assert!(base.starts_with("https://"), "{base}");
+    let https = base.replace("https://127.0.0.1", "https://localhost");
+    block(async {
+        // Trusted: HTTP/2 by ALPN, or HTTP/1.1 when the client offers only it; a check
+        // and a write both served.
+        for (http1, version) in [
+            (false, reqwest::Version::HTTP_2),
+            (true, reqwest::Version::HTTP_11),
+        ] {
+            let c = trusting(&first, http1);
+            let r = c.get(format!("{https}/healthz")).send().await.unwrap();
+            assert_eq!((r.status().as_u16(), r.version()), (200, version));
+            let r = with_bearer(c.post(format!("{https}/v1/check")))
+                .json(&serde_json::json!({
+                    "principal": "user:occ_controller", "action": "view",
+                    "resource": "event:aog_lhr", "now": "2026-05-01T10:00:00Z"
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.version(), version);
+            let answer: serde_json::Value = r.json().await.unwrap();
+            assert!(answer["allowed"].is_boolean(), "{answer}");
+            let r = with_bearer(c.post(format!("{https}/v1/facts")))
+                .json(&serde_json::json!({ "author": "user:occ_controller", "now": "2026-05-01T10:00:00Z", "deltas": crate::create_event(&format!("tls_{http1}")) }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+        }
+        // Not trusted: refused in the handshake. Plain HTTP to the port: not served.
+        let untrusting = trusting(&second, false);
+        let refused = untrusting.get(format!("{https}/healthz")).send().await;
+        assert!(
+            refused.is_err(),
+            "a client that does not trust the CA was served"
+        );
+        let plain = reqwest::Client::new()
+            .get(format!("{}/healthz", base.replace("https://", "http://")))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        assert!(
+            plain.is_err() || plain.is_ok_and(|r| !r.status().is_success()),
+            "plain HTTP was served on the TLS port"
+        );
+
+        // A certificate of the second CA written over the files: the next connection
+        // gets it, with no restart.
+        write_pair(&dir, &leaf(&second));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let renewed = trusting(&second, false)
+                .get(format!("{https}/healthz"))
+                .send()
+                .await;
+            if renewed.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the renewed certificate was not served"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let old = trusting(&first, false)
+            .get(format!("{https}/healthz"))
+            .send()
+            .await;
+        assert!(old.is_err(), "the old certificate is still served");
+    });
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("TLS: serving the certificate"), "{log}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tls_files_that_do_not_belong_together_are_refused_and_a_bad_renewal_keeps_the_old() {
+    let dir = scratch("tls-files");
+    let ca = ca("files");
+    let (cert, _) = leaf(&ca);
+    let (_, other_key) = leaf(&ca);
+    std::fs::write(dir.join("cert.pem"), &cert).unwrap();
+    std::fs::write(dir.join("key.pem"), &other_key).unwrap();
+    let e = Tls::from_files(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap_err();
+    assert!(e.contains("is not the key of"), "{e}");
+    std::fs::write(dir.join("key.pem"), "not a key").unwrap();
+    let e = Tls::from_files(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap_err();
+    assert!(e.contains("--tls-key"), "{e}");
+    let e = Tls::from_files(&dir.join("missing.pem"), &dir.join("key.pem")).unwrap_err();
+    assert!(e.contains("--tls-cert"), "{e}");
+    // A good pair, then a renewal whose key does not match: refused, the pair kept.
+    write_pair(&dir, &leaf(&ca));
+    let tls = Tls::from_files(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+    assert!(!tls.reload_if_changed(), "nothing changed, yet it reloaded");
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(dir.join("key.pem"), other_key).unwrap();
+    assert!(
+        !tls.reload_if_changed(),
+        "a key of another certificate was taken"
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    write_pair(&dir, &leaf(&ca));
+    assert!(tls.reload_if_changed(), "a good renewal was not taken");
+    let _ = std::fs::remove_dir_all(&dir);
+}
