@@ -3,6 +3,7 @@
 //! reading its body, deciding who may call it, and calling the service.
 
 pub mod access;
+pub mod client;
 pub mod decide;
 pub mod error;
 pub mod extract;
@@ -11,6 +12,7 @@ pub mod serve;
 pub mod slice;
 pub mod write;
 
+pub use client::TrustedProxies;
 pub use extract::Peer;
 pub use serve::{ServerLimits, serve, serve_with_limits};
 
@@ -40,6 +42,7 @@ use clearance_core::{AccessMatrix, DecisionView, ErrorData, Explanation, FactsJs
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub(crate) const DECIDERS: &str = "an admin key; a service or read key of the principal's account; a user token for itself only, decided at the server's clock (a `now` is refused)";
 
@@ -478,6 +481,7 @@ pub(crate) async fn observe_request(
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let method = req.method().clone();
+    let client = req.extensions().get::<Peer>().map(|p| p.0);
     let span = tracing::info_span!("request", route = %route, method = %method);
     let (response, note) =
         tracing::Instrument::instrument(crate::observe::noted(next.run(req)), span).await;
@@ -491,6 +495,7 @@ pub(crate) async fn observe_request(
         status,
         duration_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         principal = note.principal.as_deref(),
+        client = client.map(tracing::field::display),
         revision = s.revision(),
         decision = note.decision.as_deref(),
         "request"
@@ -563,6 +568,68 @@ pub const PACKAGE_MODULES: [&str; 7] = [
     "values.js",
     "wire.js",
 ];
+
+/// The origins whose pages may call the API from a browser (CORS), as
+/// `scheme://host[:port]`.
+#[derive(Debug, Clone, Default)]
+pub struct CorsOrigins(Vec<axum::http::HeaderValue>);
+
+impl CorsOrigins {
+    /// From origins as a browser sends them (`https://ops.example.com`,
+    /// `http://localhost:5173`): no path, no wildcard.
+    pub fn parse<S: AsRef<str>>(origins: &[S]) -> Result<CorsOrigins, String> {
+        origins
+            .iter()
+            .map(|o| {
+                let o = o.as_ref().trim();
+                let host = o
+                    .strip_prefix("https://")
+                    .or_else(|| o.strip_prefix("http://"))
+                    .unwrap_or_default();
+                if host.is_empty() || host.contains(['/', '*', ' ', '?', '#', '@']) {
+                    return Err(format!(
+                        "--cors-origin `{o}`: an origin is `https://host` or `https://host:port`, with no path and no wildcard"
+                    ));
+                }
+                axum::http::HeaderValue::from_str(o)
+                    .map_err(|e| format!("--cors-origin `{o}`: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(CorsOrigins)
+    }
+
+    /// Whether no origin is listed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Lets the pages of `origins`, and only them, call `router` from a browser: preflights
+/// answered for the API's methods and the headers its clients send (a credential, JSON,
+/// a trace, a feed's resume point), credentials allowed for those origins, `retry-after`
+/// readable. No origin listed: the router as it is (browsers then call it same-origin
+/// only).
+pub fn with_cors(router: Router, origins: &CorsOrigins) -> Router {
+    use axum::http::{HeaderName, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return router;
+    }
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins.0.iter().cloned()))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("traceparent"),
+            ])
+            .expose_headers([header::RETRY_AFTER])
+            .allow_credentials(true)
+            .max_age(Duration::from_secs(600)),
+    )
+}
 
 /// Adds the operations console the binary carries ([`crate::embedded::CONSOLE`]) to a
 /// router, at the paths [`with_console`] serves a `web/` directory at, and the module

@@ -40,6 +40,10 @@ pub struct ServerLimits {
     /// TLS for every connection (HTTP/2 or HTTP/1.1 by ALPN); `None`: plain HTTP/1.1.
     /// The handshake must finish within `header_timeout`.
     pub tls: Option<crate::tls::Tls>,
+    /// The proxies whose `Forwarded`/`X-Forwarded-For` name a request's client, for its
+    /// rate limits and log line ([`crate::api::TrustedProxies`]); the connection limits
+    /// still count the proxy's own address.
+    pub trusted_proxies: crate::api::TrustedProxies,
 }
 
 impl Default for ServerLimits {
@@ -53,6 +57,7 @@ impl Default for ServerLimits {
             max_connections_per_address: 64,
             drain: Duration::from_secs(10),
             tls: None,
+            trusted_proxies: crate::api::TrustedProxies::default(),
         }
     }
 }
@@ -76,6 +81,7 @@ pub async fn serve_with_limits(
         min_rate: limits.body_min_rate,
     };
     let acceptor = limits.tls.as_ref().map(crate::tls::Tls::acceptor);
+    let trusted = Arc::new(limits.trusted_proxies.clone());
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let addresses = Arc::new(AddressSlots::default());
     let waiting = Arc::new(Waiting::default());
@@ -161,13 +167,19 @@ pub async fn serve_with_limits(
         let evicted = Arc::clone(&place.evicted);
         let app = app.clone();
         let sent = Arc::clone(&place);
+        let trusted = Arc::clone(&trusted);
         let service = TowerToHyperService::new(tower::util::MapRequest::new(
             app,
             move |req: axum::http::Request<hyper::body::Incoming>| {
                 sent.served();
                 // The body's deadline runs from now, as its head has arrived.
                 let mut req = req.map(|body| DeadlineBody::new(body, body_limits));
-                req.extensions_mut().insert(peer);
+                let client = if trusted.is_empty() {
+                    peer
+                } else {
+                    Peer(trusted.client(peer.0, req.headers()))
+                };
+                req.extensions_mut().insert(client);
                 req
             },
         ));

@@ -34,6 +34,20 @@ pub struct ServeArgs {
     /// The private key (PEM) of `--tls-cert`.
     #[arg(long, env = "CLEARANCE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// An origin whose pages may call the API from a browser (CORS), as
+    /// `https://host[:port]`; repeat, or separate with commas. Preflights are answered
+    /// and credentials allowed for these origins only. None: same-origin only.
+    #[arg(
+        long = "cors-origin",
+        env = "CLEARANCE_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origin: Vec<String>,
+    /// Networks (CIDR blocks or addresses) of reverse proxies whose `Forwarded` or
+    /// `X-Forwarded-For` header names the client: its address is then the one rate
+    /// limits count and log lines name. The headers of any other address are ignored.
+    #[arg(long = "trusted-proxies", env = "CLEARANCE_TRUSTED_PROXIES", value_delimiter = ',', num_args = 1..)]
+    pub trusted_proxies: Vec<String>,
     /// How often, in milliseconds, the TLS files are checked for a change.
     #[arg(long, env = "CLEARANCE_TLS_CHECK_INTERVAL_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
     pub tls_check_interval_ms: u64,
@@ -213,6 +227,8 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         tls_cert,
         tls_key,
         tls_check_interval_ms,
+        cors_origin,
+        trusted_proxies,
         data,
         store,
         follow_interval_ms,
@@ -255,6 +271,8 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         (Some(cert), Some(key)) => Some(clearance_host::tls::Tls::from_files(cert, key)?),
         _ => None,
     };
+    let cors = clearance_host::api::CorsOrigins::parse(cors_origin)?;
+    let trusted_proxies = clearance_host::api::TrustedProxies::parse(trusted_proxies)?;
     let slice_signer = match slice_key {
         Some(path) => Some(Arc::new(SliceSigner::from_file(path)?)),
         None => None,
@@ -455,6 +473,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
                 .map_err(|e| format!("--console: {e}"))?
         }
     };
+    let app = clearance_host::api::with_cors(app, &cors);
     clearance_host::api::serve_with_limits(
         listener,
         app,
@@ -463,6 +482,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
             max_connections_per_address: *max_connections_per_address,
             body_min_rate: *body_min_rate,
             tls,
+            trusted_proxies,
             ..ServerLimits::default()
         },
         async move {

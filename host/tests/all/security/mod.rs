@@ -6,6 +6,7 @@ mod connections;
 mod fairness;
 mod feeds;
 mod files;
+mod proxies;
 mod slice_counts;
 mod tokens;
 mod writes;
