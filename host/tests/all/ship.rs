@@ -4,7 +4,7 @@
 //! binary suggests works as printed.
 
 use crate::faults::{Server, start_in};
-use crate::{ADMIN, add_key, admin, block, root, scratch};
+use crate::{ADMIN, add_key, admin, block, get_json, root, scratch};
 use clearance_host::auth::Scope;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -64,22 +64,8 @@ async fn get(base: &str, path: &str) -> (u16, String, Vec<u8>) {
 /// The module's hash and the count of entities, as an admin reads them.
 async fn served(base: &str) -> (String, usize) {
     let c = admin();
-    let revision: serde_json::Value = c
-        .get(format!("{base}/v1/revision"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let facts: serde_json::Value = c
-        .get(format!("{base}/v1/facts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let revision = get_json(&c, &format!("{base}/v1/revision")).await;
+    let facts = get_json(&c, &format!("{base}/v1/facts")).await;
     (
         revision["module_hash"].as_str().unwrap().to_string(),
         facts["entities"].as_array().map_or(0, Vec::len),
