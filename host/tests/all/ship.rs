@@ -215,3 +215,29 @@ fn the_binary_alone_serves_a_policy_directory_from_init_and_its_suggestions_work
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One licence and one version across the crates and the JS package, and the licence's
+/// text at the root.
+#[test]
+fn the_crates_and_the_package_share_one_licence_and_one_version() {
+    let cargo: toml::Table = std::fs::read_to_string(root().join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let workspace = &cargo["workspace"]["package"];
+    let package: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("web/package.json")).unwrap())
+            .unwrap();
+    assert_eq!(workspace["license"].as_str(), Some("Apache-2.0"));
+    assert_eq!(package["license"].as_str(), workspace["license"].as_str());
+    assert_eq!(package["version"].as_str(), workspace["version"].as_str());
+    assert_eq!(
+        workspace["version"].as_str(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    let licence = std::fs::read_to_string(root().join("LICENSE")).unwrap();
+    assert!(
+        licence.contains("Apache License") && licence.contains("Version 2.0, January 2004"),
+        "LICENSE is not the Apache License 2.0"
+    );
+}
