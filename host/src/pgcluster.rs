@@ -12,6 +12,8 @@ pub struct Cluster {
     dir: PathBuf,
     port: u16,
     bin: PathBuf,
+    /// Whether it serves TLS ([`Cluster::start_tls`]).
+    tls: bool,
 }
 
 /// The directory of the PostgreSQL programs: `CLEARANCE_PG_BIN`, or else the newest
@@ -120,7 +122,46 @@ impl Cluster {
             dir: dir.to_path_buf(),
             port: free_port()?,
             bin,
+            tls: false,
         };
+        cluster.up()?;
+        Ok(cluster)
+    }
+
+    /// [`Cluster::start`], serving TLS with the certificate chain `cert` and its key `key`
+    /// (PEM) and accepting TCP connections only over TLS (`hostssl`); local connections
+    /// (the cluster's own `sql`) need none.
+    pub fn start_tls(dir: &Path, cert: &str, key: &str) -> Result<Cluster, String> {
+        let mut cluster = Cluster::start(dir)?;
+        cluster.down()?;
+        let data = dir.join("data");
+        let write = |name: &str, text: &str, mode: u32| -> Result<(), String> {
+            use std::os::unix::fs::PermissionsExt;
+            let path = data.join(name);
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if as_root() {
+                let ok = Command::new("chown")
+                    .arg("nobody")
+                    .arg(&path)
+                    .status()
+                    .map_err(|e| format!("chown: {e}"))?
+                    .success();
+                if !ok {
+                    return Err(format!("chown nobody {}: failed", path.display()));
+                }
+            }
+            Ok(())
+        };
+        write("server.crt", cert, 0o644)?;
+        write("server.key", key, 0o600)?;
+        write(
+            "pg_hba.conf",
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+            0o600,
+        )?;
+        cluster.tls = true;
         cluster.up()?;
         Ok(cluster)
     }
@@ -132,11 +173,14 @@ impl Cluster {
 
     /// Starts the server (again), waiting until it accepts connections.
     pub fn up(&self) -> Result<(), String> {
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
             self.port,
             self.dir.display()
         );
+        if self.tls {
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let (data, log) = (self.dir.join("data"), self.dir.join("log"));
         run(
             &self.bin,

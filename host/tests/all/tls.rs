@@ -7,6 +7,7 @@
 use crate::faults::start_in;
 use crate::{ADMIN, add_key, block, root, scratch};
 use clearance_host::auth::Scope;
+use clearance_host::store::FactStore;
 use clearance_host::tls::Tls;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::path::Path;
@@ -196,4 +197,75 @@ fn tls_files_that_do_not_belong_together_are_refused_and_a_bad_renewal_keeps_the
     write_pair(&dir, &leaf(&ca));
     assert!(tls.reload_if_changed(), "a good renewal was not taken");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// PostgreSQL over TLS: a harness cluster that takes TCP connections only over TLS, with
+/// a certificate of a test CA. With `sslmode=verify-full` and that CA the store is
+/// migrated, keyed and served by a host; with another CA it is refused, as is a
+/// connection without TLS.
+#[test]
+fn a_store_on_postgresql_over_tls_is_verified_and_served() {
+    let dir = scratch("tls-pg");
+    let (good, other) = (ca("postgres"), ca("not postgres"));
+    let (cert, key) = leaf(&good);
+    std::fs::write(dir.join("good-ca.pem"), &good.pem).unwrap();
+    std::fs::write(dir.join("other-ca.pem"), &other.pem).unwrap();
+    let pg = clearance_host::pgcluster::Cluster::start_tls(&dir.join("cluster"), &cert, &key)
+        .unwrap_or_else(|e| panic!("a PostgreSQL with ssl=on did not start: {e}"));
+    let plain = pg.database("tlsdb").unwrap();
+    let with = |mode: &str, ca: &str| {
+        format!(
+            "{plain}?sslmode={mode}&sslrootcert={}",
+            dir.join(ca).display()
+        )
+    };
+    let clearance = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_clearance"))
+            .current_dir(root())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // Refused: without TLS (the server takes none), and with a CA that did not sign it.
+    let (ok, said) = clearance(&["migrate", "--store", &format!("{plain}?sslmode=disable")]);
+    assert!(!ok, "a connection without TLS was taken: {said}");
+    let (ok, said) = clearance(&["migrate", "--store", &with("verify-full", "other-ca.pem")]);
+    assert!(
+        !ok,
+        "a server certificate of another CA was trusted: {said}"
+    );
+    // Verified: migrated, keyed, and served by a host.
+    let url = with("verify-full", "good-ca.pem");
+    let (ok, said) = clearance(&["migrate", "--store", &url]);
+    assert!(ok, "migrate over verify-full: {said}");
+    let admin_key = clearance_host::auth::stored_key(ADMIN, Scope::Admin, &[], "test", 0).unwrap();
+    block(async {
+        clearance_host::store::postgres::PgStore::connect(&url)
+            .await
+            .unwrap()
+            .add_key(admin_key)
+            .await
+            .unwrap();
+    });
+    let args: Vec<std::ffi::OsString> = vec!["--store".into(), url.clone().into()];
+    let server = crate::faults::start_with(&args, &|| {})
+        .unwrap_or_else(|log| panic!("a host on PostgreSQL over TLS did not start: {log}"));
+    block(async {
+        // The demo's facts, seeded through TLS and read back.
+        let facts = crate::get_json(&crate::admin(), &format!("{}/v1/facts", server.base)).await;
+        assert!(
+            facts["entities"].as_array().is_some_and(|e| !e.is_empty()),
+            "{facts}"
+        );
+    });
+    drop(server);
+    let _ = pg.down();
 }
