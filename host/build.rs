@@ -126,28 +126,18 @@ fn run() -> Result<(), String> {
     }
 
     // The shipped policies and the demo's facts.
-    let policies: Vec<(String, PathBuf)> = files(&root.join("policies"), |p| ext(p, "policy"))?
-        .into_iter()
-        .map(|p| Ok((name(&p)?, p)))
-        .collect::<Result<_, String>>()?;
-    watch(&root.join("policies"));
     table(
         &mut code,
         "POLICIES",
         "The shipped policy files, by file name.",
-        &policies,
+        &by_name(&root.join("policies"), "policy")?,
         false,
     )?;
-    let worlds: Vec<(String, PathBuf)> = files(&root.join("tests/worlds"), |p| ext(p, "json"))?
-        .into_iter()
-        .map(|p| Ok((name(&p)?, p)))
-        .collect::<Result<_, String>>()?;
-    watch(&root.join("tests/worlds"));
     table(
         &mut code,
         "DEMO_FACTS",
         "The demo's facts files, by file name, merged in this order.",
-        &worlds,
+        &by_name(&root.join("tests/worlds"), "json")?,
         false,
     )?;
 
@@ -191,6 +181,16 @@ fn files(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>, Strin
         .collect();
     v.sort();
     Ok(v)
+}
+
+/// The files of `dir` ending in `.{extension}`, each with its file name, in name order;
+/// the directory watched for files added or removed.
+fn by_name(dir: &Path, extension: &str) -> Result<Vec<(String, PathBuf)>, String> {
+    watch(dir);
+    files(dir, |p| ext(p, extension))?
+        .into_iter()
+        .map(|p| Ok((name(&p)?, p)))
+        .collect()
 }
 
 fn ext(p: &Path, want: &str) -> bool {
