@@ -7,7 +7,8 @@
 //!   `service` (named accounts: decides for any of their principals and writes on behalf
 //!   of a named author, recorded as made through the key) or `read` (decisions for named
 //!   accounts, nothing else);
-//! - a **user token**: a JWT signed by a key of the configured JWKS (ES256, ES384, EdDSA,
+//! - a **user token**: a JWT signed by a key of the configured JWKS (a file, or an OpenID
+//!   Connect provider's set kept current as it rotates, [`crate::oidc`]) (ES256, ES384, EdDSA,
 //!   RS256; never `none`, never HMAC), from the configured issuer for the configured
 //!   audience, within `exp` and `nbf` (with a small leeway), issued no later than now and
 //!   valid for at most the maximum token lifetime (24 hours by default). A claim (default
@@ -24,6 +25,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// What a service key may do.
@@ -297,17 +299,30 @@ struct Times {
     iat: Option<i64>,
 }
 
+/// The public keys user tokens are verified with, by `kid`.
+pub type KeyRing = HashMap<String, (DecodingKey, Algorithm)>;
+
+/// A token verified once, remembered: the principal it proves, its times, and the key
+/// that signed it (a token is good only while its key is still configured).
+#[derive(Clone)]
+struct Remembered {
+    principal: String,
+    times: Times,
+    kid: String,
+}
+
 /// Verifies user tokens against a set of public keys.
 ///
 /// A signature check costs tens to hundreds of microseconds (EdDSA, RS256, ES256), so a
-/// verified token is remembered, by its SHA-256, with its principal and times, until it
-/// expires: a client sending the same token again pays a hash, a lookup and the checks of
-/// its times. The JWKS is fixed for the verifier's life, so nothing else can make a
-/// verified token invalid.
+/// verified token is remembered, by its SHA-256, with its principal, times and key, until
+/// it expires: a client sending the same token again pays a hash, a lookup and the checks
+/// of its times, and of its key being still in the set. The set is fixed for a JWKS file
+/// and replaced as an identity provider rotates its keys ([`crate::oidc`]); a token whose
+/// key has left the set is refused, remembered or not.
 pub struct TokenVerifier {
-    keys: HashMap<String, (DecodingKey, Algorithm)>,
+    keys: std::sync::RwLock<Arc<KeyRing>>,
     rules: TokenRules,
-    verified: std::sync::Mutex<HashMap<[u8; 32], (String, Times)>>,
+    verified: std::sync::Mutex<HashMap<[u8; 32], Remembered>>,
 }
 
 /// The most verified tokens remembered; past it the memory starts afresh.
@@ -316,7 +331,7 @@ const VERIFIED_CAP: usize = 65_536;
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenVerifier")
-            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .field("kids", &self.kids())
             .field("rules", &self.rules)
             .finish()
     }
@@ -382,30 +397,60 @@ fn algorithm_of(jwk: &Jwk) -> Result<Algorithm, String> {
 impl TokenVerifier {
     /// A verifier for the public keys of `jwks` (each with a `kid`).
     pub fn new(jwks: &JwkSet, rules: TokenRules) -> Result<TokenVerifier, String> {
-        if rules.issuer.is_empty() || rules.audience.is_empty() {
-            return Err("user tokens need an issuer and an audience to check".into());
-        }
-        let mut keys = HashMap::new();
-        for (i, jwk) in jwks.keys.iter().enumerate() {
-            let kid = jwk
-                .common
-                .key_id
-                .clone()
-                .ok_or_else(|| format!("key {i} of the JWKS has no `kid`"))?;
-            let alg = algorithm_of(jwk).map_err(|m| format!("key `{kid}`: {m}"))?;
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key `{kid}`: {e}"))?;
-            if keys.insert(kid.clone(), (key, alg)).is_some() {
-                return Err(format!("two keys of the JWKS are named `{kid}`"));
-            }
-        }
+        let keys = key_ring(&jwks.keys)?;
         if keys.is_empty() {
             return Err("the JWKS holds no key".into());
         }
+        let verifier = TokenVerifier::without_keys(rules)?;
+        verifier.replace_keys(keys);
+        Ok(verifier)
+    }
+
+    /// A verifier that knows no key yet, for keys fetched later ([`TokenVerifier::replace_keys`]):
+    /// until then every token is refused.
+    pub fn without_keys(rules: TokenRules) -> Result<TokenVerifier, String> {
+        if rules.issuer.is_empty() || rules.audience.is_empty() {
+            return Err("user tokens need an issuer and an audience to check".into());
+        }
         Ok(TokenVerifier {
-            keys,
+            keys: std::sync::RwLock::new(Arc::new(KeyRing::new())),
             rules,
             verified: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The rules tokens are checked by.
+    pub fn rules(&self) -> &TokenRules {
+        &self.rules
+    }
+
+    fn ring(&self) -> Arc<KeyRing> {
+        match self.keys.read() {
+            Ok(k) => Arc::clone(&k),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The `kid`s of the keys in use, sorted.
+    pub fn kids(&self) -> Vec<String> {
+        let mut kids: Vec<String> = self.ring().keys().cloned().collect();
+        kids.sort();
+        kids
+    }
+
+    /// Whether a key of this `kid` is in use.
+    pub fn knows(&self, kid: &str) -> bool {
+        self.ring().contains_key(kid)
+    }
+
+    /// Verifies with `keys` from now on, in place of the keys before: a token of a key no
+    /// longer in the set is refused from the next request, remembered or not.
+    pub fn replace_keys(&self, keys: KeyRing) {
+        let keys = Arc::new(keys);
+        match self.keys.write() {
+            Ok(mut k) => *k = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
     }
 
     /// A verifier for a JWKS file.
@@ -421,23 +466,33 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str, now: i64) -> Result<String, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Ok(mut seen) = self.verified.lock()
-            && let Some((principal, times)) = seen.get(&digest)
+            && let Some(known) = seen.get(&digest)
         {
-            // Remembered: only its times can have changed their verdict.
-            return match self.check_times(*times, now) {
-                Ok(()) => Ok(principal.clone()),
+            // Remembered: only its times, or its key leaving the set, can have changed
+            // its verdict.
+            let verdict = if self.knows(&known.kid) {
+                self.check_times(known.times, now)
+            } else {
+                Err(invalid(format!(
+                    "no configured key is named `{}` (the identity provider no longer publishes it)",
+                    known.kid
+                )))
+            };
+            return match verdict {
+                Ok(()) => Ok(known.principal.clone()),
                 Err(e) => {
                     seen.remove(&digest);
                     Err(e)
                 }
             };
         }
-        let (principal, times) = self.verify_signed(token, now)?;
+        let known = self.verify_signed(token, now)?;
+        let principal = known.principal.clone();
         if let Ok(mut seen) = self.verified.lock() {
             if seen.len() >= VERIFIED_CAP {
                 seen.clear();
             }
-            seen.insert(digest, (principal.clone(), times));
+            seen.insert(digest, known);
         }
         Ok(principal)
     }
@@ -484,16 +539,20 @@ impl TokenVerifier {
     }
 
     /// [`TokenVerifier::verify`] without the memory: the principal and the token's times.
-    fn verify_signed(&self, token: &str, now: i64) -> Result<(String, Times), AuthError> {
+    fn verify_signed(&self, token: &str, now: i64) -> Result<Remembered, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| invalid(format!("not a token this host accepts: {e}")))?;
         let kid = header
             .kid
             .ok_or_else(|| invalid("the token names no key (`kid`)"))?;
-        let (key, alg) = self
-            .keys
-            .get(&kid)
-            .ok_or_else(|| invalid(format!("no configured key is named `{kid}`")))?;
+        let ring = self.ring();
+        let Some((key, alg)) = ring.get(&kid) else {
+            return Err(invalid(if ring.is_empty() {
+                "no key to verify user tokens is loaded yet (the identity provider's keys could not be fetched; the host keeps trying)".to_string()
+            } else {
+                format!("no configured key is named `{kid}`")
+            }));
+        };
         if header.alg != *alg {
             return Err(invalid(format!(
                 "key `{kid}` verifies {alg:?}, the token says {:?}",
@@ -550,15 +609,50 @@ impl TokenVerifier {
                     self.rules.claim
                 ))
             })?;
-        match &self.rules.principal_type {
-            Some(t) => Ok((format!("{t}:{id}"), times)),
-            None if id.contains(':') => Ok((id.to_string(), times)),
-            None => Err(invalid(format!(
-                "the token's `{}` claim is not a principal `type:id`",
-                self.rules.claim
-            ))),
+        let principal = match &self.rules.principal_type {
+            Some(t) => format!("{t}:{id}"),
+            None if id.contains(':') => id.to_string(),
+            None => {
+                return Err(invalid(format!(
+                    "the token's `{}` claim is not a principal `type:id`",
+                    self.rules.claim
+                )));
+            }
+        };
+        Ok(Remembered {
+            principal,
+            times,
+            kid,
+        })
+    }
+}
+
+/// The key a token names (`kid` in its header), or why it names none.
+pub fn key_id(token: &str) -> Result<String, AuthError> {
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|e| invalid(format!("not a token this host accepts: {e}")))?;
+    header
+        .kid
+        .ok_or_else(|| invalid("the token names no key (`kid`)"))
+}
+
+/// The keys of a JWKS, by `kid`: every key must have a `kid` and be one this host
+/// verifies with ([`algorithm_of`]), and no two share a `kid`.
+pub fn key_ring(jwks: &[Jwk]) -> Result<KeyRing, String> {
+    let mut keys = KeyRing::new();
+    for (i, jwk) in jwks.iter().enumerate() {
+        let kid = jwk
+            .common
+            .key_id
+            .clone()
+            .ok_or_else(|| format!("key {i} of the JWKS has no `kid`"))?;
+        let alg = algorithm_of(jwk).map_err(|m| format!("key `{kid}`: {m}"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key `{kid}`: {e}"))?;
+        if keys.insert(kid.clone(), (key, alg)).is_some() {
+            return Err(format!("two keys of the JWKS are named `{kid}`"));
         }
     }
+    Ok(keys)
 }
 
 /// A token issuer for the demo personas: an Ed25519 key made at start-up, never stored,

@@ -11,6 +11,7 @@ pub mod codes;
 pub mod embedded;
 pub mod limits;
 pub mod observe;
+pub mod oidc;
 pub mod openapi;
 pub mod pgcluster;
 pub mod policy_dir;

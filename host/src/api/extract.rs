@@ -42,7 +42,7 @@ pub(crate) async fn authenticated(
     if let Some(e) = peer.and_then(|p| s.throttled(p)) {
         return e.into_response();
     }
-    match admit(req.headers(), &s) {
+    match admit(req.headers(), &s).await {
         Ok(caller) => {
             crate::observe::note(|n| n.principal = Some(caller.name()));
             req.extensions_mut().insert(caller);
@@ -125,8 +125,8 @@ pub(crate) const MAX_THROTTLED: usize = 100_000;
 /// The caller a request's credential proves, if it is within its rate limit and its
 /// budget of work: the request costs one of each ([`Service::charge`] charges the rest of
 /// a batch or a write).
-pub(crate) fn admit(headers: &HeaderMap, s: &Service) -> Result<Caller, ServiceError> {
-    let caller = authenticate(headers, s)?;
+pub(crate) async fn admit(headers: &HeaderMap, s: &Service) -> Result<Caller, ServiceError> {
+    let caller = authenticate(headers, s).await?;
     if let Some(limiter) = &s.limiter
         && let Err(until) = limiter.check_key(&caller.name())
     {
@@ -184,7 +184,7 @@ impl Service {
 }
 
 /// The caller a request's credential proves.
-pub(crate) fn authenticate(headers: &HeaderMap, s: &Service) -> Result<Caller, ServiceError> {
+pub(crate) async fn authenticate(headers: &HeaderMap, s: &Service) -> Result<Caller, ServiceError> {
     // Two credentials are no credential: which one a proxy or a framework reads is not
     // for the caller to choose.
     if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
@@ -213,6 +213,13 @@ pub(crate) fn authenticate(headers: &HeaderMap, s: &Service) -> Result<Caller, S
                 .into(),
         }));
     };
+    // A key the provider's set does not hold may be one it has just rotated in.
+    if let Some(provider) = &s.config.oidc
+        && let Ok(kid) = crate::auth::key_id(credential)
+        && !tokens.knows(&kid)
+    {
+        provider.unknown_key(&kid).await;
+    }
     let principal = tokens.verify(credential, now_seconds())?;
     if !s.served().facts.read().entities.contains_key(&principal) {
         return Err(ServiceError::from(AuthError {

@@ -41,6 +41,10 @@ pub struct ServiceConfig {
     pub adopt_policy: bool,
     /// How user tokens are verified; without it only service keys are accepted.
     pub tokens: Option<Arc<TokenVerifier>>,
+    /// The OpenID Connect provider whose key set `tokens` holds: a token naming a key the
+    /// set does not hold has the set fetched again first (at most once per its least
+    /// interval).
+    pub oidc: Option<Arc<crate::oidc::Provider>>,
     /// The demo token issuer (`serve --demo` only): `POST /demo/token` gives a token for
     /// a user of the facts.
     pub demo: Option<Arc<DemoIssuer>>,
@@ -113,6 +117,7 @@ impl Default for ServiceConfig {
             body_limit: 1 << 20,
             adopt_policy: false,
             tokens: None,
+            oidc: None,
             demo: None,
             keys_refresh: Duration::from_secs(1),
             max_deltas: 10_000,

@@ -22,6 +22,7 @@ mod faults;
 mod import;
 mod multihost;
 mod observe;
+mod oidc;
 mod openapi;
 mod pg;
 mod security;

@@ -304,77 +304,87 @@ fn metrics_and_request_logs_show_the_traffic_sent() {
 type Posts = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>;
 
 /// A stand-in OpenTelemetry collector on loopback: takes HTTP posts, keeps them and
-/// answers 200, until the test ends.
-fn collector() -> (String, Posts) {
-    use std::io::{BufRead, BufReader, Read, Write};
+/// answers 200, until the test ends; over TLS with `tls`.
+fn collector(tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> (String, Posts) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let url = match tls {
+        Some(_) => format!("https://localhost:{port}/v1/traces"),
+        None => format!("http://127.0.0.1:{port}/v1/traces"),
+    };
     let posts: Posts = Default::default();
     let kept = std::sync::Arc::clone(&posts);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
             let kept = std::sync::Arc::clone(&kept);
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut head = String::new();
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                        head.push_str(&line.to_ascii_lowercase());
-                        line.clear();
-                    }
-                    if head.is_empty() {
+            let tls = tls.clone();
+            std::thread::spawn(move || match tls {
+                Some(config) => {
+                    let Ok(connection) = rustls::ServerConnection::new(config) else {
                         return;
-                    }
-                    let path = head.split(' ').nth(1).unwrap_or_default().to_string();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |n| n.trim().parse().unwrap_or(0));
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    kept.lock().unwrap().push((path, head, body));
-                    let mut out = &stream;
-                    let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                    };
+                    take_posts(rustls::StreamOwned::new(connection, stream), &kept);
                 }
+                None => take_posts(stream, &kept),
             });
         }
     });
     (url, posts)
 }
 
-/// `--otel-endpoint`: a span for each request and module call reaches the collector
-/// over OTLP/HTTP, the last of them sent as the host shuts down; an endpoint that is not
-/// a URL stops start-up, naming the setting.
-#[test]
-fn traces_reach_an_otlp_collector_the_last_on_shutdown() {
-    let dir = super::scratch("otel");
-    let refused = super::faults::start(&dir.join("bad.db"), &["--otel-endpoint", "nowhere"])
-        .err()
-        .expect("a bad endpoint was taken");
-    assert!(refused.contains("--otel-endpoint `nowhere`"), "{refused}");
+/// Reads HTTP/1.1 posts off `stream`, keeping each and answering 200.
+fn take_posts(stream: impl std::io::Read + std::io::Write, kept: &Posts) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut head = String::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+            head.push_str(&line.to_ascii_lowercase());
+            line.clear();
+        }
+        if head.is_empty() {
+            return;
+        }
+        let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |n| n.trim().parse().unwrap_or(0));
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        kept.lock().unwrap().push((path, head, body));
+        let out = reader.get_mut();
+        let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        let _ = out.flush();
+    }
+}
 
-    let (url, posts) = collector();
-    let mut server =
-        super::faults::start(&dir.join("facts.db"), &["--otel-endpoint", &url]).unwrap();
-    let base = server.base.clone();
-    block(async {
-        let d: Value = super::admin()
-            .post(format!("{base}/v1/check"))
-            .json(&json!({ "principal": "user:aeroserv_tech", "action": "view", "resource": "event:aog_lhr", "now": NOW }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(d["allowed"], true);
-    });
-    // Batches go every 5 s; shutting down sends what waits.
+/// A TLS configuration serving a certificate of `ca` for localhost.
+fn collector_tls(ca: &super::tls::Ca) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let (cert, key) = super::tls::leaf(ca);
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    std::sync::Arc::new(config)
+}
+
+/// Stops `server` with SIGTERM and waits for it to exit cleanly.
+fn shut_down(server: &mut super::faults::Server) {
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -390,19 +400,61 @@ fn traces_reach_an_otlp_collector_the_last_on_shutdown() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
-    let posts = posts.lock().unwrap();
-    assert!(!posts.is_empty(), "no traces were sent");
-    let body: Vec<u8> = posts.iter().flat_map(|p| p.2.clone()).collect();
-    for (path, head, _) in posts.iter() {
-        assert_eq!(path, "/v1/traces");
-        assert!(
-            head.contains("content-type: application/x-protobuf"),
-            "{head}"
-        );
-    }
-    // Protobuf keeps strings as they are: the spans' names and fields are there.
-    let has = |s: &str| body.windows(s.len()).any(|w| w == s.as_bytes());
-    for expected in ["clearance", "request", "/v1/check", "module", "check"] {
-        assert!(has(expected), "no `{expected}` in the traces sent");
+}
+
+/// `--otel-endpoint`: a span for each request and module call reaches the collector
+/// over OTLP/HTTP, the last of them sent as the host shuts down; an endpoint that is not
+/// a URL stops start-up, naming the setting.
+#[test]
+fn traces_reach_an_otlp_collector_the_last_on_shutdown() {
+    let dir = super::scratch("otel");
+    let refused = super::faults::start(&dir.join("bad.db"), &["--otel-endpoint", "nowhere"])
+        .err()
+        .expect("a bad endpoint was taken");
+    assert!(refused.contains("--otel-endpoint `nowhere`"), "{refused}");
+
+    // Over plain HTTP, and over https to a collector whose certificate only the CA named
+    // by `--ca-cert` vouches for.
+    let ca = super::tls::ca("collector");
+    std::fs::write(dir.join("collector-ca.pem"), &ca.pem).unwrap();
+    let ca_file = dir.join("collector-ca.pem");
+    for tls in [false, true] {
+        let (url, posts) = collector(tls.then(|| collector_tls(&ca)));
+        let mut args = vec!["--otel-endpoint", url.as_str()];
+        if tls {
+            args.extend(["--ca-cert", ca_file.to_str().unwrap()]);
+        }
+        let mut server = super::faults::start(&dir.join(format!("facts-{tls}.db")), &args).unwrap();
+        let base = server.base.clone();
+        block(async {
+            let d: Value = super::admin()
+                .post(format!("{base}/v1/check"))
+                .json(&json!({ "principal": "user:aeroserv_tech", "action": "view", "resource": "event:aog_lhr", "now": NOW }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(d["allowed"], true);
+        });
+        // Batches go every 5 s; shutting down sends what waits.
+        shut_down(&mut server);
+        let posts = posts.lock().unwrap();
+        let log = server.log.lock().unwrap().clone();
+        assert!(!posts.is_empty(), "no traces were sent (tls: {tls}): {log}");
+        let body: Vec<u8> = posts.iter().flat_map(|p| p.2.clone()).collect();
+        for (path, head, _) in posts.iter() {
+            assert_eq!(path, "/v1/traces");
+            assert!(
+                head.contains("content-type: application/x-protobuf"),
+                "{head}"
+            );
+        }
+        // Protobuf keeps strings as they are: the spans' names and fields are there.
+        let has = |s: &str| body.windows(s.len()).any(|w| w == s.as_bytes());
+        for expected in ["clearance", "request", "/v1/check", "module", "check"] {
+            assert!(has(expected), "no `{expected}` in the traces sent");
+        }
     }
 }

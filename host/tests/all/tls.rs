@@ -14,12 +14,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A CA: its certificate (PEM) and what signs with it.
-struct Ca {
-    pem: String,
+pub(crate) struct Ca {
+    pub(crate) pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
-fn ca(name: &str) -> Ca {
+pub(crate) fn ca(name: &str) -> Ca {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -34,7 +34,7 @@ fn ca(name: &str) -> Ca {
 }
 
 /// A certificate for `localhost` and 127.0.0.1 signed by `ca`, and its key (PEM).
-fn leaf(ca: &Ca) -> (String, String) {
+pub(crate) fn leaf(ca: &Ca) -> (String, String) {
     let key = KeyPair::generate().unwrap();
     let params =
         CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
@@ -121,6 +121,35 @@ fn the_api_over_tls_serves_clients_that_trust_its_ca_and_takes_a_renewed_certifi
                 .unwrap();
             assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
         }
+        // The command line against the server over https: with `--ca-cert` naming the CA
+        // it decides; without, the certificate is refused and nothing is decided.
+        std::fs::write(dir.join("first-ca.pem"), &first.pem).unwrap();
+        let remote = |trust: bool| {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_clearance"));
+            c.args(["--server", &https, "--key", ADMIN]);
+            if trust {
+                c.arg("--ca-cert").arg(dir.join("first-ca.pem"));
+            }
+            c.args([
+                "check",
+                "user:occ_controller",
+                "view",
+                "event:aog_lhr",
+                "--now",
+                "2026-05-01T10:00:00Z",
+            ]);
+            let out = c.output().unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).to_string()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        };
+        let (code, said) = remote(true);
+        assert!(matches!(code, Some(0 | 1)), "{said}");
+        assert!(said.contains("allow") || said.contains("deny"), "{said}");
+        let (code, said) = remote(false);
+        assert_eq!(code, Some(2), "an untrusted server was asked: {said}");
         // Not trusted: refused in the handshake. Plain HTTP to the port: not served.
         let untrusting = trusting(&second, false);
         let refused = untrusting.get(format!("{https}/healthz")).send().await;

@@ -29,10 +29,12 @@ data = "clearance.db"
 # them). Without it, a new store starts empty.
 # seed = "facts.json"
 
-# User tokens: verified against a JWKS file, with their issuer and audience.
+# User tokens: from an OpenID Connect provider (its keys by discovery, rotation
+# followed), or verified against a fixed JWKS file with their issuer.
+# oidc-issuer = "https://login.example.com/realms/ops"
+# token-audience = "clearance"
 # jwks = "jwks.json"
 # token-issuer = "https://login.example.com/"
-# token-audience = "clearance"
 
 # The operations console at `/`.
 # console = true

@@ -51,11 +51,54 @@ impl Drop for Traces {
     }
 }
 
+/// The client spans are sent with: reqwest's blocking client (the batch processor runs
+/// on a thread of its own, with no async runtime), over http or https with rustls, the
+/// web's roots and `--ca-cert`'s. Answers are read up to 4 MiB.
+#[cfg(feature = "otel")]
+#[derive(Debug)]
+struct Collector(reqwest::blocking::Client);
+
+#[cfg(feature = "otel")]
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for Collector {
+    async fn send_bytes(
+        &self,
+        request: opentelemetry_http::Request<opentelemetry_http::Bytes>,
+    ) -> Result<
+        opentelemetry_http::Response<opentelemetry_http::Bytes>,
+        opentelemetry_http::HttpError,
+    > {
+        use std::io::Read as _;
+        const MAX: u64 = 4 << 20;
+        let (parts, body) = request.into_parts();
+        let request = reqwest::blocking::Request::try_from(axum::http::Request::from_parts(
+            parts,
+            body.to_vec(),
+        ))?;
+        let mut response = self.0.execute(request)?;
+        let status = response.status();
+        let headers = std::mem::take(response.headers_mut());
+        let mut read = Vec::new();
+        response.take(MAX + 1).read_to_end(&mut read)?;
+        if read.len() as u64 > MAX {
+            return Err("the collector's answer is longer than 4 MiB".into());
+        }
+        let mut answer = opentelemetry_http::Response::builder()
+            .status(status)
+            .body(opentelemetry_http::Bytes::from(read))?;
+        *answer.headers_mut() = headers;
+        Ok(answer)
+    }
+}
+
 /// The layer that sends spans to `endpoint` (the collector's OTLP/HTTP traces URL).
 #[cfg(feature = "otel")]
-fn otel(endpoint: &str) -> Result<(Boxed, opentelemetry_sdk::trace::SdkTracerProvider), String> {
+fn otel(
+    endpoint: &str,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<(Boxed, opentelemetry_sdk::trace::SdkTracerProvider), String> {
     use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_otlp::WithExportConfig as _;
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
     let url = endpoint
         .parse::<axum::http::Uri>()
         .ok()
@@ -65,8 +108,18 @@ fn otel(endpoint: &str) -> Result<(Boxed, opentelemetry_sdk::trace::SdkTracerPro
                 "--otel-endpoint `{endpoint}`: expected the collector's OTLP/HTTP traces URL, such as http://127.0.0.1:4318/v1/traces"
             )
         })?;
+    let mut client = reqwest::blocking::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10));
+    for root in clearance_host::oidc::roots(ca_cert)? {
+        client = client.add_root_certificate(root);
+    }
+    let client = client
+        .build()
+        .map_err(|e| format!("--otel-endpoint `{endpoint}`: {e}"))?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(Collector(client))
         .with_endpoint(url.to_string())
         .build()
         .map_err(|e| format!("--otel-endpoint `{endpoint}`: {e}"))?;
@@ -90,6 +143,7 @@ pub fn serve(
     format: LogFormat,
     level: &str,
     otel_endpoint: Option<&str>,
+    ca_cert: Option<&std::path::Path>,
 ) -> Result<Traces, String> {
     let filter = filter(level)?;
     let json = match format {
@@ -122,12 +176,13 @@ pub fn serve(
         None => {}
         #[cfg(feature = "otel")]
         Some(endpoint) => {
-            let (layer, provider) = otel(endpoint)?;
+            let (layer, provider) = otel(endpoint, ca_cert)?;
             layers.push(layer);
             traces.provider = Some(provider);
         }
         #[cfg(not(feature = "otel"))]
         Some(_) => {
+            let _ = ca_cert;
             return Err(
                 "--otel-endpoint: this build has no OpenTelemetry (build with the feature `otel`)"
                     .into(),

@@ -58,6 +58,11 @@ struct Cli {
     /// The credential for `--server`: a service key or a user token (never printed).
     #[arg(long, global = true, env = "CLEARANCE_KEY", hide_env_values = true)]
     key: Option<String>,
+    /// Certificates (PEM) to trust for outgoing https besides the web's roots, as a
+    /// private CA: `--server`, the identity provider (`serve --oidc-issuer`) and the
+    /// OpenTelemetry collector (`serve --otel-endpoint`).
+    #[arg(long, global = true, env = "CLEARANCE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -256,6 +261,7 @@ fn main() -> ExitCode {
             args.log_format,
             &args.log_level,
             args.otel_endpoint.as_deref(),
+            cli.ca_cert.as_deref(),
         )
         .map(Some),
         _ => {
@@ -315,7 +321,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let explain = matches!(cli.command, Command::Explain(_));
             match &cli.server {
                 Some(server) => {
-                    let remote = remote::Remote::new(server, cli.key.as_deref())?;
+                    let remote =
+                        remote::Remote::new(server, cli.key.as_deref(), cli.ca_cert.as_deref())?;
                     remote::decide(&remote, args, explain).await
                 }
                 None => decide::run(&cli, args, explain).await,
@@ -388,7 +395,7 @@ fn on_server(cli: &Cli) -> Result<remote::Remote, String> {
     let server = cli.server.as_deref().ok_or(
         "this command asks a running server: give --server URL (or CLEARANCE_SERVER) and --key",
     )?;
-    remote::Remote::new(server, cli.key.as_deref())
+    remote::Remote::new(server, cli.key.as_deref(), cli.ca_cert.as_deref())
 }
 
 /// The store a command works on: the PostgreSQL URL when one is given, or else the

@@ -5,6 +5,7 @@
 
 use crate::decide::{print_decision, read_decision};
 use serde_json::{Value, json};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ impl From<String> for Failed {
 
 impl Remote {
     /// A client of the server at `server` (`http://host:port`) with `key`.
-    pub fn new(server: &str, key: Option<&str>) -> Result<Remote, String> {
+    pub fn new(server: &str, key: Option<&str>, ca_cert: Option<&Path>) -> Result<Remote, String> {
         let key = key.filter(|k| !k.is_empty()).ok_or(
             "--server needs a credential: --key (or CLEARANCE_KEY), a service key or a user token",
         )?;
@@ -52,10 +53,11 @@ impl Remote {
                 "--server `{server}`: expected a URL such as http://127.0.0.1:8080"
             ));
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let mut client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        for root in clearance_host::oidc::roots(ca_cert)? {
+            client = client.add_root_certificate(root);
+        }
+        let client = client.build().map_err(|e| e.to_string())?;
         Ok(Remote {
             base: base.to_string(),
             key: key.to_string(),

@@ -132,6 +132,20 @@ pub struct ServeArgs {
     /// Verify user tokens against the public keys of this JWKS file.
     #[arg(long, env = "CLEARANCE_JWKS", requires_all = ["token_issuer", "token_audience"], conflicts_with = "demo")]
     pub jwks: Option<PathBuf>,
+    /// Verify user tokens from this OpenID Connect provider (an https URL, exactly as its
+    /// tokens' `iss` names it): its discovery document and key set are fetched over
+    /// https and kept current as it rotates its keys. `--ca-cert` adds a private CA.
+    #[arg(long, env = "CLEARANCE_OIDC_ISSUER", requires = "token_audience", conflicts_with_all = ["demo", "jwks", "token_issuer"])]
+    pub oidc_issuer: Option<String>,
+    /// The longest, in seconds, the provider's key set is kept before it is fetched
+    /// again (a shorter `Cache-Control: max-age` from the provider wins).
+    #[arg(long, env = "CLEARANCE_OIDC_REFRESH_INTERVAL", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub oidc_refresh_interval: u64,
+    /// The least seconds between two fetches of the provider's key set: a token naming a
+    /// key the set does not hold has it fetched again at most this often, and a failed
+    /// fetch is tried again after this.
+    #[arg(long, env = "CLEARANCE_OIDC_MIN_REFRESH_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub oidc_min_refresh_interval: u64,
     /// The issuer (`iss`) user tokens must name.
     #[arg(long, env = "CLEARANCE_TOKEN_ISSUER")]
     pub token_issuer: Option<String>,
@@ -247,6 +261,9 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         demo,
         demo_time,
         jwks,
+        oidc_issuer,
+        oidc_refresh_interval,
+        oidc_min_refresh_interval,
         token_issuer,
         token_audience,
         token_claim,
@@ -282,26 +299,48 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
     } else {
         None
     };
-    let tokens = match (&issuer, jwks) {
-        (Some(i), _) => Some(Arc::new(TokenVerifier::new(
+    let rules = TokenRules {
+        issuer: token_issuer.clone().unwrap_or_default(),
+        audience: token_audience.clone().unwrap_or_default(),
+        claim: token_claim.clone(),
+        principal_type: Some(token_principal_type.clone()),
+        max_lifetime: *token_max_lifetime,
+        ..TokenRules::default()
+    };
+    let oidc = match oidc_issuer {
+        Some(url) => {
+            let provider = clearance_host::oidc::Provider::new(
+                url,
+                rules.clone(),
+                clearance_host::oidc::Refresh {
+                    max_age: std::time::Duration::from_secs(*oidc_refresh_interval),
+                    min_interval: std::time::Duration::from_secs(*oidc_min_refresh_interval),
+                },
+                clearance_host::oidc::roots(cli.ca_cert.as_deref())?,
+            )?;
+            // A provider that cannot be reached now is tried again in the background: the
+            // host serves service keys meanwhile, and refuses user tokens saying why.
+            let (first, _keeps_current) = provider.start().await;
+            if first.is_err() {
+                tracing::warn!(
+                    "user tokens are refused until the identity provider's keys are fetched"
+                );
+            }
+            Some(provider)
+        }
+        None => None,
+    };
+    let tokens = match (&issuer, jwks, &oidc) {
+        (Some(i), _, _) => Some(Arc::new(TokenVerifier::new(
             &i.jwks,
             TokenRules {
                 max_lifetime: *token_max_lifetime,
                 ..i.rules.clone()
             },
         )?)),
-        (None, Some(path)) => Some(Arc::new(TokenVerifier::from_file(
-            path,
-            TokenRules {
-                issuer: token_issuer.clone().unwrap_or_default(),
-                audience: token_audience.clone().unwrap_or_default(),
-                claim: token_claim.clone(),
-                principal_type: Some(token_principal_type.clone()),
-                max_lifetime: *token_max_lifetime,
-                ..TokenRules::default()
-            },
-        )?)),
-        (None, None) => None,
+        (None, Some(path), _) => Some(Arc::new(TokenVerifier::from_file(path, rules)?)),
+        (None, None, Some(provider)) => Some(Arc::clone(provider.verifier())),
+        (None, None, None) => None,
     };
     let clock_offset = match demo_time {
         Some(t) => clearance_core::time::parse(t)
@@ -357,6 +396,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
         adopt_policy: *adopt_policy,
         feed_buffer: *feed_buffer,
         tokens,
+        oidc,
         demo: issuer,
         clock_offset,
         rate_limit: std::num::NonZeroU32::new(*rate_limit),
