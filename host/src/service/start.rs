@@ -102,6 +102,12 @@ impl Service {
     ) -> Result<Arc<Service>, String> {
         let adopt = config.adopt_policy;
         let latest = store.latest(None).await.map_err(|e| e.to_string())?;
+        // A checkpoint an import wrote holds no snapshot: the one built here completes it.
+        let bare = latest
+            .snapshot
+            .as_deref()
+            .is_some_and(<[u8]>::is_empty)
+            .then_some(latest.revision);
         // The snapshot carried from a checkpoint is loaded into the module while the facts
         // are still being read; it is kept if start-up serves it.
         let early: Arc<std::sync::Mutex<Option<Early>>> = Arc::default();
@@ -134,6 +140,7 @@ impl Service {
             store.append(change).await.map_err(|e| e.to_string())?;
         }
         let carried = early.lock().ok().and_then(|mut e| e.take());
+        let served_at = served.revision;
         match carried {
             Some((revision, hash, prepared))
                 if revision == served.revision && hash == served.schema.hash =>
@@ -145,6 +152,19 @@ impl Service {
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
+                if bare == Some(served.revision) {
+                    let (store, bytes) = (Arc::clone(&store), bytes.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) =
+                            crate::store::checkpoint::complete(store.as_ref(), served_at, bytes)
+                                .await
+                        {
+                            tracing::warn!(
+                                "adding the snapshot to the checkpoint at revision {served_at}: {e}"
+                            );
+                        }
+                    });
+                }
                 runtime
                     .load_snapshot(bytes)
                     .await

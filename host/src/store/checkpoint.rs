@@ -95,7 +95,13 @@ pub fn recover_with(
 /// The checkpoint's snapshot with `changes` applied in place; `None` (said why) when it
 /// cannot be carried, and is built from the facts instead.
 fn carry(bytes: Option<&[u8]>, revision: u64, changes: &[super::Change]) -> Option<Snapshot> {
-    let mut snapshot = Snapshot::from_bytes(bytes?)
+    let bytes = bytes?;
+    if bytes.is_empty() {
+        // An import's checkpoint: the facts only (see [`Checkpoint::snapshot`]).
+        tracing::info!("the checkpoint at revision {revision} holds no snapshot yet; building it");
+        return None;
+    }
+    let mut snapshot = Snapshot::from_bytes(bytes)
         .map_err(|e| tracing::warn!("the checkpoint's snapshot does not load ({e}); building it"))
         .ok()?;
     if snapshot.revision != revision {
@@ -195,7 +201,7 @@ pub async fn write_checkpoint(store: &dyn FactStore, upto: u64) -> Result<Option
             None => Snapshot::build(schema, &r.facts).map_err(|e| e.to_string())?,
         };
         let snapshot = snapshot.to_bytes().map_err(|e| e.to_string())?;
-        let facts = serde_json::to_string(&r.facts.into_doc()).map_err(|e| e.to_string())?;
+        let facts = serde_json::to_string(&r.facts.doc()).map_err(|e| e.to_string())?;
         Ok::<_, String>((facts, snapshot))
     })
     .await
@@ -218,4 +224,40 @@ pub async fn write_checkpoint(store: &dyn FactStore, upto: u64) -> Result<Option
         replayed,
         stored_in: t.elapsed(),
     }))
+}
+
+/// Adds `snapshot` (the snapshot at `revision`, built by a host starting on it) to the
+/// checkpoint at `revision` that an import wrote with the facts only. Nothing is done
+/// when that checkpoint is no longer the latest, or has its snapshot already.
+pub async fn complete(
+    store: &dyn FactStore,
+    revision: u64,
+    snapshot: Vec<u8>,
+) -> Result<(), String> {
+    let latest = store
+        .latest(Some(revision))
+        .await
+        .map_err(|e| e.to_string())?;
+    if latest.revision != revision || !latest.snapshot.as_deref().is_some_and(<[u8]>::is_empty) {
+        return Ok(());
+    }
+    let policy = latest
+        .policy
+        .ok_or("the store keeps no policy: no checkpoint before it adopts one")?;
+    let bytes = snapshot.len();
+    let t = std::time::Instant::now();
+    store
+        .put_checkpoint(Arc::new(Checkpoint {
+            revision,
+            facts: latest.facts,
+            policy,
+            snapshot,
+        }))
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        "the checkpoint at revision {revision} now holds its snapshot ({bytes} bytes, stored in {:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

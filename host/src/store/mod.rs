@@ -184,7 +184,9 @@ pub struct Checkpoint {
     pub facts: String,
     /// The policy at that revision.
     pub policy: StoredPolicy,
-    /// The snapshot of the facts under the policy (`Snapshot::to_bytes`).
+    /// The snapshot of the facts under the policy (`Snapshot::to_bytes`); empty in a
+    /// checkpoint written by an import, which holds the facts only: the first host to
+    /// start on it builds the snapshot and writes it into the checkpoint.
     pub snapshot: Vec<u8>,
 }
 

@@ -746,7 +746,11 @@ impl FactStore for PgStore {
             let mut tx = self.pool.begin().await.map_err(pe)?;
             sqlx::query(
                 "INSERT INTO clearance_checkpoints (revision, chain, facts, policy, snapshot, checksum, created)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (revision) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (revision) DO UPDATE SET snapshot = EXCLUDED.snapshot,
+                     checksum = EXCLUDED.checksum, created = EXCLUDED.created
+                 WHERE length(clearance_checkpoints.snapshot) = 0
+                   AND clearance_checkpoints.facts = EXCLUDED.facts",
             )
             .bind(c.revision as i64)
             .bind(&chain)

@@ -723,10 +723,22 @@ fn a_backup_taken_while_writes_go_on_restores_to_one_revision_on_sqlite_and_post
         .arg(&restored)
         .output()
         .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    // With a checkpoint of the restored revision, snapshot and all: a host loads it
+    // rather than building one.
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        said.contains(&format!("a checkpoint at revision {revision}")),
+        "{said}"
+    );
+    let latest = clearance_host::store::SqliteFile::open(&restored)
+        .unwrap()
+        .latest(None)
+        .unwrap();
+    assert_eq!(latest.revision, revision);
+    assert!(
+        latest.snapshot.is_some_and(|s| !s.is_empty()),
+        "no snapshot was kept"
     );
     let again = start(&restored, &[]).unwrap();
     let served = block(facts(&again.base));
@@ -772,4 +784,8 @@ fn a_backup_taken_while_writes_go_on_restores_to_one_revision_on_sqlite_and_post
             .unwrap()
     });
     assert_eq!(recovered.facts, expected);
+    assert!(
+        recovered.snapshot.is_some(),
+        "the restore into PostgreSQL left no checkpoint with a snapshot"
+    );
 }

@@ -164,3 +164,62 @@ fn an_import_is_one_checked_revision_and_a_bad_line_writes_nothing() {
         assert!(!text.contains("event: change"), "{text}");
     });
 }
+
+/// An import leaves a checkpoint at its revision: a host starting on the store reads the
+/// imported state instead of replaying the import, builds the snapshot the checkpoint
+/// lacks (an import cannot hold both in its memory) and adds it, so that the next start
+/// carries it too.
+#[test]
+fn an_import_leaves_a_checkpoint_that_the_first_start_completes() {
+    use clearance_host::store::SqliteFile;
+    let dir = super::scratch("import-checkpoint");
+    let db = dir.join("facts.db");
+    // A store of the demo's facts, then no host on it.
+    drop(super::faults::start(&db, &[]).unwrap());
+    let good = dir.join("good.ndjson");
+    let mut deltas: Vec<Value> = create_event("cp1").as_array().unwrap().clone();
+    deltas.extend(create_event("cp2").as_array().unwrap().clone());
+    std::fs::write(&good, lines(&deltas)).unwrap();
+    let (code, said) = import(&db, &good);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("a checkpoint at revision 1"), "{said}");
+    let latest = || SqliteFile::open(&db).unwrap().latest(None).unwrap();
+    let l = latest();
+    assert_eq!(
+        (l.revision, l.changes.len()),
+        (1, 0),
+        "start-up would replay the import"
+    );
+    assert_eq!(
+        l.snapshot.as_deref(),
+        Some(&[][..]),
+        "the import's checkpoint holds a snapshot"
+    );
+
+    let server = super::faults::start(&db, &[]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while latest().snapshot.as_deref().is_none_or(<[u8]>::is_empty) {
+        assert!(
+            Instant::now() < deadline,
+            "the checkpoint was never completed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    block(async {
+        assert_eq!(view(&server.base, "event:cp1").await["allowed"], true);
+    });
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("holds no snapshot yet"), "{log}");
+    assert!(log.contains("now holds its snapshot"), "{log}");
+    drop(server);
+
+    // The next start carries the snapshot: nothing is built.
+    let server = super::faults::start(&db, &[]).unwrap();
+    block(async {
+        assert_eq!(revision(&server.base).await, 1);
+        assert_eq!(view(&server.base, "event:cp2").await["allowed"], true);
+    });
+    let log = server.log.lock().unwrap().clone();
+    assert!(!log.contains("holds no snapshot"), "{log}");
+    assert!(!log.contains("building it"), "{log}");
+}

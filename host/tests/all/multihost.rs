@@ -648,3 +648,55 @@ fn an_import_into_postgres_is_served_by_the_host_on_it() {
         }
     });
 }
+
+/// An import into PostgreSQL leaves a checkpoint of the facts at its revision; the first
+/// host to start on the database builds the snapshot and adds it to that checkpoint.
+#[test]
+fn an_import_into_postgresql_leaves_a_checkpoint_the_first_start_completes() {
+    let pg = Pg::start("import-checkpoint");
+    let url = database(&pg, "imported");
+    // The demo's facts, seeded by a first host.
+    drop(host(&url, "import-seed").unwrap());
+    let dir = super::scratch("multihost-import");
+    let file = dir.join("events.ndjson");
+    let deltas: Vec<Value> = ["pgcp1", "pgcp2"]
+        .iter()
+        .flat_map(|id| create_event(id).as_array().unwrap().clone())
+        .collect();
+    std::fs::write(
+        &file,
+        deltas.iter().map(|d| format!("{d}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let out = clearance()
+        .args(["import", "--store", &url, "--from"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("a checkpoint at revision 1"), "{said}");
+    let latest = || {
+        block(async {
+            let store = clearance_host::store::postgres::PgStore::connect(&url)
+                .await
+                .unwrap();
+            store.latest(None).await.unwrap()
+        })
+    };
+    let l = latest();
+    assert_eq!((l.revision, l.changes.len()), (1, 0));
+    assert_eq!(l.snapshot.as_deref(), Some(&[][..]));
+    let h = host(&url, "import-first").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while latest().snapshot.as_deref().is_none_or(<[u8]>::is_empty) {
+        assert!(
+            Instant::now() < deadline,
+            "the checkpoint was never completed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(h);
+    let l = latest();
+    assert_eq!((l.revision, l.changes.len()), (1, 0));
+}

@@ -2,7 +2,8 @@
 //! whose base is the state of the source at one revision (its latest checkpoint and the
 //! changes after it, every checksum verified, read while the source keeps serving), with
 //! the source's policy and service keys. Restore seeds an empty store (SQLite or a
-//! migrated PostgreSQL) with it: a host started on it serves that revision.
+//! migrated PostgreSQL) with it, and a checkpoint of it: a host started on it serves that
+//! revision, loading the checkpoint's snapshot rather than building one.
 
 use clearance_host::store::checkpoint::recover;
 use clearance_host::store::{FactStore, SqliteFile, SqliteStore, StoredKey, open_existing};
@@ -107,5 +108,17 @@ pub async fn restore(from: &Path, spec: &str) -> Result<ExitCode, String> {
         "clearance: restored revision {revision} from {} into {spec}",
         from.display()
     );
+    // A checkpoint at the restored revision, snapshot and all, so that the first host to
+    // start on the store loads the snapshot instead of building it.
+    let store = open_existing(spec).await.map_err(|e| e.to_string())?;
+    match clearance_host::store::checkpoint::write_checkpoint(store.as_ref(), revision).await {
+        Ok(Some(w)) => eprintln!(
+            "clearance: a checkpoint at revision {revision} ({} bytes of facts, {} of snapshot)",
+            w.facts_bytes, w.snapshot_bytes
+        ),
+        Ok(None) => {}
+        // The restore is whole: a host builds the snapshot at start, only slower.
+        Err(e) => eprintln!("clearance: no checkpoint was written ({e})"),
+    }
     Ok(ExitCode::SUCCESS)
 }

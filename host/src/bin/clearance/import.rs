@@ -14,7 +14,7 @@ use clearance_core::{Facts, Schema, Snapshot};
 use clearance_host::clock::now_seconds;
 use clearance_host::service::accounts_touched;
 use clearance_host::store::checkpoint::recover;
-use clearance_host::store::{Change, FactStore, SqliteFile, SqliteStore, StoredPolicy};
+use clearance_host::store::{Change, Checkpoint, FactStore, SqliteFile, SqliteStore, StoredPolicy};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use std::io::BufRead;
@@ -89,12 +89,14 @@ struct Checked {
 
 /// The first pass: applies each line's delta to `facts` as it is read (so no delta is
 /// kept), then checks the result under `schema`. An error names the line it comes from
-/// where it can.
+/// where it can. The facts after the import, at `revision`, are written to `state` as a
+/// facts document, streamed (never held as text beside the facts), for the checkpoint.
 fn check(
     mut facts: Facts,
     schema: Arc<Schema>,
     path: &Path,
     bar: &ProgressBar,
+    (revision, state): (u64, &Path),
 ) -> Result<Checked, String> {
     let mut accounts = std::collections::BTreeSet::new();
     let mut count = 0usize;
@@ -123,13 +125,31 @@ fn check(
             path.display()
         )
     })?;
+    let (entities, tuples) = (facts.entities.len(), facts.tuples.len());
+    bar.set_message("writing the state for the checkpoint");
+    facts.revision = revision;
+    let file = std::fs::File::create(state).map_err(|e| format!("{}: {e}", state.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    serde_json::to_writer(&mut out, &facts.doc())
+        .map_err(|e| format!("{}: {e}", state.display()))?;
+    std::io::Write::flush(&mut out).map_err(|e| format!("{}: {e}", state.display()))?;
     Ok(Checked {
         count,
         accounts: accounts.into_iter().collect(),
         sha256,
-        entities: facts.entities.len(),
-        tuples: facts.tuples.len(),
+        entities,
+        tuples,
     })
+}
+
+/// The state after the import, written by [`check`] and read back once the change is
+/// stored; removed when dropped, whatever happened.
+struct StateFile(PathBuf);
+
+impl Drop for StateFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Checks `facts` under `schema` one account at a time, as a snapshot build checks
@@ -266,10 +286,16 @@ pub async fn run(
     let facts = recovered.facts;
     let revision = facts.revision;
     let bar = progress(size, "reading and applying");
-    let (path, shown) = (from.to_path_buf(), bar.clone());
-    let checked = tokio::task::spawn_blocking(move || check(facts, schema, &path, &shown))
-        .await
-        .map_err(|e| e.to_string())?;
+    let state = StateFile(std::env::temp_dir().join(format!(
+        "clearance-import-{}-{revision}.json",
+        std::process::id()
+    )));
+    let (path, shown, state_path) = (from.to_path_buf(), bar.clone(), state.0.clone());
+    let checked = tokio::task::spawn_blocking(move || {
+        check(facts, schema, &path, &shown, (revision + 1, &state_path))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     let checked = checked.map_err(|e| format!("{e}; nothing was written"))?;
     // The state's facts are dropped: hand their memory back before the deltas' text is
@@ -305,6 +331,7 @@ pub async fn run(
             revision + 1
         )
     })?;
+    give_back_memory();
     eprintln!(
         "clearance: imported {} deltas from {} into {} as revision {} in {:.1} s ({} entities, {} tuples now)",
         checked.count,
@@ -315,5 +342,36 @@ pub async fn run(
         checked.entities,
         checked.tuples
     );
+    // A checkpoint at the import's revision, so that a host starting on the store reads
+    // the state rather than replaying every delta. It holds the facts but no snapshot:
+    // building one needs the whole of both in memory, more than an import may take; the
+    // first host to start builds it and completes the checkpoint.
+    let bar = progress(size, "writing a checkpoint");
+    let facts = tokio::fs::read_to_string(&state.0)
+        .await
+        .map_err(|e| format!("{}: {e}", state.0.display()));
+    let kept = match facts {
+        Ok(facts) => store
+            .put_checkpoint(Arc::new(Checkpoint {
+                revision: revision + 1,
+                facts,
+                policy,
+                snapshot: Vec::new(),
+            }))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    bar.finish_and_clear();
+    match kept {
+        Ok(()) => eprintln!(
+            "clearance: a checkpoint at revision {} (facts; the first host to start adds the snapshot)",
+            revision + 1
+        ),
+        // The import is stored and whole: a host replays it, only slower.
+        Err(e) => eprintln!(
+            "clearance: no checkpoint was written ({e}): the first start replays the import"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
