@@ -65,7 +65,10 @@ const decisions = input.requests.map((request) => {
   return isError(decision) ? decision : { allowed: decision.allowed, codes: decision.reasons.map((r) => r.code) };
 });
 session.free();
-process.stdout.write(JSON.stringify({ entry: import.meta.resolve('@clearance/web'), moduleHash: module.moduleHash, decisions }));
+const edge = await import('@clearance/web/edge');
+const token = await import('@clearance/web/edge/token');
+const gate = [typeof edge.createHandler, typeof edge.loadSlice, typeof token.createTokenVerifier];
+process.stdout.write(JSON.stringify({ entry: import.meta.resolve('@clearance/web'), moduleHash: module.moduleHash, decisions, gate }));
 `;
 
 /** The environment of the child processes: this one's, without the settings npm passes to scripts it runs. */
@@ -218,6 +221,30 @@ describe('the packed package', () => {
     assert.ok(reached.size > entries.size, 'the entry refers to no file');
   });
 
+  test('npm accepts it for publishing, with its licence, changelog, edge gate and types', () => {
+    const npmOptions = ['--cache', join(root, 'npm-cache'), '--offline', '--registry', NO_REGISTRY, '--no-audit', '--no-fund', '--no-update-notifier'];
+    const answer = JSON.parse(run('npm', ['publish', '--dry-run', '--json', ...npmOptions], WEB));
+    const published = answer[manifest.name] ?? answer;
+    assert.equal(published.id, `${manifest.name}@${manifest.version}`);
+    const files = new Set(published.files.map((/** @type {{path: string}} */ f) => f.path));
+    for (const file of ['LICENSE', 'CHANGELOG.md', 'index.js', 'index.d.ts', 'edge/handler.js', 'edge/handler.d.ts', 'edge/token.js', 'edge/token.d.ts', 'pkg/clearance_bg.wasm']) {
+      assert.ok(files.has(file), `${file} is not published: ${[...files].join(', ')}`);
+    }
+    // Nothing of the repository's own: tests, tools, the console, the benchmarks.
+    const stray = [...files].filter((f) => /^(test|tools|console|bench|browser|workers|types)\//.test(f));
+    assert.deepEqual(stray, []);
+    // The licence and the changelog are the repository's, copied when packed.
+    assert.equal(readFileSync(join(WEB, 'LICENSE'), 'utf8'), readFileSync(join(WEB, '..', 'LICENSE'), 'utf8'));
+  });
+
+  test('the edge gate\'s types are the ones its JSDoc gives', () => {
+    const out = join(root, 'edge-types');
+    run(process.execPath, [join(WEB, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.edge.json', '--outDir', out], WEB);
+    for (const name of ['handler.d.ts', 'token.d.ts']) {
+      assert.equal(readFileSync(join(WEB, 'edge', name), 'utf8'), readFileSync(join(out, name), 'utf8'), `edge/${name} is stale: run \`npm run types:edge\` in web/`);
+    }
+  });
+
   test('a fresh project installs it offline and decides checks from a signed slice', async () => {
     // A slice as the host signs it: the default policies and the airline world's account.
     const module = await loadNode();
@@ -249,6 +276,8 @@ describe('the packed package', () => {
     assert.ok(fileURLToPath(out.entry).startsWith(`${join(app, 'node_modules', ...manifest.name.split('/'))}/`), `the package was found at ${out.entry}`);
     // The module it loaded is the one the build wrote.
     assert.equal(out.moduleHash, readFileSync(WASM_SHA256_URL, 'utf8').trim().split(/\s+/)[0]);
+    // The edge gate, by the package's name.
+    assert.deepEqual(out.gate, ['function', 'function', 'function']);
     const [allow, deny] = out.decisions;
     assert.deepEqual(allow, { allowed: true, codes: ['granted'] }, JSON.stringify(allow));
     assert.equal(deny.allowed, false, JSON.stringify(deny));

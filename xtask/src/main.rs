@@ -16,6 +16,13 @@ commands:
   wasm    build the one wasm artifact into web/pkg/ (glue, .d.ts, clearance_bg.wasm)
           and print its SHA-256
   repro   build it twice, from two checkout paths, and compare the bytes
+  image   `dist`, then the container image built from it and run by podman: ready,
+          healthy, a check and a write, the data kept across restarts
+          (CLEARANCE_PODMAN_OPTIONS='--runtime runc' where crun cannot run containers)
+  dist    the shipped binary: built static for Linux (musl) with paths remapped, its
+          symbols split into dist/clearance.debug and dist/clearance stripped; prints
+          its SHA-256 (`dist --repro`: built a second time from another checkout path
+          and target directory, and the bytes compared)
   serve   build the artifact, then run `clearance serve --demo` (the demo data on an
           embedded store, seeded on first start; a token issuer for the console's
           personas; an admin key printed once); arguments after `serve` go to it
@@ -32,6 +39,49 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("wasm") => wasm().map(|hash| println!("{hash}  web/pkg/clearance_bg.wasm")),
         Some("repro") => wasm().and_then(|_| reproducible()),
+        Some("image") => wasm().and_then(|_| {
+            let root = root();
+            dist(&root, &target_dir(&root), &root.join("dist"))?;
+            run(
+                "the image",
+                "cargo",
+                &[
+                    "test",
+                    "--release",
+                    "-p",
+                    "clearance-host",
+                    "--test",
+                    "all",
+                    "image::",
+                    "--",
+                    "--ignored",
+                ],
+                &[],
+            )
+        }),
+        Some("dist") => wasm().and_then(|_| {
+            let root = root();
+            let first = dist(&root, &target_dir(&root), &root.join("dist"))?;
+            println!("{first}  dist/clearance");
+            if args.iter().any(|a| a == "--repro") {
+                let scratch =
+                    std::env::temp_dir().join(format!("clearance-dist-{}", std::process::id()));
+                let copy = scratch.join("elsewhere/checkout");
+                copy_checkout(&root, &copy)?;
+                let second = dist(&copy, &scratch.join("target"), &scratch.join("dist"));
+                let _ = std::fs::remove_dir_all(&scratch);
+                let second = second?;
+                if first != second {
+                    return Err(format!(
+                        "the binary is not reproducible: {first} here, {second} from another path"
+                    ));
+                }
+                eprintln!(
+                    "xtask: reproducible: the same bytes ({second}) from another checkout path"
+                );
+            }
+            Ok(())
+        }),
         Some("serve") => wasm().and_then(|_| {
             let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
             let mut cargo = vec![
@@ -300,27 +350,7 @@ fn reproducible() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let scratch = std::env::temp_dir().join(format!("clearance-repro-{}", std::process::id()));
     let copy = scratch.join("elsewhere/checkout");
-    let listed = Command::new("git")
-        .args([
-            "ls-files",
-            "-z",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-        ])
-        .current_dir(&root)
-        .output()
-        .map_err(|e| format!("git: {e}"))?;
-    for name in listed.stdout.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let rel = Path::new(std::str::from_utf8(name).map_err(|e| e.to_string())?);
-        let (from, to) = (root.join(rel), copy.join(rel));
-        if from.is_file() {
-            if let Some(dir) = to.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-            }
-            std::fs::copy(&from, &to).map_err(|e| format!("{}: {e}", from.display()))?;
-        }
-    }
+    copy_checkout(&root, &copy)?;
     let second = build_artifact(&copy, &scratch.join("target"), &scratch.join("pkg"));
     let _ = std::fs::remove_dir_all(&scratch);
     let second = second?;
@@ -332,6 +362,150 @@ fn reproducible() -> Result<(), String> {
     }
     eprintln!("xtask: reproducible: the same bytes ({second}) from another checkout path");
     Ok(())
+}
+
+/// Copies the files of the checkout at `root` that git tracks or would (the built module
+/// in `web/pkg` among them) to `copy`.
+fn copy_checkout(root: &Path, copy: &Path) -> Result<(), String> {
+    let listed = Command::new("git")
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("git: {e}"))?;
+    let built = [
+        "web/pkg/clearance_bg.wasm",
+        "web/pkg/clearance_bg.wasm.sha256",
+    ];
+    let names = listed
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| std::str::from_utf8(n).map_err(|e| e.to_string()))
+        .chain(built.iter().map(|n| Ok(*n)));
+    for name in names {
+        let rel = Path::new(name?);
+        let (from, to) = (root.join(rel), copy.join(rel));
+        if from.is_file() {
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            }
+            std::fs::copy(&from, &to).map_err(|e| format!("{}: {e}", from.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The Linux target the shipped binary is built for: static, with musl.
+const DIST_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// Builds the shipped binary from the checkout at `root` with the target directory
+/// `target` into `out` (`clearance`, stripped, and `clearance.debug`, its symbols), and
+/// returns the SHA-256 of `clearance`, also written beside it.
+fn dist(root: &Path, target: &Path, out: &Path) -> Result<String, String> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("rustc: {e}"))?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if !sysroot
+        .join("lib/rustlib")
+        .join(DIST_TARGET)
+        .join("lib")
+        .is_dir()
+    {
+        run(
+            "rustup target add",
+            "rustup",
+            &["target", "add", DIST_TARGET],
+            &[],
+        )?;
+    }
+    if Command::new("musl-gcc").arg("--version").output().is_err() {
+        return Err(
+            "no musl-gcc, which builds the C parts (SQLite, ring) for musl: install Debian's musl-tools"
+                .into(),
+        );
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_default();
+    // Later prefixes win: the target directory, which may lie inside the checkout, last.
+    let flags = format!(
+        "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/clearance --remap-path-prefix={}=/target -C target-feature=+crt-static",
+        cargo_home.display(),
+        root.display(),
+        target.display()
+    );
+    let manifest = root.join("Cargo.toml");
+    let (manifest, target_s) = (manifest.to_string_lossy(), target.to_string_lossy());
+    run(
+        "the shipped binary",
+        "cargo",
+        &[
+            "build",
+            "--manifest-path",
+            &manifest,
+            "--target-dir",
+            &target_s,
+            "-p",
+            "clearance-host",
+            "--bin",
+            "clearance",
+            "--target",
+            DIST_TARGET,
+            "--profile",
+            "dist",
+        ],
+        &[
+            ("CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS", &flags),
+            ("CC_x86_64_unknown_linux_musl", "musl-gcc"),
+        ],
+    )?;
+    let built = target.join(DIST_TARGET).join("dist/clearance");
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let (binary, debug) = (out.join("clearance"), out.join("clearance.debug"));
+    let (built_s, binary_s, debug_s) = (
+        built.to_string_lossy(),
+        binary.to_string_lossy(),
+        debug.to_string_lossy(),
+    );
+    run(
+        "the symbols",
+        "objcopy",
+        &["--only-keep-debug", &built_s, &debug_s],
+        &[],
+    )?;
+    // The link names the symbols' file by its name alone, with its CRC: a debugger finds
+    // it beside the binary or in its debug directory.
+    let link = format!("--add-gnu-debuglink={debug_s}");
+    run(
+        "the stripped binary",
+        "objcopy",
+        &["--strip-all", &link, &built_s, &binary_s],
+        &[],
+    )?;
+    let bytes = std::fs::read(&binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+    let hash: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(out.join("clearance.sha256"), format!("{hash}  clearance\n"))
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "xtask: {} ({} bytes; symbols in {})",
+        binary.display(),
+        bytes.len(),
+        debug.display()
+    );
+    Ok(hash)
 }
 
 /// Builds the artifact: cargo for wasm32 with the size profile and paths remapped (so the

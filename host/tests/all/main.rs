@@ -19,6 +19,7 @@ mod auth;
 mod checkpoints;
 mod cli;
 mod faults;
+mod image;
 mod import;
 mod multihost;
 mod observe;

@@ -240,4 +240,16 @@ fn the_crates_and_the_package_share_one_licence_and_one_version() {
         licence.contains("Apache License") && licence.contains("Version 2.0, January 2004"),
         "LICENSE is not the Apache License 2.0"
     );
+    // The changelog has the version's section, and the image is labelled with it.
+    let version = env!("CARGO_PKG_VERSION");
+    let changelog = std::fs::read_to_string(root().join("CHANGELOG.md")).unwrap();
+    assert!(
+        changelog.contains(&format!("\n## {version} ")),
+        "CHANGELOG.md has no section for {version}"
+    );
+    let image = std::fs::read_to_string(root().join("Containerfile")).unwrap();
+    assert!(
+        image.contains(&format!("org.opencontainers.image.version=\"{version}\"")),
+        "the Containerfile's version label is not {version}"
+    );
 }

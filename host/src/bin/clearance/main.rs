@@ -77,6 +77,13 @@ enum Command {
         /// The directory to write into (made if it does not exist).
         dir: PathBuf,
     },
+    /// Exit 0 if URL answers a GET with a 2xx status within 5 s, 1 otherwise: a health
+    /// check for an image with no other program (`clearance probe
+    /// http://127.0.0.1:8080/readyz`).
+    Probe {
+        /// The URL to ask (http or https; `--ca-cert` for a private CA).
+        url: String,
+    },
     /// Manage the service keys of a store.
     Keys {
         /// The SQLite fact store.
@@ -353,6 +360,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         } => matrix::run(&cli, matrix, account.as_deref(), *format, facts).await,
         Command::Serve(args) => serve::run(&cli, args).await,
         Command::Init { dir } => init::run(dir),
+        Command::Probe { url } => probe(url, cli.ca_cert.as_deref()).await,
         Command::Keys {
             data,
             store,
@@ -386,6 +394,26 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             eprintln!("clearance: {done}");
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `clearance probe URL`.
+async fn probe(url: &str, ca_cert: Option<&std::path::Path>) -> Result<ExitCode, String> {
+    let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5));
+    for root in clearance_host::oidc::roots(ca_cert)? {
+        client = client.add_root_certificate(root);
+    }
+    let client = client.build().map_err(|e| e.to_string())?;
+    match client.get(url).send().await {
+        Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(r) => {
+            eprintln!("clearance: {url} answered {}", r.status());
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("clearance: {url}: {e}");
+            Ok(ExitCode::from(1))
         }
     }
 }
