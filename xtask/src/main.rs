@@ -68,7 +68,7 @@ fn main() -> ExitCode {
                     std::env::temp_dir().join(format!("clearance-dist-{}", std::process::id()));
                 let copy = scratch.join("elsewhere/checkout");
                 copy_checkout(&root, &copy)?;
-                let second = dist(&copy, &scratch.join("target"), &scratch.join("dist"));
+                let second = dist(&copy, &copy.join("target"), &scratch.join("dist"));
                 let _ = std::fs::remove_dir_all(&scratch);
                 let second = second?;
                 if first != second {
@@ -437,12 +437,20 @@ fn dist(root: &Path, target: &Path, out: &Path) -> Result<String, String> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .unwrap_or_default();
-    // Later prefixes win: the target directory, which may lie inside the checkout, last.
+    // The target directory lies inside the checkout (its build scripts' output, which
+    // the binary embeds, is named by path), so the checkout's prefix covers it. musl
+    // targets link statically by default.
+    if !target.starts_with(root) {
+        return Err(format!(
+            "the target directory {} is outside the checkout {}: the binary would name it",
+            target.display(),
+            root.display()
+        ));
+    }
     let flags = format!(
-        "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/clearance --remap-path-prefix={}=/target -C target-feature=+crt-static",
+        "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/clearance",
         cargo_home.display(),
-        root.display(),
-        target.display()
+        root.display()
     );
     let manifest = root.join("Cargo.toml");
     let (manifest, target_s) = (manifest.to_string_lossy(), target.to_string_lossy());

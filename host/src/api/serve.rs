@@ -17,6 +17,8 @@ use tokio::sync::watch;
 pub struct ServerLimits {
     /// How long a client has to send a request's head. hyper starts this clock whenever
     /// it waits for a head, so it also closes a kept-alive connection left idle this long.
+    /// An HTTP/2 connection that starts no request for this long is sent `GOAWAY` and
+    /// closed once the requests it has open are answered.
     pub header_timeout: Duration,
     /// How long a client has to send a request's whole body, from its head; past it the
     /// request is answered 408 `request.timeout` and the connection closed.
@@ -168,10 +170,14 @@ pub async fn serve_with_limits(
         let app = app.clone();
         let sent = Arc::clone(&place);
         let trusted = Arc::clone(&trusted);
+        let opened = std::time::Instant::now();
+        let last_request = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let noted = Arc::clone(&last_request);
         let service = TowerToHyperService::new(tower::util::MapRequest::new(
             app,
             move |req: axum::http::Request<hyper::body::Incoming>| {
                 sent.served();
+                noted.store(millis_since(opened), std::sync::atomic::Ordering::Relaxed);
                 // The body's deadline runs from now, as its head has arrived.
                 let mut req = req.map(|body| DeadlineBody::new(body, body_limits));
                 let client = if trusted.is_empty() {
@@ -217,8 +223,42 @@ pub async fn serve_with_limits(
                 }
                 // It sent nothing, and another connection needs its place: closed.
                 () = evicted.notified() => {}
+                // HTTP/2 has no head to wait for between requests: a connection that
+                // starts none for as long as HTTP/1.1 may wait for a head is told to go
+                // away, and closes once what it has open is answered.
+                () = idle(h2, opened, &last_request, header_timeout) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
             }
         });
+    }
+}
+
+/// Milliseconds from `since` to now.
+fn millis_since(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Resolves once an HTTP/2 connection opened at `opened` has started no request for
+/// `timeout` (`last_request`: milliseconds from `opened` to the last one); never for
+/// HTTP/1.1, whose idle connections hyper closes itself.
+async fn idle(
+    h2: bool,
+    opened: std::time::Instant,
+    last_request: &std::sync::atomic::AtomicU64,
+    timeout: Duration,
+) {
+    if !h2 {
+        return std::future::pending().await;
+    }
+    loop {
+        let last = last_request.load(std::sync::atomic::Ordering::Relaxed);
+        let quiet = Duration::from_millis(millis_since(opened).saturating_sub(last));
+        if quiet >= timeout {
+            return;
+        }
+        tokio::time::sleep(timeout - quiet).await;
     }
 }
 

@@ -298,3 +298,92 @@ fn a_store_on_postgresql_over_tls_is_verified_and_served() {
     drop(server);
     let _ = pg.down();
 }
+
+/// An HTTP/2 connection that starts no request is sent `GOAWAY` and closed after the
+/// time a HTTP/1.1 connection may wait for a head (10 s), as an idle HTTP/1.1 connection
+/// is: HTTP/2 has no head to wait for, so without it an idle connection held its place
+/// for ever.
+#[test]
+fn an_idle_http2_connection_is_sent_away() {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = scratch("tls-idle");
+    let authority = ca("idle");
+    write_pair(&dir, &leaf(&authority));
+    let db = dir.join("facts.db");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--data".into(),
+        db.clone().into(),
+        "--tls-cert".into(),
+        dir.join("cert.pem").into(),
+        "--tls-key".into(),
+        dir.join("key.pem").into(),
+    ];
+    let server = start_in(
+        Path::new(env!("CARGO_BIN_EXE_clearance")),
+        &root(),
+        &args,
+        &|| add_key(&db, ADMIN, Scope::Admin, &[]),
+    )
+    .unwrap_or_else(|log| panic!("the server did not start: {log}"));
+    let port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
+    let (gone, after) = block(async move {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(
+                rustls::pki_types::CertificateDer::from_pem_slice(authority.pem.as_bytes())
+                    .unwrap(),
+            )
+            .unwrap();
+        #[allow(deprecated)]
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        // The client's preface and an empty SETTINGS frame; then nothing.
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let read = tokio::time::timeout(Duration::from_secs(25), tls.read(&mut buf)).await;
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) => return (true, started.elapsed()),
+                Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+                Err(_) => return (false, started.elapsed()),
+            }
+            // Frames: a 9-byte head (length, type, flags, stream) and the payload.
+            let mut at = 0;
+            while seen.len() >= at + 9 {
+                let len = usize::from(seen[at]) << 16
+                    | usize::from(seen[at + 1]) << 8
+                    | usize::from(seen[at + 2]);
+                if seen[at + 3] == 0x7 {
+                    return (true, started.elapsed());
+                }
+                at += 9 + len;
+            }
+        }
+    });
+    assert!(gone, "an idle HTTP/2 connection was kept {after:?}");
+    assert!(
+        after >= Duration::from_secs(9),
+        "an HTTP/2 connection was sent away after {after:?}, before it was idle for 10 s"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
