@@ -40,19 +40,20 @@ fn engine_options() -> Vec<String> {
         .collect()
 }
 
-/// The limits a container is started with: the machine's own, which a container may not
-/// raise (podman's defaults are higher than some hosts allow).
+/// The limits a container is started with: no higher than the machine's own, which a
+/// container may not raise (podman's defaults are higher than some hosts allow). Threads
+/// are held to 4096, plenty for the server.
 fn limits() -> Vec<String> {
-    let read = |what: &str| {
-        let out = Command::new("sh")
-            .args(["-c", &format!("ulimit -H{what}")])
-            .output()
-            .unwrap();
-        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if v == "unlimited" { "65536".into() } else { v }
+    let text = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let hard = |what: &str, most: u64| {
+        text.lines()
+            .find(|l| l.starts_with(what))
+            .and_then(|l| l[what.len()..].split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(most, |v| v.min(most))
     };
-    let nofile = read("n");
-    let nproc = read("u");
+    let nofile = hard("Max open files", 65_536);
+    let nproc = hard("Max processes", 4096);
     vec![
         "--ulimit".into(),
         format!("nofile={nofile}:{nofile}"),
@@ -242,7 +243,7 @@ fn the_image_serves_from_a_volume_read_only_and_keeps_its_data_across_restarts()
         let deadline = Instant::now() + Duration::from_secs(10);
         let d = loop {
             let d = check(&base, &key, "event:aog_lhr").await;
-            if d["allowed"].is_boolean() || Instant::now() > deadline {
+            if d["error"].is_null() || Instant::now() > deadline {
                 break d;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
