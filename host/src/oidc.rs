@@ -20,7 +20,6 @@
 
 use crate::auth::{KeyRing, TokenRules, TokenVerifier};
 use jsonwebtoken::jwk::Jwk;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -347,18 +346,4 @@ fn signing_keys(keys: &[serde_json::Value], from: &str) -> KeyRing {
         }
     }
     ring
-}
-
-/// Certificates to trust besides the web's roots, from a PEM file (`--ca-cert`).
-pub fn roots(path: Option<&Path>) -> Result<Vec<reqwest::Certificate>, String> {
-    let Some(path) = path else {
-        return Ok(Vec::new());
-    };
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: holds no certificate", path.display()));
-    }
-    Ok(certs)
 }

@@ -1,6 +1,7 @@
 //! TLS for the API's listener, with rustls: a certificate chain and its key from PEM
 //! files, re-read when either file changes (a renewed certificate is served to the next
-//! connection, with no restart), HTTP/2 and HTTP/1.1 offered by ALPN.
+//! connection, with no restart), HTTP/2 and HTTP/1.1 offered by ALPN; and the
+//! certificates outgoing https trusts besides the web's roots (`--ca-cert`).
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -183,4 +184,18 @@ fn load(provider: &CryptoProvider, cert: &Path, key: &Path) -> Result<Loaded, St
         key: Arc::new(certified),
         stamp,
     })
+}
+
+/// Certificates to trust besides the web's roots, from a PEM file (`--ca-cert`).
+pub fn extra_roots(path: Option<&Path>) -> Result<Vec<reqwest::Certificate>, String> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: holds no certificate", path.display()));
+    }
+    Ok(certs)
 }

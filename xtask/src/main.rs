@@ -378,9 +378,14 @@ fn copy_checkout(root: &Path, copy: &Path) -> Result<(), String> {
         .current_dir(root)
         .output()
         .map_err(|e| format!("git: {e}"))?;
+    // What `cargo xtask wasm` wrote (ignored by git), which the binary embeds: the
+    // module, its digest and its glue (without the glue it carries no console).
     let built = [
         "web/pkg/clearance_bg.wasm",
         "web/pkg/clearance_bg.wasm.sha256",
+        "web/pkg/clearance.js",
+        "web/pkg/clearance.d.ts",
+        "web/pkg/clearance_bg.wasm.d.ts",
     ];
     let names = listed
         .stdout
@@ -401,6 +406,24 @@ fn copy_checkout(root: &Path, copy: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A file's size and SHA-256 (hex).
+fn sha256_of(path: &Path) -> Result<(usize, String), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let hash = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((bytes.len(), hash))
+}
+
+/// Cargo's home, whose path the builds remap.
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_default()
+}
+
 /// The Linux target the shipped binary is built for: static, with musl.
 const DIST_TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -408,35 +431,14 @@ const DIST_TARGET: &str = "x86_64-unknown-linux-musl";
 /// `target` into `out` (`clearance`, stripped, and `clearance.debug`, its symbols), and
 /// returns the SHA-256 of `clearance`, also written beside it.
 fn dist(root: &Path, target: &Path, out: &Path) -> Result<String, String> {
-    let sysroot = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .current_dir(root)
-        .output()
-        .map_err(|e| format!("rustc: {e}"))?;
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
-    if !sysroot
-        .join("lib/rustlib")
-        .join(DIST_TARGET)
-        .join("lib")
-        .is_dir()
-    {
-        run(
-            "rustup target add",
-            "rustup",
-            &["target", "add", DIST_TARGET],
-            &[],
-        )?;
-    }
+    ensure_target(root, DIST_TARGET)?;
     if Command::new("musl-gcc").arg("--version").output().is_err() {
         return Err(
             "no musl-gcc, which builds the C parts (SQLite, ring) for musl: install Debian's musl-tools"
                 .into(),
         );
     }
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .unwrap_or_default();
+    let cargo_home = cargo_home();
     // The target directory lies inside the checkout (its build scripts' output, which
     // the binary embeds, is named by path), so the checkout's prefix covers it. musl
     // targets link statically by default.
@@ -500,17 +502,12 @@ fn dist(root: &Path, target: &Path, out: &Path) -> Result<String, String> {
         &["--strip-all", &link, &built_s, &binary_s],
         &[],
     )?;
-    let bytes = std::fs::read(&binary).map_err(|e| format!("{}: {e}", binary.display()))?;
-    let hash: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let (size, hash) = sha256_of(&binary)?;
     std::fs::write(out.join("clearance.sha256"), format!("{hash}  clearance\n"))
         .map_err(|e| e.to_string())?;
     eprintln!(
-        "xtask: {} ({} bytes; symbols in {})",
+        "xtask: {} ({size} bytes; symbols in {})",
         binary.display(),
-        bytes.len(),
         debug.display()
     );
     Ok(hash)
@@ -523,43 +520,40 @@ fn dist(root: &Path, target: &Path, out: &Path) -> Result<String, String> {
 /// The target the module is built for.
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
-/// Whether the toolchain at `sysroot` has the standard library for [`WASM_TARGET`].
-fn has_target(sysroot: &Path) -> bool {
+/// Whether the toolchain at `sysroot` has the standard library for `target`.
+fn has_target(sysroot: &Path, target: &str) -> bool {
     sysroot
         .join("lib/rustlib")
-        .join(WASM_TARGET)
+        .join(target)
         .join("lib")
         .is_dir()
 }
 
-/// Installs the wasm32 target of the pinned toolchain when it is missing (a machine with
-/// the toolchain but not its target fails with "can't find crate for `core`"), so the
-/// first command does its whole set-up.
-fn ensure_wasm_target(root: &Path) -> Result<(), String> {
+/// Installs `target` for the pinned toolchain when it is missing (a machine with the
+/// toolchain but not its target fails with "can't find crate for `core`"), so the first
+/// command does its whole set-up.
+fn ensure_target(root: &Path, target: &str) -> Result<(), String> {
     let out = Command::new("rustc")
         .args(["--print", "sysroot"])
         .current_dir(root)
         .output()
         .map_err(|e| format!("rustc: {e}"))?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if out.status.success() && has_target(&sysroot) {
+    if out.status.success() && has_target(&sysroot, target) {
         return Ok(());
     }
-    eprintln!("xtask: the toolchain has no {WASM_TARGET} target; installing it");
+    eprintln!("xtask: the toolchain has no {target} target; installing it");
     run(
         "rustup target add",
         "rustup",
-        &["target", "add", WASM_TARGET],
+        &["target", "add", target],
         &[],
     )
 }
 
 fn build_artifact(root: &Path, target: &Path, out: &Path) -> Result<String, String> {
-    ensure_wasm_target(root)?;
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .unwrap_or_default();
+    ensure_target(root, WASM_TARGET)?;
+    let cargo_home = cargo_home();
     // SIMD (wasm's fixed 128-bit SIMD, in every runtime the module targets: wasmtime,
     // Node, Chromium, Firefox, Safari 16.4+, workerd) makes the module 2% smaller and its
     // batches a few per cent faster. LLVM's inline threshold at 100 instead of opt-level
@@ -606,18 +600,10 @@ fn build_artifact(root: &Path, target: &Path, out: &Path) -> Result<String, Stri
         .remove_producers_section(true)
         .generate(out)
         .map_err(|e| format!("wasm-bindgen: {e}"))?;
-    let wasm = out.join("clearance_bg.wasm");
-    let bytes = std::fs::read(&wasm).map_err(|e| format!("{}: {e}", wasm.display()))?;
-    let hash: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let (size, hash) = sha256_of(&out.join("clearance_bg.wasm"))?;
     std::fs::write(out.join("clearance_bg.wasm.sha256"), format!("{hash}\n"))
         .map_err(|e| e.to_string())?;
-    eprintln!(
-        "xtask: clearance_bg.wasm is {} bytes, sha256 {hash}",
-        bytes.len()
-    );
+    eprintln!("xtask: clearance_bg.wasm is {size} bytes, sha256 {hash}");
     Ok(hash)
 }
 
@@ -632,9 +618,9 @@ mod tests {
         let sysroot = std::env::temp_dir().join(format!("xtask-sysroot-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&sysroot);
         std::fs::create_dir_all(sysroot.join("lib/rustlib/x86_64-unknown-linux-gnu/lib")).unwrap();
-        assert!(!has_target(&sysroot));
+        assert!(!has_target(&sysroot, WASM_TARGET));
         std::fs::create_dir_all(sysroot.join("lib/rustlib").join(WASM_TARGET).join("lib")).unwrap();
-        assert!(has_target(&sysroot));
+        assert!(has_target(&sysroot, WASM_TARGET));
         let _ = std::fs::remove_dir_all(&sysroot);
     }
 }

@@ -233,7 +233,7 @@ fn tls_files_that_do_not_belong_together_are_refused_and_a_bad_renewal_keeps_the
 /// migrated, keyed and served by a host; with another CA it is refused, as is a
 /// connection without TLS.
 #[test]
-fn a_store_on_postgresql_over_tls_is_verified_and_served() {
+fn a_store_on_postgresql_over_tls_is_verified_and_served_by_three_hosts() {
     let dir = scratch("tls-pg");
     let (good, other) = (ca("postgres"), ca("not postgres"));
     let (cert, key) = leaf(&good);
@@ -284,18 +284,56 @@ fn a_store_on_postgresql_over_tls_is_verified_and_served() {
             .await
             .unwrap();
     });
-    let args: Vec<std::ffi::OsString> = vec!["--store".into(), url.clone().into()];
-    let server = crate::faults::start_with(&args, &|| {})
-        .unwrap_or_else(|log| panic!("a host on PostgreSQL over TLS did not start: {log}"));
+    // Three hosts on it, as docs/deploy.md sets them up: each its own cache, following
+    // the others every 500 ms besides their notifications.
+    let hosts: Vec<crate::faults::Server> = (0..3)
+        .map(|i| {
+            let args: Vec<std::ffi::OsString> = vec![
+                "--store".into(),
+                url.clone().into(),
+                "--cache-dir".into(),
+                dir.join(format!("cache-{i}")).into(),
+                "--follow-interval-ms".into(),
+                "500".into(),
+            ];
+            crate::faults::start_with(&args, &|| {})
+                .unwrap_or_else(|log| panic!("a host on PostgreSQL over TLS did not start: {log}"))
+        })
+        .collect();
     block(async {
         // The demo's facts, seeded through TLS and read back.
-        let facts = crate::get_json(&crate::admin(), &format!("{}/v1/facts", server.base)).await;
+        let facts = crate::get_json(&crate::admin(), &format!("{}/v1/facts", hosts[0].base)).await;
         assert!(
             facts["entities"].as_array().is_some_and(|e| !e.is_empty()),
             "{facts}"
         );
+        // A write through one host is served by the others.
+        let r = crate::admin()
+            .post(format!("{}/v1/facts", hosts[0].base))
+            .json(&serde_json::json!({ "author": "user:occ_controller", "now": "2026-05-01T10:00:00Z", "deltas": crate::create_event("over_tls") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let written: serde_json::Value = r.json().await.unwrap();
+        let revision = written["revision"].as_u64().unwrap();
+        for host in &hosts[1..] {
+            let d: serde_json::Value = crate::admin()
+                .post(format!("{}/v1/check", host.base))
+                .json(&serde_json::json!({
+                    "principal": "user:occ_controller", "action": "view", "resource": "event:over_tls",
+                    "now": "2026-05-01T10:00:00Z", "min_revision": revision
+                }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(d["allowed"], true, "{d}");
+        }
     });
-    drop(server);
+    drop(hosts);
     let _ = pg.down();
 }
 

@@ -111,7 +111,7 @@ fn otel(
     let mut client = reqwest::blocking::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(10));
-    for root in clearance_host::oidc::roots(ca_cert)? {
+    for root in clearance_host::tls::extra_roots(ca_cert)? {
         client = client.add_root_certificate(root);
     }
     let client = client

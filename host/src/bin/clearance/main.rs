@@ -401,7 +401,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
 /// `clearance probe URL`.
 async fn probe(url: &str, ca_cert: Option<&std::path::Path>) -> Result<ExitCode, String> {
     let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5));
-    for root in clearance_host::oidc::roots(ca_cert)? {
+    for root in clearance_host::tls::extra_roots(ca_cert)? {
         client = client.add_root_certificate(root);
     }
     let client = client.build().map_err(|e| e.to_string())?;

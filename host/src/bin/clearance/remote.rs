@@ -54,7 +54,7 @@ impl Remote {
             ));
         }
         let mut client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
-        for root in clearance_host::oidc::roots(ca_cert)? {
+        for root in clearance_host::tls::extra_roots(ca_cert)? {
             client = client.add_root_certificate(root);
         }
         let client = client.build().map_err(|e| e.to_string())?;

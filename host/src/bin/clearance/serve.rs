@@ -316,7 +316,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<ExitCode, String> {
                     max_age: std::time::Duration::from_secs(*oidc_refresh_interval),
                     min_interval: std::time::Duration::from_secs(*oidc_min_refresh_interval),
                 },
-                clearance_host::oidc::roots(cli.ca_cert.as_deref())?,
+                clearance_host::tls::extra_roots(cli.ca_cert.as_deref())?,
             )?;
             // A provider that cannot be reached now is tried again in the background: the
             // host serves service keys meanwhile, and refuses user tokens saying why.
