@@ -69,6 +69,15 @@ fn main() -> ExitCode {
                 let copy = scratch.join("elsewhere/checkout");
                 copy_checkout(&root, &copy)?;
                 let second = dist(&copy, &copy.join("target"), &scratch.join("dist"));
+                // The other build's binary and symbols are kept beside the first's, to
+                // compare.
+                for (from, to) in [
+                    ("clearance", "clearance.other"),
+                    ("clearance.debug", "clearance.other.debug"),
+                ] {
+                    let _ =
+                        std::fs::copy(scratch.join("dist").join(from), root.join("dist").join(to));
+                }
                 let _ = std::fs::remove_dir_all(&scratch);
                 let second = second?;
                 if first != second {
@@ -454,6 +463,11 @@ fn dist(root: &Path, target: &Path, out: &Path) -> Result<String, String> {
         cargo_home.display(),
         root.display()
     );
+    let cflags = format!(
+        "-ffile-prefix-map={}=/cargo -ffile-prefix-map={}=/clearance",
+        cargo_home.display(),
+        root.display()
+    );
     let manifest = root.join("Cargo.toml");
     let (manifest, target_s) = (manifest.to_string_lossy(), target.to_string_lossy());
     run(
@@ -477,6 +491,9 @@ fn dist(root: &Path, target: &Path, out: &Path) -> Result<String, String> {
         &[
             ("CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS", &flags),
             ("CC_x86_64_unknown_linux_musl", "musl-gcc"),
+            // The C parts (SQLite, ring) name their sources in their debug information,
+            // which the linker's build id covers: remapped as the Rust parts are.
+            ("CFLAGS_x86_64_unknown_linux_musl", &cflags),
         ],
     )?;
     let built = target.join(DIST_TARGET).join("dist/clearance");
