@@ -44,7 +44,7 @@ fn engine_options() -> Vec<String> {
 /// container may not raise (podman's defaults are higher than some hosts allow). Threads
 /// are held to 4096, plenty for the server.
 fn limits() -> Vec<String> {
-    let text = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let text = std::fs::read_to_string("/proc/self/limits").unwrap();
     let hard = |what: &str, most: u64| {
         text.lines()
             .find(|l| l.starts_with(what))
